@@ -1,0 +1,42 @@
+"""edgeworker: a programmable edge server for Python (the OpenResty model on gevent workers).
+
+The public API for handler code::
+
+    import edgeworker
+    edgeworker.shared["counters"].incr(key, 1, init=0)   # shared dicts (shm.SharedDict)
+    edgeworker.timer.at(0, push_metrics, data)           # per-worker timers
+    edgeworker.worker.id, edgeworker.worker.count, edgeworker.worker.exiting()
+    edgeworker.log.info("...")                           # the error log
+    edgeworker.now(), edgeworker.sleep(0.1)
+
+Importing this package imports no network library (gevent only with ``edgeworker.timer``).
+"""
+
+from .errors import ConfigError, EdgeworkerError, PhaseError, ProcessExiting, TooManyTimers
+from .runtime import log, now, shared, sleep, worker
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # the timer facade imports gevent: load it on first use only
+    if name == "timer":
+        from .timers import timer
+
+        return timer
+    raise AttributeError(f"module 'edgeworker' has no attribute {name!r}")
+
+
+__all__ = [
+    "ConfigError",
+    "EdgeworkerError",
+    "PhaseError",
+    "ProcessExiting",
+    "TooManyTimers",
+    "log",
+    "now",
+    "shared",
+    "sleep",
+    "timer",
+    "worker",
+]

@@ -1,0 +1,37 @@
+"""Exceptions that edgeworker raises to handler code and to the command line."""
+
+from __future__ import annotations
+
+
+class EdgeworkerError(Exception):
+    """Base class of every edgeworker exception."""
+
+
+class PhaseError(EdgeworkerError):
+    """An API was called in a phase (or process) where it makes no sense.
+
+    The message names the API and the phase, e.g.
+    ``req.say() is not allowed in the access phase``.
+    """
+
+
+class TooManyTimers(EdgeworkerError):
+    """``timer.at``/``timer.every`` over ``max_pending_timers``: "too many pending timers"."""
+
+
+class ProcessExiting(EdgeworkerError):
+    """A timer with a delay > 0 was created while the worker is exiting."""
+
+
+class ConfigError(EdgeworkerError):
+    """The configuration is invalid.
+
+    ``errors`` holds one message per problem, each naming the config path
+    (``server[0].location[2].access``) and the cause. ``str()`` joins them, one a line,
+    prefixed by the config file's path.
+    """
+
+    def __init__(self, file: str, errors: list[str]) -> None:
+        self.file = file
+        self.errors = list(errors)
+        super().__init__("\n".join(f"{file}: {e}" for e in self.errors))

@@ -1,0 +1,646 @@
+"""Sans-IO HTTP/1.1 server protocol: bytes in, events out.
+
+``ServerProtocol.feed(data)`` parses what a client sent and returns the events it completes, in
+order: a ``RequestHead`` per request, ``Data`` pieces of its body as they arrive, ``END`` when
+the request is complete, or a final ``ProtocolError`` (answer its ``status`` and close). No
+sockets, no clocks: the worker's socket loop moves bytes, this module decides what they mean.
+
+Parsing is done by llhttp (``httptools.HttpRequestParser``) in strict mode; the callbacks below
+add the rules llhttp leaves open (SPEC §5, RFC 9112, nginx where the RFC lets us choose):
+
+* framing: ``Content-Length`` must be plain digits (no sign, hex, list, spaces inside, at most
+  18 digits), given once, never together with ``Transfer-Encoding``; ``Transfer-Encoding`` must
+  end in ``chunked`` and name it once (else 400), other codings are not implemented (501, like
+  nginx), and it is refused in HTTP/1.0 requests (400, like nginx; RFC 9112 §6.1 says such
+  framing is faulty). Chunk sizes, chunk extensions, bare CR/LF, obs-fold, space before the
+  colon, control bytes and non-token names are rejected by llhttp itself (400).
+* request line: HTTP/1.0 and 1.1 (1.x with a higher minor is served as 1.1, as RFC 9112 §2.3 and
+  nginx do); HTTP/2.0 and higher → 505 (nginx); HTTP/0.9 and the HTTP/2 preface → 400 (nginx).
+  Methods llhttp does not know → 400; ``CONNECT`` and ``TRACE`` → 405 (nginx). The target must
+  be origin-form (``/…``), ``*`` with OPTIONS, or absolute-form ``http(s)://authority/…`` (whose
+  authority then replaces the Host header, RFC 9112 §3.2.2); a ``#`` fragment → 400.
+* Host: required in HTTP/1.1, at most once, and syntactically a host[:port] (400 otherwise).
+* limits (``Limits``): request line over ``max_request_line`` → 414; header section over
+  ``max_header_size`` or more than ``max_headers`` fields → 431. They are checked while the head
+  arrives, so an endless head is cut after at most one read past the limit, never buffered.
+* an ``Upgrade`` request that also declares a body → 400 (llhttp would hand the body to the
+  tunnel, which a front proxy could exploit).
+"""
+
+from __future__ import annotations
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
+from httptools.parser.errors import HttpParserInvalidMethodError
+
+__all__ = [
+    "END",
+    "Data",
+    "EndOfMessage",
+    "Limits",
+    "ProtocolError",
+    "RequestHead",
+    "ServerProtocol",
+]
+
+
+class Limits:
+    """Size limits of a request head (SPEC §2 ``[http]``)."""
+
+    __slots__ = ("max_request_line", "max_header_size", "max_headers")
+
+    def __init__(
+        self, max_request_line: int = 8192, max_header_size: int = 8192, max_headers: int = 100
+    ) -> None:
+        self.max_request_line = max_request_line  # method SP target SP version; over → 414
+        self.max_header_size = max_header_size  # all field lines "name: value\r\n"; over → 431
+        self.max_headers = max_headers  # number of field lines; over → 431
+
+    def __repr__(self) -> str:
+        return (
+            f"Limits(max_request_line={self.max_request_line}, "
+            f"max_header_size={self.max_header_size}, max_headers={self.max_headers})"
+        )
+
+
+class RequestHead:
+    """The request line and header section of one request.
+
+    ``headers`` keeps every field in order as ``(name, value)`` with lower-cased names and
+    values stripped of OWS. ``host`` is the Host value (or the authority of an absolute-form
+    target), raw, port included. ``path`` and ``query`` are still percent-encoded.
+    """
+
+    __slots__ = (
+        "method",
+        "target",
+        "path",
+        "query",
+        "version",
+        "headers",
+        "keep_alive",
+        "content_length",
+        "chunked",
+        "expect_continue",
+        "upgrade",
+        "host",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        target: bytes,
+        path: bytes,
+        query: bytes,
+        version: str,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+        content_length: int | None,
+        chunked: bool,
+        expect_continue: bool,
+        upgrade: bytes | None,
+        host: bytes | None,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.path = path
+        self.query = query
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.content_length = content_length
+        self.chunked = chunked
+        self.expect_continue = expect_continue
+        self.upgrade = upgrade
+        self.host = host
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RequestHead):
+            return NotImplemented
+        return all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<RequestHead {self.method} {self.target!r} HTTP/{self.version}>"
+
+
+class Data:
+    """A piece of the request body, as it arrived (never the whole body buffered)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Data) and other.data == self.data
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Data({self.data!r})"
+
+
+class EndOfMessage:
+    """The request (head and body) is complete. Use the singleton ``END``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "END"
+
+
+END = EndOfMessage()
+
+
+class ProtocolError:
+    """The input is not acceptable HTTP: answer ``status`` and close. Nothing else follows."""
+
+    __slots__ = ("status", "reason")
+
+    def __init__(self, status: int, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, ProtocolError)
+            and other.status == self.status
+            and other.reason == self.reason
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ProtocolError({self.status}, {self.reason!r})"
+
+
+class _Reject(Exception):
+    """Raised inside a parser callback to stop llhttp; the error is in ``_error``."""
+
+
+class _Stop(Exception):
+    """Raised inside a parser callback to stop parsing after a final request."""
+
+
+# Connection states.
+_IDLE, _HEAD, _BODY, _CLOSED, _UPGRADED, _DEAD = range(6)
+
+# Fields read by on_headers_complete (framing, routing, connection management).
+_SPECIAL = frozenset(
+    (b"host", b"content-length", b"transfer-encoding", b"connection", b"expect", b"upgrade")
+)
+
+_METHODS: dict[bytes, str] = {}  # method bytes → str, filled as llhttp reports them
+_GOOD_HOSTS: set[bytes] = set()  # Host values already validated (short ones, bounded)
+_new = object.__new__
+_REFUSED_METHODS = frozenset(("CONNECT", "TRACE"))  # 405, like nginx
+
+# Characters of a reg-name / IPv4 host (RFC 3986 unreserved, pct-encoded, sub-delims).
+_HOST_CHARS = (
+    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;="
+)
+_IPV6_CHARS = b"0123456789abcdefABCDEF:."
+_DIGITS = b"0123456789"
+
+# Bytes of a chunk-size line, chunk extensions or partial trailer field that may arrive
+# without llhttp reporting progress, before the request is refused.
+_MAX_CHUNK_STALL_MIN = 4096
+
+
+def _valid_host(host: bytes) -> bool:
+    """host = uri-host [ ":" port ] (RFC 9112 §3.2, RFC 3986 §3.2.2); no ".." (nginx)."""
+    if not host:
+        return False
+    if host[0] == 0x5B:  # "[" IP-literal "]"
+        end = host.find(b"]")
+        if end < 2 or host[1:end].translate(None, _IPV6_CHARS):
+            return False
+        rest = host[end + 1 :]
+        return not rest or (rest[0] == 0x3A and not rest[1:].translate(None, _DIGITS))
+    name, colon, port = host.partition(b":")
+    if not name or name.translate(None, _HOST_CHARS) or b".." in name:
+        return False
+    return not colon or not port.translate(None, _DIGITS)
+
+
+def _tokens(value: bytes) -> list[bytes]:
+    """The comma-separated elements of a (combined) field value, lower-cased, OWS stripped."""
+    return [item.strip(b" \t") for item in value.lower().split(b",")]
+
+
+class ServerProtocol:
+    """One client connection's HTTP/1.1 request stream, sans-IO.
+
+    ``feed(data)`` returns the events completed by ``data`` (see the module docstring).
+    ``feed(b"")`` reports the peer's end of sending: ``[]`` between requests, else a
+    ``ProtocolError(400)``. After a ``ProtocolError``, or after the ``END`` of a request that does
+    not keep the connection alive, later input is ignored (``feed`` returns ``[]``).
+
+    After the ``END`` of a request whose head has ``upgrade`` set, parsing stops: call
+    ``upgraded()`` to take the bytes that followed it and tunnel the connection; or, to decline
+    the upgrade, keep calling ``feed()``: those bytes are parsed as HTTP first.
+    """
+
+    __slots__ = (
+        "_parser",
+        "_state",
+        "_events",
+        "_data",
+        "_error",
+        "_tail",
+        "_max_line",
+        "_max_url",
+        "_max_hsize",
+        "_max_headers",
+        "_max_stall",
+        "_url",
+        "_headers",
+        "_head_raw",
+        "_began",
+        "_mixed",
+        "_progress",
+        "_stall",
+        "_chunked",
+        "_keep_alive",
+        "_upgrading",
+    )
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        if limits is None:
+            limits = Limits()
+        self._max_line = limits.max_request_line
+        # A URL longer than this may make the request line too long; check it exactly then.
+        self._max_url = limits.max_request_line - 15
+        self._max_hsize = limits.max_header_size
+        self._max_headers = limits.max_headers
+        # Trailer fields do not count as progress: allow a whole trailer section plus a line.
+        self._max_stall = limits.max_header_size + _MAX_CHUNK_STALL_MIN
+        self._state = _IDLE
+        self._events: list = []
+        self._data = b""
+        self._error: ProtocolError | None = None
+        self._tail = b""
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_raw = 0
+        self._began = False
+        self._mixed = False
+        self._progress = False
+        self._stall = 0
+        self._chunked = False
+        self._keep_alive = True
+        self._upgrading = False
+        parser = HttpRequestParser(self)
+        # Versions are checked in on_headers_complete (1.x → 1.1, 2+ → 505); nothing else lenient.
+        parser.set_dangerous_leniencies(lenient_version=True)
+        self._parser: HttpRequestParser | None = parser
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def idle(self) -> bool:
+        """True when no part of a request is buffered (between requests)."""
+        return self._state != _HEAD and self._state != _BODY
+
+    @property
+    def in_head(self) -> bool:
+        """True when a request head has started but is not complete."""
+        return self._state == _HEAD
+
+    def feed(self, data: bytes) -> list:
+        """Parse ``data``; return the events it completes, in order (see the class docstring)."""
+        state = self._state
+        if state >= _CLOSED:
+            if state != _UPGRADED:
+                return []
+            # The upgrade was declined: the bytes after that request are HTTP after all.
+            if not data or not self._keep_alive:
+                self._close()
+                return []
+            data = self._tail + data
+            self._tail = b""
+            self._state = _IDLE
+        elif not data:
+            if state == _IDLE:
+                self._close()
+                return []
+            return self._die([], ProtocolError(400, "connection closed in the middle of a request"))
+
+        events = self._events = []
+        self._data = data
+        self._began = self._mixed = self._progress = False
+        try:
+            self._parser.feed_data(data)  # type: ignore[union-attr]
+        except HttpParserUpgrade as exc:
+            self._tail = data[exc.args[0] :]
+            self._state = _UPGRADED
+            return events
+        except HttpParserError as exc:
+            if self._state == _CLOSED:  # stopped on purpose after a final request
+                self._close()
+                return events
+            error = self._error
+            if error is None:
+                error = _llhttp_error(exc)
+            return self._die(events, error)
+
+        state = self._state
+        if state == _HEAD:
+            return self._head_budget(events, len(data))
+        if state == _BODY and self._chunked:
+            if self._progress:
+                self._stall = 0
+            else:
+                self._stall += len(data)
+                if self._stall > self._max_stall:
+                    return self._die(events, ProtocolError(400, "chunk framing line too long"))
+        return events
+
+    def upgraded(self) -> bytes:
+        """After an Upgrade request's ``END``: the bytes that followed its head.
+
+        The protocol is finished afterwards (``feed`` returns ``[]``); the caller tunnels.
+        Raises ``RuntimeError`` if no upgrade is pending.
+        """
+        if self._state != _UPGRADED:
+            raise RuntimeError("no upgrade pending")
+        tail = self._tail
+        self._tail = b""
+        self._close()
+        return tail
+
+    def close(self) -> None:
+        """Forget the parser (breaks its reference cycle); later ``feed`` calls return ``[]``."""
+        self._close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _close(self) -> None:
+        self._state = _DEAD
+        self._parser = None
+
+    def _die(self, events: list, error: ProtocolError) -> list:
+        events.append(error)
+        self._close()
+        return events
+
+    def _fail(self, status: int, reason: str) -> None:
+        self._error = ProtocolError(status, reason)
+        raise _Reject(reason)
+
+    def _head_budget(self, events: list, fed: int) -> list:
+        """A head is still incomplete after a read: bound what it may buffer."""
+        if not self._began:
+            self._head_raw += fed  # every byte of this read belongs to the head
+        elif not self._mixed:
+            self._head_raw = fed  # the head began in this read (after optional empty lines)
+        else:  # a previous request ended in this read: count what is known of this head
+            raw = len(self._url)
+            for name, value in self._headers:
+                raw += len(name) + len(value) + 4
+            self._head_raw = raw
+        # Beside the URL (checked exactly in on_url) a request line holds < 32 bytes.
+        if self._head_raw - len(self._url) - 32 > self._max_hsize:
+            return self._die(events, ProtocolError(431, "request header too large"))
+        if len(self._headers) > self._max_headers:
+            return self._die(events, ProtocolError(431, "too many request header fields"))
+        return events
+
+    def _check_fields(self, headers: list[tuple[bytes, bytes]], what: str) -> None:
+        """Exact limits of a complete header (or trailer) section."""
+        if len(headers) > self._max_headers:
+            self._fail(431, f"too many request {what} fields")
+        size = 0
+        for name, value in headers:
+            size += len(name) + len(value) + 4  # "name: value\r\n"
+        if size > self._max_hsize:
+            self._fail(431, f"request {what} too large")
+
+    # ------------------------------------------------------------------ llhttp callbacks
+
+    def on_message_begin(self) -> None:
+        self._state = _HEAD
+        self._began = True
+        self._url = b""
+        self._headers = []
+
+    def on_url(self, url: bytes) -> None:
+        url = self._url = self._url + url
+        if len(url) > self._max_url:
+            method = self._parser.get_method()  # type: ignore[union-attr]
+            if len(method) + len(url) + 10 > self._max_line:
+                self._fail(414, "request line too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # Only collect: limits are checked per read in feed() and exactly once the section is
+        # complete (cheaper than here, and still cut within one read of crossing a limit).
+        # Fields after a chunked body (trailers) land in a fresh list and are dropped (nginx).
+        self._headers.append((name.lower(), value.rstrip(b" \t")))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        assert parser is not None
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method)
+        if method is None:
+            method = _METHODS.setdefault(raw_method, raw_method.decode("ascii"))
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            version = self._odd_version(version)
+        if method in _REFUSED_METHODS:
+            self._fail(405, f"{method} is not allowed")
+        headers = self._headers
+        if len(self._data) > self._max_hsize or self._mixed or not self._began:
+            self._check_fields(headers, "header")  # (else the whole head is within the limit)
+
+        # The fields that matter to framing and routing.
+        host = conn = te = cl = upgrade = None
+        nhost = 0
+        expect = False
+        for name, value in headers:
+            if name in _SPECIAL:
+                if name == b"host":
+                    nhost += 1
+                    host = value
+                elif name == b"connection":
+                    conn = value if conn is None else conn + b"," + value
+                elif name == b"content-length":
+                    if cl is not None:
+                        self._fail(400, "duplicate Content-Length")
+                    if not value.isdigit() or len(value) > 18:
+                        self._fail(400, "invalid Content-Length")
+                    cl = int(value)
+                elif name == b"transfer-encoding":
+                    te = value if te is None else te + b"," + value
+                elif name == b"expect":
+                    expect = value.lower() == b"100-continue"
+                else:
+                    upgrade = value
+
+        # Request target.
+        target = self._url
+        absolute = None
+        if target[:1] == b"/":
+            if 63 in target:  # "?" (int tests are much faster than b"?" in target)
+                path, _, query = target.partition(b"?")
+            else:
+                path = target
+                query = b""
+            if 35 in target:  # "#"
+                self._fail(400, "fragment in request target")
+        elif target == b"*":
+            if method != "OPTIONS":
+                self._fail(400, "asterisk-form target is only for OPTIONS")
+            path = target
+            query = b""
+        else:
+            absolute, path, query = self._absolute_form(target)
+
+        # Host: required in HTTP/1.1 (even with an absolute-form target, like nginx), once.
+        if nhost == 1:
+            if host not in _GOOD_HOSTS:
+                _check_host(self, host)
+        elif nhost == 0:
+            if version == "1.1":
+                self._fail(400, "missing Host header")
+        else:
+            self._fail(400, "more than one Host header")
+        if absolute is not None:
+            host = absolute  # the target's authority replaces Host (RFC 9112 §3.2.2)
+
+        # Framing.
+        chunked = False
+        if te is not None:
+            if version == "1.0":
+                self._fail(400, "Transfer-Encoding in an HTTP/1.0 request")
+            if cl is not None:
+                self._fail(400, "both Content-Length and Transfer-Encoding")
+            codings = _tokens(te)
+            if codings[-1] != b"chunked":
+                self._fail(400, "Transfer-Encoding does not end in chunked")
+            if len(codings) > 1:
+                if codings.count(b"chunked") > 1 or b"" in codings:
+                    self._fail(400, "invalid Transfer-Encoding")
+                self._fail(501, "unsupported transfer coding")
+            chunked = True
+        self._chunked = chunked
+
+        # Connection.
+        if conn is None:
+            keep_alive = version == "1.1"
+        else:
+            conn = conn.lower()
+            if conn == b"keep-alive":
+                keep_alive = True
+            elif conn == b"close":
+                keep_alive = False
+            else:
+                tokens = _tokens(conn)
+                if b"close" in tokens:
+                    keep_alive = False
+                else:
+                    keep_alive = version == "1.1" or b"keep-alive" in tokens
+        self._keep_alive = keep_alive
+
+        if upgrade is not None:
+            if parser.should_upgrade():
+                if chunked or cl:
+                    self._fail(400, "Upgrade request with a body")
+            else:
+                upgrade = None
+        self._upgrading = upgrade is not None
+
+        head = _new(RequestHead)
+        head.method = method
+        head.target = target
+        head.path = path
+        head.query = query
+        head.version = version
+        head.headers = headers
+        head.keep_alive = keep_alive
+        head.content_length = cl
+        head.chunked = chunked
+        head.expect_continue = expect and version == "1.1"
+        head.upgrade = upgrade
+        head.host = host
+        self._events.append(head)
+        self._state = _BODY
+        if chunked:  # trailer fields get their own list, count and size budget
+            self._stall = 0
+            self._headers = []
+
+    def _odd_version(self, version: str) -> str:
+        """A version other than 1.0/1.1: 1.x → "1.1"; 0.x → 400; 2 and above → 505."""
+        major = version.partition(".")[0]
+        if major == "1":
+            return "1.1"  # HTTP/1.x, x > 1: served as 1.1 (RFC 9112 §2.3, nginx)
+        if major == "0":
+            self._fail(400, "HTTP/0.9 is not supported")
+        self._fail(505, f"HTTP/{version} is not supported")
+        raise AssertionError  # unreachable
+
+    def _absolute_form(self, target: bytes) -> tuple[bytes, bytes, bytes]:
+        """Split ``http(s)://authority/path?query``; the authority must be a valid host."""
+        lowered = target[:8].lower()
+        if lowered.startswith(b"http://"):
+            rest = target[7:]
+        elif lowered.startswith(b"https://"):
+            rest = target[8:]
+        else:
+            self._fail(400, "invalid request target")
+        if 35 in rest:  # "#"
+            self._fail(400, "fragment in request target")
+        end = len(rest)
+        for sep in (b"/", b"?"):
+            i = rest.find(sep)
+            if 0 <= i < end:
+                end = i
+        authority = rest[:end]
+        if b"@" in authority or not _valid_host(authority):
+            self._fail(400, "invalid authority in request target")
+        path = rest[end:]
+        query = b""
+        if 63 in path:
+            path, _, query = path.partition(b"?")
+        return authority, path or b"/", query
+
+    def on_body(self, body: bytes) -> None:
+        self._progress = True
+        self._events.append(Data(body))
+
+    def on_chunk_header(self) -> None:
+        self._progress = True
+
+    def on_chunk_complete(self) -> None:
+        self._progress = True
+
+    def on_message_complete(self) -> None:
+        if self._chunked and self._headers:
+            self._check_fields(self._headers, "trailer section")
+        self._events.append(END)
+        self._mixed = True
+        if self._keep_alive:
+            self._state = _IDLE
+        else:
+            self._state = _CLOSED
+            if not self._upgrading:
+                raise _Stop("final request")
+
+
+def _check_host(protocol: ServerProtocol, host: bytes | None) -> None:
+    """Refuse (400) a Host value that is not host[:port]; remember short valid ones."""
+    if host is None or not _valid_host(host):
+        protocol._fail(400, "invalid Host header")
+    elif len(host) <= 64 and len(_GOOD_HOSTS) < 4096:
+        _GOOD_HOSTS.add(host)
+
+
+def _llhttp_error(exc: HttpParserError) -> ProtocolError:
+    """Map an llhttp error to the answer (400 unless the request line says otherwise)."""
+    if isinstance(exc, HttpParserInvalidMethodError):
+        return ProtocolError(400, "invalid method")
+    reason = str(exc) or "malformed request"
+    if "PRI" in reason:  # "Pause on PRI/Upgrade": the HTTP/2 connection preface
+        return ProtocolError(400, "HTTP/2 connection preface on an HTTP/1.1 port")
+    return ProtocolError(400, reason)

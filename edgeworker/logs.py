@@ -1,0 +1,130 @@
+"""The error log: nginx's line format, one destination for edgeworker, shm and gunicorn.
+
+Lines look like nginx's: ``2026/11/28 21:00:00 [error] 1234#0: message`` where ``1234`` is the
+pid and ``#0`` the worker id (``#-`` in the master). Levels are nginx's names: debug, info,
+notice, warn, error, crit (``warning`` is accepted for warn).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+from gunicorn import glogging
+
+from . import runtime
+
+NOTICE = 25
+logging.addLevelName(NOTICE, "notice")
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "notice": NOTICE,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "crit": logging.CRITICAL,
+}
+_NAMES = {
+    logging.DEBUG: "debug",
+    logging.INFO: "info",
+    NOTICE: "notice",
+    logging.WARNING: "warn",
+    logging.ERROR: "error",
+    logging.CRITICAL: "crit",
+}
+
+
+class NginxFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(record.created))
+        level = _NAMES.get(record.levelno, record.levelname.lower())
+        wid = runtime.worker.id
+        msg = record.getMessage()
+        if record.exc_info:
+            msg = msg + "\n" + self.formatException(record.exc_info)
+        return f"{ts} [{level}] {os.getpid()}#{'-' if wid is None else wid}: {msg}"
+
+
+class ReopenableHandler(logging.Handler):
+    """Writes to stderr or to a file opened with O_APPEND; ``reopen()`` for logrotate (USR1)."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__()
+        self.target = target
+        self._fd = 2
+        self.reopen()
+
+    def reopen(self) -> None:
+        if self.target == "stderr":
+            self._fd = 2
+            return
+        fd = os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        old, self._fd = self._fd, fd
+        if old > 2:
+            os.close(old)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            os.write(self._fd, (self.format(record) + "\n").encode("utf-8", "replace"))
+        except OSError:
+            pass
+        except Exception:
+            self.handleError(record)
+
+
+_handler: ReopenableHandler | None = None
+
+
+def setup_error_log(target: str, level: str) -> ReopenableHandler:
+    """Route the ``edgeworker``, ``shm`` and ``gunicorn.error`` loggers to ``target``."""
+    global _handler
+    handler = ReopenableHandler(target)
+    handler.setFormatter(NginxFormatter())
+    lvl = LEVELS[level]
+    for name in ("edgeworker", "shm", "gunicorn.error"):
+        lg = logging.getLogger(name)
+        for old in list(lg.handlers):
+            lg.removeHandler(old)
+        lg.addHandler(handler)
+        lg.setLevel(lvl)
+        lg.propagate = False
+    old = _handler
+    _handler = handler
+    if old is not None and old._fd > 2:
+        os.close(old._fd)
+    return handler
+
+
+def reopen() -> None:
+    """Reopen the error log file (USR1)."""
+    if _handler is not None:
+        _handler.reopen()
+
+
+class GunicornLogger(glogging.Logger):
+    """gunicorn's logger, writing through our error-log handler, with no access log."""
+
+    def setup(self, cfg) -> None:  # noqa: D401 - gunicorn API
+        super().setup(cfg)
+        self.error_log.handlers = []
+        if _handler is not None:
+            self.error_log.addHandler(_handler)
+        self.error_log.propagate = False
+        self.access_log.handlers = []
+        self.access_log.disabled = True
+
+    def reopen_files(self) -> None:
+        reopen()
+
+    def close_on_exec(self) -> None:  # our descriptors are opened O_CLOEXEC
+        return None
+
+    def access(self, resp, req, environ, request_time) -> None:  # never used: no WSGI
+        return None
+
+
+def stderr_ok() -> bool:
+    return sys.stderr is not None

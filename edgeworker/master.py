@@ -1,0 +1,390 @@
+"""The master process: gunicorn's arbiter, with edgeworker's own rules where gunicorn falls short.
+
+The master owns the config, the listening sockets, the shared-dict zones, the ``init`` hook,
+signals and systemd notifications; it never parses a request. Differences from stock gunicorn
+(see the README's design section):
+
+- every worker has an id 0..N-1, kept by a respawned worker (``edgeworker.worker.id``);
+- a worker counts as ready only after ``init_worker`` returned and it accepts (a pipe tells
+  the master); ``READY=1`` goes to systemd only then;
+- HUP validates the new config in a separate process first and keeps serving on failure,
+  starts the new workers, waits until they are ready, then retires the old ones;
+- when a worker dies, the shared-dict locks it held are recovered at once;
+- a worker that fails to boot halts the server at start, but on reload or respawn it is
+  logged and the old workers keep serving.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+from gunicorn.errors import HaltServer
+
+from . import config as config_mod
+from . import handlers, logs, runtime, sdnotify, zones
+from .errors import ConfigError
+from .worker_process import EdgeWorker
+
+READY_TIMEOUT = 30.0  # seconds a new worker may take to run init_worker and accept
+
+
+def run_hooks(specs: tuple[str, ...], what: str) -> None:
+    for spec in specs:
+        fn = handlers.resolve(spec)
+        runtime.log.debug("running %s %s", what, spec)
+        fn()
+
+
+class EdgeApplication(BaseApplication):
+    """gunicorn embedding: our config in, our worker class, no WSGI."""
+
+    def __init__(self, config_path: str, workers: int | None = None, listen: list[str] | None = None):
+        self.config_path = config_path
+        self.override_workers = workers
+        self.override_listen = listen or None
+        self.generation = 0
+        self.ew_config = self._load()
+        super().__init__()
+
+    def _load(self) -> Any:
+        cfg = config_mod.load(self.config_path)
+        if self.override_workers:
+            cfg.main.workers = self.override_workers
+        if self.override_listen:
+            listen = tuple(config_mod.format_listen(*config_mod.parse_listen(a)) for a in self.override_listen)
+            for server in cfg.server:
+                server.listen = listen
+        return cfg
+
+    def load_config(self) -> None:
+        cfg = self.ew_config
+        from .routing import Router
+
+        binds = [config_mod.format_listen(h, p) for h, p in Router.from_config(cfg).listen_addresses()]
+        settings = {
+            "bind": binds,
+            "workers": cfg.main.workers,
+            "worker_class": EdgeWorker,
+            "worker_connections": cfg.main.worker_connections,
+            "graceful_timeout": math.ceil(cfg.main.graceful_timeout),
+            "timeout": 30,
+            "pidfile": cfg.main.pid_file or config_mod.default_pid_file(),
+            "control_socket_disable": True,
+            "logger_class": GunicornLoggerRef,
+            "loglevel": "warning" if cfg.main.log_level in ("notice", "warn", "warning") else (
+                "critical" if cfg.main.log_level == "crit" else cfg.main.log_level
+            ),
+            "proc_name": "edgeworker",
+            "pre_fork": _pre_fork,
+            "post_fork": _post_fork,
+            "child_exit": _child_exit,
+        }
+        for key, value in settings.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> None:  # workers build their App themselves (worker.load_wsgi)
+        return None
+
+    def reload(self) -> None:  # the arbiter's reload() does it: see EdgeArbiter.reload
+        raise RuntimeError("EdgeApplication.reload is replaced by EdgeArbiter.reload")
+
+    def run(self) -> None:
+        EdgeArbiter(self).run()
+
+
+# gunicorn wants a class path or class for logger_class; the class lives in logs.py
+GunicornLoggerRef = logs.GunicornLogger
+
+
+def _pre_fork(arbiter: EdgeArbiter, worker: EdgeWorker) -> None:
+    arbiter.prepare_worker(worker)
+
+
+def _post_fork(arbiter: EdgeArbiter, worker: EdgeWorker) -> None:
+    arbiter.in_child(worker)
+
+
+def _child_exit(arbiter: EdgeArbiter, worker: EdgeWorker) -> None:
+    arbiter.worker_gone(worker)
+
+
+class EdgeArbiter(Arbiter):
+    """gunicorn's arbiter with edgeworker's lifecycle rules (see the module docstring)."""
+
+    def __init__(self, app: EdgeApplication) -> None:
+        self.zones = zones.Zones(os.getpid())
+        self.ready_pipes: dict[int, int] = {}  # pid -> read end
+        self.ready_pids: set[int] = set()
+        self.booting = True
+        self.halting = False
+        self.generation = 0
+        super().__init__(app)
+
+    # ------------------------------------------------------------ start
+    def start(self) -> None:
+        cfg = self.app.ew_config
+        logs.setup_error_log(cfg.main.error_log, cfg.main.log_level)
+        self.zones = zones.Zones(os.getpid())
+        self.zones.commit(*self.zones.open(cfg.shared_dict))
+        runtime.shared._install(self.zones.dicts)
+        runtime.worker.count = cfg.main.workers
+        handlers.add_python_path(cfg.main.python_path)
+        try:
+            run_hooks(cfg.main.init, "init")
+        except Exception:
+            runtime.log.exception("init failed; edgeworker does not start")
+            self.zones.close_all()
+            sys.exit(1)
+        if cfg.main.code_cache is False:
+            runtime.log.warning("code_cache is off: handler modules are re-imported per request")
+        # gunicorn announces READY=1 before any worker exists; we announce it once they accept
+        notify_socket = os.environ.pop("NOTIFY_SOCKET", None)
+        try:
+            super().start()
+        finally:
+            if notify_socket is not None:
+                os.environ["NOTIFY_SOCKET"] = notify_socket
+
+    # ------------------------------------------------------------ workers
+    def prepare_worker(self, worker: EdgeWorker) -> None:
+        """Before the fork: choose the worker id and open its readiness pipe."""
+        used = {w.ew_id for w in self.WORKERS.values() if w.ew_generation == self.generation}
+        wid = 0
+        while wid in used:
+            wid += 1
+        worker.ew_id = wid
+        worker.ew_generation = self.generation
+        r, w = os.pipe()
+        os.set_inheritable(r, False)
+        os.set_inheritable(w, False)
+        worker.ready_fd = w
+        worker.ready_r = r
+
+    def in_child(self, worker: EdgeWorker) -> None:
+        """Right after the fork, in the worker: drop the master's ends of other pipes."""
+        os.close(worker.ready_r)
+        for fd in self.ready_pipes.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.ready_pipes = {}
+
+    def spawn_worker(self) -> int:
+        pid = super().spawn_worker()  # in the child this never returns
+        worker = self.WORKERS[pid]
+        os.close(worker.ready_fd)
+        worker.ready_fd = -1
+        self.ready_pipes[pid] = worker.ready_r
+        return pid
+
+    def spawn_workers(self) -> None:
+        for _ in range(self.num_workers - len(self._current_workers())):
+            self.spawn_worker()
+
+    def _current_workers(self) -> list[EdgeWorker]:
+        return [w for w in self.WORKERS.values() if w.ew_generation == self.generation]
+
+    def manage_workers(self) -> None:
+        """Keep ``num_workers`` workers of the current generation; retire the rest.
+
+        The first call (at start) waits until the workers are ready, then tells systemd."""
+        current = self._current_workers()
+        if len(current) < self.num_workers:
+            self.spawn_workers()
+        current = sorted(self._current_workers(), key=lambda w: w.ew_id)
+        for w in current[self.num_workers :]:
+            self.kill_worker(w.pid, signal.SIGTERM)
+        if self.booting:
+            ready = self.wait_ready(set(self.WORKERS), READY_TIMEOUT)
+            self.booting = False
+            runtime.log.info("edgeworker started: %d workers ready, pid %d", len(ready), self.pid)
+            sdnotify.ready(f"edgeworker: {len(ready)} workers serving")
+
+    def wait_ready(self, pids: set[int], timeout: float) -> set[int]:
+        """Wait until every pid in ``pids`` reported ready (or died, or timeout). Returns the
+        pids that are ready."""
+        deadline = time.monotonic() + timeout
+        waiting = {pid for pid in pids if pid not in self.ready_pids}
+        while waiting:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            fds = {self.ready_pipes[pid]: pid for pid in waiting if pid in self.ready_pipes}
+            if not fds:
+                break
+            readable, _, _ = select.select(list(fds), [], [], min(left, 0.2))
+            for fd in readable:
+                pid = fds[fd]
+                data = os.read(fd, 64)
+                self._close_ready(pid)
+                if data:
+                    self.ready_pids.add(pid)
+                waiting.discard(pid)
+            self._reap_quietly()
+            waiting = {pid for pid in waiting if pid in self.WORKERS}
+        return {pid for pid in pids if pid in self.ready_pids}
+
+    def _close_ready(self, pid: int) -> None:
+        fd = self.ready_pipes.pop(pid, None)
+        if fd is not None:
+            os.close(fd)
+
+    def _reap_quietly(self) -> None:
+        try:
+            self.reap_workers()
+        except HaltServer as exc:
+            if self.booting:
+                raise
+            runtime.log.error("%s", exc.reason)
+
+    def reap_workers(self) -> None:
+        try:
+            super().reap_workers()
+        except HaltServer:
+            if self.halting:
+                return
+            if self.booting:
+                self.halting = True
+                raise
+            # a worker that fails to boot after the start (respawn or reload) must not take
+            # the server down: the error was logged by the worker; retry after a pause
+            runtime.log.error("a worker failed to boot; retrying in 1 s")
+            time.sleep(1.0)
+
+    def worker_gone(self, worker: EdgeWorker) -> None:
+        """A worker was reaped: recover the shared-dict locks it may have held."""
+        self._close_ready(worker.pid)
+        self.ready_pids.discard(worker.pid)
+        for name, zone in self.zones.dicts.items():
+            try:
+                if zone.recover(worker.pid):
+                    runtime.log.warning(
+                        "shared dict %r: lock of dead worker %s recovered", name, worker.pid
+                    )
+            except Exception:
+                runtime.log.exception("shared dict %r: recovery after worker %s failed", name, worker.pid)
+
+    # ------------------------------------------------------------ reload
+    def reload(self) -> None:
+        """HUP: validate, re-run init with fresh code, start new workers, retire the old."""
+        path = self.app.config_path
+        sdnotify.reloading()
+        problem = self._check_in_subprocess(path)
+        if problem:
+            runtime.log.error("reload failed, keeping the current configuration:\n%s", problem)
+            sdnotify.ready("reload failed; old configuration serving")
+            return
+        old_cfg = self.app.ew_config
+        try:
+            new_cfg = self.app._load()
+        except ConfigError as exc:
+            runtime.log.error("reload failed, keeping the current configuration:\n%s", exc)
+            sdnotify.ready("reload failed; old configuration serving")
+            return
+        handlers.purge_user_modules(old_cfg.main.python_path)
+        handlers.add_python_path(new_cfg.main.python_path)
+        new_zones: dict[str, Any] = {}
+        try:
+            new_zones, new_sizes = self.zones.open(new_cfg.shared_dict)
+            runtime.shared._install(new_zones)
+            run_hooks(new_cfg.main.init, "init")
+        except Exception:
+            runtime.log.exception("reload failed in init, keeping the current configuration")
+            self.zones.abort(new_zones)
+            runtime.shared._install(self.zones.dicts)
+            handlers.purge_user_modules(new_cfg.main.python_path)
+            sdnotify.ready("reload failed; old configuration serving")
+            return
+        old_address = self.cfg.address
+        self.app.ew_config = new_cfg
+        self.app.do_load_config()
+        self.setup(self.app)
+        if old_address != self.cfg.address:
+            from gunicorn import sock
+
+            keep = self.LISTENERS
+            self.LISTENERS = sock.create_sockets(self.cfg, self.log)
+            self._old_listeners = keep
+        old_generation = self.generation
+        self.generation += 1
+        self.app.generation = self.generation
+        self._stats["reloads"] += 1
+        new_pids = set()
+        for _ in range(self.num_workers):
+            new_pids.add(self.spawn_worker())
+        ready = self.wait_ready(new_pids, READY_TIMEOUT)
+        if len(ready) < len(new_pids):
+            runtime.log.error(
+                "reload failed: %d of %d new workers did not become ready; old workers keep serving",
+                len(new_pids) - len(ready),
+                len(new_pids),
+            )
+            for pid in new_pids:
+                if pid in self.WORKERS:
+                    self.kill_worker(pid, signal.SIGKILL)
+            self.generation = old_generation
+            self.app.generation = old_generation
+            self.app.ew_config = old_cfg
+            self.app.do_load_config()
+            self.setup(self.app)
+            self.zones.abort(new_zones)
+            runtime.shared._install(self.zones.dicts)
+            sdnotify.ready("reload failed; old configuration serving")
+            return
+        for w in list(self.WORKERS.values()):
+            if w.ew_generation != self.generation:
+                self.kill_worker(w.pid, signal.SIGTERM)
+        self.zones.commit(new_zones, new_sizes)
+        for lnr in getattr(self, "_old_listeners", []) or []:
+            lnr.close()
+        self._old_listeners = []
+        runtime.log.info("reloaded: generation %d serving", self.generation)
+        sdnotify.ready("edgeworker: reloaded")
+
+    def _check_in_subprocess(self, path: str) -> str | None:
+        """Run ``edgeworker check`` in a fresh process: handler imports never touch the master."""
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "edgeworker", "check", "-c", path],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"cannot run the config check: {exc}"
+        if proc.returncode != 0:
+            return (proc.stdout + proc.stderr).strip() or f"check exited with {proc.returncode}"
+        return None
+
+    # ------------------------------------------------------------ signals & stop
+    def handle_usr1(self) -> None:
+        logs.reopen()
+        self.kill_workers(signal.SIGUSR1)
+
+    def handle_term(self) -> None:
+        sdnotify.stopping()
+        raise StopIteration
+
+    def handle_int(self) -> None:
+        sdnotify.stopping()
+        self.stop(False)
+        raise StopIteration
+
+    handle_quit = handle_int
+
+    def halt(self, reason: str | None = None, exit_status: int = 0) -> None:
+        self.halting = True
+        try:
+            super().halt(reason, exit_status)
+        finally:
+            self.zones.close_all()

@@ -1,0 +1,354 @@
+"""The request pipeline: rewrite → access → content → header_filter → body_filter* → log.
+
+``App`` is built once per worker from the config: it resolves every handler named in the
+config into a callable (``LocationRuntime``) and runs each request through the phases.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from . import handlers as handler_mod
+from .accesslog import AccessLog
+from .errors import ConfigError, PhaseError
+from .http.protocol import Limits
+from .http.responses import error_page
+from .request import (
+    ACCESS,
+    BODY_FILTER,
+    CONTENT,
+    HEADER_FILTER,
+    LOG,
+    REWRITE,
+    Jump,
+    Request,
+    RequestExit,
+)
+from .routing import Router
+from .server import ClientGone as _ClientGoneBase
+from .uri import BadURI
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import Config
+    from .server import Connection
+
+_json_encode = msgspec.json.Encoder().encode
+MAX_JUMPS = 10  # nginx: "rewrite or internal redirection cycle" after 10
+
+
+class LocationRuntime:
+    """A location with its handlers resolved to callables."""
+
+    __slots__ = (
+        "path",
+        "conf",
+        "rewrite",
+        "access",
+        "content",
+        "return_",
+        "header_filters",
+        "body_filter",
+        "log",
+        "default_type",
+        "add_header",
+        "client_max_body_size",
+    )
+
+    def __init__(self, path: str, conf: Any, resolve: Callable[[str, str], Callable]) -> None:
+        self.path = path
+        self.conf = conf
+
+        def many(field: str) -> tuple[Callable, ...]:
+            specs = getattr(conf, field) or ()
+            return tuple(resolve(spec, f"{path}.{field}") for spec in specs)
+
+        self.rewrite = many("rewrite")
+        self.access = many("access")
+        self.header_filters = many("header_filter")
+        self.body_filter = many("body_filter")
+        self.log = many("log")
+        self.content = resolve(conf.content, f"{path}.content") if conf.content else None
+        self.return_ = getattr(conf, "return_", None)
+        self.default_type = conf.default_type
+        self.add_header = tuple(
+            (name.encode("latin-1"), value) for name, value in (conf.add_header or {}).items()
+        )
+        self.client_max_body_size = conf.client_max_body_size
+
+
+UNSUPPORTED_CONTENT = ("proxy_pass", "root", "status")
+
+
+class App:
+    """Everything a worker needs to answer requests, built from one config generation."""
+
+    def __init__(self, cfg: Config, log: logging.Logger | None = None) -> None:
+        self.cfg = cfg
+        self.log = log or logging.getLogger("edgeworker")
+        self.http = cfg.http
+        self.limits = Limits(
+            max_request_line=cfg.http.max_request_line,
+            max_header_size=cfg.http.max_header_size,
+            max_headers=cfg.http.max_headers,
+        )
+        self.code_cache = cfg.main.code_cache
+        self.router = Router.from_config(cfg)
+        self.runtimes: dict[int, LocationRuntime] = {}
+        errors: list[str] = []
+        for si, server in enumerate(cfg.server):
+            for li, loc in enumerate(server.location):
+                path = f"server[{si}].location[{li}]"
+                for key in UNSUPPORTED_CONTENT:
+                    if getattr(loc, key, None):
+                        errors.append(f"{path}.{key}: not supported by this edgeworker version yet")
+                try:
+                    self.runtimes[id(loc)] = LocationRuntime(path, loc, self._resolve)
+                except _ResolveError as exc:
+                    errors.append(str(exc))
+        if errors:
+            raise ConfigError(cfg.source, errors)
+        self.access_log = AccessLog.from_config(cfg.http)
+
+    def _resolve(self, spec: str, where: str) -> Callable:
+        try:
+            fn = handler_mod.resolve(spec)
+        except Exception as exc:  # import errors of user code, with the config path
+            raise _ResolveError(f"{where}: {exc}") from exc
+        if self.code_cache:
+            return fn
+        return _Fresh(spec)
+
+    # -------------------------------------------------------------- the pipeline
+    def handle(self, conn: Connection, head: Any) -> Request | None:
+        """Process one request on ``conn``; returns the request (for keep-alive decisions)."""
+        try:
+            req = Request(conn, head)
+        except BadURI:
+            conn._send_error(400)
+            return None
+        route = self.router.find_server((conn.server_addr, conn.server_port), req.host if head.host else None)
+        if not self.code_cache:
+            handler_mod.purge_user_modules(self.cfg.main.python_path)
+        req.server_route = route
+        found = route.find_location(req.uri)
+        if found is None:
+            req.status = 404
+            req.exit_body = None
+            self._respond_exit(conn, req)
+            self._log_phase(req)
+            return req
+        loc, req.captures = found
+        rt = self.runtimes[id(loc)]
+        req.location = rt
+        try:
+            self._run(conn, req, rt, route)
+        except RequestExit:
+            self._respond_exit(conn, req)
+        except _ClientGoneBase:
+            req.keep_alive = False
+            raise
+        except Exception:
+            self._handler_failed(conn, req)
+        self._log_phase(req)
+        return req
+
+    def _run(self, conn: Connection, req: Request, rt: LocationRuntime, route: Any) -> None:
+        jumps = 0
+        while True:
+            try:
+                req.phase = REWRITE
+                for fn in rt.rewrite:
+                    fn(req)
+                break
+            except Jump:
+                jumps += 1
+                if jumps > MAX_JUMPS:
+                    self.log.error(
+                        'rewrite or internal redirection cycle while processing "%s"', req.uri
+                    )
+                    req.status = 500
+                    req.exit_body = None
+                    raise RequestExit() from None
+                found = route.find_location(req.uri)
+                if found is None:
+                    req.location = None
+                    req.status = 404
+                    raise RequestExit() from None
+                loc, req.captures = found
+                rt = self.runtimes[id(loc)]
+                req.location = rt
+        req.phase = ACCESS
+        for fn in rt.access:
+            fn(req)
+        req.phase = CONTENT
+        if rt.content is not None:
+            result = rt.content(req)
+            self._finish_content(conn, req, result)
+        elif rt.return_ is not None:
+            self._do_return(req, rt.return_)
+        else:  # validated config: unreachable
+            raise RuntimeError(f"{rt.path}: no content source")
+
+    def _finish_content(self, conn: Connection, req: Request, result: Any) -> None:
+        if req._eof:
+            return
+        if result is None:
+            body = req._take_output()
+        elif isinstance(result, bytes):
+            body = req._take_output() + result if req._out else result
+        elif isinstance(result, str):
+            body = req._take_output() + result.encode() if req._out else result.encode()
+        elif isinstance(result, (dict, list)):
+            if req.content_type is None and "content-type" not in req.resp_headers:
+                req.content_type = "application/json"
+            body = req._take_output() + _json_encode(result)
+        elif isinstance(result, (bytearray, memoryview)):
+            body = req._take_output() + bytes(result)
+        elif isinstance(result, Iterable):
+            self._stream_iterable(conn, req, result)
+            return
+        else:
+            raise TypeError(
+                f"content handler returned {type(result).__name__}; expected str, bytes, "
+                "dict, list, an iterable of bytes, or None"
+            )
+        if req.headers_sent:
+            conn.stream(req, body, True)
+        else:
+            conn.send_response(req, body)
+
+    def _stream_iterable(self, conn: Connection, req: Request, it: Iterable) -> None:
+        pending = req._take_output()
+        if pending:
+            conn.stream(req, pending, False)
+        for piece in it:
+            if isinstance(piece, str):
+                piece = piece.encode()
+            elif not isinstance(piece, bytes):
+                piece = bytes(piece)
+            if piece:
+                conn.stream(req, piece, False)
+        conn.stream(req, b"", True)
+
+    def _do_return(self, req: Request, ret: Any) -> None:
+        req.status = ret.status
+        if ret.location:
+            req.resp_headers["Location"] = req.var.expand(ret.location)
+        req.exit_body = req.var.expand(ret.body).encode() if ret.body is not None else None
+        raise RequestExit()
+
+    # ------------------------------------------------------------ exits & errors
+    def _respond_exit(self, conn: Connection, req: Request) -> None:
+        """Answer the response that ``req.exit()``/``redirect``/``return`` prepared."""
+        if req.headers_sent:
+            if not req._eof:
+                conn.stream(req, req._take_output(), True)
+            return
+        body = req.exit_body
+        if body is None:
+            body = b"" if req.status < 300 else error_page(req.status)
+            if req.status >= 300 and req.content_type is None:
+                req.content_type = "text/html"
+            if req.status < 300 and req._out:
+                body = req._take_output()
+        req.phase = HEADER_FILTER
+        conn.send_response(req, body)
+
+    def _handler_failed(self, conn: Connection, req: Request) -> None:
+        self.log.error(
+            "%s handler failed while processing %s %s (request %s):\n%s",
+            req.phase,
+            req.method,
+            req.request_uri,
+            req.id,
+            traceback.format_exc().rstrip(),
+        )
+        if req.headers_sent:
+            req.keep_alive = False  # the response is cut: the client must see the close
+            return
+        req.status = 500
+        req.exit_body = None
+        req._out = None
+        req.content_type = "text/html"
+        req._resp_headers = None
+        try:
+            conn.send_response(req, error_page(500))
+        except _ClientGoneBase:
+            raise
+        except Exception:  # a failing header/body filter on the error page itself
+            req.location = None
+            req.content_type = "text/html"
+            conn.send_response(req, error_page(500))
+
+    # ------------------------------------------------------------ filters & log
+    def header_filter(self, req: Request) -> None:
+        rt = req.location
+        if rt is None or not rt.header_filters:
+            return
+        saved = req.phase
+        req.phase = HEADER_FILTER
+        try:
+            for fn in rt.header_filters:
+                fn(req)
+        except RequestExit:
+            if req.exit_body is None and req.status >= 300:
+                req.content_type = "text/html"
+        finally:
+            req.phase = saved
+
+    def body_filter(self, req: Request, data: bytes, eof: bool) -> bytes:
+        saved = req.phase
+        req.phase = BODY_FILTER
+        try:
+            for fn in req.location.body_filter:
+                out = fn(req, data, eof)
+                if out is None:
+                    continue
+                if isinstance(out, str):
+                    out = out.encode()
+                elif not isinstance(out, bytes):
+                    out = bytes(out)
+                data = out
+        finally:
+            req.phase = saved
+        return data
+
+    def _log_phase(self, req: Request) -> None:
+        rt = req.location
+        if rt is not None and rt.log:
+            req.phase = LOG
+            for fn in rt.log:
+                try:
+                    fn(req)
+                except Exception:
+                    self.log.error(
+                        "log handler failed (request %s):\n%s", req.id, traceback.format_exc().rstrip()
+                    )
+        if self.access_log is not None:
+            self.access_log.write(req)
+
+
+class _ResolveError(Exception):
+    pass
+
+
+class _Fresh:
+    """``code_cache = false``: re-import the handler's module for every call."""
+
+    __slots__ = ("spec",)
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+
+    def __call__(self, *args: Any) -> Any:
+        # App.handle purged the user's modules once for this request; the first handler of
+        # a module imports it afresh, the next ones of the same request reuse that import
+        return handler_mod.resolve(self.spec)(*args)
+
+
+__all__ = ["App", "LocationRuntime", "PhaseError"]

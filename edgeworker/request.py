@@ -1,0 +1,485 @@
+"""The ``req`` object every handler receives: request data, response state, output API.
+
+One ``Request`` lives for one HTTP request and is shared by all its phases. Attributes that
+cost something to build (``args``, ``headers``, ``var``, ``ctx``, ``id``) are built on first
+use, so a handler that does not touch them does not pay for them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from .errors import PhaseError
+from .http.headers import Headers
+from .uri import BadURI, MultiDict, normalize_path, parse_args, parse_cookies
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .phases import LocationRuntime
+    from .server import Connection
+
+# phases, in order; ``phase`` on a request is one of these strings
+REWRITE, ACCESS, CONTENT, HEADER_FILTER, BODY_FILTER, LOG = (
+    "rewrite",
+    "access",
+    "content",
+    "header_filter",
+    "body_filter",
+    "log",
+)
+_BODY_PHASES = (REWRITE, ACCESS, CONTENT)
+_EXIT_PHASES = (REWRITE, ACCESS, CONTENT, HEADER_FILTER)
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+
+
+class RequestExit(BaseException):
+    """Raised by ``req.exit()``/``req.redirect()`` to unwind the handler.
+
+    A ``BaseException`` so that a handler's ``except Exception`` does not swallow it.
+    """
+
+
+class Jump(BaseException):
+    """Raised by ``req.set_uri(uri, jump=True)``: re-match the location with the new uri."""
+
+
+class Request:
+    """One HTTP request (the ``req`` argument of every handler)."""
+
+    __slots__ = (
+        "_conn",
+        "_head",
+        "method",
+        "uri",
+        "request_uri",
+        "query_string",
+        "http_version",
+        "scheme",
+        "start_time",
+        "phase",
+        "status",
+        "location",
+        "captures",
+        "_args",
+        "_headers",
+        "_resp_headers",
+        "_var",
+        "_ctx",
+        "_id",
+        "_cookies",
+        "_body",
+        "_out",
+        "headers_sent",
+        "_eof",
+        "exit_body",
+        "content_type",
+        "body_bytes_sent",
+        "keep_alive",
+        "server_route",
+    )
+
+    def __init__(self, conn: Connection, head: Any) -> None:
+        self._conn = conn
+        self._head = head
+        self.method: str = head.method
+        self.request_uri: str = head.target.decode("latin-1")
+        query = head.query
+        self.query_string: str = query.decode("latin-1") if query else ""
+        try:
+            self.uri: str = normalize_path(head.path)
+        except BadURI:
+            raise
+        self.http_version: str = head.version
+        self.scheme = "http"
+        self.start_time: float = time.time()
+        self.phase = REWRITE
+        self.status = 200
+        self.location: LocationRuntime | None = None
+        self.captures: tuple[str, ...] = ()
+        self._args: MultiDict | None = None
+        self._headers: Headers | None = None
+        self._resp_headers: Headers | None = None
+        self._var: Vars | None = None
+        self._ctx: dict | None = None
+        self._id: str | None = None
+        self._cookies: dict[str, str] | None = None
+        self._body: bytes | None = None
+        self._out: list[bytes] | None = None
+        self.headers_sent = False
+        self._eof = False
+        self.exit_body: bytes | None = None
+        self.content_type: str | None = None
+        self.body_bytes_sent = 0
+        self.keep_alive: bool = head.keep_alive
+        self.server_route: Any = None
+
+    # ----------------------------------------------------------------- request data
+    @property
+    def args(self) -> MultiDict:
+        """Query arguments (multi-dict): ``args.get(name)``, ``args.getall(name)``."""
+        if self._args is None:
+            self._args = parse_args(self.query_string)
+        return self._args
+
+    @property
+    def headers(self) -> Headers:
+        """Request headers, case-insensitive multi-dict; writable (what the upstream sees)."""
+        if self._headers is None:
+            self._headers = Headers.from_raw(self._head.headers)
+        return self._headers
+
+    @property
+    def host(self) -> str:
+        """Host from the request line or ``Host`` header (lower-case, without port), else the
+        server address — nginx's ``$host``."""
+        raw = self._head.host
+        if raw:
+            host = raw.decode("latin-1").lower()
+            if host.startswith("["):
+                end = host.find("]")
+                return host[: end + 1] if end > 0 else host
+            return host.rsplit(":", 1)[0] if ":" in host else host
+        return self._conn.server_addr
+
+    @property
+    def remote_addr(self) -> str:
+        return self._conn.remote_addr
+
+    @property
+    def remote_port(self) -> int:
+        return self._conn.remote_port
+
+    @property
+    def binary_remote_addr(self) -> bytes:
+        """The client address packed: 4 bytes for IPv4, 16 for IPv6 (``$binary_remote_addr``)."""
+        return self._conn.binary_remote_addr
+
+    @property
+    def server_addr(self) -> str:
+        return self._conn.server_addr
+
+    @property
+    def server_port(self) -> int:
+        return self._conn.server_port
+
+    @property
+    def id(self) -> str:
+        """32 hex characters, unique per request (``$request_id``)."""
+        if self._id is None:
+            self._id = os.urandom(16).hex()
+        return self._id
+
+    @property
+    def ctx(self) -> dict:
+        """A dict shared by all phases of this request."""
+        if self._ctx is None:
+            self._ctx = {}
+        return self._ctx
+
+    @property
+    def var(self) -> Vars:
+        """nginx variables as a mapping of ``str`` (see ``Vars``)."""
+        if self._var is None:
+            self._var = Vars(self)
+        return self._var
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        if self._cookies is None:
+            self._cookies = parse_cookies(", ".join(self.headers.getall("cookie")))
+        return self._cookies
+
+    @property
+    def resp_headers(self) -> Headers:
+        """Response headers; writable until the headers are sent, and in header_filter."""
+        if self._resp_headers is None:
+            self._resp_headers = Headers()
+        return self._resp_headers
+
+    # ----------------------------------------------------------------- body
+    def read_body(self) -> bytes:
+        """The whole request body as bytes (cooperative).
+
+        A body over ``client_max_body_size`` ends the request with 413. Allowed in the
+        rewrite, access and content phases.
+        """
+        if self.phase not in _BODY_PHASES:
+            raise PhaseError(f"req.read_body() is not allowed in the {self.phase} phase")
+        if self._body is None:
+            self._body = self._conn.read_body(self)
+        return self._body
+
+    # ----------------------------------------------------------------- control
+    def exit(
+        self,
+        status: int,
+        body: str | bytes | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        """End the request now with ``status`` (and optional body and headers).
+
+        Later phases except header_filter/body_filter (for the response) and log are skipped.
+        Without a body, an error status (>= 400) gets the standard error page.
+        After the headers were sent (streaming), ``exit`` just ends the output.
+        """
+        if self.phase not in _EXIT_PHASES:
+            raise PhaseError(f"req.exit() is not allowed in the {self.phase} phase")
+        if not isinstance(status, int) or not 100 <= status <= 999:
+            raise ValueError(f"req.exit(): bad status {status!r}")
+        if not self.headers_sent:
+            self.status = status
+            if headers:
+                rh = self.resp_headers
+                for name, value in headers.items():
+                    rh[name] = value
+            if content_type is not None:
+                self.content_type = content_type
+            if body is not None:
+                self.exit_body = body.encode() if isinstance(body, str) else bytes(body)
+            else:
+                self.exit_body = None
+            self._out = None
+        raise RequestExit()
+
+    def redirect(self, url: str, status: int = 302) -> None:
+        """Answer a redirect to ``url`` (status 301, 302, 303, 307 or 308) and end the request."""
+        if self.phase not in (REWRITE, ACCESS, CONTENT):
+            raise PhaseError(f"req.redirect() is not allowed in the {self.phase} phase")
+        if status not in REDIRECT_STATUSES:
+            raise ValueError(f"req.redirect(): status must be one of 301, 302, 303, 307, 308, not {status!r}")
+        if self.headers_sent:
+            raise PhaseError("req.redirect() called after the response headers were sent")
+        if any(c in url for c in "\r\n\x00"):
+            raise ValueError("req.redirect(): CR, LF or NUL in the url")
+        self.resp_headers["Location"] = url
+        self.exit(status)
+
+    def set_uri(self, uri: str, jump: bool = False) -> None:
+        """Change ``uri``. With ``jump=True`` (rewrite phase only) the location is matched again
+        for the new uri and its handlers run from the rewrite phase."""
+        if self.phase not in (REWRITE, ACCESS, CONTENT):
+            raise PhaseError(f"req.set_uri() is not allowed in the {self.phase} phase")
+        if not uri or not uri.startswith("/"):
+            raise ValueError(f"req.set_uri(): the uri must start with '/': {uri!r}")
+        if any(c in uri for c in "\r\n\x00"):
+            raise ValueError("req.set_uri(): CR, LF or NUL in the uri")
+        if jump and self.phase != REWRITE:
+            raise PhaseError(f"req.set_uri(jump=True) is not allowed in the {self.phase} phase")
+        self.uri = uri
+        if jump:
+            raise Jump()
+
+    # ----------------------------------------------------------------- output
+    def _check_output(self, api: str) -> None:
+        if self.phase != CONTENT:
+            raise PhaseError(f"req.{api}() is not allowed in the {self.phase} phase")
+        if self._eof:
+            raise PhaseError(f"req.{api}() called after req.eof()")
+
+    @staticmethod
+    def _encode(parts: tuple, sep: bytes) -> bytes:
+        out = []
+        for p in parts:
+            if isinstance(p, bytes):
+                out.append(p)
+            elif isinstance(p, str):
+                out.append(p.encode())
+            elif isinstance(p, (bytearray, memoryview)):
+                out.append(bytes(p))
+            elif p is None:
+                out.append(b"nil")
+            elif isinstance(p, bool):
+                out.append(b"true" if p else b"false")
+            elif isinstance(p, (list, tuple)):
+                out.append(Request._encode(tuple(p), b""))
+            else:
+                out.append(str(p).encode())
+        return sep.join(out) if sep else b"".join(out)
+
+    def print(self, *parts: Any) -> None:
+        """Append to the response body (content phase). ``str`` is UTF-8 encoded, ``None``
+        prints ``nil`` and booleans ``true``/``false``, as ``ngx.print``."""
+        self._check_output("print")
+        data = self._encode(parts, b"")
+        if self._out is None:
+            self._out = [data]
+        else:
+            self._out.append(data)
+
+    def say(self, *parts: Any) -> None:
+        """Like ``print`` plus a newline."""
+        self._check_output("say")
+        data = self._encode(parts, b"") + b"\n"
+        if self._out is None:
+            self._out = [data]
+        else:
+            self._out.append(data)
+
+    def flush(self) -> None:
+        """Send the response headers (if not yet) and the output so far, now (streaming)."""
+        self._check_output("flush")
+        self._conn.stream(self, self._take_output(), False)
+
+    def eof(self) -> None:
+        """End the response body now; the content handler may go on (e.g. work after the
+        response), but may not output any more."""
+        self._check_output("eof")
+        self._conn.stream(self, self._take_output(), True)
+        self._eof = True
+
+    def _take_output(self) -> bytes:
+        out = self._out
+        self._out = None
+        if not out:
+            return b""
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.request_uri}>"
+
+
+_SIMPLE_VARS = {
+    "request_method": lambda r: r.method,
+    "method": lambda r: r.method,
+    "uri": lambda r: r.uri,
+    "document_uri": lambda r: r.uri,
+    "request_uri": lambda r: r.request_uri,
+    "args": lambda r: r.query_string,
+    "query_string": lambda r: r.query_string,
+    "is_args": lambda r: "?" if r.query_string else "",
+    "server_protocol": lambda r: "HTTP/" + r.http_version,
+    "scheme": lambda r: r.scheme,
+    "host": lambda r: r.host,
+    "remote_addr": lambda r: r.remote_addr,
+    "remote_port": lambda r: str(r.remote_port),
+    "binary_remote_addr": lambda r: r.binary_remote_addr.decode("latin-1"),
+    "server_addr": lambda r: r.server_addr,
+    "server_port": lambda r: str(r.server_port),
+    "request_id": lambda r: r.id,
+    "status": lambda r: str(r.status),
+    "request_time": lambda r: f"{time.time() - r.start_time:.3f}",
+    "msec": lambda r: f"{time.time():.3f}",
+    "body_bytes_sent": lambda r: str(r.body_bytes_sent),
+    "request": lambda r: f"{r.method} {r.request_uri} HTTP/{r.http_version}",
+    "content_length": lambda r: r.headers.get("content-length"),
+    "content_type": lambda r: r.headers.get("content-type"),
+    "http_version": lambda r: r.http_version,
+    "upstream_addr": lambda r: None,
+    "upstream_status": lambda r: None,
+    "upstream_response_time": lambda r: None,
+    "remote_user": lambda r: None,
+    "time_local": lambda r: time.strftime("%d/%b/%Y:%H:%M:%S %z"),
+    "time_iso8601": lambda r: time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    "pid": lambda r: str(os.getpid()),
+    "hostname": lambda r: socket.gethostname(),
+}
+
+
+class Vars:
+    """``req.var``: nginx variables as a mapping of ``str``.
+
+    Built-ins: ``request_method``, ``uri``, ``request_uri``, ``args``, ``host``, ``remote_addr``,
+    ``binary_remote_addr``, ``request_id``, ``status``, ``request_time``, ``body_bytes_sent``,
+    ``upstream_*`` and more, plus ``http_<name>`` (request header, ``-`` written ``_``),
+    ``arg_<name>``, ``cookie_<name>``, ``sent_http_<name>`` (response header) and ``1``…``9``
+    (regex captures of the location). Handlers may set their own variables; a value set by a
+    handler shadows the built-in of the same name. ``var[name]`` raises ``KeyError`` for an
+    unknown or unset variable; ``var.get(name)`` returns ``None``.
+    """
+
+    __slots__ = ("_req", "_own")
+
+    def __init__(self, req: Request) -> None:
+        self._req = req
+        self._own: dict[str, str] = {}
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        own = self._own.get(name)
+        if own is not None:
+            return own
+        r = self._req
+        fn = _SIMPLE_VARS.get(name)
+        if fn is not None:
+            value = fn(r)
+            return default if value is None else value
+        if name.startswith("http_"):
+            return r.headers.get(name[5:].replace("_", "-"), default)
+        if name.startswith("arg_"):
+            return r.args.get(name[4:], default)
+        if name.startswith("cookie_"):
+            return r.cookies.get(name[7:], default)
+        if name.startswith("sent_http_"):
+            return r.resp_headers.get(name[10:].replace("_", "-"), default)
+        if name.isdigit():
+            i = int(name)
+            if 1 <= i <= len(r.captures):
+                return r.captures[i - 1]
+        return default
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError("variable names are non-empty str")
+        self._own[name] = value if isinstance(value, str) else str(value)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def set(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def set_builtin(self, name: str, value: str | None) -> None:
+        """Used by the server for variables it learns late (``upstream_*``)."""
+        if value is None:
+            self._own.pop(name, None)
+        else:
+            self._own[name] = value
+
+    def expand(self, template: str) -> str:
+        """Replace ``$name`` and ``${name}`` in ``template`` (unknown variables become ``""``)."""
+        return expand(template, self)
+
+
+def expand(template: str, var: Vars) -> str:
+    """Replace ``$name``/``${name}`` with ``var.get(name) or ""``."""
+    if "$" not in template:
+        return template
+    out = []
+    i, n = 0, len(template)
+    while i < n:
+        c = template[i]
+        if c != "$":
+            j = template.find("$", i)
+            if j < 0:
+                j = n
+            out.append(template[i:j])
+            i = j
+            continue
+        if i + 1 < n and template[i + 1] == "{":
+            end = template.find("}", i + 2)
+            if end < 0:
+                out.append(template[i:])
+                break
+            name = template[i + 2 : end]
+            i = end + 1
+        else:
+            j = i + 1
+            while j < n and (template[j].isalnum() or template[j] == "_"):
+                j += 1
+            name = template[i + 1 : j]
+            if not name:
+                out.append("$")
+                i += 1
+                continue
+            i = j
+        out.append(var.get(name) or "")
+    return "".join(out)

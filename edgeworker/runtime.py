@@ -1,0 +1,100 @@
+"""Process-wide state behind the module-level API (``edgeworker.shared``, ``worker``, ``now``…).
+
+The master fills ``shared`` before it forks; each worker fills ``worker`` right after the fork.
+Nothing here imports gevent or a network library, so the master stays unpatched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+log = logging.getLogger("edgeworker")
+"""The error log (``error_log`` in the config). Handlers may use it as any ``logging.Logger``."""
+
+
+class SharedDicts:
+    """The ``[shared_dict]`` zones of the running server, by name.
+
+    ``edgeworker.shared["counters"]`` and ``edgeworker.shared.counters`` are the same
+    ``shm.SharedDict``. A name that is not configured raises ``KeyError`` (``AttributeError``
+    for attribute access) naming the zones that exist.
+    """
+
+    def __init__(self) -> None:
+        self._zones: dict[str, Any] = {}
+
+    def _install(self, zones: dict[str, Any]) -> None:
+        self._zones = dict(zones)
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._zones[name]
+        except KeyError:
+            known = ", ".join(sorted(self._zones)) or "none"
+            raise KeyError(f"no shared dict {name!r} (configured: {known})") from None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError as exc:
+            raise AttributeError(exc.args[0]) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._zones
+
+    def __iter__(self):
+        return iter(self._zones)
+
+    def __len__(self) -> int:
+        return len(self._zones)
+
+    def items(self):
+        return self._zones.items()
+
+
+class WorkerInfo:
+    """``edgeworker.worker``: who this process is.
+
+    ``id`` is 0..count-1 in a worker (kept by a respawned worker) and ``None`` in the master;
+    ``pid`` the current process id; ``count`` the configured number of workers;
+    ``generation`` counts reloads (0 for the first set of workers).
+    """
+
+    def __init__(self) -> None:
+        self.id: int | None = None
+        self.count: int = 0
+        self.generation: int = 0
+        self._exiting = False
+
+    @property
+    def pid(self) -> int:
+        return os.getpid()
+
+    def exiting(self) -> bool:
+        """True once this worker has begun its graceful (or fast) exit."""
+        return self._exiting
+
+
+shared = SharedDicts()
+worker = WorkerInfo()
+
+
+def now() -> float:
+    """Epoch seconds as a float (``ngx.now()``)."""
+    return time.time()
+
+
+def sleep(seconds: float) -> None:
+    """Sleep without blocking the worker: other requests keep running (``ngx.sleep``).
+
+    ``0`` just yields. A negative value raises ``ValueError("invalid sleep duration")``.
+    """
+    if seconds < 0:
+        raise ValueError("invalid sleep duration")
+    # In a worker, time.sleep is gevent's cooperative sleep (monkey-patched after fork).
+    time.sleep(seconds)

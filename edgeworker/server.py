@@ -1,0 +1,380 @@
+"""The per-connection loop of a worker: bytes in and out of one socket, nothing else.
+
+``Connection.serve()`` runs in its own greenlet. It feeds what it reads into the sans-IO
+``ServerProtocol``, hands each request head to the ``App`` (phases.py), and writes what the
+app produces. Every timeout of the ``[http]`` section is enforced here:
+
+- ``keepalive_timeout``: an idle keep-alive connection is closed silently;
+- ``client_header_timeout``: a head not complete in time gets 408 and close;
+- ``client_body_timeout``: between two reads of the body (408 and close);
+- ``send_timeout``: between two writes to the client (the connection is dropped).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from .http.protocol import Data, EndOfMessage, ProtocolError, ServerProtocol
+from .http.responses import chunk, error_response, http_date, status_line
+from .request import RequestExit
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .phases import App
+    from .request import Request
+
+_RECV = 65536
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_NO_BODY_STATUS = frozenset((204, 304))
+_FRAMING_HEADERS = frozenset(("content-length", "transfer-encoding", "connection", "date", "server"))
+# nginx adds add_header values only to these statuses (unless "always")
+ADD_HEADER_STATUS = frozenset((200, 201, 204, 206, 301, 302, 303, 304, 307, 308))
+# an unread request body up to this size is read and dropped to keep the connection;
+# a larger one closes the connection instead
+_DISCARD_LIMIT = 1 << 20
+# how long an idle keep-alive connection of an exiting worker waits for a request in flight
+DRAIN_GRACE = 1.0
+
+
+class Drain(Exception):
+    """Thrown into an idle connection's greenlet when the worker starts its graceful exit."""
+
+
+class ClientGone(Exception):
+    """The client closed the connection or stopped reading (send_timeout)."""
+
+
+class Connection:
+    """One accepted client connection."""
+
+    __slots__ = (
+        "sock",
+        "app",
+        "http",
+        "proto",
+        "events",
+        "remote_addr",
+        "remote_port",
+        "server_addr",
+        "server_port",
+        "listen_key",
+        "_bin_addr",
+        "requests",
+        "busy",
+        "closing",
+        "_timeout",
+        "greenlet",
+    )
+
+    def __init__(self, sock: socket.socket, addr: Any, listen_key: tuple[str, int], app: App):
+        self.sock = sock
+        self.app = app
+        self.http = app.http
+        self.proto = ServerProtocol(app.limits)
+        self.events: deque = deque()
+        if isinstance(addr, tuple):
+            self.remote_addr = addr[0]
+            self.remote_port = addr[1]
+        else:  # unix socket
+            self.remote_addr = "unix:"
+            self.remote_port = 0
+        local = sock.getsockname()
+        if isinstance(local, tuple):
+            self.server_addr, self.server_port = local[0], local[1]
+        else:
+            self.server_addr, self.server_port = "unix:", 0
+        self.listen_key = listen_key
+        self._bin_addr: bytes | None = None
+        self.requests = 0
+        self.busy = False  # a request is being processed
+        self.closing = False  # set by a draining worker: answer with Connection: close
+        self._timeout: float | None = None
+        self.greenlet: Any = None
+
+    @property
+    def binary_remote_addr(self) -> bytes:
+        if self._bin_addr is None:
+            addr = self.remote_addr
+            try:
+                if ":" in addr:
+                    self._bin_addr = socket.inet_pton(socket.AF_INET6, addr)
+                else:
+                    self._bin_addr = socket.inet_aton(addr)
+            except OSError:
+                self._bin_addr = addr.encode()
+        return self._bin_addr
+
+    # ------------------------------------------------------------------ reading
+    def _settimeout(self, t: float) -> None:
+        if t != self._timeout:
+            self._timeout = t
+            self.sock.settimeout(t)
+
+    def _recv(self, timeout: float) -> bytes:
+        self._settimeout(timeout)
+        try:
+            return self.sock.recv(_RECV)
+        except (ConnectionResetError, BrokenPipeError):
+            return b""
+
+    def _next_head(self):
+        """The next request head, or None when the connection should close."""
+        events = self.events
+        proto = self.proto
+        http = self.http
+        deadline = None
+        while True:
+            if events:
+                ev = events.popleft()
+                if ev.__class__ is ProtocolError:
+                    self._send_error(ev.status)
+                    return None
+                if ev.__class__ is Data or ev is EndOfMessage or isinstance(ev, EndOfMessage):
+                    # leftovers of a request whose body was discarded
+                    continue
+                return ev
+            if proto.in_head:
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + http.client_header_timeout
+                timeout = deadline - now
+                if timeout <= 0:
+                    self._send_error(408)
+                    return None
+            else:
+                timeout = http.client_header_timeout if self.requests == 0 else http.keepalive_timeout
+                if self.closing:
+                    # the worker is exiting: a request already on its way is still answered
+                    # (with Connection: close); a connection that stays quiet is closed
+                    timeout = min(timeout, DRAIN_GRACE)
+            try:
+                data = self._recv(timeout)
+            except Drain:
+                self.closing = True  # the worker is exiting: serve what is on its way, then close
+                continue
+            except TimeoutError:
+                if proto.in_head:
+                    self._send_error(408)
+                return None
+            except OSError:
+                return None
+            if proto.in_head and deadline is None:
+                deadline = time.monotonic() + http.client_header_timeout
+            events.extend(proto.feed(data))
+            if not data and not events:
+                return None
+
+    def _next_body_event(self):
+        """Next Data/EndOfMessage of the current request (reads with client_body_timeout).
+
+        Raises ``RequestExit`` after answering 400/408 when the body is broken or late.
+        """
+        events = self.events
+        while not events:
+            try:
+                data = self._recv(self.http.client_body_timeout)
+            except TimeoutError:
+                raise _BodyError(408) from None
+            except OSError:
+                raise ClientGone() from None
+            events.extend(self.proto.feed(data))
+            if not data and not events:
+                raise ClientGone()
+        ev = events.popleft()
+        if ev.__class__ is ProtocolError:
+            raise _BodyError(ev.status)
+        return ev
+
+    def read_body(self, req: Request) -> bytes:
+        """Read the whole body of ``req`` (called through ``req.read_body()``)."""
+        head = req._head
+        limit = req.location.client_max_body_size if req.location is not None else 0
+        if head.content_length is not None and limit and head.content_length > limit:
+            req.keep_alive = False
+            req.exit(413)
+        if head.content_length is None and not head.chunked:
+            return b""
+        if head.expect_continue and not req.headers_sent:
+            self._sendall(_CONTINUE)
+            head.expect_continue = False
+        parts = []
+        total = 0
+        try:
+            while True:
+                ev = self._next_body_event()
+                if ev.__class__ is Data:
+                    total += len(ev.data)
+                    if limit and total > limit:
+                        req.keep_alive = False
+                        req.exit(413)
+                    parts.append(ev.data)
+                else:
+                    break
+        except _BodyError as err:
+            req.keep_alive = False
+            req.exit(err.status)
+        head.content_length = None
+        head.chunked = False  # the body is consumed
+        return b"".join(parts)
+
+    def _discard_body(self, req: Request) -> bool:
+        """Drop the unread body of ``req``; False if the connection must close instead."""
+        head = req._head
+        if head.content_length is None and not head.chunked:
+            return True
+        if head.expect_continue:
+            return False  # the client waits for 100-continue: it never sends the body
+        if head.content_length is not None and head.content_length > _DISCARD_LIMIT:
+            return False
+        total = 0
+        try:
+            while True:
+                ev = self._next_body_event()
+                if ev.__class__ is Data:
+                    total += len(ev.data)
+                    if total > _DISCARD_LIMIT:
+                        return False
+                else:
+                    return True
+        except (_BodyError, ClientGone):
+            return False
+
+    # ------------------------------------------------------------------ writing
+    def _sendall(self, data: bytes) -> None:
+        self._settimeout(self.http.send_timeout)
+        try:
+            self.sock.sendall(data)
+        except (OSError, TimeoutError) as exc:
+            raise ClientGone() from exc
+
+    def _send_error(self, status: int) -> None:
+        """Answer a protocol-level error (before any request exists) and let the caller close."""
+        try:
+            self._sendall(error_response(status, keep_alive=False))
+        except ClientGone:
+            pass
+
+    def _head_bytes(self, req: Request, length: int | None) -> bytes:
+        """Build the response head. ``length`` None means a streamed body."""
+        status = req.status
+        loc = req.location
+        keep = req.keep_alive and not self.closing
+        parts = [status_line(status, "1.1"), b"Server: edgeworker\r\nDate: ", http_date().encode()]
+        rh = req._resp_headers
+        has_ct = False
+        if rh is not None:
+            for name, value in rh.items():
+                lname = name.lower()
+                if lname in _FRAMING_HEADERS:
+                    continue  # framing is ours, never the handler's
+                if lname == "content-type":
+                    has_ct = True
+                parts.append(b"\r\n" + name.encode("latin-1") + b": " + value.encode("latin-1"))
+        if loc is not None and loc.add_header and status in ADD_HEADER_STATUS:
+            for name, value in loc.add_header:
+                parts.append(b"\r\n" + name + b": " + req.var.expand(value).encode("latin-1"))
+        if not has_ct and status not in _NO_BODY_STATUS:
+            ct = req.content_type
+            if ct is None:
+                ct = loc.default_type if loc is not None else "text/plain"
+            parts.append(b"\r\nContent-Type: " + ct.encode("latin-1"))
+        if status in _NO_BODY_STATUS or 100 <= status < 200:
+            pass
+        elif length is not None:
+            parts.append(b"\r\nContent-Length: " + str(length).encode())
+        elif req.http_version == "1.1":
+            parts.append(b"\r\nTransfer-Encoding: chunked")
+        else:
+            keep = False  # HTTP/1.0 streamed body: delimited by close
+        req.keep_alive = keep
+        parts.append(b"\r\nConnection: keep-alive\r\n\r\n" if keep else b"\r\nConnection: close\r\n\r\n")
+        return b"".join(parts)
+
+    def send_response(self, req: Request, body: bytes) -> None:
+        """Send a whole response (head + body) in one write; runs the output filters."""
+        loc = req.location
+        if loc is not None:
+            self.app.header_filter(req)
+            if loc.body_filter:
+                body = self.app.body_filter(req, body, True)
+        status = req.status
+        if status in _NO_BODY_STATUS or 100 <= status < 200:
+            body = b""
+        head = self._head_bytes(req, len(body))
+        req.headers_sent = True
+        if req.method == "HEAD":
+            self._sendall(head)
+        else:
+            self._sendall(head + body if len(body) < 65536 else head)
+            if len(body) >= 65536:
+                self._sendall(body)
+            req.body_bytes_sent = len(body)
+
+    def stream(self, req: Request, data: bytes, eof: bool) -> None:
+        """Send part of a streamed response (``req.flush()``, ``req.eof()``, iterables)."""
+        if req._eof:
+            return
+        loc = req.location
+        out = []
+        if not req.headers_sent:
+            if loc is not None:
+                self.app.header_filter(req)
+            out.append(self._head_bytes(req, None))
+            req.headers_sent = True
+        if loc is not None and loc.body_filter:
+            data = self.app.body_filter(req, data, eof)
+        chunked = req.http_version == "1.1" and req.status not in _NO_BODY_STATUS
+        head_only = req.method == "HEAD" or req.status in _NO_BODY_STATUS
+        if data and not head_only:
+            out.append(chunk(data) if chunked else data)
+            req.body_bytes_sent += len(data)
+        if eof:
+            req._eof = True
+            if chunked and not head_only:
+                out.append(b"0\r\n\r\n")
+        if out:
+            self._sendall(b"".join(out))
+
+    # ------------------------------------------------------------------ main loop
+    def serve(self) -> None:
+        """Serve requests until the connection closes; never raises."""
+        app = self.app
+        keepalive_requests = self.http.keepalive_requests
+        try:
+            while True:
+                head = self._next_head()
+                if head is None:
+                    return
+                self.requests += 1
+                self.busy = True
+                if self.requests >= keepalive_requests:
+                    head.keep_alive = False
+                req = app.handle(self, head)
+                if req is None or not req.keep_alive or self.closing:
+                    return
+                if not self._discard_body(req):
+                    return
+                self.busy = False
+        except ClientGone:
+            return
+        except Exception:  # a bug of ours: never take the worker down
+            app.log.exception("unexpected error on connection from %s", self.remote_addr)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class _BodyError(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+__all__ = ["Connection", "ClientGone", "RequestExit", "ADD_HEADER_STATUS"]

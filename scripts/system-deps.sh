@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install the Debian packages that the tests (and, with "bench", the benchmarks) need.
+# Does nothing when they are present; needs root (CI runs as root) when they are not.
+set -euo pipefail
+want=(redis-server nginx-light systemd)
+[ "${1:-}" = "bench" ] && want+=(libnginx-mod-http-lua lua-resty-core wrk)
+missing=()
+for pkg in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "system-deps: missing ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2
+    exit 1
+fi
+echo "system-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# the packaged services are not wanted: tests start their own on free loopback ports
+for svc in redis-server nginx; do
+    service "$svc" stop >/dev/null 2>&1 || true
+done

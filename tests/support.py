@@ -1,0 +1,216 @@
+"""Helpers for the integration tests: real `edgeworker run` processes, raw loopback HTTP."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EDGEWORKER = [sys.executable, "-m", "edgeworker"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0, proc=None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+class Server:
+    """An `edgeworker run` master started on a config written into a temp folder.
+
+    ``toml`` may use ``{port}`` (a free port chosen here) and ``{dir}`` (the folder);
+    ``files`` maps file names (handler modules) to their source.
+    """
+
+    def __init__(self, tmp: Path, toml: str, files: dict[str, str] | None = None, workers: int = 1,
+                 extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+        self.dir = tmp
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.pid_file = tmp / "edgeworker.pid"
+        self.error_log = tmp / "error.log"
+        self.access_log = tmp / "access.log"
+        for name, src in (files or {}).items():
+            (tmp / name).write_text(textwrap.dedent(src))
+        text = textwrap.dedent(toml).format(port=self.port, dir=tmp)
+        if "[main]" not in text:
+            text = "[main]\n" + text
+        head = (
+            f'pid_file = "{self.pid_file}"\nerror_log = "{self.error_log}"\n'
+            f'workers = {workers}\npython_path = ["."]\n'
+        )
+        text = text.replace("[main]\n", "[main]\n" + head, 1)
+        if "[http]" not in text:
+            text = text.replace("[main]\n", f'[http]\naccess_log = "{self.access_log}"\n\n[main]\n', 1)
+        elif "access_log =" not in text:
+            text = text.replace("[http]\n", f'[http]\naccess_log = "{self.access_log}"\n', 1)
+        self.config = tmp / "edgeworker.toml"
+        self.config.write_text(text)
+        self.extra_args = extra_args
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Server:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if self.env:
+            env.update(self.env)
+        self.stdout = open(self.dir / "stdout.log", "wb")
+        self.proc = subprocess.Popen(
+            [*EDGEWORKER, "run", "-c", str(self.config), *self.extra_args],
+            stdout=self.stdout,
+            stderr=subprocess.STDOUT,
+            cwd=self.dir,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            wait_port(self.port, proc=self.proc)
+            self.wait_pid_file()
+            self.wait_log("edgeworker started")
+        except Exception:
+            self.stop()
+            raise RuntimeError("edgeworker did not start:\n" + self.output()) from None
+        return self
+
+    def wait_pid_file(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.pid_file.exists() and self.pid_file.read_text().strip():
+                return
+            time.sleep(0.05)
+        raise TimeoutError("no pid file")
+
+    def wait_log(self, text: str, timeout: float = 15.0, count: int = 1) -> None:
+        """Wait until the error log holds ``text`` (``count`` times)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.errors().count(text) >= count:
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            time.sleep(0.05)
+        raise TimeoutError(f"{text!r} not in the error log after {timeout}s")
+
+    @property
+    def master_pid(self) -> int:
+        return self.proc.pid
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def output(self) -> str:
+        parts = []
+        for f in (self.dir / "stdout.log", self.error_log):
+            if f.exists():
+                parts.append(f"--- {f.name}\n" + f.read_text(errors="replace"))
+        return "\n".join(parts)
+
+    def errors(self) -> str:
+        return self.error_log.read_text(errors="replace") if self.error_log.exists() else ""
+
+    def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+        return subprocess.run([*EDGEWORKER, *args, "-c", str(self.config)], capture_output=True,
+                              text=True, timeout=60, check=check)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        try:  # stray workers of a master that died
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.stdout.close()
+        return self.proc.returncode
+
+    # ------------------------------------------------------------ HTTP
+    def conn(self, timeout: float = 10.0) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        c = self.conn()
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            data = r.read()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+        finally:
+            c.close()
+
+    def get(self, path: str, **kw) -> tuple[int, dict[str, str], bytes]:
+        return self.request("GET", path, **kw)
+
+    def raw(self, data: bytes, timeout: float = 5.0, shut: bool = False) -> bytes:
+        """Send raw bytes, return everything the server sends until it closes (or timeout)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            s.sendall(data)
+            if shut:
+                s.shutdown(socket.SHUT_WR)
+            return read_all(s, timeout)
+
+
+def read_all(s: socket.socket, timeout: float = 5.0) -> bytes:
+    s.settimeout(timeout)
+    chunks = []
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            chunks.append(b)
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return b"".join(chunks)
+
+
+def status_of(response: bytes) -> int:
+    line = response.split(b"\r\n", 1)[0]
+    return int(line.split()[1])
+
+
+def split_responses(data: bytes) -> list[tuple[int, dict[str, str], bytes]]:
+    """Split a byte stream of Content-Length framed responses (as pipelining produces)."""
+    out = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(b":")
+            headers[k.strip().lower().decode()] = v.strip().decode()
+        n = int(headers.get("content-length", "0"))
+        out.append((status, headers, rest[:n]))
+        data = rest[n:]
+    return out
