@@ -77,27 +77,68 @@ FOREIGN_CPU_WARN_PCT = 5.0
 
 
 @dataclass
-class CaseResult:
-    """One measured case of a target (e.g. edgeworker /incr)."""
+class Round:
+    """One measured run of a case."""
 
-    path: str
     wrk: WrkResult | None = None
     warmup: WrkResult | None = None
-    memory: WorkersMemory | None = None  # after the run
     error: str = ""
     counted: int | None = None  # /incr only: how much the shared counter grew
     foreign_cpu_pct: float | None = None  # machine CPU used by other processes during the run
 
     def to_json(self) -> dict[str, object]:
         return {
-            "path": self.path,
             "ok": not self.error,
             "error": self.error,
             "wrk": self.wrk.to_json() if self.wrk else None,
             "warmup": self.warmup.to_json() if self.warmup else None,
-            "workers_after": self.memory.to_json() if self.memory else None,
             "counted": self.counted,
             "foreign_cpu_pct": self.foreign_cpu_pct,
+        }
+
+
+@dataclass
+class CaseResult:
+    """A case of a target (e.g. edgeworker /incr) over every round.
+
+    The reported figures are those of the median round by req/s (with one round, that round).
+    Any round with an error makes the whole case an error.
+    """
+
+    path: str
+    rounds: list[Round] = field(default_factory=list)
+    memory: WorkersMemory | None = None  # after the last round
+
+    @property
+    def error(self) -> str:
+        return next((r.error for r in self.rounds if r.error), "" if self.rounds else "not run")
+
+    @property
+    def median(self) -> Round | None:
+        done = sorted((r for r in self.rounds if r.wrk is not None), key=lambda r: r.wrk.rps)
+        return done[(len(done) - 1) // 2] if done else None
+
+    @property
+    def wrk(self) -> WrkResult | None:
+        m = self.median
+        return m.wrk if m else None
+
+    @property
+    def foreign_cpu_pct(self) -> float | None:
+        """The largest foreign CPU share seen in any round."""
+        seen = [r.foreign_cpu_pct for r in self.rounds if r.foreign_cpu_pct is not None]
+        return max(seen) if seen else None
+
+    def to_json(self) -> dict[str, object]:
+        m = self.median
+        return {
+            "path": self.path,
+            "ok": not self.error,
+            "error": self.error,
+            "wrk": m.wrk.to_json() if m and m.wrk else None,
+            "workers_after": self.memory.to_json() if self.memory else None,
+            "foreign_cpu_pct": self.foreign_cpu_pct,
+            "rounds": [r.to_json() for r in self.rounds],
         }
 
 
@@ -317,10 +358,23 @@ def wait_until_serving(server: Server, port: int, timeout: float) -> None:
     raise TimeoutError(f"GET /hello did not answer 'hello' within {timeout:g}s: {last}")
 
 
-def run_case(port: int, case: str, server: Server, args: argparse.Namespace) -> CaseResult:
-    """Warm up, measure, read worker memory, and for ``incr`` check the counter really grew."""
+@dataclass
+class Running:
+    """A started target: its server, port and temp dir."""
+
+    target: Target
+    result: TargetResult
+    server: Server
+    port: int
+    tmp: Path
+
+
+def measure_round(port: int, case: str, server: Server, args: argparse.Namespace) -> Round:
+    """One round of a case: warm up, measure (with the foreign-CPU meter), and for ``incr``
+    check that the shared counter grew by at least the completed requests. Never raises except
+    KeyboardInterrupt; errors land in ``Round.error``."""
     path = "/" + case
-    result = CaseResult(path)
+    rnd = Round()
     url = f"http://{HOST}:{port}{path}"
     before = None
     try:
@@ -329,41 +383,51 @@ def run_case(port: int, case: str, server: Server, args: argparse.Namespace) -> 
             before = read_counter(port)
         if args.warmup > 0:
             log(f"  {server.name} {path}: warm-up {args.warmup:g}s")
-            result.warmup = run_wrk(
+            rnd.warmup = run_wrk(
                 url, threads=args.threads, connections=args.connections, duration=args.warmup
             )
         log(
-            f"  {server.name} {path}: {args.duration:g}s, {args.threads} threads, {args.connections} connections"
+            f"  {server.name} {path}: {args.duration:g}s, "
+            f"{args.threads} threads, {args.connections} connections"
         )
         pids = [server.pid, *child_pids(server.pid)]
         meter = CpuMeter()
         meter.start(pids)
-        result.wrk = run_wrk(
+        rnd.wrk = run_wrk(
             url, threads=args.threads, connections=args.connections, duration=args.duration
         )
-        result.foreign_cpu_pct = meter.stop(pids)
-        result.memory = workers_rss(server.pid)
+        rnd.foreign_cpu_pct = meter.stop(pids)
         if not server.alive():
             raise RuntimeError(f"server exited with status {server.proc.returncode} during the run")
-        if result.wrk.non_2xx_3xx:
-            result.error = f"{result.wrk.non_2xx_3xx} non-2xx/3xx responses"
-        elif result.wrk.requests == 0:
-            result.error = "no request completed"
+        if rnd.wrk.non_2xx_3xx:
+            rnd.error = f"{rnd.wrk.non_2xx_3xx} non-2xx/3xx responses"
+        elif rnd.wrk.requests == 0:
+            rnd.error = "no request completed"
         if case == "incr" and before is not None:
-            result.counted = read_counter(port) - before
-            done = result.wrk.requests + (result.warmup.requests if result.warmup else 0)
-            if result.counted < done:
-                result.error = result.error or (
-                    f"counter grew by {result.counted}, fewer than the {done} completed requests"
+            rnd.counted = read_counter(port) - before
+            done = rnd.wrk.requests + (rnd.warmup.requests if rnd.warmup else 0)
+            if rnd.counted < done:
+                rnd.error = rnd.error or (
+                    f"counter grew by {rnd.counted}, fewer than the {done} completed requests"
                 )
     except Exception as exc:  # noqa: BLE001 - reported per case, the bench goes on
-        result.error = f"{type(exc).__name__}: {exc}"
-    return result
+        rnd.error = f"{type(exc).__name__}: {exc}"
+    return rnd
 
 
-def run_target(target: Target, reg: ProcessRegistry, args: argparse.Namespace) -> TargetResult:
-    """Start the target, measure its idle workers and every case, stop it. Never raises
-    (except KeyboardInterrupt); errors land in the result."""
+def _server_output(server: Server, tmp: Path) -> str:
+    tail = server.output_tail()
+    log_file = tmp / "error.log"
+    if log_file.exists() and log_file.stat().st_size:
+        tail += "\n" + "\n".join(log_file.read_text(errors="replace").splitlines()[-15:])
+    return "\n--- server output (tail) ---\n" + tail.strip() if tail.strip() else ""
+
+
+def start_target(
+    target: Target, reg: ProcessRegistry, args: argparse.Namespace
+) -> Running | TargetResult:
+    """Start the target and measure its idle workers. Returns the running target, or the failed
+    result (server stopped, output tail in ``error``). Never raises except KeyboardInterrupt."""
     result = TargetResult(target.name)
     tmp = Path(tempfile.mkdtemp(prefix=f"http_bench-{target.name}-"))
     server = None
@@ -376,34 +440,74 @@ def run_target(target: Target, reg: ProcessRegistry, args: argparse.Namespace) -
         wait_for_workers(server.pid, args.workers, target.startup_timeout)
         time.sleep(args.settle)
         result.idle = workers_rss(server.pid)
-        for case in target.cases:
-            result.cases[case] = run_case(port, case, server, args)
         result.status = "ok"
-    except KeyboardInterrupt:
-        raise
+        return Running(target, result, server, port, tmp)
     except Exception as exc:  # noqa: BLE001 - reported in the table, other targets still run
         result.status = "failed"
         result.error = f"{type(exc).__name__}: {exc}"
         if server is not None:
-            tail = server.output_tail()
-            for extra in ("error.log",):
-                p = tmp / extra
-                if p.exists() and p.stat().st_size:
-                    tail += "\n" + "\n".join(p.read_text(errors="replace").splitlines()[-15:])
-            if tail.strip():
-                result.error += "\n--- server output (tail) ---\n" + tail.strip()
+            result.error += _server_output(server, tmp)
         if args.verbose:
             traceback.print_exc()
+        finish_target(Running(target, result, server, 0, tmp) if server else None, reg, args, tmp)
+        return result
+
+
+def finish_target(
+    run: Running | None, reg: ProcessRegistry, args: argparse.Namespace, tmp: Path
+) -> None:
+    """Stop the server (if any) and remove (or, with --keep, keep) its temp dir."""
+    if run is not None:
+        run.server.stop()
+        if run.server in reg.servers:
+            reg.servers.remove(run.server)
+    if args.keep:
+        log(f"kept {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_all(
+    args: argparse.Namespace, reg: ProcessRegistry, skip: dict[str, bool]
+) -> dict[str, TargetResult]:
+    """Start every target that is not skipped, then measure every case ``--rounds`` times,
+    interleaving the targets within each round, then stop them all."""
+    results: dict[str, TargetResult] = {}
+    running: list[Running] = []
+    try:
+        for target in TARGETS:
+            if skip[target.name]:
+                results[target.name] = TargetResult(target.name, "skipped", "skipped by flag")
+                continue
+            started = start_target(target, reg, args)
+            if isinstance(started, Running):
+                running.append(started)
+                results[target.name] = started.result
+            else:
+                results[target.name] = started
+        for n in range(args.rounds):
+            if args.rounds > 1:
+                log(f"round {n + 1} of {args.rounds}")
+            for run in running:
+                if run.result.status != "ok":
+                    continue
+                for case in run.target.cases:
+                    rnd = measure_round(run.port, case, run.server, args)
+                    run.result.cases.setdefault(case, CaseResult("/" + case)).rounds.append(rnd)
+                if not run.server.alive():
+                    run.result.status = "failed"
+                    run.result.error = (
+                        f"server exited with status {run.server.proc.returncode} during the bench"
+                        + _server_output(run.server, run.tmp)
+                    )
+        for run in running:
+            if run.result.status == "ok":
+                for case in run.result.cases.values():
+                    case.memory = workers_rss(run.server.pid)
     finally:
-        if server is not None:
-            server.stop()
-            if server in reg.servers:
-                reg.servers.remove(server)
-        if args.keep:
-            log(f"{target.name}: kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return result
+        for run in running:
+            finish_target(run, reg, args, run.tmp)
+    return results
 
 
 # ---------------------------------------------------------------------------------------------
@@ -494,7 +598,8 @@ def render_report(
     """The human-readable report printed on stdout."""
     out = [
         f"HTTP bench: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s "
-        f"(warm-up {args.warmup:g}s, keep-alive), {args.workers} workers per server, access logs off",
+        f"(warm-up {args.warmup:g}s, keep-alive), {args.workers} workers per server, access logs off"
+        + (f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else ""),
         "",
     ]
     rows = []
@@ -599,6 +704,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
     p.add_argument("--connections", type=int, default=50, help="wrk connections (50)")
     p.add_argument("--workers", type=int, default=2, help="worker processes per server (2)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every case N times, targets interleaved; report the median (1)",
+    )
     p.add_argument("--no-nginx", action="store_true", help="skip nginx + lua")
     p.add_argument("--no-gunicorn", action="store_true", help="skip gunicorn -k gevent")
     p.add_argument("--no-edgeworker", action="store_true", help="skip edgeworker")
@@ -619,8 +730,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the temp dirs (configs, logs)")
     p.add_argument("-v", "--verbose", action="store_true", help="print tracebacks of failures")
     args = p.parse_args(argv)
-    if args.duration < 1 or args.warmup < 0 or args.threads < 1 or args.workers < 1:
-        p.error("--duration >= 1, --warmup >= 0, --threads >= 1, --workers >= 1")
+    if args.duration < 1 or args.warmup < 0 or min(args.threads, args.workers, args.rounds) < 1:
+        p.error("--duration >= 1, --warmup >= 0, --threads, --workers and --rounds >= 1")
     if args.connections < args.threads:
         p.error("--connections must be >= --threads")
     return args
@@ -639,14 +750,9 @@ def main(argv: list[str] | None = None) -> int:
         "gunicorn": args.no_gunicorn,
         "edgeworker": args.no_edgeworker,
     }
-    results: dict[str, TargetResult] = {}
     with ProcessRegistry() as reg:
         try:
-            for target in TARGETS:
-                if skip[target.name]:
-                    results[target.name] = TargetResult(target.name, "skipped", "skipped by flag")
-                    continue
-                results[target.name] = run_target(target, reg, args)
+            results = run_all(args, reg, skip)
         except KeyboardInterrupt:
             log("interrupted: stopping servers")
             reg.stop_all()
@@ -657,7 +763,7 @@ def main(argv: list[str] | None = None) -> int:
         doc = {
             "settings": {
                 k: getattr(args, k)
-                for k in ("duration", "warmup", "threads", "connections", "workers")
+                for k in ("duration", "warmup", "threads", "connections", "workers", "rounds")
             },
             "environment": environment(),
             "targets": {k: v.to_json() for k, v in results.items()},

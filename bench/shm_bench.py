@@ -35,8 +35,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def per_op(fn, n: int, repeat: int = 5) -> float:
-    """Best of ``repeat`` runs of ``fn(n)``, in µs per op."""
+def per_op(fn, n: int, repeat: int = 9) -> float:
+    """Best of ``repeat`` runs of ``fn(n)``, in µs per op (the minimum filters out the time the
+    process was preempted on a busy machine; every column is measured the same way)."""
     best = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()

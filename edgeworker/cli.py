@@ -147,7 +147,7 @@ def cmd_shm(args: argparse.Namespace) -> int:
     header = ("name", "capacity", "used", "free", "entries", "evictions")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        print("  ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in enumerate(zip(row, widths))))
+        print("  ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True))))
     return 0
 
 

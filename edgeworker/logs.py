@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 
 from gunicorn import glogging
@@ -126,5 +125,3 @@ class GunicornLogger(glogging.Logger):
         return None
 
 
-def stderr_ok() -> bool:
-    return sys.stderr is not None

@@ -17,6 +17,8 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from gevent import sleep as _gsleep
+
 from .http.protocol import Data, EndOfMessage, ProtocolError, ServerProtocol
 from .http.responses import chunk, error_response, http_date, status_line
 from .request import RequestExit
@@ -36,6 +38,15 @@ ADD_HEADER_STATUS = frozenset((200, 201, 204, 206, 301, 302, 303, 304, 307, 308)
 _DISCARD_LIMIT = 1 << 20
 # how long an idle keep-alive connection of an exiting worker waits for a request in flight
 DRAIN_GRACE = 1.0
+
+
+_clock = time.perf_counter
+SLICE = 0.002  # seconds a connection may be served without yielding to the others
+_BLOCKED = 0.00005  # a recv that took longer than this waited in the hub
+
+
+def _yield() -> None:
+    _gsleep(0)
 
 
 class Drain(Exception):
@@ -66,6 +77,7 @@ class Connection:
         "closing",
         "_timeout",
         "greenlet",
+        "_slice",
     )
 
     def __init__(self, sock: socket.socket, addr: Any, listen_key: tuple[str, int], app: App):
@@ -92,6 +104,7 @@ class Connection:
         self.closing = False  # set by a draining worker: answer with Connection: close
         self._timeout: float | None = None
         self.greenlet: Any = None
+        self._slice = 0.0  # when this greenlet last resumed after waiting
 
     @property
     def binary_remote_addr(self) -> bytes:
@@ -114,10 +127,15 @@ class Connection:
 
     def _recv(self, timeout: float) -> bytes:
         self._settimeout(timeout)
+        t0 = _clock()
         try:
-            return self.sock.recv(_RECV)
+            data = self.sock.recv(_RECV)
         except (ConnectionResetError, BrokenPipeError):
             return b""
+        t1 = _clock()
+        if t1 - t0 > _BLOCKED:  # recv waited: other greenlets ran meanwhile
+            self._slice = t1
+        return data
 
     def _next_head(self):
         """The next request head, or None when the connection should close."""
@@ -245,7 +263,11 @@ class Connection:
     def _sendall(self, data: bytes) -> None:
         self._settimeout(self.http.send_timeout)
         try:
-            self.sock.sendall(data)
+            # one send() usually takes it all; gevent's sendall() costs a timer per call
+            sent = self.sock.send(data)
+            while sent < len(data):
+                data = data[sent:]
+                sent = self.sock.send(data)
         except (OSError, TimeoutError) as exc:
             raise ClientGone() from exc
 
@@ -357,6 +379,14 @@ class Connection:
                 if not self._discard_body(req):
                     return
                 self.busy = False
+                # fairness: gevent's recv does not yield when data is waiting, so a client
+                # that answers fast would keep this greenlet going and starve the others.
+                # Once it ran SLICE seconds without waiting, it lets the others run.
+                # (Yielding after every request would cost a loop iteration each time.)
+                now = _clock()
+                if now - self._slice > SLICE:
+                    _yield()
+                    self._slice = _clock()
         except ClientGone:
             return
         except Exception:  # a bug of ours: never take the worker down

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import unquote_to_bytes, unquote_plus
+from urllib.parse import unquote_plus, unquote_to_bytes
 
 
 class BadURI(ValueError):

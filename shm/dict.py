@@ -57,14 +57,15 @@ log = logging.getLogger("shm")
 
 _MISSING = object()
 _now_ns = time.monotonic_ns
-_PID = [os.getpid()]
+_pid = os.getpid()
 
 
 def _refresh_pid() -> None:
-    _PID[0] = os.getpid()
+    global _pid
+    _pid = os.getpid()
 
 
-# The lock owner pid is read from this cell, refreshed in every child by os.fork (os.getpid()
+# The lock owner pid is read from this global, refreshed in every child by os.fork (os.getpid()
 # costs a system call per operation).  It always equals os.getpid() for forks made through
 # Python (os.fork, multiprocessing, subprocess).
 os.register_at_fork(after_in_child=_refresh_pid)
@@ -74,6 +75,9 @@ _u32_pack = U32.pack_into
 _i64_pack_b = I64.pack
 _tail_pack = NODE_TAIL.pack_into
 _OWNER = H_OWNER >> 2
+_HEAD = H_LRU >> 2
+_TAIL = _HEAD + 1
+_ENTRIES = H_ENTRIES >> 3
 _DIRTY = H_DIRTY >> 2
 _i64_unpack = I64.unpack_from
 _i64_pack = I64.pack_into
@@ -252,6 +256,7 @@ class SharedDict:
         try:
             d = cls.attach(name)
         except FileNotFoundError:
+            Segment.unlink(name)  # a segment without its semaphore (or nothing at all)
             return cls.create(name, total, mode=mode), False
         except ValueError:
             log.warning("shm zone %r is unreadable; recreating it empty", name)
@@ -295,6 +300,7 @@ class SharedDict:
                 pass
         self._closed = True
         self._m32.release()
+        self._slab.release()
         if self._seg is not None:
             self._seg.close()
 
@@ -317,7 +323,7 @@ class SharedDict:
             self._acquire(0)
         except BusyError:
             self._lock.wait()
-        self._m32[_OWNER] = _PID[0]
+        self._m32[_OWNER] = _pid
 
     def _unlock(self) -> None:
         self._m32[_OWNER] = 0
@@ -355,7 +361,7 @@ class SharedDict:
         r = self._lock.try_takeover(owner)
         if r == 0:
             return False
-        self._m32[_OWNER] = _PID[0]
+        self._m32[_OWNER] = _pid
         self._unlock()
         return r == 1
 
@@ -395,61 +401,66 @@ class SharedDict:
 
     def _touch(self, off: int) -> None:
         """Move node ``off`` to the LRU head."""
-        buf = self._buf
-        lp, ln = U32x2.unpack_from(buf, off + 4)
+        m32 = self._m32
+        i = off >> 2
+        lp = m32[i + 1]
         if not lp:
             return
-        head, tail = U32x2.unpack_from(buf, H_LRU)
-        _u32_pack(buf, lp + 8, ln)
+        ln = m32[i + 2]
+        m32[(lp >> 2) + 2] = ln
         if ln:
-            _u32_pack(buf, ln + 4, lp)
+            m32[(ln >> 2) + 1] = lp
         else:
-            tail = lp
-        U32x2.pack_into(buf, off + 4, 0, head)
-        _u32_pack(buf, head + 4, off)
-        U32x2.pack_into(buf, H_LRU, off, tail)
+            m32[_TAIL] = lp
+        head = m32[_HEAD]
+        m32[i + 1] = 0
+        m32[i + 2] = head
+        m32[(head >> 2) + 1] = off
+        m32[_HEAD] = off
 
     def _lru_unlink(self, off: int) -> None:
-        buf = self._buf
-        lp, ln = U32x2.unpack_from(buf, off + 4)
-        head, tail = U32x2.unpack_from(buf, H_LRU)
+        m32 = self._m32
+        i = off >> 2
+        lp = m32[i + 1]
+        ln = m32[i + 2]
         if lp:
-            _u32_pack(buf, lp + 8, ln)
+            m32[(lp >> 2) + 2] = ln
         else:
-            head = ln
+            m32[_HEAD] = ln
         if ln:
-            _u32_pack(buf, ln + 4, lp)
+            m32[(ln >> 2) + 1] = lp
         else:
-            tail = lp
-        U32x2.pack_into(buf, H_LRU, head, tail)
+            m32[_TAIL] = lp
 
     def _lru_push(self, off: int) -> None:
-        buf = self._buf
-        head, tail = U32x2.unpack_from(buf, H_LRU)
-        U32x2.pack_into(buf, off + 4, 0, head)
+        m32 = self._m32
+        i = off >> 2
+        head = m32[_HEAD]
+        m32[i + 1] = 0
+        m32[i + 2] = head
         if head:
-            _u32_pack(buf, head + 4, off)
+            m32[(head >> 2) + 1] = off
         else:
-            tail = off
-        U32x2.pack_into(buf, H_LRU, off, tail)
+            m32[_TAIL] = off
+        m32[_HEAD] = off
 
     def _chain_replace(self, old: int, new: int, h: int) -> None:
         """Put ``new`` where ``old`` is in its hash chain (new=0: unlink ``old``)."""
-        buf = self._buf
-        nxt = _u32_unpack(buf, old)[0]
+        m32 = self._m32
+        nxt = m32[old >> 2]
         if new:
-            _u32_pack(buf, new, nxt)
+            m32[new >> 2] = nxt
         else:
             new = nxt
-        slot = self._index + ((h & self._mask) << 2)
-        cur = _u32_unpack(buf, slot)[0]
+        slot = self._bidx + (h & self._mask)
+        cur = m32[slot]
         if cur == old:
-            _u32_pack(buf, slot, new)
+            m32[slot] = new
             return
         while cur:
-            n2 = _u32_unpack(buf, cur)[0]
+            n2 = m32[cur >> 2]
             if n2 == old:
-                _u32_pack(buf, cur, new)
+                m32[cur >> 2] = new
                 return
             cur = n2
         raise RuntimeError("shm: node missing from its hash chain")
@@ -472,15 +483,15 @@ class SharedDict:
         self._chain_replace(off, 0, h)
         self._lru_unlink(off)
         self._free_node(off)
-        U64.pack_into(buf, H_ENTRIES, U64.unpack_from(buf, H_ENTRIES)[0] - 1)
+        self._slab.m64[_ENTRIES] -= 1
 
     def _insert(self, off: int, h: int) -> None:
-        buf = self._buf
-        slot = self._index + ((h & self._mask) << 2)
-        _u32_pack(buf, off, _u32_unpack(buf, slot)[0])
-        _u32_pack(buf, slot, off)
+        m32 = self._m32
+        slot = self._bidx + (h & self._mask)
+        m32[off >> 2] = m32[slot]
+        m32[slot] = off
         self._lru_push(off)
-        U64.pack_into(buf, H_ENTRIES, U64.unpack_from(buf, H_ENTRIES)[0] + 1)
+        self._slab.m64[_ENTRIES] += 1
 
     def _sweep(self, now: int, limit: int = 2) -> int:
         """Free up to ``limit`` expired entries at the LRU tail (stops at a live one)."""
@@ -612,7 +623,7 @@ class SharedDict:
             self._acquire(0)
         except BusyError:
             self._lock.wait()
-        m32[_OWNER] = _PID[0]
+        m32[_OWNER] = _pid
         try:
             off = m32[self._bidx + (h & self._mask)]
             while off:
@@ -811,7 +822,7 @@ class SharedDict:
             self._acquire(0)
         except BusyError:
             self._lock.wait()
-        m32[_OWNER] = _PID[0]
+        m32[_OWNER] = _pid
         try:
             off = m32[self._bidx + (h & self._mask)]
             while off:
@@ -913,7 +924,7 @@ class SharedDict:
             self._acquire(0)
         except BusyError:
             self._lock.wait()
-        m32[_OWNER] = _PID[0]
+        m32[_OWNER] = _pid
         try:
             off = m32[self._bidx + (h & self._mask)]
             while off:

@@ -44,6 +44,10 @@ _pd_unpack = PD.unpack_from
 _pd_pack = PD.pack_into
 
 
+_FREE_I = H_CLS_FREE >> 2
+_USED_I = H_USED >> 3
+
+
 def size_class(size: int) -> int:
     """Class index for a request of ``size`` bytes, or ``LARGE`` for page runs."""
     return SIZE2CLS[(size + 15) >> 4] if size <= MAX_SMALL else LARGE
@@ -57,13 +61,22 @@ def npages_for(size: int) -> int:
 class Slab:
     """Allocator bound to one buffer and geometry."""
 
-    __slots__ = ("buf", "g", "data", "pd")
+    __slots__ = ("buf", "g", "data", "pd", "m16", "m32", "m64")
 
     def __init__(self, buf, g: Geometry) -> None:
         self.buf = buf
         self.g = g
         self.data = g.data_off
         self.pd = g.pd_off
+        mv = memoryview(buf)[:len(buf) & ~7].cast("B")
+        self.m16 = mv.cast("H")
+        self.m32 = mv.cast("I")
+        self.m64 = mv.cast("Q")
+
+    def release(self) -> None:
+        """Drop the memoryviews on the buffer (before unmapping it)."""
+        for v in (self.m16, self.m32, self.m64):
+            v.release()
 
     # ---- formatting -----------------------------------------------------------------------
     def format(self) -> None:
@@ -162,15 +175,15 @@ class Slab:
         if size <= MAX_SMALL:
             c = SIZE2CLS[(size + 15) >> 4]
             cs = CLASSES[c]
-            fo = H_CLS_FREE + 4 * c
-            off = _u32_unpack(buf, fo)[0]
+            m32 = self.m32
+            fi = _FREE_I + c
+            off = m32[fi]
             if off:
-                nxt = _u32_unpack(buf, off + 4)[0]
-                _u32_pack(buf, fo, nxt)
+                nxt = m32[(off >> 2) + 1]
+                m32[fi] = nxt
                 if nxt:
-                    _u32_pack(buf, nxt, 0)
-                po = self.pd + ((off - self.data) >> PAGE_SHIFT) * PD_SIZE + 2
-                U16.pack_into(buf, po, U16.unpack_from(buf, po)[0] + 1)  # used += 1
+                    m32[nxt >> 2] = 0
+                self.m16[(self.pd + ((off - self.data) >> PAGE_SHIFT) * PD_SIZE + 2) >> 1] += 1
             else:
                 co = H_CLS_CARVE + 4 * c
                 cp = _u32_unpack(buf, co)[0]
@@ -191,7 +204,7 @@ class Slab:
                     _pd_pack(buf, self.pd + p * PD_SIZE, PG_SLAB, c, 1, 1, 0, 0, 0, 0, 0)
                     _u32_pack(buf, co, p + 1 if PER_PAGE[c] > 1 else 0)
                     off = self.data + (p << PAGE_SHIFT)
-            U64.pack_into(buf, H_USED, U64.unpack_from(buf, H_USED)[0] + cs)
+            self.m64[_USED_I] += cs
             return off
         n = (size + PAGE - 1) >> PAGE_SHIFT
         p = self._alloc_run(n)
@@ -217,13 +230,31 @@ class Slab:
         buf, pd, data = self.buf, self.pd, self.data
         p = (off - data) >> PAGE_SHIFT
         po = pd + p * PD_SIZE
+        if buf[po] == PG_SLAB:
+            c = buf[po + 1]
+            cs = CLASSES[c]
+            self.m64[_USED_I] -= cs
+            ui = (po + 2) >> 1
+            m16 = self.m16
+            used = m16[ui]
+            if used > 1:
+                m32 = self.m32
+                fi = _FREE_I + c
+                head = m32[fi]
+                oi = off >> 2
+                m32[oi] = 0
+                m32[oi + 1] = head
+                if head:
+                    m32[head >> 2] = off
+                m32[fi] = off
+                m16[ui] = used - 1
+                return
         k, c, used, carved, _x, run, _p, _n, _s = _pd_unpack(buf, po)
         if k == PG_LARGE:
             U64.pack_into(buf, H_USED, U64.unpack_from(buf, H_USED)[0] - (run << PAGE_SHIFT))
             self._free_run(p, run)
             return
         cs = CLASSES[c]
-        U64.pack_into(buf, H_USED, U64.unpack_from(buf, H_USED)[0] - cs)
         fo = H_CLS_FREE + 4 * c
         if used == 1:  # page becomes empty: pull its other chunks off the free list
             base = data + (p << PAGE_SHIFT)

@@ -20,7 +20,12 @@ STATE = {"init_pid": None}
 
 def init():
     # runs in the master, before the fork: may write shared dicts and do blocking I/O
+    import socket
     STATE["init_pid"] = os.getpid()
+    STATE["file"] = open(__file__)
+    STATE["sock"] = socket.socket()
+    STATE["sock"].bind(("127.0.0.1", 0))
+    STATE["sock"].listen()
     with open(os.path.join(os.path.dirname(__file__), "seed.txt")) as f:
         edgeworker.shared["data"].set("seed", f.read().strip())
     edgeworker.shared["data"].incr("init_runs", 1, init=0)
@@ -51,6 +56,10 @@ def info(req):
     out["generation"] = edgeworker.worker.generation
     out["pending"] = edgeworker.timer.pending_count()
     return out
+
+def leaks(req):
+    fds = set(os.listdir("/proc/self/fd"))
+    return {"file_closed": STATE["file"].closed, "sock_fd": STATE["sock"].fileno(), "nfds": len(fds)}
 
 def version(req):
     return "v1"
@@ -89,6 +98,10 @@ listen = ["127.0.0.1:{port}"]
   [[server.location]]
   match = "= /info"
   content = "app:info"
+
+  [[server.location]]
+  match = "= /leaks"
+  content = "app:leaks"
 
   [[server.location]]
   match = "= /version"
@@ -130,6 +143,13 @@ def test_init_runs_in_master_and_init_worker_in_each_worker(server):
     assert doc["init_pid"] == srv.master_pid
     assert wait_for(lambda: info(srv)["ticks"] > 4)
     assert doc["pending"] >= 2  # the every() and the far at()
+
+
+def test_what_init_leaves_open_is_closed_not_inherited(server):
+    srv = server(CONF, FILES, workers=1)
+    doc = json.loads(srv.get("/leaks")[2])
+    assert doc["file_closed"] is True and doc["sock_fd"] == -1
+    assert "init left" in srv.errors() and "socket" in srv.errors()
 
 
 def test_timer_at_zero_from_a_handler(server):
@@ -219,8 +239,8 @@ def test_reload_under_load_loses_no_request(server):
     for t in threads:
         t.start()
     try:
-        for i in range(8):
-            time.sleep(0.3)
+        for i in range(20):
+            time.sleep(0.1)
             os.kill(srv.master_pid, signal.SIGHUP)
             # wait until the generation changed before the next HUP
             wait_for(lambda i=i: info(srv)["generation"] == i + 1, timeout=15)

@@ -1,0 +1,911 @@
+"""The sans-IO HTTP/1.1 server protocol: framing, rejection rules (SPEC §5), limits, pipelining.
+
+Every test feeds raw bytes to ``ServerProtocol`` and looks at the events. The rejection vectors
+follow the HTTP Garden / Http11Probe catalogues (edge-features.md §7): request line, header
+syntax, Host rules, Content-Length / Transfer-Encoding framing, chunk syntax, sizes.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgeworker.http.protocol import (
+    END,
+    Data,
+    EndOfMessage,
+    Limits,
+    ProtocolError,
+    RequestHead,
+    ServerProtocol,
+)
+
+HOST = b"Host: example.com\r\n"
+
+
+def feed_all(data: bytes, limits: Limits | None = None) -> list:
+    return ServerProtocol(limits).feed(data)
+
+
+def feed_pieces(pieces: list[bytes], limits: Limits | None = None) -> list:
+    proto = ServerProtocol(limits)
+    events: list = []
+    for piece in pieces:
+        events.extend(proto.feed(piece))
+    return events
+
+
+def feed_bytewise(data: bytes, limits: Limits | None = None) -> list:
+    return feed_pieces([data[i : i + 1] for i in range(len(data))], limits)
+
+
+def merged(events: list) -> list:
+    """Events with adjacent Data pieces joined (splitting may cut a body anywhere)."""
+    out: list = []
+    for ev in events:
+        if isinstance(ev, Data) and out and isinstance(out[-1], Data):
+            out[-1] = Data(out[-1].data + ev.data)
+        else:
+            out.append(ev)
+    return out
+
+
+def body_of(events: list) -> bytes:
+    return b"".join(ev.data for ev in events if isinstance(ev, Data))
+
+
+def rejection(data: bytes, limits: Limits | None = None) -> ProtocolError:
+    """The ProtocolError a stream ends in, checked both in one read and byte by byte."""
+    whole = feed_all(data, limits)
+    assert whole and isinstance(whole[-1], ProtocolError), whole
+    bytewise = feed_bytewise(data, limits)
+    assert bytewise and isinstance(bytewise[-1], ProtocolError), bytewise
+    assert bytewise[-1].status == whole[-1].status
+    return whole[-1]
+
+
+def reads_until_events(proto: ServerProtocol, piece: bytes, limit: int) -> tuple[int, list]:
+    """Feed ``piece`` repeatedly until events come out: (number of reads, those events)."""
+    for count in range(1, limit + 1):
+        events = proto.feed(piece)
+        if events:
+            return count, events
+    return limit, []
+
+
+def single_head(data: bytes) -> RequestHead:
+    events = feed_all(data)
+    assert isinstance(events[0], RequestHead), events
+    assert events[-1] is END, events
+    assert merged(feed_bytewise(data)) == merged(events)
+    return events[0]
+
+
+# --------------------------------------------------------------------------- valid requests
+
+
+def test_simple_get_fields() -> None:
+    head = single_head(b"GET /a%20b?x=1&y HTTP/1.1\r\nHost: example.com:8080\r\nX-A:  v \t\r\n\r\n")
+    assert head.method == "GET"
+    assert head.target == b"/a%20b?x=1&y"
+    assert head.path == b"/a%20b"
+    assert head.query == b"x=1&y"
+    assert head.version == "1.1"
+    assert head.headers == [(b"host", b"example.com:8080"), (b"x-a", b"v")]
+    assert head.keep_alive is True
+    assert head.content_length is None
+    assert head.chunked is False
+    assert head.expect_continue is False
+    assert head.upgrade is None
+    assert head.host == b"example.com:8080"
+
+
+def test_get_events_are_head_then_end() -> None:
+    events = feed_all(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert len(events) == 2
+    assert isinstance(events[0], RequestHead)
+    assert events[1] is END and isinstance(events[1], EndOfMessage)
+
+
+def test_header_names_lowercased_and_order_kept() -> None:
+    head = single_head(
+        b"GET / HTTP/1.1\r\nHost: h\r\nX-B: 1\r\nx-a: 2\r\nX-B: 3\r\nCookie: a=b; c=d\r\n\r\n"
+    )
+    assert head.headers == [
+        (b"host", b"h"),
+        (b"x-b", b"1"),
+        (b"x-a", b"2"),
+        (b"x-b", b"3"),
+        (b"cookie", b"a=b; c=d"),
+    ]
+
+
+def test_obs_text_in_value_is_kept() -> None:
+    head = single_head(b"GET / HTTP/1.1\r\nHost: h\r\nX: caf\xe9\x80\r\n\r\n")
+    assert head.headers[1] == (b"x", b"caf\xe9\x80")
+
+
+def test_empty_header_value() -> None:
+    head = single_head(b"GET / HTTP/1.1\r\nHost: h\r\nX-Empty:\r\nX-Spaces:   \r\n\r\n")
+    assert head.headers[1:] == [(b"x-empty", b""), (b"x-spaces", b"")]
+
+
+def test_leading_empty_lines_are_ignored() -> None:
+    head = single_head(b"\r\n\r\nGET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert head.path == b"/"
+
+
+def test_head_method() -> None:
+    head = single_head(b"HEAD /x HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert head.method == "HEAD" and head.content_length is None
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PURGE"])
+def test_known_methods(method: str) -> None:
+    assert single_head(method.encode() + b" / HTTP/1.1\r\n" + HOST + b"\r\n").method == method
+
+
+def test_http10_defaults_to_close_and_needs_no_host() -> None:
+    head = single_head(b"GET / HTTP/1.0\r\n\r\n")
+    assert head.version == "1.0" and head.keep_alive is False and head.host is None
+
+
+def test_http10_keep_alive() -> None:
+    data = b"GET /1 HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\nGET /2 HTTP/1.0\r\n\r\n"
+    events = feed_all(data)
+    assert [e.path for e in events if isinstance(e, RequestHead)] == [b"/1", b"/2"]
+    assert events[0].keep_alive is True and events[2].keep_alive is False
+
+
+def test_connection_close_ends_the_stream() -> None:
+    proto = ServerProtocol()
+    events = proto.feed(
+        b"GET /1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n"
+    )
+    assert len(events) == 2 and events[0].keep_alive is False and events[1] is END
+    assert proto.feed(b"GET /3 HTTP/1.1\r\nHost: h\r\n\r\n") == []
+    assert proto.feed(b"") == []
+
+
+def test_close_wins_over_keep_alive_and_stops_parsing() -> None:
+    proto = ServerProtocol()
+    events = proto.feed(
+        b"GET /1 HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\nGET /2 HTTP/1.0\r\n\r\n"
+    )
+    assert len(events) == 2 and events[0].keep_alive is False and events[1] is END
+    assert proto.feed(b"GET /3 HTTP/1.0\r\n\r\n") == []
+
+
+def test_connection_tokens_list() -> None:
+    head = single_head(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Close\r\n\r\n")
+    assert head.keep_alive is False
+    head = single_head(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: TE\r\nConnection: x\r\n\r\n")
+    assert head.keep_alive is True
+
+
+def test_http_1x_minor_is_served_as_1_1() -> None:
+    head = single_head(b"GET / HTTP/1.2\r\n" + HOST + b"\r\n")
+    assert head.version == "1.1" and head.keep_alive is True
+
+
+def test_content_length_body() -> None:
+    events = feed_all(b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello")
+    assert events[0].content_length == 5 and not events[0].chunked
+    assert events[1:] == [Data(b"hello"), END]
+
+
+def test_content_length_with_trailing_ows() -> None:
+    events = feed_all(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3 \r\n\r\nabc")
+    assert events[0].content_length == 3 and body_of(events) == b"abc"
+
+
+def test_content_length_zero() -> None:
+    events = feed_all(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n")
+    assert events[0].content_length == 0 and events[1] is END
+
+
+def test_body_is_emitted_as_it_arrives() -> None:
+    proto = ServerProtocol()
+    first = proto.feed(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc")
+    assert isinstance(first[0], RequestHead) and first[1:] == [Data(b"abc")]
+    assert not proto.idle and not proto.in_head
+    assert proto.feed(b"defg") == [Data(b"defg")]
+    assert proto.feed(b"hij") == [Data(b"hij"), END]
+    assert proto.idle
+
+
+def test_chunked_body_with_extensions_and_trailers() -> None:
+    data = (
+        b"POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;name=value\r\nhello\r\n"
+        b'6;q="quoted ext"\r\n world\r\n'
+        b"0\r\nX-Checksum: abc\r\nX-Other: 1\r\n\r\n"
+    )
+    events = feed_all(data)
+    head = events[0]
+    assert head.chunked is True and head.content_length is None
+    assert body_of(events) == b"hello world" and events[-1] is END
+    assert head.headers == [(b"host", b"h"), (b"transfer-encoding", b"chunked")]  # no trailers
+    assert merged(feed_bytewise(data)) == merged(events)
+
+
+def test_chunked_case_insensitive_and_ows() -> None:
+    events = feed_all(
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding:  Chunked \r\n\r\n0\r\n\r\n"
+    )
+    assert events[0].chunked and events[-1] is END
+
+
+def test_chunk_size_with_leading_zeros() -> None:
+    events = feed_all(
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n005\r\nhello\r\n0\r\n\r\n"
+    )
+    assert body_of(events) == b"hello"
+
+
+def test_chunked_pipelined_after_body() -> None:
+    data = (
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+        b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"
+    )
+    events = feed_all(data)
+    assert [type(e).__name__ for e in events] == [
+        "RequestHead",
+        "Data",
+        "EndOfMessage",
+        "RequestHead",
+        "EndOfMessage",
+    ]
+    assert events[3].path == b"/next"
+
+
+def test_pipelined_requests_in_one_feed_and_bytewise_match() -> None:
+    data = (
+        b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\n"
+        b"POST /2 HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nbody"
+        b"HEAD /3 HTTP/1.1\r\nHost: h\r\n\r\n"
+        b"DELETE /4?x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+    )
+    events = feed_all(data)
+    heads = [e for e in events if isinstance(e, RequestHead)]
+    assert [(h.method, h.path) for h in heads] == [
+        ("GET", b"/1"),
+        ("POST", b"/2"),
+        ("HEAD", b"/3"),
+        ("DELETE", b"/4"),
+    ]
+    assert events.count(END) == 4
+    assert merged(feed_bytewise(data)) == merged(events)
+
+
+def test_expect_100_continue() -> None:
+    head = single_head(
+        b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert head.expect_continue is True
+
+
+def test_expect_ignored_in_http10_and_other_values() -> None:
+    assert not single_head(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n").expect_continue
+    assert not single_head(b"GET / HTTP/1.1\r\nHost: h\r\nExpect: foo\r\n\r\n").expect_continue
+
+
+def test_expect_continue_head_arrives_before_body() -> None:
+    proto = ServerProtocol()
+    events = proto.feed(
+        b"PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"
+    )
+    assert len(events) == 1 and events[0].expect_continue
+    assert proto.feed(b"abc") == [Data(b"abc"), END]
+
+
+def test_absolute_form_target_takes_host_from_target() -> None:
+    head = single_head(b"GET http://Example.org:81/p/q?x=1 HTTP/1.1\r\nHost: other\r\n\r\n")
+    assert head.host == b"Example.org:81"
+    assert head.path == b"/p/q" and head.query == b"x=1"
+    assert head.target == b"http://Example.org:81/p/q?x=1"
+
+
+def test_absolute_form_without_path() -> None:
+    head = single_head(b"GET HTTPS://example.org?a HTTP/1.1\r\nHost: example.org\r\n\r\n")
+    assert head.host == b"example.org" and head.path == b"/" and head.query == b"a"
+
+
+def test_options_asterisk() -> None:
+    head = single_head(b"OPTIONS * HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert head.path == b"*" and head.query == b""
+
+
+def test_ipv6_host() -> None:
+    assert single_head(b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n").host == b"[::1]:8080"
+
+
+def test_host_with_empty_port() -> None:
+    assert single_head(b"GET / HTTP/1.1\r\nHost: example.com:\r\n\r\n").host == b"example.com:"
+
+
+# --------------------------------------------------------------------------- state and EOF
+
+
+def test_idle_and_in_head() -> None:
+    proto = ServerProtocol()
+    assert proto.idle and not proto.in_head
+    assert proto.feed(b"GET / HT") == []
+    assert proto.in_head and not proto.idle
+    events = proto.feed(b"TP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n")
+    assert len(events) == 1
+    assert not proto.in_head and not proto.idle
+    assert proto.feed(b"ok") == [Data(b"ok"), END]
+    assert proto.idle and not proto.in_head
+
+
+def test_empty_lines_between_requests_keep_idle() -> None:
+    proto = ServerProtocol()
+    proto.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert proto.feed(b"\r\n") == [] and proto.idle
+
+
+def test_eof_between_requests() -> None:
+    proto = ServerProtocol()
+    assert len(proto.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")) == 2
+    assert proto.feed(b"") == []
+
+
+def test_eof_on_fresh_connection() -> None:
+    assert ServerProtocol().feed(b"") == []
+
+
+def test_eof_in_head_is_400() -> None:
+    proto = ServerProtocol()
+    proto.feed(b"GET / HTTP/1.1\r\nHo")
+    [err] = proto.feed(b"")
+    assert isinstance(err, ProtocolError) and err.status == 400
+
+
+def test_eof_in_body_is_400() -> None:
+    proto = ServerProtocol()
+    proto.feed(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nab")
+    [err] = proto.feed(b"")
+    assert err.status == 400
+
+
+def test_eof_in_chunked_body_is_400() -> None:
+    proto = ServerProtocol()
+    proto.feed(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab")
+    assert proto.feed(b"")[-1].status == 400
+
+
+def test_nothing_after_an_error() -> None:
+    proto = ServerProtocol()
+    events = proto.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\nBAD\x00 / HTTP/1.1\r\n\r\n")
+    assert isinstance(events[0], RequestHead) and events[1] is END
+    assert isinstance(events[2], ProtocolError) and len(events) == 3
+    assert proto.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n") == []
+    assert proto.feed(b"") == []
+
+
+def test_good_request_before_a_bad_one_is_still_delivered() -> None:
+    events = feed_all(b"GET /ok HTTP/1.1\r\nHost: h\r\n\r\nGET /bad HTTP/1.1\r\n\r\n")
+    assert events[0].path == b"/ok" and events[1] is END
+    assert events[2] == ProtocolError(400, "missing Host header")
+
+
+# --------------------------------------------------------------------------- upgrade
+
+
+def test_upgrade_hands_over_following_bytes() -> None:
+    proto = ServerProtocol()
+    events = proto.feed(
+        b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x05hello"
+    )
+    assert events[0].upgrade == b"websocket" and events[1] is END and len(events) == 2
+    assert proto.upgraded() == b"\x81\x05hello"
+    assert proto.feed(b"more") == []
+
+
+def test_upgrade_header_without_connection_upgrade_is_plain() -> None:
+    head = single_head(b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n")
+    assert head.upgrade is None
+
+
+def test_declined_upgrade_parses_following_bytes_as_http() -> None:
+    proto = ServerProtocol()
+    events = proto.feed(
+        b"GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\nGET /next HTTP/1.1\r\n"
+    )
+    assert events[0].upgrade == b"h2c" and len(events) == 2
+    events = proto.feed(b"Host: h\r\n\r\n")
+    assert events[0].path == b"/next" and events[1] is END
+
+
+def test_upgraded_without_upgrade_raises() -> None:
+    with pytest.raises(RuntimeError):
+        ServerProtocol().upgraded()
+
+
+def test_upgrade_with_body_is_rejected() -> None:
+    err = rejection(
+        b"POST / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: x\r\n"
+        b"Content-Length: 4\r\n\r\nGET "
+    )
+    assert err.status == 400
+
+
+# --------------------------------------------------------------------------- rejections
+
+REQUEST_LINE_VECTORS = [
+    ("unknown method", b"FOO / HTTP/1.1\r\n" + HOST + b"\r\n", 400),
+    ("lowercase method", b"get / HTTP/1.1\r\n" + HOST + b"\r\n", 400),
+    ("space before method", b" GET / HTTP/1.1\r\n" + HOST + b"\r\n", 400),
+    ("tab after method", b"GET\t/ HTTP/1.1\r\n" + HOST + b"\r\n", 400),
+    ("CONNECT", b"CONNECT example.com:443 HTTP/1.1\r\n" + HOST + b"\r\n", 405),
+    ("TRACE", b"TRACE / HTTP/1.1\r\n" + HOST + b"\r\n", 405),
+    ("HTTP/2.0", b"GET / HTTP/2.0\r\n" + HOST + b"\r\n", 505),
+    ("HTTP/3.0", b"GET / HTTP/3.0\r\n" + HOST + b"\r\n", 505),
+    ("HTTP/0.9 version", b"GET / HTTP/0.9\r\n" + HOST + b"\r\n", 400),
+    ("HTTP/0.9 simple request", b"GET /\r\n\r\n", 400),
+    ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400),
+    ("lowercase http", b"GET / http/1.1\r\n" + HOST + b"\r\n", 400),
+    ("junk after version", b"GET / HTTP/1.1x\r\n" + HOST + b"\r\n", 400),
+    ("two-digit minor", b"GET / HTTP/1.10\r\n" + HOST + b"\r\n", 400),
+    ("bare LF after request line", b"GET / HTTP/1.1\n" + HOST + b"\r\n", 400),
+    ("bare CR after request line", b"GET / HTTP/1.1\rHost: h\r\n\r\n", 400),
+    ("space inside target", b"GET /a b HTTP/1.1\r\n" + HOST + b"\r\n", 400),
+    ("NUL in target", b"GET /a\x00 HTTP/1.1\r\n" + HOST + b"\r\n", 400),
+    ("DEL in target", b"GET /a\x7f HTTP/1.1\r\n" + HOST + b"\r\n", 400),
+    ("tab in target", b"GET /a\tb HTTP/1.1\r\n" + HOST + b"\r\n", 400),
+    ("fragment in target", b"GET /a#frag HTTP/1.1\r\n" + HOST + b"\r\n", 400),
+    ("relative target", b"GET abc HTTP/1.1\r\n" + HOST + b"\r\n", 400),
+    ("asterisk with GET", b"GET * HTTP/1.1\r\n" + HOST + b"\r\n", 400),
+    ("absolute-form ftp", b"GET ftp://h/p HTTP/1.1\r\n" + HOST + b"\r\n", 400),
+    ("absolute-form userinfo", b"GET http://u:p@h/p HTTP/1.1\r\n" + HOST + b"\r\n", 400),
+    ("absolute-form empty host", b"GET http:///p HTTP/1.1\r\n" + HOST + b"\r\n", 400),
+    ("absolute-form fragment", b"GET http://h/p#f HTTP/1.1\r\n" + HOST + b"\r\n", 400),
+    ("absolute-form without Host", b"GET http://h/p HTTP/1.1\r\n\r\n", 400),
+    ("absolute-form bad Host", b"GET http://h/p HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+]
+
+HEADER_VECTORS = [
+    ("obs-fold", b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n", 400),
+    ("obs-fold with tab", b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n\tb\r\n\r\n", 400),
+    ("space before colon", b"GET / HTTP/1.1\r\nHost: h\r\nX : a\r\n\r\n", 400),
+    ("tab before colon", b"GET / HTTP/1.1\r\nHost: h\r\nX\t: a\r\n\r\n", 400),
+    ("space before colon in Host", b"GET / HTTP/1.1\r\nHost : h\r\n\r\n", 400),
+    ("whitespace before first field", b"GET / HTTP/1.1\r\n Host: h\r\n\r\n", 400),
+    ("tab before first field", b"GET / HTTP/1.1\r\n\tX: 1\r\nHost: h\r\n\r\n", 400),
+    ("empty name", b"GET / HTTP/1.1\r\nHost: h\r\n: a\r\n\r\n", 400),
+    ("line without colon", b"GET / HTTP/1.1\r\nHost: h\r\nFoo\r\n\r\n", 400),
+    ("non-token name", b"GET / HTTP/1.1\r\nHost: h\r\nX(y): a\r\n\r\n", 400),
+    ("non-ASCII name", b"GET / HTTP/1.1\r\nHost: h\r\nX\xe9: a\r\n\r\n", 400),
+    ("NUL in name", b"GET / HTTP/1.1\r\nHost: h\r\nX\x00: a\r\n\r\n", 400),
+    ("DEL in name", b"GET / HTTP/1.1\r\nHost: h\r\nX-\x7f: a\r\n\r\n", 400),
+    ("NUL in value", b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x00b\r\n\r\n", 400),
+    ("bare CR in value", b"GET / HTTP/1.1\r\nHost: h\r\nX: a\rb\r\n\r\n", 400),
+    ("bare LF line end", b"GET / HTTP/1.1\r\nHost: h\nX: a\r\n\r\n", 400),
+    ("bare LF end of head", b"GET / HTTP/1.1\r\nHost: h\n\n", 400),
+    ("control byte in value", b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x01b\r\n\r\n", 400),
+    ("escape in value", b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x1bb\r\n\r\n", 400),
+    ("DEL in value", b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x7fb\r\n\r\n", 400),
+]
+
+HOST_VECTORS = [
+    ("missing Host in 1.1", b"GET / HTTP/1.1\r\n\r\n", 400),
+    ("two equal Hosts", b"GET / HTTP/1.1\r\nHost: h\r\nHost: h\r\n\r\n", 400),
+    ("two different Hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    ("two Hosts, different case", b"GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n", 400),
+    ("two Hosts in 1.0", b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    ("empty Host", b"GET / HTTP/1.1\r\nHost:\r\n\r\n", 400),
+    ("Host with space", b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+    ("Host with slash", b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+    ("Host with userinfo", b"GET / HTTP/1.1\r\nHost: u@h\r\n\r\n", 400),
+    ("Host with two dots", b"GET / HTTP/1.1\r\nHost: a..b\r\n\r\n", 400),
+    ("Host with bad port", b"GET / HTTP/1.1\r\nHost: a:8x\r\n\r\n", 400),
+    ("Host with two ports", b"GET / HTTP/1.1\r\nHost: a:1:2\r\n\r\n", 400),
+    ("Host unclosed IPv6", b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", 400),
+    ("Host bad IPv6", b"GET / HTTP/1.1\r\nHost: [::g]\r\n\r\n", 400),
+    ("Host list", b"GET / HTTP/1.1\r\nHost: a, b\r\n\r\n", 400),
+    ("Host with obs-text", b"GET / HTTP/1.1\r\nHost: caf\xe9\r\n\r\n", 400),
+]
+
+CL = b"POST / HTTP/1.1\r\nHost: h\r\n"
+CONTENT_LENGTH_VECTORS = [
+    ("CL then TE", CL + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    ("TE then CL", CL + b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", 400),
+    ("TE then CL 0", CL + b"Transfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n0\r\n\r\n", 400),
+    ("duplicate equal CL", CL + b"Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello", 400),
+    ("duplicate different CL", CL + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
+    ("CL list", CL + b"Content-Length: 5, 5\r\n\r\nhello", 400),
+    ("CL list differing", CL + b"Content-Length: 5,6\r\n\r\nhello", 400),
+    ("CL plus sign", CL + b"Content-Length: +5\r\n\r\nhello", 400),
+    ("CL minus sign", CL + b"Content-Length: -5\r\n\r\nhello", 400),
+    ("CL hex", CL + b"Content-Length: 0x5\r\n\r\nhello", 400),
+    ("CL space inside", CL + b"Content-Length: 5 5\r\n\r\nhello", 400),
+    ("CL underscore", CL + b"Content-Length: 1_0\r\n\r\nhello", 400),
+    ("CL decimal point", CL + b"Content-Length: 5.0\r\n\r\nhello", 400),
+    ("CL empty", CL + b"Content-Length:\r\n\r\n", 400),
+    ("CL letters", CL + b"Content-Length: five\r\n\r\n", 400),
+    ("CL overflow", CL + b"Content-Length: 99999999999999999999999\r\n\r\n", 400),
+    ("CL 19 digits", CL + b"Content-Length: 1000000000000000000\r\n\r\n", 400),
+    ("CL NUL", CL + b"Content-Length: 5\x00\r\n\r\nhello", 400),
+    ("CL space before colon", CL + b"Content-Length : 5\r\n\r\nhello", 400),
+    ("CL obs-fold", CL + b"Content-Length:\r\n 5\r\n\r\nhello", 400),
+]
+
+TE = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: "
+TRANSFER_ENCODING_VECTORS = [
+    ("TE gzip only", TE + b"gzip\r\n\r\n", 400),
+    ("TE identity", TE + b"identity\r\n\r\n", 400),
+    ("TE chunked then gzip", TE + b"chunked, gzip\r\n\r\n0\r\n\r\n", 400),
+    ("TE chunked then identity", TE + b"chunked, identity\r\n\r\n0\r\n\r\n", 400),
+    ("TE chunked twice in a list", TE + b"chunked, chunked\r\n\r\n0\r\n\r\n", 400),
+    (
+        "TE chunked in two headers",
+        TE + b"chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    (
+        "TE chunked then gzip header",
+        TE + b"chunked\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    ("TE xchunked", TE + b"xchunked\r\n\r\n0\r\n\r\n", 400),
+    ("TE chunkedx", TE + b"chunkedx\r\n\r\n0\r\n\r\n", 400),
+    ("TE quoted", TE + b'"chunked"\r\n\r\n0\r\n\r\n', 400),
+    ("TE with parameter", TE + b"chunked;q=1\r\n\r\n0\r\n\r\n", 400),
+    ("TE empty", TE + b"\r\n\r\n", 400),
+    ("TE empty element", TE + b", chunked\r\n\r\n0\r\n\r\n", 400),
+    ("TE NUL", TE + b"chunked\x00\r\n\r\n0\r\n\r\n", 400),
+    ("TE vertical tab", TE + b"\x0bchunked\r\n\r\n0\r\n\r\n", 400),
+    (
+        "TE space before colon",
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    ("TE obs-fold", TE + b"\r\n chunked\r\n\r\n0\r\n\r\n", 400),
+    ("TE in HTTP/1.0", b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    ("TE gzip then chunked", TE + b"gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+    ("TE identity then chunked", TE + b"identity, chunked\r\n\r\n0\r\n\r\n", 501),
+    (
+        "TE gzip header then chunked header",
+        TE + b"gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        501,
+    ),
+]
+
+CH = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+CHUNK_VECTORS = [
+    ("chunk size hex prefix", CH + b"0x5\r\nhello\r\n0\r\n\r\n", 400),
+    ("chunk size plus", CH + b"+5\r\nhello\r\n0\r\n\r\n", 400),
+    ("chunk size minus", CH + b"-5\r\nhello\r\n0\r\n\r\n", 400),
+    ("chunk size leading space", CH + b" 5\r\nhello\r\n0\r\n\r\n", 400),
+    ("chunk size trailing space", CH + b"5 \r\nhello\r\n0\r\n\r\n", 400),
+    ("chunk size underscore", CH + b"5_0\r\nhello\r\n0\r\n\r\n", 400),
+    ("chunk size not hex", CH + b"g\r\nhello\r\n0\r\n\r\n", 400),
+    ("chunk size empty", CH + b"\r\nhello\r\n0\r\n\r\n", 400),
+    ("chunk size overflow", CH + b"fffffffffffffffff\r\nhello\r\n0\r\n\r\n", 400),
+    ("chunk size bare LF", CH + b"5\nhello\r\n0\r\n\r\n", 400),
+    ("chunk data bare LF", CH + b"5\r\nhello\n0\r\n\r\n", 400),
+    ("chunk data too long", CH + b"5\r\nhelloXX\r\n0\r\n\r\n", 400),
+    ("chunk data missing CRLF", CH + b"5\r\nhello0\r\n\r\n", 400),
+    ("last chunk bare LF", CH + b"5\r\nhello\r\n0\n\r\n", 400),
+    ("final CRLF bare LF", CH + b"5\r\nhello\r\n0\r\n\n", 400),
+    ("empty chunk extension", CH + b"5;\r\nhello\r\n0\r\n\r\n", 400),
+    ("bare CR in extension", CH + b"5;a\rb\r\nhello\r\n0\r\n\r\n", 400),
+    ("NUL in extension", CH + b"5;a\x00\r\nhello\r\n0\r\n\r\n", 400),
+    ("bad trailer field", CH + b"0\r\nX : y\r\n\r\n", 400),
+    ("trailer obs-fold", CH + b"0\r\nX: y\r\n z\r\n\r\n", 400),
+    ("trailer NUL", CH + b"0\r\nX: y\x00\r\n\r\n", 400),
+]
+
+
+@pytest.mark.parametrize(
+    "data,status",
+    [pytest.param(d, s, id=n) for n, d, s in REQUEST_LINE_VECTORS],
+)
+def test_request_line_rejected(data: bytes, status: int) -> None:
+    assert rejection(data).status == status
+
+
+@pytest.mark.parametrize("data,status", [pytest.param(d, s, id=n) for n, d, s in HEADER_VECTORS])
+def test_header_syntax_rejected(data: bytes, status: int) -> None:
+    assert rejection(data).status == status
+
+
+@pytest.mark.parametrize("data,status", [pytest.param(d, s, id=n) for n, d, s in HOST_VECTORS])
+def test_host_rules(data: bytes, status: int) -> None:
+    assert rejection(data).status == status
+
+
+@pytest.mark.parametrize(
+    "data,status", [pytest.param(d, s, id=n) for n, d, s in CONTENT_LENGTH_VECTORS]
+)
+def test_content_length_rules(data: bytes, status: int) -> None:
+    err = rejection(data)
+    assert err.status == status
+    # Nothing of the body reached the application as a request.
+    assert not any(isinstance(e, RequestHead) for e in feed_all(data))
+
+
+@pytest.mark.parametrize(
+    "data,status", [pytest.param(d, s, id=n) for n, d, s in TRANSFER_ENCODING_VECTORS]
+)
+def test_transfer_encoding_rules(data: bytes, status: int) -> None:
+    assert rejection(data).status == status
+    assert not any(isinstance(e, RequestHead) for e in feed_all(data))
+
+
+@pytest.mark.parametrize("data,status", [pytest.param(d, s, id=n) for n, d, s in CHUNK_VECTORS])
+def test_chunk_syntax_rejected(data: bytes, status: int) -> None:
+    events = feed_all(data)
+    assert events[-1].status == status
+    assert END not in events  # the request never completes
+    assert rejection(data).status == status
+
+
+def test_smuggled_request_in_cl_te_body_is_not_parsed() -> None:
+    # CL.TE: a front end using Content-Length would forward the "GET /admin" as body.
+    data = (
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\nGET /admin HTTP/1.1\r\nHost: h\r\n\r\n"
+    )
+    events = feed_all(data)
+    assert len(events) == 1 and events[0].status == 400
+
+
+def test_smuggled_request_after_rejected_te_is_not_parsed() -> None:
+    data = TE + b"gzip, chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: h\r\n\r\n"
+    assert feed_all(data) == [ProtocolError(501, "unsupported transfer coding")]
+
+
+def test_trailer_cannot_carry_framing() -> None:
+    events = feed_all(CH + b"1\r\na\r\n0\r\nContent-Length: 5\r\n\r\nhello")
+    assert isinstance(events[-1], ProtocolError) and END not in events
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def _line_of(length: int, method: bytes = b"GET") -> bytes:
+    """A request line of exactly ``length`` bytes (without CRLF)."""
+    target = b"/" + b"a" * (length - len(method) - 2 - 8 - 1)
+    line = method + b" " + target + b" HTTP/1.1"
+    assert len(line) == length
+    return line
+
+
+@pytest.mark.parametrize("method", [b"GET", b"OPTIONS"])
+def test_request_line_at_limit_is_accepted(method: bytes) -> None:
+    limits = Limits(max_request_line=200)
+    data = _line_of(200, method) + b"\r\nHost: h\r\n\r\n"
+    assert isinstance(feed_all(data, limits)[0], RequestHead)
+    assert isinstance(feed_bytewise(data, limits)[0], RequestHead)
+
+
+@pytest.mark.parametrize("method", [b"GET", b"OPTIONS"])
+def test_request_line_over_limit_is_414(method: bytes) -> None:
+    limits = Limits(max_request_line=200)
+    assert rejection(_line_of(201, method) + b"\r\nHost: h\r\n\r\n", limits).status == 414
+
+
+def test_default_request_line_limit() -> None:
+    ok = _line_of(8192) + b"\r\nHost: h\r\n\r\n"
+    assert isinstance(feed_all(ok)[0], RequestHead)
+    assert feed_all(_line_of(8193) + b"\r\nHost: h\r\n\r\n")[-1].status == 414
+
+
+def test_endless_request_line_is_cut_early() -> None:
+    proto = ServerProtocol(Limits(max_request_line=8192))
+    assert proto.feed(b"GET /") == []
+    reads, events = reads_until_events(proto, b"a" * 1000, 100)
+    assert events == [ProtocolError(414, "request line too long")]
+    assert reads == 9  # cut in the read that crossed 8192 bytes
+
+
+def _head_with_section(size: int, count: int = 2) -> bytes:
+    """A request whose header section ("name: value\\r\\n" lines) is exactly ``size`` bytes."""
+    fields = [b"Host: h\r\n"]
+    filler = size - len(fields[0]) - (count - 2) * len(b"X-N: v\r\n")
+    fields += [b"X-N: v\r\n"] * (count - 2)
+    fields.append(b"X-Fill: " + b"f" * (filler - len(b"X-Fill: \r\n")) + b"\r\n")
+    section = b"".join(fields)
+    assert len(section) == size
+    return b"GET / HTTP/1.1\r\n" + section + b"\r\n"
+
+
+def test_header_section_at_limit_is_accepted() -> None:
+    limits = Limits(max_header_size=1000)
+    data = _head_with_section(1000)
+    assert isinstance(feed_all(data, limits)[0], RequestHead)
+    assert isinstance(feed_bytewise(data, limits)[0], RequestHead)
+    assert isinstance(feed_pieces([data[:500], data[500:]], limits)[0], RequestHead)
+
+
+def test_header_section_over_limit_is_431() -> None:
+    limits = Limits(max_header_size=1000)
+    assert rejection(_head_with_section(1001), limits).status == 431
+
+
+def test_header_section_over_limit_after_pipelined_request() -> None:
+    limits = Limits(max_header_size=1000)
+    data = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n" + _head_with_section(1001)
+    events = feed_all(data, limits)
+    assert events[1] is END and events[-1].status == 431
+
+
+def test_default_header_section_limit() -> None:
+    assert isinstance(feed_all(_head_with_section(8192))[0], RequestHead)
+    assert feed_all(_head_with_section(8193))[-1].status == 431
+
+
+def test_header_count_at_limit_and_over() -> None:
+    limits = Limits(max_headers=10)
+    ok = _head_with_section(200, count=10)
+    assert isinstance(feed_all(ok, limits)[0], RequestHead)
+    assert rejection(_head_with_section(200, count=11), limits).status == 431
+
+
+def test_default_header_count_limit() -> None:
+    assert isinstance(feed_all(_head_with_section(2000, count=100))[0], RequestHead)
+    assert feed_all(_head_with_section(2000, count=101))[-1].status == 431
+
+
+def test_many_tiny_headers_in_slow_reads_are_cut() -> None:
+    proto = ServerProtocol(Limits(max_headers=100, max_header_size=1 << 20))
+    proto.feed(b"GET / HTTP/1.1\r\nHost: h\r\n")
+    _, events = reads_until_events(proto, b"a: b\r\n", 200)
+    assert events and events[-1].status == 431
+
+
+def test_endless_header_value_is_cut_early() -> None:
+    proto = ServerProtocol(Limits(max_header_size=8192))
+    assert proto.feed(b"GET / HTTP/1.1\r\nHost: h\r\nX-Long: ") == []
+    reads, events = reads_until_events(proto, b"v" * 1000, 100)
+    assert events == [ProtocolError(431, "request header too large")]
+    assert reads <= 9
+
+
+def test_endless_header_in_one_big_read_is_cut() -> None:
+    data = b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"v" * 65536
+    assert feed_all(data) == [ProtocolError(431, "request header too large")]
+
+
+def test_endless_header_names_are_cut() -> None:
+    proto = ServerProtocol()
+    proto.feed(b"GET / HTTP/1.1\r\nHost: h\r\n")
+    _, events = reads_until_events(proto, b"n" * 1000, 100)
+    assert events and events[-1].status == 431
+
+
+def test_ows_padding_counts_toward_the_limit() -> None:
+    proto = ServerProtocol(Limits(max_header_size=2000))
+    proto.feed(b"GET / HTTP/1.1\r\nHost: h\r\nX:")
+    _, events = reads_until_events(proto, b" " * 500, 100)
+    assert events and events[-1].status == 431
+
+
+def test_trailer_section_over_limit_is_431() -> None:
+    limits = Limits(max_header_size=1000)
+    data = CH + b"0\r\nX-T: " + b"t" * 1000 + b"\r\n\r\n"
+    events = feed_all(data, limits)
+    assert events[-1].status == 431 and END not in events
+
+
+def test_too_many_trailers_is_431() -> None:
+    limits = Limits(max_headers=5)
+    data = CH + b"0\r\n" + b"X-T: 1\r\n" * 6 + b"\r\n"
+    assert feed_all(data, limits)[-1].status == 431
+
+
+def test_endless_chunk_extension_is_cut() -> None:
+    proto = ServerProtocol()
+    assert isinstance(proto.feed(CH + b"5;ext=")[0], RequestHead)
+    reads, events = reads_until_events(proto, b"x" * 1000, 200)
+    assert events and events[-1].status == 400
+    assert reads <= 13
+
+
+def test_large_body_streams_without_limit_here() -> None:
+    # client_max_body_size (413) belongs to the location; the protocol just streams.
+    proto = ServerProtocol()
+    proto.feed(b"PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000\r\n\r\n")
+    total = 0
+    for _ in range(100):
+        for ev in proto.feed(b"z" * 10000):
+            if isinstance(ev, Data):
+                total += len(ev.data)
+                assert len(ev.data) <= 10000
+    assert total == 1000000 and proto.idle
+
+
+def test_many_small_chunks_are_not_mistaken_for_a_stall() -> None:
+    data = CH + b"1\r\na\r\n" * 5000 + b"0\r\n\r\n"
+    events = feed_pieces([data[i : i + 4096] for i in range(0, len(data), 4096)])
+    assert body_of(events) == b"a" * 5000 and events[-1] is END
+
+
+# --------------------------------------------------------------------------- property test
+
+_token = st.text("abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
+_value = st.text(
+    "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJ0123456789-_.;=/\t", min_size=0, max_size=30
+).map(lambda s: s.strip(" \t"))
+_path = st.lists(st.text("abcxyz019%-._~", min_size=0, max_size=8), min_size=1, max_size=4)
+
+
+@st.composite
+def _request(draw: st.DrawFn) -> bytes:
+    method = draw(st.sampled_from(["GET", "POST", "PUT", "HEAD", "DELETE", "OPTIONS"]))
+    path = "/" + "/".join(draw(_path))
+    if draw(st.booleans()):
+        path += "?" + draw(st.text("abc=&123", max_size=10))
+    lines = [f"{method} {path} HTTP/1.1", "Host: example.com"]
+    for name in draw(st.lists(_token, max_size=6)):
+        if name in (
+            "host",
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "upgrade",
+            "expect",
+        ):
+            continue
+        lines.append(f"X-{name}: {draw(_value)}")
+    body = draw(st.binary(max_size=60))
+    framing = draw(st.sampled_from(["none", "length", "chunked"]))
+    payload = b""
+    if framing == "length" or (framing == "none" and body):
+        lines.append(f"Content-Length: {len(body)}")
+        payload = body
+    elif framing == "chunked":
+        lines.append("Transfer-Encoding: chunked")
+        cuts = sorted(draw(st.lists(st.integers(0, len(body)), max_size=4)))
+        pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+        payload = b"".join(b"%x\r\n%b\r\n" % (len(p), p) for p in pieces if p) + b"0\r\n"
+        if draw(st.booleans()):
+            payload += b"X-Trailer: t\r\n"
+        payload += b"\r\n"
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    requests=st.lists(_request(), min_size=1, max_size=5),
+    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=12),
+)
+def test_random_splits_of_pipelined_stream_give_identical_events(
+    requests: list[bytes], cuts: list[int]
+) -> None:
+    stream = b"".join(requests)
+    reference = merged(feed_all(stream))
+    assert reference.count(END) == len(requests)
+    assert not any(isinstance(e, ProtocolError) for e in reference)
+    points = sorted({c % (len(stream) + 1) for c in cuts})
+    pieces = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+    pieces = [p for p in pieces if p]  # (b"" would mean end of input)
+    assert merged(feed_pieces(pieces)) == reference
+    assert merged(feed_pieces(pieces + [b""])) == reference  # clean EOF after the last request
+
+
+# --------------------------------------------------------------------------- speed (reported)
+
+
+def test_small_get_parse_cost_is_reported() -> None:
+    """Not a timing assertion: prints µs per keep-alive GET for the report (-s to see it)."""
+    import time
+
+    req = (
+        b"GET /hello?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk/4.2\r\n"
+        b"Accept: */*\r\nAccept-Encoding: gzip\r\nConnection: keep-alive\r\n\r\n"
+    )
+    proto = ServerProtocol()
+    feed = proto.feed
+    n = 20000
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(n):
+            feed(req)
+        best = min(best, (time.perf_counter() - start) / n * 1e6)
+    assert len(feed(req)) == 2
+    print(f"\nServerProtocol.feed: {best:.2f} µs per small keep-alive GET")
