@@ -152,8 +152,22 @@ def bench_redis(n: int) -> dict[str, float] | None:
 
     port = free_port()
     tmp = tempfile.mkdtemp(prefix="shmbench-redis-")
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            tmp,
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     try:
         c = redis.Redis(host="127.0.0.1", port=port)
         for _ in range(200):
@@ -241,32 +255,74 @@ def main() -> int:
     rd = bench_redis(nslow)
     mg = bench_manager(nslow)
     ng = bench_nginx(1_000_000 if not a.quick else 100_000)
-    print(f"shm bench: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
-          f"shm n={n}, redis/Manager n={nslow}\n")
-    print("incr_2proc: aggregate µs/op of 2 processes on one key; incr_2proc_sep: the same on two"
-          " separate zones (no shared lock).  lpush_lpop: one push + one pop.\n")
+    print(
+        f"shm bench: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+        f"shm n={n}, redis/Manager n={nslow}\n"
+    )
+    print(
+        "incr_2proc: aggregate µs/op of 2 processes on one key; incr_2proc_sep: the same on two"
+        " separate zones (no shared lock).  lpush_lpop: one push + one pop.\n"
+    )
     print(f"{'op':<16}{'shm µs':>10}{'redis-py':>10}{'Manager':>10}{'nginx':>10}")
     for op in ("get", "set", "add", "incr", "lpush_lpop", "incr_2proc", "incr_2proc_sep"):
+
         def cell(res, k=op):
             return f"{res[k]:10.3f}" if res and k in res else f"{'-':>10}"
+
         print(f"{op:<16}{s[op]:10.3f}{cell(rd)}{cell(mg)}{cell(ng)}")
     print("\ntargets (ratios from this run):")
     rows = []
     if rd:
-        rows.append(("incr vs redis-py INCR", rd["incr"] / s["incr"], ">= 50x faster",
-                     rd["incr"] / s["incr"] >= 50))
+        rows.append(
+            (
+                "incr vs redis-py INCR",
+                rd["incr"] / s["incr"],
+                ">= 50x faster",
+                rd["incr"] / s["incr"] >= 50,
+            )
+        )
         rows.append(("get vs redis-py GET", rd["get"] / s["get"], "(info)", None))
-    rows.append(("get vs Manager().dict()", mg["get"] / s["get"], ">= 40x faster",
-                 mg["get"] / s["get"] >= 40))
-    rows.append(("set vs Manager().dict()", mg["set"] / s["set"], ">= 40x faster",
-                 mg["set"] / s["set"] >= 40))
+    rows.append(
+        (
+            "get vs Manager().dict()",
+            mg["get"] / s["get"],
+            ">= 40x faster",
+            mg["get"] / s["get"] >= 40,
+        )
+    )
+    rows.append(
+        (
+            "set vs Manager().dict()",
+            mg["set"] / s["set"],
+            ">= 40x faster",
+            mg["set"] / s["set"] >= 40,
+        )
+    )
     if ng:
-        rows.append(("incr vs nginx shdict", s["incr"] / ng["incr"], "<= 40x slower",
-                     s["incr"] / ng["incr"] <= 40))
-    rows.append(("2-proc incr throughput / 1-proc", s["incr"] / s["incr_2proc"], ">= 1.0",
-                 s["incr"] / s["incr_2proc"] >= 1.0))
-    rows.append(("2-proc same key / separate zones", s["incr_2proc_sep"] / s["incr_2proc"],
-                 "(info: lock cost)", None))
+        rows.append(
+            (
+                "incr vs nginx shdict",
+                s["incr"] / ng["incr"],
+                "<= 40x slower",
+                s["incr"] / ng["incr"] <= 40,
+            )
+        )
+    rows.append(
+        (
+            "2-proc incr throughput / 1-proc",
+            s["incr"] / s["incr_2proc"],
+            ">= 1.0",
+            s["incr"] / s["incr_2proc"] >= 1.0,
+        )
+    )
+    rows.append(
+        (
+            "2-proc same key / separate zones",
+            s["incr_2proc_sep"] / s["incr_2proc"],
+            "(info: lock cost)",
+            None,
+        )
+    )
     for label, ratio, target, ok in rows:
         verdict = "" if ok is None else ("OK" if ok else "MISSED")
         print(f"  {label:<34}{ratio:8.1f}x   target {target:<15}{verdict}")

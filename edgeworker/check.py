@@ -98,8 +98,16 @@ def check(path: str) -> tuple[Config | None, list[str]]:
             errors.append(f"{where}: {found}")
         elif args is not None and (problem := _signature_problem(found, args)):
             errors.append(f'{where}: handler "{spec}" {problem}')
+    from .phases import ACCESS_FEATURES, CONTENT_SOURCES, _feature, _ResolveError
+
     for server in cfg.server:
         for loc in server.location:
+            for key, factory in ACCESS_FEATURES + CONTENT_SOURCES:
+                if getattr(loc, key, None):
+                    try:
+                        _feature(factory, key, loc.path)
+                    except _ResolveError as e:
+                        errors.append(str(e))
             if loc.jwt is None:
                 continue
             for key in ("secret", "public_key"):

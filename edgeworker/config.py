@@ -194,6 +194,10 @@ class Main(_Base):
     graceful_timeout: Duration = Duration(30.0)
     max_pending_timers: PosInt = 1024
     max_running_timers: PosInt = 256
+    #: Count requests, connections... into the status zone (``status`` locations show them).
+    metrics: bool = True
+    #: Size of the internal shared-memory zone of the metrics (fixed at start: not reloaded).
+    status_zone_size: Size = Size(1024 * 1024)
 
 
 class Http(_Base):
@@ -201,7 +205,10 @@ class Http(_Base):
 
     #: "stdout", "off", or an absolute path.
     access_log: str = "stdout"
+    #: "combined", "json", or a custom format with ``$variables``.
     access_log_format: str = "combined"
+    #: Incoming header honoured as ``$request_id`` and sent back in the response ("" = off).
+    request_id_header: str = "X-Request-Id"
     keepalive_timeout: Duration = Duration(75.0)
     keepalive_requests: NonNegInt = 1000
     client_header_timeout: Duration = Duration(60.0)
@@ -645,11 +652,18 @@ class _Loader:
         main.python_path = tuple(_abspath(self.base, p) for p in main.python_path)
         for key in ("init", "init_worker", "exit_worker"):
             self.check_handlers(f"main.{key}", getattr(main, key))
+        if main.status_zone_size < 64 * 1024:
+            self.err("main.status_zone_size",
+                     f"too small ({int(main.status_zone_size)} bytes): at least 64k")
 
     def post_http(self, http: Http) -> None:
-        if http.access_log_format not in ACCESS_LOG_FORMATS:
+        if http.access_log_format not in ACCESS_LOG_FORMATS and "$" not in http.access_log_format:
             self.err("http.access_log_format",
-                     f'invalid format "{http.access_log_format}": expected "combined" or "json"')
+                     f'invalid format "{http.access_log_format}": expected "combined", "json" '
+                     'or a format with $variables')
+        if http.request_id_header and not _TOKEN_RE.match(http.request_id_header):
+            self.err("http.request_id_header",
+                     f'invalid header name "{http.request_id_header}"')
         if http.access_log not in _ACCESS_SPECIAL:
             http.access_log = _abspath(self.base, http.access_log)
         for key in PHASES:

@@ -34,6 +34,7 @@ from gunicorn.errors import HaltServer
 from . import config as config_mod
 from . import handlers, logs, runtime, sdnotify, zones
 from .errors import ConfigError
+from .status import metrics
 from .worker_process import EdgeWorker
 
 READY_TIMEOUT = 30.0  # seconds a new worker may take to run init_worker and accept
@@ -177,6 +178,8 @@ class EdgeArbiter(Arbiter):
         self.booting = True
         self.halting = False
         self.generation = 0
+        self.spawned_ids: set[tuple[int, int]] = set()  # (generation, worker id) ever forked
+        self.restarts: dict[int, int] = {}  # worker id -> respawns after a death
         super().__init__(app)
 
     # ------------------------------------------------------------ start
@@ -194,6 +197,9 @@ class EdgeArbiter(Arbiter):
             runtime.log.exception("init failed; edgeworker does not start")
             self.zones.close_all()
             sys.exit(1)
+        # the metrics zone: created once, kept across reloads (its size is not reloadable)
+        metrics.create_zone(os.getpid(), cfg.main.status_zone_size)
+        metrics.master_started(os.getpid(), self.generation)
         if cfg.main.code_cache is False:
             runtime.log.warning("code_cache is off: handler modules are re-imported per request")
         # gunicorn announces READY=1 before any worker exists; we announce it once they accept
@@ -213,6 +219,9 @@ class EdgeArbiter(Arbiter):
             wid += 1
         worker.ew_id = wid
         worker.ew_generation = self.generation
+        if (self.generation, wid) in self.spawned_ids:
+            self.restarts[wid] = self.restarts.get(wid, 0) + 1
+        self.spawned_ids.add((self.generation, wid))
         r, w = os.pipe()
         os.set_inheritable(r, False)
         os.set_inheritable(w, False)
@@ -235,6 +244,8 @@ class EdgeArbiter(Arbiter):
         os.close(worker.ready_fd)
         worker.ready_fd = -1
         self.ready_pipes[pid] = worker.ready_r
+        metrics.worker_spawned(pid, worker.ew_id, worker.ew_generation,
+                               self.restarts.get(worker.ew_id, 0))
         return pid
 
     def spawn_workers(self) -> None:
@@ -315,6 +326,7 @@ class EdgeArbiter(Arbiter):
         """A worker was reaped: recover the shared-dict locks it may have held."""
         self._close_ready(worker.pid)
         self.ready_pids.discard(worker.pid)
+        metrics.worker_exited(worker.pid)
         for name, zone in self.zones.dicts.items():
             try:
                 if zone.recover(worker.pid):
@@ -398,6 +410,7 @@ class EdgeArbiter(Arbiter):
         for lnr in getattr(self, "_old_listeners", []) or []:
             lnr.close()
         self._old_listeners = []
+        metrics.reloaded(self.generation)
         runtime.log.info("reloaded: generation %d serving", self.generation)
         sdnotify.ready("edgeworker: reloaded")
 
@@ -468,3 +481,4 @@ class EdgeArbiter(Arbiter):
             super().halt(reason, exit_status)
         finally:
             self.zones.close_all()
+            metrics.close_zone()

@@ -6,6 +6,7 @@ config into a callable (``LocationRuntime``) and runs each request through the p
 
 from __future__ import annotations
 
+import importlib
 import logging
 import traceback
 from collections.abc import Callable, Iterable
@@ -59,20 +60,30 @@ class LocationRuntime:
         "client_max_body_size",
     )
 
-    def __init__(self, path: str, conf: Any, resolve: Callable[[str, str], Callable]) -> None:
+    def __init__(self, path: str, conf: Any, app: App) -> None:
         self.path = path
         self.conf = conf
+        resolve = app._resolve
 
         def many(field: str) -> tuple[Callable, ...]:
             specs = getattr(conf, field) or ()
             return tuple(resolve(spec, f"{path}.{field}") for spec in specs)
 
         self.rewrite = many("rewrite")
-        self.access = many("access")
+        # declarative access features run first, in SPEC order (limit, then jwt)
+        features = tuple(
+            _feature(factory, key, path)(conf, app)
+            for key, factory in ACCESS_FEATURES
+            if getattr(conf, key, None) is not None
+        )
+        self.access = features + many("access")
         self.header_filters = many("header_filter")
         self.body_filter = many("body_filter")
         self.log = many("log")
         self.content = resolve(conf.content, f"{path}.content") if conf.content else None
+        for key, factory in CONTENT_SOURCES:
+            if getattr(conf, key, None):
+                self.content = _feature(factory, key, path)(conf, app)
         self.return_ = getattr(conf, "return_", None)
         self.default_type = conf.default_type
         self.add_header = tuple(
@@ -81,11 +92,37 @@ class LocationRuntime:
         self.client_max_body_size = conf.client_max_body_size
 
 
-UNSUPPORTED_CONTENT = ("proxy_pass", "root", "status")
+# Declarative features live in their own modules; each factory gets (location conf, app) and
+# returns the handler to run: ``fn(req)`` in the access phase, or as the content handler.
+ACCESS_FEATURES = (
+    ("limit", "edgeworker.lib.limit:make_access"),
+    ("jwt", "edgeworker.lib.jwt:make_access"),
+)
+CONTENT_SOURCES = (
+    ("proxy_pass", "edgeworker.proxy:make_content"),
+    ("root", "edgeworker.static:make_content"),
+    ("status", "edgeworker.status:make_content"),
+)
+
+
+def _feature(factory: str, key: str, path: str) -> Callable:
+    module, _, name = factory.partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            raise _ResolveError(
+                f"{path}.{key}: not supported by this edgeworker version yet"
+            ) from None
+        raise
+    return getattr(mod, name)
 
 
 class App:
     """Everything a worker needs to answer requests, built from one config generation."""
+
+    #: Called with every finished request (set by edgeworker.status.metrics in a worker).
+    record: Callable[[Request], None] | None = None
 
     def __init__(self, cfg: Config, log: logging.Logger | None = None) -> None:
         self.cfg = cfg
@@ -103,15 +140,12 @@ class App:
         for si, server in enumerate(cfg.server):
             for li, loc in enumerate(server.location):
                 path = f"server[{si}].location[{li}]"
-                for key in UNSUPPORTED_CONTENT:
-                    if getattr(loc, key, None):
-                        errors.append(f"{path}.{key}: not supported by this edgeworker version yet")
                 try:
-                    self.runtimes[id(loc)] = LocationRuntime(path, loc, self._resolve)
+                    self.runtimes[id(loc)] = LocationRuntime(path, loc, self)
                 except _ResolveError as exc:
                     errors.append(str(exc))
         if errors:
-            raise ConfigError(cfg.source, errors)
+            raise ConfigError(cfg.file, errors)
         self.access_log = AccessLog.from_config(cfg.http)
 
     def _resolve(self, spec: str, where: str) -> Callable:
@@ -331,6 +365,8 @@ class App:
                     )
         if self.access_log is not None:
             self.access_log.write(req)
+        if self.record is not None:
+            self.record(req)  # the status counters (edgeworker.status.metrics)
 
 
 class _ResolveError(Exception):

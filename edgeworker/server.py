@@ -15,6 +15,7 @@ from __future__ import annotations
 import socket
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from gevent import sleep as _gsleep
@@ -207,35 +208,53 @@ class Connection:
 
     def read_body(self, req: Request) -> bytes:
         """Read the whole body of ``req`` (called through ``req.read_body()``)."""
+        return b"".join(self.iter_body(req))
+
+    def iter_body(self, req: Request) -> Iterator[bytes]:
+        """The body of ``req`` piece by piece, as it arrives (for streaming it upstream).
+
+        Sends ``100 Continue`` when the client asked for it; a body over the location's
+        ``client_max_body_size`` ends the request with 413, a late body piece with 408
+        (``client_body_timeout``), broken chunked framing with 400 — each by raising
+        ``RequestExit`` after preparing that response. Once iterated to its end, the body is
+        consumed (a second call yields nothing).
+        """
         head = req._head
         limit = req.location.client_max_body_size if req.location is not None else 0
         if head.content_length is not None and limit and head.content_length > limit:
             req.keep_alive = False
             req.exit(413)
         if head.content_length is None and not head.chunked:
-            return b""
+            return
         if head.expect_continue and not req.headers_sent:
             self._sendall(_CONTINUE)
             head.expect_continue = False
-        parts = []
         total = 0
         try:
             while True:
                 ev = self._next_body_event()
-                if ev.__class__ is Data:
-                    total += len(ev.data)
-                    if limit and total > limit:
-                        req.keep_alive = False
-                        req.exit(413)
-                    parts.append(ev.data)
-                else:
+                if ev.__class__ is not Data:
                     break
+                total += len(ev.data)
+                if limit and total > limit:
+                    req.keep_alive = False
+                    req.exit(413)
+                yield ev.data
         except _BodyError as err:
             req.keep_alive = False
             req.exit(err.status)
         head.content_length = None
         head.chunked = False  # the body is consumed
-        return b"".join(parts)
+
+    def detach(self, req: Request) -> tuple[socket.socket, bytes]:
+        """Hand the raw socket over (after a ``101 Switching Protocols`` was relayed), with
+        the bytes the client already sent past the request head. The connection loop then
+        ends without touching the socket again; the caller closes it."""
+        req.keep_alive = False
+        self.closing = True
+        leftover = self.proto.upgraded()
+        sock, self.sock = self.sock, None
+        return sock, leftover
 
     def _discard_body(self, req: Request) -> bool:
         """Drop the unread body of ``req``; False if the connection must close instead."""
@@ -395,6 +414,9 @@ class Connection:
             self.close()
 
     def close(self) -> None:
+        self.proto.close()  # breaks the parser <-> protocol reference cycle
+        if self.sock is None:  # detached (upgrade tunnel)
+            return
         try:
             self.sock.close()
         except OSError:

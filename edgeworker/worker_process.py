@@ -94,6 +94,9 @@ class EdgeWorker(Worker):
 
         self.connections: set = set()
         self.slots = Semaphore(self.cfg.worker_connections)
+        from .status import metrics
+
+        self.metrics = metrics.start_worker(self.edge, self.connections, self.timers)
         self.acceptors = []
         for sock in self.listeners:
             addr = sock.getsockname()
@@ -120,6 +123,7 @@ class EdgeWorker(Worker):
         app = self.edge
         connections = self.connections
         spawn = gevent.spawn
+        counts = self.metrics  # accepted connections (None: metrics off)
         warned = False
         while self.alive:
             if slots.locked() and not warned:
@@ -149,6 +153,8 @@ class EdgeWorker(Worker):
             ) else None
             conn = conn_cls(client, addr, key, app)
             connections.add(conn)
+            if counts is not None:
+                counts.accepted += 1
             spawn(self._serve, conn)
 
     def _serve(self, conn) -> None:
@@ -235,6 +241,8 @@ class EdgeWorker(Worker):
                 self.ew_id,
                 len(self.connections),
             )
+        if self.metrics is not None:
+            self.metrics.flush()  # the last counts of this worker
         cfg = self.app.ew_config
         from .handlers import resolve
 

@@ -11,5 +11,14 @@ from .errors import IsAList, NoMemory, NotAList, NotANumber, NotFound, ShmError
 from .lock import pid_alive
 from .sizes import parse_size
 
-__all__ = ["SharedDict", "NoMemory", "NotFound", "NotANumber", "NotAList", "IsAList", "ShmError",
-           "parse_size", "pid_alive"]
+__all__ = [
+    "SharedDict",
+    "NoMemory",
+    "NotFound",
+    "NotANumber",
+    "NotAList",
+    "IsAList",
+    "ShmError",
+    "parse_size",
+    "pid_alive",
+]

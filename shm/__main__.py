@@ -12,9 +12,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (1 if the zone is absent or damaged)."""
     ap = argparse.ArgumentParser(prog="python -m shm", description="Inspect shm shared dicts.")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name, help_ in (("stats", "print capacity, used, free, entries, evictions, hits, misses"),
-                        ("verify", "check the structure of a live zone"),
-                        ("remove", "unlink a zone (processes that map it keep it)")):
+    for name, help_ in (
+        ("stats", "print capacity, used, free, entries, evictions, hits, misses"),
+        ("verify", "check the structure of a live zone"),
+        ("remove", "unlink a zone (processes that map it keep it)"),
+    ):
         p = sub.add_parser(name, help=help_)
         p.add_argument("name")
     args = ap.parse_args(argv)

@@ -32,7 +32,6 @@ from .layout import (
     MAX_SMALL,
     NODE,
     NODE_META,
-    NODE_SIZE,
     NODE_TAIL,
     PAGE,
     SIZE2CLS,
@@ -137,9 +136,9 @@ def _decode(buf, vo: int, vt: int, vlen: int) -> Any:
     if vt == T_INT:
         return _i64_unpack(buf, vo)[0]
     if vt == T_STR:
-        return buf[vo:vo + vlen].decode()
+        return buf[vo : vo + vlen].decode()
     if vt == T_BYTES:
-        return bytes(buf[vo:vo + vlen])
+        return bytes(buf[vo : vo + vlen])
     if vt == T_FLOAT:
         return _f64_unpack(buf, vo)[0]
     if vt == T_BOOL:
@@ -170,11 +169,30 @@ class SharedDict:
     """A named shared-memory dict (see SPEC §4).  Create with :meth:`create`, :meth:`attach`,
     :meth:`open_or_create`, or :meth:`from_buffer` (private buffer, no lock, for tests)."""
 
-    __slots__ = ("name", "_buf", "_g", "_slab", "_lock", "_acquire", "_release", "_seg",
-                 "_mask", "_index", "_bidx", "_m32", "_hits", "_misses", "_closed", "__weakref__")
+    __slots__ = (
+        "name",
+        "_buf",
+        "_g",
+        "_slab",
+        "_lock",
+        "_acquire",
+        "_release",
+        "_seg",
+        "_mask",
+        "_index",
+        "_bidx",
+        "_mq",
+        "_md",
+        "_m32",
+        "_hits",
+        "_misses",
+        "_closed",
+        "__weakref__",
+    )
 
-    def __init__(self, name: str, buf, lock: ShmLock | NoLock, seg: Segment | None = None,
-                 fmt: bool = False) -> None:
+    def __init__(
+        self, name: str, buf, lock: ShmLock | NoLock, seg: Segment | None = None, fmt: bool = False
+    ) -> None:
         """Bind to ``buf`` (formatting it first if ``fmt``).  Use the classmethods instead."""
         self.name = name
         self._buf = buf
@@ -194,7 +212,10 @@ class SharedDict:
         self._index = g.index_off
         self._bidx = g.index_off >> 2
         # u32 view of the zone: header words and node links (nodes are 16-byte aligned)
-        self._m32 = memoryview(buf)[:len(buf) & ~3].cast("B").cast("I")
+        mv = memoryview(buf)[: len(buf) & ~7].cast("B")
+        self._m32 = mv.cast("I")
+        self._mq = mv.cast("q")  # int values (8-byte aligned)
+        self._md = mv.cast("d")  # float values
         self._hits = 0
         self._misses = 0
         self._closed = False
@@ -244,8 +265,9 @@ class SharedDict:
             raise
 
     @classmethod
-    def open_or_create(cls, name: str, size: int | str, *,
-                       mode: int = 0o600) -> tuple[SharedDict, bool]:
+    def open_or_create(
+        cls, name: str, size: int | str, *, mode: int = 0o600
+    ) -> tuple[SharedDict, bool]:
         """Attach to zone ``name`` if it exists with exactly this size, else (re)create it empty.
 
         Returns ``(dict, kept)``: ``kept`` is True when existing contents were kept.  A zone of
@@ -264,8 +286,7 @@ class SharedDict:
             return cls.create(name, total, mode=mode), False
         if d._g.total == total:
             return d, True
-        log.warning("shm zone %r changed size %d -> %d; it starts empty", name, d._g.total,
-                    total)
+        log.warning("shm zone %r changed size %d -> %d; it starts empty", name, d._g.total, total)
         d.close()
         Segment.unlink(name)
         return cls.create(name, total, mode=mode), False
@@ -299,7 +320,8 @@ class SharedDict:
             except Exception:  # pragma: no cover - best effort on close
                 pass
         self._closed = True
-        self._m32.release()
+        for v in (self._m32, self._mq, self._md):
+            v.release()
         self._slab.release()
         if self._seg is not None:
             self._seg.close()
@@ -331,21 +353,31 @@ class SharedDict:
 
     def _on_takeover(self, dead: int) -> None:
         """Called with the lock held after taking it from a dead holder: verify, repair."""
-        log.error("shm zone %r: lock held by dead process %d taken over by %d", self.name, dead,
-                  os.getpid())
+        log.error(
+            "shm zone %r: lock held by dead process %d taken over by %d",
+            self.name,
+            dead,
+            os.getpid(),
+        )
         self._check_and_repair(dead)
 
     def _check_and_repair(self, dead: int) -> None:
         problems = verify_zone(self._buf, self._g)
         if problems:
-            log.error("shm zone %r damaged after process %d died holding its lock (%s); "
-                      "resetting it to empty", self.name, dead, "; ".join(problems[:5]))
+            log.error(
+                "shm zone %r damaged after process %d died holding its lock (%s); "
+                "resetting it to empty",
+                self.name,
+                dead,
+                "; ".join(problems[:5]),
+            )
             self._format(keep_stats=True)
             return
         dirty = _u32_unpack(self._buf, H_DIRTY)[0]
         if dirty:
-            log.error("shm zone %r: entry being rewritten by dead process %d dropped",
-                      self.name, dead)
+            log.error(
+                "shm zone %r: entry being rewritten by dead process %d dropped", self.name, dead
+            )
             self._remove(dirty)
             _u32_pack(self._buf, H_DIRTY, 0)
 
@@ -374,7 +406,7 @@ class SharedDict:
             ev = hits = misses = 0
             buf[0:8] = bytes(8)  # no magic until the zone is complete
             _u32_pack(buf, H_OWNER, 0)
-        buf[g.index_off:g.pd_off] = bytes(g.pd_off - g.index_off)
+        buf[g.index_off : g.pd_off] = bytes(g.pd_off - g.index_off)
         U32x2.pack_into(buf, H_LRU, 0, 0)
         _u32_pack(buf, H_DIRTY, 0)
         self._slab.format()
@@ -394,7 +426,7 @@ class SharedDict:
         off = _u32_unpack(buf, self._index + ((h & self._mask) << 2))[0]
         while off:
             hn, _lp, _ln, hh, _e, _f, _vl, kl, _vt, _c = _node_unpack(buf, off)
-            if hh == h and kl == n and buf[off + 36:off + 36 + n] == kb:
+            if hh == h and kl == n and buf[off + 36 : off + 36 + n] == kb:
                 return off
             off = hn
         return 0
@@ -469,7 +501,7 @@ class SharedDict:
         buf = self._buf
         _hn, _lp, _ln, _h, _e, _f, vlen, klen, vt, _c = _node_unpack(buf, off)
         if vt == T_LIST:
-            el = LHEAD.unpack_from(buf, off + 36 + klen)[0]
+            el = LHEAD.unpack_from(buf, off + ((klen + 43) & ~7))[0]
             while el:
                 nxt = _u32_unpack(buf, el)[0]
                 self._slab.free(el)
@@ -551,25 +583,27 @@ class SharedDict:
             U64.pack_into(buf, H_EVICTIONS, U64.unpack_from(buf, H_EVICTIONS)[0] + evicted)
         return off, forcible
 
-    def _write_node(self, off: int, h: int, kb: bytes, vt: int, vb: bytes, exp: int,
-                    flags: int, size: int) -> None:
+    def _write_node(
+        self, off: int, h: int, kb: bytes, vt: int, vb: bytes, exp: int, flags: int, size: int
+    ) -> None:
         buf = self._buf
         n = len(kb)
         cls = _slab.size_class(size)
         NODE.pack_into(buf, off, 0, 0, 0, h, exp, flags, len(vb), n, vt, cls)
-        buf[off + 36:off + 36 + n] = kb
-        vo = off + 36 + n
-        buf[vo:vo + len(vb)] = vb
+        buf[off + 36 : off + 36 + n] = kb
+        vo = off + ((n + 43) & ~7)
+        buf[vo : vo + len(vb)] = vb
 
-    def _store_locked(self, kb: bytes, h: int, vt: int, vb: bytes, exp: int, flags: int,
-                      mode: int, now: int) -> tuple[bool, bool]:
+    def _store_locked(
+        self, kb: bytes, h: int, vt: int, vb: bytes, exp: int, flags: int, mode: int, now: int
+    ) -> tuple[bool, bool]:
         """Store with the lock held.  Returns (done, forcible); raises NoMemory."""
         buf = self._buf
         self._sweep(now)
         off = self._find(kb, h)
         n = len(kb)
         vlen = len(vb)
-        size = NODE_SIZE + n + vlen
+        size = ((n + 43) & ~7) + vlen
         if off:
             _hn, _lp, _ln, _h, oexp, _f, ovlen, _kl, ovt, ocls = _node_unpack(buf, off)
             live = not oexp or oexp > now
@@ -585,8 +619,8 @@ class SharedDict:
                     _u32_pack(buf, H_DIRTY, off)
                     NODE_META.pack_into(buf, off + 16, exp, flags, vlen)
                     buf[off + 34] = vt
-                    vo = off + 36 + n
-                    buf[vo:vo + vlen] = vb
+                    vo = off + ((n + 43) & ~7)
+                    buf[vo : vo + vlen] = vb
                     _u32_pack(buf, H_DIRTY, 0)
                     self._touch(off)
                     return True, False
@@ -628,14 +662,14 @@ class SharedDict:
             off = m32[self._bidx + (h & self._mask)]
             while off:
                 hn, lp, _ln, hh, exp, _f, vlen, kl, vt, _c = _node_unpack(buf, off)
-                if hh == h and kl == n and buf[off + 36:off + 36 + n] == kb:
+                if hh == h and kl == n and buf[off + 36 : off + 36 + n] == kb:
                     if exp and exp <= _now_ns() // 1_000_000:
                         break
-                    vo = off + 36 + n
+                    vo = off + ((n + 43) & ~7)
                     if vt == T_INT:
-                        v = _i64_unpack(buf, vo)[0]
+                        v = self._mq[vo >> 3]
                     elif vt == T_STR:
-                        v = buf[vo:vo + vlen].decode()
+                        v = buf[vo : vo + vlen].decode()
                     else:
                         v = _decode(buf, vo, vt, vlen)
                     if lp:
@@ -666,7 +700,7 @@ class SharedDict:
                 return None
             _hn, _lp, _ln, _h, exp, flags, vlen, kl, vt, _c = _node_unpack(buf, off)
             expired = bool(exp) and exp <= _now_ns() // 1_000_000
-            v = _decode(buf, off + 36 + kl, vt, vlen)
+            v = _decode(buf, off + ((kl + 43) & ~7), vt, vlen)
             if expired:
                 self._misses += 1
             else:
@@ -734,7 +768,7 @@ class SharedDict:
                 return 0
             if vt != T_LIST:
                 raise NotAList()
-            return LHEAD.unpack_from(buf, off + 36 + kl)[2]
+            return LHEAD.unpack_from(buf, off + ((kl + 43) & ~7))[2]
         finally:
             self._unlock()
 
@@ -765,8 +799,9 @@ class SharedDict:
             raise KeyError(key)
 
     # ---- writes -----------------------------------------------------------------------------
-    def _write(self, key: str | bytes, value: Any, exptime: float, flags: int,
-               mode: int) -> tuple[bool, bool]:
+    def _write(
+        self, key: str | bytes, value: Any, exptime: float, flags: int, mode: int
+    ) -> tuple[bool, bool]:
         kb = self._key(key)
         if value is None:
             if mode == SET or mode == SAFE_SET:
@@ -777,7 +812,7 @@ class SharedDict:
         ms = _exptime_ms(exptime) if exptime else 0
         if flags:
             _check_flags(flags)
-        if NODE_SIZE + len(kb) + len(vb) > self._g.npages * PAGE:
+        if ((len(kb) + 43) & ~7) + len(vb) > self._g.npages * PAGE:
             raise NoMemory()
         h = crc32(kb)
         self._lock_()
@@ -811,7 +846,7 @@ class SharedDict:
         if flags:
             _check_flags(flags)
         vlen = len(vb)
-        size = 36 + n + vlen
+        size = ((n + 43) & ~7) + vlen
         if size > MAX_SMALL:
             return self._write(kb, value, exptime, flags, SET)[1]
         cls = SIZE2CLS[(size + 15) >> 4]
@@ -827,20 +862,37 @@ class SharedDict:
             off = m32[self._bidx + (h & self._mask)]
             while off:
                 hn, lp, _ln, hh, oe, of, ovl, kl, ovt, ocls = _node_unpack(buf, off)
-                if hh == h and kl == n and buf[off + 36:off + 36 + n] == kb:
+                if hh == h and kl == n and buf[off + 36 : off + 36 + n] == kb:
                     if ocls != cls or ovt == T_LIST:
                         break
-                    if ovt == vt and ovl == vlen <= 8 and not (oe or of or ms or flags):
-                        # same type and size, no expiry or flags: one store of <= 8 bytes
-                        buf[off + 36 + n:off + 36 + n + vlen] = vb
+                    if (
+                        ovt == vt
+                        and (vt == T_INT or vt == T_FLOAT)
+                        and not (oe or of or ms or flags)
+                    ):
+                        # a number over a number, no expiry or flags: one aligned 8-byte store
+                        vi = (off + ((n + 43) & ~7)) >> 3
+                        if vt == T_INT:
+                            self._mq[vi] = value
+                        else:
+                            self._md[vi] = value
                         if lp:
                             self._touch(off)
                         return False
                     # in place: same size class, nothing to allocate, cannot fail
                     m32[_DIRTY] = off
-                    _tail_pack(buf, off + 16, _now_ns() // 1_000_000 + ms if ms else 0, flags,
-                               vlen, n, vt, cls)
-                    buf[off + 36 + n:off + 36 + n + vlen] = vb
+                    _tail_pack(
+                        buf,
+                        off + 16,
+                        _now_ns() // 1_000_000 + ms if ms else 0,
+                        flags,
+                        vlen,
+                        n,
+                        vt,
+                        cls,
+                    )
+                    vo = off + ((n + 43) & ~7)
+                    buf[vo : vo + vlen] = vb
                     m32[_DIRTY] = 0
                     if lp:
                         self._touch(off)
@@ -852,8 +904,7 @@ class SharedDict:
             m32[_OWNER] = 0
             self._release()
 
-    def safe_set(self, key: str | bytes, value: Any, exptime: float = 0,
-                 flags: int = 0) -> None:
+    def safe_set(self, key: str | bytes, value: Any, exptime: float = 0, flags: int = 0) -> None:
         """Like :meth:`set` but never evicts live entries; ``NoMemory`` when full."""
         self._write(key, value, exptime, flags, SAFE_SET)
 
@@ -861,13 +912,11 @@ class SharedDict:
         """Store only if ``key`` is absent or expired; True if added, False if it exists."""
         return self._write(key, value, exptime, flags, ADD)[0]
 
-    def safe_add(self, key: str | bytes, value: Any, exptime: float = 0,
-                 flags: int = 0) -> bool:
+    def safe_add(self, key: str | bytes, value: Any, exptime: float = 0, flags: int = 0) -> bool:
         """Like :meth:`add` but never evicts live entries; ``NoMemory`` when full."""
         return self._write(key, value, exptime, flags, SAFE_ADD)[0]
 
-    def replace(self, key: str | bytes, value: Any, exptime: float = 0,
-                flags: int = 0) -> bool:
+    def replace(self, key: str | bytes, value: Any, exptime: float = 0, flags: int = 0) -> bool:
         """Store only if ``key`` is live; True if replaced, False if missing or expired."""
         return self._write(key, value, exptime, flags, REPLACE)[0]
 
@@ -889,8 +938,13 @@ class SharedDict:
         """Remove ``key``; a missing key is not an error."""
         self._delete(key)
 
-    def incr(self, key: str | bytes, delta: int | float = 1, init: int | float | None = None,
-             init_ttl: float = 0) -> int | float:
+    def incr(
+        self,
+        key: str | bytes,
+        delta: int | float = 1,
+        init: int | float | None = None,
+        init_ttl: float = 0,
+    ) -> int | float:
         """Add ``delta`` to the number at ``key`` and return the new value.
 
         Missing/expired key: ``NotFound`` unless ``init`` is given, then ``init + delta`` is
@@ -929,25 +983,27 @@ class SharedDict:
             off = m32[self._bidx + (h & self._mask)]
             while off:
                 hn, lp, _ln, hh, exp, _f, _vl, kl, vt, _c = _node_unpack(buf, off)
-                if hh == h and kl == n and buf[off + 36:off + 36 + n] == kb:
+                if hh == h and kl == n and buf[off + 36 : off + 36 + n] == kb:
                     if exp and exp <= _now_ns() // 1_000_000:
                         break
-                    vo = off + 36 + n
+                    vi = (off + ((n + 43) & ~7)) >> 3  # values are 8-byte aligned
                     if vt == T_INT:
+                        mq = self._mq
                         if dc is int:
-                            v = _i64_unpack(buf, vo)[0] + delta
+                            v = mq[vi] + delta
                             if v > I64_MAX or v < I64_MIN:
                                 raise OverflowError("incr result does not fit in 64 bits")
-                            _i64_pack(buf, vo, v)
+                            mq[vi] = v  # one aligned 8-byte store: never torn by a kill
                         else:
-                            v = _i64_unpack(buf, vo)[0] + delta
+                            v = mq[vi] + delta
                             m32[_DIRTY] = off
-                            F64.pack_into(buf, vo, v)
+                            self._md[vi] = v
                             buf[off + 34] = T_FLOAT
                             m32[_DIRTY] = 0
                     elif vt == T_FLOAT:
-                        v = _f64_unpack(buf, vo)[0] + delta
-                        F64.pack_into(buf, vo, v)
+                        md = self._md
+                        v = md[vi] + delta
+                        md[vi] = v
                     else:
                         raise NotANumber()
                     if lp:
@@ -1010,7 +1066,7 @@ class SharedDict:
                 elif buf[off + 34] != T_LIST:
                     raise NotAList()
             if not off:
-                size = NODE_SIZE + len(kb) + LHEAD.size
+                size = ((len(kb) + 43) & ~7) + LHEAD.size
                 off = self._alloc(size, True, 0)[0]
                 if not off:
                     raise NoMemory()
@@ -1022,23 +1078,24 @@ class SharedDict:
                 if created:
                     self._remove(off)
                 raise NoMemory()
-            ho = off + 36 + len(kb)
+            ho = off + ((len(kb) + 43) & ~7)
             first, last, length = LHEAD.unpack_from(buf, ho)
+            m32 = self._m32
             if left:
                 ELEM.pack_into(buf, el, first, 0, len(vb), vt)
                 if first:
-                    _u32_pack(buf, first + 4, el)
+                    m32[(first >> 2) + 1] = el
                 else:
                     last = el
                 first = el
             else:
                 ELEM.pack_into(buf, el, 0, last, len(vb), vt)
                 if last:
-                    _u32_pack(buf, last, el)
+                    m32[last >> 2] = el
                 else:
                     first = el
                 last = el
-            buf[el + ELEM_SIZE:el + esize] = vb
+            buf[el + ELEM_SIZE : el + esize] = vb
             length += 1
             LHEAD.pack_into(buf, ho, first, last, length)
             self._touch(off)
@@ -1071,7 +1128,7 @@ class SharedDict:
                 return None
             if vt != T_LIST:
                 raise NotAList()
-            ho = off + 36 + kl
+            ho = off + ((kl + 43) & ~7)
             first, last, length = LHEAD.unpack_from(buf, ho)
             el = first if left else last
             nxt, prev, vlen, evt = ELEM.unpack_from(buf, el)
@@ -1082,10 +1139,10 @@ class SharedDict:
                 return v
             if left:
                 first = nxt
-                _u32_pack(buf, nxt + 4, 0)
+                self._m32[(nxt >> 2) + 1] = 0
             else:
                 last = prev
-                _u32_pack(buf, prev, 0)
+                self._m32[prev >> 2] = 0
             LHEAD.pack_into(buf, ho, first, last, length)
             self._slab.free(el)
             self._touch(off)
@@ -1154,7 +1211,7 @@ class SharedDict:
             exp = _i64_unpack(buf, off + 16)[0]
             if not exp or exp > now:
                 kl = NODE.unpack_from(buf, off)[7]
-                kb = bytes(buf[off + 36:off + 36 + kl])
+                kb = bytes(buf[off + 36 : off + 36 + kl])
                 try:
                     keys.append(kb.decode())
                 except UnicodeDecodeError:
@@ -1204,8 +1261,15 @@ class SharedDict:
             free = _u32_unpack(self._buf, H_FREERUN + 4)[0] * PAGE
         finally:
             self._unlock()
-        return {"capacity": self._g.total, "used": used, "free": free, "entries": entries,
-                "evictions": ev, "hits": hits, "misses": misses}
+        return {
+            "capacity": self._g.total,
+            "used": used,
+            "free": free,
+            "entries": entries,
+            "evictions": ev,
+            "hits": hits,
+            "misses": misses,
+        }
 
     def verify(self) -> list[str]:
         """Check every structural invariant; a list of problems (empty = sound)."""

@@ -53,7 +53,7 @@ def pid_alive(pid: int) -> bool:
         return False
     except OSError:
         return True
-    state = stat[stat.rfind(b")") + 2:][:1]
+    state = stat[stat.rfind(b")") + 2 :][:1]
     return state not in (b"Z", b"X", b"x")
 
 
@@ -83,8 +83,13 @@ class ShmLock:
     ``on_takeover(dead_pid)`` is called with the lock held after a take-over.
     """
 
-    def __init__(self, sem: posix_ipc.Semaphore, buf, fd: int,
-                 on_takeover: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        sem: posix_ipc.Semaphore,
+        buf,
+        fd: int,
+        on_takeover: Callable[[int], None] | None = None,
+    ) -> None:
         self.sem = sem
         self.acquire = sem.acquire
         self.release = sem.release

@@ -99,8 +99,10 @@ class Segment:
     @staticmethod
     def unlink(name: str) -> None:
         """Remove the segment and semaphore names; missing ones are ignored."""
-        for fn, n in ((posix_ipc.unlink_shared_memory, shm_name(name)),
-                      (posix_ipc.unlink_semaphore, sem_name(name))):
+        for fn, n in (
+            (posix_ipc.unlink_shared_memory, shm_name(name)),
+            (posix_ipc.unlink_semaphore, sem_name(name)),
+        ):
             try:
                 fn(n)
             except posix_ipc.ExistentialError:

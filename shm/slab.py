@@ -68,7 +68,7 @@ class Slab:
         self.g = g
         self.data = g.data_off
         self.pd = g.pd_off
-        mv = memoryview(buf)[:len(buf) & ~7].cast("B")
+        mv = memoryview(buf)[: len(buf) & ~7].cast("B")
         self.m16 = mv.cast("H")
         self.m32 = mv.cast("I")
         self.m64 = mv.cast("Q")
@@ -82,8 +82,8 @@ class Slab:
     def format(self) -> None:
         """Make every page free and every class empty (one free run of all pages)."""
         buf, g = self.buf, self.g
-        buf[self.pd:self.pd + g.npages * PD_SIZE] = bytes(g.npages * PD_SIZE)
-        buf[H_CLS_FREE:H_CLS_CARVE + 4 * len(CLASSES)] = bytes(8 * len(CLASSES))
+        buf[self.pd : self.pd + g.npages * PD_SIZE] = bytes(g.npages * PD_SIZE)
+        buf[H_CLS_FREE : H_CLS_CARVE + 4 * len(CLASSES)] = bytes(8 * len(CLASSES))
         U32x2.pack_into(buf, H_FREERUN, 0, 0)
         U64.pack_into(buf, H_USED, 0)
         self._free_run(0, g.npages)
@@ -140,8 +140,19 @@ class Slab:
                     self._run_unlink(p, prev, nxt)
                 else:
                     r = p + n
-                    _pd_pack(buf, pd + r * PD_SIZE, PG_FREE, 0, 0, 0, 0, run - n, prev, nxt,
-                             r if run - n == 1 else 0)
+                    _pd_pack(
+                        buf,
+                        pd + r * PD_SIZE,
+                        PG_FREE,
+                        0,
+                        0,
+                        0,
+                        0,
+                        run - n,
+                        prev,
+                        nxt,
+                        r if run - n == 1 else 0,
+                    )
                     if run - n > 1:  # tail keeps pointing at the (new) head
                         _u32_pack(buf, pd + (p + run - 1) * PD_SIZE + 20, r)
                     if prev:

@@ -75,8 +75,12 @@ def _verify(buf, g: Geometry, bad) -> None:
     except ValueError as e:
         bad(str(e))
         raise _Damaged from None
-    if (g2.total, g2.nbuckets, g2.npages, g2.data_off) != (g.total, g.nbuckets, g.npages,
-                                                           g.data_off):
+    if (g2.total, g2.nbuckets, g2.npages, g2.data_off) != (
+        g.total,
+        g.nbuckets,
+        g.npages,
+        g.data_off,
+    ):
         bad("geometry changed")
         raise _Damaged
     npages, data, pdo = g.npages, g.data_off, g.pd_off
@@ -125,14 +129,23 @@ def _verify(buf, g: Geometry, bad) -> None:
                     bad(f"page {i} should continue large run at {p}")
                 owner_large[i] = p
         elif kind == PG_CONT:
-            if owner_large[p] < 0 and not (0 <= start < p and pds[start][0] == PG_LARGE
-                                           and start + pds[start][5] > p):
+            if owner_large[p] < 0 and not (
+                0 <= start < p and pds[start][0] == PG_LARGE and start + pds[start][5] > p
+            ):
                 bad(f"orphan continuation page {p}")
         elif kind == PG_SLAB:
-            empty_carve = (used == 0 and carved == 0 and c < NCLS
-                           and U32.unpack_from(buf, H_CLS_CARVE + 4 * c)[0] == p + 1)
-            if c >= NCLS or carved > PER_PAGE[c] or used > carved or (used == 0
-                                                                      and not empty_carve):
+            empty_carve = (
+                used == 0
+                and carved == 0
+                and c < NCLS
+                and U32.unpack_from(buf, H_CLS_CARVE + 4 * c)[0] == p + 1
+            )
+            if (
+                c >= NCLS
+                or carved > PER_PAGE[c]
+                or used > carved
+                or (used == 0 and not empty_carve)
+            ):
                 bad(f"slab page {p} has bad class/used/carved {c}/{used}/{carved}")
         else:
             bad(f"page {p} has unknown kind {kind}")
@@ -190,8 +203,12 @@ def _verify(buf, g: Geometry, bad) -> None:
             cur = fnext
         cp = U32.unpack_from(buf, H_CLS_CARVE + 4 * c)[0]
         if cp:
-            if cp > npages or pds[cp - 1][0] != PG_SLAB or pds[cp - 1][1] != c \
-                    or pds[cp - 1][3] >= PER_PAGE[c]:
+            if (
+                cp > npages
+                or pds[cp - 1][0] != PG_SLAB
+                or pds[cp - 1][1] != c
+                or pds[cp - 1][3] >= PER_PAGE[c]
+            ):
                 bad(f"class {c} carve page {cp - 1} invalid")
 
     # ---- hash index and nodes
@@ -218,10 +235,10 @@ def _verify(buf, g: Geometry, bad) -> None:
             if p < 0:
                 raise _Damaged
             hn, _lp, _ln, h, exp, _fl, vlen, klen, vt, cls = NODE.unpack_from(buf, off)
-            need = NODE_SIZE + klen + vlen
+            need = ((klen + 43) & ~7) + vlen
             if klen == 0 or chunk(off, need, "node") < 0:
                 raise _Damaged
-            kb = bytes(buf[off + 36:off + 36 + klen])
+            kb = bytes(buf[off + 36 : off + 36 + klen])
             if crc32(kb) != h or (h & mask) != b:
                 bad(f"node {off} key hash does not match bucket {b}")
             if kb in keys:
@@ -230,7 +247,7 @@ def _verify(buf, g: Geometry, bad) -> None:
             want_cls = pds[p][1] if pds[p][0] == PG_SLAB else LARGE
             if cls != want_cls:
                 bad(f"node {off} class byte {cls} != page class {want_cls}")
-            vo = off + 36 + klen
+            vo = off + ((klen + 43) & ~7)
             if vt in (T_INT, T_FLOAT):
                 if vlen != 8:
                     bad(f"node {off} number of {vlen} bytes")
@@ -239,7 +256,7 @@ def _verify(buf, g: Geometry, bad) -> None:
                     bad(f"node {off} bool of {vlen} bytes")
             elif vt == T_STR:
                 try:
-                    bytes(buf[vo:vo + vlen]).decode()
+                    bytes(buf[vo : vo + vlen]).decode()
                 except UnicodeDecodeError:
                     bad(f"node {off} str value is not UTF-8")
             elif vt == T_LIST:

@@ -146,6 +146,9 @@ def test_every_import_problem_names_its_config_path(project):
     assert sum("nope" in e for e in errors) == 1
 
 
+UNSUPPORTED = "not supported by this edgeworker version yet"
+
+
 def test_jwt_key_files_must_be_readable(project):
     tmp, sfx = project
     write(tmp / "handlers" / f"app_{sfx}.py", "def h(req): pass\n")
@@ -162,13 +165,16 @@ def test_jwt_key_files_must_be_readable(project):
           jwt = {{ secret = "file:keys/missing", algorithms = ["HS256"] }}
     """)
     cfg, errors = check(str(tmp / "ew.toml"))
+    # (until the jwt feature lands, check also says it is not supported yet)
+    errors = [e for e in errors if not e.endswith(UNSUPPORTED)]
     assert errors == [
         f'server[0].location[1].jwt.secret: file "{tmp / "keys" / "missing"}" does not exist']
 
 
 def test_reference_config_passes_check():
     cfg, errors = check(str(ROOT / "config" / "edgeworker.toml"))
-    assert errors == []
+    # the reference shows every key; features not built yet are reported as such, nothing else
+    assert [e for e in errors if not e.endswith(UNSUPPORTED)] == []
     assert cfg is not None and cfg.server
 
 

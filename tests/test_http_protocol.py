@@ -200,6 +200,16 @@ def test_content_length_with_trailing_ows() -> None:
     assert events[0].content_length == 3 and body_of(events) == b"abc"
 
 
+def test_content_length_leading_zeros_are_digits() -> None:
+    events = feed_all(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 005\r\n\r\nhello")
+    assert events[0].content_length == 5 and body_of(events) == b"hello"
+
+
+def test_chunk_size_hex_either_case() -> None:
+    data = CH + b"A\r\n0123456789\r\na\r\n0123456789\r\n0\r\n\r\n"
+    assert body_of(feed_all(data)) == b"0123456789" * 2
+
+
 def test_content_length_zero() -> None:
     events = feed_all(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n")
     assert events[0].content_length == 0 and events[1] is END
@@ -417,6 +427,27 @@ def test_declined_upgrade_parses_following_bytes_as_http() -> None:
     assert events[0].upgrade == b"h2c" and len(events) == 2
     events = proto.feed(b"Host: h\r\n\r\n")
     assert events[0].path == b"/next" and events[1] is END
+
+
+def test_declined_upgrade_then_eof_still_parses_the_rest() -> None:
+    data = (
+        b"GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n"
+        b"GET /x HTTP/1.1\r\nHost: h\r\n\r\nGET /broken"
+    )
+    proto = ServerProtocol()
+    assert len(proto.feed(data)) == 2
+    events = proto.feed(b"")
+    assert events[0].path == b"/x" and events[1] is END
+    assert events[2].status == 400 and len(events) == 3
+
+
+def test_upgrade_request_with_connection_close_is_final_if_declined() -> None:
+    proto = ServerProtocol()
+    events = proto.feed(
+        b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close, upgrade\r\nUpgrade: ws\r\n\r\nabc"
+    )
+    assert events[0].upgrade == b"ws" and events[0].keep_alive is False
+    assert proto.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n") == []
 
 
 def test_upgraded_without_upgrade_raises() -> None:
@@ -909,3 +940,67 @@ def test_small_get_parse_cost_is_reported() -> None:
         best = min(best, (time.perf_counter() - start) / n * 1e6)
     assert len(feed(req)) == 2
     print(f"\nServerProtocol.feed: {best:.2f} µs per small keep-alive GET")
+
+
+# --------------------------------------------------------------------------- robustness (fuzz)
+
+_STATUSES = {400, 405, 414, 431, 501, 505}
+
+
+def _check_grammar(events: list) -> None:
+    """(Head Data* END)* [Head Data*] [ProtocolError], the error only last."""
+    in_request = False
+    for i, ev in enumerate(events):
+        if isinstance(ev, ProtocolError):
+            assert i == len(events) - 1 and ev.status in _STATUSES, events
+        elif isinstance(ev, RequestHead):
+            assert not in_request
+            in_request = True
+        elif isinstance(ev, Data):
+            assert in_request and ev.data
+        else:
+            assert ev is END and in_request
+            in_request = False
+
+
+@st.composite
+def _mutated_stream(draw: st.DrawFn) -> bytes:
+    stream = bytearray(b"".join(draw(st.lists(_request(), min_size=1, max_size=3))))
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, len(stream)))
+        action = draw(st.sampled_from(["insert", "replace", "delete"]))
+        junk = draw(st.sampled_from([b"\r", b"\n", b"\x00", b" ", b"\t", b":", b",", b"0", b"x"]))
+        if action == "insert":
+            stream[at:at] = junk
+        elif action == "replace" and at < len(stream):
+            stream[at : at + 1] = junk
+        elif at < len(stream):
+            del stream[at]
+    return bytes(stream)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    stream=st.one_of(_mutated_stream(), st.binary(max_size=300)),
+    cuts=st.lists(st.integers(min_value=1, max_value=400), max_size=8),
+)
+def test_hostile_input_never_raises_and_errors_come_last(stream: bytes, cuts: list[int]) -> None:
+    points = sorted({c % (len(stream) + 1) for c in cuts})
+    pieces = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+    proto = ServerProtocol()
+    events: list = []
+    for piece in [p for p in pieces if p] + [b""]:
+        events.extend(proto.feed(piece))
+    _check_grammar(events)
+    whole = ServerProtocol()
+    one_read = whole.feed(stream) if stream else []
+    one_read += whole.feed(b"")
+    _check_grammar(one_read)
+    # Splitting never changes which requests are accepted, nor the verdict. (Body bytes just
+    # before an error may differ: llhttp drops the piece of a span cut by the error.)
+    assert [e for e in events if not isinstance(e, Data)] == [
+        e for e in one_read if not isinstance(e, Data)
+    ]
+    if not events or not isinstance(events[-1], ProtocolError):
+        assert merged(events) == merged(one_read)
+    assert proto.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n") == []

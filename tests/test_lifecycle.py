@@ -187,10 +187,11 @@ def test_reload_reruns_init_retires_old_workers_with_premature_timers(server):
     assert before["generation"] == 0
     (srv.dir / "seed.txt").write_text("seeded-again\n")
     assert srv.cli("reload").returncode == 0
-    doc = wait_for(lambda: (d := info(srv))["generation"] == 1 and d, timeout=10)
+    # a new worker may answer while its sibling still runs init_worker: wait for both
+    doc = wait_for(lambda: (d := info(srv))["generation"] == 1 and d["init_worker_runs"] == 4 and d,
+                   timeout=10)
     assert doc and doc["seed"] == "seeded-again"
     assert doc["init_runs"] == 2
-    assert doc["init_worker_runs"] == 4
     # the old workers exited gracefully: premature timers fired, exit_worker ran
     assert wait_for(lambda: (_get(srv, "exit_worker_runs") or 0) == 2, timeout=10)
     assert (_get(srv, "premature") or 0) >= 4  # every() and at() of each of the 2 old workers
@@ -344,3 +345,68 @@ def test_systemd_notify_ready_reloading_stopping(server, tmp_path):
         assert sock.recv(4096).decode().startswith("STOPPING=1")
     finally:
         sock.close()
+
+
+def test_reload_with_failing_init_keeps_old_generation(server):
+    srv = server(CONF, FILES, workers=1)
+    pids = srv.worker_pids()
+    (srv.dir / "seed.txt").unlink()  # the new init raises FileNotFoundError
+    os.kill(srv.master_pid, signal.SIGHUP)
+    srv.wait_log("reload failed in init")
+    assert srv.worker_pids() == pids
+    assert info(srv)["generation"] == 0
+    assert srv.get("/version")[0] == 200
+
+
+def test_reload_resizes_adds_and_removes_zones(server):
+    conf = CONF.replace('data = "1m"', 'data = "1m"\nextra = "64k"')
+    srv = server(conf, FILES, workers=1)
+    from edgeworker.zones import attach_zone
+
+    z = attach_zone("extra", srv.master_pid)
+    z.set("k", 1)
+    z.close()
+    assert info(srv)["init_runs"] == 1
+    # resize "data", drop "extra", add "fresh"
+    srv.config.write_text(srv.config.read_text().replace('data = "1m"\nextra = "64k"',
+                                                         'data = "2m"\nfresh = "64k"'))
+    assert srv.cli("reload").returncode == 0
+    doc = wait_for(lambda: (d := info(srv))["generation"] == 1 and d, timeout=10)
+    # the resized zone started empty: only the new init's writes are there
+    assert doc["init_runs"] == 1 and doc["seed"] == "seeded-by-init"
+    assert "resized" in srv.errors()
+    with pytest.raises(FileNotFoundError):
+        attach_zone("extra", srv.master_pid)
+    fresh = attach_zone("fresh", srv.master_pid)
+    fresh.close()
+
+
+def test_socket_activation_uses_inherited_listener(tmp_path):
+    """systemd socket activation: the listener comes in as fd 3 with LISTEN_PID/LISTEN_FDS."""
+    import subprocess
+
+    from .support import EDGEWORKER, Server
+
+    srv = Server(tmp_path, CONF, FILES, workers=1)
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", srv.port))
+    lsock.listen(128)
+    env = dict(os.environ, LISTEN_FDS="1")
+    cmd = " ".join(EDGEWORKER) + f" run -c {srv.config}"
+    proc = subprocess.Popen(
+        ["sh", "-c", f"exec 3<&0 0</dev/null; export LISTEN_PID=$$; exec {cmd}"],
+        stdin=lsock.fileno(), env=env, cwd=tmp_path, start_new_session=True,
+        stdout=open(tmp_path / "stdout.log", "wb"), stderr=subprocess.STDOUT,
+    )
+    lsock.close()  # only the server holds it now
+    srv.proc = proc
+    srv.stdout = open(os.devnull, "wb")
+    try:
+        try:
+            srv.wait_pid_file()
+            srv.wait_log("edgeworker started")
+        except Exception:
+            raise AssertionError(srv.output()) from None
+        assert srv.get("/version")[2] == b"v1"
+    finally:
+        srv.stop()

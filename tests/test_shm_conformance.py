@@ -20,9 +20,27 @@ def d(mkdict):  # noqa: F811
 
 
 # ---- values and keys -------------------------------------------------------------------------
-@pytest.mark.parametrize("value", [True, False, 0, 1, -1, 2**63 - 1, -(2**63), 3.5, -0.0,
-                                   float("inf"), "", "héllo", b"", b"\x00\xff", "x" * 5000,
-                                   b"y" * 70000])
+@pytest.mark.parametrize(
+    "value",
+    [
+        True,
+        False,
+        0,
+        1,
+        -1,
+        2**63 - 1,
+        -(2**63),
+        3.5,
+        -0.0,
+        float("inf"),
+        "",
+        "héllo",
+        b"",
+        b"\x00\xff",
+        "x" * 5000,
+        b"y" * 70000,
+    ],
+)
 def test_values_keep_their_type(d, value):
     d.set("k", value)
     got = d.get("k")
@@ -582,3 +600,31 @@ def test_exceptions_hierarchy():
     assert str(shm.NotANumber()) == "not a number"
     assert str(shm.NotAList()) == "value not a list"
     assert str(shm.IsAList()) == "value is a list"
+
+
+def test_different_size_values_on_one_key(d):
+    """t/043 TEST 5: growing and shrinking values (in place, then re-allocated)."""
+    for v in ("hello", "hello, world", "hello", "x" * 3000, "y", "z" * 70_000, 7):
+        d.set("foo", v)
+        assert d.get("foo") == v
+
+
+def test_two_zones_are_independent(zones):  # noqa: F811
+    """t/043 TEST 11: dogs and cats."""
+    dogs, cats = zones("64k"), zones("64k")
+    dogs.set("foo", 32)
+    cats.set("foo", "hello, world")
+    dogs.set("foo", 56)
+    assert dogs.get("foo") == 56 and cats.get("foo") == "hello, world"
+
+
+def test_growing_values_until_forcible(mkdict):  # noqa: F811
+    """t/043 TEST 21: ever bigger values end in an eviction, never in an error."""
+    d = mkdict("100k")
+    for i in range(1, 1000):
+        if d.set(f"key_{i}", "hello" * i):
+            break
+    else:
+        pytest.fail("no eviction")
+    assert d.get(f"key_{i}") == "hello" * i
+    assert d.verify() == []

@@ -125,7 +125,7 @@ def test_entry_rewritten_in_place_by_dead_process_is_dropped(zones, caplog):  # 
 
     def mid_write():
         U32.pack_into(d._buf, H_DIRTY, off)
-        d._buf[off + 37:off + 39] = b"zz"  # torn value
+        d._buf[off + 37 : off + 39] = b"zz"  # torn value
 
     pid = hold_lock_and_die(d, mid_write)
     os.waitpid(pid, 0)
@@ -209,8 +209,10 @@ def test_random_sigkills_never_block_or_corrupt(zones, capfd):  # noqa: F811
     out, err = capfd.readouterr()
     resets = err.count("resetting it to empty")
     takeovers = err.count("taken over")
-    print(f"kills={kills} elapsed={elapsed:.1f}s takeovers(children)={takeovers} resets={resets} "
-          f"worst wait parent={parent_worst * 1e3:.1f}ms survivors={survivors_worst * 1e3:.1f}ms")
+    print(
+        f"kills={kills} elapsed={elapsed:.1f}s takeovers(children)={takeovers} resets={resets} "
+        f"worst wait parent={parent_worst * 1e3:.1f}ms survivors={survivors_worst * 1e3:.1f}ms"
+    )
 
 
 @pytest.mark.parametrize("rounds", [20])

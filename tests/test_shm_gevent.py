@@ -69,7 +69,12 @@ def test_wait_is_cooperative_under_gevent():
     from .shm_helpers import zone_name
 
     env = dict(os.environ, PYTHONPATH=ROOT)
-    out = subprocess.run([sys.executable, "-c", SCRIPT, zone_name("gevent")], env=env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, zone_name("gevent")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "waited=" in out.stdout

@@ -91,8 +91,12 @@ class ShdictMachine(RuleBasedStateMachine):
         want = (None, 0) if e is None else (e[0], e[1])
         assert got == want and type(got[0]) is type(want[0])
 
-    @rule(k=KEYS, delta=st.one_of(st.integers(-(2**62), 2**62), st.floats(-1e6, 1e6)),
-          init=st.one_of(st.none(), st.integers(-100, 100)), t=EXPTIME)
+    @rule(
+        k=KEYS,
+        delta=st.one_of(st.integers(-(2**62), 2**62), st.floats(-1e6, 1e6)),
+        init=st.one_of(st.none(), st.integers(-100, 100)),
+        t=EXPTIME,
+    )
     def incr(self, k, delta, init, t):
         e = self.m.live(k, self.now)
         ttl = t if init is not None else 0
@@ -136,8 +140,13 @@ class ShdictMachine(RuleBasedStateMachine):
         if e is not None:
             e[2] = self.exp(t)
 
-    @rule(k=KEYS, v=st.one_of(st.integers(), st.text(max_size=20)).filter(
-        lambda x: not isinstance(x, int) or -(2**63) <= x < 2**63), left=st.booleans())
+    @rule(
+        k=KEYS,
+        v=st.one_of(st.integers(), st.text(max_size=20)).filter(
+            lambda x: not isinstance(x, int) or -(2**63) <= x < 2**63
+        ),
+        left=st.booleans(),
+    )
     def push(self, k, v, left):
         e = self.m.live(k, self.now)
         fn = self.sd.lpush if left else self.sd.rpush
@@ -207,6 +216,9 @@ class ShdictMachine(RuleBasedStateMachine):
 
 
 ShdictMachine.TestCase.settings = settings(
-    max_examples=100, stateful_step_count=40, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow])
+    max_examples=100,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 test_shdict_against_model = ShdictMachine.TestCase

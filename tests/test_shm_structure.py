@@ -65,10 +65,21 @@ def test_pages_come_back_after_delete():
     assert d.get("huge") == "h" * (free0 - 4096)
 
 
-@pytest.mark.parametrize("damage", [
-    "lru_head", "lru_loop", "entries", "used", "free_run", "class_free", "bucket", "node_hash",
-    "list_len", "magic",
-])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "lru_head",
+        "lru_loop",
+        "entries",
+        "used",
+        "free_run",
+        "class_free",
+        "bucket",
+        "node_hash",
+        "list_len",
+        "magic",
+    ],
+)
 def test_verify_detects_damage(damage):
     d = filled()
     buf = d._buf

@@ -314,12 +314,15 @@ class ServerProtocol:
             if state != _UPGRADED:
                 return []
             # The upgrade was declined: the bytes after that request are HTTP after all.
-            if not data or not self._keep_alive:
+            tail, self._tail = self._tail, b""
+            if not self._keep_alive:
                 self._close()
                 return []
-            data = self._tail + data
-            self._tail = b""
             self._state = _IDLE
+            if not data:
+                events = self.feed(tail) if tail else []
+                return events + self.feed(b"")
+            data = tail + data
         elif not data:
             if state == _IDLE:
                 self._close()
@@ -334,6 +337,11 @@ class ServerProtocol:
         except HttpParserUpgrade as exc:
             self._tail = data[exc.args[0] :]
             self._state = _UPGRADED
+            if not self._upgrading:  # not expected (we ask llhttp): parse the rest as HTTP
+                tail, self._tail = self._tail, b""
+                self._state = _IDLE if self._keep_alive else _CLOSED
+                if tail and self._keep_alive:
+                    events.extend(self.feed(tail))
             return events
         except HttpParserError as exc:
             if self._state == _CLOSED:  # stopped on purpose after a final request

@@ -1,0 +1,73 @@
+"""Reverse proxying: ``proxy_pass`` to ``[upstream.NAME]`` groups or ``http://host:port``.
+
+``make_content(loc, app)`` is the content-source factory named in ``phases.CONTENT_SOURCES``;
+it runs once per worker (after gevent patching) and returns the location's content handler.
+Upstream groups (balancer state, keep-alive pool, resolved addresses) are per worker and shared
+by every location of the worker's config that names them. ``stats()`` gives this worker's view
+of every group, for the status page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..config import Upstream, parse_match, parse_proxy_pass
+from .balancer import Group, Peer
+from .handler import ProxyHandler
+from .resolver import Target
+
+__all__ = ["Group", "Peer", "ProxyHandler", "groups_for", "make_content", "stats"]
+
+# per worker: id(app) -> {name: Group}; a worker builds one App per config generation
+_GROUPS: dict[int, dict[str, Group]] = {}
+_CURRENT: list[dict[str, Group]] = [{}]
+
+
+def groups_for(app: Any) -> dict[str, Group]:
+    """The ``Group`` of every ``[upstream.NAME]`` of ``app.cfg`` (built on first use)."""
+    groups = _GROUPS.get(id(app))
+    if groups is None:
+        groups = {name: Group.from_config(name, up) for name, up in app.cfg.upstream.items()}
+        _GROUPS.clear()  # an older generation's groups are no longer used by this worker
+        _GROUPS[id(app)] = groups
+        _CURRENT[0] = groups
+    return groups
+
+
+def _direct_group(app: Any, host: str, port: int) -> Group:
+    key = f"{host}:{port}"
+    groups = groups_for(app)
+    group = groups.get("\0" + key)
+    if group is None:
+        d = Upstream(servers=(key,))  # the [upstream] defaults: timeouts, keepalive 32
+        peer = Peer(key, Target(host, port), max_fails=0)
+        group = Group(key, [peer], "round_robin", d.keepalive, float(d.connect_timeout),
+                      float(d.read_timeout), float(d.send_timeout))
+        groups["\0" + key] = group
+    return group
+
+
+def make_content(loc: Any, app: Any) -> Callable[[Any], None]:
+    """The content handler for ``loc.proxy_pass`` (see ``ProxyHandler``)."""
+    name, host, port, prefix = parse_proxy_pass(loc.proxy_pass, app.cfg.upstream)
+    if name is not None:
+        group = groups_for(app)[name]
+        proxy_host = name
+    else:
+        group = _direct_group(app, host, port)
+        shown = f"[{host}]" if ":" in host else host
+        proxy_host = shown if port == 80 else f"{shown}:{port}"
+    modifier, pattern = parse_match(loc.match)
+    match_prefix = pattern if modifier in ("", "^~", "=") else None
+    if prefix and match_prefix is None:
+        app.log.warning("%s: proxy_pass with a URI part in a regex location: the URI part is "
+                        "ignored, the request URI is passed unchanged", loc.path)
+        prefix = ""
+    return ProxyHandler(group, proxy_host, prefix or None, match_prefix,
+                        dict(loc.proxy_set_header), loc.path)
+
+
+def stats() -> dict[str, dict]:
+    """This worker's view of every upstream group (peers, state, active, requests, fails)."""
+    return {name: g.stats() for name, g in _CURRENT[0].items() if not name.startswith("\0")}

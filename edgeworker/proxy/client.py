@@ -1,0 +1,299 @@
+"""A small streaming HTTP/1.1 client on gevent sockets and ``httptools.HttpResponseParser``.
+
+Used by the proxy (``handler.py``) and by ``edgeworker.http.request``. Nothing here knows about
+balancing: it connects to one address, sends bytes, and reads one response at a time.
+
+Errors are ``UpstreamError`` with the nginx status they map to: ``502`` for refused, reset,
+closed-too-early and invalid responses, ``504`` (``UpstreamTimeout``) when ``connect_timeout``,
+``send_timeout`` (between two writes) or ``read_timeout`` (between two reads) passes.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+
+RECV_SIZE = 65536
+_NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+_PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
+
+
+class UpstreamError(Exception):
+    """An upstream exchange failed. ``status`` is what the client gets (502, or 504 for
+    timeouts); ``sent`` is True once any request byte may have reached the upstream."""
+
+    status = 502
+
+    def __init__(self, reason: str, sent: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.sent = sent
+
+
+class UpstreamTimeout(UpstreamError):
+    """connect/send/read timeout: 504."""
+
+    status = 504
+
+
+class UpConn:
+    """One connection to an upstream address (possibly reused from a pool)."""
+
+    __slots__ = ("sock", "key", "requests", "idle_since", "reused")
+
+    def __init__(self, sock: socket.socket, key: tuple) -> None:
+        self.sock = sock
+        self.key = key
+        self.requests = 0
+        self.idle_since = 0.0
+        self.reused = False
+
+    def alive(self) -> bool:
+        """True if an idle connection still looks usable: the peer has not closed it and has
+        sent nothing unexpected (one non-blocking ``MSG_PEEK``)."""
+        raw = getattr(self.sock, "_sock", self.sock)
+        try:
+            raw.recv(1, _PEEK)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        return False  # EOF (b"") or stray bytes: either way not reusable
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def send(self, data: bytes, timeout: float) -> None:
+        """Write ``data`` whole; ``send_timeout`` applies between two writes."""
+        sock = self.sock
+        sock.settimeout(timeout)
+        try:
+            sent = sock.send(data)
+            while sent < len(data):
+                data = data[sent:]
+                sent = sock.send(data)
+        except TimeoutError:
+            raise UpstreamTimeout("upstream timed out while sending request") from None
+        except OSError as exc:
+            raise UpstreamError(f"error while sending request to upstream: {exc}") from None
+
+
+def connect(addr: tuple, timeout: float, key: tuple, tls_host: str | None = None) -> UpConn:
+    """Open a TCP connection to ``addr`` (``(ip, port)`` or an IPv6 tuple) within ``timeout``.
+
+    ``tls_host`` wraps the socket in TLS (verified against that name), for https URLs.
+    Raises ``UpstreamTimeout`` or ``UpstreamError`` (refused, unreachable) with ``sent=False``.
+    """
+    family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(addr)
+        sock.setsockopt(*_NODELAY)
+        if tls_host is not None:
+            sock = _tls_context().wrap_socket(sock, server_hostname=tls_host)
+    except TimeoutError:
+        sock.close()
+        raise UpstreamTimeout("upstream timed out while connecting", sent=False) from None
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        if tls_host is not None and type(exc).__module__ == "ssl":
+            reason = f"TLS handshake failed: {exc}"
+        raise UpstreamError(f"connect() failed ({reason})", sent=False) from None
+    return UpConn(sock, key)
+
+
+_TLS = None
+
+
+def _tls_context():
+    global _TLS
+    if _TLS is None:
+        import ssl
+
+        _TLS = ssl.create_default_context()
+    return _TLS
+
+
+class Response:
+    """The response being read from an ``UpConn``: head first (``read_head``), then the body
+    piece by piece (``body()``), without holding it whole.
+
+    After ``read_head``: ``status``, ``raw_headers`` (``[(name, value)]`` bytes as received),
+    ``version``; ``done`` is True when the whole body already arrived (``pending`` holds it).
+    ``reusable`` tells, once the body is read, whether the connection may go back to a pool.
+    """
+
+    __slots__ = (
+        "conn",
+        "read_timeout",
+        "head_only",
+        "parser",
+        "status",
+        "version",
+        "raw_headers",
+        "pending",
+        "head_done",
+        "done",
+        "keep_alive",
+        "close_delimited",
+        "upgraded",
+        "tail",
+        "_info",
+        "_framed",
+        "received",
+        "length",
+    )
+
+    def __init__(self, conn: UpConn, read_timeout: float, head_only: bool = False) -> None:
+        self.conn = conn
+        self.read_timeout = read_timeout
+        self.head_only = head_only  # HEAD request: the response has no body whatever it says
+        self.parser = HttpResponseParser(self)
+        self.status = 0
+        self.version = "1.1"
+        self.raw_headers: list[tuple[bytes, bytes]] = []
+        self.pending: list[bytes] = []
+        self.head_done = False
+        self.done = False
+        self.keep_alive = False
+        self.close_delimited = False
+        self.upgraded = False
+        self.tail = b""
+        self._info = False
+        self._framed = False
+        self.received = 0
+        self.length: int | None = None  # Content-Length of the response, when given
+
+    # ---------------------------------------------------------------- parser callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.raw_headers.append((name, value))
+        if len(name) in (14, 17):
+            lname = name.lower()
+            if lname == b"content-length":
+                self._framed = True
+                if value.isdigit():
+                    self.length = int(value)
+            elif lname == b"transfer-encoding":
+                self._framed = True
+                self.length = None
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self._info = True  # 100 Continue, 103 Early Hints: skipped
+            self.raw_headers = []
+            self._framed = False
+            self.length = None
+            return
+        self.status = status
+        self.version = self.parser.get_http_version()
+        self.head_done = True
+        if self.head_only or status == 204 or status == 304:
+            self.done = True
+            self.keep_alive = self.parser.should_keep_alive()
+        elif status != 101 and not self._framed:
+            self.close_delimited = True
+
+    def on_body(self, data: bytes) -> None:
+        if not self.done:
+            self.pending.append(data)
+
+    def on_message_complete(self) -> None:
+        if self._info:
+            self._info = False
+            return
+        if not self.done:
+            self.done = True
+            self.keep_alive = self.parser.should_keep_alive() and not self.close_delimited
+
+    # ---------------------------------------------------------------- reading
+    def _feed(self) -> bool:
+        """Read once and parse; False on EOF."""
+        sock = self.conn.sock
+        try:
+            data = sock.recv(RECV_SIZE)
+        except TimeoutError:
+            raise UpstreamTimeout("upstream timed out while reading response") from None
+        except OSError as exc:
+            raise UpstreamError(f"error while reading response from upstream: {exc}") from None
+        if not data:
+            return False
+        self.received += len(data)
+        try:
+            self.parser.feed_data(data)
+        except HttpParserUpgrade as exc:
+            self.upgraded = True
+            self.tail = data[exc.args[0] :]
+        except HttpParserError as exc:
+            if self.done and self.head_only:
+                return True  # bytes after a HEAD response: ignored, connection not reused
+            raise UpstreamError(f"upstream sent an invalid response: {exc}") from None
+        return True
+
+    def read_head(self) -> None:
+        """Read until the response head is complete (a 101 included).
+
+        Raises ``UpstreamTimeout`` (no byte within ``read_timeout``) or ``UpstreamError``
+        (closed, reset, or not HTTP).
+        """
+        self.conn.sock.settimeout(self.read_timeout)
+        while not self.head_done:
+            if not self._feed():
+                if self.received:
+                    raise UpstreamError("upstream prematurely closed connection while reading "
+                                        "response header")
+                raise UpstreamError("upstream closed the connection without answering")
+
+    def body(self) -> Iterator[bytes]:
+        """The body pieces as they arrive (de-chunked). A close-delimited body ends at EOF;
+        any other EOF before the end raises ``UpstreamError`` ("prematurely closed")."""
+        while True:
+            if self.pending:
+                pieces = self.pending
+                self.pending = []
+                yield from pieces
+            if self.done:
+                return
+            if not self._feed():
+                if self.close_delimited:
+                    self.done = True
+                    self.keep_alive = False
+                    continue
+                raise UpstreamError("upstream prematurely closed connection while reading "
+                                    "upstream")
+
+    def read_all(self, limit: int | None = None) -> bytes:
+        """The whole body (``limit``: stop early with ``UpstreamError`` past that size)."""
+        out = []
+        size = 0
+        for piece in self.body():
+            out.append(piece)
+            size += len(piece)
+            if limit is not None and size > limit:
+                raise UpstreamError(f"response body larger than {limit} bytes")
+        return b"".join(out)
+
+    @property
+    def reusable(self) -> bool:
+        """The body was read to its end and the upstream keeps the connection."""
+        return self.done and self.keep_alive and not self.upgraded
+
+
+def chunked(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """Frame ``pieces`` as a chunked body (ending with the last chunk)."""
+    for piece in pieces:
+        if piece:
+            yield b"%x\r\n%b\r\n" % (len(piece), piece)
+    yield b"0\r\n\r\n"
+
+
+def monotonic() -> float:
+    return time.monotonic()

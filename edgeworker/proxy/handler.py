@@ -1,0 +1,490 @@
+"""The ``proxy_pass`` content handler.
+
+``ProxyHandler(req)`` builds the upstream request (nginx's URI rules, forwarding headers,
+hop-by-hop headers stripped, framing rebuilt), picks a peer, sends, and relays the response
+(streamed; header_filter/body_filter apply), retrying the next peer when nginx would. See the
+README section "Reverse proxy" for every rule; the module docstrings of ``balancer``, ``pool``
+and ``client`` for the parts.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote_from_bytes
+
+from ..http.headers import Headers
+from ..request import RequestExit
+from ..uri import BadURI, normalize_path
+from .balancer import Group, Peer
+from .client import Response, UpConn, UpstreamError, UpstreamTimeout, connect
+from .output import finish, send_body, send_head
+from .resolver import ResolveError
+
+log = logging.getLogger("edgeworker")
+
+#: request bodies up to this size are read before connecting, sent with the head in one write,
+#: and can be replayed on the next peer; larger ones are streamed (and never retried)
+BODY_BUFFER = 65536
+#: responses whose whole body arrived with the head (up to this size) go out in one write
+_SMALL = 65536
+
+# never forwarded upstream (rebuilt by us or hop-by-hop)
+_REQ_DROP = frozenset((
+    b"host", b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
+    b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade",
+    b"content-length", b"expect", b"x-real-ip", b"x-forwarded-proto", b"x-forwarded-for",
+))
+# never relayed to the client (hop-by-hop; framing, Date and Server are the connection's)
+_RESP_DROP = frozenset((
+    b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate", b"te",
+    b"trailer", b"transfer-encoding", b"upgrade", b"content-length", b"date", b"server",
+))
+# nginx: these are not retried once the request was sent (proxy_next_upstream non_idempotent)
+NON_IDEMPOTENT = frozenset(("POST", "LOCK", "PATCH"))
+_SAFE = b"/:@!$&'()*+,;=-._~"
+
+
+class _NoLiveUpstreams(UpstreamError):
+    pass
+
+
+class ProxyHandler:
+    """Content handler for one location's ``proxy_pass``."""
+
+    def __init__(self, group: Group, proxy_host: str, prefix: str | None, match_prefix: str | None,
+                 set_headers: dict[str, str], location_path: str = "") -> None:
+        self.group = group
+        self.prefix = prefix  # None: pass the request URI as is
+        self.match_prefix = match_prefix  # the location's prefix (None for regex locations)
+        self.where = location_path
+        fixed: list[bytes] = []
+        dynamic: list[tuple[bytes, str]] = []
+        own = {name.lower() for name in set_headers}
+        if "host" not in own:
+            fixed.append(b"Host: " + proxy_host.encode("latin-1") + b"\r\n")
+        for name, value in set_headers.items():
+            if value == "":
+                continue  # nginx: an empty value removes the header
+            if "$" in value:
+                dynamic.append((name.encode("latin-1"), value))
+            else:
+                fixed.append(name.encode("latin-1") + b": " + value.encode("latin-1") + b"\r\n")
+        self.fixed = b"".join(fixed)
+        self.dynamic = tuple(dynamic)
+        self.drop = _REQ_DROP | frozenset(n.encode("latin-1") for n in own)
+        self.add_xff = "x-forwarded-for" not in own
+        self.add_real_ip = "x-real-ip" not in own
+        self.add_proto = "x-forwarded-proto" not in own
+        self.keepalive = group.pool.size > 0
+        self.ip_hash = group.balance == "ip_hash"
+
+    # ------------------------------------------------------------------ request
+    def _target(self, req: Any) -> bytes:
+        head = req._head
+        uri = req.uri
+        changed = False
+        try:
+            changed = normalize_path(head.path) != uri
+        except BadURI:  # pragma: no cover - the server rejected such requests already
+            changed = True
+        if self.prefix is None or changed:
+            if not changed:
+                raw = req.request_uri
+                if raw.startswith("/"):
+                    return raw.encode("latin-1")
+                return head.path + (b"?" + head.query if head.query else b"")
+            path = uri
+        else:
+            mp = self.match_prefix
+            path = self.prefix + uri[len(mp):] if mp and uri.startswith(mp) else self.prefix
+        target = quote_from_bytes(path.encode("utf-8", "surrogateescape"), _SAFE).encode()
+        if req.query_string:
+            target += b"?" + req.query_string.encode("latin-1")
+        return target
+
+    def _head(self, req: Any, length: int | None, upgrade: bytes | None) -> bytes:
+        head = req._head
+        parts = [req.method.encode(), b" ", self._target(req), b" HTTP/1.1\r\n", self.fixed]
+        raw = head.headers if req._headers is None else req._headers.raw()
+        drop = self.drop
+        conn_tokens: list[bytes] | None = None
+        xff: list[bytes] = []
+        for name, value in raw:
+            lname = name.lower()
+            if lname in drop:
+                if lname == b"connection":
+                    conn_tokens = [t.strip().lower() for t in value.split(b",")]
+                elif lname == b"x-forwarded-for" and self.add_xff:
+                    xff.append(value)
+                continue
+            parts.append(name + b": " + value + b"\r\n")
+        if conn_tokens:  # headers named by Connection are hop-by-hop too
+            keep = [p for p in parts[5:] if p.split(b":", 1)[0].lower() not in conn_tokens]
+            parts[5:] = keep
+        addr = req.remote_addr.encode()
+        if self.add_xff:
+            xff.append(addr)
+            parts.append(b"X-Forwarded-For: " + b", ".join(xff) + b"\r\n")
+        if self.add_real_ip:
+            parts.append(b"X-Real-IP: " + addr + b"\r\n")
+        if self.add_proto:
+            parts.append(b"X-Forwarded-Proto: " + req.scheme.encode() + b"\r\n")
+        if self.dynamic:
+            var = req.var
+            for name, template in self.dynamic:
+                value = var.expand(template)
+                if value and "\r" not in value and "\n" not in value:
+                    parts.append(name + b": " + value.encode("latin-1", "replace") + b"\r\n")
+        if upgrade is not None:
+            parts.append(b"Upgrade: " + upgrade + b"\r\nConnection: upgrade\r\n")
+        elif not self.keepalive:
+            parts.append(b"Connection: close\r\n")
+        if length is not None:
+            if length or req.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
+                parts.append(b"Content-Length: %d\r\n" % length)
+        else:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def _body(self, req: Any) -> tuple[bytes | None, Iterator[bytes] | None, int | None]:
+        """(buffered body, rest to stream, Content-Length or None for chunked)."""
+        head = req._head
+        if req._body is not None:
+            return req._body, None, len(req._body)
+        if head.content_length is None and not head.chunked:
+            return b"", None, 0
+        it = req._conn.iter_body(req)
+        pieces: list[bytes] = []
+        size = 0
+        for piece in it:
+            pieces.append(piece)
+            size += len(piece)
+            if size > BODY_BUFFER:
+                return b"".join(pieces), it, head.content_length  # stream the rest
+        return b"".join(pieces), None, size
+
+    # ------------------------------------------------------------------ the handler
+    def __call__(self, req: Any) -> None:
+        group = self.group
+        head = req._head
+        upgrade = head.upgrade
+        body, rest, length = self._body(req)
+        replayable = rest is None
+        request_head = self._head(req, length, upgrade)
+        method = req.method
+        client = req.binary_remote_addr if self.ip_hash else b""
+        tried = 0
+        addrs: list[str] = []
+        statuses: list[str] = []
+        times: list[str] = []
+        error: UpstreamError | None = None
+        peer: Peer | None = None
+        for _ in range(group.max_tries):
+            peer = group.select(tried, client)
+            if peer is None:
+                break
+            tried |= 1 << peer.index
+            t0 = time.monotonic()
+            peer.conns += 1
+            peer.requests += 1
+            addr_text = peer.name
+            try:
+                addr = peer.target.next_address()
+                addr_text = _addr_text(addr)
+                resp = self._exchange(req, peer, addr, request_head, body, rest, length)
+            except ResolveError as exc:
+                peer.conns -= 1
+                error = UpstreamError(str(exc), sent=False)
+            except UpstreamError as exc:
+                peer.conns -= 1
+                error = exc
+            except BaseException:
+                peer.conns -= 1
+                raise
+            else:
+                group.succeeded(peer)
+                addrs.append(addr_text)
+                statuses.append(str(resp.status))
+                try:
+                    self._relay(req, resp, peer, addrs, statuses, times, t0)
+                finally:
+                    peer.conns -= 1
+                return None
+            # the attempt failed
+            group.failed(peer)
+            addrs.append(addr_text)
+            statuses.append(str(error.status))
+            times.append(f"{time.monotonic() - t0:.3f}")
+            self._log_error(req, error, addr_text)
+            if not replayable or (error.sent and method in NON_IDEMPOTENT):
+                break
+        if peer is None and not addrs:
+            log.error('no live upstreams while connecting to upstream "%s", client: %s, '
+                      'request: "%s %s"', group.name, req.remote_addr, method, req.request_uri)
+            error = _NoLiveUpstreams("no live upstreams", sent=False)
+            addrs.append(group.name)
+            statuses.append("502")
+            times.append("0.000")
+        self._set_vars(req, addrs, statuses, times)
+        req.keep_alive = req.keep_alive and replayable
+        req.exit(error.status if error is not None else 502)
+        return None
+
+    def _exchange(self, req: Any, peer: Peer, addr: tuple, request_head: bytes,
+                  body: bytes | None, rest: Iterator[bytes] | None, length: int | None
+                  ) -> Response:
+        group = self.group
+        key = addr
+        for attempt in (0, 1):
+            conn = group.pool.get(key) if attempt == 0 else None
+            if conn is None:
+                conn = connect(addr, group.connect_timeout, key)
+            try:
+                self._send(conn, request_head, body, rest, length)
+                resp = Response(conn, group.read_timeout, head_only=req.method == "HEAD")
+                resp.read_head()
+                return resp
+            except UpstreamTimeout:
+                conn.close()
+                raise
+            except UpstreamError:
+                conn.close()
+                # an idle keep-alive connection the upstream closed just now: one fresh retry,
+                # for requests that can be replayed and were not answered at all
+                if not conn.reused or rest is not None or req.method in NON_IDEMPOTENT:
+                    raise
+            except BaseException:
+                conn.close()
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send(self, conn: UpConn, request_head: bytes, body: bytes | None,
+              rest: Iterator[bytes] | None, length: int | None) -> None:
+        timeout = self.group.send_timeout
+        chunked = length is None
+        if rest is None:
+            if chunked:  # pragma: no cover - small bodies are always sent with a length
+                conn.send(request_head + b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body), timeout)
+            elif len(body) <= BODY_BUFFER:
+                conn.send(request_head + body, timeout)
+            else:
+                conn.send(request_head, timeout)
+                conn.send(body, timeout)
+            return
+        # streaming: the buffered start, then the rest as it arrives from the client
+        if chunked:
+            conn.send(request_head + b"%x\r\n%b\r\n" % (len(body), body), timeout)
+            for piece in rest:
+                if piece:
+                    conn.send(b"%x\r\n%b\r\n" % (len(piece), piece), timeout)
+            conn.send(b"0\r\n\r\n", timeout)
+        else:
+            conn.send(request_head + body, timeout)
+            for piece in rest:
+                conn.send(piece, timeout)
+
+    # ------------------------------------------------------------------ response
+    def _relay(self, req: Any, resp: Response, peer: Peer, addrs: list[str],
+               statuses: list[str], times: list[str], t0: float) -> None:
+        upconn = resp.conn
+        pool = self.group.pool
+        status = resp.status
+        if status == 101:
+            if req._head.upgrade is None:
+                upconn.close()
+                times.append(f"{time.monotonic() - t0:.3f}")
+                self._set_vars(req, addrs, statuses, times)
+                log.error("upstream sent 101 to a request without Upgrade, client: %s",
+                          req.remote_addr)
+                req.exit(502)
+            self._set_vars(req, addrs, statuses, times)
+            _tunnel(req, resp, self.group.read_timeout)
+            times.append(f"{time.monotonic() - t0:.3f}")
+            self._set_vars(req, addrs, statuses, times)
+            return
+        if req._head.upgrade is not None:
+            req.keep_alive = False  # upgrade declined: do not parse the rest as HTTP
+        req.status = status
+        filtered = []
+        conn_tokens: set[bytes] = set()
+        for name, value in resp.raw_headers:
+            lname = name.lower()
+            if lname in _RESP_DROP:
+                if lname == b"connection":
+                    conn_tokens.update(t.strip().lower() for t in value.split(b","))
+                continue
+            filtered.append((name, value))
+        if conn_tokens:
+            filtered = [(n, v) for n, v in filtered if n.lower() not in conn_tokens]
+        rh = req._resp_headers
+        if rh is None or not len(rh):
+            req._resp_headers = Headers.from_raw(filtered)
+        else:
+            for name, value in filtered:
+                rh.add(name.decode("latin-1"), value.decode("latin-1"))
+        length = resp.length
+        head_only = req.method == "HEAD"
+        raw = length is not None and not req.location.body_filter
+        if not resp.done and not head_only and length is not None and length <= _SMALL:
+            try:  # a small body that came in a separate packet: still one write to the client
+                resp.pending = [resp.read_all(length)]
+            except UpstreamError as exc:
+                return self._cut(req, resp, exc, addrs, statuses, times, t0)
+        if resp.done or head_only:
+            body = b"".join(resp.pending) if resp.pending else b""
+            if resp.done and resp.reusable:
+                pool.put(upconn)
+            else:
+                upconn.close()
+            times.append(f"{time.monotonic() - t0:.3f}")
+            self._set_vars(req, addrs, statuses, times)
+            if head_only and length is not None and not req.location.body_filter:
+                send_head(req, length)
+                finish(req)
+            else:
+                req._conn.send_response(req, body)
+            return
+        ok = False
+        try:
+            if raw:
+                send_head(req, length)
+                for piece in resp.body():
+                    send_body(req, piece)
+            else:
+                stream = req._conn.stream
+                for piece in resp.body():
+                    stream(req, piece, False)
+            ok = resp.reusable
+        except UpstreamError as exc:
+            return self._cut(req, resp, exc, addrs, statuses, times, t0)
+        finally:
+            if ok:
+                pool.put(upconn)
+            else:
+                upconn.close()
+        times.append(f"{time.monotonic() - t0:.3f}")
+        self._set_vars(req, addrs, statuses, times)
+        if raw:
+            finish(req)
+        else:
+            req._conn.stream(req, b"", True)
+
+    def _cut(self, req: Any, resp: Response, exc: UpstreamError, addrs: list[str],
+             statuses: list[str], times: list[str], t0: float) -> None:
+        """The upstream failed in the middle of the body."""
+        resp.conn.close()
+        times.append(f"{time.monotonic() - t0:.3f}")
+        self._set_vars(req, addrs, statuses, times)
+        self._log_error(req, exc, addrs[-1], "while reading upstream")
+        if not req.headers_sent:
+            req.exit(exc.status)
+        # the response is cut: close the client connection without completing the body (no
+        # last chunk, fewer bytes than Content-Length), so the client sees the truncation
+        req.keep_alive = False
+        req._eof = True
+
+    @staticmethod
+    def _set_vars(req: Any, addrs: list[str], statuses: list[str], times: list[str]) -> None:
+        var = req.var
+        var.set_builtin("upstream_addr", ", ".join(addrs))
+        var.set_builtin("upstream_status", ", ".join(statuses))
+        if times:
+            var.set_builtin("upstream_response_time", ", ".join(times))
+
+    def _log_error(self, req: Any, exc: UpstreamError, addr: str,
+                   context: str = "") -> None:
+        log.error('%s%s, client: %s, request: "%s %s HTTP/%s", upstream: "http://%s"',
+                  exc.reason, f" {context}" if context else "", req.remote_addr, req.method,
+                  req.request_uri, req.http_version, addr)
+
+
+def _addr_text(addr: tuple) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# ---------------------------------------------------------------------- upgrade tunnel
+def _tunnel(req: Any, resp: Response, idle_timeout: float) -> None:
+    """Relay the 101 head, take over the client socket and copy bytes both ways until both
+    sides close or nothing moves for ``idle_timeout`` seconds (proxy_read_timeout)."""
+    import gevent
+
+    upconn = resp.conn
+    lines = [b"HTTP/1.1 101 Switching Protocols\r\n"]
+    for name, value in resp.raw_headers:
+        lname = name.lower()
+        if lname in (b"content-length", b"transfer-encoding", b"keep-alive"):
+            continue
+        lines.append(name + b": " + value + b"\r\n")
+    lines.append(b"\r\n")
+    conn = req._conn
+    req.status = 101
+    conn._sendall(b"".join(lines))
+    req.headers_sent = True
+    req._eof = True
+    client, leftover = conn.detach(req)
+    upstream = upconn.sock
+    last = [time.monotonic()]
+    sent = [0]
+    try:
+        if resp.tail:
+            client.sendall(resp.tail)
+        if leftover:
+            upstream.sendall(leftover)
+        back = gevent.spawn(_pipe, upstream, client, idle_timeout, last, sent)
+        _pipe(client, upstream, idle_timeout, last, None)
+        back.join(timeout=idle_timeout)
+        back.kill(block=False)
+    finally:
+        req.body_bytes_sent = sent[0]
+        upconn.close()
+        try:
+            client.close()
+        except OSError:
+            pass
+
+
+def _pipe(src: socket.socket, dst: socket.socket, idle: float, last: list[float],
+          counter: list[int] | None) -> None:
+    src.settimeout(min(idle, 5.0))
+    while True:
+        try:
+            data = src.recv(65536)
+        except TimeoutError:
+            if time.monotonic() - last[0] > idle:
+                _close_both(src, dst)
+                return
+            continue
+        except OSError:
+            _close_both(src, dst)
+            return
+        if not data:
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            return
+        last[0] = time.monotonic()
+        try:
+            dst.sendall(data)
+        except OSError:
+            _close_both(src, dst)
+            return
+        if counter is not None:
+            counter[0] += len(data)
+
+
+def _close_both(a: socket.socket, b: socket.socket) -> None:
+    for s in (a, b):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+__all__ = ["ProxyHandler", "RequestExit"]

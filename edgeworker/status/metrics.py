@@ -1,0 +1,422 @@
+"""Server-wide counters in shared memory, batched per worker (the nginx-lua-prometheus model).
+
+Each worker counts into plain Python lists and dicts on the hot path (a dict lookup and a few
+increments per request) and a worker timer flushes the deltas into one internal shared-memory
+zone every :data:`FLUSH_INTERVAL` seconds with atomic ``incr``. Every reader (the status
+endpoints, in whichever worker serves them) sums from that zone, so every worker answers the same
+figures, at most about one flush interval stale. The zone is created by the master before it
+forks (:func:`create_zone`) and survives reloads, so counters keep counting across them.
+
+Public API for other parts of edgeworker and for handler code (all are no-ops in a process
+that is not an edgeworker worker or master, e.g. a unit test importing a handler):
+
+- :func:`count` ``(name, n=1)``: a named event counter (``limit_rejections``, ``jwt_rejections``
+  or any ``[a-z_][a-z0-9_]*`` name);
+- :func:`upstream_event` ``(upstream, peer, status, response_time=None, *, sent=0, received=0)``:
+  one attempt against an upstream peer finished (``status=None``: it failed: refused, reset,
+  timed out);
+- :func:`upstream_state` ``(upstream, peer, state)``: a peer changed state (``"up"``,
+  ``"down"``, ``"unavailable"``...).
+
+Zone layout: keys are fields joined by ``\\x1f``: ``loc␟zone␟location␟field`` (per location:
+``s<code>`` responses by status code, ``received``, ``sent``, ``time``, ``b<i>`` histogram
+bucket counts), ``ups␟upstream␟peer␟field``, ``upstate␟upstream␟peer`` (JSON), ``cnt␟name``,
+``conn␟accepted``, ``err␟flush``, ``g␟pid`` (a worker's gauges, JSON, expiring), ``w␟pid`` (a
+worker record written by the master, JSON), ``master`` (JSON), ``reloads``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from bisect import bisect_left
+from typing import Any
+
+import msgspec
+
+from .. import runtime
+
+#: Name of the internal zone (its POSIX name is ``/edgeworker.<master pid>.@status``). User
+#: zone names must match ``[A-Za-z_][A-Za-z0-9_-]*``, so this one can never clash with them.
+ZONE_NAME = "@status"
+DEFAULT_ZONE_SIZE = 1024 * 1024
+#: Seconds between two flushes of a worker's counters into the zone.
+FLUSH_INTERVAL = 0.5
+#: A worker's gauges (connections, timers) expire from the zone after this long without a flush.
+GAUGE_TTL = 3.0
+#: Request-time histogram bounds (seconds), ``+Inf`` implied.
+BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+SEP = "\x1f"
+NO_LOCATION = "-"  # location label of requests that matched no location
+#: Event counters always present (0 until counted).
+WELL_KNOWN_COUNTERS = ("limit_rejections", "jwt_rejections")
+
+# Slot layout of a location's counters (one list per location, see WorkerMetrics.on_request).
+RECEIVED, SENT, TIME = 0, 1, 2
+BUCKET0 = 3
+SLOT_LEN = BUCKET0 + len(BUCKETS) + 1
+_SLOT_FIELDS = ("received", "sent", "time") + tuple(f"b{i}" for i in range(len(BUCKETS) + 1))
+# upstream peer slot
+U_FAILS, U_SENT, U_RECEIVED, U_TIME, U_TIMED = 0, 1, 2, 3, 4
+_UPS_FIELDS = ("fails", "sent", "received", "time", "timed")
+
+_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.decode
+
+_zone: Any = None  # the shm.SharedDict, set in the master before fork (inherited)
+_worker: WorkerMetrics | None = None  # this worker's counters
+
+
+# --------------------------------------------------------------------------------- the zone
+def create_zone(master_pid: int, size: int = DEFAULT_ZONE_SIZE) -> Any:
+    """Master, at start: create the internal zone (a leftover of a crashed server with the same
+    pid is removed first) and make it this process's (and its future workers') zone."""
+    from shm import SharedDict
+
+    from ..zones import zone_name
+
+    global _zone
+    name = zone_name(ZONE_NAME, master_pid)
+    SharedDict.remove(name)
+    _zone = SharedDict.create(name, size)
+    return _zone
+
+
+def install_zone(zone: Any) -> None:
+    """Use ``zone`` (a ``shm.SharedDict``) as the metrics zone of this process (tests, tools)."""
+    global _zone
+    _zone = zone
+
+
+def zone() -> Any:
+    """The metrics zone of this process, or None outside an edgeworker server."""
+    return _zone
+
+
+def close_zone() -> None:
+    """Master, at exit: unlink and close the zone."""
+    global _zone
+    z, _zone = _zone, None
+    if z is not None:
+        try:
+            z.unlink()
+        finally:
+            z.close()
+
+
+def key(*parts: object) -> str:
+    """The zone key of a series (its parts joined by ``\\x1f``)."""
+    return SEP.join(map(str, parts))
+
+
+# ------------------------------------------------------------------------ master records
+def _set_json(k: str, value: Any, exptime: float = 0) -> None:
+    z = _zone
+    if z is None:
+        return
+    try:
+        z.set(k, _encode(value), exptime)
+    except Exception:  # a full zone must never break the master
+        runtime.log.exception("status zone: writing %r failed", k)
+
+
+def master_started(pid: int, generation: int) -> None:
+    """Master: record the server's start (pid, start time, generation)."""
+    now = time.time()
+    _set_json("master", {"pid": pid, "started": now, "load_time": now, "generation": generation})
+
+
+def reloaded(generation: int) -> None:
+    """Master: a reload succeeded; count it and record the new generation."""
+    z = _zone
+    if z is None:
+        return
+    raw = z.get("master")
+    doc = _decode(raw) if raw else {"pid": os.getpid(), "started": time.time()}
+    doc["generation"] = generation
+    doc["load_time"] = time.time()
+    _set_json("master", doc)
+    try:
+        z.incr("reloads", 1, init=0)
+    except Exception:
+        runtime.log.exception("status zone: counting the reload failed")
+
+
+def worker_spawned(pid: int, wid: int, generation: int, restarts: int) -> None:
+    """Master: a worker was forked (``restarts``: how often worker ``wid`` was respawned)."""
+    _set_json(key("w", pid), {"pid": pid, "id": wid, "generation": generation,
+                              "restarts": restarts, "started": time.time()})
+
+
+def worker_exited(pid: int) -> None:
+    """Master: a worker was reaped; drop its record and gauges."""
+    z = _zone
+    if z is None:
+        return
+    try:
+        z.delete(key("w", pid))
+        z.delete(key("g", pid))
+    except Exception:
+        runtime.log.exception("status zone: dropping worker %s failed", pid)
+
+
+# --------------------------------------------------------------------------- public API
+def count(name: str, n: int = 1) -> None:
+    """Add ``n`` to the event counter ``name`` (``[a-z_][a-z0-9_]*``; ``ValueError`` else).
+
+    In a worker the count is buffered and flushed with the others (≤ 1 s); in the master it goes
+    to the zone at once; elsewhere it is dropped. Shown in the JSON status under ``counters`` and
+    in Prometheus as ``edgeworker_<name>_total`` for the well-known names
+    (``limit_rejections``, ``jwt_rejections``) and ``edgeworker_events_total{name="…"}`` for
+    the others."""
+    w = _worker
+    if w is not None:
+        counters = w.counters
+        if name in counters:
+            counters[name] += n
+            return
+        _check_name(name)
+        counters[name] = n
+        return
+    _check_name(name)
+    if _zone is not None:
+        _zone.incr(key("cnt", name), n, init=0)
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(f"invalid counter name {name!r}: expected [a-z_][a-z0-9_]*")
+
+
+def upstream_event(upstream: str, peer: str, status: int | None,
+                   response_time: float | None = None, *, sent: int = 0,
+                   received: int = 0) -> None:
+    """One attempt against ``peer`` (``"host:port"``) of ``upstream`` finished.
+
+    ``status`` is the upstream's HTTP status, or None when the attempt failed (connect refused,
+    reset, timeout: counted in ``fails``). ``response_time`` in seconds (None: not measured);
+    ``sent``/``received`` bytes to/from the peer. Cheap: buffered like every counter."""
+    w = _worker
+    if w is None:
+        return
+    k = (upstream, peer)
+    slot = w.ups.get(k)
+    if slot is None:
+        slot = w.ups[k] = [[0] * len(_UPS_FIELDS), {}]
+        w.ups_last[k] = [[0] * len(_UPS_FIELDS), {}]
+    nums, codes = slot
+    if status is None:
+        nums[U_FAILS] += 1
+    else:
+        codes[status] = codes.get(status, 0) + 1
+    if response_time is not None:
+        nums[U_TIME] += response_time
+        nums[U_TIMED] += 1
+    if sent:
+        nums[U_SENT] += sent
+    if received:
+        nums[U_RECEIVED] += received
+
+
+def upstream_state(upstream: str, peer: str, state: str) -> None:
+    """``peer`` of ``upstream`` is now in ``state`` (e.g. ``"up"``, ``"down"``,
+    ``"unavailable"`` after ``max_fails``). Written to the zone at once (the last report of any
+    worker wins); shown until the next report."""
+    _set_json(key("upstate", upstream, peer),
+              {"state": state, "since": time.time(), "worker": runtime.worker.id})
+
+
+# ------------------------------------------------------------------------ the worker side
+def server_zone_names(cfg: Any) -> list[str]:
+    """The status zone name of each ``[[server]]``: its first server_name, else its first
+    listen address; a repeated name gets ``#<index>``."""
+    names: list[str] = []
+    for i, server in enumerate(cfg.server):
+        name = next((n for n in server.server_name if n), "") or (
+            server.listen[0] if server.listen else f"server[{i}]")
+        if name in names:
+            name = f"{name}#{i}"
+        names.append(name)
+    return names
+
+
+class WorkerMetrics:
+    """One worker's counters: hot-path increments, flushed as deltas into the zone."""
+
+    def __init__(self, app: Any, connections: set | None = None, timers: Any = None) -> None:
+        self.app = app
+        self.connections = connections if connections is not None else set()
+        self.timers = timers
+        self.accepted = 0
+        self.counters: dict[str, int] = {}
+        self.ups: dict[tuple[str, str], list] = {}
+        self.ups_last: dict[tuple[str, str], list] = {}
+        # location runtime (or server route, for requests matching no location) -> slot
+        self.slots: dict[Any, list] = {}
+        self._names: dict[int, tuple[str, str]] = {}  # id(slot) -> (zone, location)
+        self._last: dict[int, list] = {}
+        self._last_counters: dict[str, int] = {}
+        self._last_accepted = 0
+        self.errors = 0
+        self.zone_names = server_zone_names(app.cfg)
+        for si, server in enumerate(app.cfg.server):
+            for loc in server.location:
+                rt = app.runtimes.get(id(loc))
+                if rt is not None:
+                    self._new_slot(rt, self.zone_names[si], loc.match)
+        self.pid = os.getpid()
+
+    def _new_slot(self, owner: Any, zone_: str, location: str) -> list:
+        slot: list = [0] * SLOT_LEN
+        slot.append({})  # responses by status code
+        self.slots[owner] = slot
+        self._names[id(slot)] = (zone_, location)
+        last: list = [0] * SLOT_LEN
+        last.append({})
+        self._last[id(slot)] = last
+        return slot
+
+    # -- hot path --------------------------------------------------------------------------
+    def on_request(self, req: Any, _time=time.time, _bisect=bisect_left, _b=BUCKETS) -> None:
+        """Count one finished request (called by the App after the log phase)."""
+        slot = self.slots.get(req.location)
+        if slot is None:
+            slot = self._route_slot(req)
+        codes = slot[SLOT_LEN]
+        st = req.status
+        codes[st] = codes.get(st, 0) + 1
+        head = req._head
+        n = len(head.target) + len(head.method) + 12
+        for name, value in head.headers:
+            n += len(name) + len(value) + 4
+        cl = head.content_length
+        slot[RECEIVED] += n + cl if cl else n
+        slot[SENT] += req.body_bytes_sent
+        t = _time() - req.start_time
+        slot[TIME] += t
+        slot[BUCKET0 + _bisect(_b, t)] += 1
+
+    def _route_slot(self, req: Any) -> list:
+        route = req.server_route
+        owner = ("route", getattr(route, "index", -1))
+        slot = self.slots.get(owner)
+        if slot is None:
+            idx = owner[1]
+            zone_ = self.zone_names[idx] if 0 <= idx < len(self.zone_names) else "-"
+            slot = self._new_slot(owner, zone_, NO_LOCATION)
+        return slot
+
+    # -- flush -----------------------------------------------------------------------------
+    def flush_timer(self, premature: bool) -> None:
+        """The worker timer's callback (``edgeworker.timer.every``)."""
+        self.flush(in_timer=True)
+
+    def flush(self, in_timer: bool = False) -> None:
+        """Add every delta since the last flush to the zone, and refresh this worker's gauges."""
+        z = _zone
+        if z is None:
+            return
+        try:
+            self._flush(z, in_timer)
+        except Exception:
+            self.errors += 1
+            try:
+                z.incr("err" + SEP + "flush", 1, init=0)
+            except Exception:
+                pass
+            if self.errors == 1 or self.errors % 1000 == 0:
+                runtime.log.exception("status: flushing the metrics failed (%d times)", self.errors)
+
+    def _flush(self, z: Any, in_timer: bool) -> None:
+        incr = z.incr
+        if self.accepted != self._last_accepted:
+            acc = self.accepted
+            incr("conn" + SEP + "accepted", acc - self._last_accepted, init=0)
+            self._last_accepted = acc
+        for name, value in self.counters.items():
+            last = self._last_counters.get(name, 0)
+            if value != last:
+                incr("cnt" + SEP + name, value - last, init=0)
+                self._last_counters[name] = value
+        for slot in self.slots.values():
+            last = self._last[id(slot)]
+            if slot == last:
+                continue
+            zone_, location = self._names[id(slot)]
+            prefix = SEP.join(("loc", zone_, location, ""))
+            for i in range(SLOT_LEN):
+                d = slot[i] - last[i]
+                if d:
+                    incr(prefix + _SLOT_FIELDS[i], d, init=0)
+                    last[i] = slot[i]
+            self._flush_codes(incr, prefix, slot[SLOT_LEN], last[SLOT_LEN])
+        for k, (nums, codes) in list(self.ups.items()):
+            lnums, lcodes = self.ups_last[k]
+            prefix = SEP.join(("ups", k[0], k[1], ""))
+            for i in range(len(_UPS_FIELDS)):
+                d = nums[i] - lnums[i]
+                if d:
+                    incr(prefix + _UPS_FIELDS[i], d, init=0)
+                    lnums[i] = nums[i]
+            self._flush_codes(incr, prefix, codes, lcodes)
+        self._flush_gauges(z, in_timer)
+
+    @staticmethod
+    def _flush_codes(incr: Any, prefix: str, codes: dict, last: dict) -> None:
+        if codes == last:
+            return
+        for code, value in list(codes.items()):
+            d = value - last.get(code, 0)
+            if d:
+                incr(f"{prefix}s{code}", d, init=0)
+                last[code] = value
+
+    def _flush_gauges(self, z: Any, in_timer: bool) -> None:
+        reading = writing = idle = 0
+        for conn in list(self.connections):
+            if conn.busy:
+                writing += 1
+            elif conn.proto.in_head:
+                reading += 1
+            else:
+                idle += 1
+        pending = running = 0
+        t = self.timers
+        if t is not None:
+            pending = t.pending_count()
+            running = t.running_count() - (1 if in_timer else 0)  # not the flush itself
+        doc = {
+            "pid": self.pid,
+            "id": runtime.worker.id,
+            "generation": runtime.worker.generation,
+            "connections": {"active": reading + writing + idle, "reading": reading,
+                            "writing": writing, "idle": idle},
+            "timers": {"pending": pending, "running": max(0, running)},
+            "time": time.time(),
+        }
+        z.set(key("g", self.pid), _encode(doc), GAUGE_TTL)
+
+
+def start_worker(app: Any, connections: set, timers: Any) -> WorkerMetrics | None:
+    """Worker, at boot: create its counters, hook them into ``app`` (``app.record``) and start
+    the flush timer. Returns None (and counts nothing) when ``[main] metrics = false`` or no
+    zone exists."""
+    global _worker
+    if _zone is None or not getattr(app.cfg.main, "metrics", True):
+        _worker = None
+        return None
+    wm = WorkerMetrics(app, connections, timers)
+    _worker = wm
+    app.record = wm.on_request
+    timers.every(FLUSH_INTERVAL, wm.flush_timer)
+    wm.flush()  # the gauges show up at once
+    return wm
+
+
+def current() -> WorkerMetrics | None:
+    """This worker's counters (None outside a worker or with metrics off)."""
+    return _worker
