@@ -56,6 +56,7 @@ class LocationRuntime:
         "body_filter",
         "log",
         "default_type",
+        "content_type_line",
         "add_header",
         "client_max_body_size",
     )
@@ -86,6 +87,7 @@ class LocationRuntime:
                 self.content = _feature(factory, key, path)(conf, app)
         self.return_ = getattr(conf, "return_", None)
         self.default_type = conf.default_type
+        self.content_type_line = b"\r\nContent-Type: " + conf.default_type.encode("latin-1")
         self.add_header = tuple(
             (name.encode("latin-1"), value) for name, value in (conf.add_header or {}).items()
         )

@@ -41,6 +41,20 @@ _DISCARD_LIMIT = 1 << 20
 DRAIN_GRACE = 1.0
 
 
+_KEEP_ALIVE = b"\r\nConnection: keep-alive\r\n\r\n"
+_CLOSE = b"\r\nConnection: close\r\n\r\n"
+_date_line = [-1, b""]
+
+
+def _server_date() -> bytes:
+    """``Server`` and ``Date`` header lines, formatted once per second."""
+    now = int(time.time())
+    if now != _date_line[0]:
+        _date_line[1] = b"Server: edgeworker\r\nDate: " + http_date().encode()
+        _date_line[0] = now
+    return _date_line[1]
+
+
 _clock = time.perf_counter
 SLICE = 0.002  # seconds a connection may be served without yielding to the others
 _BLOCKED = 0.00005  # a recv that took longer than this waited in the hub
@@ -302,7 +316,7 @@ class Connection:
         status = req.status
         loc = req.location
         keep = req.keep_alive and not self.closing
-        parts = [status_line(status, "1.1"), b"Server: edgeworker\r\nDate: ", http_date().encode()]
+        parts = [status_line(status, "1.1"), _server_date()]
         rh = req._resp_headers
         has_ct = False
         if rh is not None:
@@ -312,25 +326,29 @@ class Connection:
                     continue  # framing is ours, never the handler's
                 if lname == "content-type":
                     has_ct = True
-                parts.append(b"\r\n" + name.encode("latin-1") + b": " + value.encode("latin-1"))
+                parts.append(f"\r\n{name}: {value}".encode("latin-1"))
         if loc is not None and loc.add_header and status in ADD_HEADER_STATUS:
             for name, value in loc.add_header:
                 parts.append(b"\r\n" + name + b": " + req.var.expand(value).encode("latin-1"))
-        if not has_ct and status not in _NO_BODY_STATUS:
+        no_body = status in _NO_BODY_STATUS or status < 200
+        if not has_ct and not no_body:
             ct = req.content_type
-            if ct is None:
-                ct = loc.default_type if loc is not None else "text/plain"
-            parts.append(b"\r\nContent-Type: " + ct.encode("latin-1"))
-        if status in _NO_BODY_STATUS or 100 <= status < 200:
+            if ct is not None:
+                parts.append(b"\r\nContent-Type: " + ct.encode("latin-1"))
+            elif loc is not None:
+                parts.append(loc.content_type_line)
+            else:
+                parts.append(b"\r\nContent-Type: text/plain")
+        if no_body:
             pass
         elif length is not None:
-            parts.append(b"\r\nContent-Length: " + str(length).encode())
+            parts.append(b"\r\nContent-Length: %d" % length)
         elif req.http_version == "1.1":
             parts.append(b"\r\nTransfer-Encoding: chunked")
         else:
             keep = False  # HTTP/1.0 streamed body: delimited by close
         req.keep_alive = keep
-        parts.append(b"\r\nConnection: keep-alive\r\n\r\n" if keep else b"\r\nConnection: close\r\n\r\n")
+        parts.append(_KEEP_ALIVE if keep else _CLOSE)
         return b"".join(parts)
 
     def send_response(self, req: Request, body: bytes) -> None:
