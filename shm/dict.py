@@ -881,6 +881,13 @@ class SharedDict:
                         return False
                     # in place: same size class, nothing to allocate, cannot fail
                     m32[_DIRTY] = off
+                    if ovt == vt and ovl == vlen and of == flags and not (oe or ms):
+                        vo = off + ((n + 43) & ~7)  # only the bytes change
+                        buf[vo : vo + vlen] = vb
+                        m32[_DIRTY] = 0
+                        if lp:
+                            self._touch(off)
+                        return False
                     _tail_pack(
                         buf,
                         off + 16,
