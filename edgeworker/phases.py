@@ -311,7 +311,7 @@ class App:
         req.exit_body = None
         req._out = None
         req.content_type = "text/html"
-        req._resp_headers = None
+        req._resp_headers = req._base_resp_headers()  # only X-Request-Id survives
         try:
             conn.send_response(req, error_page(500))
         except _ClientGoneBase:
@@ -322,20 +322,27 @@ class App:
             conn.send_response(req, error_page(500))
 
     # ------------------------------------------------------------ filters & log
-    def header_filter(self, req: Request) -> None:
+    def header_filter(self, req: Request) -> bytes | None:
+        """Run the header_filter handlers once. If one calls ``req.exit()``, the response it
+        prepared replaces the one on its way: the new body is returned (else None)."""
         rt = req.location
         if rt is None or not rt.header_filters:
-            return
+            return None
         saved = req.phase
         req.phase = HEADER_FILTER
         try:
             for fn in rt.header_filters:
                 fn(req)
         except RequestExit:
-            if req.exit_body is None and req.status >= 300:
+            if req.exit_body is not None:
+                return req.exit_body
+            if req.status >= 300:
                 req.content_type = "text/html"
+                return error_page(req.status)
+            return b""
         finally:
             req.phase = saved
+        return None
 
     def body_filter(self, req: Request, data: bytes, eof: bool) -> bytes:
         saved = req.phase

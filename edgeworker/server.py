@@ -355,7 +355,9 @@ class Connection:
         """Send a whole response (head + body) in one write; runs the output filters."""
         loc = req.location
         if loc is not None:
-            self.app.header_filter(req)
+            replaced = self.app.header_filter(req)
+            if replaced is not None:
+                body = replaced
             if loc.body_filter:
                 body = self.app.body_filter(req, body, True)
         status = req.status
@@ -379,7 +381,13 @@ class Connection:
         out = []
         if not req.headers_sent:
             if loc is not None:
-                self.app.header_filter(req)
+                replaced = self.app.header_filter(req)
+                if replaced is not None:  # header_filter exited: that response, whole
+                    req.location = None
+                    self.send_response(req, replaced)
+                    req.location = loc
+                    req._eof = True
+                    return
             out.append(self._head_bytes(req, None))
             req.headers_sent = True
         if loc is not None and loc.body_filter:

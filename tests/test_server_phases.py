@@ -104,6 +104,10 @@ def req_id(req):
 def exit_in_log(req):
     req.exit(500)
 
+def hf_deny(req):
+    if req.args.get("deny"):
+        req.exit(451, "unavailable for legal reasons\\n")
+
 def hdrs(req):
     req.headers["X-Added"] = "yes"
     del req.headers["x-remove"]
@@ -153,6 +157,7 @@ listen = ["127.0.0.1:{port}"]
   [[server.location]]
   match = "= /stream"
   content = "app:stream"
+  header_filter = "app:hf_deny"
 
   [[server.location]]
   match = "= /gen"
@@ -278,6 +283,13 @@ def test_flush_streams_chunked(srv):
     head, _, body = raw.partition(b"\r\n\r\n")
     assert b"Transfer-Encoding: chunked" in head
     assert body == b"6\r\nfirst\n\r\n7\r\nsecond\n\r\n0\r\n\r\n"
+
+
+def test_exit_in_header_filter_replaces_response(srv):
+    status, headers, body = srv.get("/stream?deny=1")
+    assert status == 451
+    assert body == b"unavailable for legal reasons\n"
+    assert headers["content-length"] == str(len(body))
 
 
 def test_iterable_return_is_streamed(srv):
