@@ -8,6 +8,7 @@ The public API for handler code::
     edgeworker.worker.id, edgeworker.worker.count, edgeworker.worker.exiting()
     edgeworker.log.info("...")                           # the error log
     edgeworker.now(), edgeworker.sleep(0.1)
+    edgeworker.redis.client("default")                  # redis-py on this worker's pool
 
 Importing this package imports no network library (gevent only with ``edgeworker.timer``).
 """
@@ -24,6 +25,10 @@ def __getattr__(name: str):
         from .timers import timer
 
         return timer
+    if name == "redis":  # redis-py is imported by workers only, on first use
+        import importlib
+
+        return importlib.import_module(__name__ + ".redis")
     raise AttributeError(f"module 'edgeworker' has no attribute {name!r}")
 
 
@@ -35,6 +40,7 @@ __all__ = [
     "TooManyTimers",
     "log",
     "now",
+    "redis",
     "shared",
     "sleep",
     "timer",

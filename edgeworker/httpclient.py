@@ -99,8 +99,7 @@ class HTTPResponse:
                 yield self._body
             return
         try:
-            for piece in resp.body():
-                yield piece
+            yield from resp.body()
         except UpstreamTimeout as exc:
             self._drop()
             raise RequestTimeout(str(exc)) from None
@@ -235,7 +234,7 @@ def request(
     tls_host = host if scheme == "https" else None
     ckey = (scheme, addr)
     for attempt in (0, 1):
-        conn: UpConn | None = pool.get(ckey) if attempt == 0 else None
+        conn: UpConn | None = pool.get(ckey, method not in _IDEMPOTENT) if attempt == 0 else None
         try:
             if conn is None:
                 conn = connect(addr, t, ckey, tls_host)

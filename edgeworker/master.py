@@ -191,6 +191,7 @@ class EdgeArbiter(Arbiter):
         runtime.shared._install(self.zones.dicts)
         runtime.worker.count = cfg.main.workers
         handlers.add_python_path(cfg.main.python_path)
+        runtime.config = cfg
         try:
             run_init(cfg.main.init)
         except Exception:
@@ -359,11 +360,13 @@ class EdgeArbiter(Arbiter):
         try:
             new_zones, new_sizes = self.zones.open(new_cfg.shared_dict)
             runtime.shared._install(new_zones)
+            runtime.config = new_cfg
             run_init(new_cfg.main.init)
         except Exception:
             runtime.log.exception("reload failed in init, keeping the current configuration")
             self.zones.abort(new_zones)
             runtime.shared._install(self.zones.dicts)
+            runtime.config = old_cfg
             handlers.purge_user_modules(new_cfg.main.python_path)
             sdnotify.ready("reload failed; old configuration serving")
             return
@@ -401,6 +404,7 @@ class EdgeArbiter(Arbiter):
             self.setup(self.app)
             self.zones.abort(new_zones)
             runtime.shared._install(self.zones.dicts)
+            runtime.config = old_cfg
             sdnotify.ready("reload failed; old configuration serving")
             return
         for w in list(self.WORKERS.values()):

@@ -82,6 +82,9 @@ class WorkerInfo:
 
 shared = SharedDicts()
 worker = WorkerInfo()
+config: Any = None
+"""The ``edgeworker.config.Config`` this process runs: set by the master before ``init`` (and
+again before each reload's ``init``) and by each worker at boot."""
 
 
 def now() -> float:

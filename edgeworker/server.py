@@ -12,14 +12,18 @@ app produces. Every timeout of the ``[http]`` section is enforced here:
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from gevent import getcurrent
 from gevent import sleep as _gsleep
+from gevent.socket import wait_write as _wait_write
 
+from .deadline import WATCHDOG, Expired
 from .http.protocol import Data, EndOfMessage, ProtocolError, ServerProtocol
 from .http.responses import chunk, error_response, http_date, status_line
 from .request import RequestExit
@@ -55,9 +59,6 @@ def _server_date() -> bytes:
     return _date_line[1]
 
 
-_clock = time.perf_counter
-SLICE = 0.002  # seconds a connection may be served without yielding to the others
-_BLOCKED = 0.00005  # a recv that took longer than this waited in the hub
 
 
 def _yield() -> None:
@@ -90,9 +91,8 @@ class Connection:
         "requests",
         "busy",
         "closing",
-        "_timeout",
+        "_raw",
         "greenlet",
-        "_slice",
     )
 
     def __init__(self, sock: socket.socket, addr: Any, listen_key: tuple[str, int], app: App):
@@ -117,9 +117,8 @@ class Connection:
         self.requests = 0
         self.busy = False  # a request is being processed
         self.closing = False  # set by a draining worker: answer with Connection: close
-        self._timeout: float | None = None
+        self._raw = getattr(sock, "_sock", sock)  # gevent's socket wraps a non-blocking one
         self.greenlet: Any = None
-        self._slice = 0.0  # when this greenlet last resumed after waiting
 
     @property
     def binary_remote_addr(self) -> bytes:
@@ -135,21 +134,29 @@ class Connection:
         return self._bin_addr
 
     # ------------------------------------------------------------------ reading
-    def _settimeout(self, t: float) -> None:
-        if t != self._timeout:
-            self._timeout = t
-            self.sock.settimeout(t)
-
     def _recv(self, timeout: float) -> bytes:
-        self._settimeout(timeout)
-        t0 = _clock()
+        """Read what the client sent; wait at most ``timeout`` seconds (``TimeoutError``).
+
+        The real (non-blocking) socket is tried first: when data is waiting, no greenlet
+        switch and no timer happen. Only a wait goes through gevent, bounded by the worker's
+        deadline watchdog instead of a timer per wait.
+        """
         try:
-            data = self.sock.recv(_RECV)
+            return self._raw.recv(_RECV)
+        except BlockingIOError:
+            pass
         except (ConnectionResetError, BrokenPipeError):
             return b""
-        t1 = _clock()
-        if t1 - t0 > _BLOCKED:  # recv waited: other greenlets ran meanwhile
-            self._slice = t1
+        g = self.greenlet
+        WATCHDOG.arm(g, timeout)
+        try:
+            data = self.sock.recv(_RECV)
+        except Expired:
+            raise TimeoutError("client timed out") from None
+        except (ConnectionResetError, BrokenPipeError):
+            return b""
+        finally:
+            WATCHDOG.disarm(g)
         return data
 
     def _next_head(self):
@@ -294,14 +301,27 @@ class Connection:
 
     # ------------------------------------------------------------------ writing
     def _sendall(self, data: bytes) -> None:
-        self._settimeout(self.http.send_timeout)
+        """Send all of ``data``; each wait for the client to read is bounded by send_timeout
+        (nginx: between two successive writes). A client that is gone raises ClientGone."""
         try:
-            # one send() usually takes it all; gevent's sendall() costs a timer per call
-            sent = self.sock.send(data)
-            while sent < len(data):
-                data = data[sent:]
-                sent = self.sock.send(data)
-        except (OSError, TimeoutError) as exc:
+            sent = self._raw.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise ClientGone() from exc
+        if sent == len(data):
+            return
+        view = memoryview(data)
+        g = self.greenlet
+        try:
+            while sent < len(view):
+                view = view[sent:]
+                WATCHDOG.arm(g, self.http.send_timeout)
+                try:
+                    sent = self.sock.send(view)  # waits until the socket is writable
+                finally:
+                    WATCHDOG.disarm(g)
+        except (OSError, Expired) as exc:
             raise ClientGone() from exc
 
     def _send_error(self, status: int) -> None:
@@ -373,6 +393,66 @@ class Connection:
                 self._sendall(body)
             req.body_bytes_sent = len(body)
 
+    def send_head(self, req: Request, length: int, first: bytes = b"") -> None:
+        """Send the head with ``Content-Length: length`` and ``first`` (the first body bytes)
+        in one write, for a body of known length sent afterwards with ``send_body`` (proxied
+        and static responses). header_filter runs first; if it ends the request, its response
+        goes out whole instead and ``send_body`` sends nothing. Not for locations with a
+        body_filter (a filter may change the length)."""
+        loc = req.location
+        if loc is not None:
+            replaced = self.app.header_filter(req)
+            if replaced is not None:
+                req.location = None
+                self.send_response(req, replaced)
+                req.location = loc
+                req._eof = True
+                return
+        head = self._head_bytes(req, length)
+        req.headers_sent = True
+        if first and req.method != "HEAD":
+            self._sendall(head + first)
+            req.body_bytes_sent += len(first)
+        else:
+            self._sendall(head)
+
+    def send_body(self, req: Request, data: bytes) -> None:
+        """Raw body bytes after ``send_head`` (nothing for HEAD or after an exit)."""
+        if data and req.method != "HEAD" and not req._eof:
+            self._sendall(data)
+            req.body_bytes_sent += len(data)
+
+    def send_raw(self, data: bytes) -> None:
+        """Bytes to the client as they are (a relayed ``101`` head); ClientGone if gone."""
+        self._sendall(data)
+
+    def sendfile(self, req: Request, fd: int, offset: int, count: int) -> None:
+        """Zero-copy body from file ``fd`` after ``send_head`` (``os.sendfile``), waiting
+        cooperatively (at most send_timeout each time) while the socket buffer is full."""
+        if req.method == "HEAD" or req._eof:
+            return
+        out = self._raw.fileno()
+        g = self.greenlet
+        while count > 0:
+            try:
+                sent = os.sendfile(out, fd, offset, min(count, 1 << 30))
+            except BlockingIOError:
+                WATCHDOG.arm(g, self.http.send_timeout)
+                try:
+                    _wait_write(out)
+                except Expired as exc:
+                    raise ClientGone() from exc
+                finally:
+                    WATCHDOG.disarm(g)
+                continue
+            except OSError as exc:
+                raise ClientGone() from exc
+            if sent == 0:
+                break  # the file shrank under us
+            offset += sent
+            count -= sent
+            req.body_bytes_sent += sent
+
     def stream(self, req: Request, data: bytes, eof: bool) -> None:
         """Send part of a streamed response (``req.flush()``, ``req.eof()``, iterables)."""
         if req._eof:
@@ -409,6 +489,7 @@ class Connection:
         """Serve requests until the connection closes; never raises."""
         app = self.app
         keepalive_requests = self.http.keepalive_requests
+        self.greenlet = getcurrent()
         try:
             while True:
                 head = self._next_head()
@@ -424,14 +505,10 @@ class Connection:
                 if not self._discard_body(req):
                     return
                 self.busy = False
-                # fairness: gevent's recv does not yield when data is waiting, so a client
-                # that answers fast would keep this greenlet going and starve the others.
-                # Once it ran SLICE seconds without waiting, it lets the others run.
-                # (Yielding after every request would cost a loop iteration each time.)
-                now = _clock()
-                if now - self._slice > SLICE:
-                    _yield()
-                    self._slice = _clock()
+                # fairness: a client that sends its next request fast would keep this
+                # greenlet going (its recv never waits) and starve the other connections;
+                # after each response the others take their turn, as in nginx's event loop
+                _yield()
         except ClientGone:
             return
         except Exception:  # a bug of ours: never take the worker down

@@ -187,7 +187,8 @@ class StaticHandler:
                 if req.method == "HEAD" and not filtered:
                     send_head(req, length)
                     return finish(req)
-                return conn.send_response(req, data)
+                conn.send_response(req, data)
+                return finish(req)
             offset, left = start, length
             while left > 0:
                 piece = os.pread(fd, min(_PIECE, left), offset)
@@ -205,31 +206,8 @@ class StaticHandler:
 
 
 def _sendfile(req: Any, fd: int, offset: int, count: int) -> None:
-    """Zero-copy ``os.sendfile`` on the client socket, waiting (cooperatively, up to
-    ``send_timeout`` each time) whenever the socket buffer is full."""
-    from gevent.socket import wait_write
-
-    from .server import ClientGone
-
-    conn = req._conn
-    out = conn.sock.fileno()
-    timeout = conn.http.send_timeout
-    while count > 0:
-        try:
-            sent = os.sendfile(out, fd, offset, min(count, 1 << 30))
-        except BlockingIOError:
-            try:
-                wait_write(out, timeout=timeout)
-            except Exception as exc:  # socket.timeout
-                raise ClientGone() from exc
-            continue
-        except OSError as exc:
-            raise ClientGone() from exc
-        if sent == 0:
-            break  # the file shrank under us
-        offset += sent
-        count -= sent
-        req.body_bytes_sent += sent
+    """Zero-copy body (see ``Connection.sendfile``)."""
+    req._conn.sendfile(req, fd, offset, count)
 
 
 def make_content(loc: Any, app: Any) -> Callable[[Any], None]:

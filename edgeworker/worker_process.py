@@ -72,6 +72,7 @@ class EdgeWorker(Worker):
         from .timers import Timers, install
 
         cfg = self.app.ew_config
+        runtime.config = cfg
         runtime.worker.id = self.ew_id
         runtime.worker.count = cfg.main.workers
         runtime.worker.generation = self.app.generation
@@ -158,9 +159,6 @@ class EdgeWorker(Worker):
             spawn(self._serve, conn)
 
     def _serve(self, conn) -> None:
-        import gevent
-
-        conn.greenlet = gevent.getcurrent()
         try:
             conn.serve()
         finally:

@@ -200,11 +200,12 @@ class Group:
         return self._swrr(self.primary, tried, now)
 
     # ------------------------------------------------------------------ accounting
-    def failed(self, peer: Peer) -> None:
-        """Count a failed attempt (error/timeout) against ``peer``."""
+    def failed(self, peer: Peer) -> bool:
+        """Count a failed attempt (error/timeout) against ``peer``; True if that marked it
+        down (``max_fails`` reached)."""
         peer.failures += 1
         if self.single or not peer.max_fails:
-            return
+            return False
         now = time.monotonic()
         peer.fails += 1
         peer.accessed = now
@@ -212,11 +213,16 @@ class Group:
         peer.effective_weight -= max(1, peer.weight // peer.max_fails)
         if peer.effective_weight < 0:
             peer.effective_weight = 0
+        return peer.fails == peer.max_fails
 
-    def succeeded(self, peer: Peer) -> None:
-        """An attempt got a response: a probe after ``fail_timeout`` clears the fails."""
+    def succeeded(self, peer: Peer) -> bool:
+        """An attempt got a response: a probe after ``fail_timeout`` clears the fails.
+        True if the peer had been marked down and is up again."""
         if peer.fails and peer.accessed < peer.checked:
+            was_down = peer.fails >= peer.max_fails
             peer.fails = 0
+            return was_down
+        return False
 
     def stats(self) -> dict:
         """This worker's view: per peer weight, state, fails, active and total requests."""

@@ -14,7 +14,10 @@ import socket
 import time
 from collections.abc import Iterator
 
+from greenlet import getcurrent
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+
+from ..deadline import WATCHDOG, Expired
 
 RECV_SIZE = 65536
 _NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -42,10 +45,12 @@ class UpstreamTimeout(UpstreamError):
 class UpConn:
     """One connection to an upstream address (possibly reused from a pool)."""
 
-    __slots__ = ("sock", "key", "requests", "idle_since", "reused")
+    __slots__ = ("sock", "key", "requests", "idle_since", "reused", "timed")
 
-    def __init__(self, sock: socket.socket, key: tuple) -> None:
+    def __init__(self, sock: socket.socket, key: tuple, timed: bool = False) -> None:
         self.sock = sock
+        #: True: the socket has no timeout; deadlines are armed on the worker's watchdog
+        self.timed = timed
         self.key = key
         self.requests = 0
         self.idle_since = 0.0
@@ -53,10 +58,22 @@ class UpConn:
 
     def alive(self) -> bool:
         """True if an idle connection still looks usable: the peer has not closed it and has
-        sent nothing unexpected (one non-blocking ``MSG_PEEK``)."""
-        raw = getattr(self.sock, "_sock", self.sock)
+        sent nothing unexpected (one non-blocking ``MSG_PEEK``). TLS connections are not
+        checked (a session ticket may be waiting); a stale one is retried instead."""
+        sock = self.sock
+        if getattr(sock, "_sslobj", None) is not None:
+            return True
+        raw = getattr(sock, "_sock", None)  # gevent: the non-blocking socket underneath
         try:
-            raw.recv(1, _PEEK)
+            if raw is not None:
+                raw.recv(1, _PEEK)
+            else:
+                old = sock.gettimeout()
+                sock.settimeout(0.0)
+                try:
+                    sock.recv(1, _PEEK)
+                finally:
+                    sock.settimeout(old)
         except BlockingIOError:
             return True
         except OSError:
@@ -72,22 +89,34 @@ class UpConn:
     def send(self, data: bytes, timeout: float) -> None:
         """Write ``data`` whole; ``send_timeout`` applies between two writes."""
         sock = self.sock
-        sock.settimeout(timeout)
+        if self.timed:
+            g = getcurrent()
+            WATCHDOG.arm(g, timeout)
+        else:
+            sock.settimeout(timeout)
         try:
             sent = sock.send(data)
             while sent < len(data):
                 data = data[sent:]
+                if self.timed:
+                    WATCHDOG.arm(g, timeout)
                 sent = sock.send(data)
-        except TimeoutError:
+        except (TimeoutError, Expired):
             raise UpstreamTimeout("upstream timed out while sending request") from None
         except OSError as exc:
             raise UpstreamError(f"error while sending request to upstream: {exc}") from None
+        finally:
+            if self.timed:
+                WATCHDOG.disarm(g)
 
 
-def connect(addr: tuple, timeout: float, key: tuple, tls_host: str | None = None) -> UpConn:
+def connect(addr: tuple, timeout: float, key: tuple, tls_host: str | None = None,
+            timed: bool = False) -> UpConn:
     """Open a TCP connection to ``addr`` (``(ip, port)`` or an IPv6 tuple) within ``timeout``.
 
     ``tls_host`` wraps the socket in TLS (verified against that name), for https URLs.
+    ``timed``: afterwards the socket has no timeout and reads/writes arm deadlines on the
+    worker's ``Watchdog`` instead (gevent workers only: the proxy).
     Raises ``UpstreamTimeout`` or ``UpstreamError`` (refused, unreachable) with ``sent=False``.
     """
     family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
@@ -107,7 +136,9 @@ def connect(addr: tuple, timeout: float, key: tuple, tls_host: str | None = None
         if tls_host is not None and type(exc).__module__ == "ssl":
             reason = f"TLS handshake failed: {exc}"
         raise UpstreamError(f"connect() failed ({reason})", sent=False) from None
-    return UpConn(sock, key)
+    if timed:
+        sock.settimeout(None)
+    return UpConn(sock, key, timed)
 
 
 _TLS = None
@@ -131,46 +162,27 @@ class Response:
     ``reusable`` tells, once the body is read, whether the connection may go back to a pool.
     """
 
-    __slots__ = (
-        "conn",
-        "read_timeout",
-        "head_only",
-        "parser",
-        "status",
-        "version",
-        "raw_headers",
-        "pending",
-        "head_done",
-        "done",
-        "keep_alive",
-        "close_delimited",
-        "upgraded",
-        "tail",
-        "_info",
-        "_framed",
-        "received",
-        "length",
-    )
+    # defaults at class level: a response sets only what differs (cheaper to create)
+    status = 0
+    version = "1.1"
+    head_done = False
+    done = False
+    keep_alive = False
+    close_delimited = False
+    upgraded = False
+    tail = b""
+    received = 0
+    length: int | None = None  # Content-Length of the response, when given
+    _info = False
+    _framed = False
 
     def __init__(self, conn: UpConn, read_timeout: float, head_only: bool = False) -> None:
         self.conn = conn
         self.read_timeout = read_timeout
         self.head_only = head_only  # HEAD request: the response has no body whatever it says
         self.parser = HttpResponseParser(self)
-        self.status = 0
-        self.version = "1.1"
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self.pending: list[bytes] = []
-        self.head_done = False
-        self.done = False
-        self.keep_alive = False
-        self.close_delimited = False
-        self.upgraded = False
-        self.tail = b""
-        self._info = False
-        self._framed = False
-        self.received = 0
-        self.length: int | None = None  # Content-Length of the response, when given
 
     # ---------------------------------------------------------------- parser callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -217,10 +229,18 @@ class Response:
     # ---------------------------------------------------------------- reading
     def _feed(self) -> bool:
         """Read once and parse; False on EOF."""
-        sock = self.conn.sock
+        conn = self.conn
         try:
-            data = sock.recv(RECV_SIZE)
-        except TimeoutError:
+            if conn.timed:
+                g = getcurrent()
+                WATCHDOG.arm(g, self.read_timeout)
+                try:
+                    data = conn.sock.recv(RECV_SIZE)
+                finally:
+                    WATCHDOG.disarm(g)
+            else:
+                data = conn.sock.recv(RECV_SIZE)
+        except (TimeoutError, Expired):
             raise UpstreamTimeout("upstream timed out while reading response") from None
         except OSError as exc:
             raise UpstreamError(f"error while reading response from upstream: {exc}") from None
@@ -244,7 +264,8 @@ class Response:
         Raises ``UpstreamTimeout`` (no byte within ``read_timeout``) or ``UpstreamError``
         (closed, reset, or not HTTP).
         """
-        self.conn.sock.settimeout(self.read_timeout)
+        if not self.conn.timed:
+            self.conn.sock.settimeout(self.read_timeout)
         while not self.head_done:
             if not self._feed():
                 if self.received:

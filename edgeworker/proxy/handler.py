@@ -26,6 +26,19 @@ from .resolver import ResolveError
 
 log = logging.getLogger("edgeworker")
 
+try:  # the status page's counters (no-ops outside a worker)
+    from ..status import metrics as _metrics
+except ImportError:  # pragma: no cover - a build without the status package
+
+    class _metrics:  # type: ignore[no-redef]
+        @staticmethod
+        def upstream_event(*args: Any, **kw: Any) -> None:
+            pass
+
+        @staticmethod
+        def upstream_state(*args: Any, **kw: Any) -> None:
+            pass
+
 #: request bodies up to this size are read before connecting, sent with the head in one write,
 #: and can be replayed on the next peer; larger ones are streamed (and never retried)
 BODY_BUFFER = 65536
@@ -207,16 +220,24 @@ class ProxyHandler:
                 peer.conns -= 1
                 raise
             else:
-                group.succeeded(peer)
+                if group.succeeded(peer):
+                    _metrics.upstream_state(group.name, peer.name, "up")
                 addrs.append(addr_text)
                 statuses.append(str(resp.status))
                 try:
                     self._relay(req, resp, peer, addrs, statuses, times, t0)
                 finally:
                     peer.conns -= 1
+                    _metrics.upstream_event(group.name, peer.name, resp.status,
+                                            time.monotonic() - t0, sent=len(request_head),
+                                            received=resp.received)
                 return None
             # the attempt failed
-            group.failed(peer)
+            if group.failed(peer):
+                log.warning('upstream server temporarily disabled: "%s" in upstream "%s"',
+                            peer.name, group.name)
+                _metrics.upstream_state(group.name, peer.name, "down")
+            _metrics.upstream_event(group.name, peer.name, None, time.monotonic() - t0)
             addrs.append(addr_text)
             statuses.append(str(error.status))
             times.append(f"{time.monotonic() - t0:.3f}")
@@ -241,9 +262,9 @@ class ProxyHandler:
         group = self.group
         key = addr
         for attempt in (0, 1):
-            conn = group.pool.get(key) if attempt == 0 else None
+            conn = group.pool.get(key, req.method in NON_IDEMPOTENT) if attempt == 0 else None
             if conn is None:
-                conn = connect(addr, group.connect_timeout, key)
+                conn = connect(addr, group.connect_timeout, key, timed=True)
             try:
                 self._send(conn, request_head, body, rest, length)
                 resp = Response(conn, group.read_timeout, head_only=req.method == "HEAD")
@@ -324,9 +345,8 @@ class ProxyHandler:
         rh = req._resp_headers
         if rh is None or not len(rh):
             req._resp_headers = Headers.from_raw(filtered)
-        else:
-            for name, value in filtered:
-                rh.add(name.decode("latin-1"), value.decode("latin-1"))
+        else:  # headers set before (access phase, request id): kept, upstream's appended
+            req._resp_headers = Headers.from_raw(rh.raw() + filtered)
         length = resp.length
         head_only = req.method == "HEAD"
         raw = length is not None and not req.location.body_filter
@@ -348,6 +368,7 @@ class ProxyHandler:
                 finish(req)
             else:
                 req._conn.send_response(req, body)
+                finish(req)
             return
         ok = False
         try:
@@ -390,11 +411,17 @@ class ProxyHandler:
 
     @staticmethod
     def _set_vars(req: Any, addrs: list[str], statuses: list[str], times: list[str]) -> None:
-        var = req.var
-        var.set_builtin("upstream_addr", ", ".join(addrs))
-        var.set_builtin("upstream_status", ", ".join(statuses))
+        setv = req.var.set_builtin
+        if len(addrs) == 1:
+            setv("upstream_addr", addrs[0])
+            setv("upstream_status", statuses[0])
+            if times:
+                setv("upstream_response_time", times[0])
+            return
+        setv("upstream_addr", ", ".join(addrs))
+        setv("upstream_status", ", ".join(statuses))
         if times:
-            var.set_builtin("upstream_response_time", ", ".join(times))
+            setv("upstream_response_time", ", ".join(times))
 
     def _log_error(self, req: Any, exc: UpstreamError, addr: str,
                    context: str = "") -> None:
@@ -424,7 +451,7 @@ def _tunnel(req: Any, resp: Response, idle_timeout: float) -> None:
     lines.append(b"\r\n")
     conn = req._conn
     req.status = 101
-    conn._sendall(b"".join(lines))
+    conn.send_raw(b"".join(lines))
     req.headers_sent = True
     req._eof = True
     client, leftover = conn.detach(req)

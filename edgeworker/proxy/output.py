@@ -13,25 +13,14 @@ from typing import Any
 
 
 def send_head(req: Any, length: int, first: bytes = b"") -> None:
-    """Run header_filter, send the head with ``Content-Length: length`` (none for 1xx/204/304)
-    and ``first`` (the first body bytes, skipped for HEAD) in one write."""
-    conn = req._conn
-    if req.location is not None:
-        conn.app.header_filter(req)
-    head = conn._head_bytes(req, length)
-    req.headers_sent = True
-    if first and req.method != "HEAD":
-        conn._sendall(head + first)
-        req.body_bytes_sent += len(first)
-    else:
-        conn._sendall(head)
+    """Send the head with ``Content-Length: length`` and ``first`` (see
+    ``Connection.send_head``)."""
+    req._conn.send_head(req, length, first)
 
 
 def send_body(req: Any, data: bytes) -> None:
     """Send raw body bytes after ``send_head`` (nothing for HEAD)."""
-    if data and req.method != "HEAD":
-        req._conn._sendall(data)
-        req.body_bytes_sent += len(data)
+    req._conn.send_body(req, data)
 
 
 def finish(req: Any) -> None:

@@ -16,6 +16,7 @@ from .client import UpConn
 
 IDLE_TIMEOUT = 60.0
 MAX_REQUESTS = 1000
+FRESH = 1.0
 
 
 class Pool:
@@ -32,8 +33,13 @@ class Pool:
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: tuple) -> UpConn | None:
-        """An idle connection to ``key`` that still looks alive, or None."""
+    def get(self, key: tuple, check: bool = True) -> UpConn | None:
+        """An idle connection to ``key`` that still looks alive, or None.
+
+        A connection idle for less than ``FRESH`` seconds is only checked when ``check`` is
+        True (callers that cannot retry a request on a fresh connection); otherwise the
+        caller retries once if the upstream had closed it meanwhile (saves a syscall).
+        """
         idle = self._idle
         if not idle:
             self.misses += 1
@@ -44,7 +50,10 @@ class Pool:
             if conn.key != key:
                 continue
             del idle[i]
-            if now - conn.idle_since > self.idle_timeout or not conn.alive():
+            idle_for = now - conn.idle_since
+            if idle_for > self.idle_timeout or (
+                (check or idle_for > FRESH) and not conn.alive()
+            ):
                 conn.close()
                 continue
             conn.reused = True
