@@ -25,10 +25,10 @@ def __getattr__(name: str):
         from .timers import timer
 
         return timer
-    if name == "redis":  # redis-py is imported by workers only, on first use
+    if name in ("redis", "http"):  # redis-py and the HTTP client load on first use
         import importlib
 
-        return importlib.import_module(__name__ + ".redis")
+        return importlib.import_module(__name__ + "." + name)
     raise AttributeError(f"module 'edgeworker' has no attribute {name!r}")
 
 
@@ -39,6 +39,7 @@ __all__ = [
     "ProcessExiting",
     "TooManyTimers",
     "log",
+    "http",
     "now",
     "redis",
     "shared",

@@ -104,6 +104,10 @@ def req_id(req):
 def exit_in_log(req):
     req.exit(500)
 
+def fetch(req):
+    r = edgeworker.http.request("GET", "http://127.0.0.1:%d/ok" % req.server_port, timeout=5)
+    return {"status": r.status, "body": r.body.decode()}
+
 def hf_deny(req):
     if req.args.get("deny"):
         req.exit(451, "unavailable for legal reasons\\n")
@@ -158,6 +162,10 @@ listen = ["127.0.0.1:{port}"]
   match = "= /stream"
   content = "app:stream"
   header_filter = "app:hf_deny"
+
+  [[server.location]]
+  match = "= /fetch"
+  content = "app:fetch"
 
   [[server.location]]
   match = "= /gen"
@@ -297,6 +305,12 @@ def test_iterable_return_is_streamed(srv):
     assert status == 200
     assert headers.get("transfer-encoding") == "chunked"
     assert body == b"one,two,three"
+
+
+def test_module_http_client_from_a_handler(srv):
+    status, _, body = srv.get("/fetch")
+    assert status == 200
+    assert json.loads(body) == {"status": 200, "body": "ok GET\n"}
 
 
 def test_list_and_bytes_returns(srv):
