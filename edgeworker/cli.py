@@ -29,15 +29,21 @@ def _fail(msg: str) -> int:
     return 1
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def _checked(path: str, failed_suffix: str = "") -> bool:
+    """Run ``check`` on ``path``; print each error (and the verdict) to stderr if it fails."""
     from .check import check
 
-    path = _config_path(args)
     _cfg, errors = check(path)
+    for err in errors:
+        print(f"{path}: {err}", file=sys.stderr)
     if errors:
-        for err in errors:
-            print(f"{path}: {err}", file=sys.stderr)
-        print(f"configuration file {path} test failed", file=sys.stderr)
+        print(f"configuration file {path} test failed{failed_suffix}", file=sys.stderr)
+    return not errors
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    path = _config_path(args)
+    if not _checked(path):
         return 1
     print(f"configuration file {path} test is successful")
     return 0
@@ -96,14 +102,7 @@ def _signal(args: argparse.Namespace, sig: int) -> int:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    from .check import check
-
-    path = _config_path(args)
-    _cfg, errors = check(path)
-    if errors:
-        for err in errors:
-            print(f"{path}: {err}", file=sys.stderr)
-        print(f"configuration file {path} test failed; nothing reloaded", file=sys.stderr)
+    if not _checked(_config_path(args), "; nothing reloaded"):
         return 1
     return _signal(args, signal.SIGHUP)
 
