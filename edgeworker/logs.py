@@ -1,7 +1,10 @@
 """The error log: nginx's line format, one destination for edgeworker, shm and gunicorn.
 
 Lines look like nginx's: ``2026/11/28 21:00:00 [error] 1234#0: message`` where ``1234`` is the
-pid and ``#0`` the worker id (``#-`` in the master). Levels are nginx's names: debug, info,
+pid and ``#0`` the worker id (``#-`` in the master). A line written while a request is being
+processed (by a handler, or by edgeworker for that request) carries the request id after the
+worker id, where nginx puts its connection number:
+``2026/11/28 21:00:00 [error] 1234#0: *3f1c…9a: message``. Levels are nginx's names: debug, info,
 notice, warn, error, crit (``warning`` is accepted for warn).
 """
 
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 
 from gunicorn import glogging
@@ -44,7 +48,40 @@ class NginxFormatter(logging.Formatter):
         msg = record.getMessage()
         if record.exc_info:
             msg = msg + "\n" + self.formatException(record.exc_info)
+        rid = current_request_id() if wid is not None else None
+        if rid is not None:
+            return f"{ts} [{level}] {os.getpid()}#{wid}: *{rid}: {msg}"
         return f"{ts} [{level}] {os.getpid()}#{'-' if wid is None else wid}: {msg}"
+
+
+_MAX_DEPTH = 100
+
+
+def current_request_id() -> str | None:
+    """The id of the request the calling greenlet is processing, or None.
+
+    Found by walking up the stack to ``App.handle`` (every request-scoped call runs under it
+    in the connection's greenlet), so the hot path pays nothing for it: only a log line does.
+    A greenlet of its own (a timer) has no request.
+    """
+    phases = sys.modules.get("edgeworker.phases")
+    if phases is None:
+        return None
+    code = phases.App.handle.__code__
+    f = sys._getframe(1)
+    depth = 0
+    while f is not None and depth < _MAX_DEPTH:
+        if f.f_code is code:
+            req = f.f_locals.get("req")
+            if req is None or req.__class__.__name__ != "Request":
+                return None
+            try:
+                return req.id
+            except Exception:
+                return None
+        f = f.f_back
+        depth += 1
+    return None
 
 
 class ReopenableHandler(logging.Handler):

@@ -354,6 +354,9 @@ class EdgeArbiter(Arbiter):
             runtime.log.error("reload failed, keeping the current configuration:\n%s", exc)
             sdnotify.ready("reload failed; old configuration serving")
             return
+        if new_cfg.main.status_zone_size != old_cfg.main.status_zone_size:
+            runtime.log.warning("main.status_zone_size changed: the status zone keeps its size "
+                                "until the next restart")
         handlers.purge_user_modules(old_cfg.main.python_path)
         handlers.add_python_path(new_cfg.main.python_path)
         new_zones: dict[str, Any] = {}

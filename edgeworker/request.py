@@ -8,6 +8,8 @@ use, so a handler that does not touch them does not pay for them.
 from __future__ import annotations
 
 import os
+import random
+import re
 import socket
 import time
 from typing import TYPE_CHECKING, Any
@@ -32,6 +34,28 @@ REWRITE, ACCESS, CONTENT, HEADER_FILTER, BODY_FILTER, LOG = (
 _BODY_PHASES = (REWRITE, ACCESS, CONTENT)
 _EXIT_PHASES = (REWRITE, ACCESS, CONTENT, HEADER_FILTER)
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+#: An incoming request id is honoured when it is 1..128 visible ASCII characters.
+_GOOD_ID = re.compile(rb"[\x21-\x7e]{1,128}").fullmatch
+_lower_names: dict[str, tuple[str, bytes]] = {}
+# request ids: 128 random bits (as nginx's $request_id, unique rather than secret), from a
+# generator of our own, reseeded in every forked worker, that handler code cannot reseed
+_rng = random.Random()
+os.register_at_fork(after_in_child=_rng.seed)
+_randbits = _rng.getrandbits
+
+
+def new_request_id() -> str:
+    """A fresh ``$request_id``: 32 lower-case hex characters."""
+    return f"{_randbits(128):032x}"
+
+
+def _id_header(name: str) -> tuple[str, bytes]:
+    """``(lower-case name, lower-case latin-1 bytes)`` of the request-id header, cached."""
+    pair = _lower_names.get(name)
+    if pair is None:
+        low = name.lower()
+        pair = _lower_names[name] = (low, low.encode("latin-1"))
+    return pair
 
 
 class RequestExit(BaseException):
@@ -78,6 +102,7 @@ class Request:
         "body_bytes_sent",
         "keep_alive",
         "server_route",
+        "_rid_delta",
     )
 
     def __init__(self, conn: Connection, head: Any) -> None:
@@ -114,6 +139,45 @@ class Request:
         self.body_bytes_sent = 0
         self.keep_alive: bool = head.keep_alive
         self.server_route: Any = None
+        self._rid_delta = 0
+        rid = conn.http.request_id_header
+        if rid:  # X-Request-Id: honoured from the request, sent back in the response
+            pair = _lower_names.get(rid) or _id_header(rid)
+            lowb = pair[1]
+            raw = head.headers
+            at = -1
+            for i, field in enumerate(raw):
+                if field[0] == lowb:
+                    at = i
+                    if _GOOD_ID(field[1]):
+                        self._id = field[1].decode("ascii")
+                    break
+            if self._id is None:
+                # a fresh id, also set on the request: handlers and the upstream see it (the
+                # bytes it adds are not counted as received: _rid_delta)
+                self._id = f"{_randbits(128):032x}"
+                idb = self._id.encode()
+                if at >= 0:
+                    self._rid_delta = len(idb) - len(raw[at][1])
+                    raw[at] = (lowb, idb)
+                else:
+                    self._rid_delta = len(lowb) + len(idb) + 4
+                    raw.append((lowb, idb))
+            h = Headers.__new__(Headers)  # the name was validated by the config
+            h._raw = None
+            h._items = [(pair[0], rid, self._id)]
+            self._resp_headers = h
+
+    def _base_resp_headers(self) -> Headers | None:
+        """The response headers every response starts with: ``X-Request-Id`` (the configured
+        ``request_id_header``) or none (None)."""
+        rid = self._conn.http.request_id_header
+        if not rid:
+            return None
+        h = Headers.__new__(Headers)  # the name was validated by the config, the id is safe
+        h._raw = None
+        h._items = [(_id_header(rid)[0], rid, self.id)]
+        return h
 
     # ----------------------------------------------------------------- request data
     @property
@@ -166,9 +230,11 @@ class Request:
 
     @property
     def id(self) -> str:
-        """32 hex characters, unique per request (``$request_id``)."""
+        """``$request_id``: 32 hex characters, unique per request; or the value of the incoming
+        ``[http] request_id_header`` (``X-Request-Id``) when it is 1..128 visible ASCII
+        characters."""
         if self._id is None:
-            self._id = os.urandom(16).hex()
+            self._id = new_request_id()
         return self._id
 
     @property
@@ -375,8 +441,23 @@ _SIMPLE_VARS = {
     "time_local": lambda r: time.strftime("%d/%b/%Y:%H:%M:%S %z"),
     "time_iso8601": lambda r: time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     "pid": lambda r: str(os.getpid()),
+    "request_length": lambda r: str(request_length(r)),
+    "connection_requests": lambda r: str(r._conn.requests),
     "hostname": lambda r: socket.gethostname(),
 }
+
+
+def request_length(req: Request) -> int:
+    """``$request_length``: bytes of the request line and header fields as received (names and
+    values, separators, CRLFs) plus the declared body length (``Content-Length``; a chunked
+    body is not counted)."""
+    head = req._head
+    n = len(head.method) + len(head.target) + 14 - req._rid_delta  # + "  HTTP/1.1" 2 CRLF
+    for name, value in head.headers:
+        n += len(name) + len(value) + 4
+        if name == b"content-length" and value.isdigit():
+            n += int(value)
+    return n
 
 
 class Vars:

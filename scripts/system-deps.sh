@@ -2,7 +2,7 @@
 # Install the Debian packages that the tests (and, with "bench", the benchmarks) need.
 # Does nothing when they are present; needs root (CI runs as root) when they are not.
 set -euo pipefail
-want=(redis-server nginx-light systemd)
+want=(redis-server nginx-light systemd chromium)
 [ "${1:-}" = "bench" ] && want+=(libnginx-mod-http-lua lua-resty-core wrk)
 missing=()
 for pkg in "${want[@]}"; do

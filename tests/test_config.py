@@ -694,7 +694,8 @@ def test_log_level_and_access_log_format():
         'main.log_level: invalid level "loud": expected one of debug, info, notice, warn, '
         "warning, error, crit")
     assert one_error('[http]\naccess_log_format = "common"\n' + MINIMAL) == (
-        'http.access_log_format: invalid format "common": expected "combined" or "json"')
+        'http.access_log_format: invalid format "common": expected "combined", "json" or a '
+        'format with $variables')
     for level in config.LOG_LEVELS:
         assert loads(f'[main]\nlog_level = "{level}"\n' + MINIMAL, CFG).main.log_level == level
 

@@ -44,7 +44,7 @@ def _time_doc(h: dict[str, Any]) -> dict[str, Any]:
     """Histogram as cumulative buckets keyed by upper bound (Prometheus ``le``)."""
     cum = 0
     buckets = {}
-    for bound, n in zip((*map(_fmt_bound, BUCKETS), "+Inf"), h["buckets"]):
+    for bound, n in zip((*map(_fmt_bound, BUCKETS), "+Inf"), h["buckets"], strict=True):
         cum += n
         buckets[bound] = cum
     return {"buckets": buckets, "sum": round(h["sum"], 6), "count": cum}
@@ -83,6 +83,7 @@ def document(cfg: Any) -> dict[str, Any]:
     server_zones: dict[str, Any] = {}
     for si, server in enumerate(cfg.server):
         sz = server_zones[zone_names[si]] = _new_traffic()
+        sz["request_time"] = _new_time()
         sz["locations"] = {}
         for loc in server.location:
             ld = sz["locations"][loc.match] = _new_traffic()
@@ -111,6 +112,7 @@ def document(cfg: Any) -> dict[str, Any]:
             sz = server_zones.get(zname)
             if sz is None:  # a server removed by a reload: its figures stay in the totals
                 sz = server_zones[zname] = _new_traffic()
+                sz["request_time"] = _new_time()
                 sz["locations"] = {}
             ld = sz["locations"].get(lname)
             if ld is None:
@@ -176,6 +178,7 @@ def document(cfg: Any) -> dict[str, Any]:
         shared[name] = {k: s[k] for k in ("capacity", "used", "free", "entries", "evictions")}
 
     for sz in server_zones.values():
+        sz["request_time"] = _time_doc(sz["request_time"])
         for ld in sz["locations"].values():
             ld["request_time"] = _time_doc(ld["request_time"])
 
@@ -224,13 +227,13 @@ def _add_location_field(field: str, v: Any, ld: dict, sz: dict, totals: dict,
         for t in (ld, sz, totals):
             t["data"][field] += v
     elif field == "time":
-        ld["request_time"]["sum"] += v
-        total_time["sum"] += v
+        for h in (ld["request_time"], sz["request_time"], total_time):
+            h["sum"] += v
     elif field.startswith("b") and field[1:].isdigit():
         i = int(field[1:])
         if i < len(BUCKETS) + 1:
-            ld["request_time"]["buckets"][i] += v
-            total_time["buckets"][i] += v
+            for h in (ld["request_time"], sz["request_time"], total_time):
+                h["buckets"][i] += v
 
 
 def _new_peer(address: str, conf: Any = None) -> dict[str, Any]:

@@ -69,6 +69,7 @@ _decode = msgspec.json.decode
 
 _zone: Any = None  # the shm.SharedDict, set in the master before fork (inherited)
 _worker: WorkerMetrics | None = None  # this worker's counters
+_off = False  # [main] metrics = false in this worker: the public API counts nothing
 
 
 # --------------------------------------------------------------------------------- the zone
@@ -174,6 +175,8 @@ def count(name: str, n: int = 1) -> None:
     (``limit_rejections``, ``jwt_rejections``) and ``edgeworker_events_total{name="…"}`` for
     the others."""
     w = _worker
+    if w is None and _off:
+        return
     if w is not None:
         counters = w.counters
         if name in counters:
@@ -226,6 +229,8 @@ def upstream_state(upstream: str, peer: str, state: str) -> None:
     """``peer`` of ``upstream`` is now in ``state`` (e.g. ``"up"``, ``"down"``,
     ``"unavailable"`` after ``max_fails``). Written to the zone at once (the last report of any
     worker wins); shown until the next report."""
+    if _off:
+        return
     _set_json(key("upstate", upstream, peer),
               {"state": state, "since": time.time(), "worker": runtime.worker.id})
 
@@ -262,6 +267,7 @@ class WorkerMetrics:
         self._last_counters: dict[str, int] = {}
         self._last_accepted = 0
         self.errors = 0
+        self.handle: Any = None  # the flush timer
         self.zone_names = server_zone_names(app.cfg)
         for si, server in enumerate(app.cfg.server):
             for loc in server.location:
@@ -290,11 +296,13 @@ class WorkerMetrics:
         st = req.status
         codes[st] = codes.get(st, 0) + 1
         head = req._head
-        n = len(head.target) + len(head.method) + 12
+        # the request line (" ", " HTTP/1.1", CRLF), the final CRLF; not a request id we added
+        n = len(head.target) + len(head.method) + 14 - req._rid_delta
         for name, value in head.headers:
             n += len(name) + len(value) + 4
-        cl = head.content_length
-        slot[RECEIVED] += n + cl if cl else n
+            if name == b"content-length" and value.isdigit():
+                n += int(value)
+        slot[RECEIVED] += n
         slot[SENT] += req.body_bytes_sent
         t = _time() - req.start_time
         slot[TIME] += t
@@ -386,16 +394,16 @@ class WorkerMetrics:
                 idle += 1
         pending = running = 0
         t = self.timers
-        if t is not None:
-            pending = t.pending_count()
-            running = t.running_count() - (1 if in_timer else 0)  # not the flush itself
+        if t is not None:  # the flush timer itself is left out (a periodic timer stays pending)
+            pending = t.pending_count() - (1 if self.handle is not None else 0)
+            running = t.running_count() - (1 if in_timer else 0)
         doc = {
             "pid": self.pid,
             "id": runtime.worker.id,
             "generation": runtime.worker.generation,
             "connections": {"active": reading + writing + idle, "reading": reading,
                             "writing": writing, "idle": idle},
-            "timers": {"pending": pending, "running": max(0, running)},
+            "timers": {"pending": max(0, pending), "running": max(0, running)},
             "time": time.time(),
         }
         z.set(key("g", self.pid), _encode(doc), GAUGE_TTL)
@@ -405,14 +413,15 @@ def start_worker(app: Any, connections: set, timers: Any) -> WorkerMetrics | Non
     """Worker, at boot: create its counters, hook them into ``app`` (``app.record``) and start
     the flush timer. Returns None (and counts nothing) when ``[main] metrics = false`` or no
     zone exists."""
-    global _worker
-    if _zone is None or not getattr(app.cfg.main, "metrics", True):
+    global _worker, _off
+    _off = not getattr(app.cfg.main, "metrics", True)
+    if _zone is None or _off:
         _worker = None
         return None
     wm = WorkerMetrics(app, connections, timers)
     _worker = wm
     app.record = wm.on_request
-    timers.every(FLUSH_INTERVAL, wm.flush_timer)
+    wm.handle = timers.every(FLUSH_INTERVAL, wm.flush_timer)
     wm.flush()  # the gauges show up at once
     return wm
 

@@ -38,12 +38,12 @@ class _Out:
 
     def metric(self, name: str, kind: str, help_: str,
                series: list[tuple[dict[str, object], float | int | None]]) -> None:
-        full = "edgeworker_" + name
+        # text format 0.0.4: a counter's family is named with its _total suffix
+        full = "edgeworker_" + name + ("_total" if kind == "counter" else "")
         self.lines.append(f"# HELP {full} {help_}")
         self.lines.append(f"# TYPE {full} {kind}")
-        suffix = "_total" if kind == "counter" else ""
         for labels, value in series:
-            self.lines.append(f"{full}{suffix}{_labels(labels)} {_num(value)}")
+            self.lines.append(f"{full}{_labels(labels)} {_num(value)}")
 
     def histogram(self, name: str, help_: str,
                   series: list[tuple[dict[str, object], dict[str, Any]]]) -> None:

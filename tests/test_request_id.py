@@ -1,0 +1,162 @@
+"""``$request_id``: honoured from ``X-Request-Id`` (configurable), sent back, seen by handlers and
+the upstream, and written on request-scoped error-log lines."""
+
+from __future__ import annotations
+
+import re
+import time
+
+HEX32 = re.compile(r"^[0-9a-f]{32}$")
+
+HANDLERS = {
+    "app.py": """
+        import edgeworker
+
+        def show(req):
+            # what the handler (and a proxied upstream) sees
+            return "%s|%s|%s" % (req.id, req.var["request_id"],
+                                 req.headers.get("x-request-id") or "")
+
+        def trace(req):
+            return "%s|%s" % (req.id, req.headers.get("x-trace") or "")
+
+        def noisy(req):
+            edgeworker.log.warning("noisy handler says hi")
+            return "ok"
+
+        def boom(req):
+            raise RuntimeError("kaboom")
+
+        def init_worker():
+            edgeworker.timer.at(0, lambda premature: edgeworker.log.warning("timer says hi"))
+    """,
+}
+
+CONFIG = """
+[main]
+init_worker = "app:init_worker"
+[http]
+access_log_format = '$request_id $status'
+{extra}
+[[server]]
+listen = ["127.0.0.1:{{port}}"]
+  [[server.location]]
+  match = "= /show"
+  content = "app:show"
+  [[server.location]]
+  match = "= /trace"
+  content = "app:trace"
+  [[server.location]]
+  match = "= /noisy"
+  content = "app:noisy"
+  [[server.location]]
+  match = "= /boom"
+  content = "app:boom"
+"""
+
+
+def start(server, extra: str = ""):
+    return server(CONFIG.format(extra=extra), files=HANDLERS, workers=1)
+
+
+def access_lines(srv, n: int, timeout: float = 5.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = srv.access_log.read_text().splitlines() if srv.access_log.exists() else []
+        if len(lines) >= n:
+            return lines
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {n} access log lines")
+
+
+def test_fresh_id_is_32_hex_sent_back_and_seen_by_handlers(server):
+    srv = start(server)
+    ids = set()
+    for _ in range(5):
+        status, headers, body = srv.get("/show")
+        assert status == 200
+        rid = headers["x-request-id"]
+        assert HEX32.match(rid)
+        own, var, forwarded = body.decode().split("|")
+        assert own == var == forwarded == rid  # req.headers carries it: forwarded upstream
+        ids.add(rid)
+    assert len(ids) == 5
+    lines = access_lines(srv, 5)
+    assert {line.split()[0] for line in lines} == ids  # $request_id in the access log
+
+
+def test_incoming_id_is_honoured(server):
+    srv = start(server)
+    incoming = "client-id_42.abc~XYZ:1/2"
+    status, headers, body = srv.get("/show", headers={"X-Request-Id": incoming})
+    assert headers["x-request-id"] == incoming
+    assert body.decode() == f"{incoming}|{incoming}|{incoming}"
+    assert access_lines(srv, 1)[-1] == f"{incoming} 200"
+    longest = "a" * 128
+    assert srv.get("/show", headers={"X-Request-Id": longest})[1]["x-request-id"] == longest
+
+
+def test_invalid_incoming_id_is_replaced(server):
+    srv = start(server)
+    for bad in ("a" * 129, "has space", "tab\there", "caf\u00e9"):
+        raw_bad = bad.encode("utf-8")
+        resp = srv.raw(b"GET /show HTTP/1.1\r\nHost: x\r\nX-Request-Id: " + raw_bad
+                       + b"\r\nConnection: close\r\n\r\n")
+        head, _, body = resp.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), resp
+        rid = [line.split(b": ", 1)[1].decode() for line in head.split(b"\r\n")
+               if line.lower().startswith(b"x-request-id:")]
+        assert len(rid) == 1 and HEX32.match(rid[0]), (bad, rid)
+        own, var, forwarded = body.decode().split("|")
+        assert own == var == forwarded == rid[0]  # the bad value never reaches the upstream
+
+
+def test_header_name_is_configurable(server):
+    srv = start(server, 'request_id_header = "X-Trace"')
+    status, headers, body = srv.get("/trace", headers={"X-Trace": "t-1", "X-Request-Id": "nope"})
+    assert headers["x-trace"] == "t-1" and "x-request-id" not in headers
+    assert body == b"t-1|t-1"
+    status, headers, body = srv.get("/trace")
+    assert HEX32.match(headers["x-trace"])
+    assert body.decode() == f"{headers['x-trace']}|{headers['x-trace']}"
+
+
+def test_request_id_header_off(server):
+    srv = start(server, 'request_id_header = ""')
+    status, headers, body = srv.get("/show", headers={"X-Request-Id": "ignored"})
+    assert "x-request-id" not in headers
+    own, var, forwarded = body.decode().split("|")
+    assert HEX32.match(own) and own == var
+    assert forwarded == "ignored"  # the client's header passes through untouched
+
+
+def test_invalid_header_name_is_a_config_error(tmp_path):
+    import pytest
+
+    from edgeworker.config import ConfigError, loads
+
+    with pytest.raises(ConfigError) as err:
+        loads('[http]\nrequest_id_header = "X Bad"\n[[server]]\n', str(tmp_path / "x.toml"))
+    assert 'http.request_id_header: invalid header name "X Bad"' in str(err.value)
+
+
+def test_error_log_lines_of_a_request_carry_its_id_and_the_worker_id(server):
+    srv = start(server)
+    srv.wait_log("timer says hi")
+    status, headers, _ = srv.get("/noisy", headers={"X-Request-Id": "noisy-1"})
+    assert status == 200
+    status, headers, _ = srv.get("/boom")
+    assert status == 500
+    boom_id = headers["x-request-id"]
+    srv.wait_log("kaboom")
+    log = srv.errors()
+    noisy = [line for line in log.splitlines() if "noisy handler says hi" in line]
+    assert len(noisy) == 1
+    assert re.search(r"\[warn\] \d+#0: \*noisy-1: noisy handler says hi$", noisy[0]), noisy
+    failed = [line for line in log.splitlines() if "handler failed" in line]
+    assert len(failed) == 1 and f"#0: *{boom_id}: " in failed[0]
+    # a timer is not request-scoped: no id on its line
+    timer = [line for line in log.splitlines() if "timer says hi" in line]
+    assert len(timer) == 1 and re.search(r"\d+#0: timer says hi$", timer[0]), timer
+    # the master's lines carry no worker id
+    assert re.search(r"\d+#-: edgeworker started", log)
