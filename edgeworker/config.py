@@ -612,8 +612,8 @@ class _Loader:
             except ValueError as e:
                 self.err(p, str(e))
                 continue
-            if size < 8192:
-                self.err(p, f"size {size} is too small (minimum 8k)")
+            if size < 16384:
+                self.err(p, f"size {size} is too small (minimum 16k)")
             shared[name] = size
 
         redis: dict[str, Redis] = {}

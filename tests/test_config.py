@@ -775,7 +775,7 @@ def test_shared_dict_checks():
     assert errors == [
         "shared_dict.9lives: a shared dict name is letters, digits, _ and -, not starting with a "
         "digit",
-        "shared_dict.tiny: size 100 is too small (minimum 8k)",
+        "shared_dict.tiny: size 100 is too small (minimum 16k)",
     ]
 
 

@@ -14,6 +14,8 @@ code{{background:#f3f3f3;padding:.1em .3em}}</style></head>
 <b>{visits}</b> visits to this page since the server started (a shared-dict <code>incr</code>).</p>
 <ul>
 <li><a href="/hello">/hello</a> &mdash; a Python content handler</li>
+<li><a href="/status">/status</a> &mdash; the live dashboard
+(<a href="/status.json">/status.json</a>, <a href="/metrics">/metrics</a> for Prometheus)</li>
 </ul>
 <p>Next: copy an example from <code>config/examples/</code> and run
 <code>edgeworker run -c your.toml</code>. The README has the tour.</p>
