@@ -24,7 +24,7 @@ from gevent import sleep as _gsleep
 from gevent.socket import wait_write as _wait_write
 
 from .deadline import WATCHDOG, Expired
-from .http.protocol import Data, EndOfMessage, ProtocolError, ServerProtocol
+from .http.protocol import END, Data, ProtocolError, ServerProtocol
 from .http.responses import chunk, error_response, http_date, status_line
 from .request import RequestExit
 
@@ -171,8 +171,8 @@ class Connection:
                 if ev.__class__ is ProtocolError:
                     self._send_error(ev.status)
                     return None
-                if ev.__class__ is Data or ev is EndOfMessage or isinstance(ev, EndOfMessage):
-                    # leftovers of a request whose body was discarded
+                if ev is END or ev.__class__ is Data:
+                    # the end (or unread body) of the previous request
                     continue
                 return ev
             if proto.in_head:
@@ -207,9 +207,10 @@ class Connection:
                 return None
 
     def _next_body_event(self):
-        """Next Data/EndOfMessage of the current request (reads with client_body_timeout).
+        """Next ``Data`` or ``END`` of the current request (reads with client_body_timeout).
 
-        Raises ``RequestExit`` after answering 400/408 when the body is broken or late.
+        Raises ``_BodyError(400/408)`` when the body is broken or late, ``ClientGone`` when the
+        client went away.
         """
         events = self.events
         while not events:
@@ -349,7 +350,12 @@ class Connection:
                 parts.append(f"\r\n{name}: {value}".encode("latin-1"))
         if loc is not None and loc.add_header and status in ADD_HEADER_STATUS:
             for name, value in loc.add_header:
-                parts.append(b"\r\n" + name + b": " + req.var.expand(value).encode("latin-1"))
+                value = req.var.expand(value)
+                # a variable may carry decoded CR/LF/NUL ($arg_x=%0d%0a...): such a value is
+                # dropped, never sent (response splitting); outside latin-1 becomes "?"
+                if "\r" in value or "\n" in value or "\x00" in value:
+                    continue
+                parts.append(b"\r\n" + name + b": " + value.encode("latin-1", "replace"))
         no_body = status in _NO_BODY_STATUS or status < 200
         if not has_ct and not no_body:
             ct = req.content_type
