@@ -35,6 +35,9 @@ bench: $(STAMP)
 	./scripts/system-deps.sh bench
 	$(BIN)/python bench/shm_bench.py
 	$(BIN)/python bench/http_bench.py
+	$(BIN)/python bench/reload_bench.py
+	$(BIN)/python bench/proxy_bench.py
+	$(BIN)/python bench/edge_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

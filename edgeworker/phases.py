@@ -297,11 +297,10 @@ class App:
 
     def _handler_failed(self, conn: Connection, req: Request) -> None:
         self.log.error(
-            "%s handler failed while processing %s %s (request %s):\n%s",
+            "%s handler failed while processing %s %s:\n%s",
             req.phase,
             req.method,
             req.request_uri,
-            req.id,
             traceback.format_exc().rstrip(),
         )
         if req.headers_sent:
@@ -369,9 +368,7 @@ class App:
                 try:
                     fn(req)
                 except Exception:
-                    self.log.error(
-                        "log handler failed (request %s):\n%s", req.id, traceback.format_exc().rstrip()
-                    )
+                    self.log.error("log handler failed:\n%s", traceback.format_exc().rstrip())
         if self.access_log is not None:
             self.access_log.write(req)
         if self.record is not None:
