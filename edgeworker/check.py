@@ -110,6 +110,7 @@ def check(path: str) -> tuple[Config | None, list[str]]:
                         errors.append(str(e))
             if loc.jwt is None:
                 continue
+            unreadable = False
             for key in ("secret", "public_key"):
                 value = getattr(loc.jwt, key)
                 if isinstance(value, str) and value.startswith("file:"):
@@ -117,4 +118,26 @@ def check(path: str) -> tuple[Config | None, list[str]]:
                     if not os.access(file, os.R_OK):
                         why = "does not exist" if not os.path.exists(file) else "is not readable"
                         errors.append(f'{loc.path}.jwt.{key}: file "{file}" {why}')
+                        unreadable = True
+            if not unreadable:
+                errors.extend(_jwt_key_problems(cfg, loc))
     return cfg, errors
+
+
+def _jwt_key_problems(cfg: Config, loc: Any) -> list[str]:
+    """Build the location's JWT verifier as a worker would (keys loaded, matched to the
+    algorithms; no network): an unusable key is reported now, not at worker boot."""
+
+    class _App:  # what the jwt feature factory reads of the worker's App
+        def __init__(self, cfg: Config) -> None:
+            self.cfg = cfg
+
+    try:
+        from .lib.jwt import make_access
+    except ImportError:
+        return []
+    try:
+        make_access(loc, _App(cfg))
+    except ConfigError as e:
+        return list(e.errors)
+    return []

@@ -146,9 +146,6 @@ def test_every_import_problem_names_its_config_path(project):
     assert sum("nope" in e for e in errors) == 1
 
 
-UNSUPPORTED = "not supported by this edgeworker version yet"
-
-
 def test_jwt_key_files_must_be_readable(project):
     tmp, sfx = project
     write(tmp / "handlers" / f"app_{sfx}.py", "def h(req): pass\n")
@@ -165,16 +162,17 @@ def test_jwt_key_files_must_be_readable(project):
           jwt = {{ secret = "file:keys/missing", algorithms = ["HS256"] }}
     """)
     cfg, errors = check(str(tmp / "ew.toml"))
-    # (until the jwt feature lands, check also says it is not supported yet)
-    errors = [e for e in errors if not e.endswith(UNSUPPORTED)]
-    assert errors == [
-        f'server[0].location[1].jwt.secret: file "{tmp / "keys" / "missing"}" does not exist']
+    assert len(errors) == 2, errors
+    # a PEM file that holds no key is readable but unusable: the verifier says so
+    assert errors[0].startswith("server[0].location[0].jwt: public_key is not a PEM public key")
+    assert errors[1] == (
+        f'server[0].location[1].jwt.secret: file "{tmp / "keys" / "missing"}" does not exist')
 
 
-def test_reference_config_passes_check():
+def test_reference_config_passes_check(monkeypatch):
+    monkeypatch.setenv("JWT_SECRET", "a-secret-long-enough-for-hs256-in-the-reference")
     cfg, errors = check(str(ROOT / "config" / "edgeworker.toml"))
-    # the reference shows every key; features not built yet are reported as such, nothing else
-    assert [e for e in errors if not e.endswith(UNSUPPORTED)] == []
+    assert errors == []
     assert cfg is not None and cfg.server
 
 
@@ -278,3 +276,29 @@ def test_edgeworker_and_site_packages_are_protected():
     assert os.path.dirname(os.path.realpath(edgeworker.config.__file__)) in protected
     msgspec_file = os.path.realpath(msgspec.__file__)
     assert any(msgspec_file.startswith(root + os.sep) for root in protected)
+
+
+def test_unusable_jwt_keys_are_reported_by_check(project):
+    tmp, sfx = project
+    write(tmp / "handlers" / f"app_{sfx}.py", "def h(req): pass\n")
+    write(tmp / "keys" / "junk.pem", "not a key at all\n")
+    write(tmp / "ew.toml", f"""
+        [[server]]
+          [[server.location]]
+          match = "/a"
+          content = "app_{sfx}:h"
+          jwt = {{ secret = "env:EDGEWORKER_TEST_UNSET_{sfx}", algorithms = ["HS256"] }}
+          [[server.location]]
+          match = "/b"
+          content = "app_{sfx}:h"
+          jwt = {{ public_key = "file:keys/junk.pem", algorithms = ["RS256"] }}
+          [[server.location]]
+          match = "/c"
+          content = "app_{sfx}:h"
+          jwt = {{ secret = "a-good-long-secret-for-hs256-tokens", algorithms = ["HS256"] }}
+    """)
+    cfg, errors = check(str(tmp / "ew.toml"))
+    assert len(errors) == 2, errors
+    assert errors[0].startswith("server[0].location[0].jwt: ")
+    assert f"EDGEWORKER_TEST_UNSET_{sfx}" in errors[0]
+    assert errors[1].startswith("server[0].location[1].jwt: ")

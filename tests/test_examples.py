@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -55,9 +56,11 @@ def example(tmp_path):
 
 
 def test_every_example_passes_check():
+    # as each example's header says to run it (jwt_edge reads its secret from JWT_SECRET)
+    env = dict(os.environ, JWT_SECRET="change-me-change-me-change-me-32b")
     for conf in sorted(EXAMPLES.glob("*.toml")):
         out = subprocess.run([*EDGEWORKER, "check", "-c", str(conf)], capture_output=True,
-                             text=True, timeout=60)
+                             text=True, timeout=60, env=env)
         assert out.returncode == 0, (conf.name, out.stdout, out.stderr)
         assert "test is successful" in out.stdout + out.stderr
 
