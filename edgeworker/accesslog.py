@@ -11,6 +11,7 @@ nothing. Each line is one ``os.write`` on an
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -111,6 +112,7 @@ class AccessLog:
         self._time_local = _TimeLocal()
         self._parts = compile_format(fmt) if fmt not in ("combined", "json") else None
         self._fd = -1
+        self._failing = False  # the last write failed (and that was logged)
         self.reopen()
 
     @classmethod
@@ -183,10 +185,19 @@ class AccessLog:
         return "".join(out).encode("utf-8", "surrogateescape")
 
     def write(self, req: Any) -> None:
+        """Append the line of ``req``. A failed write (full disk, …) never stops serving: it is
+        logged once to the error log, and again only after a write succeeded in between."""
         try:
             os.write(self._fd, self.line(req))
-        except OSError:
-            pass  # a full disk must not stop serving
+        except OSError as exc:
+            if not self._failing:
+                self._failing = True
+                logging.getLogger("edgeworker").error(
+                    "access log %s: write failed (%s); lines are lost until it works again",
+                    self.target, exc.strerror or exc)
+            return
+        if self._failing:
+            self._failing = False
 
 
 # variables the access log computes itself (log time, cached $time_local), else req.var

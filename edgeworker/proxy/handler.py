@@ -150,7 +150,7 @@ class ProxyHandler:
             var = req.var
             for name, template in self.dynamic:
                 value = var.expand(template)
-                if value and "\r" not in value and "\n" not in value:
+                if value and "\r" not in value and "\n" not in value and "\x00" not in value:
                     parts.append(name + b": " + value.encode("latin-1", "replace") + b"\r\n")
         if upgrade is not None:
             parts.append(b"Upgrade: " + upgrade + b"\r\nConnection: upgrade\r\n")
