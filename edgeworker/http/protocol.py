@@ -260,6 +260,7 @@ class ServerProtocol:
         "_progress",
         "_stall",
         "_chunked",
+        "_te_ows",
         "_keep_alive",
         "_upgrading",
     )
@@ -288,6 +289,7 @@ class ServerProtocol:
         self._progress = False
         self._stall = 0
         self._chunked = False
+        self._te_ows = False  # a Transfer-Encoding value ended in OWS (see on_header)
         self._keep_alive = True
         self._upgrading = False
         parser = HttpRequestParser(self)
@@ -431,6 +433,7 @@ class ServerProtocol:
         self._began = True
         self._url = b""
         self._headers = []
+        self._te_ows = False
 
     def on_url(self, url: bytes) -> None:
         url = self._url = self._url + url
@@ -443,7 +446,13 @@ class ServerProtocol:
         # Only collect: limits are checked per read in feed() and exactly once the section is
         # complete (cheaper than here, and still cut within one read of crossing a limit).
         # Fields after a chunked body (trailers) land in a fresh list and are dropped (nginx).
-        self._headers.append((name.lower(), value.rstrip(b" \t")))
+        name = name.lower()
+        stripped = value.rstrip(b" \t")
+        if stripped is not value and name == b"transfer-encoding" and 9 in value[len(stripped) :]:
+            # llhttp does not take "chunked<HTAB>" as chunked and fails only after the head:
+            # refuse it with the head, so no handler ever sees such a request
+            self._te_ows = True
+        self._headers.append((name, stripped))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -532,6 +541,8 @@ class ServerProtocol:
 
         # Framing.
         chunked = False
+        if self._te_ows:
+            self._fail(400, "invalid Transfer-Encoding")
         if te is not None:
             if version == "1.0":
                 self._fail(400, "Transfer-Encoding in an HTTP/1.0 request")
