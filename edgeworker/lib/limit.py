@@ -306,14 +306,8 @@ end
 """
 
 
-class FixedWindow(_Limiter):
-    """At most ``limit`` requests per ``window`` seconds per key (``resty.limit.count``).
-
-    Windows are aligned to the clock (a 60 s window resets at each whole minute, on the Redis
-    server's clock for a Redis store), as Kong does. Rejected requests are not counted.
-    """
-
-    kind = "count"
+class _WindowLimiter(_Limiter):
+    """A limit of ``limit`` requests per ``window`` seconds (the two window limiters)."""
 
     def __init__(self, store: Any, limit: int, window: float, *, prefix: str | None = None,
                  fail: str = "open") -> None:
@@ -329,6 +323,16 @@ class FixedWindow(_Limiter):
 
     def _window(self) -> float:
         return self.window
+
+
+class FixedWindow(_WindowLimiter):
+    """At most ``limit`` requests per ``window`` seconds per key (``resty.limit.count``).
+
+    Windows are aligned to the clock (a 60 s window resets at each whole minute, on the Redis
+    server's clock for a Redis store), as Kong does. Rejected requests are not counted.
+    """
+
+    kind = "count"
 
     def _shm(self, d: Any, k: bytes, commit: bool) -> Result:
         now = time.time()
@@ -382,7 +386,7 @@ return {1, est + math.max(cost, 0), elapsed, p, c}
 """
 
 
-class SlidingWindow(_Limiter):
+class SlidingWindow(_WindowLimiter):
     """At most about ``limit`` requests in any ``window`` seconds (sliding window counter).
 
     The count is the current clock-aligned window plus the previous one weighted by how much of
@@ -391,21 +395,6 @@ class SlidingWindow(_Limiter):
     """
 
     kind = "sliding"
-
-    def __init__(self, store: Any, limit: int, window: float, *, prefix: str | None = None,
-                 fail: str = "open") -> None:
-        if limit < 1 or window <= 0:
-            raise ValueError("limit must be >= 1 and window > 0")
-        super().__init__(store, prefix=prefix, fail=fail)
-        self.limit = int(limit)
-        self.window = float(window)
-        self._window_ms = max(1, int(round(self.window * 1000)))
-
-    def _quota(self) -> float:
-        return self.limit
-
-    def _window(self) -> float:
-        return self.window
 
     def _reset(self, elapsed: float, prev: int, cur: int) -> float:
         """Seconds until one more request fits."""
