@@ -122,6 +122,19 @@ def start_edgeworker(reg: ProcessRegistry, tmp: Path) -> tuple[int, object]:
     return port, srv
 
 
+def seconds_until(pred, limit: float = 30.0) -> float:
+    """Seconds until ``pred()`` is true (connection errors count as false), at most ``limit``."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        try:
+            if pred():
+                break
+        except OSError:
+            pass
+        time.sleep(0.005)
+    return time.monotonic() - t0
+
+
 def reload_latency(tmp: Path, port: int, n: int) -> list[float]:
     times = []
     for i in range(n):
@@ -131,15 +144,8 @@ def reload_latency(tmp: Path, port: int, n: int) -> list[float]:
                               capture_output=True, text=True, timeout=60)
         if done.returncode != 0:
             raise RuntimeError(f"edgeworker reload failed: {done.stderr}")
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 30:
-            try:
-                if http_get("127.0.0.1", port, "/v", timeout=2).body.decode() == version:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.005)
-        times.append(time.monotonic() - t0)
+        times.append(seconds_until(
+            lambda v=version: http_get("127.0.0.1", port, "/v", timeout=2).body.decode() == v))
         time.sleep(0.5)
     return times
 
@@ -151,17 +157,12 @@ def respawn_latency(master_pid: int, port: int, n: int) -> list[float]:
     for _ in range(n):
         victim = child_pids(master_pid)[0]
         os.kill(victim, signal.SIGKILL)
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 30:
+        def replaced(victim: int = victim) -> bool:
             pids = child_pids(master_pid)
-            if len(pids) >= 2 and victim not in pids:
-                try:
-                    if http_get("127.0.0.1", port, "/v", timeout=2).status == 200:
-                        break
-                except OSError:
-                    pass
-            time.sleep(0.005)
-        times.append(time.monotonic() - t0)
+            return (len(pids) >= 2 and victim not in pids
+                    and http_get("127.0.0.1", port, "/v", timeout=2).status == 200)
+
+        times.append(seconds_until(replaced))
         time.sleep(0.5)
     return times
 
