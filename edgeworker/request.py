@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import PhaseError
 from .http.headers import Headers
-from .uri import BadURI, MultiDict, normalize_path, parse_args, parse_cookies
+from .uri import MultiDict, normalize_path, parse_args, parse_cookies
 
 if TYPE_CHECKING:  # pragma: no cover
     from .phases import LocationRuntime
@@ -112,10 +112,7 @@ class Request:
         self.request_uri: str = head.target.decode("latin-1")
         query = head.query
         self.query_string: str = query.decode("latin-1") if query else ""
-        try:
-            self.uri: str = normalize_path(head.path)
-        except BadURI:
-            raise
+        self.uri: str = normalize_path(head.path)  # BadURI: the caller answers 400
         self.http_version: str = head.version
         self.scheme = "http"
         self.start_time: float = time.time()

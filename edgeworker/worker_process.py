@@ -148,10 +148,8 @@ class EdgeWorker(Worker):
                     gevent.sleep(0.1)
                 continue
             warned = False
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1) if client.family in (
-                socket.AF_INET,
-                socket.AF_INET6,
-            ) else None
+            if client.family != socket.AF_UNIX:
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = conn_cls(client, addr, key, app)
             connections.add(conn)
             if counts is not None:

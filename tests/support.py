@@ -158,8 +158,9 @@ class Server:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 
     def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-        c = self.conn()
+                headers: dict[str, str] | None = None,
+                timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+        c = self.conn(timeout)
         try:
             c.request(method, path, body=body, headers=headers or {})
             r = c.getresponse()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.client
 import json
 import os
 import socket
@@ -236,14 +235,7 @@ def env(tmp_path_factory):
 
 
 def get(srv, path, method="GET", body=None, headers=None, timeout=10.0):
-    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=timeout)
-    try:
-        c.request(method, path, body=body, headers=headers or {})
-        r = c.getresponse()
-        data = r.read()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
-    finally:
-        c.close()
+    return srv.request(method, path, body=body, headers=headers, timeout=timeout)
 
 
 def echo(srv, path, **kw):
