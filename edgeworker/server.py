@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from gevent import getcurrent
 from gevent import sleep as _gsleep
+from gevent.socket import wait_read as _wait_read
 from gevent.socket import wait_write as _wait_write
 
 from .deadline import WATCHDOG, Expired
@@ -65,6 +66,19 @@ def _yield() -> None:
     _gsleep(0)
 
 
+def _read_waiter(sock: Any) -> Any:
+    """A callable that blocks the current greenlet until ``sock`` is readable: the hub's wait
+    on the gevent socket's own read watcher (what its ``recv`` does after an ``EAGAIN``), so
+    a wait costs one switch and no extra system call; any other socket waits in ``select``."""
+    watcher = getattr(sock, "_read_event", None)
+    hub = getattr(sock, "hub", None)
+    if watcher is not None and hub is not None:
+        wait = hub.wait
+        return lambda: wait(watcher)
+    fileno = sock.fileno()
+    return lambda: _wait_read(fileno)
+
+
 class Drain(Exception):
     """Thrown into an idle connection's greenlet when the worker starts its graceful exit."""
 
@@ -92,6 +106,7 @@ class Connection:
         "busy",
         "closing",
         "_raw",
+        "_wait_read",
         "greenlet",
     )
 
@@ -118,6 +133,7 @@ class Connection:
         self.busy = False  # a request is being processed
         self.closing = False  # set by a draining worker: answer with Connection: close
         self._raw = getattr(sock, "_sock", sock)  # gevent's socket wraps a non-blocking one
+        self._wait_read = _read_waiter(sock)
         self.greenlet: Any = None
 
     @property
@@ -134,39 +150,54 @@ class Connection:
         return self._bin_addr
 
     # ------------------------------------------------------------------ reading
-    def _recv(self, timeout: float) -> bytes:
+    def _recv(self, timeout: float, wait_first: bool = False) -> bytes:
         """Read what the client sent; wait at most ``timeout`` seconds (``TimeoutError``).
 
         The real (non-blocking) socket is tried first: when data is waiting, no greenlet
-        switch and no timer happen. Only a wait goes through gevent, bounded by the worker's
-        deadline watchdog instead of a timer per wait.
+        switch and no timer happen. Otherwise the greenlet waits on the socket's own gevent
+        read watcher (one hub switch, no second failing ``recv``), bounded by the worker's
+        deadline watchdog instead of a timer per wait. ``wait_first`` goes to the hub even
+        when data is waiting (the turn-taking after a response, see ``serve``).
         """
-        try:
-            return self._raw.recv(_RECV)
-        except BlockingIOError:
-            pass
-        except (ConnectionResetError, BrokenPipeError):
-            return b""
+        raw = self._raw
+        if not wait_first:
+            try:
+                return raw.recv(_RECV)
+            except BlockingIOError:
+                pass
+            except (ConnectionResetError, BrokenPipeError):
+                return b""
         g = self.greenlet
         WATCHDOG.arm(g, timeout)
         try:
-            data = self.sock.recv(_RECV)
+            while True:
+                self._wait_read()
+                try:
+                    return raw.recv(_RECV)
+                except BlockingIOError:  # a spurious wake-up: wait again
+                    continue
         except Expired:
             raise TimeoutError("client timed out") from None
         except (ConnectionResetError, BrokenPipeError):
             return b""
         finally:
             WATCHDOG.disarm(g)
-        return data
 
-    def _next_head(self):
-        """The next request head, or None when the connection should close."""
+    def _next_head(self, turn: bool = False):
+        """The next request head, or None when the connection should close.
+
+        ``turn``: a response was just sent; the other connections get their turn before this
+        one reads on (see ``serve``).
+        """
         events = self.events
         proto = self.proto
         http = self.http
         deadline = None
         while True:
             if events:
+                if turn:  # pipelined requests are waiting: the others go first all the same
+                    turn = False
+                    _yield()
                 ev = events.popleft()
                 if ev.__class__ is ProtocolError:
                     self._send_error(ev.status)
@@ -190,7 +221,8 @@ class Connection:
                     # (with Connection: close); a connection that stays quiet is closed
                     timeout = min(timeout, DRAIN_GRACE)
             try:
-                data = self._recv(timeout)
+                data = self._recv(timeout, turn)
+                turn = False
             except Drain:
                 self.closing = True  # the worker is exiting: serve what is on its way, then close
                 continue
@@ -496,9 +528,10 @@ class Connection:
         app = self.app
         keepalive_requests = self.http.keepalive_requests
         self.greenlet = getcurrent()
+        turn = False
         try:
             while True:
-                head = self._next_head()
+                head = self._next_head(turn)
                 if head is None:
                     return
                 self.requests += 1
@@ -513,8 +546,10 @@ class Connection:
                 self.busy = False
                 # fairness: a client that sends its next request fast would keep this
                 # greenlet going (its recv never waits) and starve the other connections;
-                # after each response the others take their turn, as in nginx's event loop
-                _yield()
+                # after each response the others take their turn, as in nginx's event loop:
+                # the next read waits on the hub first (which also lets the usual case, no
+                # request there yet, skip a failing recv and a separate yield)
+                turn = True
         except ClientGone:
             return
         except Exception:  # a bug of ours: never take the worker down
