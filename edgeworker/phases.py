@@ -135,6 +135,11 @@ class App:
             max_header_size=cfg.http.max_header_size,
             max_headers=cfg.http.max_headers,
         )
+        rid = cfg.http.request_id_header
+        #: the request-id field: lower-case name (what the protocol looks for) and the start
+        #: of its response line; both None when ``request_id_header = ""``
+        self.rid_field: bytes | None = rid.lower().encode("latin-1") if rid else None
+        self.rid_prefix: bytes | None = b"\r\n" + rid.encode("latin-1") + b": " if rid else None
         self.code_cache = cfg.main.code_cache
         self.router = Router.from_config(cfg)
         self.runtimes: dict[int, LocationRuntime] = {}
@@ -167,7 +172,12 @@ class App:
         except BadURI:
             conn._send_error(400)
             return None
-        route = self.router.find_server((conn.server_addr, conn.server_port), req.host if head.host else None)
+        names = conn.names
+        if names is None:  # the servers of the connection's address, looked up once
+            names = conn.names = self.router.table_for((conn.server_addr, conn.server_port))
+        route = names.only
+        if route is None:
+            route = names.lookup(req.host if head.host else None)
         if not self.code_cache:
             handler_mod.purge_user_modules(self.cfg.main.python_path)
         req.server_route = route
@@ -310,7 +320,7 @@ class App:
         req.exit_body = None
         req._out = None
         req.content_type = "text/html"
-        req._resp_headers = req._base_resp_headers()  # only X-Request-Id survives
+        req._reset_resp_headers()  # only X-Request-Id survives
         try:
             conn.send_response(req, error_page(500))
         except _ClientGoneBase:

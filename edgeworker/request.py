@@ -12,6 +12,7 @@ import random
 import re
 import socket
 import time
+from time import time as _time
 from typing import TYPE_CHECKING, Any
 
 from .errors import PhaseError
@@ -36,26 +37,29 @@ _EXIT_PHASES = (REWRITE, ACCESS, CONTENT, HEADER_FILTER)
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 #: An incoming request id is honoured when it is 1..128 visible ASCII characters.
 _GOOD_ID = re.compile(rb"[\x21-\x7e]{1,128}").fullmatch
-_lower_names: dict[str, tuple[str, bytes]] = {}
 # request ids: 128 random bits (as nginx's $request_id, unique rather than secret), from a
-# generator of our own, reseeded in every forked worker, that handler code cannot reseed
+# generator of our own, reseeded in every forked worker, that handler code cannot reseed;
+# drawn 64 at a time (one big number formatted once, then sliced)
 _rng = random.Random()
-os.register_at_fork(after_in_child=_rng.seed)
 _randbits = _rng.getrandbits
+_ID_BATCH = 64
+_ids: list[str] = []
+
+
+def _after_fork() -> None:
+    _rng.seed()
+    _ids.clear()  # never hand out ids the parent (or a sibling) also has
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def new_request_id() -> str:
     """A fresh ``$request_id``: 32 lower-case hex characters."""
-    return f"{_randbits(128):032x}"
-
-
-def _id_header(name: str) -> tuple[str, bytes]:
-    """``(lower-case name, lower-case latin-1 bytes)`` of the request-id header, cached."""
-    pair = _lower_names.get(name)
-    if pair is None:
-        low = name.lower()
-        pair = _lower_names[name] = (low, low.encode("latin-1"))
-    return pair
+    if not _ids:
+        digits = f"{_randbits(128 * _ID_BATCH):0{32 * _ID_BATCH}x}"
+        _ids.extend(digits[i : i + 32] for i in range(0, 32 * _ID_BATCH, 32))
+    return _ids.pop()
 
 
 class RequestExit(BaseException):
@@ -77,10 +81,6 @@ class Request:
         "_head",
         "method",
         "uri",
-        "request_uri",
-        "query_string",
-        "http_version",
-        "scheme",
         "start_time",
         "phase",
         "status",
@@ -103,19 +103,15 @@ class Request:
         "keep_alive",
         "server_route",
         "_rid_delta",
+        "_rid_line",
     )
 
     def __init__(self, conn: Connection, head: Any) -> None:
         self._conn = conn
         self._head = head
         self.method: str = head.method
-        self.request_uri: str = head.target.decode("latin-1")
-        query = head.query
-        self.query_string: str = query.decode("latin-1") if query else ""
         self.uri: str = normalize_path(head.path)  # BadURI: the caller answers 400
-        self.http_version: str = head.version
-        self.scheme = "http"
-        self.start_time: float = time.time()
+        self.start_time: float = _time()
         self.phase = REWRITE
         self.status = 200
         self.location: LocationRuntime | None = None
@@ -125,7 +121,6 @@ class Request:
         self._resp_headers: Headers | None = None
         self._var: Vars | None = None
         self._ctx: dict | None = None
-        self._id: str | None = None
         self._cookies: dict[str, str] | None = None
         self._body: bytes | None = None
         self._out: list[bytes] | None = None
@@ -137,44 +132,42 @@ class Request:
         self.keep_alive: bool = head.keep_alive
         self.server_route: Any = None
         self._rid_delta = 0
-        rid = conn.http.request_id_header
-        if rid:  # X-Request-Id: honoured from the request, sent back in the response
-            pair = _lower_names.get(rid) or _id_header(rid)
-            lowb = pair[1]
+        app = conn.app
+        field = app.rid_field
+        if field is None:
+            self._id = None
+            self._rid_line = None
+            return
+        # X-Request-Id: honoured from the request (the protocol found its first value), else a
+        # fresh id also set on the request, so handlers and the upstream see it (the bytes it
+        # adds are not counted as received: _rid_delta); sent back in the response
+        value = head.request_id
+        if value is not None and _GOOD_ID(value):
+            ident = value.decode("ascii")
+            idb = value
+        else:
+            ident = new_request_id()
+            idb = ident.encode()
             raw = head.headers
-            at = -1
-            for i, field in enumerate(raw):
-                if field[0] == lowb:
-                    at = i
-                    if _GOOD_ID(field[1]):
-                        self._id = field[1].decode("ascii")
-                    break
-            if self._id is None:
-                # a fresh id, also set on the request: handlers and the upstream see it (the
-                # bytes it adds are not counted as received: _rid_delta)
-                self._id = f"{_randbits(128):032x}"
-                idb = self._id.encode()
-                if at >= 0:
-                    self._rid_delta = len(idb) - len(raw[at][1])
-                    raw[at] = (lowb, idb)
-                else:
-                    self._rid_delta = len(lowb) + len(idb) + 4
-                    raw.append((lowb, idb))
-            h = Headers.__new__(Headers)  # the name was validated by the config
-            h._raw = None
-            h._items = [(pair[0], rid, self._id)]
-            self._resp_headers = h
+            if value is None:
+                self._rid_delta = len(field) + len(idb) + 4
+                raw.append((field, idb))
+            else:
+                for i, pair in enumerate(raw):
+                    if pair[0] == field:
+                        self._rid_delta = len(idb) - len(pair[1])
+                        raw[i] = (field, idb)
+                        break
+        self._id = ident
+        # the response line, added by the head builder unless resp_headers was materialized
+        self._rid_line = app.rid_prefix + idb
 
-    def _base_resp_headers(self) -> Headers | None:
-        """The response headers every response starts with: ``X-Request-Id`` (the configured
-        ``request_id_header``) or none (None)."""
-        rid = self._conn.http.request_id_header
-        if not rid:
-            return None
-        h = Headers.__new__(Headers)  # the name was validated by the config, the id is safe
-        h._raw = None
-        h._items = [(_id_header(rid)[0], rid, self.id)]
-        return h
+    def _reset_resp_headers(self) -> None:
+        """Drop every response header set so far except ``X-Request-Id`` (the configured
+        ``request_id_header``), which goes out with every response."""
+        self._resp_headers = None
+        prefix = self._conn.app.rid_prefix
+        self._rid_line = prefix + self.id.encode() if prefix is not None else None
 
     # ----------------------------------------------------------------- request data
     @property
@@ -257,9 +250,33 @@ class Request:
     @property
     def resp_headers(self) -> Headers:
         """Response headers; writable until the headers are sent, and in header_filter."""
-        if self._resp_headers is None:
-            self._resp_headers = Headers()
-        return self._resp_headers
+        rh = self._resp_headers
+        if rh is None:
+            rh = self._resp_headers = Headers()
+            if self._rid_line is not None:
+                # the request id joins the headers the handler sees (and may change or delete)
+                name = self._conn.http.request_id_header
+                rh._items.append((name.lower(), name, self._id))
+        self._rid_line = None
+        return rh
+
+    @property
+    def request_uri(self) -> str:
+        """The request target as received (``$request_uri``): path and query, still encoded."""
+        return self._head.target.decode("latin-1")
+
+    @property
+    def query_string(self) -> str:
+        """The query, without ``?``, still encoded (``$args``); ``""`` when there is none."""
+        query = self._head.query
+        return query.decode("latin-1") if query else ""
+
+    @property
+    def http_version(self) -> str:
+        """``"1.1"`` or ``"1.0"``."""
+        return self._head.version
+
+    scheme = "http"  # (TLS ends in front of edgeworker)
 
     # ----------------------------------------------------------------- body
     def read_body(self) -> bytes:

@@ -112,8 +112,12 @@ class _NameTable:
     trailing: list[tuple[str, ServerRoute]] = field(default_factory=list)
     regexes: list[tuple[re.Pattern[str], ServerRoute]] = field(default_factory=list)
     cache: dict[str | None, ServerRoute] = field(default_factory=dict)
+    #: the one server of this address, when there is only one (it gets every request)
+    only: ServerRoute | None = None
+    count: int = 0
 
     def add(self, route: ServerRoute) -> None:
+        self.count += 1
         for name in route.server.server_name:
             if name.startswith("~"):
                 self.regexes.append((re.compile(name[1:], re.IGNORECASE), route))
@@ -129,6 +133,7 @@ class _NameTable:
     def finish(self) -> None:
         self.leading.sort(key=lambda item: -len(item[0]))
         self.trailing.sort(key=lambda item: -len(item[0]))
+        self.only = self.default if self.count == 1 else None
 
     def lookup(self, raw_host: str | None) -> ServerRoute:
         """The server for a raw ``Host`` value (cached by the raw value, bounded)."""
@@ -202,6 +207,11 @@ class Router:
     def find_server(self, local_addr: tuple[str, int], host: str | None) -> ServerRoute:
         """The server for a request that arrived on ``local_addr`` (the connection's
         ``getsockname()``; IPv4-mapped IPv6 addresses are unmapped) with this ``Host``."""
+        return self.table_for(local_addr).lookup(host)
+
+    def table_for(self, local_addr: tuple[str, int]) -> _NameTable:
+        """The servers of the address a connection arrived on (fixed for its lifetime: the
+        connection looks it up once)."""
         addr_host, port = local_addr[0], local_addr[1]
         table = self._by_addr.get((addr_host, port))
         if table is None:
@@ -213,5 +223,5 @@ class Router:
                 table = self._by_addr.get((first, port)) or self._by_addr.get((second, port))
             if table is None:
                 # an address no server listens on (cannot happen for our own sockets)
-                return self.routes[0]
-        return table.lookup(host)
+                table = _NameTable(default=self.routes[0], only=self.routes[0])
+        return table

@@ -17,6 +17,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Iterator
+from time import time as _time
 from typing import TYPE_CHECKING, Any
 
 from gevent import getcurrent
@@ -26,7 +27,7 @@ from gevent.socket import wait_write as _wait_write
 
 from .deadline import WATCHDOG, Expired
 from .http.protocol import END, Data, ProtocolError, ServerProtocol
-from .http.responses import chunk, error_response, http_date, status_line
+from .http.responses import STATUS_REASONS, chunk, error_response, http_date, status_line
 from .request import RequestExit
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,11 +50,12 @@ DRAIN_GRACE = 1.0
 _KEEP_ALIVE = b"\r\nConnection: keep-alive\r\n\r\n"
 _CLOSE = b"\r\nConnection: close\r\n\r\n"
 _date_line = [-1, b""]
+_STATUS_LINES = {code: status_line(code, "1.1") for code in STATUS_REASONS}
 
 
 def _server_date() -> bytes:
     """``Server`` and ``Date`` header lines, formatted once per second."""
-    now = int(time.time())
+    now = int(_time())
     if now != _date_line[0]:
         _date_line[1] = b"Server: edgeworker\r\nDate: " + http_date().encode()
         _date_line[0] = now
@@ -101,6 +103,7 @@ class Connection:
         "server_addr",
         "server_port",
         "listen_key",
+        "names",
         "_bin_addr",
         "requests",
         "busy",
@@ -114,7 +117,7 @@ class Connection:
         self.sock = sock
         self.app = app
         self.http = app.http
-        self.proto = ServerProtocol(app.limits)
+        self.proto = ServerProtocol(app.limits, app.rid_field)
         self.events: deque = deque()
         if isinstance(addr, tuple):
             self.remote_addr = addr[0]
@@ -128,6 +131,7 @@ class Connection:
         else:
             self.server_addr, self.server_port = "unix:", 0
         self.listen_key = listen_key
+        self.names: Any = None  # the servers of the address it arrived on (App.handle)
         self._bin_addr: bytes | None = None
         self.requests = 0
         self.busy = False  # a request is being processed
@@ -369,7 +373,12 @@ class Connection:
         status = req.status
         loc = req.location
         keep = req.keep_alive and not self.closing
-        parts = [status_line(status, "1.1"), _server_date()]
+        now = int(_time())
+        date = _date_line[1] if now == _date_line[0] else _server_date()
+        line = _STATUS_LINES.get(status)
+        parts = [line if line is not None else status_line(status, "1.1"), date]
+        if req._rid_line is not None:  # X-Request-Id (until a handler took resp_headers)
+            parts.append(req._rid_line)
         rh = req._resp_headers
         has_ct = False
         if rh is not None:
@@ -413,9 +422,10 @@ class Connection:
         """Send a whole response (head + body) in one write; runs the output filters."""
         loc = req.location
         if loc is not None:
-            replaced = self.app.header_filter(req)
-            if replaced is not None:
-                body = replaced
+            if loc.header_filters:
+                replaced = self.app.header_filter(req)
+                if replaced is not None:
+                    body = replaced
             if loc.body_filter:
                 body = self.app.body_filter(req, body, True)
         status = req.status

@@ -140,6 +140,38 @@ def test_invalid_header_name_is_a_config_error(tmp_path):
     assert 'http.request_id_header: invalid header name "X Bad"' in str(err.value)
 
 
+def test_a_framing_header_cannot_be_the_request_id_header(tmp_path):
+    import pytest
+
+    from edgeworker.config import ConfigError, loads
+
+    for name in ("Host", "content-length", "Transfer-Encoding", "Connection"):
+        with pytest.raises(ConfigError) as err:
+            loads(f'[http]\nrequest_id_header = "{name}"\n[[server]]\n', str(tmp_path / "x.toml"))
+        assert f'http.request_id_header: "{name}" frames or routes the request' in str(err.value)
+
+
+def test_request_ids_are_unique_and_not_shared_with_a_forked_child():
+    import os
+
+    from edgeworker.request import new_request_id
+
+    first = [new_request_id() for _ in range(300)]  # spans several batches
+    assert len(set(first)) == 300 and all(HEX32.match(i) for i in first)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child's next ids must differ from the parent's next ids
+        os.write(w, "".join(new_request_id() for _ in range(10)).encode())
+        os._exit(0)
+    os.close(w)
+    child = os.read(r, 1000).decode()
+    os.waitpid(pid, 0)
+    os.close(r)
+    parent = "".join(new_request_id() for _ in range(10))
+    assert len(child) == 320 and child != parent
+    assert not {child[i : i + 32] for i in range(0, 320, 32)} & set(first)
+
+
 def test_error_log_lines_of_a_request_carry_its_id_and_the_worker_id(server):
     srv = start(server)
     srv.wait_log("timer says hi")

@@ -68,6 +68,8 @@ class RequestHead:
     ``headers`` keeps every field in order as ``(name, value)`` with lower-cased names and
     values stripped of OWS. ``host`` is the Host value (or the authority of an absolute-form
     target), raw, port included. ``path`` and ``query`` are still percent-encoded.
+    ``request_id`` is the value of the first request-id field (``ServerProtocol(id_field=…)``),
+    else None.
     """
 
     __slots__ = (
@@ -83,6 +85,7 @@ class RequestHead:
         "expect_continue",
         "upgrade",
         "host",
+        "request_id",
     )
 
     def __init__(
@@ -99,6 +102,7 @@ class RequestHead:
         expect_continue: bool,
         upgrade: bytes | None,
         host: bytes | None,
+        request_id: bytes | None = None,
     ) -> None:
         self.method = method
         self.target = target
@@ -112,6 +116,7 @@ class RequestHead:
         self.expect_continue = expect_continue
         self.upgrade = upgrade
         self.host = host
+        self.request_id = request_id
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RequestHead):
@@ -263,11 +268,15 @@ class ServerProtocol:
         "_te_ows",
         "_keep_alive",
         "_upgrading",
+        "_special",
     )
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, id_field: bytes | None = None) -> None:
+        """``id_field``: the lower-case name of a request-id field (``X-Request-Id``) whose
+        first value each ``RequestHead`` carries as ``request_id``."""
         if limits is None:
             limits = Limits()
+        self._special = _SPECIAL | {id_field} if id_field else _SPECIAL
         self._max_line = limits.max_request_line
         # A URL longer than this may make the request line too long (methods llhttp knows have
         # at most 20 characters); the line is then measured exactly.
@@ -485,11 +494,12 @@ class ServerProtocol:
             self._check_fields(headers, "header")  # (else the whole head is within the limit)
 
         # The fields that matter to framing and routing.
-        host = conn = te = cl = upgrade = None
+        host = conn = te = cl = upgrade = rid = None
         nhost = 0
         expect = False
+        special = self._special
         for name, value in headers:
-            if name in _SPECIAL:
+            if name in special:
                 if name == b"host":
                     nhost += 1
                     host = value
@@ -505,8 +515,10 @@ class ServerProtocol:
                     te = value if te is None else te + b"," + value
                 elif name == b"expect":
                     expect = value.lower() == b"100-continue"
-                else:
+                elif name == b"upgrade":
                     upgrade = value
+                elif rid is None:  # the request-id field: its first value
+                    rid = value
 
         # Request target.
         target = self._url
@@ -596,6 +608,7 @@ class ServerProtocol:
         head.expect_continue = expect and version == "1.1"
         head.upgrade = upgrade
         head.host = host
+        head.request_id = rid
         self._events.append(head)
         self._state = _BODY
         if chunked:  # trailer fields get their own list, count and size budget
