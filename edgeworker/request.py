@@ -102,7 +102,6 @@ class Request:
         "body_bytes_sent",
         "keep_alive",
         "server_route",
-        "_rid_delta",
         "_rid_line",
     )
 
@@ -131,7 +130,6 @@ class Request:
         self.body_bytes_sent = 0
         self.keep_alive: bool = head.keep_alive
         self.server_route: Any = None
-        self._rid_delta = 0
         app = conn.app
         field = app.rid_field
         if field is None:
@@ -140,7 +138,7 @@ class Request:
             return
         # X-Request-Id: honoured from the request (the protocol found its first value), else a
         # fresh id also set on the request, so handlers and the upstream see it (the bytes it
-        # adds are not counted as received: _rid_delta); sent back in the response
+        # adds are not counted as received: see RequestHead.size); sent back in the response
         value = head.request_id
         if value is not None and _GOOD_ID(value):
             ident = value.decode("ascii")
@@ -150,12 +148,10 @@ class Request:
             idb = ident.encode()
             raw = head.headers
             if value is None:
-                self._rid_delta = len(field) + len(idb) + 4
                 raw.append((field, idb))
             else:
                 for i, pair in enumerate(raw):
                     if pair[0] == field:
-                        self._rid_delta = len(idb) - len(pair[1])
                         raw[i] = (field, idb)
                         break
         self._id = ident
@@ -462,16 +458,10 @@ _SIMPLE_VARS = {
 
 
 def request_length(req: Request) -> int:
-    """``$request_length``: bytes of the request line and header fields as received (names and
-    values, separators, CRLFs) plus the declared body length (``Content-Length``; a chunked
-    body is not counted)."""
-    head = req._head
-    n = len(head.method) + len(head.target) + 14 - req._rid_delta  # + "  HTTP/1.1" 2 CRLF
-    for name, value in head.headers:
-        n += len(name) + len(value) + 4
-        if name == b"content-length" and value.isdigit():
-            n += int(value)
-    return n
+    """``$request_length``: bytes of the request line and header section as received plus the
+    declared body length (``Content-Length``; a chunked body is not counted). A request id
+    that edgeworker added is not counted (the protocol measured the request before)."""
+    return req._head.size
 
 
 class Vars:

@@ -199,9 +199,6 @@ class Connection:
         deadline = None
         while True:
             if events:
-                if turn:  # pipelined requests are waiting: the others go first all the same
-                    turn = False
-                    _yield()
                 ev = events.popleft()
                 if ev.__class__ is ProtocolError:
                     self._send_error(ev.status)
@@ -209,6 +206,8 @@ class Connection:
                 if ev is END or ev.__class__ is Data:
                     # the end (or unread body) of the previous request
                     continue
+                if turn:  # a pipelined request: the other connections go first all the same
+                    _yield()
                 return ev
             if proto.in_head:
                 now = time.monotonic()

@@ -1004,3 +1004,32 @@ def test_hostile_input_never_raises_and_errors_come_last(stream: bytes, cuts: li
     if not events or not isinstance(events[-1], ProtocolError):
         assert merged(events) == merged(one_read)
     assert proto.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n") == []
+
+
+def test_size_counts_the_request_as_received() -> None:
+    data = b"POST /up HTTP/1.1\r\nHost: a\r\nX-A:  v \t\r\nContent-Length: 5\r\n\r\nhello"
+    head = feed_all(data)[0]
+    assert head.size == len(data)  # one read: exact, OWS and body included
+    # split over reads: counted from the fields as "name: value" lines, plus the body
+    split = feed_bytewise(data)[0]
+    expected = len(b"POST /up HTTP/1.1\r\nHost: a\r\nX-A: v\r\nContent-Length: 5\r\n\r\n") + 5
+    assert split.size == expected
+    # a pipelined second request is counted on its own
+    proto = ServerProtocol()
+    first = b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n"
+    second = b"GET /22 HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n"
+    heads = [ev for ev in proto.feed(first + second) if isinstance(ev, RequestHead)]
+    assert [h.size for h in heads] == [len(first), len(second)]
+
+
+def test_request_id_field_is_carried_on_the_head() -> None:
+    proto = ServerProtocol(id_field=b"x-request-id")
+    events = proto.feed(
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: one\r\nx-request-id: two\r\n\r\n"
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    )
+    heads = [ev for ev in events if isinstance(ev, RequestHead)]
+    assert [h.request_id for h in heads] == [b"one", None]  # the first value only
+    plain = [ev for ev in ServerProtocol().feed(b"GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: z\r\n\r\n")
+             if isinstance(ev, RequestHead)]
+    assert plain[0].request_id is None  # no id field asked for

@@ -69,7 +69,10 @@ class RequestHead:
     values stripped of OWS. ``host`` is the Host value (or the authority of an absolute-form
     target), raw, port included. ``path`` and ``query`` are still percent-encoded.
     ``request_id`` is the value of the first request-id field (``ServerProtocol(id_field=…)``),
-    else None.
+    else None. ``size`` counts the bytes of the request as received (nginx's
+    ``$request_length``): request line, header section and a ``Content-Length`` body (a
+    chunked body is not counted). It is exact when the head arrived in one read (the usual
+    case); a head split over reads is counted from its fields as ``name: value`` lines.
     """
 
     __slots__ = (
@@ -86,6 +89,7 @@ class RequestHead:
         "upgrade",
         "host",
         "request_id",
+        "size",
     )
 
     def __init__(
@@ -103,6 +107,7 @@ class RequestHead:
         upgrade: bytes | None,
         host: bytes | None,
         request_id: bytes | None = None,
+        size: int = 0,
     ) -> None:
         self.method = method
         self.target = target
@@ -117,11 +122,13 @@ class RequestHead:
         self.upgrade = upgrade
         self.host = host
         self.request_id = request_id
+        self.size = size
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RequestHead):
             return NotImplemented
-        return all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
+        # (not ``size``: it depends on how the bytes were split into reads, see above)
+        return all(getattr(self, s) == getattr(other, s) for s in self.__slots__[:-1])
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -474,17 +481,17 @@ class ServerProtocol:
         # current read (llhttp has validated that line); get_http_version() costs ~4x more.
         data = self._data
         at = len(raw_method) + len(self._url) + 1
-        if (
-            self._began
-            and not self._mixed
-            and data[0] > 32
-            and data[at : at + 11] == b" HTTP/1.1\r\n"
-        ):
-            version = "1.1"
+        if self._began and not self._mixed and data[0] > 32:
+            # the whole head is in this read, from its first byte: its size is where the
+            # blank line ends (llhttp validated the head: bare LF and obs-fold were refused)
+            size = data.find(b"\r\n\r\n") + 4
+            if data[at : at + 11] == b" HTTP/1.1\r\n":
+                version = "1.1"
+            else:
+                version = self._version(parser)
         else:
-            version = parser.get_http_version()
-            if version != "1.1" and version != "1.0":
-                version = self._odd_version(version)
+            size = 0  # counted below, from the fields
+            version = self._version(parser)
         if method in _REFUSED_METHODS:
             self._fail(405, f"{method} is not allowed")
         headers = self._headers
@@ -609,11 +616,22 @@ class ServerProtocol:
         head.upgrade = upgrade
         head.host = host
         head.request_id = rid
+        if size == 0:  # request line, fields (OWS not counted), blank line
+            size = len(raw_method) + len(target) + 14
+            for name, value in headers:
+                size += len(name) + len(value) + 4
+        head.size = size + cl if cl else size
         self._events.append(head)
         self._state = _BODY
         if chunked:  # trailer fields get their own list, count and size budget
             self._stall = 0
             self._headers = []
+
+    def _version(self, parser: HttpRequestParser) -> str:
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            version = self._odd_version(version)
+        return version
 
     def _odd_version(self, version: str) -> str:
         """A version other than 1.0/1.1: 1.x → "1.1"; 0.x → 400; 2 and above → 505."""

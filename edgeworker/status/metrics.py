@@ -31,6 +31,7 @@ import os
 import re
 import time
 from bisect import bisect_left
+from collections import defaultdict
 from typing import Any
 
 import msgspec
@@ -278,7 +279,7 @@ class WorkerMetrics:
 
     def _new_slot(self, owner: Any, zone_: str, location: str) -> list:
         slot: list = [0] * SLOT_LEN
-        slot.append({})  # responses by status code
+        slot.append(defaultdict(int))  # responses by status code
         self.slots[owner] = slot
         self._names[id(slot)] = (zone_, location)
         last: list = [0] * SLOT_LEN
@@ -292,17 +293,11 @@ class WorkerMetrics:
         slot = self.slots.get(req.location)
         if slot is None:
             slot = self._route_slot(req)
-        codes = slot[SLOT_LEN]
-        st = req.status
-        codes[st] = codes.get(st, 0) + 1
-        head = req._head
-        # the request line (" ", " HTTP/1.1", CRLF), the final CRLF; not a request id we added
-        n = len(head.target) + len(head.method) + 14 - req._rid_delta
-        for name, value in head.headers:
-            n += len(name) + len(value) + 4
-            if name == b"content-length" and value.isdigit():
-                n += int(value)
-        slot[RECEIVED] += n
+        codes = slot[SLOT_LEN]  # a defaultdict(int): responses by status code
+        codes[req.status] += 1
+        # bytes received: the request as received (the protocol's count; not a request id
+        # we added); bytes sent: the body
+        slot[RECEIVED] += req._head.size
         slot[SENT] += req.body_bytes_sent
         t = _time() - req.start_time
         slot[TIME] += t
