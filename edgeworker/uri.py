@@ -9,6 +9,11 @@ class BadURI(ValueError):
     """The path cannot be normalized (it climbs above the root, or decodes to a NUL)."""
 
 
+# plain ASCII paths already seen (nothing to decode or resolve): raw bytes → uri, bounded
+_plain: dict[bytes, str] = {}
+_PLAIN_MAX = 4096
+
+
 def normalize_path(raw: bytes) -> str:
     """Decode and normalize a request path the way nginx builds ``$uri``.
 
@@ -17,11 +22,20 @@ def normalize_path(raw: bytes) -> str:
     ``BadURI`` (nginx answers 400 to both). Bytes that are not UTF-8 are kept by the
     ``surrogateescape`` error handler, so nothing is lost.
     """
+    uri = _plain.get(raw)
+    if uri is not None:
+        return uri
     if b"%" not in raw and b"/." not in raw and b"//" not in raw:
         try:
-            return raw.decode("ascii")
+            uri = raw.decode("ascii")
         except UnicodeDecodeError:
             pass
+        else:
+            if len(raw) <= 256:  # remember short plain paths (the ones asked again and again)
+                if len(_plain) >= _PLAIN_MAX:
+                    _plain.clear()
+                _plain[raw] = uri
+            return uri
     decoded = unquote_to_bytes(raw) if b"%" in raw else raw
     if b"\x00" in decoded:
         raise BadURI("NUL in path")
