@@ -17,6 +17,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Iterator
+from functools import partial
 from time import time as _time
 from typing import TYPE_CHECKING, Any
 
@@ -75,10 +76,8 @@ def _read_waiter(sock: Any) -> Any:
     watcher = getattr(sock, "_read_event", None)
     hub = getattr(sock, "hub", None)
     if watcher is not None and hub is not None:
-        wait = hub.wait
-        return lambda: wait(watcher)
-    fileno = sock.fileno()
-    return lambda: _wait_read(fileno)
+        return partial(hub.wait, watcher)
+    return partial(_wait_read, sock.fileno())
 
 
 class Drain(Exception):
@@ -550,8 +549,11 @@ class Connection:
                 req = app.handle(self, head)
                 if req is None or not req.keep_alive or self.closing:
                     return
-                if not self._discard_body(req):
-                    return
+                body = req._head
+                if (body.content_length is not None or body.chunked) and not self._discard_body(
+                    req
+                ):
+                    return  # an unread body that cannot be skipped: close instead
                 self.busy = False
                 # fairness: a client that sends its next request fast would keep this
                 # greenlet going (its recv never waits) and starve the other connections;

@@ -127,6 +127,7 @@ class _Store:
                 raise ValueError(f'invalid store "{store}": expected "shm:NAME" or "redis:NAME"')
         self._obj: Any = None if isinstance(store, str) else store
         self._scripts: dict[str, Any] = {}
+        self._lean = False  # self._obj is an edgeworker.resp.Pool
         self._pid = os.getpid()
 
     @property
@@ -136,16 +137,25 @@ class _Store:
         return f"{self.kind}:{getattr(self.spec, 'name', type(self.spec).__name__)}"
 
     def get(self) -> Any:
+        """The shared dict, or the redis client: for ``"redis:NAME"`` with a plain URL this
+        worker's lean pool (:mod:`edgeworker.resp`), else its redis-py client. Resolved again
+        in a forked child."""
         obj = self._obj
         if obj is None or (self.kind == "redis" and isinstance(self.spec, str)
                            and os.getpid() != self._pid):
             name = self.spec.partition(":")[2]
+            self._lean = False
             if self.kind == "shm":
                 obj = runtime.shared[name]
             else:
                 from .. import redis as ew_redis
+                from .. import resp
 
-                obj = ew_redis.client(name)
+                obj = resp.pool(name)
+                if obj is None:
+                    obj = ew_redis.client(name)
+                else:
+                    self._lean = True
             self._obj = obj
             self._pid = os.getpid()
             self._scripts.clear()
@@ -163,7 +173,17 @@ class _Store:
         """``EVALSHA`` the script; on ``NOSCRIPT`` (Redis restarted, ``SCRIPT FLUSH``,
         failover) load it and run it again. A plain client takes the short path: one pooled
         connection, one command, no redis-py command layers (about a third less CPU per call);
-        a cluster client goes through redis-py's ``Script`` (key-slot routing)."""
+        a cluster client goes through redis-py's ``Script`` (key-slot routing). A lean pool
+        (plain ``redis://``/``unix://`` URL) does it without redis-py's layers; the replies
+        are the same (``int``, ``bytes``, ``list``)."""
+        pool = self.get()
+        if self._lean:
+            script = self._scripts.get(name)
+            if script is None:
+                from ..resp import Script
+
+                script = self._scripts[name] = Script(src)
+            return pool.evalsha(script, keys, args)
         script = self.script(name, src)
         pool = getattr(script.registered_client, "connection_pool", None)
         if pool is None:
