@@ -427,17 +427,20 @@ class Connection:
             if loc.body_filter:
                 body = self.app.body_filter(req, body, True)
         status = req.status
-        if status in _NO_BODY_STATUS or 100 <= status < 200:
+        if status < 200 or status in _NO_BODY_STATUS:
             body = b""
-        head = self._head_bytes(req, len(body))
+        n = len(body)
+        head = self._head_bytes(req, n)
         req.headers_sent = True
         if req.method == "HEAD":
             self._sendall(head)
+        elif n < 65536:
+            self._sendall(head + body)
+            req.body_bytes_sent = n
         else:
-            self._sendall(head + body if len(body) < 65536 else head)
-            if len(body) >= 65536:
-                self._sendall(body)
-            req.body_bytes_sent = len(body)
+            self._sendall(head)
+            self._sendall(body)
+            req.body_bytes_sent = n
 
     def send_head(self, req: Request, length: int, first: bytes = b"") -> None:
         """Send the head with ``Content-Length: length`` and ``first`` (the first body bytes)
