@@ -34,6 +34,12 @@ class Watchdog:
         """``greenlet`` must not wait longer than ``seconds`` from now (until ``disarm``)."""
         self.armed[greenlet] = time.monotonic() + seconds
         if self._timer is None:
+            self.start()
+
+    def start(self) -> None:
+        """Start the checking timer in this process's hub (``arm`` does it on first use; a
+        hot path that stores into ``armed`` itself calls it once beforehand)."""
+        if self._timer is None:
             from gevent import get_hub
 
             self._timer = get_hub().loop.timer(RESOLUTION, RESOLUTION)

@@ -36,6 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .request import Request
 
 _RECV = 65536
+_armed = WATCHDOG.armed  # greenlet -> deadline (see deadline.py)
+_monotonic = time.monotonic
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NO_BODY_STATUS = frozenset((204, 304))
 _FRAMING_HEADERS = frozenset(("content-length", "transfer-encoding", "connection", "date", "server"))
@@ -171,7 +173,7 @@ class Connection:
             except (ConnectionResetError, BrokenPipeError):
                 return b""
         g = self.greenlet
-        WATCHDOG.arm(g, timeout)
+        _armed[g] = _monotonic() + timeout  # WATCHDOG.arm (its timer runs: see serve)
         try:
             while True:
                 self._wait_read()
@@ -184,7 +186,7 @@ class Connection:
         except (ConnectionResetError, BrokenPipeError):
             return b""
         finally:
-            WATCHDOG.disarm(g)
+            _armed.pop(g, None)
 
     def _next_head(self, turn: bool = False):
         """The next request head, or None when the connection should close.
@@ -539,6 +541,7 @@ class Connection:
         app = self.app
         keepalive_requests = self.http.keepalive_requests
         self.greenlet = getcurrent()
+        WATCHDOG.start()  # _recv arms its deadlines directly
         turn = False
         try:
             while True:
