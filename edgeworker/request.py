@@ -249,11 +249,12 @@ class Request:
         rh = self._resp_headers
         if rh is None:
             rh = self._resp_headers = Headers()
-            if self._rid_line is not None:
-                # the request id joins the headers the handler sees (and may change or delete)
-                name = self._conn.http.request_id_header
-                rh._items.append((name.lower(), name, self._id))
-        self._rid_line = None
+        if self._rid_line is not None:
+            # the request id joins the headers the handler sees (and may change or delete),
+            # first, as it goes out; it is no longer added separately
+            name = self._conn.http.request_id_header
+            rh._fields().insert(0, (name.lower(), name, self._id))
+            self._rid_line = None
         return rh
 
     @property

@@ -27,6 +27,17 @@ HANDLERS = {
         def boom(req):
             raise RuntimeError("kaboom")
 
+        def tagged(req):
+            req.resp_headers["X-A"] = "1"
+            return "tagged"
+
+        def untagged(req):
+            del req.resp_headers["X-Request-Id"]
+            return "untagged"
+
+        def peek(req):  # header_filter: reads the headers on their way out
+            req.resp_headers["X-Seen"] = req.resp_headers.get("x-request-id") or "none"
+
         def init_worker():
             edgeworker.timer.at(0, lambda premature: edgeworker.log.warning("timer says hi"))
     """,
@@ -52,6 +63,17 @@ listen = ["127.0.0.1:{{port}}"]
   [[server.location]]
   match = "= /boom"
   content = "app:boom"
+  [[server.location]]
+  match = "= /tagged"
+  content = "app:tagged"
+  header_filter = "app:peek"
+  [[server.location]]
+  match = "= /untagged"
+  content = "app:untagged"
+  [[server.location]]
+  match = "= /proxied"
+  proxy_pass = "http://127.0.0.1:{{port}}/untagged"
+  header_filter = "app:peek"
 """
 
 
@@ -94,6 +116,26 @@ def test_incoming_id_is_honoured(server):
     assert access_lines(srv, 1)[-1] == f"{incoming} 200"
     longest = "a" * 128
     assert srv.get("/show", headers={"X-Request-Id": longest})[1]["x-request-id"] == longest
+
+
+def test_handlers_see_change_and_delete_the_response_id(server):
+    srv = start(server)
+    resp = srv.raw(b"GET /tagged HTTP/1.1\r\nHost: x\r\nX-Request-Id: t-1\r\n"
+                   b"Connection: close\r\n\r\n")
+    head = resp.partition(b"\r\n\r\n")[0].decode().lower()
+    assert head.count("x-request-id: t-1") == 1, head  # once, though handlers took the headers
+    assert "x-a: 1" in head and "x-seen: t-1" in head
+    status, headers, body = srv.get("/untagged")
+    assert status == 200 and body == b"untagged"
+    assert "x-request-id" not in headers  # deleted by the handler: not sent
+    # a proxied response (its headers come from the upstream, which sent no id): ours goes
+    # out once, and a header_filter sees it
+    resp = srv.raw(b"GET /proxied HTTP/1.1\r\nHost: x\r\nX-Request-Id: p-1\r\n"
+                   b"Connection: close\r\n\r\n")
+    head, _, body = resp.partition(b"\r\n\r\n")
+    text = head.decode().lower()
+    assert text.startswith("http/1.1 200") and body == b"untagged", resp
+    assert text.count("x-request-id: p-1") == 1 and "x-seen: p-1" in text, text
 
 
 def test_invalid_incoming_id_is_replaced(server):
