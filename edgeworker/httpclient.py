@@ -141,6 +141,7 @@ class HTTPResponse:
         resp, self._resp = self._resp, None
         if resp is None:
             return
+        resp.release()  # the parser <-> response cycle: freed by reference counting
         if resp.reusable:
             self._pool.put(resp.conn)
         else:
@@ -149,6 +150,7 @@ class HTTPResponse:
     def _drop(self) -> None:
         resp, self._resp = self._resp, None
         if resp is not None:
+            resp.release()
             resp.conn.close()
 
     def close(self) -> None:

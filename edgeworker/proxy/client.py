@@ -45,7 +45,7 @@ class UpstreamTimeout(UpstreamError):
 class UpConn:
     """One connection to an upstream address (possibly reused from a pool)."""
 
-    __slots__ = ("sock", "key", "requests", "idle_since", "reused", "timed")
+    __slots__ = ("sock", "key", "requests", "idle_since", "reused", "timed", "_raw", "_wait")
 
     def __init__(self, sock: socket.socket, key: tuple, timed: bool = False) -> None:
         self.sock = sock
@@ -55,6 +55,19 @@ class UpConn:
         self.requests = 0
         self.idle_since = 0.0
         self.reused = False
+        # a plain (not TLS) gevent socket without timeout: reads and writes go to the
+        # non-blocking socket underneath, and waits go straight to the hub on the socket's own
+        # read watcher (no failing recv, no exception, no timer per wait)
+        self._raw: socket.socket | None = None
+        self._wait = None
+        if timed and getattr(sock, "_sslobj", None) is None:
+            raw = getattr(sock, "_sock", None)
+            watcher = getattr(sock, "_read_event", None)
+            hub = getattr(sock, "hub", None)
+            if raw is not None and watcher is not None and hub is not None:
+                self._raw = raw
+                wait = hub.wait
+                self._wait = lambda: wait(watcher)
 
     def alive(self) -> bool:
         """True if an idle connection still looks usable: the peer has not closed it and has
@@ -81,13 +94,27 @@ class UpConn:
         return False  # EOF (b"") or stray bytes: either way not reusable
 
     def close(self) -> None:
+        self._raw = None  # any later use goes through the closed gevent socket (and fails)
         try:
             self.sock.close()
         except OSError:
             pass
 
     def send(self, data: bytes, timeout: float) -> None:
-        """Write ``data`` whole; ``send_timeout`` applies between two writes."""
+        """Write ``data`` whole; ``send_timeout`` applies between two writes.
+
+        Raises ``UpstreamTimeout`` or ``UpstreamError``."""
+        raw = self._raw
+        if raw is not None:  # the usual case: the socket buffer takes it all at once
+            try:
+                sent = raw.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise UpstreamError(f"error while sending request to upstream: {exc}") from None
+            if sent == len(data):
+                return
+            data = memoryview(data)[sent:]
         sock = self.sock
         if self.timed:
             g = getcurrent()
@@ -95,7 +122,7 @@ class UpConn:
         else:
             sock.settimeout(timeout)
         try:
-            sent = sock.send(data)
+            sent = sock.send(data)  # gevent: waits until the socket is writable
             while sent < len(data):
                 data = data[sent:]
                 if self.timed:
@@ -108,6 +135,40 @@ class UpConn:
         finally:
             if self.timed:
                 WATCHDOG.disarm(g)
+
+    def recv(self, timeout: float, wait_first: bool = False) -> bytes:
+        """What the upstream sent next (``b""`` at EOF), waiting at most ``timeout`` seconds.
+
+        ``wait_first``: go to the hub before trying to read (right after a request was sent,
+        when nothing can be there yet). Raises ``TimeoutError`` or ``Expired`` when the time
+        passes, ``OSError`` when the connection fails.
+        """
+        raw = self._raw
+        if raw is None:  # TLS, or a socket with its own timeout (not the proxy's)
+            if self.timed:
+                g = getcurrent()
+                WATCHDOG.arm(g, timeout)
+                try:
+                    return self.sock.recv(RECV_SIZE)
+                finally:
+                    WATCHDOG.disarm(g)
+            return self.sock.recv(RECV_SIZE)
+        if not wait_first:
+            try:
+                return raw.recv(RECV_SIZE)
+            except BlockingIOError:
+                pass
+        g = getcurrent()
+        WATCHDOG.arm(g, timeout)
+        try:
+            while True:
+                self._wait()
+                try:
+                    return raw.recv(RECV_SIZE)
+                except BlockingIOError:  # a spurious wake-up: wait again
+                    continue
+        finally:
+            WATCHDOG.disarm(g)
 
 
 def connect(addr: tuple, timeout: float, key: tuple, tls_host: str | None = None,
@@ -175,6 +236,12 @@ class Response:
     length: int | None = None  # Content-Length of the response, when given
     _info = False
     _framed = False
+    # callbacks httptools looks up but we do not use: present (None), so creating a parser
+    # finds them without raising and catching an AttributeError for each
+    on_message_begin = None
+    on_status = None
+    on_chunk_header = None
+    on_chunk_complete = None
 
     def __init__(self, conn: UpConn, read_timeout: float, head_only: bool = False) -> None:
         self.conn = conn
@@ -226,20 +293,17 @@ class Response:
             self.done = True
             self.keep_alive = self.parser.should_keep_alive() and not self.close_delimited
 
+    def release(self) -> None:
+        """Drop the parser once the response is no longer read: the parser holds this
+        response's bound methods, and breaking that cycle lets reference counting free both
+        at once instead of leaving them to the cyclic GC."""
+        self.parser = None
+
     # ---------------------------------------------------------------- reading
-    def _feed(self) -> bool:
+    def _feed(self, wait_first: bool = False) -> bool:
         """Read once and parse; False on EOF."""
-        conn = self.conn
         try:
-            if conn.timed:
-                g = getcurrent()
-                WATCHDOG.arm(g, self.read_timeout)
-                try:
-                    data = conn.sock.recv(RECV_SIZE)
-                finally:
-                    WATCHDOG.disarm(g)
-            else:
-                data = conn.sock.recv(RECV_SIZE)
+            data = self.conn.recv(self.read_timeout, wait_first)
         except (TimeoutError, Expired):
             raise UpstreamTimeout("upstream timed out while reading response") from None
         except OSError as exc:
@@ -264,10 +328,15 @@ class Response:
         Raises ``UpstreamTimeout`` (no byte within ``read_timeout``) or ``UpstreamError``
         (closed, reset, or not HTTP).
         """
-        if not self.conn.timed:
-            self.conn.sock.settimeout(self.read_timeout)
+        conn = self.conn
+        if not conn.timed:
+            conn.sock.settimeout(self.read_timeout)
+        # the request was just sent: nothing can be there yet, so the first read waits first
+        first = conn._raw is not None
         while not self.head_done:
-            if not self._feed():
+            more = self._feed(first)
+            first = False
+            if not more:
                 if self.received:
                     raise UpstreamError("upstream prematurely closed connection while reading "
                                         "response header")

@@ -228,6 +228,7 @@ class ProxyHandler:
                     self._relay(req, resp, peer, addrs, statuses, times, t0)
                 finally:
                     peer.conns -= 1
+                    resp.release()
                     _metrics.upstream_event(group.name, peer.name, resp.status,
                                             time.monotonic() - t0, sent=len(request_head),
                                             received=resp.received)
@@ -332,16 +333,19 @@ class ProxyHandler:
             req.keep_alive = False  # upgrade declined: do not parse the rest as HTTP
         req.status = status
         filtered = []
-        conn_tokens: set[bytes] = set()
-        for name, value in resp.raw_headers:
-            lname = name.lower()
+        keep = filtered.append
+        conn_tokens: set[bytes] | None = None
+        for field in resp.raw_headers:
+            lname = field[0].lower()
             if lname in _RESP_DROP:
                 if lname == b"connection":
-                    conn_tokens.update(t.strip().lower() for t in value.split(b","))
+                    if conn_tokens is None:
+                        conn_tokens = set()
+                    conn_tokens.update(t.strip().lower() for t in field[1].split(b","))
                 continue
-            filtered.append((name, value))
+            keep(field)  # the parser's (name, value) tuple as it is
         if conn_tokens:
-            filtered = [(n, v) for n, v in filtered if n.lower() not in conn_tokens]
+            filtered = [f for f in filtered if f[0].lower() not in conn_tokens]
         rh = req._resp_headers
         if rh is None or not len(rh):
             req._resp_headers = Headers.from_raw(filtered)
@@ -430,9 +434,19 @@ class ProxyHandler:
                   req.request_uri, req.http_version, addr)
 
 
+_ADDR_TEXT: dict[tuple, str] = {}
+
+
 def _addr_text(addr: tuple) -> str:
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    """``host:port`` (``[v6]:port``) of a resolved address, as ``$upstream_addr`` shows it."""
+    text = _ADDR_TEXT.get(addr)
+    if text is None:
+        host, port = addr[0], addr[1]
+        text = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if len(_ADDR_TEXT) >= 1024:  # addresses come and go with DNS: keep the cache small
+            _ADDR_TEXT.clear()
+        _ADDR_TEXT[addr] = text
+    return text
 
 
 # ---------------------------------------------------------------------- upgrade tunnel
