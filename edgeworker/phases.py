@@ -201,6 +201,10 @@ class App:
         except Exception:
             self._handler_failed(conn, req)
         self._log_phase(req)
+        # the request is done: drop its Vars (which points back at it), so the request is
+        # freed by reference counting, not left to the cyclic GC; a later req.var (a timer's
+        # callback) gets a new Vars over the same variables
+        req._var = None
         return req
 
     def _run(self, conn: Connection, req: Request, rt: LocationRuntime, route: Any) -> None:

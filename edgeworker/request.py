@@ -90,6 +90,7 @@ class Request:
         "_headers",
         "_resp_headers",
         "_var",
+        "_vown",
         "_ctx",
         "_id",
         "_cookies",
@@ -119,6 +120,7 @@ class Request:
         self._headers: Headers | None = None
         self._resp_headers: Headers | None = None
         self._var: Vars | None = None
+        self._vown: dict[str, str] | None = None  # variables set by handlers and the server
         self._ctx: dict | None = None
         self._cookies: dict[str, str] | None = None
         self._body: bytes | None = None
@@ -481,7 +483,10 @@ class Vars:
 
     def __init__(self, req: Request) -> None:
         self._req = req
-        self._own: dict[str, str] = {}
+        own = req._vown  # shared by every Vars of the request (see App.handle)
+        if own is None:
+            own = req._vown = {}
+        self._own: dict[str, str] = own
 
     def get(self, name: str, default: str | None = None) -> str | None:
         own = self._own.get(name)

@@ -41,6 +41,7 @@ _monotonic = time.monotonic
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NO_BODY_STATUS = frozenset((204, 304))
 _FRAMING_HEADERS = frozenset(("content-length", "transfer-encoding", "connection", "date", "server"))
+_FRAMING_RAW = frozenset(name.encode() for name in _FRAMING_HEADERS)
 # nginx adds add_header values only to these statuses (unless "always")
 ADD_HEADER_STATUS = frozenset((200, 201, 204, 206, 301, 302, 303, 304, 307, 308))
 # an unread request body up to this size is read and dropped to keep the connection;
@@ -382,13 +383,23 @@ class Connection:
         rh = req._resp_headers
         has_ct = False
         if rh is not None:
-            for name, value in rh.items():
-                lname = name.lower()
-                if lname in _FRAMING_HEADERS:
-                    continue  # framing is ours, never the handler's
-                if lname == "content-type":
-                    has_ct = True
-                parts.append(f"\r\n{name}: {value}".encode("latin-1"))
+            raw = rh._raw if rh._items is None else None
+            if raw is not None:  # still as parsed (a proxied response): stays bytes
+                for field in raw:
+                    lname = field[0].lower()
+                    if lname in _FRAMING_RAW:
+                        continue  # framing is ours, never the upstream's
+                    if lname == b"content-type":
+                        has_ct = True
+                    parts.append(b"\r\n%b: %b" % field)
+            else:
+                for name, value in rh.items():
+                    lname = name.lower()
+                    if lname in _FRAMING_HEADERS:
+                        continue  # framing is ours, never the handler's
+                    if lname == "content-type":
+                        has_ct = True
+                    parts.append(f"\r\n{name}: {value}".encode("latin-1"))
         if loc is not None and loc.add_header and status in ADD_HEADER_STATUS:
             for name, value in loc.add_header:
                 value = req.var.expand(value)
