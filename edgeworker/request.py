@@ -62,6 +62,15 @@ def new_request_id() -> str:
     return _ids.pop()
 
 
+def _parse_lines(lines: bytes) -> list[tuple[str, str, str]]:
+    """``b"\\r\\nName: value…"`` → ``[(lower-cased name, name, value), …]``."""
+    out = []
+    for line in lines.decode("latin-1").split("\r\n")[1:]:
+        name, _, value = line.partition(": ")
+        out.append((name.lower(), name, value))
+    return out
+
+
 class RequestExit(BaseException):
     """Raised by ``req.exit()``/``req.redirect()`` to unwind the handler.
 
@@ -103,7 +112,7 @@ class Request:
         "body_bytes_sent",
         "keep_alive",
         "server_route",
-        "_rid_line",
+        "_lines",
     )
 
     def __init__(self, conn: Connection, head: Any) -> None:
@@ -136,7 +145,7 @@ class Request:
         field = app.rid_field
         if field is None:
             self._id = None
-            self._rid_line = None
+            self._lines = b""
             return
         # X-Request-Id: honoured from the request (the protocol found its first value), else a
         # fresh id also set on the request, so handlers and the upstream see it (the bytes it
@@ -157,15 +166,15 @@ class Request:
                         raw[i] = (field, idb)
                         break
         self._id = ident
-        # the response line, added by the head builder unless resp_headers was materialized
-        self._rid_line = app.rid_prefix + idb
+        # the response line, sent as prepared unless a handler takes resp_headers first
+        self._lines = app.rid_prefix + idb
 
     def _reset_resp_headers(self) -> None:
         """Drop every response header set so far except ``X-Request-Id`` (the configured
         ``request_id_header``), which goes out with every response."""
         self._resp_headers = None
         prefix = self._conn.app.rid_prefix
-        self._rid_line = prefix + self.id.encode() if prefix is not None else None
+        self._lines = prefix + self.id.encode() if prefix is not None else b""
 
     # ----------------------------------------------------------------- request data
     @property
@@ -251,13 +260,21 @@ class Request:
         rh = self._resp_headers
         if rh is None:
             rh = self._resp_headers = Headers()
-        if self._rid_line is not None:
-            # the request id joins the headers the handler sees (and may change or delete),
-            # first, as it goes out; it is no longer added separately
-            name = self._conn.http.request_id_header
-            rh._fields().insert(0, (name.lower(), name, self._id))
-            self._rid_line = None
+        if self._lines:
+            # the prepared lines (request id, limit headers) join the headers the handler sees
+            # (and may change or delete), first, as they go out; no longer sent separately
+            rh._fields()[0:0] = _parse_lines(self._lines)
+            self._lines = b""
         return rh
+
+    def _add_lines(self, lines: bytes) -> None:
+        """Add response header lines built by edgeworker (``b"\\r\\nName: value"`` each;
+        names are tokens, values hold no CR/LF/NUL): sent as they are, unless a handler takes
+        ``resp_headers``, which then shows them as fields."""
+        if self._resp_headers is None:
+            self._lines += lines
+        else:
+            self.resp_headers._fields().extend(_parse_lines(lines))
 
     @property
     def request_uri(self) -> str:

@@ -378,8 +378,8 @@ class Connection:
         date = _date_line[1] if now == _date_line[0] else _server_date()
         line = _STATUS_LINES.get(status)
         parts = [line if line is not None else status_line(status, "1.1"), date]
-        if req._rid_line is not None:  # X-Request-Id (until a handler took resp_headers)
-            parts.append(req._rid_line)
+        if req._lines:  # prepared lines: X-Request-Id, limit headers (see Request._add_lines)
+            parts.append(req._lines)
         rh = req._resp_headers
         has_ct = False
         if rh is not None:
@@ -393,8 +393,7 @@ class Connection:
                         has_ct = True
                     parts.append(b"\r\n%b: %b" % field)
             else:
-                for name, value in rh.items():
-                    lname = name.lower()
+                for lname, name, value in rh._fields():  # (lower-cased name, name, value)
                     if lname in _FRAMING_HEADERS:
                         continue  # framing is ours, never the handler's
                     if lname == "content-type":
