@@ -141,3 +141,41 @@ def test_cluster_two_instances_one_global_limit(server, redis_server, n):  # noq
     assert statuses.count(200) == n
     assert statuses[:n] == [200] * n
     assert statuses[n:] == [429] * 5
+
+
+HANDLER_CONF = """
+[shared_dict]
+rl = "1m"
+
+[[server]]
+listen = ["127.0.0.1:{port}"]
+  [[server.location]]
+  match = "/seen"
+  limit = {{ rate = "5r/h", store = "shm:rl" }}
+  content = "lh:seen"
+  header_filter = "lh:trim"
+"""
+
+LIMIT_HANDLERS = {
+    "lh.py": """
+        def seen(req):
+            # the limit's headers are visible to the content handler once it takes resp_headers
+            return "%s|%s" % (req.resp_headers.get("ratelimit-policy"),
+                              req.resp_headers.get("x-ratelimit-remaining-hour"))
+
+        def trim(req):
+            del req.resp_headers["X-RateLimit-Limit-Hour"]
+            req.resp_headers["X-Trimmed"] = "1"
+    """,
+}
+
+
+def test_limit_headers_are_fields_handlers_can_read_and_remove(server):
+    srv = server(HANDLER_CONF, files=LIMIT_HANDLERS, workers=1)
+    status, h, body = srv.get("/seen")
+    assert status == 200
+    assert body == b'"default";q=5;w=3600|4'
+    assert h["ratelimit-policy"] == '"default";q=5;w=3600'
+    assert h["x-ratelimit-remaining-hour"] == "4"
+    assert "x-ratelimit-limit-hour" not in h and h["x-trimmed"] == "1"
+    assert "x-request-id" in h
