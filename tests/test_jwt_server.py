@@ -15,6 +15,9 @@ import json
 def echo(req):
     return {"user": req.headers.get("x-user-id"), "role": req.headers.get("x-user-role"),
             "claims_sub": (req.ctx.get("jwt_claims") or {}).get("sub")}
+
+def touch(req):  # rewrite: takes the request headers before the jwt check runs
+    req.headers.get("host")
 """
 
 HS_CONF = """
@@ -22,6 +25,11 @@ HS_CONF = """
 listen = ["127.0.0.1:{port}"]
   [[server.location]]
   match = "/api"
+  jwt = {{ secret = "env:EW_JWT_SECRET", algorithms = ["HS256"], realm = "api", claims_to_headers = {{ sub = "X-User-Id", role = "X-User-Role" }} }}
+  content = "app:echo"
+  [[server.location]]
+  match = "/touched"
+  rewrite = "app:touch"
   jwt = {{ secret = "env:EW_JWT_SECRET", algorithms = ["HS256"], realm = "api", claims_to_headers = {{ sub = "X-User-Id", role = "X-User-Role" }} }}
   content = "app:echo"
   [[server.location]]
@@ -63,9 +71,14 @@ def test_valid_token_forwards_claims_as_headers(server):
     assert json.loads(body) == {"user": "u1", "role": "admin", "claims_sub": "u1"}
     # client-sent headers of the same name are replaced, or removed if the claim is absent
     spoof = {**bearer(hs(sub="u2")), "X-User-Id": "root", "X-User-Role": "admin"}
-    status, _, body = srv.get("/api", headers=spoof)
-    assert status == 200
-    assert json.loads(body) == {"user": "u2", "role": None, "claims_sub": "u2"}
+    for path in ("/api", "/touched"):  # headers as parsed, or already taken by a handler
+        status, _, body = srv.get(path, headers=spoof)
+        assert status == 200
+        assert json.loads(body) == {"user": "u2", "role": None, "claims_sub": "u2"}, path
+        # a claim outside latin-1 travels as UTF-8 bytes (handlers see them as latin-1 text)
+        status, _, body = srv.get(path, headers=bearer(hs(sub="jos\u00e9\u4e2d")))
+        assert status == 200, path
+        assert json.loads(body)["user"].encode("latin-1").decode("utf-8") == "jos\u00e9\u4e2d"
 
 
 def test_rejections_are_counted(server):

@@ -392,7 +392,9 @@ def _http_get_json(url: str, timeout: float) -> Any:
 def _header_value(v: Any) -> str | None:
     if v is None:
         return None
-    if isinstance(v, bool):
+    if v.__class__ is str:
+        s = v
+    elif isinstance(v, bool):
         s = "true" if v else "false"
     elif isinstance(v, (str, int, float)):
         s = str(v)
@@ -400,7 +402,7 @@ def _header_value(v: Any) -> str | None:
         s = ",".join(str(x) for x in v)
     else:
         s = json.dumps(v, separators=(",", ":"))
-    if any(c in s for c in "\r\n\x00"):
+    if "\r" in s or "\n" in s or "\x00" in s:
         return None
     return s
 
@@ -442,11 +444,19 @@ def make_access(loc: Any, app: Any) -> Any:
     invalid_hdr = {"WWW-Authenticate": f'Bearer realm="{realm}", error="invalid_token"'}
     missing_body = b'{"error":"missing_token"}'
     invalid_body = b'{"error":"invalid_token"}'
-    mapping = tuple(conf.claims_to_headers.items())
+    # (claim, header name, lower-case name as the parser stores it)
+    mapping = tuple(
+        (claim, name, name.lower().encode("latin-1"))
+        for claim, name in conf.claims_to_headers.items()
+    )
     log = runtime.log
 
     def access(req: Any) -> None:
-        values = req.headers.getall("authorization")
+        raw = req._head.headers if req._headers is None else None
+        if raw is not None:  # the request headers are still as parsed: read them as bytes
+            values = [v.decode("latin-1") for n, v in raw if n == b"authorization"]
+        else:
+            values = req.headers.getall("authorization")
         if not values:
             count_event("jwt_rejections")
             req.exit(401, missing_body, headers=missing_hdr, content_type="application/json")
@@ -465,14 +475,23 @@ def make_access(loc: Any, app: Any) -> Any:
             if log.isEnabledFor(10):
                 log.debug("jwt rejected on %s: %s", req.uri, exc)
             req.exit(401, invalid_body, headers=invalid_hdr, content_type="application/json")
-        headers = req.headers
-        for claim, name in mapping:
+        raw = req._head.headers if req._headers is None else None
+        for claim, name, lname in mapping:
             value = _header_value(claims.get(claim))
+            if raw is not None:  # still as parsed: replace the client's fields in place
+                for field in raw:
+                    if field[0] == lname:
+                        raw[:] = [f for f in raw if f[0] != lname]
+                        break
+                if value is not None:
+                    raw.append((lname, value.encode("utf-8")))
+                continue
+            headers = req.headers
             if value is None:
                 if name in headers:
                     del headers[name]
-            else:
-                headers[name] = value
+            else:  # (a header value is latin-1 text: UTF-8 bytes travel as such)
+                headers[name] = value.encode("utf-8").decode("latin-1")
         req.ctx["jwt_claims"] = claims
 
     access.verifier = verifier  # type: ignore[attr-defined]
