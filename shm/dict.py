@@ -976,8 +976,10 @@ class SharedDict:
             if init is None:
                 raise ValueError('must provide "init" when providing "init_ttl"')
         if init is not None:
-            if isinstance(init, bool) or not isinstance(init, (int, float)):
-                raise TypeError("init must be an int or float")
+            ic = init.__class__
+            if ic is not int and ic is not float:
+                if isinstance(init, bool) or not isinstance(init, (int, float)):
+                    raise TypeError("init must be an int or float")
         h = crc32(kb)
         buf = self._buf
         m32 = self._m32

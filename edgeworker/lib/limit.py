@@ -778,22 +778,27 @@ def make_access(loc: Any, app: Any) -> Any:
     _time = time.time
     _ceil = math.ceil
 
+    incr = None  # the shared dict's bound incr, once resolved (shm store)
+
     def decide(req: Any) -> tuple[int, int] | None:
         """(count including this request, whole seconds to the window's end); None when the
         store failed (already logged)."""
-        key = req.binary_remote_addr if fast_ip else req.var.expand(template)
+        nonlocal incr
+        key = req._conn.binary_remote_addr if fast_ip else req.var.expand(template)
         if shm_store:  # the common case inline: one atomic incr, no Result object
             now = _time()
             reset = window - (now % window)
             k = bprefix + (key if key.__class__ is bytes else _bkey(key))
             try:
-                c = lim.store.get().incr(k, 1, 0, reset)
+                if incr is None:
+                    incr = lim.store.get().incr
+                c = incr(k, 1, 0, reset)
             except store_errors as exc:
                 lim._log.error("store failed: %s: %s", type(exc).__name__, exc)
                 return None
             if c > quota:
-                lim.store.get().incr(k, -1, 0, reset)
-            return c, max(1, _ceil(reset))
+                incr(k, -1, 0, reset)
+            return c, (reset_i if (reset_i := _ceil(reset)) > 1 else 1)
         try:
             res = lim.incoming(key)
         except StoreError:
