@@ -128,7 +128,7 @@ class RequestHead:
         if not isinstance(other, RequestHead):
             return NotImplemented
         # (not ``size``: it depends on how the bytes were split into reads, see above)
-        return all(getattr(self, s) == getattr(other, s) for s in self.__slots__[:-1])
+        return all(getattr(self, s) == getattr(other, s) for s in self.__slots__ if s != "size")
 
     __hash__ = None  # type: ignore[assignment]
 
