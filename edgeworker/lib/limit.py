@@ -780,41 +780,41 @@ def make_access(loc: Any, app: Any) -> Any:
 
     incr = None  # the shared dict's bound incr, once resolved (shm store)
 
-    def decide(req: Any) -> tuple[int, int] | None:
-        """(count including this request, whole seconds to the window's end); None when the
-        store failed (already logged)."""
+    def unavailable(req: Any) -> None:
+        """The store failed (already logged): let the request through, or answer 503."""
+        if not fail_open:
+            req.exit(503, down_body, headers={"Retry-After": "1"},
+                     content_type="application/json")
+
+    def access(req: Any) -> None:
         nonlocal incr
         key = req._conn.binary_remote_addr if fast_ip else req.var.expand(template)
         if shm_store:  # the common case inline: one atomic incr, no Result object
-            now = _time()
-            reset = window - (now % window)
+            left = window - _time() % window  # seconds to the window's end, > 0
             k = bprefix + (key if key.__class__ is bytes else _bkey(key))
             try:
                 if incr is None:
                     incr = lim.store.get().incr
-                c = incr(k, 1, 0, reset)
+                count = incr(k, 1, 0, left)
             except store_errors as exc:
                 lim._log.error("store failed: %s: %s", type(exc).__name__, exc)
-                return None
-            if c > quota:
-                incr(k, -1, 0, reset)
-            return c, (reset_i if (reset_i := _ceil(reset)) > 1 else 1)
-        try:
-            res = lim.incoming(key)
-        except StoreError:
-            return None
-        return (quota - res.remaining if res.allowed else quota + 1), res.retry_after
-
-    def access(req: Any) -> None:
-        got = decide(req)
-        if got is None:
-            if fail_open:
-                return
-            req.exit(503, down_body, headers={"Retry-After": "1"},
-                     content_type="application/json")
-        count, reset = got
+                return unavailable(req)
+            if count > quota:
+                incr(k, -1, 0, left)
+            reset = _ceil(left)  # whole seconds, >= 1
+        else:
+            try:
+                res = lim.incoming(key)
+            except StoreError:
+                return unavailable(req)
+            count = quota - res.remaining if res.allowed else quota + 1
+            reset = res.retry_after
         remaining = quota - count if count < quota else 0
-        req._add_lines(lines % (remaining, reset, remaining))
+        block = lines % (remaining, reset, remaining)
+        if req._resp_headers is None:  # (Request._add_lines, inline)
+            req._lines += block
+        else:
+            req._add_lines(block)
         if count > quota:
             count_event("limit_rejections")
             req.exit(status, reject_body, headers={"Retry-After": str(reset)},
