@@ -12,9 +12,23 @@ connect/read/send timeouts of seconds (nginx's timers are coarse too).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 RESOLUTION = 0.1
+
+
+def read_waiter(sock: Any) -> Callable[[], Any] | None:
+    """A callable that blocks the current greenlet until the gevent socket ``sock`` is
+    readable: the hub's wait on the socket's own read watcher (what its ``recv`` does after an
+    ``EAGAIN``), so a wait costs one switch and no extra system call. None for a socket that
+    has no such watcher (not a gevent socket)."""
+    watcher = getattr(sock, "_read_event", None)
+    hub = getattr(sock, "hub", None)
+    if watcher is None or hub is None:
+        return None
+    return partial(hub.wait, watcher)
 
 
 class Expired(Exception):

@@ -26,7 +26,7 @@ from gevent import sleep as _gsleep
 from gevent.socket import wait_read as _wait_read
 from gevent.socket import wait_write as _wait_write
 
-from .deadline import WATCHDOG, Expired
+from .deadline import WATCHDOG, Expired, read_waiter
 from .http.protocol import END, Data, ProtocolError, ServerProtocol
 from .http.responses import STATUS_REASONS, chunk, error_response, http_date, status_line
 from .request import RequestExit
@@ -70,17 +70,6 @@ def _server_date() -> bytes:
 
 def _yield() -> None:
     _gsleep(0)
-
-
-def _read_waiter(sock: Any) -> Any:
-    """A callable that blocks the current greenlet until ``sock`` is readable: the hub's wait
-    on the gevent socket's own read watcher (what its ``recv`` does after an ``EAGAIN``), so
-    a wait costs one switch and no extra system call; any other socket waits in ``select``."""
-    watcher = getattr(sock, "_read_event", None)
-    hub = getattr(sock, "hub", None)
-    if watcher is not None and hub is not None:
-        return partial(hub.wait, watcher)
-    return partial(_wait_read, sock.fileno())
 
 
 class Drain(Exception):
@@ -139,7 +128,8 @@ class Connection:
         self.busy = False  # a request is being processed
         self.closing = False  # set by a draining worker: answer with Connection: close
         self._raw = getattr(sock, "_sock", sock)  # gevent's socket wraps a non-blocking one
-        self._wait_read = _read_waiter(sock)
+        # waits on the socket's own gevent watcher; any other socket waits in select
+        self._wait_read = read_waiter(sock) or partial(_wait_read, sock.fileno())
         self.greenlet: Any = None
 
     @property

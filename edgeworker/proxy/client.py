@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from greenlet import getcurrent
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
-from ..deadline import WATCHDOG, Expired
+from ..deadline import WATCHDOG, Expired, read_waiter
 
 RECV_SIZE = 65536
 _NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -62,12 +62,10 @@ class UpConn:
         self._wait = None
         if timed and getattr(sock, "_sslobj", None) is None:
             raw = getattr(sock, "_sock", None)
-            watcher = getattr(sock, "_read_event", None)
-            hub = getattr(sock, "hub", None)
-            if raw is not None and watcher is not None and hub is not None:
+            wait = read_waiter(sock)
+            if raw is not None and wait is not None:
                 self._raw = raw
-                wait = hub.wait
-                self._wait = lambda: wait(watcher)
+                self._wait = wait
 
     def alive(self) -> bool:
         """True if an idle connection still looks usable: the peer has not closed it and has
