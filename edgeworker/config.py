@@ -30,6 +30,7 @@ from typing import Annotated, Any
 import msgspec
 
 from .errors import ConfigError
+from .http.protocol import ROUTING_FIELDS
 from .units import Rate, parse_duration, parse_rate, parse_size
 
 __all__ = [
@@ -365,10 +366,6 @@ _HANDLER_RE = re.compile(rf"^({_IDENT}(?:\.{_IDENT})*):({_IDENT}(?:\.{_IDENT})*)
 _MATCH_RE = re.compile(r"^(=|\^~|~\*|~)\s*(.*)$", re.S)
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _HOSTNAME_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
-# request fields the protocol itself reads (framing, routing): never a request-id header
-_FRAMING_FIELDS = frozenset(
-    ("host", "content-length", "transfer-encoding", "connection", "expect", "upgrade")
-)
 _TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _DICT_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
@@ -668,7 +665,7 @@ class _Loader:
         if http.request_id_header and not _TOKEN_RE.match(http.request_id_header):
             self.err("http.request_id_header",
                      f'invalid header name "{http.request_id_header}"')
-        elif http.request_id_header.lower() in _FRAMING_FIELDS:
+        elif http.request_id_header.lower() in ROUTING_FIELDS:
             self.err("http.request_id_header",
                      f'"{http.request_id_header}" frames or routes the request; '
                      "choose another header name")

@@ -201,10 +201,6 @@ class App:
         except Exception:
             self._handler_failed(conn, req)
         self._log_phase(req)
-        # the request is done: drop its Vars (which points back at it), so the request is
-        # freed by reference counting, not left to the cyclic GC; a later req.var (a timer's
-        # callback) gets a new Vars over the same variables
-        req._var = None
         return req
 
     def _run(self, conn: Connection, req: Request, rt: LocationRuntime, route: Any) -> None:
@@ -387,6 +383,10 @@ class App:
             self.access_log.write(req)
         if self.record is not None:
             self.record(req)  # the status counters (edgeworker.status.metrics)
+        # the request is done (every path ends here): drop its Vars, which points back at it,
+        # so the request is freed by reference counting, not left to the cyclic GC; a later
+        # req.var (a timer's callback) gets a new Vars over the same variables
+        req._var = None
 
 
 class _ResolveError(Exception):

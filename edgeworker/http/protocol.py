@@ -199,9 +199,11 @@ class _Stop(Exception):
 _IDLE, _HEAD, _BODY, _CLOSED, _UPGRADED, _DEAD = range(6)
 
 # Fields read by on_headers_complete (framing, routing, connection management).
-_SPECIAL = frozenset(
-    (b"host", b"content-length", b"transfer-encoding", b"connection", b"expect", b"upgrade")
+#: Request fields the protocol itself reads (framing, routing, connection management).
+ROUTING_FIELDS = frozenset(
+    ("host", "content-length", "transfer-encoding", "connection", "expect", "upgrade")
 )
+_SPECIAL = frozenset(name.encode() for name in ROUTING_FIELDS)
 
 _METHODS: dict[bytes, str] = {}  # method bytes → str, filled as llhttp reports them
 _GOOD_HOSTS: set[bytes] = set()  # Host values already validated (short ones, bounded)
