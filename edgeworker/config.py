@@ -219,6 +219,11 @@ class Http(_Base):
     max_request_line: Size = Size(8 * 1024)
     max_header_size: Size = Size(8 * 1024)
     max_headers: PosInt = 100
+    #: nginx ``underscores_in_headers``: keep request fields whose name holds "_".
+    underscores_in_headers: bool = False
+    #: nginx ``ignore_invalid_headers``: with underscores off, such fields are dropped (on) or
+    #: kept (off). Names that are not tokens are always refused (400).
+    ignore_invalid_headers: bool = True
     rewrite: Handlers = Handlers()
     access: Handlers = Handlers()
     header_filter: Handlers = Handlers()
@@ -322,6 +327,10 @@ class Location(_Base):
     default_type: str = "text/plain"
     add_header: dict[str, str] = {}
     proxy_set_header: dict[str, str] = {}
+    #: nginx ``proxy_next_upstream``: the failures after which the next server is tried.
+    proxy_next_upstream: StrList = StrList(("error", "timeout"))
+    #: nginx ``proxy_next_upstream_tries``: at most this many attempts (0: one per server).
+    proxy_next_upstream_tries: NonNegInt = 0
     client_max_body_size: Size | None = None
     #: Set by the loader: "server[0].location[2]" (not a config key).
     path: str = msgspec.field(default="", name="__path__")
@@ -485,6 +494,11 @@ def parse_host_port(address: str, default_port: int | None = None) -> tuple[str,
     if rest[0] != ":" or not port_s.isdigit() or not 1 <= int(port_s) <= 65535:
         raise ValueError(f'invalid address "{address}": port must be 1-65535')
     return host, int(port_s)
+
+
+#: The values of ``proxy_next_upstream`` (nginx's, without ``updating``).
+NEXT_UPSTREAM = ("error", "timeout", "invalid_header", "http_500", "http_502", "http_503",
+                 "http_504", "http_403", "http_404", "http_429", "non_idempotent", "off")
 
 
 def parse_proxy_pass(value: str, upstreams: dict[str, Any]) -> tuple[str | None, str, int, str]:
@@ -796,6 +810,12 @@ class _Loader:
                 parse_proxy_pass(loc.proxy_pass, upstreams)
             except ValueError as e:
                 self.err(f"{lp}.proxy_pass", str(e))
+        bad = [t for t in loc.proxy_next_upstream if t not in NEXT_UPSTREAM]
+        if bad:
+            self.err(f"{lp}.proxy_next_upstream", f'invalid value "{bad[0]}": expected '
+                     + ", ".join(f'"{t}"' for t in NEXT_UPSTREAM))
+        elif "off" in loc.proxy_next_upstream and len(loc.proxy_next_upstream) > 1:
+            self.err(f"{lp}.proxy_next_upstream", '"off" cannot be combined with other values')
         if loc.return_ is not None:
             self.check_return(loc.return_, f"{lp}.return")
         if loc.status is not None and loc.status not in STATUS_KINDS:

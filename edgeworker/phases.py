@@ -135,6 +135,8 @@ class App:
             max_header_size=cfg.http.max_header_size,
             max_headers=cfg.http.max_headers,
         )
+        #: keep request fields named with "_" (else the protocol drops them, as nginx does)
+        self.underscores = cfg.http.underscores_in_headers or not cfg.http.ignore_invalid_headers
         rid = cfg.http.request_id_header
         #: the request-id field: lower-case name (what the protocol looks for) and the start
         #: of its response line; both None when ``request_id_header = ""``

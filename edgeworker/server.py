@@ -108,7 +108,7 @@ class Connection:
         self.sock = sock
         self.app = app
         self.http = app.http
-        self.proto = ServerProtocol(app.limits, app.rid_field)
+        self.proto = ServerProtocol(app.limits, app.rid_field, app.underscores)
         self.events: deque = deque()
         if isinstance(addr, tuple):
             self.remote_addr = addr[0]

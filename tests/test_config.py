@@ -197,6 +197,7 @@ def test_absent_keys_take_spec_defaults():
     assert h.client_header_timeout == h.client_body_timeout == h.send_timeout == 60.0
     assert h.client_max_body_size == 1024**2
     assert (h.max_request_line, h.max_header_size, h.max_headers) == (8192, 8192, 100)
+    assert (h.underscores_in_headers, h.ignore_invalid_headers) == (False, True)
     assert cfg.shared_dict == {} and cfg.redis == {} and cfg.upstream == {}
     (server,) = cfg.server
     assert server.listen == ("127.0.0.1:8080",) and server.server_name == ("",)
@@ -860,3 +861,43 @@ def test_loaded_values_are_builtin_types():
     assert type(cfg.upstream["backend"].servers[1].fail_timeout) is float
     assert type(cfg.server[0].location[4].root) is str
     assert type(loc.limit.rate) is config.Rate  # keeps .count and .period
+
+
+@pytest.mark.parametrize(("keys", "kept"), [
+    ("", False),
+    ("underscores_in_headers = true", True),
+    ("ignore_invalid_headers = false", True),
+    ("underscores_in_headers = false\nignore_invalid_headers = true", False),
+])
+def test_underscore_fields_are_kept_as_nginx_decides(keys, kept):
+    """nginx: a name with "_" is invalid unless underscores_in_headers is on; an invalid name
+    is dropped unless ignore_invalid_headers is off."""
+    from edgeworker.phases import App
+
+    cfg = loads(f"[http]\n{keys}\n" + server_with('match = "/"\nreturn = { status = 204 }'), CFG)
+    assert App(cfg).underscores is kept
+
+
+def test_underscore_keys_must_be_booleans():
+    assert "http.underscores_in_headers" in one_error('[http]\nunderscores_in_headers = "yes"\n'
+                                                       + MINIMAL)
+
+
+def test_proxy_next_upstream_values_are_nginx_s():
+    ok = loads(server_with('match = "/"\nproxy_pass = "http://127.0.0.1:9"\n'
+                           'proxy_next_upstream = ["error", "http_503", "non_idempotent"]\n'
+                           'proxy_next_upstream_tries = 2'), CFG)
+    loc = ok.server[0].location[0]
+    assert loc.proxy_next_upstream == ("error", "http_503", "non_idempotent")
+    assert loc.proxy_next_upstream_tries == 2
+    default = loads(server_with('match = "/"\nproxy_pass = "http://127.0.0.1:9"'), CFG)
+    assert default.server[0].location[0].proxy_next_upstream == ("error", "timeout")
+    err = one_error(server_with('match = "/"\nproxy_pass = "http://127.0.0.1:9"\n'
+                                'proxy_next_upstream = ["error", "http_418"]'))
+    assert "server[0].location[0].proxy_next_upstream" in err and '"http_418"' in err
+    err = one_error(server_with('match = "/"\nproxy_pass = "http://127.0.0.1:9"\n'
+                                'proxy_next_upstream = ["off", "error"]'))
+    assert '"off" cannot be combined' in err
+    err = one_error(server_with('match = "/"\nproxy_pass = "http://127.0.0.1:9"\n'
+                                'proxy_next_upstream_tries = -1'))
+    assert "proxy_next_upstream_tries" in err

@@ -1033,3 +1033,33 @@ def test_request_id_field_is_carried_on_the_head() -> None:
     plain = [ev for ev in ServerProtocol().feed(b"GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: z\r\n\r\n")
              if isinstance(ev, RequestHead)]
     assert plain[0].request_id is None  # no id field asked for
+
+
+def test_fields_named_with_underscores_are_dropped_when_asked() -> None:
+    """nginx's default (underscores_in_headers off, ignore_invalid_headers on): a field such as
+    ``X_User_Id`` never reaches a handler or a backend, where a CGI-style server would read it
+    as ``X-User-Id`` (HTTP_X_USER_ID)."""
+    request = (b"GET / HTTP/1.1\r\nHost: a\r\nX_User_Id: admin\r\nX-User-Id: real\r\n"
+               b"my_field: 1\r\n\r\n")
+    heads = [ev for ev in ServerProtocol(underscores=False).feed(request * 2)
+             if isinstance(ev, RequestHead)]
+    assert [h.headers for h in heads] == [[(b"host", b"a"), (b"x-user-id", b"real")]] * 2
+    assert heads[0].size == len(request)  # they were received all the same
+    # a head without such a field keeps its list as parsed
+    (head, _) = ServerProtocol(underscores=False).feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert head.headers == [(b"host", b"a")]
+    # kept by default (underscores_in_headers on, or ignore_invalid_headers off)
+    (kept, _) = ServerProtocol().feed(request)
+    assert (b"x_user_id", b"admin") in kept.headers and (b"my_field", b"1") in kept.headers
+
+
+def test_dropped_underscore_fields_still_count_against_the_limits() -> None:
+    limits = Limits(max_headers=3)
+    fields = b"".join(b"X_F%d: v\r\n" % i for i in range(4))
+    (error,) = ServerProtocol(limits, underscores=False).feed(
+        b"GET / HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n")
+    assert isinstance(error, ProtocolError) and error.status == 431
+    limits = Limits(max_header_size=200)
+    (error,) = ServerProtocol(limits, underscores=False).feed(
+        b"GET / HTTP/1.1\r\nHost: a\r\nX_Big: " + b"v" * 300 + b"\r\n\r\n")
+    assert isinstance(error, ProtocolError) and error.status == 431

@@ -61,6 +61,16 @@ balance = "least_conn"
 servers = ["{a}"]
 keepalive = 8
 
+# proxy_next_upstream: no max_fails, so answers counted as failures mark nothing down
+[upstream.nu]
+servers = [{{{{ address = "{a}", max_fails = 0 }}}}, {{{{ address = "{b}", max_fails = 0 }}}}]
+
+[upstream.nuoff]
+servers = ["{reset}", "{a}"]
+
+[upstream.nufail]
+servers = ["{a}", "{b}"]
+
 [upstream.nokeep]
 servers = ["{a}"]
 keepalive = 0
@@ -104,6 +114,36 @@ listen = ["127.0.0.1:{{port}}"]
   [[server.location]]
   match = "/ab/"
   proxy_pass = "http://ab/"
+
+  [[server.location]]
+  match = "/next5xx/"
+  proxy_pass = "http://nu/"
+  proxy_next_upstream = ["error", "timeout", "http_503", "http_404"]
+
+  [[server.location]]
+  match = "/nextdefault/"
+  proxy_pass = "http://nu/"
+
+  [[server.location]]
+  match = "/nextpost/"
+  proxy_pass = "http://nu/"
+  proxy_next_upstream = ["error", "timeout", "http_503", "non_idempotent"]
+
+  [[server.location]]
+  match = "/nextoff/"
+  proxy_pass = "http://nuoff/"
+  proxy_next_upstream = "off"
+
+  [[server.location]]
+  match = "/nexttries/"
+  proxy_pass = "http://nu/"
+  proxy_next_upstream = ["http_503"]
+  proxy_next_upstream_tries = 1
+
+  [[server.location]]
+  match = "/nextfail/"
+  proxy_pass = "http://nufail/"
+  proxy_next_upstream = ["error", "timeout", "http_503"]
 
   [[server.location]]
   match = "/iphash/"
@@ -304,6 +344,32 @@ def test_hop_by_hop_request_headers_are_stripped(env):
     assert h["x-normal"] == ["kept"]
 
 
+def test_fields_named_with_underscores_never_reach_the_backend(env):
+    """nginx's default: X_User_Id is dropped, so a backend that reads headers CGI-style
+    (HTTP_X_USER_ID) cannot take it for the X-User-Id the edge sets."""
+    doc, _ = echo(env["srv"], "/keep/u", headers={"X_User_Id": "admin", "X-Normal": "kept"})
+    assert "x_user_id" not in doc["hdrs"]
+    assert doc["hdrs"]["x-normal"] == ["kept"]
+
+
+def test_underscores_in_headers_on_forwards_them(env, tmp_path):
+    srv = Server(tmp_path, f"""
+        [http]
+        underscores_in_headers = true
+
+        [[server]]
+        listen = ["127.0.0.1:{{port}}"]
+          [[server.location]]
+          match = "/"
+          proxy_pass = "http://{env["a"].addr}"
+        """).start()
+    try:
+        doc, _ = echo(srv, "/u", headers={"X_User_Id": "admin"})
+        assert doc["hdrs"]["x_user_id"] == ["admin"]
+    finally:
+        srv.stop()
+
+
 def test_hop_by_hop_response_headers_are_stripped(env):
     status, headers, body = get(env["srv"], "/keep/headers")
     assert status == 200 and body == b"h"
@@ -499,6 +565,53 @@ def test_round_robin_alternates(env):
     names = [get(env["srv"], "/ab/name")[2] for _ in range(6)]
     assert set(names) == {b"a", b"b"}
     assert all(names[i] != names[i + 1] for i in range(5))
+
+
+def test_proxy_next_upstream_http_status_tries_the_next_server(env):
+    # a answers 503, b answers 200: every request ends with b, whichever server came first
+    seen = set()
+    for _ in range(4):
+        status, headers, body = get(env["srv"], "/next5xx/status/503?on=a")
+        assert (status, body) == (200, b"b")
+        seen.add(headers["x-upstream-status"])
+    assert seen == {"503, 200", "200"}  # round robin started on a at least once
+    # the default (error, timeout) passes a 503 on as it is
+    answers = {get(env["srv"], "/nextdefault/status/503?on=a")[0] for _ in range(4)}
+    assert answers == {200, 503}
+
+
+def test_a_status_proxy_next_upstream_names_counts_against_max_fails(env):
+    # nufail = [a, b] with max_fails 1: a's 503 marks it down for fail_timeout (nginx counts
+    # http_500/502/503/504/429 when listed), so the next requests go to b alone
+    got = [get(env["srv"], "/nextfail/status/503?on=a")[1]["x-upstream-status"]
+           for _ in range(4)]
+    assert got.count("503, 200") == 1 and got.count("200") == 3
+
+
+def test_proxy_next_upstream_when_every_server_fails_passes_the_last_answer(env):
+    status, headers, body = get(env["srv"], "/next5xx/status/404")
+    assert (status, body) == (404, b"status 404")
+    assert headers["x-upstream-status"] == "404, 404"
+    assert len(headers["x-upstream-addr"].split(", ")) == 2
+
+
+def test_proxy_next_upstream_keeps_non_idempotent_requests_unless_told(env):
+    answers = [get(env["srv"], "/next5xx/status/503?on=a", method="POST", body=b"x")[0]
+               for _ in range(4)]
+    assert sorted(set(answers)) == [200, 503]  # a POST already sent is never sent again
+    for _ in range(4):
+        status, _, body = get(env["srv"], "/nextpost/status/503?on=a", method="POST", body=b"x")
+        assert (status, body) == (200, b"b")
+
+
+def test_proxy_next_upstream_off_and_tries(env):
+    # nuoff = [resetter, a]: with "off" the reset is the answer (502), no second try
+    statuses = {get(env["srv"], "/nextoff/x")[0] for _ in range(4)}
+    assert 502 in statuses
+    for _ in range(4):
+        status, headers, _ = get(env["srv"], "/nexttries/status/503?on=a")
+        assert "," not in headers["x-upstream-status"]  # one attempt only
+        assert status in (200, 503)
 
 
 def test_weights_ip_hash_and_least_conn(env):

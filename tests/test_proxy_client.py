@@ -16,7 +16,7 @@ import gevent
 import pytest
 from gevent import socket as gsocket
 
-from edgeworker.proxy.client import Response, UpConn, UpstreamError, UpstreamTimeout
+from edgeworker.proxy.client import MAX_HEAD, Response, UpConn, UpstreamError, UpstreamTimeout
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
 
@@ -147,6 +147,40 @@ def test_eof_before_any_answer_is_an_upstream_error() -> None:
             return info.value.reason
 
         assert "without answering" in run(client)
+        conn.close()
+    finally:
+        up.close()
+
+
+def test_an_endless_response_head_is_refused_once_past_the_bound() -> None:
+    sent = []
+
+    def script(up, sock):
+        up.read_request(sock)
+        sock.sendall(b"HTTP/1.1 200 OK\r\n")
+        line = b"X-Filler: " + b"a" * 1000 + b"\r\n"
+        try:
+            for _ in range(1000):  # ~1 MB of fields, never a blank line
+                sock.sendall(line)
+                sent.append(len(line))
+        except OSError:
+            pass  # the client closed on us
+
+    up = Upstream(script)
+    try:
+        conn = up_conn(up.addr)
+
+        def client():
+            conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 5)
+            resp = Response(conn, 5)
+            with pytest.raises(UpstreamError) as info:
+                resp.read_head()
+            return info.value.reason, resp.received
+
+        reason, received = run(client)
+        assert reason == "upstream sent too big header"
+        # cut within one read past the bound, long before the upstream is done
+        assert MAX_HEAD < received <= MAX_HEAD + 65536
         conn.close()
     finally:
         up.close()

@@ -278,13 +278,23 @@ class ServerProtocol:
         "_keep_alive",
         "_upgrading",
         "_special",
+        "_drop_underscores",
+        "_underscore",
     )
 
-    def __init__(self, limits: Limits | None = None, id_field: bytes | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, id_field: bytes | None = None,
+                 underscores: bool = True) -> None:
         """``id_field``: the lower-case name of a request-id field (``X-Request-Id``) whose
-        first value each ``RequestHead`` carries as ``request_id``."""
+        first value each ``RequestHead`` carries as ``request_id``.
+
+        ``underscores=False``: fields whose name holds ``_`` are left out of the head (nginx's
+        ``underscores_in_headers off`` with ``ignore_invalid_headers on``): no handler, variable
+        or upstream sees them. They still count against the limits.
+        """
         if limits is None:
             limits = Limits()
+        self._drop_underscores = not underscores
+        self._underscore = False  # a field of the current head has "_" in its name
         self._special = _SPECIAL | {id_field} if id_field else _SPECIAL
         self._max_line = limits.max_request_line
         # A URL longer than this may make the request line too long (methods llhttp knows have
@@ -452,6 +462,7 @@ class ServerProtocol:
         self._url = b""
         self._headers = []
         self._te_ows = False
+        self._underscore = False
 
     def on_url(self, url: bytes) -> None:
         url = self._url = self._url + url
@@ -470,6 +481,8 @@ class ServerProtocol:
             # llhttp does not take "chunked<HTAB>" as chunked and fails only after the head:
             # refuse it with the head, so no handler ever sees such a request
             self._te_ows = True
+        if 95 in name:  # "_" (an int test: much cheaper than b"_" in name)
+            self._underscore = True
         self._headers.append((name, stripped))
 
     def on_headers_complete(self) -> None:
@@ -604,6 +617,12 @@ class ServerProtocol:
                 upgrade = None
         self._upgrading = upgrade is not None
 
+        if size == 0:  # request line, fields (OWS not counted), blank line
+            size = len(raw_method) + len(target) + 14
+            for name, value in headers:
+                size += len(name) + len(value) + 4
+        if self._underscore and self._drop_underscores:
+            headers = [field for field in headers if 95 not in field[0]]
         head = _new(RequestHead)
         head.method = method
         head.target = target
@@ -618,10 +637,6 @@ class ServerProtocol:
         head.upgrade = upgrade
         head.host = host
         head.request_id = rid
-        if size == 0:  # request line, fields (OWS not counted), blank line
-            size = len(raw_method) + len(target) + 14
-            for name, value in headers:
-                size += len(name) + len(value) + 4
         head.size = size + cl if cl else size
         self._events.append(head)
         self._state = _BODY

@@ -65,7 +65,8 @@ def make_content(loc: Any, app: Any) -> Callable[[Any], None]:
                         "ignored, the request URI is passed unchanged", loc.path)
         prefix = ""
     return ProxyHandler(group, proxy_host, prefix or None, match_prefix,
-                        dict(loc.proxy_set_header), loc.path)
+                        dict(loc.proxy_set_header), loc.path,
+                        tuple(loc.proxy_next_upstream), loc.proxy_next_upstream_tries)
 
 
 def stats() -> dict[str, dict]:

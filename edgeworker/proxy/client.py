@@ -20,6 +20,9 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 from ..deadline import WATCHDOG, Expired, read_waiter
 
 RECV_SIZE = 65536
+#: the largest response head read from an upstream (nginx: proxy_buffer_size, 4k or 8k); past
+#: it the response is invalid: 502, "upstream sent too big header"
+MAX_HEAD = 65536
 _NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 _PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 
@@ -29,6 +32,8 @@ class UpstreamError(Exception):
     timeouts); ``sent`` is True once any request byte may have reached the upstream."""
 
     status = 502
+    #: what ``proxy_next_upstream`` calls it: "error", "timeout" or "invalid_header"
+    kind = "error"
 
     def __init__(self, reason: str, sent: bool = True) -> None:
         super().__init__(reason)
@@ -40,6 +45,14 @@ class UpstreamTimeout(UpstreamError):
     """connect/send/read timeout: 504."""
 
     status = 504
+    kind = "timeout"
+
+
+class UpstreamInvalid(UpstreamError):
+    """The upstream answered something that is not a valid HTTP response head (or too big a
+    head): 502, nginx's ``invalid_header``."""
+
+    kind = "invalid_header"
 
 
 class UpConn:
@@ -317,7 +330,7 @@ class Response:
         except HttpParserError as exc:
             if self.done and self.head_only:
                 return True  # bytes after a HEAD response: ignored, connection not reused
-            raise UpstreamError(f"upstream sent an invalid response: {exc}") from None
+            raise UpstreamInvalid(f"upstream sent an invalid response: {exc}") from None
         return True
 
     def read_head(self) -> None:
@@ -339,6 +352,8 @@ class Response:
                     raise UpstreamError("upstream prematurely closed connection while reading "
                                         "response header")
                 raise UpstreamError("upstream closed the connection without answering")
+            if not self.head_done and self.received > MAX_HEAD:
+                raise UpstreamInvalid("upstream sent too big header")
 
     def body(self) -> Iterator[bytes]:
         """The body pieces as they arrive (de-chunked). A close-delimited body ends at EOF;

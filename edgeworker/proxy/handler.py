@@ -58,6 +58,8 @@ _RESP_DROP = frozenset((
 ))
 # nginx: these are not retried once the request was sent (proxy_next_upstream non_idempotent)
 NON_IDEMPOTENT = frozenset(("POST", "LOCK", "PATCH"))
+# statuses that count against max_fails when proxy_next_upstream names them (nginx)
+_FAILURE_STATUSES = frozenset((500, 502, 503, 504, 429))
 _SAFE = b"/:@!$&'()*+,;=-._~"
 
 
@@ -69,8 +71,16 @@ class ProxyHandler:
     """Content handler for one location's ``proxy_pass``."""
 
     def __init__(self, group: Group, proxy_host: str, prefix: str | None, match_prefix: str | None,
-                 set_headers: dict[str, str], location_path: str = "") -> None:
+                 set_headers: dict[str, str], location_path: str = "",
+                 next_upstream: tuple[str, ...] = ("error", "timeout"), tries: int = 0) -> None:
         self.group = group
+        # proxy_next_upstream: the failure kinds and response statuses after which the next
+        # server is tried (nginx), and whether a non-idempotent request may be sent again
+        self.retry_kinds = frozenset(t for t in next_upstream if not t.startswith("http_"))
+        self.retry_statuses = frozenset(int(t[5:]) for t in next_upstream if t.startswith("http_"))
+        self.non_idempotent = "non_idempotent" in next_upstream
+        off = "off" in next_upstream
+        self.max_tries = 1 if off else min(tries, group.max_tries) if tries else group.max_tries
         self.prefix = prefix  # None: pass the request URI as is
         self.match_prefix = match_prefix  # the location's prefix (None for regex locations)
         self.where = location_path
@@ -197,8 +207,11 @@ class ProxyHandler:
         times: list[str] = []
         error: UpstreamError | None = None
         peer: Peer | None = None
-        for _ in range(group.max_tries):
-            peer = group.select(tried, client)
+        nxt: Peer | None = None  # the next peer, chosen when a response status asked for one
+        max_tries = self.max_tries
+        for attempt in range(max_tries):
+            peer = nxt or group.select(tried, client)
+            nxt = None
             if peer is None:
                 break
             tried |= 1 << peer.index
@@ -220,10 +233,20 @@ class ProxyHandler:
                 peer.conns -= 1
                 raise
             else:
+                status = resp.status
+                if (status in self.retry_statuses and attempt + 1 < max_tries and replayable
+                        and (self.non_idempotent or method not in NON_IDEMPOTENT)):
+                    nxt = group.select(tried, client)
+                    if nxt is not None:  # proxy_next_upstream http_NNN: this answer is dropped
+                        self._next_after_status(peer, resp, addr_text, t0, len(request_head))
+                        addrs.append(addr_text)
+                        statuses.append(str(status))
+                        times.append(f"{time.monotonic() - t0:.3f}")
+                        continue
                 if group.succeeded(peer):
                     _metrics.upstream_state(group.name, peer.name, "up")
                 addrs.append(addr_text)
-                statuses.append(str(resp.status))
+                statuses.append(str(status))
                 try:
                     self._relay(req, resp, peer, addrs, statuses, times, t0)
                 finally:
@@ -243,7 +266,8 @@ class ProxyHandler:
             statuses.append(str(error.status))
             times.append(f"{time.monotonic() - t0:.3f}")
             self._log_error(req, error, addr_text)
-            if not replayable or (error.sent and method in NON_IDEMPOTENT):
+            if (error.kind not in self.retry_kinds or not replayable
+                    or (error.sent and method in NON_IDEMPOTENT and not self.non_idempotent)):
                 break
         if peer is None and not addrs:
             log.error('no live upstreams while connecting to upstream "%s", client: %s, '
@@ -256,6 +280,25 @@ class ProxyHandler:
         req.keep_alive = req.keep_alive and replayable
         req.exit(error.status if error is not None else 502)
         return None
+
+    def _next_after_status(self, peer: Peer, resp: Response, addr_text: str, t0: float,
+                           sent: int) -> None:
+        """A response whose status is in ``proxy_next_upstream``: close its connection (its
+        body is not read) and count it as a failure of ``peer`` where nginx does (500, 502, 503,
+        504 and 429; never 403 or 404)."""
+        group = self.group
+        peer.conns -= 1
+        resp.conn.close()
+        resp.release()
+        status = resp.status
+        if status in _FAILURE_STATUSES and group.failed(peer):
+            log.warning('upstream server temporarily disabled: "%s" in upstream "%s"',
+                        peer.name, group.name)
+            _metrics.upstream_state(group.name, peer.name, "down")
+        _metrics.upstream_event(group.name, peer.name, status, time.monotonic() - t0,
+                                sent=sent, received=resp.received)
+        log.info('upstream "%s" answered %d, trying the next server (proxy_next_upstream)',
+                 addr_text, status)
 
     def _exchange(self, req: Any, peer: Peer, addr: tuple, request_head: bytes,
                   body: bytes | None, rest: Iterator[bytes] | None, length: int | None

@@ -18,7 +18,8 @@ Run: ``python http_backend.py PORT [NAME]``. Keep-alive is on. Paths:
 - ``/close``: answers "bye" with ``Connection: close``.
 - ``/headers``: a response with hop-by-hop headers (``Connection: X-Hop``, ``X-Hop``,
   ``Keep-Alive``, ``Proxy-Foo``) and ``X-Kept``.
-- ``/status/CODE``: answers CODE.
+- ``/status/CODE``: answers CODE; with ``?on=NAME`` only the backend NAME does, the others
+  answer 200 with their name.
 - A backend whose NAME starts with ``reset`` resets every request; ``never``: never answers.
 - WebSocket (``Upgrade: websocket``): completes the handshake and echoes every text/binary
   frame back (unmasked), answering close with close.
@@ -169,6 +170,8 @@ class Handler(BaseHTTPRequestHandler):
             ])
         if path.startswith("/status/"):
             code = int(path.rsplit("/", 1)[1])
+            if q.get("on", NAME) != NAME:  # ?on=NAME: only that backend answers CODE
+                return self._send(200, NAME.encode())
             return self._send(code, f"status {code}".encode())
         raise AssertionError(path)  # pragma: no cover
 
