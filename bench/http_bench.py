@@ -14,8 +14,11 @@ ratios of issue 3's targets with PASS/FAIL:
     p99 edgeworker / p99 nginx-lua (hello, incr) <= 3
     idle edgeworker worker RSS                   <= 40 MiB
 
+For context (no target) it also runs bench/configs/bare_loop.py, a bare gevent + httptools loop
+with the same worker count: the floor under any server built on them.
+
 Usage: python bench/http_bench.py [--duration 10] [--no-nginx] [--no-gunicorn]
-[--no-edgeworker] [--no-metrics-off] [--json FILE] [--check]. The metrics on/off ratio is
+[--no-edgeworker] [--no-metrics-off] [--no-bare] [--json FILE] [--check]. The metrics on/off ratio is
 small against the noise of one run: use --rounds 3 or more for it. See bench/README.md.
 
 Exit status: 0 after a complete run (whatever the verdicts), 1 with ``--check`` when any check is
@@ -253,6 +256,15 @@ def start_gunicorn(reg: ProcessRegistry, tmp: Path, port: int, args: argparse.Na
     return reg.start("gunicorn", argv, cwd=tmp, log_path=tmp / "output.log")
 
 
+def start_bare_loop(reg: ProcessRegistry, tmp: Path, port: int, args: argparse.Namespace
+                    ) -> Server:
+    """bench/configs/bare_loop.py: a bare gevent + httptools loop, the floor under edgeworker."""
+    python = VENV_BIN / "python"
+    argv = [str(python if python.exists() else sys.executable), str(CONFIGS / "bare_loop.py"),
+            HOST, str(port), str(args.workers)]
+    return reg.start("bare-loop", argv, cwd=tmp, log_path=tmp / "output.log")
+
+
 def edgeworker_command() -> tuple[list[str], dict[str, str]]:
     """The edgeworker console script of .venv, else ``python -m edgeworker`` from the repo."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -332,6 +344,7 @@ TARGETS = (
     Target("gunicorn", ("hello",), start_gunicorn),
     Target("edgeworker", ("hello", "incr"), start_edgeworker),
     Target("edgeworker-metrics-off", ("hello",), start_edgeworker_metrics_off),
+    Target("bare-loop", ("hello",), start_bare_loop),
 )
 
 
@@ -605,6 +618,18 @@ def compute_checks(t: dict[str, TargetResult]) -> tuple[list[Check], list[Check]
             ">=",
             0.0,
         ),
+        Check(
+            "req/s bare-loop hello / nginx-lua hello",
+            ratio(_rps(t, "bare-loop", "hello"), _rps(t, "nginx-lua", "hello")),
+            ">=",
+            0.0,
+        ),
+        Check(
+            "req/s edgeworker hello / bare-loop hello",
+            ratio(_rps(t, "edgeworker", "hello"), _rps(t, "bare-loop", "hello")),
+            ">=",
+            0.0,
+        ),
     ]
     return checks, info
 
@@ -739,6 +764,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-nginx", action="store_true", help="skip nginx + lua")
     p.add_argument("--no-gunicorn", action="store_true", help="skip gunicorn -k gevent")
+    p.add_argument("--no-bare", action="store_true",
+                   help="skip the bare gevent + httptools loop (context only)")
     p.add_argument("--no-edgeworker", action="store_true", help="skip edgeworker")
     p.add_argument(
         "--no-metrics-off",
@@ -782,6 +809,7 @@ def main(argv: list[str] | None = None) -> int:
         "gunicorn": args.no_gunicorn,
         "edgeworker": args.no_edgeworker,
         "edgeworker-metrics-off": args.no_edgeworker or args.no_metrics_off,
+        "bare-loop": args.no_bare,
     }
     with ProcessRegistry() as reg:
         try:
