@@ -373,8 +373,12 @@ class Connection:
         rh = req._resp_headers
         has_ct = False
         if rh is not None:
+            wire = rh._wire
             raw = rh._raw if rh._items is None else None
-            if raw is not None:  # still as parsed (a proxied response): stays bytes
+            if wire is not None:  # a proxied response's fields, prepared (ProxyResponse)
+                parts.append(wire[0])
+                has_ct = wire[1]
+            elif raw is not None:  # still as parsed (a proxied response): stays bytes
                 for field in raw:
                     lname = field[0].lower()
                     if lname in _FRAMING_RAW:

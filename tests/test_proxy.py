@@ -116,6 +116,11 @@ listen = ["127.0.0.1:{{port}}"]
   proxy_pass = "http://ab/"
 
   [[server.location]]
+  match = "/nofilter/"
+  proxy_pass = "http://keep/"
+  header_filter = []
+
+  [[server.location]]
   match = "/next5xx/"
   proxy_pass = "http://nu/"
   proxy_next_upstream = ["error", "timeout", "http_503", "http_404"]
@@ -377,6 +382,23 @@ def test_hop_by_hop_response_headers_are_stripped(env):
     assert "x-hop" not in headers and "keep-alive" not in headers
     assert headers["server"] == "edgeworker"
     assert headers["connection"] == "keep-alive"
+
+
+def test_untouched_response_fields_go_out_as_prepared(env):
+    """No header_filter: the upstream's fields go out as sorted while its head was parsed."""
+    raw = env["srv"].raw(b"GET /nofilter/headers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    names = [line.split(b":")[0].lower() for line in lines[1:]]
+    assert lines[0] == b"HTTP/1.1 200 OK" and body == b"h"
+    assert b"x-kept: yes" in [line.lower() for line in lines]
+    for hop in (b"x-hop", b"keep-alive"):  # Connection: X-Hop names it hop-by-hop
+        assert hop not in names
+    for one in (b"content-type", b"content-length", b"date", b"server", b"connection"):
+        assert names.count(one) == 1, one  # ours, never the upstream's as well
+    assert b"Server: edgeworker" in lines
+    status, headers, _ = get(env["srv"], "/nofilter/x")  # and a plain JSON answer
+    assert status == 200 and headers["content-type"] == "application/json"
 
 
 # ------------------------------------------------------------------------ bodies

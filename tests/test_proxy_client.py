@@ -16,7 +16,14 @@ import gevent
 import pytest
 from gevent import socket as gsocket
 
-from edgeworker.proxy.client import MAX_HEAD, Response, UpConn, UpstreamError, UpstreamTimeout
+from edgeworker.proxy.client import (
+    MAX_HEAD,
+    ProxyResponse,
+    Response,
+    UpConn,
+    UpstreamError,
+    UpstreamTimeout,
+)
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
 
@@ -229,5 +236,40 @@ def test_after_close_the_connection_is_no_longer_used_raw() -> None:
         assert conn._raw is None
         with pytest.raises(UpstreamError):
             run(lambda: conn.send(b"GET / HTTP/1.1\r\n\r\n", 1))
+    finally:
+        up.close()
+
+
+def test_proxy_response_sorts_fields_as_they_arrive_and_forgets_interim_ones() -> None:
+    head = (b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n"
+            b"Connection: X-Hop\r\nX-Hop: 1\r\nX-A: a\r\nServer: up\r\n"
+            b"Content-Type: text/plain\r\n\r\nok")
+
+    def script(up, sock):
+        up.read_request(sock)
+        sock.sendall(head)
+
+    up = Upstream(script)
+    try:
+        conn = up_conn(up.addr)
+
+        def client():
+            conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 5)
+            resp = ProxyResponse(conn, 5)
+            resp.read_head()
+            return resp
+
+        resp = run(client)
+        assert resp.status == 200 and resp.length == 2 and resp.done
+        assert resp.kept == [(b"X-Hop", b"1"), (b"X-A", b"a"), (b"Content-Type", b"text/plain")]
+        assert b"".join(resp.wire) == b"\r\nX-Hop: 1\r\nX-A: a\r\nContent-Type: text/plain"
+        assert resp.has_ct
+        assert resp.connection == b"keep-alive,X-Hop"  # the proxy drops what it names
+        assert [n for n, _ in resp.hop] == [b"Content-Length", b"Connection", b"Connection",
+                                            b"Server"]
+        assert (b"Link", b"</a.css>") not in resp.raw_headers  # the 103's field
+        assert len(resp.raw_headers) == 7
+        conn.close()
     finally:
         up.close()

@@ -63,24 +63,32 @@ class Headers:
     field, in order), ``h.raw()`` (``list[tuple[bytes, bytes]]``, latin-1).
     """
 
-    __slots__ = ("_raw", "_items")
+    __slots__ = ("_raw", "_items", "_wire")
 
     def __init__(
         self, fields: Mapping[str, object] | Iterable[tuple[str, object]] | None = None
     ) -> None:
         self._raw: list[tuple[bytes, bytes]] | None = None
         self._items: list[tuple[str, str, str]] | None = []  # (lower-cased name, name, value)
+        self._wire: tuple[bytes, bool] | None = None
         if fields is not None:
             pairs = fields.items() if isinstance(fields, Mapping) else fields
             for name, value in pairs:
                 self.add(name, value)
 
     @classmethod
-    def from_raw(cls, raw: list[tuple[bytes, bytes]]) -> Headers:
-        """Wrap the parser's list (names already lower-case bytes); decoding is deferred."""
+    def from_raw(cls, raw: list[tuple[bytes, bytes]],
+                 wire: tuple[bytes, bool] | None = None) -> Headers:
+        """Wrap a parser's list of ``(name, value)`` bytes; decoding is deferred.
+
+        ``wire``: the same fields as they go out in a response head (``b"\r\nName: value"``
+        each) and whether one is ``Content-Type``: the server sends that block as it is while
+        the fields are untouched (a proxied response), and forgets it once they are decoded.
+        """
         self = cls.__new__(cls)
         self._raw = raw
         self._items = None
+        self._wire = wire
         return self
 
     def _fields(self) -> list[tuple[str, str, str]]:
@@ -92,6 +100,7 @@ class Headers:
                 items.append((n.lower(), n, value.decode("latin-1")))
             self._items = items
             self._raw = None
+            self._wire = None
         return items
 
     # ------------------------------------------------------------------ reading
@@ -205,6 +214,7 @@ class Headers:
         """An independent copy."""
         new = Headers.__new__(Headers)
         new._raw = None
+        new._wire = None
         new._items = list(self._fields())
         return new
 

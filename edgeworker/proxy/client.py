@@ -279,7 +279,7 @@ class Response:
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self._info = True  # 100 Continue, 103 Early Hints: skipped
-            self.raw_headers = []
+            self._forget_fields()
             self._framed = False
             self.length = None
             return
@@ -291,6 +291,10 @@ class Response:
             self.keep_alive = self.parser.should_keep_alive()
         elif status != 101 and not self._framed:
             self.close_delimited = True
+
+    def _forget_fields(self) -> None:
+        """An interim (1xx) head ended: its fields are not the response's."""
+        self.raw_headers = []
 
     def on_body(self, data: bytes) -> None:
         if not self.done:
@@ -388,6 +392,67 @@ class Response:
     def reusable(self) -> bool:
         """The body was read to its end and the upstream keeps the connection."""
         return self.done and self.keep_alive and not self.upgraded
+
+
+#: Response fields the proxy never relays to the client: hop-by-hop (RFC 9110 §7.6.1), framing
+#: (edgeworker frames the response itself), and Date and Server (the connection's, as nginx)
+HOP_BY_HOP = frozenset((
+    b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate", b"te",
+    b"trailer", b"transfer-encoding", b"upgrade", b"content-length", b"date", b"server",
+))
+
+
+class ProxyResponse(Response):
+    """A ``Response`` read by the proxy: each field is sorted as it arrives. ``kept`` holds the
+    fields relayed to the client, in order, and ``wire`` the same fields as they go out in the
+    client's response head (``b"\r\nName: value"`` each; ``has_ct`` when one is
+    ``Content-Type``); ``hop`` holds the ``HOP_BY_HOP`` ones and ``connection`` the value of
+    ``Connection`` (several joined with ``,``), whose tokens name more hop-by-hop fields.
+    ``raw_headers`` is every field (kept, then hop-by-hop)."""
+
+    has_ct = False
+    connection: bytes | None = None
+
+    def __init__(self, conn: UpConn, read_timeout: float, head_only: bool = False) -> None:
+        self.conn = conn
+        self.read_timeout = read_timeout
+        self.head_only = head_only
+        self.parser = HttpResponseParser(self)
+        self.kept: list[tuple[bytes, bytes]] = []
+        self.wire: list[bytes] = []
+        self.hop: list[tuple[bytes, bytes]] = []
+        self.pending: list[bytes] = []
+
+    @property
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:  # type: ignore[override]
+        return self.kept + self.hop
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            self.hop.append((name, value))
+            if lname == b"content-length":
+                self._framed = True
+                if value.isdigit():
+                    self.length = int(value)
+            elif lname == b"transfer-encoding":
+                self._framed = True
+                self.length = None
+            elif lname == b"connection":
+                c = self.connection
+                self.connection = value if c is None else c + b"," + value
+            return
+        if lname == b"content-type":
+            self.has_ct = True
+        self.kept.append((name, value))
+        self.wire.append(b"\r\n%b: %b" % (name, value))
+
+    def _forget_fields(self) -> None:
+        self.kept = []
+        self.wire = []
+        self.hop = []
+        self.has_ct = False
+        self.connection = None
 
 
 def chunked(pieces: Iterator[bytes]) -> Iterator[bytes]:

@@ -20,7 +20,15 @@ from ..http.headers import Headers
 from ..request import RequestExit
 from ..uri import BadURI, normalize_path
 from .balancer import Group, Peer
-from .client import Response, UpConn, UpstreamError, UpstreamTimeout, connect
+from .client import (
+    HOP_BY_HOP,
+    ProxyResponse,
+    Response,
+    UpConn,
+    UpstreamError,
+    UpstreamTimeout,
+    connect,
+)
 from .output import finish, send_body, send_head
 from .resolver import ResolveError
 
@@ -51,11 +59,8 @@ _REQ_DROP = frozenset((
     b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade",
     b"content-length", b"expect", b"x-real-ip", b"x-forwarded-proto", b"x-forwarded-for",
 ))
-# never relayed to the client (hop-by-hop; framing, Date and Server are the connection's)
-_RESP_DROP = frozenset((
-    b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate", b"te",
-    b"trailer", b"transfer-encoding", b"upgrade", b"content-length", b"date", b"server",
-))
+# Connection values that name no other field
+_PLAIN_CONNECTION = frozenset((b"keep-alive", b"close", b"upgrade"))
 # nginx: these are not retried once the request was sent (proxy_next_upstream non_idempotent)
 NON_IDEMPOTENT = frozenset(("POST", "LOCK", "PATCH"))
 # statuses that count against max_fails when proxy_next_upstream names them (nginx)
@@ -311,7 +316,7 @@ class ProxyHandler:
                 conn = connect(addr, group.connect_timeout, key, timed=True)
             try:
                 self._send(conn, request_head, body, rest, length)
-                resp = Response(conn, group.read_timeout, head_only=req.method == "HEAD")
+                resp = ProxyResponse(conn, group.read_timeout, req.method == "HEAD")
                 resp.read_head()
                 return resp
             except UpstreamTimeout:
@@ -375,25 +380,20 @@ class ProxyHandler:
         if req._head.upgrade is not None:
             req.keep_alive = False  # upgrade declined: do not parse the rest as HTTP
         req.status = status
-        filtered = []
-        keep = filtered.append
-        conn_tokens: set[bytes] | None = None
-        for field in resp.raw_headers:
-            lname = field[0].lower()
-            if lname in _RESP_DROP:
-                if lname == b"connection":
-                    if conn_tokens is None:
-                        conn_tokens = set()
-                    conn_tokens.update(t.strip().lower() for t in field[1].split(b","))
-                continue
-            keep(field)  # the parser's (name, value) tuple as it is
-        if conn_tokens:
-            filtered = [f for f in filtered if f[0].lower() not in conn_tokens]
+        # the upstream's fields minus the hop-by-hop ones, sorted while the head was parsed
+        kept = resp.kept
+        wire: tuple[bytes, bool] | None = (b"".join(resp.wire), resp.has_ct)
+        connection = resp.connection
+        if connection is not None and connection.lower() not in _PLAIN_CONNECTION:
+            tokens = {t.strip(b" \t").lower() for t in connection.split(b",")}
+            if not tokens <= HOP_BY_HOP:  # fields named by Connection are hop-by-hop too
+                kept = [f for f in kept if f[0].lower() not in tokens]
+                wire = None
         rh = req._resp_headers
         if rh is None or not len(rh):
-            req._resp_headers = Headers.from_raw(filtered)
+            req._resp_headers = Headers.from_raw(kept, wire)
         else:  # headers set before (access phase, request id): kept, upstream's appended
-            req._resp_headers = Headers.from_raw(rh.raw() + filtered)
+            req._resp_headers = Headers.from_raw(rh.raw() + kept)
         length = resp.length
         head_only = req.method == "HEAD"
         raw = length is not None and not req.location.body_filter
@@ -458,17 +458,20 @@ class ProxyHandler:
 
     @staticmethod
     def _set_vars(req: Any, addrs: list[str], statuses: list[str], times: list[str]) -> None:
-        setv = req.var.set_builtin
+        # straight into the request's own variables (what Vars.set_builtin writes to)
+        own = req._vown
+        if own is None:
+            own = req._vown = {}
         if len(addrs) == 1:
-            setv("upstream_addr", addrs[0])
-            setv("upstream_status", statuses[0])
+            own["upstream_addr"] = addrs[0]
+            own["upstream_status"] = statuses[0]
             if times:
-                setv("upstream_response_time", times[0])
+                own["upstream_response_time"] = times[0]
             return
-        setv("upstream_addr", ", ".join(addrs))
-        setv("upstream_status", ", ".join(statuses))
+        own["upstream_addr"] = ", ".join(addrs)
+        own["upstream_status"] = ", ".join(statuses)
         if times:
-            setv("upstream_response_time", ", ".join(times))
+            own["upstream_response_time"] = ", ".join(times)
 
     def _log_error(self, req: Any, exc: UpstreamError, addr: str,
                    context: str = "") -> None:
