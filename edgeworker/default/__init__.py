@@ -1,0 +1,1 @@
+"""The bundled default config (``edgeworker run`` with no arguments) and its handlers."""
