@@ -75,7 +75,7 @@ LOG_LEVELS: dict[str, int] = {
 ACCESS_LOG_FORMATS: tuple[str, ...] = ("combined", "json")
 STATUS_KINDS: tuple[str, ...] = ("json", "prometheus", "dashboard")
 REDIRECT_STATUSES: frozenset[int] = frozenset({301, 302, 303, 307, 308})
-BALANCE_METHODS: tuple[str, ...] = ("round_robin", "least_conn", "ip_hash")
+BALANCE_METHODS: tuple[str, ...] = ("round_robin", "least_conn", "ip_hash", "hash")
 JWT_HMAC = frozenset({"HS256", "HS384", "HS512"})
 JWT_ASYMMETRIC = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES256K", "ES384", "ES512",
@@ -249,6 +249,9 @@ class UpstreamServer(_Base):
     max_fails: NonNegInt = 1
     fail_timeout: Duration = Duration(10.0)
     backup: bool = False
+    #: nginx ``max_conns``: at most this many requests in flight to the server, per worker
+    #: (0: no limit)
+    max_conns: NonNegInt = 0
 
 
 class Upstream(_Base):
@@ -257,6 +260,10 @@ class Upstream(_Base):
 
     servers: tuple[UpstreamServer | str, ...]
     balance: str = "round_robin"
+    #: the key of ``balance = "hash"`` (nginx ``hash KEY``): text with ``$variables``
+    hash: str = ""
+    #: ``balance = "hash"``: ketama consistent hashing (nginx ``hash KEY consistent``)
+    consistent: bool = False
     keepalive: NonNegInt = 32
     connect_timeout: Duration = Duration(5.0)
     read_timeout: Duration = Duration(60.0)
@@ -705,8 +712,14 @@ class _Loader:
                 parse_host_port(s.address)
             except ValueError as e:
                 self.err(f"{path}.servers[{i}]", str(e))
-            if s.backup and u.balance == "ip_hash":
-                self.err(f"{path}.servers[{i}]", 'backup servers cannot be used with "ip_hash"')
+            if s.backup and u.balance in ("ip_hash", "hash"):
+                self.err(f"{path}.servers[{i}]",
+                         f'backup servers cannot be used with "{u.balance}"')
+        if u.balance == "hash" and not u.hash:
+            self.err(f"{path}.hash", 'balance = "hash" needs a key, e.g. hash = "$request_uri"')
+        elif u.balance != "hash" and (u.hash or u.consistent):
+            self.err(f"{path}.hash" if u.hash else f"{path}.consistent",
+                     'only for balance = "hash"')
         if u.servers and all(isinstance(s, UpstreamServer) and s.backup for s in u.servers):
             self.err(f"{path}.servers", "an upstream needs at least one non-backup server")
 

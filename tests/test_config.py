@@ -766,8 +766,38 @@ def test_upstream_checks():
         'upstream.b.servers[0]: invalid address "nohost": expected "host:port"',
         'upstream.b.servers[1]: backup servers cannot be used with "ip_hash"',
         'upstream.c.balance: invalid balance "random": expected one of round_robin, least_conn, '
-        "ip_hash",
+        "ip_hash, hash",
         "upstream.d.servers: an upstream needs at least one non-backup server",
+    ]
+
+
+def test_hash_balance_keys():
+    ok = loads(textwrap.dedent("""
+        [upstream.h]
+        servers = ["a:1", { address = "b:1", max_conns = 8 }]
+        balance = "hash"
+        hash = "$request_uri"
+        consistent = true
+    """) + MINIMAL, CFG)
+    up = ok.upstream["h"]
+    assert (up.balance, up.hash, up.consistent) == ("hash", "$request_uri", True)
+    assert [s.max_conns for s in up.servers] == [0, 8]
+    errors = errors_of(textwrap.dedent("""
+        [upstream.nokey]
+        servers = ["a:1"]
+        balance = "hash"
+        [upstream.stray]
+        servers = ["a:1"]
+        hash = "$uri"
+        [upstream.backup]
+        servers = ["a:1", { address = "b:1", backup = true }]
+        balance = "hash"
+        hash = "$uri"
+    """) + MINIMAL)
+    assert errors == [
+        'upstream.nokey.hash: balance = "hash" needs a key, e.g. hash = "$request_uri"',
+        'upstream.stray.hash: only for balance = "hash"',
+        'upstream.backup.servers[1]: backup servers cannot be used with "hash"',
     ]
 
 

@@ -68,6 +68,14 @@ servers = [{{{{ address = "{a}", max_fails = 0 }}}}, {{{{ address = "{b}", max_f
 [upstream.nuoff]
 servers = ["{reset}", "{a}"]
 
+[upstream.hashed]
+servers = ["{a}", "{b}"]
+balance = "hash"
+hash = "$request_uri"
+
+[upstream.capped]
+servers = [{{{{ address = "{a}", max_conns = 1 }}}}]
+
 [upstream.nufail]
 servers = ["{a}", "{b}"]
 
@@ -114,6 +122,14 @@ listen = ["127.0.0.1:{{port}}"]
   [[server.location]]
   match = "/ab/"
   proxy_pass = "http://ab/"
+
+  [[server.location]]
+  match = "/hashed/"
+  proxy_pass = "http://hashed/"
+
+  [[server.location]]
+  match = "/capped/"
+  proxy_pass = "http://capped/"
 
   [[server.location]]
   match = "/nofilter/"
@@ -634,6 +650,30 @@ def test_proxy_next_upstream_off_and_tries(env):
         status, headers, _ = get(env["srv"], "/nexttries/status/503?on=a")
         assert "," not in headers["x-upstream-status"]  # one attempt only
         assert status in (200, 503)
+
+
+def test_hash_balance_keeps_a_uri_on_one_server(env):
+    for n in range(6):
+        names = {get(env["srv"], f"/hashed/name?k={n}")[2] for _ in range(3)}
+        assert len(names) == 1  # the same $request_uri, the same server
+    spread = {get(env["srv"], f"/hashed/name?k={n}")[2] for n in range(24)}
+    assert spread == {b"a", b"b"}
+
+
+def test_max_conns_full_server_answers_502_at_once(env):
+    import threading
+
+    slow = []
+    t = threading.Thread(target=lambda: slow.append(get(env["srv"], "/capped/slow?delay=1.5")))
+    t.start()
+    time.sleep(0.4)  # the slow request holds the server's one connection
+    t0 = time.monotonic()
+    status, _, _ = get(env["srv"], "/capped/name")
+    assert status == 502 and time.monotonic() - t0 < 1.0
+    t.join(10)
+    assert slow[0][0] == 200
+    assert get(env["srv"], "/capped/name")[0] == 200  # free again
+    assert "no live upstreams" in env["srv"].errors()
 
 
 def test_weights_ip_hash_and_least_conn(env):

@@ -205,3 +205,77 @@ def test_localhost_resolves_with_the_system_resolver():
     t = Target("localhost", 8080)
     host, port = t.next_address()
     assert port == 8080 and host in ("127.0.0.1", "::1")
+
+
+def hash_group(names, consistent=False, weights=None, max_conns=0):
+    peers = [Peer(n, Target("127.0.0.1", 9100 + i), weight=(weights or {}).get(n, 1),
+                  max_conns=max_conns) for i, n in enumerate(names)]
+    return Group("h", peers, "hash", hash_key="$request_uri", consistent=consistent)
+
+
+def test_hash_is_sticky_per_key_weighted_and_matches_nginx_formula():
+    import zlib
+
+    g = hash_group(["a", "b", "c"])
+    for key in (b"/x", b"/y?1", b"/img/42.png"):
+        assert len(set(picks(g, 5, key))) == 1
+        # nginx (Cache::Memcached): ((crc32(key) >> 16) & 0x7fff) % total weight → a peer
+        w = ((zlib.crc32(key) >> 16) & 0x7FFF) % 3
+        assert g.select(0, key).name == "abc"[w]
+    spread = Counter(g.select(0, b"/k%d" % i).name for i in range(3000))
+    assert set(spread) == {"a", "b", "c"} and min(spread.values()) > 800
+    heavy = hash_group(["a", "b"], weights={"a": 3})
+    share = Counter(heavy.select(0, b"/k%d" % i).name for i in range(4000))
+    assert 0.68 < share["a"] / 4000 < 0.82
+
+
+def test_hash_rehashes_past_a_down_or_tried_peer():
+    g = hash_group(["a", "b", "c"])
+    key = b"/sticky"
+    first = g.select(0, key)
+    again = g.select(1 << first.index, key)  # tried: another peer, still by key
+    assert again is not first and g.select(1 << first.index, key) is again
+    first.fails, first.checked = first.max_fails, time.monotonic()  # marked down
+    assert g.select(0, key) is again
+
+
+def test_consistent_hash_moves_only_the_keys_of_a_removed_server():
+    keys = [b"/obj/%d" % i for i in range(2000)]
+    four = hash_group(["a", "b", "c", "d"], consistent=True)
+    three = hash_group(["a", "b", "c"], consistent=True)
+    before = {k: four.select(0, k).name for k in keys}
+    after = {k: three.select(0, k).name for k in keys}
+    moved = [k for k in keys if before[k] != after[k]]
+    assert all(before[k] == "d" for k in moved)  # only d's keys move
+    assert 0.15 < len(moved) / len(keys) < 0.35  # about a quarter
+    share = Counter(before.values())
+    assert min(share.values()) > 300  # 160 points per server spread the keys
+    plain = hash_group(["a", "b", "c", "d"])  # the non-consistent hash moves far more
+    plain3 = hash_group(["a", "b", "c"])
+    assert sum(plain.select(0, k).name != plain3.select(0, k).name for k in keys) > 1.5 * len(moved)
+
+
+def test_consistent_hash_walks_on_past_an_unavailable_peer():
+    g = hash_group(["a", "b", "c"], consistent=True)
+    key = b"/walk"
+    first = g.select(0, key)
+    nxt = g.select(1 << first.index, key)
+    assert nxt is not None and nxt is not first
+
+
+def test_max_conns_skips_a_full_peer_and_none_when_all_are_full():
+    g = group([spec("a"), spec("b")])
+    a, b = g.peers
+    a.max_conns = b.max_conns = 2
+    a.conns = 2
+    assert picks(g, 4) == ["b"] * 4  # full, not down
+    assert not a.down()
+    b.conns = 2
+    assert g.select(0) is None  # every peer full: no live upstreams
+    assert a.fails == 0
+    a.conns = 1
+    assert g.select(0) is a
+    single = Group("one", [Peer("s", Target("127.0.0.1", 9200), max_conns=1)])
+    single.peers[0].conns = 1
+    assert single.select(0) is None
+    assert g.stats()["peers"][0]["max_conns"] == 2

@@ -10,6 +10,16 @@ Per worker, as in nginx (no state is shared between workers):
 - ``ip_hash``: nginx's hash of the first three octets of an IPv4 client address (the whole
   address for IPv6); a peer that is down or already tried makes it re-hash (20 times at most),
   then fall back to round robin.
+- ``hash`` (nginx ``hash KEY``): the request's key (``hash = "$request_uri"``, expanded per
+  request) picks the peer as nginx does, compatible with Cache::Memcached: a CRC-32 of the key
+  (of "N" + key when re-hashing), ``(crc >> 16) & 0x7fff`` added up, modulo the total weight;
+  a peer that is down, full or already tried makes it re-hash (20 times at most), then fall
+  back to round robin. With ``consistent`` (``hash KEY consistent``): a ketama ring of 160
+  points per unit of weight, so adding or removing a server moves only the keys of its share;
+  an unusable peer makes it walk on to the next points (20 at most), then round robin.
+- ``max_conns`` (per server, per worker as nginx without a ``zone``): a peer with that many
+  requests in flight is skipped, not marked down; when every peer is down or full the request
+  fails with 502 ("no live upstreams").
 - ``backup`` peers get requests only when every primary peer is down or was tried.
 - Passive health: a failed attempt (error or timeout, never an HTTP status) counts one fail;
   ``max_fails`` fails within ``fail_timeout`` mark the peer down for ``fail_timeout``. After
@@ -22,8 +32,10 @@ Per worker, as in nginx (no state is shared between workers):
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any
+from zlib import crc32
 
 from .pool import Pool
 from .resolver import Target
@@ -48,10 +60,11 @@ class Peer:
         "requests",
         "failures",
         "index",
+        "max_conns",
     )
 
     def __init__(self, name: str, target: Target, weight: int = 1, max_fails: int = 1,
-                 fail_timeout: float = 10.0, backup: bool = False) -> None:
+                 fail_timeout: float = 10.0, backup: bool = False, max_conns: int = 0) -> None:
         self.name = name
         self.target = target
         self.weight = weight
@@ -67,11 +80,18 @@ class Peer:
         self.requests = 0
         self.failures = 0
         self.index = 0
+        self.max_conns = max_conns  # 0: no limit
 
     def usable(self, now: float) -> bool:
         """Not marked down: fewer than ``max_fails`` fails, or ``fail_timeout`` has passed."""
         return not (self.max_fails and self.fails >= self.max_fails
                     and now - self.checked <= self.fail_timeout)
+
+    def available(self, now: float) -> bool:
+        """May take a request now: usable and below ``max_conns``."""
+        if self.max_conns and self.conns >= self.max_conns:
+            return False
+        return self.usable(now)
 
     def down(self, now: float | None = None) -> bool:
         return not self.usable(time.monotonic() if now is None else now)
@@ -85,8 +105,12 @@ class Group:
 
     def __init__(self, name: str, peers: Sequence[Peer], balance: str = "round_robin",
                  keepalive: int = 32, connect_timeout: float = 5.0, read_timeout: float = 60.0,
-                 send_timeout: float = 60.0) -> None:
+                 send_timeout: float = 60.0, hash_key: str = "", consistent: bool = False
+                 ) -> None:
         self.name = name
+        #: balance = "hash": the key template (expanded per request by the proxy)
+        self.hash_key = hash_key
+        self.consistent = consistent
         self.primary = [p for p in peers if not p.backup]
         self.backup = [p for p in peers if p.backup]
         for i, p in enumerate(self.primary + self.backup):
@@ -100,6 +124,15 @@ class Group:
         self.send_timeout = send_timeout
         self.max_tries = len(self.peers)
         self._primary_weight = sum(p.weight for p in self.primary)
+        self._ring: list[int] = []  # sorted ketama points (consistent hash)
+        self._ring_peers: list[Peer] = []
+        if balance == "hash" and consistent:
+            points = sorted(
+                (crc32(f"{p.name}#{i}".encode()), p.index, p)
+                for p in self.primary for i in range(160 * p.weight)
+            )
+            self._ring = [h for h, _, _ in points]
+            self._ring_peers = [p for _, _, p in points]
 
     @classmethod
     def from_config(cls, name: str, up: Any) -> Group:
@@ -110,23 +143,29 @@ class Group:
         for s in up.servers:
             host, port = parse_host_port(s.address, 80)
             peers.append(Peer(s.address, Target(host, port), s.weight, s.max_fails,
-                              float(s.fail_timeout), s.backup))
+                              float(s.fail_timeout), s.backup, s.max_conns))
         return cls(name, peers, up.balance, up.keepalive, float(up.connect_timeout),
-                   float(up.read_timeout), float(up.send_timeout))
+                   float(up.read_timeout), float(up.send_timeout), up.hash, up.consistent)
 
     # ------------------------------------------------------------------ selection
     def select(self, tried: int, client: bytes = b"") -> Peer | None:
         """The peer for the next attempt, or None when none is left.
 
         ``tried`` is a bit mask of peer indexes already tried for this request; ``client`` the
-        packed client address (for ``ip_hash``).
+        packed client address (for ``ip_hash``), or the request's key (for ``hash``).
         """
         now = time.monotonic()
         if self.single:
             p = self.peers[0]
-            return None if tried & 1 else p
-        if self.balance == "ip_hash" and client:
+            return None if tried & 1 or not p.available(now) else p
+        balance = self.balance
+        if balance == "ip_hash" and client:
             peer = self._ip_hash(tried, client, now)
+        elif balance == "hash":
+            if self._ring:
+                peer = self._consistent(tried, client, now)
+            else:
+                peer = self._hash(tried, client, now)
         elif self.balance == "least_conn":
             peer = self._least_conn(self.primary, tried, now)
         else:
@@ -151,7 +190,7 @@ class Group:
         best = None
         total = 0
         for p in peers:
-            if tried & (1 << p.index) or not p.usable(now):
+            if tried & (1 << p.index) or not p.available(now):
                 continue
             p.current_weight += p.effective_weight
             total += p.effective_weight
@@ -166,7 +205,7 @@ class Group:
     def _least_conn(self, peers: list[Peer], tried: int, now: float) -> Peer | None:
         best: list[Peer] = []
         for p in peers:
-            if tried & (1 << p.index) or not p.usable(now):
+            if tried & (1 << p.index) or not p.available(now):
                 continue
             if not best:
                 best = [p]
@@ -195,7 +234,33 @@ class Group:
                 if w < p.weight:
                     break
                 w -= p.weight
-            if not tried & (1 << p.index) and p.usable(now):
+            if not tried & (1 << p.index) and p.available(now):
+                return p
+        return self._swrr(self.primary, tried, now)
+
+    def _hash(self, tried: int, key: bytes, now: float) -> Peer | None:
+        total = self._primary_weight
+        acc = 0
+        for rehash in range(20):
+            crc = crc32(b"%d%b" % (rehash, key)) if rehash else crc32(key)
+            acc += (crc >> 16) & 0x7FFF
+            w = acc % total
+            for p in self.primary:
+                if w < p.weight:
+                    break
+                w -= p.weight
+            if not tried & (1 << p.index) and p.available(now):
+                return p
+        return self._swrr(self.primary, tried, now)
+
+    def _consistent(self, tried: int, key: bytes, now: float) -> Peer | None:
+        ring = self._ring
+        peers = self._ring_peers
+        n = len(ring)
+        at = bisect_left(ring, crc32(key))
+        for step in range(20):
+            p = peers[(at + step) % n]
+            if not tried & (1 << p.index) and p.available(now):
                 return p
         return self._swrr(self.primary, tried, now)
 
@@ -237,6 +302,7 @@ class Group:
                     "weight": p.weight,
                     "state": "down" if not p.usable(now) else "up",
                     "active": p.conns,
+                    "max_conns": p.max_conns,
                     "requests": p.requests,
                     "fails": p.failures,
                 }

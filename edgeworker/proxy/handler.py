@@ -109,6 +109,7 @@ class ProxyHandler:
         self.add_proto = "x-forwarded-proto" not in own
         self.keepalive = group.pool.size > 0
         self.ip_hash = group.balance == "ip_hash"
+        self.hash_key = group.hash_key if group.balance == "hash" else None
 
     # ------------------------------------------------------------------ request
     def _target(self, req: Any) -> bytes:
@@ -205,7 +206,12 @@ class ProxyHandler:
         replayable = rest is None
         request_head = self._head(req, length, upgrade)
         method = req.method
-        client = req.binary_remote_addr if self.ip_hash else b""
+        if self.ip_hash:
+            client = req.binary_remote_addr
+        elif self.hash_key is not None:  # balance = "hash": the request's key
+            client = req.var.expand(self.hash_key).encode("utf-8", "surrogateescape")
+        else:
+            client = b""
         tried = 0
         addrs: list[str] = []
         statuses: list[str] = []
