@@ -334,6 +334,9 @@ class Location(_Base):
     default_type: str = "text/plain"
     add_header: dict[str, str] = {}
     proxy_set_header: dict[str, str] = {}
+    #: nginx ``proxy_redirect``: "default", "off", or a list of "default" and
+    #: ``[redirect, replacement]`` pairs rewriting the upstream's ``Location``/``Refresh``.
+    proxy_redirect: str | tuple[str | tuple[str, str], ...] = "default"
     #: nginx ``proxy_next_upstream``: the failures after which the next server is tried.
     proxy_next_upstream: StrList = StrList(("error", "timeout"))
     #: nginx ``proxy_next_upstream_tries``: at most this many attempts (0: one per server).
@@ -700,6 +703,21 @@ class _Loader:
             self.err(f"{path}.url",
                      f'invalid url "{r.url}": expected redis://, rediss:// or unix://')
 
+    def check_proxy_redirect(self, value: Any, path: str) -> None:
+        items = (value,) if isinstance(value, str) else value
+        for i, item in enumerate(items):
+            where = path if isinstance(value, str) else f"{path}[{i}]"
+            if isinstance(item, str):
+                if item == "off" and isinstance(value, str):
+                    continue
+                if item != "default":
+                    self.err(where, f'invalid value "{item}": expected "default", "off" or '
+                             '["redirect", "replacement"]')
+            elif not item[0]:
+                self.err(where, "the redirect to replace is empty")
+            elif item[0].startswith("~"):
+                self.err(where, "regular expressions are not supported in proxy_redirect")
+
     def post_upstream(self, u: Upstream, path: str) -> None:
         if not u.servers:
             self.err(f"{path}.servers", "an upstream needs at least one server")
@@ -823,6 +841,7 @@ class _Loader:
                 parse_proxy_pass(loc.proxy_pass, upstreams)
             except ValueError as e:
                 self.err(f"{lp}.proxy_pass", str(e))
+        self.check_proxy_redirect(loc.proxy_redirect, f"{lp}.proxy_redirect")
         bad = [t for t in loc.proxy_next_upstream if t not in NEXT_UPSTREAM]
         if bad:
             self.err(f"{lp}.proxy_next_upstream", f'invalid value "{bad[0]}": expected '

@@ -931,3 +931,34 @@ def test_proxy_next_upstream_values_are_nginx_s():
     err = one_error(server_with('match = "/"\nproxy_pass = "http://127.0.0.1:9"\n'
                                 'proxy_next_upstream_tries = -1'))
     assert "proxy_next_upstream_tries" in err
+
+
+def test_proxy_redirect_values():
+    loc = 'match = "/"\nproxy_pass = "http://127.0.0.1:9"\n'
+    for value, expect in (('"off"', "off"), ('"default"', "default"),
+                          ('[["http://a/", "/"], "default"]', (("http://a/", "/"), "default"))):
+        cfg = loads(server_with(loc + f"proxy_redirect = {value}"), CFG)
+        assert cfg.server[0].location[0].proxy_redirect == expect
+    assert loads(server_with(loc), CFG).server[0].location[0].proxy_redirect == "default"
+    assert 'invalid value "sometimes"' in one_error(server_with(loc + 'proxy_redirect = "sometimes"'))
+    assert 'invalid value "off"' in one_error(server_with(loc + 'proxy_redirect = ["off"]'))
+    assert "regular expressions" in one_error(
+        server_with(loc + 'proxy_redirect = [["~^http://(.*)", "/"]]'))
+    assert "is empty" in one_error(server_with(loc + 'proxy_redirect = [["", "/"]]'))
+    err = one_error(server_with(loc + 'proxy_redirect = [["http://a/"]]'))
+    assert "server[0].location[0].proxy_redirect" in err
+
+
+def test_proxy_redirect_default_rules_follow_nginx():
+    from edgeworker.proxy import redirect_rules
+
+    # proxy_pass with a URI part in a prefix location: its URL → the location's prefix
+    assert redirect_rules("default", "http://up:8080/two/", "/two/", "/one/") == (
+        (b"http://up:8080/two/", "/one/"),)
+    # without a URI part (or a regex location, which ignores it): scheme://authority/ → /
+    assert redirect_rules("default", "http://backend", None, "/") == ((b"http://backend/", "/"),)
+    assert redirect_rules("default", "http://up:8080/two/", None, None) == (
+        (b"http://up:8080/", "/"),)
+    assert redirect_rules("off", "http://backend", None, "/") == ()
+    assert redirect_rules((("http://x/", "/y/"), "default"), "http://b", None, "/") == (
+        (b"http://x/", "/y/"), (b"http://b/", "/"))

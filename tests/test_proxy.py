@@ -124,6 +124,20 @@ listen = ["127.0.0.1:{{port}}"]
   proxy_pass = "http://ab/"
 
   [[server.location]]
+  match = "/rd/"
+  proxy_pass = "http://{a}/"
+
+  [[server.location]]
+  match = "/rdoff/"
+  proxy_pass = "http://{a}/"
+  proxy_redirect = "off"
+
+  [[server.location]]
+  match = "/rdcustom/"
+  proxy_pass = "http://{a}/"
+  proxy_redirect = [["http://elsewhere.example/", "https://$host/moved/"], "default"]
+
+  [[server.location]]
   match = "/hashed/"
   proxy_pass = "http://hashed/"
 
@@ -650,6 +664,37 @@ def test_proxy_next_upstream_off_and_tries(env):
         status, headers, _ = get(env["srv"], "/nexttries/status/503?on=a")
         assert "," not in headers["x-upstream-status"]  # one attempt only
         assert status in (200, 503)
+
+
+def test_proxy_redirect_default_rewrites_the_upstream_s_own_urls(env):
+    a = env["a"].addr
+    # proxy_pass with a URI part: its URL becomes the location's prefix
+    status, headers, _ = get(env["srv"], "/rd/redirect?to=http://HOST/landing?x=1")
+    assert status == 302 and headers["location"] == "/rd/landing?x=1"
+    # without a URI part: proxy_pass + "/" becomes "/" (Host sent upstream: the group name);
+    # /raw/ passes the request URI unchanged, so the backend sees /raw/redirect
+    status, headers, _ = get(env["srv"], "/raw/redirect?to=http://HOST/raw/landing")
+    assert headers["location"] == "/raw/landing"
+    # "http://keep/" with a URI part ("/") in location /keep/: the prefix comes back
+    status, headers, _ = get(env["srv"], "/keep/redirect?to=http://HOST/landing")
+    assert headers["location"] == "/keep/landing"
+    # other URLs and relative ones pass as they are
+    for to in ("http://example.com/x", "/already/relative", f"http://{a}.evil/x"):
+        assert get(env["srv"], f"/rd/redirect?to={to}")[1]["location"] == to
+    # Refresh: the URL after url=
+    status, headers, body = get(env["srv"], "/rd/redirect?to=http://HOST/next&refresh=1")
+    assert (status, body) == (200, b"soon") and headers["refresh"] == "3; url=/rd/next"
+
+
+def test_proxy_redirect_off_and_own_rules(env):
+    a = env["a"].addr
+    _, headers, _ = get(env["srv"], "/rdoff/redirect?to=http://HOST/landing")
+    assert headers["location"] == f"http://{a}/landing"
+    _, headers, _ = get(env["srv"], "/rdcustom/redirect?to=http://elsewhere.example/p",
+                        headers={"Host": "edge.example"})
+    assert headers["location"] == "https://edge.example/moved/p"  # $host expanded
+    _, headers, _ = get(env["srv"], "/rdcustom/redirect?to=http://HOST/q")
+    assert headers["location"] == "/rdcustom/q"  # then "default"
 
 
 def test_hash_balance_keeps_a_uri_on_one_server(env):

@@ -66,7 +66,31 @@ def make_content(loc: Any, app: Any) -> Callable[[Any], None]:
         prefix = ""
     return ProxyHandler(group, proxy_host, prefix or None, match_prefix,
                         dict(loc.proxy_set_header), loc.path,
-                        tuple(loc.proxy_next_upstream), loc.proxy_next_upstream_tries)
+                        tuple(loc.proxy_next_upstream), loc.proxy_next_upstream_tries,
+                        redirect_rules(loc.proxy_redirect, loc.proxy_pass, prefix, match_prefix))
+
+
+def redirect_rules(setting: Any, proxy_pass: str, prefix: str | None, match_prefix: str | None
+                   ) -> tuple[tuple[bytes, str], ...]:
+    """The ``(redirect, replacement)`` rules of ``proxy_redirect``, in order (nginx).
+
+    ``"default"`` is the ``proxy_pass`` URL as written, replaced by the location's prefix; without
+    a URI part, ``proxy_pass`` + ``/`` replaced by ``/``. ``"off"`` is no rule.
+    """
+    items = (setting,) if isinstance(setting, str) else setting
+    rules: list[tuple[bytes, str]] = []
+    for item in items:
+        if item == "off":
+            return ()
+        if item == "default":
+            if prefix and match_prefix:
+                rules.append((proxy_pass.encode("latin-1"), match_prefix))
+            else:  # no URI part (or one a regex location ignores): scheme://authority/
+                base = "/".join(proxy_pass.split("/", 3)[:3]) + "/"
+                rules.append((base.encode("latin-1"), "/"))
+        else:
+            rules.append((item[0].encode("latin-1"), item[1]))
+    return tuple(rules)
 
 
 def stats() -> dict[str, dict]:

@@ -412,6 +412,8 @@ class ProxyResponse(Response):
 
     has_ct = False
     connection: bytes | None = None
+    #: indexes in ``kept`` of ``Location`` and ``Refresh`` fields (for proxy_redirect)
+    redirects: list[int] | None = None
 
     def __init__(self, conn: UpConn, read_timeout: float, head_only: bool = False) -> None:
         self.conn = conn
@@ -444,6 +446,10 @@ class ProxyResponse(Response):
             return
         if lname == b"content-type":
             self.has_ct = True
+        elif lname == b"location" or lname == b"refresh":
+            if self.redirects is None:
+                self.redirects = []
+            self.redirects.append(len(self.kept))
         self.kept.append((name, value))
         self.wire.append(b"\r\n%b: %b" % (name, value))
 
@@ -453,6 +459,7 @@ class ProxyResponse(Response):
         self.hop = []
         self.has_ct = False
         self.connection = None
+        self.redirects = None
 
 
 def chunked(pieces: Iterator[bytes]) -> Iterator[bytes]:

@@ -77,8 +77,11 @@ class ProxyHandler:
 
     def __init__(self, group: Group, proxy_host: str, prefix: str | None, match_prefix: str | None,
                  set_headers: dict[str, str], location_path: str = "",
-                 next_upstream: tuple[str, ...] = ("error", "timeout"), tries: int = 0) -> None:
+                 next_upstream: tuple[str, ...] = ("error", "timeout"), tries: int = 0,
+                 redirects: tuple[tuple[bytes, str], ...] = ()) -> None:
         self.group = group
+        # proxy_redirect: (prefix of a Location/Refresh URL, its replacement, with $variables)
+        self.redirects = redirects
         # proxy_next_upstream: the failure kinds and response statuses after which the next
         # server is tried (nginx), and whether a non-idempotent request may be sent again
         self.retry_kinds = frozenset(t for t in next_upstream if not t.startswith("http_"))
@@ -386,6 +389,8 @@ class ProxyHandler:
         if req._head.upgrade is not None:
             req.keep_alive = False  # upgrade declined: do not parse the rest as HTTP
         req.status = status
+        if resp.redirects is not None and self.redirects:
+            self._rewrite_redirects(req, resp)
         # the upstream's fields minus the hop-by-hop ones, sorted while the head was parsed
         kept = resp.kept
         wire: tuple[bytes, bool] | None = (b"".join(resp.wire), resp.has_ct)
@@ -447,6 +452,32 @@ class ProxyHandler:
             finish(req)
         else:
             req._conn.stream(req, b"", True)
+
+    def _rewrite_redirects(self, req: Any, resp: ProxyResponse) -> None:
+        """proxy_redirect: the first rule whose redirect starts the URL of a ``Location`` (or of
+        ``Refresh``'s ``url=``) replaces that part (nginx: a byte-exact prefix)."""
+        kept = resp.kept
+        wire = resp.wire
+        for i in resp.redirects or ():
+            name, value = kept[i]
+            start = 0
+            if len(name) == 7:  # Refresh: "5; url=http://…"
+                start = value.lower().find(b"url=")
+                if start < 0:
+                    continue
+                start += 4
+            url = value[start:]
+            for redirect, replacement in self.redirects:
+                if url.startswith(redirect):
+                    if "$" in replacement:
+                        replacement = req.var.expand(replacement)
+                    new = value[:start] + replacement.encode("latin-1", "replace") + url[
+                        len(redirect):]
+                    if b"\r" in new or b"\n" in new or b"\x00" in new:
+                        break  # a variable brought a line break: left as the upstream sent it
+                    kept[i] = (name, new)
+                    wire[i] = b"\r\n%b: %b" % (name, new)
+                    break
 
     def _cut(self, req: Any, resp: Response, exc: UpstreamError, addrs: list[str],
              statuses: list[str], times: list[str], t0: float) -> None:

@@ -18,6 +18,8 @@ Run: ``python http_backend.py PORT [NAME]``. Keep-alive is on. Paths:
 - ``/close``: answers "bye" with ``Connection: close``.
 - ``/headers``: a response with hop-by-hop headers (``Connection: X-Hop``, ``X-Hop``,
   ``Keep-Alive``, ``Proxy-Foo``) and ``X-Kept``.
+- ``/redirect?to=URL``: 302 with ``Location: URL`` (``HOST`` in it becomes the request's
+  Host); with ``&refresh=1``, 200 with ``Refresh: 3; url=URL``.
 - ``/status/CODE``: answers CODE; with ``?on=NAME`` only the backend NAME does, the others
   answer 200 with their name.
 - A backend whose NAME starts with ``reset`` resets every request; ``never``: never answers.
@@ -85,10 +87,12 @@ class Handler(BaseHTTPRequestHandler):
             path = "/reset"
         elif NAME.startswith("never"):  # a backend that never answers
             path = "/never"
+        if path.endswith("/redirect"):  # under any prefix (a proxy passing the URI unchanged)
+            path = "/redirect"
         if self.headers.get("Upgrade", "").lower() == "websocket":
             return self._websocket()
         known = ("/name", "/big", "/slow", "/stall", "/cut", "/die", "/reset", "/never",
-                 "/garbage", "/close", "/headers")
+                 "/garbage", "/close", "/headers", "/redirect")
         if path not in known and not path.startswith("/status/"):
             body = self._read_body()
             doc = {
@@ -163,6 +167,11 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/close":
             self.close_connection = True
             return self._send(200, b"bye", extra=[("Connection", "close")])
+        if path == "/redirect":  # ?to=URL (HOST: the request's Host), &refresh=1
+            to = q.get("to", "/").replace("HOST", self.headers.get("Host", ""))
+            if q.get("refresh"):
+                return self._send(200, b"soon", extra=[("Refresh", f"3; url={to}")])
+            return self._send(302, b"moved", extra=[("Location", to)])
         if path == "/headers":
             return self._send(200, b"h", extra=[
                 ("Connection", "X-Hop"), ("X-Hop", "1"), ("Keep-Alive", "timeout=5"),
