@@ -56,6 +56,7 @@ __all__ = [
     "parse_listen",
     "parse_match",
     "parse_proxy_pass",
+    "proxy_pass_tls",
 ]
 
 #: Phase handler keys settable in ``[http]`` and inherited by locations, in run order.
@@ -337,6 +338,15 @@ class Location(_Base):
     #: nginx ``proxy_redirect``: "default", "off", or a list of "default" and
     #: ``[redirect, replacement]`` pairs rewriting the upstream's ``Location``/``Refresh``.
     proxy_redirect: str | tuple[str | tuple[str, str], ...] = "default"
+    #: ``https://`` proxy_pass: verify the upstream's certificate (nginx ``proxy_ssl_verify``,
+    #: whose default is off: edgeworker verifies unless told not to).
+    proxy_ssl_verify: bool = True
+    #: ``https://`` proxy_pass: the name sent (SNI) and verified (nginx ``proxy_ssl_name``);
+    #: "" means each server's own host name.
+    proxy_ssl_name: str = ""
+    #: ``https://`` proxy_pass: PEM file of the CAs to trust instead of the system's (nginx
+    #: ``proxy_ssl_trusted_certificate``).
+    proxy_ssl_trusted_certificate: PathStr | None = None
     #: nginx ``proxy_next_upstream``: the failures after which the next server is tried.
     proxy_next_upstream: StrList = StrList(("error", "timeout"))
     #: nginx ``proxy_next_upstream_tries``: at most this many attempts (0: one per server).
@@ -516,15 +526,16 @@ def parse_proxy_pass(value: str, upstreams: dict[str, Any]) -> tuple[str | None,
 
     ``"http://NAME[/prefix]"`` names an upstream when NAME (no port) is a key of ``upstreams``
     (host is then NAME and port 0); else ``"http://host:port[/prefix]"`` is one direct peer
-    (the port is required, so a misspelt upstream name is an error). The prefix is ``""`` when
+    (the port is required, so a misspelt upstream name is an error). ``https://`` is the same
+    with TLS to the upstream (see ``proxy_pass_tls``). The prefix is ``""`` when
     absent; as in nginx, a prefix replaces the part of the URI that matched the location.
     ``ValueError`` for another scheme or a malformed address.
     """
     scheme, sep, rest = value.partition("://")
-    if not sep or scheme.lower() != "http":
+    if not sep or scheme.lower() not in ("http", "https"):
         raise ValueError(
-            f'invalid proxy_pass "{value}": expected "http://UPSTREAM" or '
-            '"http://host:port[/prefix]"'
+            f'invalid proxy_pass "{value}": expected "http(s)://UPSTREAM" or '
+            '"http(s)://host:port[/prefix]"'
         )
     authority, slash, path = rest.partition("/")
     prefix = slash + path
@@ -539,6 +550,11 @@ def parse_proxy_pass(value: str, upstreams: dict[str, Any]) -> tuple[str | None,
         )
     host, port = parse_host_port(authority)
     return None, host, port, prefix
+
+
+def proxy_pass_tls(value: str) -> bool:
+    """True for an ``https://`` proxy_pass (TLS to the upstream)."""
+    return value[:8].lower() == "https://"
 
 
 def default_pid_file() -> str:
@@ -842,6 +858,15 @@ class _Loader:
             except ValueError as e:
                 self.err(f"{lp}.proxy_pass", str(e))
         self.check_proxy_redirect(loc.proxy_redirect, f"{lp}.proxy_redirect")
+        ca = loc.proxy_ssl_trusted_certificate
+        if ca is not None:
+            try:
+                import ssl
+
+                ssl.create_default_context(cafile=ca)
+            except (OSError, ssl.SSLError) as e:
+                self.err(f"{lp}.proxy_ssl_trusted_certificate",
+                         f"cannot load {ca}: {getattr(e, 'strerror', None) or e}")
         bad = [t for t in loc.proxy_next_upstream if t not in NEXT_UPSTREAM]
         if bad:
             self.err(f"{lp}.proxy_next_upstream", f'invalid value "{bad[0]}": expected '

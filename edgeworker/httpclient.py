@@ -16,7 +16,7 @@ idle 60 s at most), host names are resolved without blocking and cached 30 s. ``
 (seconds, default 60) bounds the connect, each write and each read (not the whole exchange).
 Redirects are not followed. Errors raise ``RequestError`` (refused, reset, invalid response,
 bad URL) or ``RequestTimeout`` (also a ``TimeoutError``). ``https://`` URLs use TLS with
-certificate verification.
+certificate verification (``verify``: True, a CA file, or False).
 """
 
 from __future__ import annotations
@@ -30,13 +30,14 @@ import msgspec
 
 from .errors import EdgeworkerError
 from .http.headers import Headers
-from .proxy.client import Response, UpConn, UpstreamError, UpstreamTimeout, connect
+from .proxy.client import Response, UpConn, UpstreamError, UpstreamTimeout, connect, tls_context
 from .proxy.pool import Pool
 from .proxy.resolver import ResolveError, Target
 
 __all__ = ["HTTPResponse", "RequestError", "RequestTimeout", "request"]
 
 DEFAULT_TIMEOUT = 60.0
+_contexts: dict[bool | str, Any] = {}  # ssl contexts by ``verify`` (per worker)
 POOL_SIZE = 32
 _IDEMPOTENT = frozenset(("GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"))
 _json_encode = msgspec.json.Encoder().encode
@@ -178,8 +179,13 @@ def request(
     body: bytes | str | dict | list | None = None,
     timeout: float | None = None,
     stream: bool = False,
+    verify: bool | str = True,
 ) -> HTTPResponse:
     """Send one request and return its response (see the module docstring).
+
+    ``verify`` (``https://`` only, resty.http's ``ssl_verify``): True checks the server's
+    certificate against the system's CAs, a path checks it against that PEM file of CAs,
+    False checks nothing.
 
     ``body``: bytes, str (UTF-8) or a dict/list (sent as JSON with
     ``Content-Type: application/json`` unless given). Raises ``RequestError`` /
@@ -233,13 +239,26 @@ def request(
         addr = target_obj.next_address()
     except ResolveError as exc:
         raise RequestError(str(exc)) from None
-    tls_host = host if scheme == "https" else None
-    ckey = (scheme, addr)
+    if scheme == "https":
+        tls_host = host
+        context = _contexts.get(verify)
+        if context is None:
+            if not isinstance(verify, (bool, str)):
+                raise TypeError("verify must be a bool or the path of a CA file")
+            try:
+                context = _contexts[verify] = tls_context(
+                    verify is not False, verify if isinstance(verify, str) else None)
+            except OSError as exc:
+                raise RequestError(f"cannot load CA file {verify!r}: {exc.strerror}") from None
+        ckey: tuple = (scheme, addr, verify)  # never reuse a connection checked otherwise
+    else:
+        tls_host = context = None
+        ckey = (scheme, addr)
     for attempt in (0, 1):
         conn: UpConn | None = pool.get(ckey, method not in _IDEMPOTENT) if attempt == 0 else None
         try:
             if conn is None:
-                conn = connect(addr, t, ckey, tls_host)
+                conn = connect(addr, t, ckey, tls_host, context=context)
             conn.send(data, t)
             resp = Response(conn, t, head_only=method == "HEAD")
             resp.read_head()

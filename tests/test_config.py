@@ -16,6 +16,7 @@ from edgeworker.config import (
     parse_listen,
     parse_match,
     parse_proxy_pass,
+    proxy_pass_tls,
 )
 from edgeworker.errors import ConfigError
 
@@ -598,10 +599,10 @@ def test_handler_spec_errors_everywhere_are_collected():
     [
         ("http://nowhere", 'invalid proxy_pass "http://nowhere": no upstream named "nowhere" '
                            '(a direct address needs "host:port")'),
-        ("https://h:443", 'invalid proxy_pass "https://h:443": expected "http://UPSTREAM" or '
-                          '"http://host:port[/prefix]"'),
-        ("backend", 'invalid proxy_pass "backend": expected "http://UPSTREAM" or '
-                    '"http://host:port[/prefix]"'),
+        ("ftp://h:21", 'invalid proxy_pass "ftp://h:21": expected "http(s)://UPSTREAM" or '
+                       '"http(s)://host:port[/prefix]"'),
+        ("backend", 'invalid proxy_pass "backend": expected "http(s)://UPSTREAM" or '
+                    '"http(s)://host:port[/prefix]"'),
         ("http://h:99999", 'invalid address "h:99999": port must be 1-65535'),
         ("http:///x", 'invalid proxy_pass "http:///x": missing host'),
     ],
@@ -618,6 +619,24 @@ def test_parse_proxy_pass_forms():
     assert parse_proxy_pass("http://127.0.0.1:9000", ups) == (None, "127.0.0.1", 9000, "")
     assert parse_proxy_pass("http://app.internal:80/x", ups) == (None, "app.internal", 80, "/x")
     assert parse_proxy_pass("http://[::1]:81", ups) == (None, "::1", 81, "")
+    assert parse_proxy_pass("https://api.example:443/v2/", ups) == (None, "api.example", 443,
+                                                                      "/v2/")
+    assert parse_proxy_pass("HTTPS://backend", ups) == ("backend", "backend", 0, "")
+    assert proxy_pass_tls("HTTPS://backend") and not proxy_pass_tls("http://backend")
+
+
+def test_proxy_ssl_keys(tmp_path):
+    loc = 'match = "/"\nproxy_pass = "https://api.example:443"\n'
+    cfg = loads(server_with(loc), CFG)
+    l0 = cfg.server[0].location[0]
+    assert (l0.proxy_ssl_verify, l0.proxy_ssl_name, l0.proxy_ssl_trusted_certificate) == (
+        True, "", None)
+    err = one_error(server_with(loc + f'proxy_ssl_trusted_certificate = "{tmp_path}/none.pem"'))
+    assert err.startswith("server[0].location[0].proxy_ssl_trusted_certificate: cannot load")
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate")
+    err = one_error(server_with(loc + f'proxy_ssl_trusted_certificate = "{bad}"'))
+    assert "cannot load" in err
 
 
 @pytest.mark.parametrize(

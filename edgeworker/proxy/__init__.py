@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..config import Upstream, parse_match, parse_proxy_pass
+from ..config import Upstream, parse_match, parse_proxy_pass, proxy_pass_tls
 from .balancer import Group, Peer
+from .client import tls_context
 from .handler import ProxyHandler
 from .resolver import Target
 
@@ -51,13 +52,22 @@ def _direct_group(app: Any, host: str, port: int) -> Group:
 def make_content(loc: Any, app: Any) -> Callable[[Any], None]:
     """The content handler for ``loc.proxy_pass`` (see ``ProxyHandler``)."""
     name, host, port, prefix = parse_proxy_pass(loc.proxy_pass, app.cfg.upstream)
+    https = proxy_pass_tls(loc.proxy_pass)
     if name is not None:
         group = groups_for(app)[name]
         proxy_host = name
     else:
         group = _direct_group(app, host, port)
         shown = f"[{host}]" if ":" in host else host
-        proxy_host = shown if port == 80 else f"{shown}:{port}"
+        proxy_host = shown if port == (443 if https else 80) else f"{shown}:{port}"
+    tls = None
+    if https:
+        ca = loc.proxy_ssl_trusted_certificate
+        context = _CONTEXTS.get((loc.proxy_ssl_verify, ca))
+        if context is None:
+            context = _CONTEXTS[(loc.proxy_ssl_verify, ca)] = tls_context(
+                loc.proxy_ssl_verify, ca)
+        tls = (context, loc.proxy_ssl_name)
     modifier, pattern = parse_match(loc.match)
     match_prefix = pattern if modifier in ("", "^~", "=") else None
     if prefix and match_prefix is None:
@@ -67,7 +77,12 @@ def make_content(loc: Any, app: Any) -> Callable[[Any], None]:
     return ProxyHandler(group, proxy_host, prefix or None, match_prefix,
                         dict(loc.proxy_set_header), loc.path,
                         tuple(loc.proxy_next_upstream), loc.proxy_next_upstream_tries,
-                        redirect_rules(loc.proxy_redirect, loc.proxy_pass, prefix, match_prefix))
+                        redirect_rules(loc.proxy_redirect, loc.proxy_pass, prefix, match_prefix),
+                        tls)
+
+
+# ssl contexts of https upstreams, by (verify, CA file): one per kind, shared by locations
+_CONTEXTS: dict[tuple[bool, str | None], Any] = {}
 
 
 def redirect_rules(setting: Any, proxy_pass: str, prefix: str | None, match_prefix: str | None

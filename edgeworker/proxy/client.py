@@ -183,10 +183,12 @@ class UpConn:
 
 
 def connect(addr: tuple, timeout: float, key: tuple, tls_host: str | None = None,
-            timed: bool = False) -> UpConn:
+            timed: bool = False, context=None) -> UpConn:
     """Open a TCP connection to ``addr`` (``(ip, port)`` or an IPv6 tuple) within ``timeout``.
 
-    ``tls_host`` wraps the socket in TLS (verified against that name), for https URLs.
+    ``tls_host`` wraps the socket in TLS (verified against that name, sent as SNI unless it is
+    an IP address), for https URLs; ``context`` is the ``ssl.SSLContext`` (default: the
+    system's CAs, verification on).
     ``timed``: afterwards the socket has no timeout and reads/writes arm deadlines on the
     worker's ``Watchdog`` instead (gevent workers only: the proxy).
     Raises ``UpstreamTimeout`` or ``UpstreamError`` (refused, unreachable) with ``sent=False``.
@@ -198,7 +200,7 @@ def connect(addr: tuple, timeout: float, key: tuple, tls_host: str | None = None
         sock.connect(addr)
         sock.setsockopt(*_NODELAY)
         if tls_host is not None:
-            sock = _tls_context().wrap_socket(sock, server_hostname=tls_host)
+            sock = (context or _tls_context()).wrap_socket(sock, server_hostname=tls_host)
     except TimeoutError:
         sock.close()
         raise UpstreamTimeout("upstream timed out while connecting", sent=False) from None
@@ -223,6 +225,18 @@ def _tls_context():
 
         _TLS = ssl.create_default_context()
     return _TLS
+
+
+def tls_context(verify: bool = True, cafile: str | None = None):
+    """An ``ssl.SSLContext`` for upstream connections: the system's CAs (or ``cafile``'s),
+    certificate and host name checked; ``verify=False`` checks neither (nginx's default)."""
+    import ssl
+
+    context = ssl.create_default_context(cafile=cafile)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 class Response:

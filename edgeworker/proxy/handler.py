@@ -78,8 +78,11 @@ class ProxyHandler:
     def __init__(self, group: Group, proxy_host: str, prefix: str | None, match_prefix: str | None,
                  set_headers: dict[str, str], location_path: str = "",
                  next_upstream: tuple[str, ...] = ("error", "timeout"), tries: int = 0,
-                 redirects: tuple[tuple[bytes, str], ...] = ()) -> None:
+                 redirects: tuple[tuple[bytes, str], ...] = (),
+                 tls: tuple[Any, str] | None = None) -> None:
         self.group = group
+        # https:// upstream: (ssl context, name to send and verify; "" = each server's host)
+        self.tls = tls
         # proxy_redirect: (prefix of a Location/Refresh URL, its replacement, with $variables)
         self.redirects = redirects
         # proxy_next_upstream: the failure kinds and response statuses after which the next
@@ -318,11 +321,18 @@ class ProxyHandler:
                   body: bytes | None, rest: Iterator[bytes] | None, length: int | None
                   ) -> Response:
         group = self.group
-        key = addr
+        tls = self.tls
+        if tls is None:
+            key = addr
+            tls_host = context = None
+        else:  # the pool keeps TLS connections apart from plain ones to the same address, and
+            # from those checked otherwise (another CA, verification off, another name)
+            context, tls_host = tls[0], tls[1] or peer.target.host
+            key = (*addr, tls_host, context)
         for attempt in (0, 1):
             conn = group.pool.get(key, req.method in NON_IDEMPOTENT) if attempt == 0 else None
             if conn is None:
-                conn = connect(addr, group.connect_timeout, key, timed=True)
+                conn = connect(addr, group.connect_timeout, key, tls_host, True, context)
             try:
                 self._send(conn, request_head, body, rest, length)
                 resp = ProxyResponse(conn, group.read_timeout, req.method == "HEAD")

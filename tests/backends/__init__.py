@@ -16,11 +16,14 @@ HERE = Path(__file__).resolve().parent
 class Backend:
     """``python http_backend.py PORT NAME`` in its own session; ``stop()`` kills it."""
 
-    def __init__(self, name: str = "backend", port: int | None = None) -> None:
+    def __init__(self, name: str = "backend", port: int | None = None,
+                 tls: tuple[Path, Path] | None = None) -> None:
+        """``tls``: (certificate, key) PEM files: the backend speaks HTTPS."""
         self.name = name
         self.port = port or free_port()
+        extra = [f"{tls[0]},{tls[1]}"] if tls else []
         self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "http_backend.py"), str(self.port), name],
+            [sys.executable, str(HERE / "http_backend.py"), str(self.port), name, *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         wait_port(self.port, proc=self.proc)

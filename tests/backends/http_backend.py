@@ -1,6 +1,7 @@
 """A small real HTTP/1.1 backend for the proxy and client tests (stdlib only, threaded).
 
-Run: ``python http_backend.py PORT [NAME]``. Keep-alive is on. Paths:
+Run: ``python http_backend.py PORT [NAME [CERT,KEY]]`` (with CERT,KEY: HTTPS). Keep-alive is
+on. Paths:
 
 - any other path (any method): JSON ``{"name", "method", "target", "headers": [[k, v]…],
   "body_len", "body_sha256", "body" (first 200 bytes, latin-1), "conn": peer port}``;
@@ -245,6 +246,13 @@ def main() -> None:
     if len(sys.argv) > 2:
         NAME = sys.argv[2]
     srv = Server(("127.0.0.1", port), Handler)
+    if len(sys.argv) > 3:  # CERT,KEY: serve HTTPS
+        import ssl
+
+        cert, key = sys.argv[3].split(",")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        srv.socket = context.wrap_socket(srv.socket, server_side=True)
     threading.current_thread().name = NAME
     srv.serve_forever()
 
