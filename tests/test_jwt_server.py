@@ -81,6 +81,17 @@ def test_valid_token_forwards_claims_as_headers(server):
         assert json.loads(body)["user"].encode("latin-1").decode("utf-8") == "jos\u00e9\u4e2d"
 
 
+def test_the_same_tokens_again_keep_their_own_claim_headers(server):
+    """The claim headers prepared for a token are reused only for that token's claims."""
+    srv = server(HS_CONF, files={"app.py": ECHO}, env={"EW_JWT_SECRET": SECRET.decode()})
+    tokens = {f"u{i}": hs(sub=f"u{i}", role=f"r{i}") for i in range(3)}
+    for _ in range(3):
+        for sub, tok in tokens.items():
+            status, _, body = srv.get("/api", headers={**bearer(tok), "X-User-Id": "root"})
+            assert status == 200
+            assert json.loads(body) == {"user": sub, "role": "r" + sub[1:], "claims_sub": sub}
+
+
 def test_rejections_are_counted(server):
     srv = server(HS_CONF, files={"app.py": ECHO}, env={"EW_JWT_SECRET": SECRET.decode()})
     for _ in range(3):

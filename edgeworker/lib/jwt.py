@@ -450,11 +450,19 @@ def make_access(loc: Any, app: Any) -> Any:
         for claim, name in conf.claims_to_headers.items()
     )
     log = runtime.log
+    # the claim headers of recently seen claims, by token: (the claims dict the verifier's
+    # cache returned, [(lower-case name, value bytes or None)]); valid while the verifier
+    # returns that same dict for the token
+    fields_of: dict[str, tuple[dict, list[tuple[bytes, bytes | None]]]] = {}
+    fields_max = 4096
 
     def access(req: Any) -> None:
         raw = req._head.headers if req._headers is None else None
         if raw is not None:  # the request headers are still as parsed: read them as bytes
-            values = [v.decode("latin-1") for n, v in raw if n == b"authorization"]
+            values = []
+            for n, v in raw:
+                if n == b"authorization":
+                    values.append(v.decode("latin-1"))
         else:
             values = req.headers.getall("authorization")
         if not values:
@@ -476,16 +484,27 @@ def make_access(loc: Any, app: Any) -> Any:
                 log.debug("jwt rejected on %s: %s", req.uri, exc)
             req.exit(401, invalid_body, headers=invalid_hdr, content_type="application/json")
         raw = req._head.headers if req._headers is None else None
-        for claim, name, lname in mapping:
-            value = _header_value(claims.get(claim))
-            if raw is not None:  # still as parsed: replace the client's fields in place
+        if raw is not None and mapping:  # still as parsed: replace the client's fields in place
+            known = fields_of.get(token)
+            if known is None or known[0] is not claims:
+                if len(fields_of) >= fields_max:
+                    fields_of.clear()
+                known = fields_of[token] = (claims, [
+                    (lname, None if value is None else value.encode("utf-8"))
+                    for claim, _, lname in mapping
+                    for value in (_header_value(claims.get(claim)),)
+                ])
+            for lname, value in known[1]:
                 for field in raw:
                     if field[0] == lname:
                         raw[:] = [f for f in raw if f[0] != lname]
                         break
                 if value is not None:
-                    raw.append((lname, value.encode("utf-8")))
-                continue
+                    raw.append((lname, value))
+            req.ctx["jwt_claims"] = claims
+            return
+        for claim, name, _lname in mapping:
+            value = _header_value(claims.get(claim))
             headers = req.headers
             if value is None:
                 if name in headers:
