@@ -351,6 +351,9 @@ class Location(_Base):
     proxy_next_upstream: StrList = StrList(("error", "timeout"))
     #: nginx ``proxy_next_upstream_tries``: at most this many attempts (0: one per server).
     proxy_next_upstream_tries: NonNegInt = 0
+    #: nginx ``proxy_next_upstream_timeout``: no new attempt once this long has passed since
+    #: the first one began (0: no limit).
+    proxy_next_upstream_timeout: Duration = Duration(0.0)
     client_max_body_size: Size | None = None
     #: Set by the loader: "server[0].location[2]" (not a config key).
     path: str = msgspec.field(default="", name="__path__")

@@ -941,6 +941,10 @@ def test_proxy_next_upstream_values_are_nginx_s():
     assert loc.proxy_next_upstream_tries == 2
     default = loads(server_with('match = "/"\nproxy_pass = "http://127.0.0.1:9"'), CFG)
     assert default.server[0].location[0].proxy_next_upstream == ("error", "timeout")
+    assert default.server[0].location[0].proxy_next_upstream_timeout == 0
+    timed = loads(server_with('match = "/"\nproxy_pass = "http://127.0.0.1:9"\n'
+                              'proxy_next_upstream_timeout = "2s"'), CFG)
+    assert timed.server[0].location[0].proxy_next_upstream_timeout == 2.0
     err = one_error(server_with('match = "/"\nproxy_pass = "http://127.0.0.1:9"\n'
                                 'proxy_next_upstream = ["error", "http_418"]'))
     assert "server[0].location[0].proxy_next_upstream" in err and '"http_418"' in err

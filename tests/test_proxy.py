@@ -68,6 +68,10 @@ servers = [{{{{ address = "{a}", max_fails = 0 }}}}, {{{{ address = "{b}", max_f
 [upstream.nuoff]
 servers = ["{reset}", "{a}"]
 
+[upstream.nuslow]
+servers = [{{{{ address = "{never}", max_fails = 0 }}}}, {{{{ address = "{a}", backup = true }}}}]
+read_timeout = "300ms"
+
 [upstream.hashed]
 servers = ["{a}", "{b}"]
 balance = "hash"
@@ -174,6 +178,15 @@ listen = ["127.0.0.1:{{port}}"]
   proxy_pass = "http://nu/"
   proxy_next_upstream = ["http_503"]
   proxy_next_upstream_tries = 1
+
+  [[server.location]]
+  match = "/nextslow/"
+  proxy_pass = "http://nuslow/"
+
+  [[server.location]]
+  match = "/nexttimeout/"
+  proxy_pass = "http://nuslow/"
+  proxy_next_upstream_timeout = "200ms"
 
   [[server.location]]
   match = "/nextfail/"
@@ -719,6 +732,15 @@ def test_max_conns_full_server_answers_502_at_once(env):
     assert slow[0][0] == 200
     assert get(env["srv"], "/capped/name")[0] == 200  # free again
     assert "no live upstreams" in env["srv"].errors()
+
+
+def test_proxy_next_upstream_timeout_stops_retrying(env):
+    # the primary never answers (read_timeout 300 ms); the backup answers
+    status, headers, body = get(env["srv"], "/nextslow/name")
+    assert (status, body) == (200, b"a") and headers["x-upstream-status"] == "504, 200"
+    # past proxy_next_upstream_timeout (200 ms) no new attempt: the timeout is the answer
+    status, headers, _ = get(env["srv"], "/nexttimeout/name")
+    assert status == 504 and headers["x-upstream-status"] == "504"
 
 
 def test_weights_ip_hash_and_least_conn(env):

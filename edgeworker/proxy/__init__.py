@@ -78,7 +78,7 @@ def make_content(loc: Any, app: Any) -> Callable[[Any], None]:
                         dict(loc.proxy_set_header), loc.path,
                         tuple(loc.proxy_next_upstream), loc.proxy_next_upstream_tries,
                         redirect_rules(loc.proxy_redirect, loc.proxy_pass, prefix, match_prefix),
-                        tls)
+                        tls, float(loc.proxy_next_upstream_timeout))
 
 
 # ssl contexts of https upstreams, by (verify, CA file): one per kind, shared by locations

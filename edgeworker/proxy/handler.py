@@ -79,8 +79,10 @@ class ProxyHandler:
                  set_headers: dict[str, str], location_path: str = "",
                  next_upstream: tuple[str, ...] = ("error", "timeout"), tries: int = 0,
                  redirects: tuple[tuple[bytes, str], ...] = (),
-                 tls: tuple[Any, str] | None = None) -> None:
+                 tls: tuple[Any, str] | None = None, next_timeout: float = 0.0) -> None:
         self.group = group
+        # proxy_next_upstream_timeout: no new attempt after this many seconds (0: no limit)
+        self.next_timeout = next_timeout
         # https:// upstream: (ssl context, name to send and verify; "" = each server's host)
         self.tls = tls
         # proxy_redirect: (prefix of a Location/Refresh URL, its replacement, with $variables)
@@ -226,13 +228,18 @@ class ProxyHandler:
         peer: Peer | None = None
         nxt: Peer | None = None  # the next peer, chosen when a response status asked for one
         max_tries = self.max_tries
+        started = 0.0
         for attempt in range(max_tries):
+            if attempt and self.next_timeout and time.monotonic() - started > self.next_timeout:
+                break  # proxy_next_upstream_timeout: the last failure stands
             peer = nxt or group.select(tried, client)
             nxt = None
             if peer is None:
                 break
             tried |= 1 << peer.index
             t0 = time.monotonic()
+            if not attempt:
+                started = t0
             peer.conns += 1
             peer.requests += 1
             addr_text = peer.name
@@ -252,7 +259,9 @@ class ProxyHandler:
             else:
                 status = resp.status
                 if (status in self.retry_statuses and attempt + 1 < max_tries and replayable
-                        and (self.non_idempotent or method not in NON_IDEMPOTENT)):
+                        and (self.non_idempotent or method not in NON_IDEMPOTENT)
+                        and not (self.next_timeout
+                                 and time.monotonic() - started > self.next_timeout)):
                     nxt = group.select(tried, client)
                     if nxt is not None:  # proxy_next_upstream http_NNN: this answer is dropped
                         self._next_after_status(peer, resp, addr_text, t0, len(request_head))
