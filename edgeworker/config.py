@@ -76,7 +76,7 @@ LOG_LEVELS: dict[str, int] = {
 ACCESS_LOG_FORMATS: tuple[str, ...] = ("combined", "json")
 STATUS_KINDS: tuple[str, ...] = ("json", "prometheus", "dashboard")
 REDIRECT_STATUSES: frozenset[int] = frozenset({301, 302, 303, 307, 308})
-BALANCE_METHODS: tuple[str, ...] = ("round_robin", "least_conn", "ip_hash", "hash")
+BALANCE_METHODS: tuple[str, ...] = ("round_robin", "least_conn", "ip_hash", "hash", "random")
 JWT_HMAC = frozenset({"HS256", "HS384", "HS512"})
 JWT_ASYMMETRIC = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES256K", "ES384", "ES512",
@@ -265,6 +265,9 @@ class Upstream(_Base):
     hash: str = ""
     #: ``balance = "hash"``: ketama consistent hashing (nginx ``hash KEY consistent``)
     consistent: bool = False
+    #: ``balance = "random"``: pick two servers at random, send to the less busy one (nginx
+    #: ``random two least_conn``)
+    two: bool = False
     keepalive: NonNegInt = 32
     connect_timeout: Duration = Duration(5.0)
     read_timeout: Duration = Duration(60.0)
@@ -749,7 +752,7 @@ class _Loader:
                 parse_host_port(s.address)
             except ValueError as e:
                 self.err(f"{path}.servers[{i}]", str(e))
-            if s.backup and u.balance in ("ip_hash", "hash"):
+            if s.backup and u.balance in ("ip_hash", "hash", "random"):
                 self.err(f"{path}.servers[{i}]",
                          f'backup servers cannot be used with "{u.balance}"')
         if u.balance == "hash" and not u.hash:
@@ -757,6 +760,8 @@ class _Loader:
         elif u.balance != "hash" and (u.hash or u.consistent):
             self.err(f"{path}.hash" if u.hash else f"{path}.consistent",
                      'only for balance = "hash"')
+        if u.two and u.balance != "random":
+            self.err(f"{path}.two", 'only for balance = "random"')
         if u.servers and all(isinstance(s, UpstreamServer) and s.backup for s in u.servers):
             self.err(f"{path}.servers", "an upstream needs at least one non-backup server")
 

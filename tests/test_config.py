@@ -773,7 +773,7 @@ def test_upstream_checks():
         balance = "ip_hash"
         [upstream.c]
         servers = ["h:1"]
-        balance = "random"
+        balance = "fastest"
         [upstream.d]
         servers = [{ address = "h:1", backup = true }]
         [redis.r]
@@ -784,8 +784,8 @@ def test_upstream_checks():
         "upstream.a.servers: an upstream needs at least one server",
         'upstream.b.servers[0]: invalid address "nohost": expected "host:port"',
         'upstream.b.servers[1]: backup servers cannot be used with "ip_hash"',
-        'upstream.c.balance: invalid balance "random": expected one of round_robin, least_conn, '
-        "ip_hash, hash",
+        'upstream.c.balance: invalid balance "fastest": expected one of round_robin, least_conn, '
+        "ip_hash, hash, random",
         "upstream.d.servers: an upstream needs at least one non-backup server",
     ]
 
@@ -813,6 +813,18 @@ def test_hash_balance_keys():
         balance = "hash"
         hash = "$uri"
     """) + MINIMAL)
+    rnd = loads(textwrap.dedent("""
+        [upstream.r]
+        servers = ["a:1", "b:1"]
+        balance = "random"
+        two = true
+    """) + MINIMAL, CFG)
+    assert (rnd.upstream["r"].balance, rnd.upstream["r"].two) == ("random", True)
+    assert one_error(textwrap.dedent("""
+        [upstream.r]
+        servers = ["a:1"]
+        two = true
+    """) + MINIMAL) == 'upstream.r.two: only for balance = "random"'
     assert errors == [
         'upstream.nokey.hash: balance = "hash" needs a key, e.g. hash = "$request_uri"',
         'upstream.stray.hash: only for balance = "hash"',

@@ -279,3 +279,23 @@ def test_max_conns_skips_a_full_peer_and_none_when_all_are_full():
     single.peers[0].conns = 1
     assert single.select(0) is None
     assert g.stats()["peers"][0]["max_conns"] == 2
+
+
+def test_random_follows_weights_and_skips_unavailable_peers():
+    g = group([spec("a", 3), spec("b", 1)], "random")
+    share = Counter(picks(g, 4000))
+    assert 0.70 < share["a"] / 4000 < 0.80
+    a, b = g.peers
+    a.max_conns, a.conns = 1, 1  # full
+    assert set(picks(g, 50)) == {"b"}
+    assert g.select(1 << b.index) is None  # b tried, a full
+
+
+def test_random_two_sends_to_the_less_busy_of_two():
+    g = group([spec("a"), spec("b")], "random")
+    g.two = True
+    a, b = g.peers
+    a.conns = 5
+    assert set(picks(g, 50)) == {"b"}  # whichever came first, b has fewer in flight
+    b.conns = 9
+    assert set(picks(g, 50)) == {"a"}

@@ -17,6 +17,9 @@ Per worker, as in nginx (no state is shared between workers):
   back to round robin. With ``consistent`` (``hash KEY consistent``): a ketama ring of 160
   points per unit of weight, so adding or removing a server moves only the keys of its share;
   an unusable peer makes it walk on to the next points (20 at most), then round robin.
+- ``random`` (nginx ``random``): a server at random, in proportion to its weight, among those
+  not down, full or tried; with ``two`` (nginx ``random two least_conn``) two such servers at
+  random and the one with fewer requests in flight relative to its weight.
 - ``max_conns`` (per server, per worker as nginx without a ``zone``): a peer with that many
   requests in flight is skipped, not marked down; when every peer is down or full the request
   fails with 502 ("no live upstreams").
@@ -31,6 +34,7 @@ Per worker, as in nginx (no state is shared between workers):
 
 from __future__ import annotations
 
+import random
 import time
 from bisect import bisect_left
 from collections.abc import Sequence
@@ -105,9 +109,10 @@ class Group:
 
     def __init__(self, name: str, peers: Sequence[Peer], balance: str = "round_robin",
                  keepalive: int = 32, connect_timeout: float = 5.0, read_timeout: float = 60.0,
-                 send_timeout: float = 60.0, hash_key: str = "", consistent: bool = False
-                 ) -> None:
+                 send_timeout: float = 60.0, hash_key: str = "", consistent: bool = False,
+                 two: bool = False) -> None:
         self.name = name
+        self.two = two  # balance = "random": the less busy of two random picks
         #: balance = "hash": the key template (expanded per request by the proxy)
         self.hash_key = hash_key
         self.consistent = consistent
@@ -145,7 +150,8 @@ class Group:
             peers.append(Peer(s.address, Target(host, port), s.weight, s.max_fails,
                               float(s.fail_timeout), s.backup, s.max_conns))
         return cls(name, peers, up.balance, up.keepalive, float(up.connect_timeout),
-                   float(up.read_timeout), float(up.send_timeout), up.hash, up.consistent)
+                   float(up.read_timeout), float(up.send_timeout), up.hash, up.consistent,
+                   up.two)
 
     # ------------------------------------------------------------------ selection
     def select(self, tried: int, client: bytes = b"") -> Peer | None:
@@ -166,6 +172,8 @@ class Group:
                 peer = self._consistent(tried, client, now)
             else:
                 peer = self._hash(tried, client, now)
+        elif balance == "random":
+            peer = self._random(tried, now)
         elif self.balance == "least_conn":
             peer = self._least_conn(self.primary, tried, now)
         else:
@@ -237,6 +245,22 @@ class Group:
             if not tried & (1 << p.index) and p.available(now):
                 return p
         return self._swrr(self.primary, tried, now)
+
+    def _random(self, tried: int, now: float) -> Peer | None:
+        peers = [p for p in self.primary if not tried & (1 << p.index) and p.available(now)]
+        if not peers:
+            return None
+        if len(peers) == 1:
+            return peers[0]
+        weights = [p.weight for p in peers]
+        if not self.two:
+            return random.choices(peers, weights)[0]
+        a = random.choices(peers, weights)[0]
+        i = peers.index(a)
+        del peers[i], weights[i]
+        b = random.choices(peers, weights)[0]
+        # fewer requests in flight relative to weight; a tie goes to the first pick
+        return b if b.conns * a.weight < a.conns * b.weight else a
 
     def _hash(self, tried: int, key: bytes, now: float) -> Peer | None:
         total = self._primary_weight
