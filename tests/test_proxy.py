@@ -72,6 +72,11 @@ servers = ["{reset}", "{a}"]
 servers = [{{{{ address = "{never}", max_fails = 0 }}}}, {{{{ address = "{a}", backup = true }}}}]
 read_timeout = "300ms"
 
+[upstream.rnd]
+servers = ["{a}", "{b}"]
+balance = "random"
+two = true
+
 [upstream.hashed]
 servers = ["{a}", "{b}"]
 balance = "hash"
@@ -140,6 +145,10 @@ listen = ["127.0.0.1:{{port}}"]
   match = "/rdcustom/"
   proxy_pass = "http://{a}/"
   proxy_redirect = [["http://elsewhere.example/", "https://$host/moved/"], "default"]
+
+  [[server.location]]
+  match = "/rnd/"
+  proxy_pass = "http://rnd/"
 
   [[server.location]]
   match = "/hashed/"
@@ -716,6 +725,11 @@ def test_hash_balance_keeps_a_uri_on_one_server(env):
         assert len(names) == 1  # the same $request_uri, the same server
     spread = {get(env["srv"], f"/hashed/name?k={n}")[2] for n in range(24)}
     assert spread == {b"a", b"b"}
+
+
+def test_random_balance_reaches_both_servers(env):
+    names = {get(env["srv"], "/rnd/name")[2] for _ in range(30)}
+    assert names == {b"a", b"b"}  # (a miss has probability 2 * 2**-30)
 
 
 def test_max_conns_full_server_answers_502_at_once(env):
