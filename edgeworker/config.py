@@ -350,6 +350,10 @@ class Location(_Base):
     #: ``https://`` proxy_pass: PEM file of the CAs to trust instead of the system's (nginx
     #: ``proxy_ssl_trusted_certificate``).
     proxy_ssl_trusted_certificate: PathStr | None = None
+    #: ``https://`` proxy_pass: the client certificate (PEM) shown to the upstream, and its
+    #: key (nginx ``proxy_ssl_certificate``, ``proxy_ssl_certificate_key``): mutual TLS.
+    proxy_ssl_certificate: PathStr | None = None
+    proxy_ssl_certificate_key: PathStr | None = None
     #: nginx ``proxy_next_upstream``: the failures after which the next server is tried.
     proxy_next_upstream: StrList = StrList(("error", "timeout"))
     #: nginx ``proxy_next_upstream_tries``: at most this many attempts (0: one per server).
@@ -875,6 +879,18 @@ class _Loader:
             except (OSError, ssl.SSLError) as e:
                 self.err(f"{lp}.proxy_ssl_trusted_certificate",
                          f"cannot load {ca}: {getattr(e, 'strerror', None) or e}")
+        cert, key = loc.proxy_ssl_certificate, loc.proxy_ssl_certificate_key
+        if (cert is None) != (key is None):
+            self.err(f"{lp}.proxy_ssl_certificate",
+                     "proxy_ssl_certificate and proxy_ssl_certificate_key go together")
+        elif cert is not None:
+            import ssl
+
+            try:
+                ssl.create_default_context().load_cert_chain(cert, key)
+            except (OSError, ssl.SSLError) as e:
+                self.err(f"{lp}.proxy_ssl_certificate",
+                         f"cannot load {cert} with {key}: {getattr(e, 'strerror', None) or e}")
         bad = [t for t in loc.proxy_next_upstream if t not in NEXT_UPSTREAM]
         if bad:
             self.err(f"{lp}.proxy_next_upstream", f'invalid value "{bad[0]}": expected '

@@ -637,6 +637,11 @@ def test_proxy_ssl_keys(tmp_path):
     bad.write_text("not a certificate")
     err = one_error(server_with(loc + f'proxy_ssl_trusted_certificate = "{bad}"'))
     assert "cannot load" in err
+    err = one_error(server_with(loc + f'proxy_ssl_certificate = "{bad}"'))
+    assert "proxy_ssl_certificate and proxy_ssl_certificate_key go together" in err
+    err = one_error(server_with(loc + f'proxy_ssl_certificate = "{bad}"\n'
+                                f'proxy_ssl_certificate_key = "{bad}"'))
+    assert err.startswith("server[0].location[0].proxy_ssl_certificate: cannot load")
 
 
 @pytest.mark.parametrize(

@@ -59,6 +59,18 @@ listen = ["127.0.0.1:{{port}}"]
   proxy_pass = "http://127.0.0.1:{port}/"
 
   [[server.location]]
+  match = "/mtls/"
+  proxy_pass = "https://localhost:{mport}/"
+  proxy_ssl_trusted_certificate = "{ca}"
+  proxy_ssl_certificate = "{client_cert}"
+  proxy_ssl_certificate_key = "{client_key}"
+
+  [[server.location]]
+  match = "/nocert/"
+  proxy_pass = "https://localhost:{mport}/"
+  proxy_ssl_trusted_certificate = "{ca}"
+
+  [[server.location]]
   match = "= /fetch"
   content = "app:fetch"
 
@@ -72,12 +84,16 @@ listen = ["127.0.0.1:{{port}}"]
 def env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tls")
     cert, key = self_signed_cert(tmp)
+    client_cert, client_key = self_signed_cert(tmp, "edge-client")
     backend = Backend("secure", tls=(cert, key))
-    srv = Server(tmp / "srv", CONFIG.format(port=backend.port, ca=cert),
+    mutual = Backend("mutual", tls=(cert, key, client_cert))  # wants our client certificate
+    srv = Server(tmp / "srv", CONFIG.format(port=backend.port, ca=cert, mport=mutual.port,
+                                             client_cert=client_cert, client_key=client_key),
                  {"app.py": APP.format(ca=str(cert), port=backend.port)}).start()
     yield {"srv": srv, "backend": backend}
     srv.stop()
     backend.stop()
+    mutual.stop()
 
 
 def test_https_upstream_with_a_trusted_ca(env):
@@ -113,3 +129,9 @@ def test_http_request_from_a_handler_over_tls(env):
     assert (status, body) == (200, b"200 secure")
     status, _, body = env["srv"].request("GET", "/fetch_system")
     assert status == 200 and body.startswith(b"refused: ") and b"certificate verify failed" in body
+
+
+def test_mutual_tls_with_a_client_certificate(env):
+    status, _, body = env["srv"].request("GET", "/mtls/echo")
+    assert status == 200 and json.loads(body)["name"] == "mutual"
+    assert env["srv"].request("GET", "/nocert/echo")[0] == 502  # the upstream wants one

@@ -227,15 +227,19 @@ def _tls_context():
     return _TLS
 
 
-def tls_context(verify: bool = True, cafile: str | None = None):
+def tls_context(verify: bool = True, cafile: str | None = None,
+                cert: str | None = None, key: str | None = None):
     """An ``ssl.SSLContext`` for upstream connections: the system's CAs (or ``cafile``'s),
-    certificate and host name checked; ``verify=False`` checks neither (nginx's default)."""
+    certificate and host name checked; ``verify=False`` checks neither (nginx's default).
+    ``cert``/``key``: a client certificate for mutual TLS."""
     import ssl
 
     context = ssl.create_default_context(cafile=cafile)
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+    if cert is not None:
+        context.load_cert_chain(cert, key)
     return context
 
 

@@ -17,11 +17,12 @@ class Backend:
     """``python http_backend.py PORT NAME`` in its own session; ``stop()`` kills it."""
 
     def __init__(self, name: str = "backend", port: int | None = None,
-                 tls: tuple[Path, Path] | None = None) -> None:
-        """``tls``: (certificate, key) PEM files: the backend speaks HTTPS."""
+                 tls: tuple[Path, ...] | None = None) -> None:
+        """``tls``: (certificate, key[, client CA]) PEM files: the backend speaks HTTPS (and
+        with a client CA requires a client certificate it signed)."""
         self.name = name
         self.port = port or free_port()
-        extra = [f"{tls[0]},{tls[1]}"] if tls else []
+        extra = [",".join(str(p) for p in tls)] if tls else []
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "http_backend.py"), str(self.port), name, *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,

@@ -1,7 +1,7 @@
 """A small real HTTP/1.1 backend for the proxy and client tests (stdlib only, threaded).
 
-Run: ``python http_backend.py PORT [NAME [CERT,KEY]]`` (with CERT,KEY: HTTPS). Keep-alive is
-on. Paths:
+Run: ``python http_backend.py PORT [NAME [CERT,KEY[,CLIENT_CA]]]`` (HTTPS; with CLIENT_CA a
+client certificate signed by it is required). Keep-alive is on. Paths:
 
 - any other path (any method): JSON ``{"name", "method", "target", "headers": [[k, v]…],
   "body_len", "body_sha256", "body" (first 200 bytes, latin-1), "conn": peer port}``;
@@ -249,9 +249,12 @@ def main() -> None:
     if len(sys.argv) > 3:  # CERT,KEY: serve HTTPS
         import ssl
 
-        cert, key = sys.argv[3].split(",")
+        cert, key, *client_ca = sys.argv[3].split(",")
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
+        if client_ca:  # CERT,KEY,CLIENT_CA: mutual TLS, a client certificate is required
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(client_ca[0])
         srv.socket = context.wrap_socket(srv.socket, server_side=True)
     threading.current_thread().name = NAME
     srv.serve_forever()
