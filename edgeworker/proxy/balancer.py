@@ -237,14 +237,18 @@ class Group:
         for _ in range(20):
             for b in octets:
                 h = (h * 113 + b) % 6271
-            w = h % total
-            for p in self.primary:
-                if w < p.weight:
-                    break
-                w -= p.weight
+            p = self._at_weight(h % total)
             if not tried & (1 << p.index) and p.available(now):
                 return p
         return self._swrr(self.primary, tried, now)
+
+    def _at_weight(self, w: int) -> Peer:
+        """The primary peer whose share of the total weight holds ``w`` (0 <= w < total)."""
+        for p in self.primary:
+            if w < p.weight:
+                break
+            w -= p.weight
+        return p
 
     def _random(self, tried: int, now: float) -> Peer | None:
         peers = [p for p in self.primary if not tried & (1 << p.index) and p.available(now)]
@@ -268,11 +272,7 @@ class Group:
         for rehash in range(20):
             crc = crc32(b"%d%b" % (rehash, key)) if rehash else crc32(key)
             acc += (crc >> 16) & 0x7FFF
-            w = acc % total
-            for p in self.primary:
-                if w < p.weight:
-                    break
-                w -= p.weight
+            p = self._at_weight(acc % total)
             if not tried & (1 << p.index) and p.available(now):
                 return p
         return self._swrr(self.primary, tried, now)

@@ -284,14 +284,17 @@ class Response:
     def on_header(self, name: bytes, value: bytes) -> None:
         self.raw_headers.append((name, value))
         if len(name) in (14, 17):
-            lname = name.lower()
-            if lname == b"content-length":
-                self._framed = True
-                if value.isdigit():
-                    self.length = int(value)
-            elif lname == b"transfer-encoding":
-                self._framed = True
-                self.length = None
+            self._framing(name.lower(), value)
+
+    def _framing(self, lname: bytes, value: bytes) -> None:
+        """``Content-Length`` / ``Transfer-Encoding``: how the body is delimited."""
+        if lname == b"content-length":
+            self._framed = True
+            if value.isdigit():
+                self.length = int(value)
+        elif lname == b"transfer-encoding":
+            self._framed = True
+            self.length = None
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -451,16 +454,11 @@ class ProxyResponse(Response):
         lname = name.lower()
         if lname in HOP_BY_HOP:
             self.hop.append((name, value))
-            if lname == b"content-length":
-                self._framed = True
-                if value.isdigit():
-                    self.length = int(value)
-            elif lname == b"transfer-encoding":
-                self._framed = True
-                self.length = None
-            elif lname == b"connection":
+            if lname == b"connection":
                 c = self.connection
                 self.connection = value if c is None else c + b"," + value
+            elif len(lname) in (14, 17):
+                self._framing(lname, value)
             return
         if lname == b"content-type":
             self.has_ct = True
