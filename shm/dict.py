@@ -687,8 +687,12 @@ class SharedDict:
             m32[_OWNER] = 0
             self._release()
 
-    def _peek(self, key: str | bytes, touch: bool) -> tuple[Any, int, int] | None:
-        """(value, flags, expired) or None if absent; IsAList for lists."""
+    def _peek(self, key: str | bytes, stale: bool) -> tuple[Any, int, int] | None:
+        """(value, flags, expired) or None if absent; IsAList for lists.
+
+        ``stale``: an expired entry's value too (``get_stale``); else an expired entry is
+        ``(None, 0, True)`` whatever its type, as nginx's ``get`` (an expired list is not an
+        error), and a live one moves to the LRU head."""
         kb = self._key(key)
         h = crc32(kb)
         buf = self._buf
@@ -699,15 +703,16 @@ class SharedDict:
                 self._misses += 1
                 return None
             _hn, _lp, _ln, _h, exp, flags, vlen, kl, vt, _c = _node_unpack(buf, off)
-            expired = bool(exp) and exp <= _now_ns() // 1_000_000
-            v = _decode(buf, off + ((kl + 43) & ~7), vt, vlen)
-            if expired:
+            if exp and exp <= _now_ns() // 1_000_000:
                 self._misses += 1
-            else:
-                self._hits += 1
-                if touch:
-                    self._touch(off)
-            return v, flags, expired
+                if not stale:
+                    return None, 0, True
+                return _decode(buf, off + ((kl + 43) & ~7), vt, vlen), flags, True
+            v = _decode(buf, off + ((kl + 43) & ~7), vt, vlen)
+            self._hits += 1
+            if not stale:
+                self._touch(off)
+            return v, flags, False
         finally:
             self._unlock()
 
@@ -722,7 +727,7 @@ class SharedDict:
 
     def get_with_flags(self, key: str | bytes) -> tuple[Any, int]:
         """``(value, flags)``, or ``(None, 0)`` if missing or expired."""
-        r = self._peek(key, True)
+        r = self._peek(key, False)
         if r is None or r[2]:
             return None, 0
         return r[0], r[1]
@@ -730,7 +735,7 @@ class SharedDict:
     def get_stale(self, key: str | bytes) -> tuple[Any, int, bool]:
         """``(value, flags, stale)``; an expired, not yet reclaimed entry has ``stale=True``.
         ``(None, 0, False)`` if missing."""
-        r = self._peek(key, False)
+        r = self._peek(key, True)
         if r is None:
             return None, 0, False
         return r[0], r[1], bool(r[2])

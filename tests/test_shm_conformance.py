@@ -338,6 +338,20 @@ def test_list_expiry(d, clock):  # noqa: F811
     assert d.ttl("l") == 0
 
 
+def test_an_expired_list_reads_as_absent(d, clock):  # noqa: F811
+    """nginx's get on an expired key is nil whatever its type (found by the property test:
+    get_with_flags used to decode the value first and raise "value is a list")."""
+    d.rpush("l", 1)
+    with pytest.raises(IsAList):
+        d.get_with_flags("l")  # a live list is an error for get
+    d.expire("l", 1)
+    clock.advance(2)
+    assert d.get("l") is None
+    assert d.get_with_flags("l") == (None, 0)
+    with pytest.raises(IsAList):
+        d.get_stale("l")  # get_stale still reads it: a list, as nginx says
+
+
 def test_list_never_evicts(mkdict):  # noqa: F811
     d = mkdict("32k")
     for i in range(5):
