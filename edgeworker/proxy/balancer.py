@@ -92,10 +92,12 @@ class Peer:
                     and now - self.checked <= self.fail_timeout)
 
     def available(self, now: float) -> bool:
-        """May take a request now: usable and below ``max_conns``."""
+        """May take a request now: usable and below ``max_conns`` (``usable`` inlined: this
+        runs for every peer a selection looks at)."""
         if self.max_conns and self.conns >= self.max_conns:
             return False
-        return self.usable(now)
+        return not (self.max_fails and self.fails >= self.max_fails
+                    and now - self.checked <= self.fail_timeout)
 
     def down(self, now: float | None = None) -> bool:
         return not self.usable(time.monotonic() if now is None else now)
@@ -162,8 +164,8 @@ class Group:
         """
         now = time.monotonic()
         if self.single:
-            p = self.peers[0]
-            return None if tried & 1 or not p.available(now) else p
+            p = self.peers[0]  # never marked down (nginx): only max_conns can turn it away
+            return None if tried & 1 or (p.max_conns and p.conns >= p.max_conns) else p
         balance = self.balance
         if balance == "ip_hash" and client:
             peer = self._ip_hash(tried, client, now)
