@@ -37,7 +37,6 @@ from .proxy.resolver import ResolveError, Target
 __all__ = ["HTTPResponse", "RequestError", "RequestTimeout", "request"]
 
 DEFAULT_TIMEOUT = 60.0
-_contexts: dict[bool | str, Any] = {}  # ssl contexts by ``verify`` (per worker)
 POOL_SIZE = 32
 _IDEMPOTENT = frozenset(("GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"))
 _json_encode = msgspec.json.Encoder().encode
@@ -241,15 +240,12 @@ def request(
         raise RequestError(str(exc)) from None
     if scheme == "https":
         tls_host = host
-        context = _contexts.get(verify)
-        if context is None:
-            if not isinstance(verify, (bool, str)):
-                raise TypeError("verify must be a bool or the path of a CA file")
-            try:
-                context = _contexts[verify] = tls_context(
-                    verify is not False, verify if isinstance(verify, str) else None)
-            except OSError as exc:
-                raise RequestError(f"cannot load CA file {verify!r}: {exc.strerror}") from None
+        if not isinstance(verify, (bool, str)):
+            raise TypeError("verify must be a bool or the path of a CA file")
+        try:
+            context = tls_context(verify is not False, verify if isinstance(verify, str) else None)
+        except OSError as exc:
+            raise RequestError(f"cannot load CA file {verify!r}: {exc.strerror}") from None
         ckey: tuple = (scheme, addr, verify)  # never reuse a connection checked otherwise
     else:
         tls_host = context = None

@@ -40,6 +40,7 @@ __all__ = [
     "ProtocolError",
     "RequestHead",
     "ServerProtocol",
+    "split_tokens",
 ]
 
 
@@ -236,7 +237,7 @@ def _valid_host(host: bytes) -> bool:
     return not colon or not port.translate(None, _DIGITS)
 
 
-def _tokens(value: bytes) -> list[bytes]:
+def split_tokens(value: bytes) -> list[bytes]:
     """The comma-separated elements of a (combined) field value, lower-cased, OWS stripped."""
     return [item.strip(b" \t") for item in value.lower().split(b",")]
 
@@ -582,7 +583,7 @@ class ServerProtocol:
                 self._fail(400, "Transfer-Encoding in an HTTP/1.0 request")
             if cl is not None:
                 self._fail(400, "both Content-Length and Transfer-Encoding")
-            codings = _tokens(te)
+            codings = split_tokens(te)
             if codings[-1] != b"chunked":
                 self._fail(400, "Transfer-Encoding does not end in chunked")
             if len(codings) > 1:
@@ -602,7 +603,7 @@ class ServerProtocol:
             elif conn == b"close":
                 keep_alive = False
             else:
-                tokens = _tokens(conn)
+                tokens = split_tokens(conn)
                 if b"close" in tokens:
                     keep_alive = False
                 else:

@@ -62,11 +62,8 @@ def make_content(loc: Any, app: Any) -> Callable[[Any], None]:
         proxy_host = shown if port == (443 if https else 80) else f"{shown}:{port}"
     tls = None
     if https:
-        how = (loc.proxy_ssl_verify, loc.proxy_ssl_trusted_certificate,
-               loc.proxy_ssl_certificate, loc.proxy_ssl_certificate_key)
-        context = _CONTEXTS.get(how)
-        if context is None:
-            context = _CONTEXTS[how] = tls_context(*how)
+        context = tls_context(loc.proxy_ssl_verify, loc.proxy_ssl_trusted_certificate,
+                              loc.proxy_ssl_certificate, loc.proxy_ssl_certificate_key)
         tls = (context, loc.proxy_ssl_name)
     modifier, pattern = parse_match(loc.match)
     match_prefix = pattern if modifier in ("", "^~", "=") else None
@@ -80,10 +77,6 @@ def make_content(loc: Any, app: Any) -> Callable[[Any], None]:
                         redirect_rules(loc.proxy_redirect, loc.proxy_pass, prefix, match_prefix),
                         tls, float(loc.proxy_next_upstream_timeout))
 
-
-# ssl contexts of https upstreams, by (verify, CA file, client certificate, key): one per
-# kind, shared by locations
-_CONTEXTS: dict[tuple, Any] = {}
 
 
 def redirect_rules(setting: Any, proxy_pass: str, prefix: str | None, match_prefix: str | None

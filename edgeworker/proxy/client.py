@@ -10,6 +10,7 @@ closed-too-early and invalid responses, ``504`` (``UpstreamTimeout``) when ``con
 
 from __future__ import annotations
 
+import functools
 import socket
 import time
 from collections.abc import Iterator
@@ -200,7 +201,7 @@ def connect(addr: tuple, timeout: float, key: tuple, tls_host: str | None = None
         sock.connect(addr)
         sock.setsockopt(*_NODELAY)
         if tls_host is not None:
-            sock = (context or _tls_context()).wrap_socket(sock, server_hostname=tls_host)
+            sock = (context or tls_context()).wrap_socket(sock, server_hostname=tls_host)
     except TimeoutError:
         sock.close()
         raise UpstreamTimeout("upstream timed out while connecting", sent=False) from None
@@ -215,23 +216,14 @@ def connect(addr: tuple, timeout: float, key: tuple, tls_host: str | None = None
     return UpConn(sock, key, timed)
 
 
-_TLS = None
-
-
-def _tls_context():
-    global _TLS
-    if _TLS is None:
-        import ssl
-
-        _TLS = ssl.create_default_context()
-    return _TLS
-
-
+@functools.cache
 def tls_context(verify: bool = True, cafile: str | None = None,
                 cert: str | None = None, key: str | None = None):
-    """An ``ssl.SSLContext`` for upstream connections: the system's CAs (or ``cafile``'s),
+    """The ``ssl.SSLContext`` for upstream connections set up this way (one per kind, shared
+    by the proxy and ``edgeworker.http.request``): the system's CAs (or ``cafile``'s),
     certificate and host name checked; ``verify=False`` checks neither (nginx's default).
-    ``cert``/``key``: a client certificate for mutual TLS."""
+    ``cert``/``key``: a client certificate for mutual TLS. ``OSError`` or ``ssl.SSLError``
+    for a file that cannot be loaded (not cached)."""
     import ssl
 
     context = ssl.create_default_context(cafile=cafile)

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import quote_from_bytes
 
 from ..http.headers import Headers
+from ..http.protocol import split_tokens
 from ..request import RequestExit
 from ..uri import BadURI, normalize_path
 from .balancer import Group, Peer
@@ -154,7 +155,7 @@ class ProxyHandler:
             lname = name.lower()
             if lname in drop:
                 if lname == b"connection":
-                    conn_tokens = [t.strip().lower() for t in value.split(b",")]
+                    conn_tokens = split_tokens(value)
                 elif lname == b"x-forwarded-for" and self.add_xff:
                     xff.append(value)
                 continue
@@ -283,10 +284,7 @@ class ProxyHandler:
                                             received=resp.received)
                 return None
             # the attempt failed
-            if group.failed(peer):
-                log.warning('upstream server temporarily disabled: "%s" in upstream "%s"',
-                            peer.name, group.name)
-                _metrics.upstream_state(group.name, peer.name, "down")
+            self._count_failure(peer)
             _metrics.upstream_event(group.name, peer.name, None, time.monotonic() - t0)
             addrs.append(addr_text)
             statuses.append(str(error.status))
@@ -307,6 +305,14 @@ class ProxyHandler:
         req.exit(error.status if error is not None else 502)
         return None
 
+    def _count_failure(self, peer: Peer) -> None:
+        """One failed attempt against ``peer`` (max_fails); logged when it marks it down."""
+        group = self.group
+        if group.failed(peer):
+            log.warning('upstream server temporarily disabled: "%s" in upstream "%s"',
+                        peer.name, group.name)
+            _metrics.upstream_state(group.name, peer.name, "down")
+
     def _next_after_status(self, peer: Peer, resp: Response, addr_text: str, t0: float,
                            sent: int) -> None:
         """A response whose status is in ``proxy_next_upstream``: close its connection (its
@@ -317,10 +323,8 @@ class ProxyHandler:
         resp.conn.close()
         resp.release()
         status = resp.status
-        if status in _FAILURE_STATUSES and group.failed(peer):
-            log.warning('upstream server temporarily disabled: "%s" in upstream "%s"',
-                        peer.name, group.name)
-            _metrics.upstream_state(group.name, peer.name, "down")
+        if status in _FAILURE_STATUSES:
+            self._count_failure(peer)
         _metrics.upstream_event(group.name, peer.name, status, time.monotonic() - t0,
                                 sent=sent, received=resp.received)
         log.info('upstream "%s" answered %d, trying the next server (proxy_next_upstream)',
@@ -415,7 +419,7 @@ class ProxyHandler:
         wire: tuple[bytes, bool] | None = (b"".join(resp.wire), resp.has_ct)
         connection = resp.connection
         if connection is not None and connection.lower() not in _PLAIN_CONNECTION:
-            tokens = {t.strip(b" \t").lower() for t in connection.split(b",")}
+            tokens = set(split_tokens(connection))
             if not tokens <= HOP_BY_HOP:  # fields named by Connection are hop-by-hop too
                 kept = [f for f in kept if f[0].lower() not in tokens]
                 wire = None
