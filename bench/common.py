@@ -525,6 +525,21 @@ def tool_version(argv: Sequence[str]) -> str:
     return out[0].strip() if out else "unknown"
 
 
+def servers_python(python: str | os.PathLike[str]) -> str:
+    """``"Python 3.11.2 (/usr/bin/python3.11)"``: the interpreter the servers under test run on
+    (its version and real path). Ratios to nginx depend on it: a distribution build with PGO
+    and LTO runs edgeworker's request path ~25 % faster than a default pyenv build."""
+    try:
+        done = subprocess.run(
+            [str(python), "-c", "import os, sys; print(sys.version.split()[0], os.path.realpath(sys.executable))"],
+            capture_output=True, text=True, timeout=10,
+        )
+        version, path = done.stdout.split(maxsplit=1)
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return f"Python at {python} (version unknown)"
+    return f"Python {version} ({path.strip()})"
+
+
 # ---------------------------------------------------------------------------------------------
 # reporting
 

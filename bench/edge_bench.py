@@ -45,6 +45,7 @@ from common import (  # noqa: E402
     http_get,
     parse_wrk_output,
     ratio,
+    servers_python,
     wait_for_port,
 )
 
@@ -219,6 +220,7 @@ def main() -> int:
               note="informational"),
     ]
     print()
+    print(f"edgeworker runs on {servers_python(sys.executable)}")
     print(format_table(
         ["route", "req/s", "p50 ms", "p99 ms"],
         [[n, f"{r.rps:.0f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}"] for n, r in results.items()],

@@ -60,6 +60,7 @@ from common import (  # noqa: E402
     mib,
     ratio,
     run_wrk,
+    servers_python,
     tool_version,
     wait_for_port,
     wait_for_workers,
@@ -259,9 +260,7 @@ def start_gunicorn(reg: ProcessRegistry, tmp: Path, port: int, args: argparse.Na
 def start_bare_loop(reg: ProcessRegistry, tmp: Path, port: int, args: argparse.Namespace
                     ) -> Server:
     """bench/configs/bare_loop.py: a bare gevent + httptools loop, the floor under edgeworker."""
-    python = VENV_BIN / "python"
-    argv = [str(python if python.exists() else sys.executable), str(CONFIGS / "bare_loop.py"),
-            HOST, str(port), str(args.workers)]
+    argv = [_venv_python(), str(CONFIGS / "bare_loop.py"), HOST, str(port), str(args.workers)]
     return reg.start("bare-loop", argv, cwd=tmp, log_path=tmp / "output.log")
 
 
@@ -271,9 +270,8 @@ def edgeworker_command() -> tuple[list[str], dict[str, str]]:
     script = VENV_BIN / "edgeworker"
     if script.exists():
         return [str(script)], env
-    python = VENV_BIN / "python"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
-    return [str(python if python.exists() else sys.executable), "-m", "edgeworker"], env
+    return [_venv_python(), "-m", "edgeworker"], env
 
 
 def render_edgeworker_config(text: str, port: int, workers: int) -> str:
@@ -651,6 +649,7 @@ def render_report(
         f"HTTP bench: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s "
         f"(warm-up {args.warmup:g}s, keep-alive), {args.workers} workers per server, access logs off"
         + (f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else ""),
+        f"edgeworker, gunicorn and the bare loop run on {servers_python(_venv_python())}",
         "",
     ]
     rows = []
@@ -733,13 +732,19 @@ def render_report(
     return "\n".join(out)
 
 
+def _venv_python() -> str:
+    """The interpreter of .venv (the servers'), else this one."""
+    python = VENV_BIN / "python"
+    return str(python if python.exists() else sys.executable)
+
+
 def environment() -> dict[str, str]:
     """Versions and machine facts recorded in the JSON output."""
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "host": platform.node(),
         "cpus": str(os.cpu_count()),
-        "python": sys.version.split()[0],
+        "python": servers_python(_venv_python()),
         "wrk": tool_version([find_wrk(), "--version"]),
         "nginx": tool_version(["nginx", "-v"]),
         "gunicorn": tool_version([str(VENV_BIN / "gunicorn"), "--version"]),

@@ -53,6 +53,7 @@ from common import (  # noqa: E402
     ratio,
     rss_kb,
     run_wrk,
+    servers_python,
     wait_for_port,
     wait_for_workers,
 )
@@ -289,6 +290,7 @@ def main() -> int:
          f"{r['stream_mb_s']:.0f}", mib(r["rss_growth_kb"])]
         for name, r in results.items()
     ]
+    print(f"edgeworker runs on {servers_python(PYTHON)}")
     print(format_table(["proxy", "req/s", "p50 ms", "p99 ms", "errors",
                         f"{args.stream_mib} MiB MB/s", "RSS +MiB"], rows, right=range(1, 7)))
     checks = [
