@@ -52,10 +52,17 @@ from .segment import Segment, check_name
 from .sizes import parse_size
 from .verify import verify_zone
 
+try:  # the C hit path of incr (setup.py builds it when a compiler is there); SHM_NO_ACCEL=1 = off
+    from ._accel import Zone as _AccelZone
+except ImportError:  # pragma: no cover - depends on the build
+    _AccelZone = None
+if os.environ.get("SHM_NO_ACCEL"):
+    _AccelZone = None
+
 log = logging.getLogger("shm")
 
 _MISSING = object()
-_now_ns = time.monotonic_ns
+_now_ns = _monotonic_ns = time.monotonic_ns
 _pid = os.getpid()
 
 
@@ -187,6 +194,7 @@ class SharedDict:
         "_hits",
         "_misses",
         "_closed",
+        "_aincr",
         "__weakref__",
     )
 
@@ -216,6 +224,13 @@ class SharedDict:
         self._m32 = mv.cast("I")
         self._mq = mv.cast("q")  # int values (8-byte aligned)
         self._md = mv.cast("d")  # float values
+        # C hit path of incr (shm._accel), or None: pure Python
+        self._aincr = None
+        if _AccelZone is not None:
+            try:
+                self._aincr = _AccelZone(mv, self._bidx, self._mask).incr
+            except ValueError:  # pragma: no cover - a private buffer that is not 8-byte aligned
+                pass
         self._hits = 0
         self._misses = 0
         self._closed = False
@@ -320,6 +335,8 @@ class SharedDict:
             except Exception:  # pragma: no cover - best effort on close
                 pass
         self._closed = True
+        if self._aincr is not None:
+            self._aincr.__self__.release()
         for v in (self._m32, self._mq, self._md):
             v.release()
         self._slab.release()
@@ -994,6 +1011,13 @@ class SharedDict:
             self._lock.wait()
         m32[_OWNER] = _pid
         try:
+            aincr = self._aincr
+            # a live int entry: done in C (else None), which reads CLOCK_MONOTONIC itself, so
+            # not while a test replaces this module's clock
+            if aincr is not None and dc is int and _now_ns is _monotonic_ns:
+                v = aincr(kb, h, delta)
+                if v is not None:
+                    return v
             off = m32[self._bidx + (h & self._mask)]
             while off:
                 hn, lp, _ln, hh, exp, _f, _vl, kl, vt, _c = _node_unpack(buf, off)

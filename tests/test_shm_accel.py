@@ -1,0 +1,194 @@
+"""shm._accel, the C hit path of SharedDict.incr: built, in step with shm/layout.py, and
+giving exactly what the pure-Python path gives (values, errors, LRU order, zone structure)."""
+
+from __future__ import annotations
+
+import os
+import random
+import struct
+import time
+
+import posix_ipc
+import pytest
+
+import shm.dict as shm_dict
+from shm import NotANumber, NotFound, SharedDict, layout
+
+from .shm_helpers import zone_name
+
+if os.environ.get("SHM_NO_ACCEL"):
+    pytest.skip("SHM_NO_ACCEL is set: the pure-Python path only", allow_module_level=True)
+
+
+
+def test_accelerator_is_built_and_used():
+    """`make test` installs with a C compiler present: a silently failed build (setup.py marks
+    the extension optional) would leave every incr on the slower pure-Python path."""
+    assert shm_dict._AccelZone is not None, "shm._accel was not built (see setup.py)"
+    d = SharedDict.from_buffer(bytearray(1 << 16))
+    assert d._aincr is not None
+
+
+def test_layout_constants_match():
+    from shm import _accel
+
+    assert _accel.NODE_SIZE == layout.NODE_SIZE
+    assert _accel.T_INT == layout.T_INT
+    assert _accel.H_LRU == layout.H_LRU
+
+
+def _pair(size: int = 1 << 18) -> tuple[SharedDict, SharedDict]:
+    fast = SharedDict.from_buffer(bytearray(size))
+    slow = SharedDict.from_buffer(bytearray(size))
+    slow._aincr = None
+    assert fast._aincr is not None
+    return fast, slow
+
+
+def _outcome(fn):
+    try:
+        return ("ok", fn())
+    except Exception as exc:  # the same exception type and message on both paths
+        return (type(exc).__name__, str(exc))
+
+
+def test_incr_same_results_as_python_path():
+    """A random mix of operations on two dicts, one with the C path and one without: every
+    result, error and the final contents, LRU order included, are the same."""
+    fast, slow = _pair()
+    rng = random.Random(7)
+    keys = [f"k{i}".encode() for i in range(40)] + [b"\x00" * 3, b"x" * 300]
+    values = [0, 1, -5, 2**62, 2**63 - 1, -(2**63), 1.5, "text", b"raw", True]
+    deltas = [1, -1, 7, 2**40, -(2**40), 2**63, 0.5, 3]
+    for step in range(6000):
+        k = rng.choice(keys)
+        op = rng.random()
+        if op < 0.55:
+            delta = rng.choice(deltas)
+            init = rng.choice([None, 0, 10])
+            args = (k, delta, init)
+        elif op < 0.75:
+            args = ("set", k, rng.choice(values), rng.choice([0, 0, 3600]))
+        elif op < 0.85:
+            args = ("delete", k)
+        elif op < 0.95:
+            args = ("get", k)
+        else:
+            args = ("add", k, rng.randint(0, 100))
+        results = [_outcome(lambda d=d, a=args: _apply(d, a)) for d in (fast, slow)]
+        assert results[0] == results[1], (step, args, results)
+    # expired entries: both paths see them as gone
+    for d in (fast, slow):
+        for k in keys[:10]:
+            d.set(k, 1, 0.001)
+    time.sleep(0.005)
+    for k in keys[:10]:
+        assert _outcome(lambda k=k: fast.incr(k, 1)) == _outcome(lambda k=k: slow.incr(k, 1))
+        assert fast.incr(k, 2, init=5) == slow.incr(k, 2, init=5) == 7
+    assert fast.verify() == [] and slow.verify() == []
+    assert _lru(fast) == _lru(slow)  # the same recency order
+    for k in keys:
+        assert fast.get(k) == slow.get(k)
+
+
+def _apply(d: SharedDict, args: tuple):
+    if args[0] in ("set", "delete", "get", "add"):
+        return getattr(d, args[0])(*args[1:])
+    key, delta, init = args
+    return d.incr(key, delta, init=init)
+
+
+def _lru(d: SharedDict) -> list[bytes]:
+    """Keys from the most to the least recently used (the zone's LRU list)."""
+    out = []
+    off = d._m32[layout.H_LRU >> 2]
+    while off:
+        kl = struct.unpack_from("<H", d._buf, off + 32)[0]
+        out.append(bytes(d._buf[off + 36 : off + 36 + kl]))
+        off = d._m32[(off >> 2) + 2]
+    return out
+
+
+def test_incr_moves_the_entry_to_the_lru_head():
+    fast, _ = _pair()
+    for i in range(5):
+        fast.set(f"k{i}", i)
+    assert _lru(fast)[0] == b"k4"
+    assert fast.incr("k1", 10) == 11
+    assert _lru(fast)[0] == b"k1"
+    assert fast.incr("k0", 1) == 1  # the LRU tail
+    assert _lru(fast) == [b"k0", b"k1", b"k4", b"k3", b"k2"]
+    assert fast.verify() == []
+
+
+def test_incr_errors_unchanged():
+    fast, _ = _pair()
+    fast.set("s", "text")
+    with pytest.raises(NotANumber):
+        fast.incr("s", 1)
+    with pytest.raises(NotFound):
+        fast.incr("missing", 1)
+    fast.set("max", 2**63 - 1)
+    with pytest.raises(OverflowError):
+        fast.incr("max", 1)
+    assert fast.get("max") == 2**63 - 1
+    fast.set("f", 1.25)
+    assert fast.incr("f", 1) == 2.25
+    assert fast.incr("max", -(2**63 - 1)) == 0
+
+
+def test_expired_entry_is_reinitialised():
+    fast, _ = _pair()
+    fast.set("e", 5, 0.001)
+    time.sleep(0.005)
+    assert fast.incr("e", 1, init=100) == 101
+    with pytest.raises(NotFound):
+        fast.set("g", 1, 0.001) or time.sleep(0.005) or fast.incr("g", 1)
+
+
+def test_damaged_bucket_does_not_crash():
+    """A bucket word pointing outside the zone: the C code leaves the call to Python (which
+    fails with an exception) instead of reading outside the mapping."""
+    d = SharedDict.from_buffer(bytearray(1 << 16))
+    d.set("a", 1)
+    h = shm_dict.crc32(b"a")
+    slot = (d._bidx + (h & d._mask)) * 4
+    struct.pack_into("<I", d._buf, slot, len(d._buf) - 8)
+    with pytest.raises(Exception):  # noqa: B017 - whatever the Python path raises
+        d.incr("a", 1)
+    assert d._aincr(b"a", h, 1) is None
+
+
+def test_named_zone_and_close():
+    """On a real zone the C path works across handles, and close() releases its buffer (the
+    mapping can be closed)."""
+    name = zone_name("accel")
+    a = SharedDict.create(name, "64k")
+    try:
+        b = SharedDict.attach(name)
+        a.set("n", 1)
+        assert b.incr("n", 2) == 3
+        assert a.get("n") == 3
+        b.close()
+        with pytest.raises(posix_ipc.ExistentialError):  # closed: as before the C path
+            b.incr("n", 1)
+        assert a.incr("n", 1) == 4
+    finally:
+        a.unlink()
+        a.close()
+
+
+def test_c_path_handles_hits_and_declines_the_rest():
+    """Zone.incr itself: a live int entry is updated in C (and moved to the LRU head); every
+    other case returns None with the zone untouched, for the Python path to handle."""
+    d = SharedDict.from_buffer(bytearray(1 << 16))
+    for k, v in ((b"a", 1), (b"b", 2), (b"s", "x"), (b"f", 1.5), (b"m", 2**63 - 1)):
+        d.set(k, v)
+    crc = shm_dict.crc32
+    assert d._aincr(b"a", crc(b"a"), 41) == 42  # "a" was not the LRU head
+    assert _lru(d)[0] == b"a"
+    before = bytes(d._buf)
+    for k, delta in ((b"zz", 1), (b"s", 1), (b"f", 1), (b"m", 1), (b"a", 2**64)):
+        assert d._aincr(k, crc(k), delta) is None
+    assert bytes(d._buf) == before
+    assert d.get("a") == 42 and d.verify() == []
