@@ -130,7 +130,7 @@ Zone_incr(Zone *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t n = PyBytes_GET_SIZE(key);
     uint32_t off = rd32(base + ((Py_ssize_t)self->bidx + (Py_ssize_t)(h & self->mask)) * 4);
     for (long steps = 0; off; steps++) {
-        if (steps > MAX_CHAIN || (off & 3) || (Py_ssize_t)off + NODE_SIZE > len)
+        if (steps > MAX_CHAIN || (off & 7) || (Py_ssize_t)off + NODE_SIZE > len) /* nodes: 16-aligned */
             Py_RETURN_NONE;
         const char *node = base + off;
         uint16_t kl;
@@ -186,7 +186,10 @@ static PyTypeObject ZoneType = {
 };
 
 static struct PyModuleDef accel_module = {
-    PyModuleDef_HEAD_INIT, "shm._accel", "C hit paths for shm.SharedDict (optional).", -1, NULL,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "shm._accel",
+    .m_doc = "C hit paths for shm.SharedDict (optional).",
+    .m_size = -1,
 };
 
 PyMODINIT_FUNC
