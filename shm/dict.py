@@ -49,15 +49,12 @@ from .layout import (
 )
 from .lock import BusyError, NoLock, ShmLock
 from .segment import Segment, check_name
+from .segment import accel as _accel
 from .sizes import parse_size
 from .verify import verify_zone
 
-try:  # the C hit path of incr (setup.py builds it when a compiler is there); SHM_NO_ACCEL=1 = off
-    from ._accel import Zone as _AccelZone
-except ImportError:  # pragma: no cover - depends on the build
-    _AccelZone = None
-if os.environ.get("SHM_NO_ACCEL"):
-    _AccelZone = None
+# the C hit path of incr (shm/_accel.c, built by setup.py when a compiler is there), or None
+_AccelZone = _accel.Zone if _accel is not None else None
 
 log = logging.getLogger("shm")
 

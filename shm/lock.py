@@ -21,6 +21,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import posix_ipc
 
@@ -85,7 +86,7 @@ class ShmLock:
 
     def __init__(
         self,
-        sem: posix_ipc.Semaphore,
+        sem: Any,  # posix_ipc.Semaphore or shm._accel.Semaphore (see segment.py)
         buf,
         fd: int,
         on_takeover: Callable[[int], None] | None = None,

@@ -192,3 +192,77 @@ def test_c_path_handles_hits_and_declines_the_rest():
         assert d._aincr(k, crc(k), delta) is None
     assert bytes(d._buf) == before
     assert d.get("a") == 42 and d.verify() == []
+
+
+def test_semaphore_like_posix_ipc():
+    """shm._accel.Semaphore behaves as the posix_ipc.Semaphore it replaces for the zone lock."""
+    from shm import _accel
+
+    name = "/" + zone_name("sem")
+    with pytest.raises(posix_ipc.ExistentialError):
+        _accel.Semaphore(name)  # opening a missing one
+    a = _accel.Semaphore(name, posix_ipc.O_CREX, 0o600, 1)
+    try:
+        assert a.name == name and a.value == 1
+        with pytest.raises(posix_ipc.ExistentialError):
+            _accel.Semaphore(name, posix_ipc.O_CREX, 0o600, 1)  # exists already
+        b = _accel.Semaphore(name)  # a second handle on the same semaphore
+        p = posix_ipc.Semaphore(name)  # and posix_ipc's: the same kernel object
+        a.acquire(0)
+        assert b.value == 0 and p.value == 0
+        with pytest.raises(posix_ipc.BusyError):
+            b.acquire(0)
+        with pytest.raises(posix_ipc.BusyError):
+            p.acquire(0)
+        a.release()
+        p.acquire(0)
+        with pytest.raises(posix_ipc.BusyError):
+            a.acquire(0)
+        p.release()
+        assert a.value == 1
+        with pytest.raises(ValueError):
+            a.acquire(1.0)  # a blocking wait would freeze a gevent worker: refused
+        with pytest.raises(ValueError):
+            a.acquire()
+        b.close()
+        with pytest.raises(posix_ipc.ExistentialError):
+            b.acquire(0)
+        with pytest.raises(posix_ipc.ExistentialError):
+            b.value  # noqa: B018
+        p.close()
+    finally:
+        a.close()
+        posix_ipc.unlink_semaphore(name)
+
+
+def test_zone_lock_uses_the_c_semaphore():
+    """Named zones lock with the C semaphore, and other processes (posix_ipc or C) see it."""
+    import multiprocessing
+
+    from shm import _accel
+
+    name = zone_name("lock")
+    d = SharedDict.create(name, "64k")
+    try:
+        assert isinstance(d._lock.sem, _accel.Semaphore)
+        d.set("n", 0)
+        ctx = multiprocessing.get_context("fork")
+        procs = [ctx.Process(target=_bump, args=(name, 2000)) for _ in range(3)]
+        for p in procs:
+            p.start()
+        _bump(name, 2000)
+        for p in procs:
+            p.join(30)
+            assert p.exitcode == 0
+        assert d.get("n") == 8000  # no lost update across four processes
+        assert d.verify() == []
+    finally:
+        d.unlink()
+        d.close()
+
+
+def _bump(name: str, n: int) -> None:
+    d = SharedDict.attach(name)
+    for _ in range(n):
+        d.incr("n", 1)
+    d.close()
