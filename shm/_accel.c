@@ -1,7 +1,10 @@
 /* shm._accel: the hit path of SharedDict.incr in C (optional; shm works without it).
  *
- * SharedDict.incr takes the zone lock in Python, then calls Zone.incr(key, hash, delta) here.
- * This walks the key's hash chain, and when it finds a live integer entry whose new value fits
+ * Zone.fast_incr(key, hash, delta, pid) is the top of SharedDict.incr for the common call: it
+ * takes the zone lock (sem_trywait; None at once if the lock is taken), writes the owner pid,
+ * does what Zone.incr does, clears the owner and posts the semaphore. Zone.incr(key, hash,
+ * delta) runs under a lock the caller holds. It walks the key's hash chain, and when it finds
+ * a live integer entry whose new value fits
  * in 64 bits, stores it (one aligned 8-byte store, as the Python code does), moves the entry
  * to the LRU head and returns the new value. In every other case (missing or expired key, a
  * non-integer value, an overflow, a zone that looks damaged) it changes nothing and returns
@@ -27,172 +30,9 @@
 
 #define NODE_SIZE 36
 #define T_INT 2
+#define H_OWNER 48 /* owner pid u32 */
 #define H_LRU 104 /* head u32, tail u32 */
 #define MAX_CHAIN 1000000 /* a longer chain is a damaged zone (a cycle): leave it to Python */
-
-typedef struct {
-    PyObject_HEAD
-    Py_buffer view;
-    int held;
-    uint32_t bidx; /* u32 index of the bucket array */
-    uint32_t mask;
-} Zone;
-
-static inline uint32_t rd32(const char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static inline void wr32(char *p, uint32_t v) { memcpy(p, &v, 4); }
-
-static int
-Zone_init(Zone *self, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"buffer", "bucket_index", "mask", NULL};
-    PyObject *buf;
-    unsigned int bidx, mask;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OII", kwlist, &buf, &bidx, &mask))
-        return -1;
-    if (self->held) {
-        PyBuffer_Release(&self->view);
-        self->held = 0;
-    }
-    if (PyObject_GetBuffer(buf, &self->view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
-        return -1;
-    self->held = 1;
-    if (((uintptr_t)self->view.buf & 7) != 0 ||
-        ((Py_ssize_t)bidx + (Py_ssize_t)mask + 1) * 4 > self->view.len || H_LRU + 8 > self->view.len) {
-        PyBuffer_Release(&self->view);
-        self->held = 0;
-        PyErr_SetString(PyExc_ValueError, "buffer too small or misaligned for this geometry");
-        return -1;
-    }
-    self->bidx = bidx;
-    self->mask = mask;
-    return 0;
-}
-
-static void
-Zone_dealloc(Zone *self)
-{
-    if (self->held)
-        PyBuffer_Release(&self->view);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static PyObject *
-Zone_release(Zone *self, PyObject *Py_UNUSED(ignored))
-{
-    if (self->held) {
-        PyBuffer_Release(&self->view);
-        self->held = 0;
-    }
-    Py_RETURN_NONE;
-}
-
-/* Move node `off` (not the head: its lru-prev is `lp`) to the LRU head; as SharedDict._touch. */
-static int
-touch(char *base, Py_ssize_t len, uint32_t off, uint32_t lp)
-{
-    uint32_t ln = rd32(base + off + 8);
-    uint32_t head = rd32(base + H_LRU);
-    if ((Py_ssize_t)lp + 12 > len || (Py_ssize_t)ln + 12 > len || (Py_ssize_t)head + 12 > len || !head)
-        return -1;
-    wr32(base + lp + 8, ln);
-    if (ln)
-        wr32(base + ln + 4, lp);
-    else
-        wr32(base + H_LRU + 4, lp);
-    wr32(base + off + 4, 0);
-    wr32(base + off + 8, head);
-    wr32(base + head + 4, off);
-    wr32(base + H_LRU, off);
-    return 0;
-}
-
-static PyObject *
-Zone_incr(Zone *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "incr(key, hash, delta) takes 3 arguments");
-        return NULL;
-    }
-    if (!self->held) {
-        PyErr_SetString(PyExc_ValueError, "zone released");
-        return NULL;
-    }
-    PyObject *key = args[0];
-    if (!PyBytes_CheckExact(key)) {
-        PyErr_SetString(PyExc_TypeError, "key must be bytes");
-        return NULL;
-    }
-    unsigned long h = PyLong_AsUnsignedLong(args[1]);
-    if (h == (unsigned long)-1 && PyErr_Occurred())
-        return NULL;
-    int over = 0;
-    long long delta = PyLong_AsLongLongAndOverflow(args[2], &over);
-    if (delta == -1 && PyErr_Occurred())
-        return NULL;
-    if (over)
-        Py_RETURN_NONE; /* a delta past 64 bits: the Python code raises OverflowError */
-
-    char *base = (char *)self->view.buf;
-    Py_ssize_t len = self->view.len;
-    const char *kb = PyBytes_AS_STRING(key);
-    Py_ssize_t n = PyBytes_GET_SIZE(key);
-    uint32_t off = rd32(base + ((Py_ssize_t)self->bidx + (Py_ssize_t)(h & self->mask)) * 4);
-    for (long steps = 0; off; steps++) {
-        if (steps > MAX_CHAIN || (off & 7) || (Py_ssize_t)off + NODE_SIZE > len) /* nodes: 16-aligned */
-            Py_RETURN_NONE;
-        const char *node = base + off;
-        uint16_t kl;
-        memcpy(&kl, node + 32, 2);
-        if (rd32(node + 12) == (uint32_t)h && kl == n && (Py_ssize_t)off + NODE_SIZE + n <= len &&
-            memcmp(node + NODE_SIZE, kb, (size_t)n) == 0) {
-            int64_t exp;
-            memcpy(&exp, node + 16, 8);
-            if (exp) {
-                struct timespec ts;
-                clock_gettime(CLOCK_MONOTONIC, &ts); /* time.monotonic_ns()'s clock */
-                if (exp <= (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000)
-                    Py_RETURN_NONE;
-            }
-            if ((unsigned char)node[34] != T_INT)
-                Py_RETURN_NONE;
-            Py_ssize_t vo = (Py_ssize_t)off + ((n + 43) & ~(Py_ssize_t)7);
-            if (vo + 8 > len)
-                Py_RETURN_NONE;
-            int64_t *slot = (int64_t *)(base + vo); /* 8-byte aligned: the zone is */
-            int64_t v;
-            if (__builtin_add_overflow(*slot, (int64_t)delta, &v))
-                Py_RETURN_NONE;
-            __atomic_store_n(slot, v, __ATOMIC_RELAXED); /* one store: never torn by a kill */
-            uint32_t lp = rd32(node + 4);
-            if (lp)
-                touch(base, len, off, lp); /* a damaged LRU link is left for verify to repair */
-            return PyLong_FromLongLong(v);
-        }
-        off = rd32(node);
-    }
-    Py_RETURN_NONE;
-}
-
-static PyMethodDef Zone_methods[] = {
-    {"incr", (PyCFunction)(void (*)(void))Zone_incr, METH_FASTCALL,
-     "incr(key, hash, delta) -> new value, or None when the Python code must handle the call.\n"
-     "The caller holds the zone lock."},
-    {"release", (PyCFunction)Zone_release, METH_NOARGS, "Release the zone's buffer."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyTypeObject ZoneType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "shm._accel.Zone",
-    .tp_basicsize = sizeof(Zone),
-    .tp_dealloc = (destructor)Zone_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Zone(buffer, bucket_index, mask): C hit paths over a formatted shm zone.",
-    .tp_methods = Zone_methods,
-    .tp_init = (initproc)Zone_init,
-    .tp_new = PyType_GenericNew,
-};
-
 
 /* ------------------------------------------------------------------------------ Semaphore */
 
@@ -352,6 +192,232 @@ static PyTypeObject SemaphoreType = {
     .tp_init = (initproc)Semaphore_init,
     .tp_new = PyType_GenericNew,
 };
+
+/* ------------------------------------------------------------------------------ Zone */
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;
+    int held;
+    uint32_t bidx; /* u32 index of the bucket array */
+    uint32_t mask;
+    Semaphore *lock; /* the zone's semaphore (fast_incr), or NULL */
+} Zone;
+
+static inline uint32_t rd32(const char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline void wr32(char *p, uint32_t v) { memcpy(p, &v, 4); }
+
+static int
+Zone_init(Zone *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"buffer", "bucket_index", "mask", "lock", NULL};
+    PyObject *buf, *lock = Py_None;
+    unsigned int bidx, mask;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OII|O", kwlist, &buf, &bidx, &mask, &lock))
+        return -1;
+    if (lock != Py_None && !PyObject_TypeCheck(lock, &SemaphoreType)) {
+        PyErr_SetString(PyExc_TypeError, "lock must be a shm._accel.Semaphore or None");
+        return -1;
+    }
+    if (self->held) {
+        PyBuffer_Release(&self->view);
+        self->held = 0;
+    }
+    if (PyObject_GetBuffer(buf, &self->view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    self->held = 1;
+    if (((uintptr_t)self->view.buf & 7) != 0 ||
+        ((Py_ssize_t)bidx + (Py_ssize_t)mask + 1) * 4 > self->view.len || H_LRU + 8 > self->view.len) {
+        PyBuffer_Release(&self->view);
+        self->held = 0;
+        PyErr_SetString(PyExc_ValueError, "buffer too small or misaligned for this geometry");
+        return -1;
+    }
+    self->bidx = bidx;
+    self->mask = mask;
+    Py_XSETREF(self->lock, lock == Py_None ? NULL : (Semaphore *)Py_NewRef(lock));
+    return 0;
+}
+
+static void
+Zone_dealloc(Zone *self)
+{
+    if (self->held)
+        PyBuffer_Release(&self->view);
+    Py_XDECREF(self->lock);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Zone_release(Zone *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->held) {
+        PyBuffer_Release(&self->view);
+        self->held = 0;
+    }
+    Py_RETURN_NONE;
+}
+
+/* Move node `off` (not the head: its lru-prev is `lp`) to the LRU head; as SharedDict._touch. */
+static int
+touch(char *base, Py_ssize_t len, uint32_t off, uint32_t lp)
+{
+    uint32_t ln = rd32(base + off + 8);
+    uint32_t head = rd32(base + H_LRU);
+    if ((Py_ssize_t)lp + 12 > len || (Py_ssize_t)ln + 12 > len || (Py_ssize_t)head + 12 > len || !head)
+        return -1;
+    wr32(base + lp + 8, ln);
+    if (ln)
+        wr32(base + ln + 4, lp);
+    else
+        wr32(base + H_LRU + 4, lp);
+    wr32(base + off + 4, 0);
+    wr32(base + off + 8, head);
+    wr32(base + head + 4, off);
+    wr32(base + H_LRU, off);
+    return 0;
+}
+
+/* The key's entry += delta under the lock; a new reference to the new value, or to None
+ * when the Python code must handle the call (nothing changed). */
+static PyObject *
+do_incr(Zone *self, PyObject *key, unsigned long h, long long delta)
+{
+    char *base = (char *)self->view.buf;
+    Py_ssize_t len = self->view.len;
+    const char *kb = PyBytes_AS_STRING(key);
+    Py_ssize_t n = PyBytes_GET_SIZE(key);
+    uint32_t off = rd32(base + ((Py_ssize_t)self->bidx + (Py_ssize_t)(h & self->mask)) * 4);
+    for (long steps = 0; off; steps++) {
+        if (steps > MAX_CHAIN || (off & 7) || (Py_ssize_t)off + NODE_SIZE > len) /* nodes: 16-aligned */
+            Py_RETURN_NONE;
+        const char *node = base + off;
+        uint16_t kl;
+        memcpy(&kl, node + 32, 2);
+        if (rd32(node + 12) == (uint32_t)h && kl == n && (Py_ssize_t)off + NODE_SIZE + n <= len &&
+            memcmp(node + NODE_SIZE, kb, (size_t)n) == 0) {
+            int64_t exp;
+            memcpy(&exp, node + 16, 8);
+            if (exp) {
+                struct timespec ts;
+                clock_gettime(CLOCK_MONOTONIC, &ts); /* time.monotonic_ns()'s clock */
+                if (exp <= (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000)
+                    Py_RETURN_NONE;
+            }
+            if ((unsigned char)node[34] != T_INT)
+                Py_RETURN_NONE;
+            Py_ssize_t vo = (Py_ssize_t)off + ((n + 43) & ~(Py_ssize_t)7);
+            if (vo + 8 > len)
+                Py_RETURN_NONE;
+            int64_t *slot = (int64_t *)(base + vo); /* 8-byte aligned: the zone is */
+            int64_t v;
+            if (__builtin_add_overflow(*slot, (int64_t)delta, &v))
+                Py_RETURN_NONE;
+            __atomic_store_n(slot, v, __ATOMIC_RELAXED); /* one store: never torn by a kill */
+            uint32_t lp = rd32(node + 4);
+            if (lp)
+                touch(base, len, off, lp); /* a damaged LRU link is left for verify to repair */
+            return PyLong_FromLongLong(v);
+        }
+        off = rd32(node);
+    }
+    Py_RETURN_NONE;
+}
+
+/* Parse (key, hash, delta[, pid]); 1 = go on, 0 = answer None (a delta past 64 bits: the
+ * Python code raises OverflowError), -1 = error set. */
+static int
+incr_args(Zone *self, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want,
+          unsigned long *h, long long *delta)
+{
+    if (nargs != want) {
+        PyErr_Format(PyExc_TypeError, "takes %zd arguments", want);
+        return -1;
+    }
+    if (!self->held) {
+        PyErr_SetString(PyExc_ValueError, "zone released");
+        return -1;
+    }
+    if (!PyBytes_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "key must be bytes");
+        return -1;
+    }
+    *h = PyLong_AsUnsignedLong(args[1]);
+    if (*h == (unsigned long)-1 && PyErr_Occurred())
+        return -1;
+    int over = 0;
+    *delta = PyLong_AsLongLongAndOverflow(args[2], &over);
+    if (*delta == -1 && PyErr_Occurred())
+        return -1;
+    return over ? 0 : 1;
+}
+
+static PyObject *
+Zone_incr(Zone *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    unsigned long h;
+    long long delta;
+    int r = incr_args(self, args, nargs, 3, &h, &delta);
+    if (r <= 0) {
+        if (r == 0)
+            Py_RETURN_NONE;
+        return NULL;
+    }
+    return do_incr(self, args[0], h, delta);
+}
+
+static PyObject *
+Zone_fast_incr(Zone *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    unsigned long h;
+    long long delta;
+    int r = incr_args(self, args, nargs, 4, &h, &delta);
+    if (r <= 0) {
+        if (r == 0)
+            Py_RETURN_NONE;
+        return NULL;
+    }
+    unsigned long pid = PyLong_AsUnsignedLong(args[3]);
+    if (pid == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    Semaphore *lock = self->lock;
+    if (lock == NULL || lock->sem == NULL) {
+        PyErr_SetString(PyExc_ValueError, "no open lock for fast_incr");
+        return NULL;
+    }
+    if (sem_trywait(lock->sem) != 0)
+        Py_RETURN_NONE; /* taken (or interrupted): the Python code waits for it */
+    char *base = (char *)self->view.buf;
+    wr32(base + H_OWNER, (uint32_t)pid); /* as the Python code: right after taking it */
+    PyObject *v = do_incr(self, args[0], h, delta);
+    wr32(base + H_OWNER, 0);
+    sem_post(lock->sem);
+    return v;
+}
+
+static PyMethodDef Zone_methods[] = {
+    {"incr", (PyCFunction)(void (*)(void))Zone_incr, METH_FASTCALL,
+     "incr(key, hash, delta) -> new value, or None when the Python code must handle the call.\n"
+     "The caller holds the zone lock."},
+    {"fast_incr", (PyCFunction)(void (*)(void))Zone_fast_incr, METH_FASTCALL,
+     "fast_incr(key, hash, delta, pid) -> new value, or None (lock taken, or a case for the\n"
+     "Python code). Takes and releases the zone lock itself (writing pid as its owner)."},
+    {"release", (PyCFunction)Zone_release, METH_NOARGS, "Release the zone's buffer."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ZoneType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "shm._accel.Zone",
+    .tp_basicsize = sizeof(Zone),
+    .tp_dealloc = (destructor)Zone_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Zone(buffer, bucket_index, mask, lock=None): C hit paths over a formatted shm zone.",
+    .tp_methods = Zone_methods,
+    .tp_init = (initproc)Zone_init,
+    .tp_new = PyType_GenericNew,
+};
+
 
 /* ------------------------------------------------------------------------------ module */
 

@@ -192,6 +192,7 @@ class SharedDict:
         "_misses",
         "_closed",
         "_aincr",
+        "_fincr",
         "__weakref__",
     )
 
@@ -222,12 +223,19 @@ class SharedDict:
         self._mq = mv.cast("q")  # int values (8-byte aligned)
         self._md = mv.cast("d")  # float values
         # C hit path of incr (shm._accel), or None: pure Python
-        self._aincr = None
+        self._aincr = self._fincr = None
         if _AccelZone is not None:
+            sem = getattr(lock, "sem", None)
+            if not isinstance(sem, _accel.Semaphore):
+                sem = None  # a private buffer (NoLock), or posix_ipc's semaphore
             try:
-                self._aincr = _AccelZone(mv, self._bidx, self._mask).incr
+                zone = _AccelZone(mv, self._bidx, self._mask, sem)
             except ValueError:  # pragma: no cover - a private buffer that is not 8-byte aligned
                 pass
+            else:
+                self._aincr = zone.incr
+                if sem is not None:
+                    self._fincr = zone.fast_incr
         self._hits = 0
         self._misses = 0
         self._closed = False
@@ -334,6 +342,7 @@ class SharedDict:
         self._closed = True
         if self._aincr is not None:
             self._aincr.__self__.release()
+            self._aincr = self._fincr = None
         for v in (self._m32, self._mq, self._md):
             v.release()
         self._slab.release()
@@ -978,6 +987,22 @@ class SharedDict:
         ``NotANumber`` for a non-number, ``OverflowError`` past 64 bits, ``ValueError`` for
         ``init_ttl`` without ``init`` or a negative ``init_ttl``.
         """
+        fast = self._fincr
+        if fast is not None and delta.__class__ is int and key.__class__ is bytes:
+            # the common call, all in C (lock included): a live int entry and valid arguments;
+            # anything else (None back) takes the full path below. Not while a test replaces
+            # this module's clock: the C code reads CLOCK_MONOTONIC itself.
+            ic = init.__class__
+            tc = init_ttl.__class__
+            if (
+                (ic is int or ic is float or (init is None and not init_ttl))
+                and (tc is int or tc is float)
+                and init_ttl >= 0
+                and _now_ns is _monotonic_ns
+            ):
+                v = fast(key, crc32(key), delta, _pid)
+                if v is not None:
+                    return v
         kc = key.__class__
         kb = key.encode() if kc is str else key if kc is bytes else _key_slow(key)
         n = len(kb)

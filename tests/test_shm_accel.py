@@ -14,7 +14,7 @@ import pytest
 import shm.dict as shm_dict
 from shm import NotANumber, NotFound, SharedDict, layout
 
-from .shm_helpers import zone_name
+from .shm_helpers import zone_name, zones  # noqa: F401 - a fixture
 
 if os.environ.get("SHM_NO_ACCEL"):
     pytest.skip("SHM_NO_ACCEL is set: the pure-Python path only", allow_module_level=True)
@@ -45,6 +45,18 @@ def _pair(size: int = 1 << 18) -> tuple[SharedDict, SharedDict]:
     return fast, slow
 
 
+@pytest.fixture(params=["buffer", "named"])
+def pair(request, zones):  # noqa: F811 - the shm_helpers fixture
+    """(dict with the C paths, the same without): over private buffers (the C hit path under
+    the Python lock) or over named zones (fast_incr: the C lock and hit path together)."""
+    if request.param == "buffer":
+        return _pair()
+    fast, slow = zones("256k"), zones("256k")
+    slow._aincr = slow._fincr = None
+    assert fast._fincr is not None
+    return fast, slow
+
+
 def _outcome(fn):
     try:
         return ("ok", fn())
@@ -52,10 +64,10 @@ def _outcome(fn):
         return (type(exc).__name__, str(exc))
 
 
-def test_incr_same_results_as_python_path():
+def test_incr_same_results_as_python_path(pair):
     """A random mix of operations on two dicts, one with the C path and one without: every
     result, error and the final contents, LRU order included, are the same."""
-    fast, slow = _pair()
+    fast, slow = pair
     rng = random.Random(7)
     keys = [f"k{i}".encode() for i in range(40)] + [b"\x00" * 3, b"x" * 300]
     values = [0, 1, -5, 2**62, 2**63 - 1, -(2**63), 1.5, "text", b"raw", True]
@@ -65,8 +77,8 @@ def test_incr_same_results_as_python_path():
         op = rng.random()
         if op < 0.55:
             delta = rng.choice(deltas)
-            init = rng.choice([None, 0, 10])
-            args = (k, delta, init)
+            init = rng.choice([None, 0, 10, 2.5, "bad"])
+            args = (k, delta, init, rng.choice([0, 0, 0, 60, 0.5, -1]))
         elif op < 0.75:
             args = ("set", k, rng.choice(values), rng.choice([0, 0, 3600]))
         elif op < 0.85:
@@ -94,8 +106,8 @@ def test_incr_same_results_as_python_path():
 def _apply(d: SharedDict, args: tuple):
     if args[0] in ("set", "delete", "get", "add"):
         return getattr(d, args[0])(*args[1:])
-    key, delta, init = args
-    return d.incr(key, delta, init=init)
+    key, delta, init, init_ttl = args
+    return d.incr(key, delta, init, init_ttl)
 
 
 def _lru(d: SharedDict) -> list[bytes]:
@@ -266,3 +278,18 @@ def _bump(name: str, n: int) -> None:
     for _ in range(n):
         d.incr("n", 1)
     d.close()
+
+
+def test_fast_incr_declines_while_the_lock_is_taken(zones):  # noqa: F811
+    d = zones("64k")
+    d.set(b"n", 1)
+    h = shm_dict.crc32(b"n")
+    assert d._fincr(b"n", h, 1, 4242) == 2
+    assert d._m32[layout.H_OWNER >> 2] == 0  # owner cleared, lock released
+    d._acquire(0)
+    try:
+        assert d._fincr(b"n", h, 1, 4242) is None  # busy: the Python path would wait
+        assert d.get(b"n") == 2
+    finally:
+        d._release()
+    assert d.incr(b"n", 1) == 3
