@@ -1,7 +1,7 @@
 /* shm._accel: the hit path of SharedDict.incr in C (optional; shm works without it).
  *
- * Zone.fast_incr(key, hash, delta, pid) is the top of SharedDict.incr for the common call: it
- * takes the zone lock (sem_trywait; None at once if the lock is taken), writes the owner pid,
+ * Zone.fast_incr(key, delta, init, init_ttl, pid) is the top of SharedDict.incr for the common
+ * call (it checks the arguments and hashes the key itself): it takes the zone lock (sem_trywait; None at once if the lock is taken), writes the owner pid,
  * does what Zone.incr does, clears the owner and posts the semaphore. Zone.incr(key, hash,
  * delta) runs under a lock the caller holds. It walks the key's hash chain, and when it finds
  * a live integer entry whose new value fits
@@ -376,25 +376,91 @@ Zone_incr(Zone *self, PyObject *const *args, Py_ssize_t nargs)
     return do_incr(self, args[0], h, delta);
 }
 
+/* zlib's crc32 (reflected 0xEDB88320, as zlib.crc32): the key's hash, as the Python code's */
+static uint32_t crc_table[256];
+
+static void
+crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[i] = c;
+    }
+}
+
+static uint32_t
+crc32_of(const unsigned char *p, Py_ssize_t n)
+{
+    uint32_t c = 0xFFFFFFFFu;
+    while (n--)
+        c = crc_table[(c ^ *p++) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+static PyObject *
+Accel_crc32(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "crc32 takes bytes");
+        return NULL;
+    }
+    return PyLong_FromUnsignedLong(
+        crc32_of((const unsigned char *)PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg)));
+}
+
+/* fast_incr(key, delta, init, init_ttl, pid): SharedDict.incr's common call whole. The
+ * arguments are those of incr; any that incr would treat specially or reject (a str key, a
+ * float or huge delta, init_ttl without init, a negative init_ttl, a bool...) give None at
+ * once, and the Python code then handles (or rejects) the call. */
 static PyObject *
 Zone_fast_incr(Zone *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    unsigned long h;
-    long long delta;
-    int r = incr_args(self, args, nargs, 4, &h, &delta);
-    if (r <= 0) {
-        if (r == 0)
-            Py_RETURN_NONE;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "fast_incr(key, delta, init, init_ttl, pid)");
         return NULL;
     }
-    unsigned long pid = PyLong_AsUnsignedLong(args[3]);
+    PyObject *key = args[0], *d = args[1], *init = args[2], *ttl = args[3];
+    if (!PyBytes_CheckExact(key) || !PyLong_CheckExact(d))
+        Py_RETURN_NONE;
+    int ttl_zero;
+    if (PyLong_CheckExact(ttl)) {
+        if (_PyLong_Sign(ttl) < 0)
+            Py_RETURN_NONE;
+        ttl_zero = _PyLong_Sign(ttl) == 0;
+    } else if (PyFloat_CheckExact(ttl)) {
+        double t = PyFloat_AS_DOUBLE(ttl);
+        if (!(t >= 0)) /* negative or NaN */
+            Py_RETURN_NONE;
+        ttl_zero = t == 0;
+    } else {
+        Py_RETURN_NONE;
+    }
+    if (init == Py_None ? !ttl_zero : !(PyLong_CheckExact(init) || PyFloat_CheckExact(init)))
+        Py_RETURN_NONE;
+    int over = 0;
+    long long delta = PyLong_AsLongLongAndOverflow(d, &over);
+    if (over || (delta == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    unsigned long pid = PyLong_AsUnsignedLong(args[4]);
     if (pid == (unsigned long)-1 && PyErr_Occurred())
         return NULL;
+    if (!self->held) {
+        PyErr_SetString(PyExc_ValueError, "zone released");
+        return NULL;
+    }
     Semaphore *lock = self->lock;
     if (lock == NULL || lock->sem == NULL) {
         PyErr_SetString(PyExc_ValueError, "no open lock for fast_incr");
         return NULL;
     }
+    Py_ssize_t n = PyBytes_GET_SIZE(key);
+    if (n == 0 || n > 65535)
+        Py_RETURN_NONE; /* the Python code raises the key length error */
+    uint32_t h = crc32_of((const unsigned char *)PyBytes_AS_STRING(key), n);
     /* critical sections are ~0.1 us: a short spin gets most contended calls through here;
      * after SPIN tries (the holder was preempted, say) the Python code waits cooperatively */
     int spin = 0;
@@ -405,7 +471,7 @@ Zone_fast_incr(Zone *self, PyObject *const *args, Py_ssize_t nargs)
     }
     char *base = (char *)self->view.buf;
     wr32(base + H_OWNER, (uint32_t)pid); /* as the Python code: right after taking it */
-    PyObject *v = do_incr(self, args[0], h, delta);
+    PyObject *v = do_incr(self, key, h, delta);
     wr32(base + H_OWNER, 0);
     sem_post(lock->sem);
     return v;
@@ -416,8 +482,8 @@ static PyMethodDef Zone_methods[] = {
      "incr(key, hash, delta) -> new value, or None when the Python code must handle the call.\n"
      "The caller holds the zone lock."},
     {"fast_incr", (PyCFunction)(void (*)(void))Zone_fast_incr, METH_FASTCALL,
-     "fast_incr(key, hash, delta, pid) -> new value, or None (lock taken, or a case for the\n"
-     "Python code). Takes and releases the zone lock itself (writing pid as its owner)."},
+     "fast_incr(key, delta, init, init_ttl, pid) -> new value, or None (lock taken, or a case\n"
+     "for the Python code). Takes and releases the zone lock itself (pid as its owner)."},
     {"release", (PyCFunction)Zone_release, METH_NOARGS, "Release the zone's buffer."},
     {NULL, NULL, 0, NULL},
 };
@@ -437,16 +503,23 @@ static PyTypeObject ZoneType = {
 
 /* ------------------------------------------------------------------------------ module */
 
+static PyMethodDef accel_methods[] = {
+    {"crc32", (PyCFunction)Accel_crc32, METH_O, "crc32(data) -> zlib.crc32(data) (fast_incr's key hash)."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef accel_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "shm._accel",
     .m_doc = "C hit paths for shm.SharedDict (optional).",
     .m_size = -1,
+    .m_methods = accel_methods,
 };
 
 PyMODINIT_FUNC
 PyInit__accel(void)
 {
+    crc_init();
     if (PyType_Ready(&ZoneType) < 0 || PyType_Ready(&SemaphoreType) < 0)
         return NULL;
     /* the Semaphore raises posix_ipc's exceptions, so callers catch one set of errors */

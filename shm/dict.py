@@ -988,21 +988,14 @@ class SharedDict:
         ``init_ttl`` without ``init`` or a negative ``init_ttl``.
         """
         fast = self._fincr
-        if fast is not None and delta.__class__ is int and key.__class__ is bytes:
-            # the common call, all in C (lock included): a live int entry and valid arguments;
-            # anything else (None back) takes the full path below. Not while a test replaces
-            # this module's clock: the C code reads CLOCK_MONOTONIC itself.
-            ic = init.__class__
-            tc = init_ttl.__class__
-            if (
-                (ic is int or ic is float or (init is None and not init_ttl))
-                and (tc is int or tc is float)
-                and init_ttl >= 0
-                and _now_ns is _monotonic_ns
-            ):
-                v = fast(key, crc32(key), delta, _pid)
-                if v is not None:
-                    return v
+        if fast is not None and _now_ns is _monotonic_ns:
+            # the common call, all in C (argument checks and lock included): a bytes key, an
+            # int delta, a live int entry; anything else (None back) takes the full path
+            # below. Not while a test replaces this module's clock: the C code reads
+            # CLOCK_MONOTONIC itself.
+            v = fast(key, delta, init, init_ttl, _pid)
+            if v is not None:
+                return v
         kc = key.__class__
         kb = key.encode() if kc is str else key if kc is bytes else _key_slow(key)
         n = len(kb)

@@ -283,13 +283,47 @@ def _bump(name: str, n: int) -> None:
 def test_fast_incr_declines_while_the_lock_is_taken(zones):  # noqa: F811
     d = zones("64k")
     d.set(b"n", 1)
-    h = shm_dict.crc32(b"n")
-    assert d._fincr(b"n", h, 1, 4242) == 2
+    assert d._fincr(b"n", 1, None, 0, 4242) == 2
     assert d._m32[layout.H_OWNER >> 2] == 0  # owner cleared, lock released
     d._acquire(0)
     try:
-        assert d._fincr(b"n", h, 1, 4242) is None  # busy: the Python path would wait
+        assert d._fincr(b"n", 1, None, 0, 4242) is None  # busy: the Python path would wait
         assert d.get(b"n") == 2
     finally:
         d._release()
     assert d.incr(b"n", 1) == 3
+
+
+def test_fast_incr_leaves_unusual_arguments_to_python(zones):  # noqa: F811
+    """fast_incr takes only what incr's fast path may: anything else is None (untouched)."""
+    d = zones("64k")
+    d.set(b"n", 1)
+    f = d._fincr
+    for args in (
+        ("n", 1, None, 0),  # str key
+        (b"n", 1.5, None, 0),  # float delta
+        (b"n", True, None, 0),  # bool delta
+        (b"n", 2**64, None, 0),  # delta past 64 bits
+        (b"n", 1, None, 5),  # init_ttl without init
+        (b"n", 1, 0, -1),  # negative init_ttl
+        (b"n", 1, 0, float("nan")),
+        (b"n", 1, "0", 0),  # init not a number
+        (b"n", 1, True, 0),  # bool init
+        (b"n", 1, 0, True),  # bool init_ttl
+        (b"", 1, None, 0),  # empty key
+        (b"x" * 70000, 1, None, 0),  # key too long
+    ):
+        assert f(*args, 4242) is None, args
+    assert d.get(b"n") == 1
+    assert f(b"n", 1, 0, 2.5, 4242) == 2 and f(b"n", 1, 1.5, 0, 4242) == 3
+
+
+def test_crc32_matches_zlib():
+    import zlib
+
+    from shm import _accel
+
+    rng = random.Random(3)
+    for n in (0, 1, 3, 4, 16, 255, 4096):
+        data = bytes(rng.randrange(256) for _ in range(n))
+        assert _accel.crc32(data) == zlib.crc32(data)

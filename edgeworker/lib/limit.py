@@ -788,7 +788,11 @@ def make_access(loc: Any, app: Any) -> Any:
 
     def access(req: Any) -> None:
         nonlocal incr
-        key = req._conn.binary_remote_addr if fast_ip else req.var.expand(template)
+        if fast_ip:  # the connection's cached packed address, else its property computes it
+            conn = req._conn
+            key = conn._bin_addr or conn.binary_remote_addr
+        else:
+            key = req.var.expand(template)
         if shm_store:  # the common case inline: one atomic incr, no Result object
             left = window - _time() % window  # seconds to the window's end, > 0
             k = bprefix + (key if key.__class__ is bytes else _bkey(key))
