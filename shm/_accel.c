@@ -1,14 +1,15 @@
-/* shm._accel: the hit path of SharedDict.incr in C (optional; shm works without it).
+/* shm._accel: the C parts of shm (optional; shm works without them).
  *
- * Zone.fast_incr(key, delta, init, init_ttl, pid) is the top of SharedDict.incr for the common
- * call (it checks the arguments and hashes the key itself): it takes the zone lock (sem_trywait; None at once if the lock is taken), writes the owner pid,
+ * Zone.fast_incr(key, delta, init, init_ttl, pid) is SharedDict.incr's common call whole: it
+ * checks the arguments, hashes the key (zlib's crc32), takes the zone lock (a short spin of
+ * sem_trywait, then None so that the Python code waits cooperatively), writes the owner pid,
  * does what Zone.incr does, clears the owner and posts the semaphore. Zone.incr(key, hash,
  * delta) runs under a lock the caller holds. It walks the key's hash chain, and when it finds
- * a live integer entry whose new value fits
- * in 64 bits, stores it (one aligned 8-byte store, as the Python code does), moves the entry
- * to the LRU head and returns the new value. In every other case (missing or expired key, a
- * non-integer value, an overflow, a zone that looks damaged) it changes nothing and returns
- * None, and the Python code handles the call under the same lock. The layout is shm/layout.py's:
+ * a live integer entry whose new value fits in 64 bits, stores it (one aligned 8-byte store,
+ * as the Python code does), moves the entry to the LRU head and returns the new value. In
+ * every other case (missing or expired key, a non-integer value, an overflow, a zone that
+ * looks damaged) it changes nothing and returns None, and the Python code handles the call
+ * (fast_incr: after releasing the lock; incr: under the caller's). The layout is shm/layout.py's:
  * node = hash-next u32, lru-prev u32, lru-next u32, hash u32, expires i64 (monotonic ms, 0 =
  * never), flags u32, value length u32, key length u16, value type u8, class u8; the key at +36;
  * the value 8-byte aligned after it.  Every offset read from the zone is checked against the
@@ -334,45 +335,30 @@ do_incr(Zone *self, PyObject *key, unsigned long h, long long delta)
     Py_RETURN_NONE;
 }
 
-/* Parse (key, hash, delta[, pid]); 1 = go on, 0 = answer None (a delta past 64 bits: the
- * Python code raises OverflowError), -1 = error set. */
-static int
-incr_args(Zone *self, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want,
-          unsigned long *h, long long *delta)
-{
-    if (nargs != want) {
-        PyErr_Format(PyExc_TypeError, "takes %zd arguments", want);
-        return -1;
-    }
-    if (!self->held) {
-        PyErr_SetString(PyExc_ValueError, "zone released");
-        return -1;
-    }
-    if (!PyBytes_CheckExact(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "key must be bytes");
-        return -1;
-    }
-    *h = PyLong_AsUnsignedLong(args[1]);
-    if (*h == (unsigned long)-1 && PyErr_Occurred())
-        return -1;
-    int over = 0;
-    *delta = PyLong_AsLongLongAndOverflow(args[2], &over);
-    if (*delta == -1 && PyErr_Occurred())
-        return -1;
-    return over ? 0 : 1;
-}
-
 static PyObject *
 Zone_incr(Zone *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    unsigned long h;
-    long long delta;
-    int r = incr_args(self, args, nargs, 3, &h, &delta);
-    if (r <= 0) {
-        if (r == 0)
-            Py_RETURN_NONE;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "incr(key, hash, delta)");
         return NULL;
     }
+    if (!self->held) {
+        PyErr_SetString(PyExc_ValueError, "zone released");
+        return NULL;
+    }
+    if (!PyBytes_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "key must be bytes");
+        return NULL;
+    }
+    unsigned long h = PyLong_AsUnsignedLong(args[1]);
+    if (h == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    int over = 0;
+    long long delta = PyLong_AsLongLongAndOverflow(args[2], &over);
+    if (delta == -1 && PyErr_Occurred())
+        return NULL;
+    if (over)
+        Py_RETURN_NONE; /* a delta past 64 bits: the Python code raises OverflowError */
     return do_incr(self, args[0], h, delta);
 }
 
@@ -538,7 +524,8 @@ PyInit__accel(void)
     /* the layout constants compiled in, checked against shm/layout.py by the tests */
     if (PyModule_AddIntConstant(m, "NODE_SIZE", NODE_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "T_INT", T_INT) < 0 ||
-        PyModule_AddIntConstant(m, "H_LRU", H_LRU) < 0) {
+        PyModule_AddIntConstant(m, "H_LRU", H_LRU) < 0 ||
+        PyModule_AddIntConstant(m, "H_OWNER", H_OWNER) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -35,6 +35,7 @@ def test_layout_constants_match():
     assert _accel.NODE_SIZE == layout.NODE_SIZE
     assert _accel.T_INT == layout.T_INT
     assert _accel.H_LRU == layout.H_LRU
+    assert _accel.H_OWNER == layout.H_OWNER
 
 
 def _pair(size: int = 1 << 18) -> tuple[SharedDict, SharedDict]:
