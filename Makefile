@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test test-slow lint bench deps clean
 
-$(STAMP): setup.cfg setup.py pyproject.toml shm/_accel.c
+$(STAMP): setup.cfg setup.py pyproject.toml shm/_accel.c edgeworker/_speedups.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'

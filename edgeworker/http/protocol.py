@@ -32,6 +32,8 @@ from __future__ import annotations
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 from httptools.parser.errors import HttpParserInvalidMethodError
 
+from .fields import RequestFields
+
 __all__ = [
     "END",
     "Data",
@@ -204,7 +206,6 @@ _IDLE, _HEAD, _BODY, _CLOSED, _UPGRADED, _DEAD = range(6)
 ROUTING_FIELDS = frozenset(
     ("host", "content-length", "transfer-encoding", "connection", "expect", "upgrade")
 )
-_SPECIAL = frozenset(name.encode() for name in ROUTING_FIELDS)
 
 _METHODS: dict[bytes, str] = {}  # method bytes → str, filled as llhttp reports them
 _GOOD_HOSTS: set[bytes] = set()  # Host values already validated (short ones, bounded)
@@ -268,19 +269,17 @@ class ServerProtocol:
         "_max_headers",
         "_max_stall",
         "_url",
-        "_headers",
+        "_fields",
+        "on_header",
         "_head_raw",
         "_began",
         "_mixed",
         "_progress",
         "_stall",
         "_chunked",
-        "_te_ows",
         "_keep_alive",
         "_upgrading",
-        "_special",
         "_drop_underscores",
-        "_underscore",
     )
 
     def __init__(self, limits: Limits | None = None, id_field: bytes | None = None,
@@ -295,8 +294,6 @@ class ServerProtocol:
         if limits is None:
             limits = Limits()
         self._drop_underscores = not underscores
-        self._underscore = False  # a field of the current head has "_" in its name
-        self._special = _SPECIAL | {id_field} if id_field else _SPECIAL
         self._max_line = limits.max_request_line
         # A URL longer than this may make the request line too long (methods llhttp knows have
         # at most 20 characters); the line is then measured exactly.
@@ -311,14 +308,16 @@ class ServerProtocol:
         self._error: ProtocolError | None = None
         self._tail = b""
         self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
+        # the current head's fields, sorted as llhttp parses them (fields.py): its add method
+        # is the parser's on_header callback
+        fields = self._fields = RequestFields(id_field)
+        self.on_header = fields.add
         self._head_raw = 0
         self._began = False
         self._mixed = False
         self._progress = False
         self._stall = 0
         self._chunked = False
-        self._te_ows = False  # a Transfer-Encoding value ended in OWS (see on_header)
         self._keep_alive = True
         self._upgrading = False
         parser = HttpRequestParser(self)
@@ -434,25 +433,19 @@ class ServerProtocol:
         elif not self._mixed:
             self._head_raw = fed  # the head began in this read (after optional empty lines)
         else:  # a previous request ended in this read: count what is known of this head
-            raw = len(self._url)
-            for name, value in self._headers:
-                raw += len(name) + len(value) + 4
-            self._head_raw = raw
+            self._head_raw = len(self._url) + self._fields.size
         # Beside the URL (checked exactly in on_url) a request line holds < 32 bytes.
         if self._head_raw - len(self._url) - 32 > self._max_hsize:
             return self._die(events, ProtocolError(431, "request header too large"))
-        if len(self._headers) > self._max_headers:
+        if len(self._fields.list) > self._max_headers:
             return self._die(events, ProtocolError(431, "too many request header fields"))
         return events
 
-    def _check_fields(self, headers: list[tuple[bytes, bytes]], what: str) -> None:
+    def _check_fields(self, fields: RequestFields, what: str) -> None:
         """Exact limits of a complete header (or trailer) section."""
-        if len(headers) > self._max_headers:
+        if len(fields.list) > self._max_headers:
             self._fail(431, f"too many request {what} fields")
-        size = 0
-        for name, value in headers:
-            size += len(name) + len(value) + 4  # "name: value\r\n"
-        if size > self._max_hsize:
+        if fields.size > self._max_hsize:  # "name: value\r\n" each
             self._fail(431, f"request {what} too large")
 
     # ------------------------------------------------------------------ llhttp callbacks
@@ -461,9 +454,7 @@ class ServerProtocol:
         self._state = _HEAD
         self._began = True
         self._url = b""
-        self._headers = []
-        self._te_ows = False
-        self._underscore = False
+        self._fields.reset()
 
     def on_url(self, url: bytes) -> None:
         url = self._url = self._url + url
@@ -472,19 +463,10 @@ class ServerProtocol:
             if len(method) + len(url) + 10 > self._max_line:
                 self._fail(414, "request line too long")
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        # Only collect: limits are checked per read in feed() and exactly once the section is
-        # complete (cheaper than here, and still cut within one read of crossing a limit).
-        # Fields after a chunked body (trailers) land in a fresh list and are dropped (nginx).
-        name = name.lower()
-        stripped = value.rstrip(b" \t")
-        if stripped is not value and name == b"transfer-encoding" and 9 in value[len(stripped) :]:
-            # llhttp does not take "chunked<HTAB>" as chunked and fails only after the head:
-            # refuse it with the head, so no handler ever sees such a request
-            self._te_ows = True
-        if 95 in name:  # "_" (an int test: much cheaper than b"_" in name)
-            self._underscore = True
-        self._headers.append((name, stripped))
+    # on_header is the RequestFields' add (set in __init__). It only collects: limits are
+    # checked per read in feed() and exactly once the section is complete (cheaper than per
+    # field, and still cut within one read of crossing a limit). Fields after a chunked body
+    # (trailers) land in a fresh list and are dropped (nginx).
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -510,38 +492,16 @@ class ServerProtocol:
             version = self._version(parser)
         if method in _REFUSED_METHODS:
             self._fail(405, f"{method} is not allowed")
-        headers = self._headers
-        if len(headers) > self._max_headers:
-            self._fail(431, "too many request header fields")
-        if len(data) > self._max_hsize or self._mixed or not self._began:
-            self._check_fields(headers, "header")  # (else the whole head is within the limit)
+        fields = self._fields
+        headers = fields.list
+        if len(headers) > self._max_headers or fields.size > self._max_hsize:
+            self._check_fields(fields, "header")  # 431
 
-        # The fields that matter to framing and routing.
-        host = conn = te = cl = upgrade = rid = None
-        nhost = 0
-        expect = False
-        special = self._special
-        for name, value in headers:
-            if name in special:
-                if name == b"host":
-                    nhost += 1
-                    host = value
-                elif name == b"connection":
-                    conn = value if conn is None else conn + b"," + value
-                elif name == b"content-length":
-                    if cl is not None:
-                        self._fail(400, "duplicate Content-Length")
-                    if not value.isdigit() or len(value) > 18:
-                        self._fail(400, "invalid Content-Length")
-                    cl = int(value)
-                elif name == b"transfer-encoding":
-                    te = value if te is None else te + b"," + value
-                elif name == b"expect":
-                    expect = value.lower() == b"100-continue"
-                elif name == b"upgrade":
-                    upgrade = value
-                elif rid is None:  # the request-id field: its first value
-                    rid = value
+        # The fields that matter to framing and routing (sorted by RequestFields.add).
+        if fields.cl_error is not None:
+            self._fail(400, fields.cl_error)
+        host = fields.host
+        nhost = fields.nhost
 
         # Request target.
         target = self._url
@@ -576,8 +536,10 @@ class ServerProtocol:
 
         # Framing.
         chunked = False
-        if self._te_ows:
+        if fields.te_ows:
             self._fail(400, "invalid Transfer-Encoding")
+        te = fields.te
+        cl = fields.cl
         if te is not None:
             if version == "1.0":
                 self._fail(400, "Transfer-Encoding in an HTTP/1.0 request")
@@ -594,6 +556,7 @@ class ServerProtocol:
         self._chunked = chunked
 
         # Connection.
+        conn = fields.conn
         if conn is None:
             keep_alive = version == "1.1"
         else:
@@ -610,6 +573,7 @@ class ServerProtocol:
                     keep_alive = version == "1.1" or b"keep-alive" in tokens
         self._keep_alive = keep_alive
 
+        upgrade = fields.upgrade
         if upgrade is not None:
             if parser.should_upgrade():
                 if chunked or cl:
@@ -619,10 +583,8 @@ class ServerProtocol:
         self._upgrading = upgrade is not None
 
         if size == 0:  # request line, fields (OWS not counted), blank line
-            size = len(raw_method) + len(target) + 14
-            for name, value in headers:
-                size += len(name) + len(value) + 4
-        if self._underscore and self._drop_underscores:
+            size = len(raw_method) + len(target) + 14 + fields.size
+        if fields.underscore and self._drop_underscores:
             headers = [field for field in headers if 95 not in field[0]]
         head = _new(RequestHead)
         head.method = method
@@ -634,16 +596,16 @@ class ServerProtocol:
         head.keep_alive = keep_alive
         head.content_length = cl
         head.chunked = chunked
-        head.expect_continue = expect and version == "1.1"
+        head.expect_continue = fields.expect and version == "1.1"
         head.upgrade = upgrade
         head.host = host
-        head.request_id = rid
+        head.request_id = fields.rid
         head.size = size + cl if cl else size
         self._events.append(head)
         self._state = _BODY
         if chunked:  # trailer fields get their own list, count and size budget
             self._stall = 0
-            self._headers = []
+            fields.reset()
 
     def _version(self, parser: HttpRequestParser) -> str:
         version = parser.get_http_version()
@@ -697,8 +659,8 @@ class ServerProtocol:
         self._progress = True
 
     def on_message_complete(self) -> None:
-        if self._chunked and self._headers:
-            self._check_fields(self._headers, "trailer section")
+        if self._chunked and self._fields.list:
+            self._check_fields(self._fields, "trailer section")
         self._events.append(END)
         self._mixed = True
         if self._keep_alive:

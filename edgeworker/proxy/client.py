@@ -19,6 +19,7 @@ from greenlet import getcurrent
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from ..deadline import WATCHDOG, Expired, read_waiter
+from ..http.fields import ResponseFields
 
 RECV_SIZE = 65536
 #: the largest response head read from an upstream (nginx: proxy_buffer_size, 4k or 8k); past
@@ -407,67 +408,36 @@ class Response:
         return self.done and self.keep_alive and not self.upgraded
 
 
-#: Response fields the proxy never relays to the client: hop-by-hop (RFC 9110 §7.6.1), framing
-#: (edgeworker frames the response itself), and Date and Server (the connection's, as nginx)
-HOP_BY_HOP = frozenset((
-    b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate", b"te",
-    b"trailer", b"transfer-encoding", b"upgrade", b"content-length", b"date", b"server",
-))
-
-
 class ProxyResponse(Response):
-    """A ``Response`` read by the proxy: each field is sorted as it arrives. ``kept`` holds the
-    fields relayed to the client, in order, and ``wire`` the same fields as they go out in the
-    client's response head (``b"\r\nName: value"`` each; ``has_ct`` when one is
-    ``Content-Type``); ``hop`` holds the ``HOP_BY_HOP`` ones and ``connection`` the value of
-    ``Connection`` (several joined with ``,``), whose tokens name more hop-by-hop fields.
-    ``raw_headers`` is every field (kept, then hop-by-hop)."""
-
-    has_ct = False
-    connection: bytes | None = None
-    #: indexes in ``kept`` of ``Location`` and ``Refresh`` fields (for proxy_redirect)
-    redirects: list[int] | None = None
+    """A ``Response`` read by the proxy: each field is sorted as it arrives, by a
+    ``ResponseFields`` (``fields``; its ``add`` is the parser's ``on_header``). ``fields.kept``
+    holds the fields relayed to the client, in order, and ``fields.wire`` the same fields as
+    they go out in the client's response head (``b"\r\nName: value"`` each; ``has_ct`` when
+    one is ``Content-Type``); ``fields.hop`` holds the ``HOP_BY_HOP`` ones and
+    ``fields.connection`` the value of ``Connection`` (several joined with ``,``), whose tokens
+    name more hop-by-hop fields. ``raw_headers`` is every field (kept, then hop-by-hop)."""
 
     def __init__(self, conn: UpConn, read_timeout: float, head_only: bool = False) -> None:
         self.conn = conn
         self.read_timeout = read_timeout
         self.head_only = head_only
+        fields = self.fields = ResponseFields()
+        self.on_header = fields.add  # (before the parser looks its callbacks up)
         self.parser = HttpResponseParser(self)
-        self.kept: list[tuple[bytes, bytes]] = []
-        self.wire: list[bytes] = []
-        self.hop: list[tuple[bytes, bytes]] = []
         self.pending: list[bytes] = []
 
     @property
     def raw_headers(self) -> list[tuple[bytes, bytes]]:  # type: ignore[override]
-        return self.kept + self.hop
+        return self.fields.kept + self.fields.hop
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        lname = name.lower()
-        if lname in HOP_BY_HOP:
-            self.hop.append((name, value))
-            if lname == b"connection":
-                c = self.connection
-                self.connection = value if c is None else c + b"," + value
-            elif len(lname) in (14, 17):
-                self._framing(lname, value)
-            return
-        if lname == b"content-type":
-            self.has_ct = True
-        elif lname == b"location" or lname == b"refresh":
-            if self.redirects is None:
-                self.redirects = []
-            self.redirects.append(len(self.kept))
-        self.kept.append((name, value))
-        self.wire.append(b"\r\n%b: %b" % (name, value))
+    def on_headers_complete(self) -> None:
+        fields = self.fields
+        self._framed = fields.framed
+        self.length = fields.length
+        Response.on_headers_complete(self)
 
     def _forget_fields(self) -> None:
-        self.kept = []
-        self.wire = []
-        self.hop = []
-        self.has_ct = False
-        self.connection = None
-        self.redirects = None
+        self.fields.reset()
 
 
 def chunked(pieces: Iterator[bytes]) -> Iterator[bytes]:

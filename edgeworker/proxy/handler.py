@@ -16,13 +16,13 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote_from_bytes
 
+from ..http.fields import HOP_BY_HOP, ResponseFields
 from ..http.headers import Headers
 from ..http.protocol import split_tokens
 from ..request import RequestExit
 from ..uri import BadURI, normalize_path
 from .balancer import Group, Peer
 from .client import (
-    HOP_BY_HOP,
     ProxyResponse,
     Response,
     UpConn,
@@ -412,12 +412,13 @@ class ProxyHandler:
         if req._head.upgrade is not None:
             req.keep_alive = False  # upgrade declined: do not parse the rest as HTTP
         req.status = status
-        if resp.redirects is not None and self.redirects:
-            self._rewrite_redirects(req, resp)
+        fields = resp.fields
+        if fields.redirects is not None and self.redirects:
+            self._rewrite_redirects(req, fields)
         # the upstream's fields minus the hop-by-hop ones, sorted while the head was parsed
-        kept = resp.kept
-        wire: tuple[bytes, bool] | None = (b"".join(resp.wire), resp.has_ct)
-        connection = resp.connection
+        kept = fields.kept
+        wire: tuple[bytes, bool] | None = (b"".join(fields.wire), fields.has_ct)
+        connection = fields.connection
         if connection is not None and connection.lower() not in _PLAIN_CONNECTION:
             tokens = set(split_tokens(connection))
             if not tokens <= HOP_BY_HOP:  # fields named by Connection are hop-by-hop too
@@ -476,12 +477,12 @@ class ProxyHandler:
         else:
             req._conn.stream(req, b"", True)
 
-    def _rewrite_redirects(self, req: Any, resp: ProxyResponse) -> None:
+    def _rewrite_redirects(self, req: Any, fields: ResponseFields) -> None:
         """proxy_redirect: the first rule whose redirect starts the URL of a ``Location`` (or of
         ``Refresh``'s ``url=``) replaces that part (nginx: a byte-exact prefix)."""
-        kept = resp.kept
-        wire = resp.wire
-        for i in resp.redirects or ():
+        kept = fields.kept
+        wire = fields.wire
+        for i in fields.redirects or ():
             name, value = kept[i]
             start = 0
             if len(name) == 7:  # Refresh: "5; url=http://…"

@@ -1,0 +1,605 @@
+/* edgeworker._speedups: C versions of the two per-field parser callbacks (optional).
+ *
+ * httptools calls a callback for every header field it parses. In Python each call costs a
+ * frame and ~30-40 bytecodes; here it is one C call. Both types have a pure-Python twin in
+ * edgeworker/http/fields.py with the same API and the same results (tests/test_http_fields.py
+ * runs the same cases through both), used when this module is not built or
+ * EDGEWORKER_NO_ACCEL=1 is set.
+ *
+ * RequestFields (the server's request head): add(name, value) stores (lower-cased name,
+ * value without trailing SP/HTAB) in .list, counts .size (name + value + 4 per field, the
+ * limits' measure), notes a "_" in a name (.underscore) and a Transfer-Encoding value whose
+ * trailing whitespace holds a tab (.te_ows), and sorts out the fields that matter to framing
+ * and routing as ServerProtocol.on_headers_complete reads them: .host (last) and .nhost,
+ * .conn and .te (several joined with ","), .cl (int; the first problem is kept in .cl_error:
+ * "duplicate Content-Length" or "invalid Content-Length"), .expect (the last Expect is
+ * "100-continue"), .upgrade (last), .rid (the first value of the request-id field given to the
+ * constructor). reset() starts a new head (a new list).
+ *
+ * ResponseFields (a proxied response head): add(name, value) sorts each field as it arrives:
+ * hop-by-hop ones (and Date, Server and the framing fields) go to .hop, .connection collects
+ * Connection's values, Content-Length/Transfer-Encoding set .framed and .length; every other
+ * field goes to .kept as (name, value) and to .wire as b"\r\nName: value", with .has_ct for a
+ * Content-Type and the index in .kept of each Location/Refresh in .redirects (None when there
+ * is none). reset() forgets an interim (1xx) head.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <string.h>
+
+static PyObject *s_dup_cl, *s_bad_cl; /* the two Content-Length errors */
+
+/* name lower-cased (ASCII, as bytes.lower()): the same object when it has no capital */
+static PyObject *
+lower(PyObject *b)
+{
+    const char *s = PyBytes_AS_STRING(b);
+    Py_ssize_t n = PyBytes_GET_SIZE(b), i;
+    for (i = 0; i < n; i++)
+        if (s[i] >= 'A' && s[i] <= 'Z')
+            break;
+    if (i == n)
+        return Py_NewRef(b);
+    PyObject *r = PyBytes_FromStringAndSize(NULL, n);
+    if (r == NULL)
+        return NULL;
+    char *d = PyBytes_AS_STRING(r);
+    memcpy(d, s, i);
+    for (; i < n; i++)
+        d[i] = (s[i] >= 'A' && s[i] <= 'Z') ? (char)(s[i] + 32) : s[i];
+    return r;
+}
+
+/* s (n bytes) equals lit (lower case) ignoring ASCII case */
+static int
+eq_ci(const char *s, Py_ssize_t n, const char *lit, Py_ssize_t ln)
+{
+    if (n != ln)
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c >= 'A' && c <= 'Z')
+            c += 32;
+        if (c != lit[i])
+            return 0;
+    }
+    return 1;
+}
+
+#define EQ(s, n, lit) eq_ci((s), (n), (lit), (Py_ssize_t)sizeof(lit) - 1)
+
+/* *slot = value if *slot is None else *slot + b"," + value */
+static int
+join(PyObject **slot, PyObject *value)
+{
+    PyObject *old = *slot;
+    if (old == Py_None) {
+        *slot = Py_NewRef(value);
+        Py_DECREF(old);
+        return 0;
+    }
+    Py_ssize_t a = PyBytes_GET_SIZE(old), b = PyBytes_GET_SIZE(value);
+    PyObject *r = PyBytes_FromStringAndSize(NULL, a + 1 + b);
+    if (r == NULL)
+        return -1;
+    char *d = PyBytes_AS_STRING(r);
+    memcpy(d, PyBytes_AS_STRING(old), a);
+    d[a] = ',';
+    memcpy(d + a + 1, PyBytes_AS_STRING(value), b);
+    *slot = r;
+    Py_DECREF(old);
+    return 0;
+}
+
+static void
+set(PyObject **slot, PyObject *value)
+{
+    PyObject *old = *slot;
+    *slot = Py_NewRef(value);
+    Py_DECREF(old);
+}
+
+static int
+check_pair(PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "add() takes 2 arguments (%zd given)", nargs);
+        return -1;
+    }
+    if (!PyBytes_Check(args[0]) || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "add() takes a bytes name and a bytes value");
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------- RequestFields */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *list;
+    PyObject *id_field; /* lower-case bytes or None */
+    PyObject *host, *conn, *te, *cl, *cl_error, *upgrade, *rid, *expect, *te_ows, *underscore;
+    Py_ssize_t nhost, size;
+} RequestFields;
+
+static int
+rq_reset_state(RequestFields *self)
+{
+    PyObject *list = PyList_New(0);
+    if (list == NULL)
+        return -1;
+    Py_XSETREF(self->list, list);
+    Py_XSETREF(self->host, Py_NewRef(Py_None));
+    Py_XSETREF(self->conn, Py_NewRef(Py_None));
+    Py_XSETREF(self->te, Py_NewRef(Py_None));
+    Py_XSETREF(self->cl, Py_NewRef(Py_None));
+    Py_XSETREF(self->cl_error, Py_NewRef(Py_None));
+    Py_XSETREF(self->upgrade, Py_NewRef(Py_None));
+    Py_XSETREF(self->rid, Py_NewRef(Py_None));
+    Py_XSETREF(self->expect, Py_NewRef(Py_False));
+    Py_XSETREF(self->te_ows, Py_NewRef(Py_False));
+    Py_XSETREF(self->underscore, Py_NewRef(Py_False));
+    self->nhost = 0;
+    self->size = 0;
+    return 0;
+}
+
+static int
+rq_init(RequestFields *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"id_field", NULL};
+    PyObject *id_field = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:RequestFields", kwlist, &id_field))
+        return -1;
+    if (id_field != Py_None && !PyBytes_Check(id_field)) {
+        PyErr_SetString(PyExc_TypeError, "id_field must be bytes or None");
+        return -1;
+    }
+    Py_XSETREF(self->id_field, Py_NewRef(id_field));
+    return rq_reset_state(self);
+}
+
+static PyObject *
+rq_reset(RequestFields *self, PyObject *unused)
+{
+    if (rq_reset_state(self) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* one Content-Length field: .cl, or the first problem in .cl_error; -1 on MemoryError */
+static int
+rq_content_length(RequestFields *self, PyObject *value)
+{
+    if (self->cl != Py_None) {
+        if (self->cl_error == Py_None)
+            set(&self->cl_error, s_dup_cl);
+        return 0;
+    }
+    const char *v = PyBytes_AS_STRING(value);
+    Py_ssize_t n = PyBytes_GET_SIZE(value);
+    int ok = n > 0 && n <= 18;
+    long long x = 0;
+    for (Py_ssize_t i = 0; ok && i < n; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            ok = 0;
+        else
+            x = x * 10 + (v[i] - '0');
+    }
+    if (!ok) {
+        if (self->cl_error == Py_None)
+            set(&self->cl_error, s_bad_cl);
+        return 0;
+    }
+    PyObject *cl = PyLong_FromLongLong(x);
+    if (cl == NULL)
+        return -1;
+    Py_SETREF(self->cl, cl);
+    return 0;
+}
+
+static PyObject *
+rq_add(RequestFields *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_pair(args, nargs) < 0)
+        return NULL;
+    PyObject *value = args[1];
+    const char *v = PyBytes_AS_STRING(value);
+    Py_ssize_t vn = PyBytes_GET_SIZE(value), sn = vn;
+    while (sn > 0 && (v[sn - 1] == ' ' || v[sn - 1] == '\t'))
+        sn--;
+    PyObject *name = lower(args[0]);
+    if (name == NULL)
+        return NULL;
+    PyObject *stripped = sn == vn ? Py_NewRef(value) : PyBytes_FromStringAndSize(v, sn);
+    if (stripped == NULL) {
+        Py_DECREF(name);
+        return NULL;
+    }
+    const char *s = PyBytes_AS_STRING(name);
+    Py_ssize_t n = PyBytes_GET_SIZE(name);
+    int rc = 0;
+    PyObject *pair = PyTuple_Pack(2, name, stripped);
+    if (pair == NULL || PyList_Append(self->list, pair) < 0)
+        goto fail;
+    self->size += n + sn + 4;
+    if (memchr(s, '_', n) != NULL)
+        set(&self->underscore, Py_True);
+    switch (n) {
+    case 4:
+        if (memcmp(s, "host", 4) == 0) {
+            self->nhost++;
+            set(&self->host, stripped);
+            goto done;
+        }
+        break;
+    case 6:
+        if (memcmp(s, "expect", 6) == 0) {
+            set(&self->expect, EQ(PyBytes_AS_STRING(stripped), sn, "100-continue") ? Py_True
+                                                                                 : Py_False);
+            goto done;
+        }
+        break;
+    case 7:
+        if (memcmp(s, "upgrade", 7) == 0) {
+            set(&self->upgrade, stripped);
+            goto done;
+        }
+        break;
+    case 10:
+        if (memcmp(s, "connection", 10) == 0) {
+            rc = join(&self->conn, stripped);
+            goto done;
+        }
+        break;
+    case 14:
+        if (memcmp(s, "content-length", 14) == 0) {
+            rc = rq_content_length(self, stripped);
+            goto done;
+        }
+        break;
+    case 17:
+        if (memcmp(s, "transfer-encoding", 17) == 0) {
+            /* llhttp does not take "chunked<HTAB>" as chunked and fails only after the head */
+            if (sn != vn && memchr(v + sn, '\t', vn - sn) != NULL)
+                set(&self->te_ows, Py_True);
+            rc = join(&self->te, stripped);
+            goto done;
+        }
+        break;
+    }
+    if (self->rid == Py_None && self->id_field != Py_None &&
+        PyBytes_GET_SIZE(self->id_field) == n &&
+        memcmp(PyBytes_AS_STRING(self->id_field), s, n) == 0)
+        set(&self->rid, stripped);
+done:
+    Py_DECREF(pair);
+    Py_DECREF(name);
+    Py_DECREF(stripped);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(pair);
+    Py_DECREF(name);
+    Py_DECREF(stripped);
+    return NULL;
+}
+
+static int
+rq_traverse(RequestFields *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->list);
+    return 0;
+}
+
+static int
+rq_clear(RequestFields *self)
+{
+    Py_CLEAR(self->list);
+    Py_CLEAR(self->id_field);
+    Py_CLEAR(self->host);
+    Py_CLEAR(self->conn);
+    Py_CLEAR(self->te);
+    Py_CLEAR(self->cl);
+    Py_CLEAR(self->cl_error);
+    Py_CLEAR(self->upgrade);
+    Py_CLEAR(self->rid);
+    Py_CLEAR(self->expect);
+    Py_CLEAR(self->te_ows);
+    Py_CLEAR(self->underscore);
+    return 0;
+}
+
+static void
+rq_dealloc(RequestFields *self)
+{
+    PyObject_GC_UnTrack(self);
+    rq_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+#define RQ(name) offsetof(RequestFields, name)
+static PyMemberDef rq_members[] = {
+    {"list", T_OBJECT_EX, RQ(list), READONLY, "[(lower-cased name, value)] in order"},
+    {"id_field", T_OBJECT_EX, RQ(id_field), READONLY, "the request-id field's name, or None"},
+    {"host", T_OBJECT_EX, RQ(host), READONLY, "the last Host value, or None"},
+    {"nhost", T_PYSSIZET, RQ(nhost), READONLY, "how many Host fields"},
+    {"conn", T_OBJECT_EX, RQ(conn), READONLY, "Connection values joined with ',', or None"},
+    {"te", T_OBJECT_EX, RQ(te), READONLY, "Transfer-Encoding values joined with ',', or None"},
+    {"cl", T_OBJECT_EX, RQ(cl), READONLY, "the Content-Length, or None"},
+    {"cl_error", T_OBJECT_EX, RQ(cl_error), READONLY, "the first Content-Length problem"},
+    {"expect", T_OBJECT_EX, RQ(expect), READONLY, "the last Expect is 100-continue"},
+    {"upgrade", T_OBJECT_EX, RQ(upgrade), READONLY, "the last Upgrade value, or None"},
+    {"rid", T_OBJECT_EX, RQ(rid), READONLY, "the first request-id value, or None"},
+    {"te_ows", T_OBJECT_EX, RQ(te_ows), READONLY, "a Transfer-Encoding ended in OWS with a tab"},
+    {"underscore", T_OBJECT_EX, RQ(underscore), READONLY, "a name holds '_'"},
+    {"size", T_PYSSIZET, RQ(size), READONLY, "sum of len(name) + len(value) + 4"},
+    {NULL},
+};
+
+static PyMethodDef rq_methods[] = {
+    {"add", (PyCFunction)(void (*)(void))rq_add, METH_FASTCALL, "add(name, value): one field"},
+    {"reset", (PyCFunction)rq_reset, METH_NOARGS, "start a new field section"},
+    {NULL},
+};
+
+static PyTypeObject RequestFieldsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "edgeworker._speedups.RequestFields",
+    .tp_basicsize = sizeof(RequestFields),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The fields of a request head, sorted as they are parsed.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)rq_init,
+    .tp_dealloc = (destructor)rq_dealloc,
+    .tp_traverse = (traverseproc)rq_traverse,
+    .tp_clear = (inquiry)rq_clear,
+    .tp_members = rq_members,
+    .tp_methods = rq_methods,
+};
+
+/* ------------------------------------------------------------------------ ResponseFields */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *kept, *wire, *hop, *connection, *redirects, *length, *has_ct, *framed;
+} ResponseFields;
+
+static int
+rs_reset_state(ResponseFields *self)
+{
+    PyObject *kept = PyList_New(0), *wire = PyList_New(0), *hop = PyList_New(0);
+    if (kept == NULL || wire == NULL || hop == NULL) {
+        Py_XDECREF(kept);
+        Py_XDECREF(wire);
+        Py_XDECREF(hop);
+        return -1;
+    }
+    Py_XSETREF(self->kept, kept);
+    Py_XSETREF(self->wire, wire);
+    Py_XSETREF(self->hop, hop);
+    Py_XSETREF(self->connection, Py_NewRef(Py_None));
+    Py_XSETREF(self->redirects, Py_NewRef(Py_None));
+    Py_XSETREF(self->length, Py_NewRef(Py_None));
+    Py_XSETREF(self->has_ct, Py_NewRef(Py_False));
+    Py_XSETREF(self->framed, Py_NewRef(Py_False));
+    return 0;
+}
+
+static int
+rs_init(ResponseFields *self, PyObject *args, PyObject *kwds)
+{
+    if (!_PyArg_NoPositional("ResponseFields", args) || !_PyArg_NoKeywords("ResponseFields", kwds))
+        return -1;
+    return rs_reset_state(self);
+}
+
+static PyObject *
+rs_reset(ResponseFields *self, PyObject *unused)
+{
+    if (rs_reset_state(self) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* the field is hop-by-hop (or Date/Server/framing): never relayed */
+static int
+is_hop(const char *s, Py_ssize_t n)
+{
+    switch (n) {
+    case 2:
+        return EQ(s, n, "te");
+    case 4:
+        return EQ(s, n, "date");
+    case 6:
+        return EQ(s, n, "server");
+    case 7:
+        return EQ(s, n, "trailer") || EQ(s, n, "upgrade");
+    case 10:
+        return EQ(s, n, "connection") || EQ(s, n, "keep-alive");
+    case 14:
+        return EQ(s, n, "content-length");
+    case 16:
+        return EQ(s, n, "proxy-connection");
+    case 17:
+        return EQ(s, n, "transfer-encoding");
+    case 18:
+        return EQ(s, n, "proxy-authenticate");
+    }
+    return 0;
+}
+
+static PyObject *
+rs_add(ResponseFields *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_pair(args, nargs) < 0)
+        return NULL;
+    PyObject *name = args[0], *value = args[1];
+    const char *s = PyBytes_AS_STRING(name);
+    Py_ssize_t n = PyBytes_GET_SIZE(name);
+    if (is_hop(s, n)) {
+        PyObject *pair = PyTuple_Pack(2, name, value);
+        if (pair == NULL)
+            return NULL;
+        int rc = PyList_Append(self->hop, pair);
+        Py_DECREF(pair);
+        if (rc < 0)
+            return NULL;
+        if (n == 10 && EQ(s, n, "connection")) {
+            if (join(&self->connection, value) < 0)
+                return NULL;
+        }
+        else if (n == 14 && EQ(s, n, "content-length")) {
+            set(&self->framed, Py_True);
+            const char *v = PyBytes_AS_STRING(value);
+            Py_ssize_t vn = PyBytes_GET_SIZE(value), i;
+            for (i = 0; i < vn; i++)
+                if (v[i] < '0' || v[i] > '9')
+                    break;
+            if (vn > 0 && i == vn) { /* value.isdigit(): int(value) */
+                PyObject *length = PyLong_FromString(v, NULL, 10);
+                if (length == NULL)
+                    return NULL;
+                Py_SETREF(self->length, length);
+            }
+        }
+        else if (n == 17 && EQ(s, n, "transfer-encoding")) {
+            set(&self->framed, Py_True);
+            set(&self->length, Py_None);
+        }
+        Py_RETURN_NONE;
+    }
+    if (n == 12 && EQ(s, n, "content-type"))
+        set(&self->has_ct, Py_True);
+    else if ((n == 8 && EQ(s, n, "location")) || (n == 7 && EQ(s, n, "refresh"))) {
+        if (self->redirects == Py_None) {
+            PyObject *r = PyList_New(0);
+            if (r == NULL)
+                return NULL;
+            Py_SETREF(self->redirects, r);
+        }
+        PyObject *i = PyLong_FromSsize_t(PyList_GET_SIZE(self->kept));
+        if (i == NULL)
+            return NULL;
+        int rc = PyList_Append(self->redirects, i);
+        Py_DECREF(i);
+        if (rc < 0)
+            return NULL;
+    }
+    Py_ssize_t vn = PyBytes_GET_SIZE(value);
+    PyObject *line = PyBytes_FromStringAndSize(NULL, n + vn + 4);
+    if (line == NULL)
+        return NULL;
+    char *d = PyBytes_AS_STRING(line);
+    d[0] = '\r';
+    d[1] = '\n';
+    memcpy(d + 2, s, n);
+    d[n + 2] = ':';
+    d[n + 3] = ' ';
+    memcpy(d + n + 4, PyBytes_AS_STRING(value), vn);
+    PyObject *pair = PyTuple_Pack(2, name, value);
+    int rc = pair == NULL ? -1 : PyList_Append(self->kept, pair);
+    if (rc == 0)
+        rc = PyList_Append(self->wire, line);
+    Py_XDECREF(pair);
+    Py_DECREF(line);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static int
+rs_traverse(ResponseFields *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->kept);
+    Py_VISIT(self->wire);
+    Py_VISIT(self->hop);
+    Py_VISIT(self->redirects);
+    return 0;
+}
+
+static int
+rs_clear(ResponseFields *self)
+{
+    Py_CLEAR(self->kept);
+    Py_CLEAR(self->wire);
+    Py_CLEAR(self->hop);
+    Py_CLEAR(self->connection);
+    Py_CLEAR(self->redirects);
+    Py_CLEAR(self->length);
+    Py_CLEAR(self->has_ct);
+    Py_CLEAR(self->framed);
+    return 0;
+}
+
+static void
+rs_dealloc(ResponseFields *self)
+{
+    PyObject_GC_UnTrack(self);
+    rs_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+#define RS(name) offsetof(ResponseFields, name)
+static PyMemberDef rs_members[] = {
+    {"kept", T_OBJECT_EX, RS(kept), READONLY, "[(name, value)] relayed to the client"},
+    {"wire", T_OBJECT_EX, RS(wire), READONLY, "the kept fields as b'\\r\\nName: value'"},
+    {"hop", T_OBJECT_EX, RS(hop), READONLY, "[(name, value)] never relayed"},
+    {"connection", T_OBJECT_EX, RS(connection), READONLY, "Connection values, or None"},
+    {"redirects", T_OBJECT_EX, RS(redirects), READONLY, "indexes of Location/Refresh in kept"},
+    {"length", T_OBJECT_EX, RS(length), READONLY, "the Content-Length, or None"},
+    {"has_ct", T_OBJECT_EX, RS(has_ct), READONLY, "a kept field is Content-Type"},
+    {"framed", T_OBJECT_EX, RS(framed), READONLY, "Content-Length or Transfer-Encoding came"},
+    {NULL},
+};
+
+static PyMethodDef rs_methods[] = {
+    {"add", (PyCFunction)(void (*)(void))rs_add, METH_FASTCALL, "add(name, value): one field"},
+    {"reset", (PyCFunction)rs_reset, METH_NOARGS, "forget the fields (an interim response)"},
+    {NULL},
+};
+
+static PyTypeObject ResponseFieldsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "edgeworker._speedups.ResponseFields",
+    .tp_basicsize = sizeof(ResponseFields),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The fields of a proxied response head, sorted as they are parsed.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)rs_init,
+    .tp_dealloc = (destructor)rs_dealloc,
+    .tp_traverse = (traverseproc)rs_traverse,
+    .tp_clear = (inquiry)rs_clear,
+    .tp_members = rs_members,
+    .tp_methods = rs_methods,
+};
+
+/* ---------------------------------------------------------------------------------- module */
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "edgeworker._speedups",
+    "C versions of the per-field parser callbacks (see edgeworker/http/fields.py).", -1, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    if (PyType_Ready(&RequestFieldsType) < 0 || PyType_Ready(&ResponseFieldsType) < 0)
+        return NULL;
+    s_dup_cl = PyUnicode_FromString("duplicate Content-Length");
+    s_bad_cl = PyUnicode_FromString("invalid Content-Length");
+    if (s_dup_cl == NULL || s_bad_cl == NULL)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "RequestFields", (PyObject *)&RequestFieldsType) < 0 ||
+        PyModule_AddObjectRef(m, "ResponseFields", (PyObject *)&ResponseFieldsType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,165 @@
+"""The per-field parser callbacks: each header field is sorted as httptools parses it.
+
+httptools calls ``on_header(name, value)`` once per field. :class:`RequestFields` (the server's
+request heads) and :class:`ResponseFields` (proxied response heads) do the per-field work in
+one call and keep what the head's end needs. Their ``add`` method *is* the parser's
+``on_header``. Both exist twice, with the same API and results: in pure Python below, and in C
+(``edgeworker/_speedups.c``, built when a compiler is there), which this module exports when it
+is built. ``EDGEWORKER_NO_ACCEL=1`` in the environment keeps the Python ones.
+``tests/test_http_fields.py`` runs the same cases through both.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["PyRequestFields", "PyResponseFields", "RequestFields", "ResponseFields", "accel"]
+
+
+class RequestFields:
+    """The fields of a request head (or of a trailer section), sorted as they arrive.
+
+    ``add(name, value)`` stores ``(lower-cased name, value without trailing SP/HTAB)`` in
+    ``list`` and adds ``len(name) + len(value) + 4`` to ``size``. It also records what framing
+    and routing need: ``host`` (the last value) and ``nhost``; ``conn`` and ``te`` (several
+    values joined with ``,``); ``cl`` (int), with the first problem of a Content-Length field
+    in ``cl_error`` (``"duplicate Content-Length"``, ``"invalid Content-Length"``); ``expect``
+    (the last Expect is ``100-continue``); ``upgrade`` (the last value); ``rid`` (the first value
+    of the ``id_field`` field); ``underscore`` (a name holds ``_``); ``te_ows`` (trailing
+    whitespace with a tab after a Transfer-Encoding value: llhttp does not take
+    ``chunked<HTAB>`` as chunked and fails only after the head). ``reset()`` starts a new
+    section with a new ``list``.
+    """
+
+    __slots__ = ("list", "id_field", "host", "nhost", "conn", "te", "cl", "cl_error", "expect",
+                 "upgrade", "rid", "te_ows", "underscore", "size")
+
+    def __init__(self, id_field: bytes | None = None) -> None:
+        if id_field is not None and not isinstance(id_field, bytes):
+            raise TypeError("id_field must be bytes or None")
+        self.id_field = id_field
+        self.reset()
+
+    def reset(self) -> None:
+        self.list: list[tuple[bytes, bytes]] = []
+        self.host = self.conn = self.te = self.cl = self.cl_error = None
+        self.upgrade = self.rid = None
+        self.expect = self.te_ows = self.underscore = False
+        self.nhost = self.size = 0
+
+    def add(self, name: bytes, value: bytes) -> None:
+        if not isinstance(name, bytes) or not isinstance(value, bytes):
+            raise TypeError("add() takes a bytes name and a bytes value")
+        name = name.lower()
+        stripped = value.rstrip(b" \t")
+        self.list.append((name, stripped))
+        self.size += len(name) + len(stripped) + 4
+        if 95 in name:  # "_"
+            self.underscore = True
+        if name == b"host":
+            self.nhost += 1
+            self.host = stripped
+        elif name == b"expect":
+            self.expect = stripped.lower() == b"100-continue"
+        elif name == b"upgrade":
+            self.upgrade = stripped
+        elif name == b"connection":
+            self.conn = stripped if self.conn is None else self.conn + b"," + stripped
+        elif name == b"content-length":
+            if self.cl is not None:
+                if self.cl_error is None:
+                    self.cl_error = "duplicate Content-Length"
+            elif not stripped.isdigit() or len(stripped) > 18:
+                if self.cl_error is None:
+                    self.cl_error = "invalid Content-Length"
+            else:
+                self.cl = int(stripped)
+        elif name == b"transfer-encoding":
+            if stripped is not value and 9 in value[len(stripped) :]:  # a tab
+                self.te_ows = True
+            self.te = stripped if self.te is None else self.te + b"," + stripped
+        elif self.rid is None and name == self.id_field:
+            self.rid = stripped
+
+
+#: Response fields never relayed to the client: hop-by-hop (RFC 9110 §7.6.1), framing
+#: (edgeworker frames the response itself), and Date and Server (the connection's, as nginx)
+HOP_BY_HOP = frozenset((
+    b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate", b"te",
+    b"trailer", b"transfer-encoding", b"upgrade", b"content-length", b"date", b"server",
+))
+
+
+class ResponseFields:
+    """The fields of a proxied response head, sorted as they arrive.
+
+    ``add(name, value)``: a ``HOP_BY_HOP`` field goes to ``hop``; ``connection`` collects
+    Connection's values (joined with ``,``; its tokens name more hop-by-hop fields);
+    Content-Length and Transfer-Encoding set ``framed``, and ``length`` (a Content-Length of
+    digits; None after a Transfer-Encoding). Every other field goes to ``kept`` as
+    ``(name, value)`` and to ``wire`` as ``b"\\r\\nName: value"`` (as it goes out in the client's
+    response head), with ``has_ct`` for a Content-Type and the index in ``kept`` of each
+    Location and Refresh field in ``redirects`` (None when there is none, for proxy_redirect).
+    ``reset()`` forgets an interim (1xx) head.
+    """
+
+    __slots__ = ("kept", "wire", "hop", "connection", "redirects", "length", "has_ct", "framed")
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.kept: list[tuple[bytes, bytes]] = []
+        self.wire: list[bytes] = []
+        self.hop: list[tuple[bytes, bytes]] = []
+        self.connection: bytes | None = None
+        self.redirects: list[int] | None = None
+        self.length: int | None = None
+        self.has_ct = False
+        self.framed = False
+
+    def add(self, name: bytes, value: bytes) -> None:
+        if not isinstance(name, bytes) or not isinstance(value, bytes):
+            raise TypeError("add() takes a bytes name and a bytes value")
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            self.hop.append((name, value))
+            if lname == b"connection":
+                c = self.connection
+                self.connection = value if c is None else c + b"," + value
+            elif lname == b"content-length":
+                self.framed = True
+                if value.isdigit():
+                    self.length = int(value)
+            elif lname == b"transfer-encoding":
+                self.framed = True
+                self.length = None
+            return
+        if lname == b"content-type":
+            self.has_ct = True
+        elif lname == b"location" or lname == b"refresh":
+            if self.redirects is None:
+                self.redirects = []
+            self.redirects.append(len(self.kept))
+        self.kept.append((name, value))
+        self.wire.append(b"\r\n%b: %b" % (name, value))
+
+
+def _load_accel():
+    if os.environ.get("EDGEWORKER_NO_ACCEL"):
+        return None
+    try:
+        from .. import _speedups
+    except ImportError:
+        return None
+    return _speedups
+
+
+#: the pure-Python versions (the tests compare them with the C ones)
+PyRequestFields = RequestFields
+PyResponseFields = ResponseFields
+#: the C module (``edgeworker/_speedups.c``), or None
+accel = _load_accel()
+if accel is not None:
+    RequestFields = accel.RequestFields  # type: ignore[misc]  # noqa: F811
+    ResponseFields = accel.ResponseFields  # type: ignore[misc]  # noqa: F811

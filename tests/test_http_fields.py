@@ -1,0 +1,182 @@
+"""The per-field parser callbacks (edgeworker/http/fields.py and edgeworker/_speedups.c).
+
+Every case runs through the pure-Python classes and the C ones, which must agree exactly.
+The server and proxy tests exercise the classes in place (the C ones, as built by make).
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from edgeworker.http import fields
+
+IMPLS = [pytest.param((fields.PyRequestFields, fields.PyResponseFields), id="python")]
+if fields.accel is not None:
+    IMPLS.append(pytest.param((fields.accel.RequestFields, fields.accel.ResponseFields), id="c"))
+
+REQ_ATTRS = ("list", "id_field", "host", "nhost", "conn", "te", "cl", "cl_error", "expect",
+             "upgrade", "rid", "te_ows", "underscore", "size")
+RESP_ATTRS = ("kept", "wire", "hop", "connection", "redirects", "length", "has_ct", "framed")
+
+
+def state(obj, attrs):
+    return {a: getattr(obj, a) for a in attrs}
+
+
+def req_state(impl, pairs, id_field=b"x-request-id"):
+    f = impl[0](id_field)
+    for name, value in pairs:
+        f.add(name, value)
+    return state(f, REQ_ATTRS)
+
+
+def resp_state(impl, pairs):
+    f = impl[1]()
+    for name, value in pairs:
+        f.add(name, value)
+    return state(f, RESP_ATTRS)
+
+
+def test_the_c_module_is_built_and_used():
+    """make builds edgeworker/_speedups.c: a failed build must not pass unnoticed."""
+    assert fields.accel is not None
+    assert fields.RequestFields is fields.accel.RequestFields
+    assert fields.ResponseFields is fields.accel.ResponseFields
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_request_fields_sorted(impl):
+    s = req_state(impl, [
+        (b"Host", b"example.com  "), (b"X_Thing", b"1"), (b"Connection", b"keep-alive"),
+        (b"connection", b"Upgrade"), (b"Upgrade", b"websocket"), (b"Expect", b"100-Continue"),
+        (b"X-Request-Id", b"abc"), (b"x-request-id", b"def"), (b"Content-Length", b"12\t"),
+    ])
+    assert s["list"] == [
+        (b"host", b"example.com"), (b"x_thing", b"1"), (b"connection", b"keep-alive"),
+        (b"connection", b"Upgrade"), (b"upgrade", b"websocket"), (b"expect", b"100-Continue"),
+        (b"x-request-id", b"abc"), (b"x-request-id", b"def"), (b"content-length", b"12"),
+    ]
+    assert s["host"] == b"example.com" and s["nhost"] == 1
+    assert s["conn"] == b"keep-alive,Upgrade" and s["upgrade"] == b"websocket"
+    assert s["expect"] is True and s["rid"] == b"abc" and s["cl"] == 12
+    assert s["cl_error"] is None and s["underscore"] is True and s["te_ows"] is False
+    assert s["te"] is None
+    assert s["size"] == sum(len(n) + len(v) + 4 for n, v in s["list"])
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize(("values", "cl", "error"), [
+    ([b"5"], 5, None),
+    ([b"0005"], 5, None),
+    ([b"5", b"5"], 5, "duplicate Content-Length"),
+    ([b"abc"], None, "invalid Content-Length"),
+    ([b""], None, "invalid Content-Length"),
+    ([b"-1"], None, "invalid Content-Length"),
+    ([b"1" * 18], int(b"1" * 18), None),
+    ([b"1" * 19], None, "invalid Content-Length"),
+    ([b"x", b"5"], 5, "invalid Content-Length"),  # the first problem is the one answered
+    ([b"5", b"x"], 5, "duplicate Content-Length"),
+    ([b"\xd9\xa3"], None, "invalid Content-Length"),  # a non-ASCII digit is not a digit
+])
+def test_content_length(impl, values, cl, error):
+    s = req_state(impl, [(b"Content-Length", v) for v in values])
+    assert (s["cl"], s["cl_error"]) == (cl, error)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_transfer_encoding_and_ows(impl):
+    s = req_state(impl, [(b"Transfer-Encoding", b"gzip "), (b"TRANSFER-ENCODING", b"chunked")])
+    assert s["te"] == b"gzip,chunked" and s["te_ows"] is False
+    s = req_state(impl, [(b"Transfer-Encoding", b"chunked \t ")])
+    assert s["te"] == b"chunked" and s["te_ows"] is True
+    s = req_state(impl, [(b"X-Other", b"a\t")])  # a tab elsewhere does not matter
+    assert s["te_ows"] is False
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_request_id_field(impl):
+    assert req_state(impl, [(b"X-Request-Id", b"a")], id_field=None)["rid"] is None
+    assert req_state(impl, [(b"X-Trace", b"t")], id_field=b"x-trace")["rid"] == b"t"
+    with pytest.raises(TypeError):
+        impl[0]("x-trace")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_reset_and_bad_arguments(impl):
+    f = impl[0](b"x-request-id")
+    f.add(b"Host", b"a")
+    first = f.list
+    f.reset()
+    assert f.list == [] and f.list is not first and first == [(b"host", b"a")]
+    assert state(f, REQ_ATTRS) == state(impl[0](b"x-request-id"), REQ_ATTRS)
+    for bad in [("a", b"b"), (b"a", "b"), (b"a", None)]:
+        with pytest.raises(TypeError):
+            f.add(*bad)
+    with pytest.raises(TypeError):
+        f.add(b"a")
+    assert f.list == []
+    r = impl[1]()
+    r.add(b"Location", b"/x")
+    r.reset()
+    assert state(r, RESP_ATTRS) == state(impl[1](), RESP_ATTRS)
+    with pytest.raises(TypeError):
+        r.add(b"a", 1)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_response_fields_sorted(impl):
+    s = resp_state(impl, [
+        (b"Server", b"nginx"), (b"Date", b"today"), (b"Content-Type", b"text/plain"),
+        (b"Content-Length", b"120"), (b"Connection", b"keep-alive"), (b"ETag", b'"x"'),
+        (b"Location", b"http://a/"), (b"Refresh", b"5; url=/b"), (b"Keep-Alive", b"timeout=5"),
+        (b"connection", b"X-Secret"), (b"X-Secret", b"1"),
+    ])
+    assert s["kept"] == [(b"Content-Type", b"text/plain"), (b"ETag", b'"x"'),
+                         (b"Location", b"http://a/"), (b"Refresh", b"5; url=/b"),
+                         (b"X-Secret", b"1")]
+    assert s["wire"] == [b"\r\n%b: %b" % f for f in s["kept"]]
+    assert [n for n, _ in s["hop"]] == [b"Server", b"Date", b"Content-Length", b"Connection",
+                                        b"Keep-Alive", b"connection"]
+    assert s["connection"] == b"keep-alive,X-Secret" and s["redirects"] == [2, 3]
+    assert s["length"] == 120 and s["framed"] is True and s["has_ct"] is True
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_response_framing(impl):
+    s = resp_state(impl, [(b"Content-Length", b"12"), (b"Transfer-Encoding", b"chunked")])
+    assert s["length"] is None and s["framed"] is True
+    s = resp_state(impl, [(b"content-length", b"1x")])
+    assert s["length"] is None and s["framed"] is True
+    s = resp_state(impl, [(b"X", b"1")])
+    assert s["length"] is None and s["framed"] is False and s["redirects"] is None
+
+
+NAMES = [b"Host", b"host", b"HOST", b"Connection", b"Content-Length", b"content-length",
+         b"Transfer-Encoding", b"Expect", b"Upgrade", b"X-Request-Id", b"Date", b"Server",
+         b"Keep-Alive", b"TE", b"Trailer", b"Proxy-Connection", b"Proxy-Authenticate",
+         b"Content-Type", b"Location", b"Refresh", b"X_Under", b"Set-Cookie", b"a", b"",
+         b"Hos", b"Hostt", b"Content-Lengtx", b"\xc3\x89tag"]
+VALUES = [b"", b"1", b"007", b"12 ", b"12\t", b" 1", b"chunked", b"chunked\t", b"gzip, chunked",
+          b"100-continue", b"100-CONTINUE ", b"close", b"keep-alive", b"example.com:80",
+          b"x" * 40, b"1" * 19, b"\xff\xfe", b"-5", b"+5", b"5 5"]
+
+
+@pytest.mark.skipif(fields.accel is None, reason="the C module is not built")
+def test_c_and_python_agree_on_random_sections():
+    rng = random.Random(20261129)
+    py_req, py_resp = fields.PyRequestFields, fields.PyResponseFields
+    c_req, c_resp = fields.accel.RequestFields, fields.accel.ResponseFields
+    for _ in range(3000):
+        pairs = [(rng.choice(NAMES), rng.choice(VALUES)) for _ in range(rng.randrange(12))]
+        idf = rng.choice([None, b"x-request-id", b"a"])
+        a, b = py_req(idf), c_req(idf)
+        c, d = py_resp(), c_resp()
+        for name, value in pairs:
+            a.add(name, value)
+            b.add(name, value)
+            c.add(name, value)
+            d.add(name, value)
+        assert state(a, REQ_ATTRS) == state(b, REQ_ATTRS), pairs
+        assert state(c, RESP_ATTRS) == state(d, RESP_ATTRS), pairs
