@@ -1,10 +1,17 @@
-/* edgeworker._speedups: C versions of the two per-field parser callbacks (optional).
+/* edgeworker._speedups: C versions of the per-field parser callbacks and of the common request
+ * head (optional).
  *
  * httptools calls a callback for every header field it parses. In Python each call costs a
  * frame and ~30-40 bytecodes; here it is one C call. Both types have a pure-Python twin in
  * edgeworker/http/fields.py with the same API and the same results (tests/test_http_fields.py
  * runs the same cases through both), used when this module is not built or
  * EDGEWORKER_NO_ACCEL=1 is set.
+ *
+ * fast_head(...) is ServerProtocol.on_headers_complete for the common head (HTTP/1.1, whole in
+ * the current read, origin-form target, one Host already validated, no Transfer-Encoding or
+ * Upgrade, Connection absent, keep-alive or close): the same RequestHead, or None for anything
+ * else, which the Python code then handles (it alone answers errors). The protocol tests run
+ * both ways on the same inputs (tests/test_http_fields.py).
  *
  * RequestFields (the server's request head): add(name, value) stores (lower-cased name,
  * value without trailing SP/HTAB) in .list, counts .size (name + value + 4 per field, the
@@ -577,11 +584,168 @@ static PyTypeObject ResponseFieldsType = {
     .tp_methods = rs_methods,
 };
 
+/* ------------------------------------------------------------------------------ fast_head */
+
+/* set by configure(): the RequestHead class, the protocol's method cache (bytes -> str), the
+ * refused methods, the Host values already validated */
+static PyObject *head_type, *methods, *refused, *good_hosts;
+static PyObject *s_version, *s_empty_bytes, *s_get_method, *empty_tuple;
+static PyObject *n_method, *n_target, *n_path, *n_query, *n_version, *n_headers, *n_keep_alive,
+    *n_content_length, *n_chunked, *n_expect_continue, *n_upgrade, *n_host, *n_request_id,
+    *n_size;
+
+static PyObject *
+configure(PyObject *module, PyObject *args)
+{
+    PyObject *h, *m, *r, *g;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!:configure", &PyType_Type, &h, &PyDict_Type, &m,
+                          &PyFrozenSet_Type, &r, &PySet_Type, &g))
+        return NULL;
+    Py_XSETREF(head_type, Py_NewRef(h));
+    Py_XSETREF(methods, Py_NewRef(m));
+    Py_XSETREF(refused, Py_NewRef(r));
+    Py_XSETREF(good_hosts, Py_NewRef(g));
+    Py_RETURN_NONE;
+}
+
+/* The common request head, whole in the current read: ServerProtocol.on_headers_complete's
+ * result, or None when anything is unusual (the Python code then decides, and answers any
+ * error). Arguments: parser, fields (RequestFields), url, data (the current read, the head at
+ * its start), drop_underscores, max_headers, max_hsize. */
+static PyObject *
+fast_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_Format(PyExc_TypeError, "fast_head() takes 7 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (head_type == NULL || !Py_IS_TYPE(args[1], &RequestFieldsType) ||
+        !PyBytes_CheckExact(args[2]) || !PyBytes_CheckExact(args[3]))
+        Py_RETURN_NONE;
+    PyObject *parser = args[0], *url = args[2], *data = args[3];
+    RequestFields *f = (RequestFields *)args[1];
+    int drop = PyObject_IsTrue(args[4]);
+    Py_ssize_t max_headers = PyLong_AsSsize_t(args[5]), max_hsize = PyLong_AsSsize_t(args[6]);
+    if (drop < 0 || (max_headers == -1 && PyErr_Occurred()) ||
+        (max_hsize == -1 && PyErr_Occurred()))
+        return NULL;
+    /* the fields: nothing the Python code would refuse or treat specially */
+    if (PyList_GET_SIZE(f->list) > max_headers || f->size > max_hsize ||
+        f->cl_error != Py_None || f->te != Py_None || f->te_ows != Py_False ||
+        f->upgrade != Py_None || (drop && f->underscore != Py_False) || f->nhost != 1)
+        Py_RETURN_NONE;
+    int known = PySet_Contains(good_hosts, f->host);
+    if (known <= 0)
+        return known < 0 ? NULL : Py_NewRef(Py_None);
+    /* Connection: absent, keep-alive or close (any case) */
+    int keep_alive = 1;
+    if (f->conn != Py_None) {
+        const char *c = PyBytes_AS_STRING(f->conn);
+        Py_ssize_t cn = PyBytes_GET_SIZE(f->conn);
+        if (EQ(c, cn, "close"))
+            keep_alive = 0;
+        else if (!EQ(c, cn, "keep-alive"))
+            Py_RETURN_NONE;
+    }
+    /* origin-form target without a fragment */
+    const char *u = PyBytes_AS_STRING(url);
+    Py_ssize_t un = PyBytes_GET_SIZE(url);
+    if (un == 0 || u[0] != '/' || memchr(u, '#', un) != NULL)
+        Py_RETURN_NONE;
+    /* the method, known and allowed */
+    PyObject *raw = PyObject_CallMethodNoArgs(parser, s_get_method);
+    if (raw == NULL)
+        return NULL;
+    if (!PyBytes_CheckExact(raw)) {
+        Py_DECREF(raw);
+        Py_RETURN_NONE;
+    }
+    PyObject *method = PyDict_GetItemWithError(methods, raw); /* borrowed */
+    Py_ssize_t at = PyBytes_GET_SIZE(raw) + un + 1;
+    Py_DECREF(raw);
+    if (method == NULL)
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    int bad = PySet_Contains(refused, method);
+    if (bad != 0)
+        return bad < 0 ? NULL : Py_NewRef(Py_None);
+    /* HTTP/1.1, the head from the read's first byte, its end */
+    const char *d = PyBytes_AS_STRING(data);
+    Py_ssize_t dn = PyBytes_GET_SIZE(data);
+    if (dn == 0 || (unsigned char)d[0] <= 32 || at + 11 > dn ||
+        memcmp(d + at, " HTTP/1.1\r\n", 11) != 0)
+        Py_RETURN_NONE;
+    Py_ssize_t end = -1;
+    for (Py_ssize_t i = 0; i + 3 < dn; i++) { /* data.find(b"\r\n\r\n") */
+        if (d[i] == '\r' && d[i + 1] == '\n' && d[i + 2] == '\r' && d[i + 3] == '\n') {
+            end = i + 4;
+            break;
+        }
+    }
+    if (end < 0)
+        Py_RETURN_NONE;
+    /* path and query */
+    PyObject *path, *query;
+    const char *q = memchr(u, '?', un);
+    if (q == NULL) {
+        path = Py_NewRef(url);
+        query = Py_NewRef(s_empty_bytes);
+    }
+    else {
+        path = PyBytes_FromStringAndSize(u, q - u);
+        query = PyBytes_FromStringAndSize(q + 1, un - (q - u) - 1);
+    }
+    Py_ssize_t total = end;
+    if (f->cl != Py_None) {
+        Py_ssize_t cl = PyLong_AsSsize_t(f->cl);
+        if (cl == -1 && PyErr_Occurred())
+            PyErr_Clear(); /* (18 digits always fit) */
+        else
+            total += cl;
+    }
+    PyObject *size = PyLong_FromSsize_t(total);
+    PyObject *head = NULL;
+    if (path == NULL || query == NULL || size == NULL)
+        goto done;
+    head = ((PyTypeObject *)head_type)->tp_new((PyTypeObject *)head_type, empty_tuple, NULL);
+    if (head == NULL)
+        goto done;
+    if (PyObject_SetAttr(head, n_method, method) < 0 ||
+        PyObject_SetAttr(head, n_target, url) < 0 ||
+        PyObject_SetAttr(head, n_path, path) < 0 ||
+        PyObject_SetAttr(head, n_query, query) < 0 ||
+        PyObject_SetAttr(head, n_version, s_version) < 0 ||
+        PyObject_SetAttr(head, n_headers, f->list) < 0 ||
+        PyObject_SetAttr(head, n_keep_alive, keep_alive ? Py_True : Py_False) < 0 ||
+        PyObject_SetAttr(head, n_content_length, f->cl) < 0 ||
+        PyObject_SetAttr(head, n_chunked, Py_False) < 0 ||
+        PyObject_SetAttr(head, n_expect_continue, f->expect) < 0 ||
+        PyObject_SetAttr(head, n_upgrade, Py_None) < 0 ||
+        PyObject_SetAttr(head, n_host, f->host) < 0 ||
+        PyObject_SetAttr(head, n_request_id, f->rid) < 0 ||
+        PyObject_SetAttr(head, n_size, size) < 0)
+        Py_CLEAR(head);
+done:
+    Py_XDECREF(path);
+    Py_XDECREF(query);
+    Py_XDECREF(size);
+    return head;
+}
+
+static PyMethodDef module_methods[] = {
+    {"configure", configure, METH_VARARGS,
+     "configure(RequestHead, methods, refused, good_hosts): what fast_head needs"},
+    {"fast_head", (PyCFunction)(void (*)(void))fast_head, METH_FASTCALL,
+     "fast_head(parser, fields, url, data, drop_underscores, max_headers, max_hsize): the "
+     "common request head, or None"},
+    {NULL},
+};
+
 /* ---------------------------------------------------------------------------------- module */
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "edgeworker._speedups",
-    "C versions of the per-field parser callbacks (see edgeworker/http/fields.py).", -1, NULL,
+    "C versions of the per-field parser callbacks and of the common request head.", -1,
+    module_methods,
 };
 
 PyMODINIT_FUNC
@@ -593,6 +757,28 @@ PyInit__speedups(void)
     s_bad_cl = PyUnicode_FromString("invalid Content-Length");
     if (s_dup_cl == NULL || s_bad_cl == NULL)
         return NULL;
+    s_version = PyUnicode_InternFromString("1.1");
+    s_empty_bytes = PyBytes_FromStringAndSize("", 0);
+    s_get_method = PyUnicode_InternFromString("get_method");
+    empty_tuple = PyTuple_New(0);
+    if (s_version == NULL || s_empty_bytes == NULL || s_get_method == NULL || empty_tuple == NULL)
+        return NULL;
+#define NAME(v, text) if ((v = PyUnicode_InternFromString(text)) == NULL) return NULL
+    NAME(n_method, "method");
+    NAME(n_target, "target");
+    NAME(n_path, "path");
+    NAME(n_query, "query");
+    NAME(n_version, "version");
+    NAME(n_headers, "headers");
+    NAME(n_keep_alive, "keep_alive");
+    NAME(n_content_length, "content_length");
+    NAME(n_chunked, "chunked");
+    NAME(n_expect_continue, "expect_continue");
+    NAME(n_upgrade, "upgrade");
+    NAME(n_host, "host");
+    NAME(n_request_id, "request_id");
+    NAME(n_size, "size");
+#undef NAME
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;

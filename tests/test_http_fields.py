@@ -11,6 +11,7 @@ import random
 import pytest
 
 from edgeworker.http import fields
+from edgeworker.http.protocol import Limits
 
 IMPLS = [pytest.param((fields.PyRequestFields, fields.PyResponseFields), id="python")]
 if fields.accel is not None:
@@ -180,3 +181,116 @@ def test_c_and_python_agree_on_random_sections():
             d.add(name, value)
         assert state(a, REQ_ATTRS) == state(b, REQ_ATTRS), pairs
         assert state(c, RESP_ATTRS) == state(d, RESP_ATTRS), pairs
+
+
+# --------------------------------------------------------------------------------- fast_head
+# The common request head is built in C (fast_head) when the C module is built; anything
+# unusual goes to the Python code. The two must give the same events for any input.
+
+def _events(stream: list[bytes], fast, monkeypatch, **kw) -> list:
+    from edgeworker.http import protocol
+
+    monkeypatch.setattr(protocol, "_fast_head", fast)
+    proto = protocol.ServerProtocol(**kw)
+    out = []
+    for piece in stream:
+        for ev in proto.feed(piece):
+            if isinstance(ev, protocol.RequestHead):
+                out.append(("head",) + tuple(getattr(ev, a) for a in protocol.RequestHead.__slots__))
+            elif isinstance(ev, protocol.ProtocolError):
+                out.append(("error", ev.status, ev.reason))
+            elif isinstance(ev, protocol.Data):
+                out.append(("data", ev.data))
+            else:
+                out.append(("end",))
+    return out
+
+
+def _seeds() -> list[bytes]:
+    from .test_fuzz_protocol import SEEDS
+
+    return list(SEEDS)
+
+
+HEAD_LINES = [b"Host: h", b"Host: example.com:8080", b"host: h", b"Host: bad host", b"Host:",
+              b"Connection: close", b"Connection: Keep-Alive", b"Connection: upgrade",
+              b"Connection: close, te", b"Content-Length: 0", b"Content-Length: 3",
+              b"Content-Length: x", b"Transfer-Encoding: chunked", b"Expect: 100-continue",
+              b"Upgrade: websocket", b"X-Request-Id: abc", b"X_Under: 1", b"Accept: */*",
+              b"User-Agent: t  ", b"Cookie: a=b"]
+CLEAN_LINES = [b"Connection: close", b"Connection: Keep-Alive", b"Content-Length: 0",
+               b"Content-Length: 3", b"Expect: 100-continue", b"X-Request-Id: abc",
+               b"Accept: */*", b"User-Agent: t  ", b"Cookie: a=b"]
+REQUEST_LINES = [b"GET / HTTP/1.1", b"GET /a?b=c HTTP/1.1", b"GET /a#f HTTP/1.1",
+                 b"HEAD /x HTTP/1.1", b"POST /p HTTP/1.1", b"OPTIONS * HTTP/1.1",
+                 b"GET http://h/x HTTP/1.1", b"GET / HTTP/1.0", b"TRACE / HTTP/1.1",
+                 b"GET / HTTP/1.2", b"PURGE /c HTTP/1.1", b"GET //x? HTTP/1.1"]
+
+
+@pytest.mark.skipif(fields.accel is None, reason="the C module is not built")
+def test_fast_head_gives_the_python_events(monkeypatch):
+    rng = random.Random(112926)
+    streams = _seeds()
+    for _ in range(1500):
+        heads = []
+        clean = rng.random() < 0.5  # a common request: what the C path takes
+        for _ in range(rng.choice([1, 1, 2, 3])):
+            lines = [rng.choice(REQUEST_LINES[:2] if clean else REQUEST_LINES)]
+            if clean:
+                lines += [b"Host: h"] + [rng.choice(CLEAN_LINES) for _ in range(rng.randrange(4))]
+            else:
+                lines += [rng.choice(HEAD_LINES) for _ in range(rng.randrange(6))]
+            body = b"abc" if b"Content-Length: 3" in lines else b""
+            heads.append(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        streams.append(b"".join(heads))
+    configs = [{}, {"id_field": b"x-request-id"}, {"underscores": False},
+               {"limits": Limits(max_request_line=64, max_header_size=64, max_headers=3)}]
+    taken = []
+
+    def fast_head(*args):
+        head = fields.accel.fast_head(*args)
+        taken.append(head is not None)
+        return head
+
+    for data in streams:
+        cut = rng.randrange(1, len(data) + 1)
+        for stream in ([data], [data[:cut], data[cut:]]):
+            kw = rng.choice(configs)
+            slow = _events(stream, None, monkeypatch, **kw)
+            fast = _events(stream, fast_head, monkeypatch, **kw)
+            assert fast == slow, (stream, kw)
+    assert sum(taken) > 300 and not all(taken)  # both ways were compared, many times
+
+
+@pytest.mark.skipif(fields.accel is None, reason="the C module is not built")
+def test_fast_head_is_taken_for_a_common_request(monkeypatch):
+    from edgeworker.http import protocol
+
+    results = []
+
+    def counting(*args):
+        head = protocol.accel.fast_head(*args)
+        results.append(head)
+        return head
+
+    monkeypatch.setattr(protocol, "_fast_head", counting)
+    proto = protocol.ServerProtocol(id_field=b"x-request-id")
+    req = (b"GET /a?b HTTP/1.1\r\nHost: h\r\nX-Request-Id: r1\r\nConnection: close\r\n"
+           b"Content-Length: 2\r\n\r\nxy")
+    events = proto.feed(req)
+    assert len(results) == 1 and results[0] is events[0]
+    head = events[0]
+    assert (head.method, head.target, head.path, head.query, head.version) == (
+        "GET", b"/a?b", b"/a", b"b", "1.1")
+    assert (head.keep_alive, head.content_length, head.chunked, head.host, head.request_id,
+            head.size, head.upgrade, head.expect_continue) == (
+        False, 2, False, b"h", b"r1", len(req), None, False)
+    # unusual heads are left to the Python code
+    for other in [b"GET / HTTP/1.0\r\nHost: h\r\n\r\n",
+                  b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                  b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, te\r\n\r\n"]:
+        results.clear()
+        protocol.ServerProtocol().feed(other)
+        assert results == [None], other
+    with pytest.raises(TypeError):
+        protocol.accel.fast_head(1, 2)

@@ -32,7 +32,7 @@ from __future__ import annotations
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 from httptools.parser.errors import HttpParserInvalidMethodError
 
-from .fields import RequestFields
+from .fields import RequestFields, accel
 
 __all__ = [
     "END",
@@ -211,6 +211,13 @@ _METHODS: dict[bytes, str] = {}  # method bytes → str, filled as llhttp report
 _GOOD_HOSTS: set[bytes] = set()  # Host values already validated (short ones, bounded)
 _new = object.__new__
 _REFUSED_METHODS = frozenset(("CONNECT", "TRACE"))  # 405, like nginx
+
+#: the common request head in C (``fast_head`` in edgeworker/_speedups.c, on these same
+#: tables), or None: then on_headers_complete's Python does every head
+_fast_head = None
+if accel is not None:
+    accel.configure(RequestHead, _METHODS, _REFUSED_METHODS, _GOOD_HOSTS)
+    _fast_head = accel.fast_head
 
 # Characters of a reg-name / IPv4 host (RFC 3986 unreserved, pct-encoded, sub-delims).
 _HOST_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;="
@@ -469,6 +476,17 @@ class ServerProtocol:
     # (trailers) land in a fresh list and are dropped (nginx).
 
     def on_headers_complete(self) -> None:
+        if _fast_head is not None and self._began and not self._mixed:
+            # the common head, whole in this read, in C (None: anything unusual, decided below)
+            head = _fast_head(self._parser, self._fields, self._url, self._data,
+                              self._drop_underscores, self._max_headers, self._max_hsize)
+            if head is not None:
+                self._chunked = False
+                self._keep_alive = head.keep_alive
+                self._upgrading = False
+                self._events.append(head)
+                self._state = _BODY
+                return
         parser = self._parser
         assert parser is not None
         raw_method = parser.get_method()
