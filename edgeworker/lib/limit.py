@@ -51,6 +51,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import runtime
+from ..http.fields import accel as _speedups
 from ._util import QuietLog, count_event
 
 __all__ = [
@@ -763,13 +764,11 @@ def make_access(loc: Any, app: Any) -> Any:
     x_remaining = (f"X-RateLimit-Remaining-{period_name}" if period_name
                    else "X-RateLimit-Remaining")
     # the four headers as one prepared block (names are tokens, values digits and quotes):
-    # the server sends it as is unless a handler takes req.resp_headers
-    lines = (
-        f"\r\nRateLimit-Policy: {policy}".replace("%", "%%")
-        + '\r\nRateLimit: "default";r=%d;t=%d'
-        + f"\r\n{x_limit}: {quota}\r\n{x_remaining}: ".replace("%", "%%")
-        + "%d"
-    ).encode("latin-1")
+    # the server sends it as is unless a handler takes req.resp_headers. The block is
+    # parts[0] + remaining + parts[1] + reset + parts[2] + remaining.
+    parts = (f'\r\nRateLimit-Policy: {policy}\r\nRateLimit: "default";r=', ";t=",
+             f"\r\n{x_limit}: {quota}\r\n{x_remaining}: ")
+    lines = "%d".join(part.replace("%", "%%") for part in parts + ("",)).encode("latin-1")
     reject_body = b'{"error":"rate_limited"}'
     down_body = b'{"error":"rate_limit_unavailable"}'
     store_errors = _store_errors()
@@ -780,39 +779,30 @@ def make_access(loc: Any, app: Any) -> Any:
 
     incr = None  # the shared dict's bound incr, once resolved (shm store)
 
+    def get_incr() -> Any:
+        nonlocal incr
+        if incr is None:
+            incr = lim.store.get().incr
+        return incr
+
     def unavailable(req: Any) -> None:
         """The store failed (already logged): let the request through, or answer 503."""
         if not fail_open:
             req.exit(503, down_body, headers={"Retry-After": "1"},
                      content_type="application/json")
 
-    def access(req: Any) -> None:
-        nonlocal incr
-        if fast_ip:  # the connection's cached packed address, else its property computes it
-            conn = req._conn
-            key = conn._bin_addr or conn.binary_remote_addr
-        else:
-            key = req.var.expand(template)
-        if shm_store:  # the common case inline: one atomic incr, no Result object
-            left = window - _time() % window  # seconds to the window's end, > 0
-            k = bprefix + (key if key.__class__ is bytes else _bkey(key))
-            try:
-                if incr is None:
-                    incr = lim.store.get().incr
-                count = incr(k, 1, 0, left)
-            except store_errors as exc:
-                lim._log.error("store failed: %s: %s", type(exc).__name__, exc)
-                return unavailable(req)
-            if count > quota:
-                incr(k, -1, 0, left)
-            reset = _ceil(left)  # whole seconds, >= 1
-        else:
-            try:
-                res = lim.incoming(key)
-            except StoreError:
-                return unavailable(req)
-            count = quota - res.remaining if res.allowed else quota + 1
-            reset = res.retry_after
+    def failed(req: Any, exc: BaseException) -> None:
+        """The shared dict failed (full…)."""
+        lim._log.error("store failed: %s: %s", type(exc).__name__, exc)
+        unavailable(req)
+
+    def finish(req: Any, k: bytes, count: int, left: float) -> None:
+        """After the shared dict's incr: undo a rejected request's count, answer."""
+        if count > quota:
+            get_incr()(k, -1, 0, left)
+        respond(req, count, _ceil(left))  # reset: whole seconds, >= 1
+
+    def respond(req: Any, count: int, reset: int) -> None:
         remaining = quota - count if count < quota else 0
         block = lines % (remaining, reset, remaining)
         if req._resp_headers is None:  # (Request._add_lines, inline)
@@ -824,4 +814,30 @@ def make_access(loc: Any, app: Any) -> Any:
             req.exit(status, reject_body, headers={"Retry-After": str(reset)},
                      content_type="application/json")
 
+    def access(req: Any) -> None:
+        if fast_ip:  # the connection's cached packed address, else its property computes it
+            conn = req._conn
+            key = conn._bin_addr or conn.binary_remote_addr
+        else:
+            key = req.var.expand(template)
+        if shm_store:  # the common case: one atomic incr, no Result object
+            left = window - _time() % window  # seconds to the window's end, > 0
+            k = bprefix + (key if key.__class__ is bytes else _bkey(key))
+            try:
+                count = (incr or get_incr())(k, 1, 0, left)
+            except store_errors as exc:
+                return failed(req, exc)
+            return finish(req, k, count, left)
+        try:
+            res = lim.incoming(key)
+        except StoreError:
+            return unavailable(req)
+        respond(req, quota - res.remaining if res.allowed else quota + 1, res.retry_after)
+
+    if shm_store and fast_ip and _speedups is not None:
+        # the same steps in C for an allowed request (edgeworker/_speedups.c); it calls
+        # failed, finish and access above for everything else
+        return _speedups.WindowLimit(get_incr, _time, bprefix, quota, window,
+                                     tuple(p.encode("latin-1") for p in parts),
+                                     tuple(store_errors), failed, finish, access)
     return access
