@@ -262,6 +262,7 @@ def test_proxy_response_sorts_fields_as_they_arrive_and_forgets_interim_ones() -
 
         resp = run(client)
         assert resp.status == 200 and resp.length == 2 and resp.done
+        assert resp.version == "1.1"
         f = resp.fields
         assert f.kept == [(b"X-Hop", b"1"), (b"X-A", b"a"), (b"Content-Type", b"text/plain")]
         assert b"".join(f.wire) == b"\r\nX-Hop: 1\r\nX-A: a\r\nContent-Type: text/plain"

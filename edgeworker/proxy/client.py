@@ -247,7 +247,6 @@ class Response:
 
     # defaults at class level: a response sets only what differs (cheaper to create)
     status = 0
-    version = "1.1"
     head_done = False
     done = False
     keep_alive = False
@@ -272,6 +271,12 @@ class Response:
         self.parser = HttpResponseParser(self)
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self.pending: list[bytes] = []
+
+    @property
+    def version(self) -> str:
+        """The response's HTTP version (``"1.1"``), asked of the parser when read (nothing on
+        the proxy's path reads it, and httptools formats it at some cost)."""
+        return self.parser.get_http_version()
 
     # ---------------------------------------------------------------- parser callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -298,7 +303,6 @@ class Response:
             self.length = None
             return
         self.status = status
-        self.version = self.parser.get_http_version()
         self.head_done = True
         if self.head_only or status == 204 or status == 304:
             self.done = True
