@@ -594,10 +594,16 @@ static PyTypeObject ResponseFieldsType = {
 /* set by configure(): the RequestHead class, the protocol's method cache (bytes -> str), the
  * refused methods, the Host values already validated */
 static PyObject *head_type, *methods, *refused, *good_hosts;
-static PyObject *s_version, *s_empty_bytes, *s_get_method, *empty_tuple;
+static PyObject *s_version, *s_empty_bytes, *s_get_method;
 static PyObject *n_method, *n_target, *n_path, *n_query, *n_version, *n_headers, *n_keep_alive,
     *n_content_length, *n_chunked, *n_expect_continue, *n_upgrade, *n_host, *n_request_id,
     *n_size;
+
+/* RequestHead's slots, in this order: their offsets in an instance (set by configure) */
+enum { H_METHOD, H_TARGET, H_PATH, H_QUERY, H_VERSION, H_HEADERS, H_KEEP_ALIVE,
+       H_CONTENT_LENGTH, H_CHUNKED, H_EXPECT_CONTINUE, H_UPGRADE, H_HOST, H_REQUEST_ID, H_SIZE,
+       H_COUNT };
+static Py_ssize_t head_offsets[H_COUNT];
 
 static PyObject *
 configure(PyObject *module, PyObject *args)
@@ -606,6 +612,24 @@ configure(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "O!O!O!O!:configure", &PyType_Type, &h, &PyDict_Type, &m,
                           &PyFrozenSet_Type, &r, &PySet_Type, &g))
         return NULL;
+    PyObject *names[H_COUNT] = {n_method, n_target, n_path, n_query, n_version, n_headers,
+                                n_keep_alive, n_content_length, n_chunked, n_expect_continue,
+                                n_upgrade, n_host, n_request_id, n_size};
+    Py_ssize_t offsets[H_COUNT]; /* (the tables change only once all is checked) */
+    for (int i = 0; i < H_COUNT; i++) {
+        PyObject *descr = _PyType_Lookup((PyTypeObject *)h, names[i]);
+        if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
+            ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
+            PyErr_Format(PyExc_TypeError, "%R is not a slot of the head class", names[i]);
+            return NULL;
+        }
+        offsets[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
+    }
+    if (((PyTypeObject *)h)->tp_itemsize != 0) {
+        PyErr_SetString(PyExc_TypeError, "the head class has variable-size instances");
+        return NULL;
+    }
+    memcpy(head_offsets, offsets, sizeof offsets);
     Py_XSETREF(head_type, Py_NewRef(h));
     Py_XSETREF(methods, Py_NewRef(m));
     Py_XSETREF(refused, Py_NewRef(r));
@@ -711,24 +735,17 @@ fast_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *head = NULL;
     if (path == NULL || query == NULL || size == NULL)
         goto done;
-    head = ((PyTypeObject *)head_type)->tp_new((PyTypeObject *)head_type, empty_tuple, NULL);
+    /* a new RequestHead (as object.__new__), its slots stored at their offsets */
+    head = ((PyTypeObject *)head_type)->tp_alloc((PyTypeObject *)head_type, 0);
     if (head == NULL)
         goto done;
-    if (PyObject_SetAttr(head, n_method, method) < 0 ||
-        PyObject_SetAttr(head, n_target, url) < 0 ||
-        PyObject_SetAttr(head, n_path, path) < 0 ||
-        PyObject_SetAttr(head, n_query, query) < 0 ||
-        PyObject_SetAttr(head, n_version, s_version) < 0 ||
-        PyObject_SetAttr(head, n_headers, f->list) < 0 ||
-        PyObject_SetAttr(head, n_keep_alive, keep_alive ? Py_True : Py_False) < 0 ||
-        PyObject_SetAttr(head, n_content_length, f->cl) < 0 ||
-        PyObject_SetAttr(head, n_chunked, Py_False) < 0 ||
-        PyObject_SetAttr(head, n_expect_continue, f->expect) < 0 ||
-        PyObject_SetAttr(head, n_upgrade, Py_None) < 0 ||
-        PyObject_SetAttr(head, n_host, f->host) < 0 ||
-        PyObject_SetAttr(head, n_request_id, f->rid) < 0 ||
-        PyObject_SetAttr(head, n_size, size) < 0)
-        Py_CLEAR(head);
+    PyObject *values[H_COUNT] = {method, url, path, query, s_version, f->list,
+                                 keep_alive ? Py_True : Py_False, f->cl, Py_False, f->expect,
+                                 Py_None, f->host, f->rid, size};
+    for (int i = 0; i < H_COUNT; i++) {
+        PyObject **slot = (PyObject **)((char *)head + head_offsets[i]);
+        Py_XSETREF(*slot, Py_NewRef(values[i]));
+    }
 done:
     Py_XDECREF(path);
     Py_XDECREF(query);
@@ -1049,8 +1066,7 @@ PyInit__speedups(void)
     s_version = PyUnicode_InternFromString("1.1");
     s_empty_bytes = PyBytes_FromStringAndSize("", 0);
     s_get_method = PyUnicode_InternFromString("get_method");
-    empty_tuple = PyTuple_New(0);
-    if (s_version == NULL || s_empty_bytes == NULL || s_get_method == NULL || empty_tuple == NULL)
+    if (s_version == NULL || s_empty_bytes == NULL || s_get_method == NULL)
         return NULL;
 #define NAME(v, text) if ((v = PyUnicode_InternFromString(text)) == NULL) return NULL
     NAME(n_method, "method");

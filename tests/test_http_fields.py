@@ -294,3 +294,12 @@ def test_fast_head_is_taken_for_a_common_request(monkeypatch):
         assert results == [None], other
     with pytest.raises(TypeError):
         protocol.accel.fast_head(1, 2)
+    # configure checks the head class (its slots are written by offset); a refused class
+    # leaves the tables as they were
+    class Partial:
+        __slots__ = ("method", "target")
+
+    for bad in (Partial, object):
+        with pytest.raises(TypeError):
+            protocol.accel.configure(bad, {}, frozenset(), set())
+    assert protocol.ServerProtocol().feed(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")[0].path == b"/x"
