@@ -13,6 +13,10 @@
  * else, which the Python code then handles (it alone answers errors). The protocol tests run
  * both ways on the same inputs (tests/test_http_fields.py).
  *
+ * fast_response_head(req, length, closing) is Connection._head_bytes for the common whole
+ * response (a known status with a body, no resp_headers object, no add_header, the location's
+ * default Content-Type, this second's Server/Date line already made): the same bytes, or None.
+ *
  * WindowLimit(...) is the access handler of a declarative shared-dict limit keyed by
  * $binary_remote_addr (edgeworker/lib/limit.py, make_access) for an allowed request; it hands
  * a rejection, a store error or an unexpected value back to the Python functions it was given.
@@ -38,9 +42,11 @@
 #include <Python.h>
 #include <structmember.h>
 #include <math.h>
+#include <time.h>
 #include <string.h>
 
 static PyObject *s_dup_cl, *s_bad_cl; /* the two Content-Length errors */
+static int decimal(char *out, long long n);
 
 /* name lower-cased (ASCII, as bytes.lower()): the same object when it has no capital */
 static PyObject *
@@ -753,9 +759,138 @@ done:
     return head;
 }
 
+/* ------------------------------------------------------------------- fast_response_head */
+
+/* set by configure_response(): Request's slots read here, the status lines, the cached
+ * "Server/Date" line ([second, bytes], kept by the Python code), the Connection lines */
+enum { R_STATUS, R_LOCATION, R_KEEP_ALIVE, R_LINES, R_RESP_HEADERS, R_CONTENT_TYPE, R_COUNT };
+static Py_ssize_t req_offsets[R_COUNT];
+static PyObject *req_type, *status_lines, *date_line, *keep_line, *close_line;
+static PyObject *n_add_header, *n_content_type_line;
+
+static PyObject *
+configure_response(PyObject *module, PyObject *args)
+{
+    PyObject *cls, *lines, *date, *keep, *close;
+    if (!PyArg_ParseTuple(args, "O!O!O!SS:configure_response", &PyType_Type, &cls, &PyDict_Type,
+                          &lines, &PyList_Type, &date, &keep, &close))
+        return NULL;
+    static const char *names[R_COUNT] = {"status", "location", "keep_alive", "_lines",
+                                         "_resp_headers", "content_type"};
+    Py_ssize_t offsets[R_COUNT];
+    for (int i = 0; i < R_COUNT; i++) {
+        PyObject *name = PyUnicode_InternFromString(names[i]);
+        if (name == NULL)
+            return NULL;
+        PyObject *descr = _PyType_Lookup((PyTypeObject *)cls, name);
+        Py_DECREF(name);
+        if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
+            ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
+            PyErr_Format(PyExc_TypeError, "%s is not a slot of the request class", names[i]);
+            return NULL;
+        }
+        offsets[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
+    }
+    memcpy(req_offsets, offsets, sizeof offsets);
+    Py_XSETREF(req_type, Py_NewRef(cls));
+    Py_XSETREF(status_lines, Py_NewRef(lines));
+    Py_XSETREF(date_line, Py_NewRef(date));
+    Py_XSETREF(keep_line, Py_NewRef(keep));
+    Py_XSETREF(close_line, Py_NewRef(close));
+    Py_RETURN_NONE;
+}
+
+#define SLOT(obj, i) (*(PyObject **)((char *)(obj) + req_offsets[i]))
+
+/* The head of a whole response in the common case: Connection._head_bytes' result, or None
+ * when anything is unusual (the Python code then builds it). Arguments: req, length (the
+ * body's), closing (the worker is exiting). */
+static PyObject *
+fast_response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "fast_response_head() takes 3 arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    PyObject *req = args[0], *length = args[1];
+    if (req_type == NULL || !Py_IS_TYPE(req, (PyTypeObject *)req_type) || args[2] != Py_False ||
+        !PyLong_CheckExact(length))
+        Py_RETURN_NONE;
+    PyObject *status = SLOT(req, R_STATUS), *loc = SLOT(req, R_LOCATION),
+             *keep = SLOT(req, R_KEEP_ALIVE), *lines = SLOT(req, R_LINES),
+             *rh = SLOT(req, R_RESP_HEADERS), *ct = SLOT(req, R_CONTENT_TYPE);
+    if (status == NULL || loc == NULL || keep == NULL || lines == NULL || rh != Py_None ||
+        ct != Py_None || loc == Py_None || !PyLong_CheckExact(status) ||
+        !PyBytes_CheckExact(lines) || (keep != Py_True && keep != Py_False))
+        Py_RETURN_NONE;
+    long code = PyLong_AsLong(status);
+    Py_ssize_t n = PyLong_AsSsize_t(length);
+    if ((code == -1 || n == -1) && PyErr_Occurred()) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (code < 200 || code == 204 || code == 304 || n < 0)
+        Py_RETURN_NONE; /* no body, or an odd length: the Python code */
+    PyObject *line = PyDict_GetItemWithError(status_lines, status); /* borrowed */
+    if (line == NULL || !PyBytes_CheckExact(line))
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    /* the Server/Date line of this second, if the Python code has made it */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (PyList_GET_SIZE(date_line) != 2)
+        Py_RETURN_NONE;
+    PyObject *sec = PyList_GET_ITEM(date_line, 0), *date = PyList_GET_ITEM(date_line, 1);
+    if (!PyLong_CheckExact(sec) || !PyBytes_CheckExact(date) ||
+        PyLong_AsLongLong(sec) != (long long)ts.tv_sec)
+        Py_RETURN_NONE;
+    /* the location: no add_header, its default Content-Type line */
+    PyObject *add = PyObject_GetAttr(loc, n_add_header);
+    if (add == NULL)
+        return NULL;
+    int has_add = PyObject_IsTrue(add);
+    Py_DECREF(add);
+    if (has_add != 0)
+        return has_add < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *ctl = PyObject_GetAttr(loc, n_content_type_line);
+    if (ctl == NULL)
+        return NULL;
+    if (!PyBytes_CheckExact(ctl)) {
+        Py_DECREF(ctl);
+        Py_RETURN_NONE;
+    }
+    PyObject *conn_line = keep == Py_True ? keep_line : close_line;
+    char digits[24];
+    int dn = decimal(digits, n);
+    static const char cl[] = "\r\nContent-Length: ";
+    PyObject *parts[4] = {line, date, lines, ctl};
+    Py_ssize_t total = (Py_ssize_t)(sizeof cl - 1) + dn + PyBytes_GET_SIZE(conn_line);
+    for (int i = 0; i < 4; i++)
+        total += PyBytes_GET_SIZE(parts[i]);
+    PyObject *head = PyBytes_FromStringAndSize(NULL, total);
+    if (head != NULL) {
+        char *d = PyBytes_AS_STRING(head);
+        for (int i = 0; i < 4; i++) {
+            memcpy(d, PyBytes_AS_STRING(parts[i]), PyBytes_GET_SIZE(parts[i]));
+            d += PyBytes_GET_SIZE(parts[i]);
+        }
+        memcpy(d, cl, sizeof cl - 1);
+        d += sizeof cl - 1;
+        memcpy(d, digits, dn);
+        d += dn;
+        memcpy(d, PyBytes_AS_STRING(conn_line), PyBytes_GET_SIZE(conn_line));
+    }
+    Py_DECREF(ctl);
+    return head;
+}
+
 static PyMethodDef module_methods[] = {
     {"configure", configure, METH_VARARGS,
      "configure(RequestHead, methods, refused, good_hosts): what fast_head needs"},
+    {"configure_response", configure_response, METH_VARARGS,
+     "configure_response(Request, status_lines, date_line, keep_line, close_line)"},
+    {"fast_response_head", (PyCFunction)(void (*)(void))fast_response_head, METH_FASTCALL,
+     "fast_response_head(req, length, closing): the common response head, or None"},
     {"fast_head", (PyCFunction)(void (*)(void))fast_head, METH_FASTCALL,
      "fast_head(parser, fields, url, data, drop_underscores, max_headers, max_hsize): the "
      "common request head, or None"},
@@ -1089,6 +1224,8 @@ PyInit__speedups(void)
     NAME(n_resp_headers, "_resp_headers");
     NAME(n_lines, "_lines");
     NAME(n_add_lines, "_add_lines");
+    NAME(n_add_header, "add_header");
+    NAME(n_content_type_line, "content_type_line");
 #undef NAME
     one = PyLong_FromLong(1);
     zero = PyLong_FromLong(0);

@@ -27,13 +27,13 @@ from gevent.socket import wait_read as _wait_read
 from gevent.socket import wait_write as _wait_write
 
 from .deadline import WATCHDOG, Expired, read_waiter
+from .http.fields import accel as _accel
 from .http.protocol import END, Data, ProtocolError, ServerProtocol
 from .http.responses import STATUS_REASONS, chunk, error_response, http_date, status_line
-from .request import RequestExit
+from .request import Request, RequestExit
 
 if TYPE_CHECKING:  # pragma: no cover
     from .phases import App
-    from .request import Request
 
 _RECV = 65536
 _armed = WATCHDOG.armed  # greenlet -> deadline (see deadline.py)
@@ -55,6 +55,13 @@ _KEEP_ALIVE = b"\r\nConnection: keep-alive\r\n\r\n"
 _CLOSE = b"\r\nConnection: close\r\n\r\n"
 _date_line = [-1, b""]
 _STATUS_LINES = {code: status_line(code, "1.1") for code in STATUS_REASONS}
+
+#: the common response head in C (``fast_response_head`` in edgeworker/_speedups.c, on these
+#: same lines), or None: then _head_bytes' Python builds every head
+_fast_response_head = None
+if _accel is not None:
+    _accel.configure_response(Request, _STATUS_LINES, _date_line, _KEEP_ALIVE, _CLOSE)
+    _fast_response_head = _accel.fast_response_head
 
 
 def _server_date() -> bytes:
@@ -361,6 +368,11 @@ class Connection:
 
     def _head_bytes(self, req: Request, length: int | None) -> bytes:
         """Build the response head. ``length`` None means a streamed body."""
+        if _fast_response_head is not None and length is not None:
+            # the common head in C (None: anything unusual, built below)
+            head = _fast_response_head(req, length, self.closing)
+            if head is not None:
+                return head
         status = req.status
         loc = req.location
         keep = req.keep_alive and not self.closing

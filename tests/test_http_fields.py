@@ -7,6 +7,7 @@ The server and proxy tests exercise the classes in place (the C ones, as built b
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
@@ -303,3 +304,54 @@ def test_fast_head_is_taken_for_a_common_request(monkeypatch):
         with pytest.raises(TypeError):
             protocol.accel.configure(bad, {}, frozenset(), set())
     assert protocol.ServerProtocol().feed(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")[0].path == b"/x"
+
+
+# ------------------------------------------------------------------------ fast_response_head
+
+@pytest.mark.skipif(fields.accel is None, reason="the C module is not built")
+def test_fast_response_head_gives_the_python_head(monkeypatch):
+    from types import SimpleNamespace
+
+    from edgeworker import server
+    from edgeworker.http.protocol import ServerProtocol
+    from edgeworker.request import Request
+
+    head = ServerProtocol().feed(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")[0]
+    conn = SimpleNamespace(app=SimpleNamespace(rid_field=None, rid_prefix=None))
+    plain = SimpleNamespace(add_header=(), content_type_line=b"\r\nContent-Type: text/plain")
+    added = SimpleNamespace(add_header=((b"X-A", "1"),),
+                            content_type_line=b"\r\nContent-Type: text/html")
+    taken = []
+
+    def fast(*args):
+        out = fields.accel.fast_response_head(*args)
+        taken.append(out is not None)
+        return out
+
+    cases = []
+    for status in (200, 201, 204, 304, 404, 500, 599, 103):
+        for loc in (plain, added, None):
+            for keep in (True, False):
+                for lines in (b"", b"\r\nX-Request-Id: abc"):
+                    for ctype in (None, "application/json"):
+                        for length in (0, 7, 123456, None):
+                            cases.append((status, loc, keep, lines, ctype, length))
+    for closing in (False, True):
+        this = SimpleNamespace(closing=closing)
+        for status, loc, keep, lines, ctype, length in cases:
+            server._server_date()  # this second's Server/Date line, as a response would
+            heads = []
+            for f in (None, fast):
+                monkeypatch.setattr(server, "_fast_response_head", f)
+                req = Request(conn, head)
+                req.status, req.location, req.keep_alive = status, loc, keep
+                req._lines, req.content_type = lines, ctype
+                out = server.Connection._head_bytes(this, req, length)
+                # (the second may tick between the two: the Date value is not compared)
+                heads.append((re.sub(rb"Date: [^\r]*", b"Date: -", out), req.keep_alive))
+            assert heads[0] == heads[1], (status, loc, keep, lines, ctype, length, closing)
+    assert sum(taken) >= 40 and not all(taken)  # both ways compared, many times
+    with pytest.raises(TypeError):
+        fields.accel.fast_response_head(1)
+    with pytest.raises(TypeError):
+        fields.accel.configure_response(object, {}, [], b"", b"")
