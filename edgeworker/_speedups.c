@@ -844,20 +844,26 @@ fast_response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (!PyLong_CheckExact(sec) || !PyBytes_CheckExact(date) ||
         PyLong_AsLongLong(sec) != (long long)ts.tv_sec)
         Py_RETURN_NONE;
-    /* the location: no add_header, its default Content-Type line */
+    /* the location: no add_header, its default Content-Type line (attribute lookups may run
+     * Python code: what was read so far is held by new references from here on) */
+    PyObject *held[3] = {Py_NewRef(line), Py_NewRef(date), Py_NewRef(lines)};
+    PyObject *head = NULL, *ctl = NULL;
     PyObject *add = PyObject_GetAttr(loc, n_add_header);
     if (add == NULL)
-        return NULL;
+        goto out;
     int has_add = PyObject_IsTrue(add);
     Py_DECREF(add);
-    if (has_add != 0)
-        return has_add < 0 ? NULL : Py_NewRef(Py_None);
-    PyObject *ctl = PyObject_GetAttr(loc, n_content_type_line);
+    if (has_add != 0) {
+        if (has_add > 0)
+            head = Py_NewRef(Py_None);
+        goto out;
+    }
+    ctl = PyObject_GetAttr(loc, n_content_type_line);
     if (ctl == NULL)
-        return NULL;
+        goto out;
     if (!PyBytes_CheckExact(ctl)) {
-        Py_DECREF(ctl);
-        Py_RETURN_NONE;
+        head = Py_NewRef(Py_None);
+        goto out;
     }
     PyObject *conn_line = keep == Py_True ? keep_line : close_line;
     char digits[24];
@@ -867,7 +873,7 @@ fast_response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t total = (Py_ssize_t)(sizeof cl - 1) + dn + PyBytes_GET_SIZE(conn_line);
     for (int i = 0; i < 4; i++)
         total += PyBytes_GET_SIZE(parts[i]);
-    PyObject *head = PyBytes_FromStringAndSize(NULL, total);
+    head = PyBytes_FromStringAndSize(NULL, total);
     if (head != NULL) {
         char *d = PyBytes_AS_STRING(head);
         for (int i = 0; i < 4; i++) {
@@ -880,7 +886,10 @@ fast_response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         d += dn;
         memcpy(d, PyBytes_AS_STRING(conn_line), PyBytes_GET_SIZE(conn_line));
     }
-    Py_DECREF(ctl);
+out:
+    Py_XDECREF(ctl);
+    for (int i = 0; i < 3; i++)
+        Py_DECREF(held[i]);
     return head;
 }
 
