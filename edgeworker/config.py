@@ -30,7 +30,7 @@ from typing import Annotated, Any
 import msgspec
 
 from .errors import ConfigError
-from .http.protocol import ROUTING_FIELDS
+from .http.fields import ROUTING_FIELDS
 from .units import Rate, parse_duration, parse_rate, parse_size
 
 __all__ = [

@@ -106,6 +106,16 @@ def test_request_id_field(impl):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+def test_routing_fields_are_the_ones_sorted_out(impl):
+    """ROUTING_FIELDS (what config keeps request_id_header out of) names exactly the fields
+    add() takes for itself: such a field is never the request id, any other can be."""
+    for name in sorted(fields.ROUTING_FIELDS) + ["x-request-id", "x-trace"]:
+        f = impl[0](name.encode())
+        f.add(name.encode(), b"1")
+        assert (f.rid is None) is (name in fields.ROUTING_FIELDS), name
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 def test_reset_and_bad_arguments(impl):
     f = impl[0](b"x-request-id")
     f.add(b"Host", b"a")

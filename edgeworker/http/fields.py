@@ -13,7 +13,16 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["PyRequestFields", "PyResponseFields", "RequestFields", "ResponseFields", "accel"]
+__all__ = ["ROUTING_FIELDS", "PyRequestFields", "PyResponseFields", "RequestFields",
+           "ResponseFields", "accel"]
+
+
+#: Request fields the protocol itself reads (framing, routing, connection management): the ones
+#: ``RequestFields.add`` (and its C twin) sorts out by name. The request-id field may not be
+#: one of them (a config error).
+ROUTING_FIELDS = frozenset(
+    ("host", "content-length", "transfer-encoding", "connection", "expect", "upgrade")
+)
 
 
 class RequestFields:

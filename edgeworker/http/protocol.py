@@ -201,12 +201,6 @@ class _Stop(Exception):
 # Connection states.
 _IDLE, _HEAD, _BODY, _CLOSED, _UPGRADED, _DEAD = range(6)
 
-# Fields read by on_headers_complete (framing, routing, connection management).
-#: Request fields the protocol itself reads (framing, routing, connection management).
-ROUTING_FIELDS = frozenset(
-    ("host", "content-length", "transfer-encoding", "connection", "expect", "upgrade")
-)
-
 _METHODS: dict[bytes, str] = {}  # method bytes → str, filled as llhttp reports them
 _GOOD_HOSTS: set[bytes] = set()  # Host values already validated (short ones, bounded)
 _new = object.__new__
