@@ -215,7 +215,8 @@ class Request:
     @property
     def binary_remote_addr(self) -> bytes:
         """The client address packed: 4 bytes for IPv4, 16 for IPv6 (``$binary_remote_addr``)."""
-        return self._conn.binary_remote_addr
+        conn = self._conn
+        return conn._bin_addr or conn.binary_remote_addr  # packed once per connection
 
     @property
     def server_addr(self) -> str:

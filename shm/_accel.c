@@ -15,6 +15,10 @@
  * the value 8-byte aligned after it.  Every offset read from the zone is checked against the
  * zone's size before use, so a damaged zone cannot make this code read or write outside it.
  *
+ * IncrMethod is SharedDict.incr as a C method descriptor: d.incr(key, delta, init=..,
+ * init_ttl=..) runs fast_incr's body without a Python frame, and every call it does not serve
+ * goes to the Python function it wraps (see IncrMethod below).
+ *
  * Semaphore is the zone lock's POSIX semaphore, the subset of posix_ipc.Semaphore that shm uses
  * (create or open by name, acquire(0), release(), value, close()), raising posix_ipc's
  * exceptions. Its acquire(0) is a sem_trywait without releasing the GIL (it never blocks) and
@@ -22,6 +26,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -30,7 +35,7 @@
 #include <semaphore.h>
 
 #define NODE_SIZE 36
-#define T_INT 2
+#define VTYPE_INT 2 /* layout.py T_INT (structmember.h has its own T_INT) */
 #define H_OWNER 48 /* owner pid u32 */
 #define H_LRU 104 /* head u32, tail u32 */
 #define SPIN 200 /* lock tries in fast_incr before leaving the wait to Python */
@@ -315,7 +320,7 @@ do_incr(Zone *self, PyObject *key, unsigned long h, long long delta)
                 if (exp <= (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000)
                     Py_RETURN_NONE;
             }
-            if ((unsigned char)node[34] != T_INT)
+            if ((unsigned char)node[34] != VTYPE_INT)
                 Py_RETURN_NONE;
             Py_ssize_t vo = (Py_ssize_t)off + ((n + 43) & ~(Py_ssize_t)7);
             if (vo + 8 > len)
@@ -396,18 +401,14 @@ Accel_crc32(PyObject *Py_UNUSED(module), PyObject *arg)
         crc32_of((const unsigned char *)PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg)));
 }
 
-/* fast_incr(key, delta, init, init_ttl, pid): SharedDict.incr's common call whole. The
- * arguments are those of incr; any that incr would treat specially or reject (a str key, a
- * float or huge delta, init_ttl without init, a negative init_ttl, a bool...) give None at
- * once, and the Python code then handles (or rejects) the call. */
+/* SharedDict.incr's common call whole, with incr's arguments. Any that incr would treat
+ * specially or reject (a str key, a float or huge delta, init_ttl without init, a negative
+ * init_ttl, a bool...) give None at once, and the Python code then handles (or rejects) the
+ * call. pid is written as the lock's owner while it is held. */
 static PyObject *
-Zone_fast_incr(Zone *self, PyObject *const *args, Py_ssize_t nargs)
+fast_incr_impl(Zone *self, PyObject *key, PyObject *d, PyObject *init, PyObject *ttl,
+               unsigned long pid)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "fast_incr(key, delta, init, init_ttl, pid)");
-        return NULL;
-    }
-    PyObject *key = args[0], *d = args[1], *init = args[2], *ttl = args[3];
     if (!PyBytes_CheckExact(key) || !PyLong_CheckExact(d))
         Py_RETURN_NONE;
     int ttl_zero;
@@ -431,9 +432,6 @@ Zone_fast_incr(Zone *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_Clear();
         Py_RETURN_NONE;
     }
-    unsigned long pid = PyLong_AsUnsignedLong(args[4]);
-    if (pid == (unsigned long)-1 && PyErr_Occurred())
-        return NULL;
     if (!self->held) {
         PyErr_SetString(PyExc_ValueError, "zone released");
         return NULL;
@@ -463,6 +461,20 @@ Zone_fast_incr(Zone *self, PyObject *const *args, Py_ssize_t nargs)
     return v;
 }
 
+/* fast_incr(key, delta, init, init_ttl, pid): fast_incr_impl as a method. */
+static PyObject *
+Zone_fast_incr(Zone *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "fast_incr(key, delta, init, init_ttl, pid)");
+        return NULL;
+    }
+    unsigned long pid = PyLong_AsUnsignedLong(args[4]);
+    if (pid == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    return fast_incr_impl(self, args[0], args[1], args[2], args[3], pid);
+}
+
 static PyMethodDef Zone_methods[] = {
     {"incr", (PyCFunction)(void (*)(void))Zone_incr, METH_FASTCALL,
      "incr(key, hash, delta) -> new value, or None when the Python code must handle the call.\n"
@@ -487,6 +499,215 @@ static PyTypeObject ZoneType = {
 };
 
 
+/* ------------------------------------------------------------------------------ IncrMethod */
+
+/* IncrMethod(func, owner, globals, clock) is SharedDict.incr itself, as a method descriptor
+ * (shm/dict.py installs it over the Python function `func` when this module is built). Called
+ * as d.incr(key, delta=1, init=None, init_ttl=0), it reads d's `_fincr` slot (the bound
+ * Zone.fast_incr, or None) and runs fast_incr_impl with no Python frame between the caller and
+ * the zone. Every other case calls func, the Python SharedDict.incr, with the same arguments:
+ * no C zone on this dict (a private buffer, a closed dict), a test's fake clock
+ * (globals["_now_ns"] is not `clock`), keyword names other than init/init_ttl, a positional
+ * count incr would reject, or fast_incr_impl's None. func may try the C path once more (it
+ * changes nothing when it declines) and then does the rest, so results and errors are the
+ * Python code's own. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *func;
+    PyObject *owner; /* the SharedDict class */
+    Py_ssize_t fincr_off; /* offset of its `_fincr` slot */
+    PyObject *globals; /* shm.dict's module dict: _now_ns and _pid */
+    PyObject *clock; /* time.monotonic_ns */
+    vectorcallfunc vectorcall;
+} IncrMethod;
+
+static PyObject *str_now_ns, *str_pid, *str_init, *str_init_ttl, *int_zero, *int_one;
+
+static int
+kw_is(PyObject *name, PyObject *want)
+{
+    return name == want || (PyUnicode_Check(name) && PyUnicode_Compare(name, want) == 0);
+}
+
+static PyObject *
+IncrMethod_vectorcall(IncrMethod *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    PyObject *opt[3] = {int_one, Py_None, int_zero}; /* delta, init, init_ttl */
+    PyObject *self, *fincr, *zone, *now, *po, *v;
+    unsigned long pid;
+
+    /* self, key, up to three more in all */
+    if (nargs < 2 || nargs + nkw > 5)
+        goto python;
+    self = args[0];
+    if (!PyObject_TypeCheck(self, (PyTypeObject *)m->owner))
+        goto python;
+    fincr = *(PyObject **)((char *)self + m->fincr_off);
+    if (fincr == NULL || !PyCFunction_Check(fincr))
+        goto python;
+    zone = PyCFunction_GET_SELF(fincr);
+    if (zone == NULL || !Py_IS_TYPE(zone, &ZoneType))
+        goto python;
+    for (Py_ssize_t i = 2; i < nargs; i++)
+        opt[i - 2] = args[i];
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        Py_ssize_t slot;
+        if (kw_is(name, str_init))
+            slot = 1;
+        else if (kw_is(name, str_init_ttl))
+            slot = 2;
+        else
+            goto python;
+        if (slot < nargs - 2)
+            goto python; /* given twice: the Python call raises */
+        opt[slot] = args[nargs + k];
+    }
+    now = PyDict_GetItemWithError(m->globals, str_now_ns);
+    if (now != m->clock) {
+        if (PyErr_Occurred())
+            return NULL;
+        goto python;
+    }
+    po = PyDict_GetItemWithError(m->globals, str_pid);
+    if (po == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        goto python;
+    }
+    pid = PyLong_AsUnsignedLong(po);
+    if (pid == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    v = fast_incr_impl((Zone *)zone, args[1], opt[0], opt[1], opt[2], pid);
+    if (v != Py_None)
+        return v; /* the new value, or NULL with the error set */
+    Py_DECREF(v);
+python:
+    return PyObject_Vectorcall(m->func, args, nargsf, kwnames);
+}
+
+static PyObject *
+IncrMethod_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *func, *owner, *globals, *clock;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
+        PyErr_SetString(PyExc_TypeError, "IncrMethod() takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "OO!O!O:IncrMethod", &func, &PyType_Type, &owner, &PyDict_Type,
+                          &globals, &clock))
+        return NULL;
+    if (!PyCallable_Check(func)) {
+        PyErr_SetString(PyExc_TypeError, "IncrMethod: func must be callable");
+        return NULL;
+    }
+    /* the `_fincr` slot of the class: a member descriptor holding an object */
+    PyObject *md = PyDict_GetItemString(((PyTypeObject *)owner)->tp_dict, "_fincr");
+    if (md == NULL || !Py_IS_TYPE(md, &PyMemberDescr_Type) ||
+        ((PyMemberDescrObject *)md)->d_member->type != T_OBJECT_EX) {
+        PyErr_SetString(PyExc_TypeError, "IncrMethod: the class has no `_fincr` slot");
+        return NULL;
+    }
+    IncrMethod *m = PyObject_GC_New(IncrMethod, type);
+    if (m == NULL)
+        return NULL;
+    m->func = Py_NewRef(func);
+    m->owner = Py_NewRef(owner);
+    m->fincr_off = ((PyMemberDescrObject *)md)->d_member->offset;
+    m->globals = Py_NewRef(globals);
+    m->clock = Py_NewRef(clock);
+    m->vectorcall = (vectorcallfunc)IncrMethod_vectorcall;
+    PyObject_GC_Track(m);
+    return (PyObject *)m;
+}
+
+static int
+IncrMethod_traverse(IncrMethod *m, visitproc visit, void *arg)
+{
+    Py_VISIT(m->func);
+    Py_VISIT(m->owner);
+    Py_VISIT(m->globals);
+    Py_VISIT(m->clock);
+    return 0;
+}
+
+static int
+IncrMethod_clear(IncrMethod *m)
+{
+    Py_CLEAR(m->func);
+    Py_CLEAR(m->owner);
+    Py_CLEAR(m->globals);
+    Py_CLEAR(m->clock);
+    return 0;
+}
+
+static void
+IncrMethod_dealloc(IncrMethod *m)
+{
+    PyObject_GC_UnTrack(m);
+    IncrMethod_clear(m);
+    Py_TYPE(m)->tp_free((PyObject *)m);
+}
+
+static PyObject *
+IncrMethod_descr_get(PyObject *m, PyObject *obj, PyObject *Py_UNUSED(type))
+{
+    if (obj == NULL || obj == Py_None)
+        return Py_NewRef(m);
+    return PyMethod_New(m, obj);
+}
+
+static PyObject *
+IncrMethod_func_attr(IncrMethod *m, void *name)
+{
+    if (m->func == NULL) {
+        PyErr_SetString(PyExc_AttributeError, (const char *)name);
+        return NULL;
+    }
+    return PyObject_GetAttrString(m->func, (const char *)name);
+}
+
+static PyObject *
+IncrMethod_repr(IncrMethod *m)
+{
+    return PyUnicode_FromFormat("<C method incr of %R>", m->owner);
+}
+
+static PyGetSetDef IncrMethod_getset[] = {
+    {"__doc__", (getter)IncrMethod_func_attr, NULL, NULL, "__doc__"},
+    {"__name__", (getter)IncrMethod_func_attr, NULL, NULL, "__name__"},
+    {"__qualname__", (getter)IncrMethod_func_attr, NULL, NULL, "__qualname__"},
+    {"__module__", (getter)IncrMethod_func_attr, NULL, NULL, "__module__"},
+    {NULL},
+};
+
+static PyMemberDef IncrMethod_members[] = {
+    {"__wrapped__", T_OBJECT, offsetof(IncrMethod, func), READONLY,
+     "the Python SharedDict.incr (every call the C path does not serve)"},
+    {NULL},
+};
+
+static PyTypeObject IncrMethodType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "shm._accel.IncrMethod",
+    .tp_basicsize = sizeof(IncrMethod),
+    .tp_dealloc = (destructor)IncrMethod_dealloc,
+    .tp_vectorcall_offset = offsetof(IncrMethod, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_repr = (reprfunc)IncrMethod_repr,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
+                Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_traverse = (traverseproc)IncrMethod_traverse,
+    .tp_clear = (inquiry)IncrMethod_clear,
+    .tp_descr_get = IncrMethod_descr_get,
+    .tp_getset = IncrMethod_getset,
+    .tp_members = IncrMethod_members,
+    .tp_new = IncrMethod_new,
+};
+
+
 /* ------------------------------------------------------------------------------ module */
 
 static PyMethodDef accel_methods[] = {
@@ -506,7 +727,16 @@ PyMODINIT_FUNC
 PyInit__accel(void)
 {
     crc_init();
-    if (PyType_Ready(&ZoneType) < 0 || PyType_Ready(&SemaphoreType) < 0)
+    if (PyType_Ready(&ZoneType) < 0 || PyType_Ready(&SemaphoreType) < 0 ||
+        PyType_Ready(&IncrMethodType) < 0)
+        return NULL;
+    str_now_ns = PyUnicode_InternFromString("_now_ns");
+    str_pid = PyUnicode_InternFromString("_pid");
+    str_init = PyUnicode_InternFromString("init");
+    str_init_ttl = PyUnicode_InternFromString("init_ttl");
+    int_zero = PyLong_FromLong(0);
+    int_one = PyLong_FromLong(1);
+    if (!str_now_ns || !str_pid || !str_init || !str_init_ttl || !int_zero || !int_one)
         return NULL;
     /* the Semaphore raises posix_ipc's exceptions, so callers catch one set of errors */
     PyObject *pi = PyImport_ImportModule("posix_ipc");
@@ -523,7 +753,7 @@ PyInit__accel(void)
         return NULL;
     /* the layout constants compiled in, checked against shm/layout.py by the tests */
     if (PyModule_AddIntConstant(m, "NODE_SIZE", NODE_SIZE) < 0 ||
-        PyModule_AddIntConstant(m, "T_INT", T_INT) < 0 ||
+        PyModule_AddIntConstant(m, "T_INT", VTYPE_INT) < 0 ||
         PyModule_AddIntConstant(m, "H_LRU", H_LRU) < 0 ||
         PyModule_AddIntConstant(m, "H_OWNER", H_OWNER) < 0) {
         Py_DECREF(m);
@@ -538,6 +768,12 @@ PyInit__accel(void)
     Py_INCREF(&SemaphoreType);
     if (PyModule_AddObject(m, "Semaphore", (PyObject *)&SemaphoreType) < 0) {
         Py_DECREF(&SemaphoreType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&IncrMethodType);
+    if (PyModule_AddObject(m, "IncrMethod", (PyObject *)&IncrMethodType) < 0) {
+        Py_DECREF(&IncrMethodType);
         Py_DECREF(m);
         return NULL;
     }

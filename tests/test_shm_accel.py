@@ -20,7 +20,6 @@ if os.environ.get("SHM_NO_ACCEL"):
     pytest.skip("SHM_NO_ACCEL is set: the pure-Python path only", allow_module_level=True)
 
 
-
 def test_accelerator_is_built_and_used():
     """`make test` installs with a C compiler present: a silently failed build (setup.py marks
     the extension optional) would leave every incr on the slower pure-Python path."""
@@ -328,3 +327,98 @@ def test_crc32_matches_zlib():
     for n in (0, 1, 3, 4, 16, 255, 4096):
         data = bytes(rng.randrange(256) for _ in range(n))
         assert _accel.crc32(data) == zlib.crc32(data)
+
+
+def _python_frames(fn) -> int:
+    """How many times the Python ``SharedDict.incr`` ran during ``fn()``."""
+    import sys
+
+    code = SharedDict.incr.__wrapped__.__code__
+    seen = []
+    sys.setprofile(
+        lambda frame, event, arg: (
+            seen.append(1) if event == "call" and frame.f_code is code else None
+        )
+    )
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return len(seen)
+
+
+def test_incr_is_the_c_method_with_the_python_one_behind_it():
+    """``SharedDict.incr`` is shm._accel.IncrMethod: it reads like the Python function
+    (signature, docs, name) and binds like a method."""
+    import inspect
+
+    from shm import _accel
+
+    meth = SharedDict.incr
+    assert isinstance(meth, _accel.IncrMethod)
+    py = meth.__wrapped__
+    assert inspect.isfunction(py) and py.__code__.co_filename == shm_dict.__file__
+    assert inspect.signature(meth) == inspect.signature(py)
+    assert (meth.__doc__, meth.__name__, meth.__qualname__) == (
+        py.__doc__,
+        "incr",
+        "SharedDict.incr",
+    )
+    d = SharedDict.from_buffer(bytearray(1 << 16))
+    bound = d.incr
+    assert bound.__self__ is d and bound.__func__ is meth
+    assert bound(b"k", 2, init=1) == 3 and meth(d, b"k") == 4
+    with pytest.raises(TypeError):
+        _accel.IncrMethod(py, int, {}, time.monotonic_ns)  # int has no `_fincr` slot
+
+
+def test_incr_method_call_forms_match_python(zones):  # noqa: F811
+    """Every way of passing incr's arguments (positional, keywords, defaults, wrong ones) gives
+    the same value or the same error as the Python function, on a zone served in C."""
+    fast, slow = zones("64k"), zones("64k")
+    slow._fincr = None
+    py = SharedDict.incr.__wrapped__
+    forms = [
+        ((b"a",), {}),
+        ((b"a", 2), {}),
+        ((b"b", 1), {"init": 0}),
+        ((b"b",), {"delta": 5}),
+        ((b"c", 1, 10), {}),
+        ((b"c", 1, 10, 30), {}),
+        ((b"d", 1), {"init": 0, "init_ttl": 60}),
+        ((b"d",), {"init_ttl": 60, "init": 1}),
+        ((b"e", 1), {"init_ttl": 5}),  # init_ttl without init
+        ((b"f", 1, 0), {"init": 0}),  # init twice
+        ((b"g", 1), {"initial": 0}),  # unknown keyword
+        ((), {}),
+        ((b"h", 1, 0, 0, 9), {}),  # too many
+        ((), {"key": b"k", "delta": 1, "init": 0}),
+        ((b"i", True), {"init": 0}),
+        ((b"j", 1), {"init": True}),
+        ((b"a", 2**64), {}),
+    ]
+    for _ in range(2):  # first calls create entries, second calls find them
+        for args, kwargs in forms:
+            got = _outcome(lambda a=args, k=kwargs: fast.incr(*a, **k))
+            want = _outcome(lambda a=args, k=kwargs: py(slow, *a, **k))
+            assert got == want, (args, kwargs, got, want)
+    assert sorted(fast.get_keys(0)) == ["b", "c", "d", "k"]
+    assert {k: fast.get(k) for k in fast.get_keys(0)} == {k: slow.get(k) for k in slow.get_keys(0)}
+
+
+def test_incr_method_serves_hits_in_c_and_the_rest_in_python(zones, monkeypatch):  # noqa: F811
+    """A hit with plain arguments runs no Python frame; a miss, a str key, a private buffer (no
+    C lock) and a test's fake clock go to the Python function."""
+    d = zones("64k")
+    d.set(b"n", 1)
+    assert _python_frames(lambda: d.incr(b"n", 1, init=0)) == 0
+    assert _python_frames(lambda: d.incr(b"n")) == 0
+    assert d.get(b"n") == 3
+    assert _python_frames(lambda: d.incr(b"new", 1, init=0)) == 1  # a miss: Python stores it
+    assert _python_frames(lambda: d.incr("n", 1)) == 1
+    private = SharedDict.from_buffer(bytearray(1 << 16))
+    private.set(b"n", 1)
+    assert _python_frames(lambda: private.incr(b"n", 1)) == 1
+    monkeypatch.setattr(shm_dict, "_now_ns", lambda: time.monotonic_ns())
+    assert _python_frames(lambda: d.incr(b"n", 1)) == 1
+    assert d.get(b"n") == 5
