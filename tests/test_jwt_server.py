@@ -92,6 +92,22 @@ def test_the_same_tokens_again_keep_their_own_claim_headers(server):
             assert json.loads(body) == {"user": sub, "role": "r" + sub[1:], "claims_sub": sub}
 
 
+def test_a_cached_token_stops_at_its_exp(server):
+    """A token seen again is answered from the worker's cache of verified tokens, and that
+    answer ends at the token's ``exp`` like a fresh verification would."""
+    srv = server(HS_CONF, files={"app.py": ECHO}, env={"EW_JWT_SECRET": SECRET.decode()},
+                 workers=1)
+    exp = int(time.time()) + 2
+    tok = hs(sub="brief", exp=exp)
+    for _ in range(3):
+        status, _, body = srv.get("/api", headers={**bearer(tok), "X-User-Role": "admin"})
+        assert status == 200
+        assert json.loads(body) == {"user": "brief", "role": None, "claims_sub": "brief"}
+    time.sleep(max(0.0, exp - time.time()) + 0.2)
+    status, _, body = srv.get("/api", headers=bearer(tok))
+    assert status == 401 and json.loads(body) == {"error": "invalid_token"}
+
+
 def test_rejections_are_counted(server):
     srv = server(HS_CONF, files={"app.py": ECHO}, env={"EW_JWT_SECRET": SECRET.decode()})
     for _ in range(3):
