@@ -14,8 +14,9 @@
  * both ways on the same inputs (tests/test_http_fields.py).
  *
  * fast_response_head(req, length, closing) is Connection._head_bytes for the common whole
- * response (a known status with a body, no resp_headers object, no add_header, the location's
- * default Content-Type, this second's Server/Date line already made): the same bytes, or None.
+ * response (a known status with a body, no resp_headers object or a proxied response's fields
+ * still prepared as one block, no add_header, the location's default Content-Type unless the
+ * upstream sent one, this second's Server/Date line already made): the same bytes, or None.
  *
  * WindowLimit(...) is the access handler of a declarative shared-dict limit keyed by
  * $binary_remote_addr (edgeworker/lib/limit.py, make_access) for an allowed request; it hands
@@ -765,33 +766,50 @@ done:
  * "Server/Date" line ([second, bytes], kept by the Python code), the Connection lines */
 enum { R_STATUS, R_LOCATION, R_KEEP_ALIVE, R_LINES, R_RESP_HEADERS, R_CONTENT_TYPE, R_COUNT };
 static Py_ssize_t req_offsets[R_COUNT];
-static PyObject *req_type, *status_lines, *date_line, *keep_line, *close_line;
+static PyObject *req_type, *status_lines, *date_line, *keep_line, *close_line, *headers_type;
+static Py_ssize_t wire_offset; /* Headers._wire */
 static PyObject *n_add_header, *n_content_type_line;
+
+/* The offset of slot `name` (an object slot from __slots__) of class cls, or -1 with a
+ * TypeError. */
+static Py_ssize_t
+slot_offset(PyObject *cls, const char *name)
+{
+    PyObject *key = PyUnicode_InternFromString(name);
+    if (key == NULL)
+        return -1;
+    PyObject *descr = _PyType_Lookup((PyTypeObject *)cls, key);
+    Py_DECREF(key);
+    if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
+        ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
+        PyErr_Format(PyExc_TypeError, "%s is not a slot of %R", name, cls);
+        return -1;
+    }
+    return ((PyMemberDescrObject *)descr)->d_member->offset;
+}
 
 static PyObject *
 configure_response(PyObject *module, PyObject *args)
 {
-    PyObject *cls, *lines, *date, *keep, *close;
-    if (!PyArg_ParseTuple(args, "O!O!O!SS:configure_response", &PyType_Type, &cls, &PyDict_Type,
-                          &lines, &PyList_Type, &date, &keep, &close))
+    PyObject *cls, *lines, *date, *keep, *close, *hcls;
+    if (!PyArg_ParseTuple(args, "O!O!O!SSO!:configure_response", &PyType_Type, &cls,
+                          &PyDict_Type, &lines, &PyList_Type, &date, &keep, &close, &PyType_Type,
+                          &hcls))
+        return NULL;
+    Py_ssize_t woff = slot_offset(hcls, "_wire");
+    if (woff < 0)
         return NULL;
     static const char *names[R_COUNT] = {"status", "location", "keep_alive", "_lines",
                                          "_resp_headers", "content_type"};
     Py_ssize_t offsets[R_COUNT];
     for (int i = 0; i < R_COUNT; i++) {
-        PyObject *name = PyUnicode_InternFromString(names[i]);
-        if (name == NULL)
+        offsets[i] = slot_offset(cls, names[i]);
+        if (offsets[i] < 0)
             return NULL;
-        PyObject *descr = _PyType_Lookup((PyTypeObject *)cls, name);
-        Py_DECREF(name);
-        if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
-            ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
-            PyErr_Format(PyExc_TypeError, "%s is not a slot of the request class", names[i]);
-            return NULL;
-        }
-        offsets[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
     }
     memcpy(req_offsets, offsets, sizeof offsets);
+    wire_offset = woff;
+    Py_XSETREF(headers_type, Py_NewRef(hcls));
     Py_XSETREF(req_type, Py_NewRef(cls));
     Py_XSETREF(status_lines, Py_NewRef(lines));
     Py_XSETREF(date_line, Py_NewRef(date));
@@ -820,10 +838,24 @@ fast_response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *status = SLOT(req, R_STATUS), *loc = SLOT(req, R_LOCATION),
              *keep = SLOT(req, R_KEEP_ALIVE), *lines = SLOT(req, R_LINES),
              *rh = SLOT(req, R_RESP_HEADERS), *ct = SLOT(req, R_CONTENT_TYPE);
-    if (status == NULL || loc == NULL || keep == NULL || lines == NULL || rh != Py_None ||
+    if (status == NULL || loc == NULL || keep == NULL || lines == NULL || rh == NULL ||
         ct != Py_None || loc == Py_None || !PyLong_CheckExact(status) ||
         !PyBytes_CheckExact(lines) || (keep != Py_True && keep != Py_False))
         Py_RETURN_NONE;
+    /* response fields: none, or a proxied response's, prepared as one block (Headers._wire:
+     * (the fields' lines, whether Content-Type is among them)) */
+    PyObject *wire = NULL;
+    int has_ct = 0;
+    if (rh != Py_None) {
+        if (!Py_IS_TYPE(rh, (PyTypeObject *)headers_type))
+            Py_RETURN_NONE;
+        PyObject *w = *(PyObject **)((char *)rh + wire_offset);
+        if (w == NULL || !PyTuple_CheckExact(w) || PyTuple_GET_SIZE(w) != 2 ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(w, 0)) || !PyBool_Check(PyTuple_GET_ITEM(w, 1)))
+            Py_RETURN_NONE;
+        wire = PyTuple_GET_ITEM(w, 0);
+        has_ct = PyTuple_GET_ITEM(w, 1) == Py_True;
+    }
     long code = PyLong_AsLong(status);
     Py_ssize_t n = PyLong_AsSsize_t(length);
     if ((code == -1 || n == -1) && PyErr_Occurred()) {
@@ -846,7 +878,8 @@ fast_response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;
     /* the location: no add_header, its default Content-Type line (attribute lookups may run
      * Python code: what was read so far is held by new references from here on) */
-    PyObject *held[3] = {Py_NewRef(line), Py_NewRef(date), Py_NewRef(lines)};
+    PyObject *held[4] = {Py_NewRef(line), Py_NewRef(date), Py_NewRef(lines),
+                         Py_NewRef(wire != NULL ? wire : s_empty_bytes)};
     PyObject *head = NULL, *ctl = NULL;
     PyObject *add = PyObject_GetAttr(loc, n_add_header);
     if (add == NULL)
@@ -858,25 +891,29 @@ fast_response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             head = Py_NewRef(Py_None);
         goto out;
     }
-    ctl = PyObject_GetAttr(loc, n_content_type_line);
-    if (ctl == NULL)
-        goto out;
-    if (!PyBytes_CheckExact(ctl)) {
-        head = Py_NewRef(Py_None);
-        goto out;
+    if (has_ct) {
+        ctl = Py_NewRef(s_empty_bytes); /* the upstream's Content-Type stands */
+    } else {
+        ctl = PyObject_GetAttr(loc, n_content_type_line);
+        if (ctl == NULL)
+            goto out;
+        if (!PyBytes_CheckExact(ctl)) {
+            head = Py_NewRef(Py_None);
+            goto out;
+        }
     }
     PyObject *conn_line = keep == Py_True ? keep_line : close_line;
     char digits[24];
     int dn = decimal(digits, n);
     static const char cl[] = "\r\nContent-Length: ";
-    PyObject *parts[4] = {line, date, lines, ctl};
+    PyObject *parts[5] = {line, date, lines, held[3], ctl};
     Py_ssize_t total = (Py_ssize_t)(sizeof cl - 1) + dn + PyBytes_GET_SIZE(conn_line);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         total += PyBytes_GET_SIZE(parts[i]);
     head = PyBytes_FromStringAndSize(NULL, total);
     if (head != NULL) {
         char *d = PyBytes_AS_STRING(head);
-        for (int i = 0; i < 4; i++) {
+        for (int i = 0; i < 5; i++) {
             memcpy(d, PyBytes_AS_STRING(parts[i]), PyBytes_GET_SIZE(parts[i]));
             d += PyBytes_GET_SIZE(parts[i]);
         }
@@ -888,7 +925,7 @@ fast_response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
 out:
     Py_XDECREF(ctl);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         Py_DECREF(held[i]);
     return head;
 }

@@ -28,6 +28,7 @@ from gevent.socket import wait_write as _wait_write
 
 from .deadline import WATCHDOG, Expired, read_waiter
 from .http.fields import accel as _accel
+from .http.headers import Headers
 from .http.protocol import END, Data, ProtocolError, ServerProtocol
 from .http.responses import STATUS_REASONS, chunk, error_response, http_date, status_line
 from .request import Request, RequestExit
@@ -60,7 +61,7 @@ _STATUS_LINES = {code: status_line(code, "1.1") for code in STATUS_REASONS}
 #: same lines), or None: then _head_bytes' Python builds every head
 _fast_response_head = None
 if _accel is not None:
-    _accel.configure_response(Request, _STATUS_LINES, _date_line, _KEEP_ALIVE, _CLOSE)
+    _accel.configure_response(Request, _STATUS_LINES, _date_line, _KEEP_ALIVE, _CLOSE, Headers)
     _fast_response_head = _accel.fast_response_head
 
 

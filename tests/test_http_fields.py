@@ -323,6 +323,7 @@ def test_fast_response_head_gives_the_python_head(monkeypatch):
     from types import SimpleNamespace
 
     from edgeworker import server
+    from edgeworker.http.headers import Headers
     from edgeworker.http.protocol import ServerProtocol
     from edgeworker.request import Request
 
@@ -338,6 +339,21 @@ def test_fast_response_head_gives_the_python_head(monkeypatch):
         taken.append(out is not None)
         return out
 
+    # response fields: none, a proxied response's prepared block (with and without its own
+    # Content-Type), the same once decoded (no block), and fields set by a handler
+    proxied = [(b"ETag", b'"x"'), (b"Content-Type", b"text/css")]
+
+    def prepared(has_ct):
+        kept = proxied if has_ct else proxied[:1]
+        return lambda: Headers.from_raw(kept, (b"".join(b"\r\n%b: %b" % f for f in kept), has_ct))
+
+    def decoded():
+        rh = prepared(True)()
+        rh.get("etag")  # decoding forgets the prepared block
+        return rh
+
+    resp_fields = (lambda: None, prepared(True), prepared(False), decoded,
+                   lambda: Headers({"X-Own": "1"}))
     cases = []
     for status in (200, 201, 204, 304, 404, 500, 599, 103):
         for loc in (plain, added, None):
@@ -345,23 +361,26 @@ def test_fast_response_head_gives_the_python_head(monkeypatch):
                 for lines in (b"", b"\r\nX-Request-Id: abc"):
                     for ctype in (None, "application/json"):
                         for length in (0, 7, 123456, None):
-                            cases.append((status, loc, keep, lines, ctype, length))
+                            for rh in resp_fields:
+                                cases.append((status, loc, keep, lines, ctype, length, rh))
     for closing in (False, True):
         this = SimpleNamespace(closing=closing)
-        for status, loc, keep, lines, ctype, length in cases:
+        for status, loc, keep, lines, ctype, length, rh in cases:
             server._server_date()  # this second's Server/Date line, as a response would
             heads = []
             for f in (None, fast):
                 monkeypatch.setattr(server, "_fast_response_head", f)
                 req = Request(conn, head)
                 req.status, req.location, req.keep_alive = status, loc, keep
-                req._lines, req.content_type = lines, ctype
+                req._lines, req.content_type, req._resp_headers = lines, ctype, rh()
                 out = server.Connection._head_bytes(this, req, length)
                 # (the second may tick between the two: the Date value is not compared)
                 heads.append((re.sub(rb"Date: [^\r]*", b"Date: -", out), req.keep_alive))
-            assert heads[0] == heads[1], (status, loc, keep, lines, ctype, length, closing)
-    assert sum(taken) >= 40 and not all(taken)  # both ways compared, many times
+            assert heads[0] == heads[1], (status, loc, keep, lines, ctype, length, rh, closing)
+    assert sum(taken) >= 100 and not all(taken)  # both ways compared, many times
     with pytest.raises(TypeError):
         fields.accel.fast_response_head(1)
     with pytest.raises(TypeError):
-        fields.accel.configure_response(object, {}, [], b"", b"")
+        fields.accel.configure_response(object, {}, [], b"", b"", Headers)
+    with pytest.raises(TypeError):  # the headers class needs its _wire slot
+        fields.accel.configure_response(Request, {}, [], b"", b"", object)
