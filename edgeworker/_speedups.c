@@ -18,6 +18,9 @@
  * still prepared as one block, no add_header, the location's default Content-Type unless the
  * upstream sent one, this second's Server/Date line already made): the same bytes, or None.
  *
+ * Recorder(...) is the status metrics' WorkerMetrics.on_request for a request whose location
+ * has its counters (edgeworker/status/metrics.py); every other request goes to on_request.
+ *
  * WindowLimit(...) is the access handler of a declarative shared-dict limit keyed by
  * $binary_remote_addr (edgeworker/lib/limit.py, make_access) for an allowed request; it hands
  * a rejection, a store error or an unexpected value back to the Python functions it was given.
@@ -1226,6 +1229,224 @@ static PyTypeObject WindowLimitType = {
     .tp_clear = (inquiry)wl_clear,
 };
 
+/* -------------------------------------------------------------------------------- Recorder */
+
+/* Recorder(slots, buckets, layout, fallback) is WorkerMetrics.on_request
+ * (edgeworker/status/metrics.py) for a request whose location already has its slot: the
+ * responses by status (the slot's last item, a dict), bytes received and sent, the time and
+ * its histogram bucket (bisect_left over `buckets`, as the Python code), with layout =
+ * (RECEIVED, SENT, TIME, BUCKET0) the slot's indexes. Anything else (no slot yet, an odd
+ * value) goes to fallback(req), the Python on_request, before anything is counted. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *slots;
+    PyObject *fallback;
+    Py_ssize_t received, sent, time_i, bucket0, slot_len; /* slot_len: the codes' index */
+    Py_ssize_t nb;
+    double *bounds;
+    vectorcallfunc vectorcall;
+} Recorder;
+
+static PyObject *n_location, *n_status, *n_head, *n_body_bytes_sent, *n_start_time;
+
+/* a new reference to slot[i] + add, or NULL */
+static PyObject *
+rec_add(PyObject *slot, Py_ssize_t i, PyObject *add)
+{
+    return PyNumber_Add(PyList_GET_ITEM(slot, i), add);
+}
+
+static PyObject *
+rec_vectorcall(Recorder *r, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "Recorder(req) takes one argument");
+        return NULL;
+    }
+    PyObject *req = args[0];
+    PyObject *loc = NULL, *status = NULL, *head = NULL, *size = NULL, *sent = NULL,
+             *start = NULL, *tobj = NULL, *result = NULL;
+    PyObject *nv[6] = {NULL, NULL, NULL, NULL, NULL, NULL}; /* code, recv, sent, time, bucket */
+    loc = PyObject_GetAttr(req, n_location);
+    if (loc == NULL)
+        return NULL;
+    PyObject *slot = PyDict_GetItemWithError(r->slots, loc); /* borrowed */
+    if (slot == NULL) {
+        if (PyErr_Occurred())
+            goto done;
+        goto python;
+    }
+    if (!PyList_CheckExact(slot) || PyList_GET_SIZE(slot) != r->slot_len + 1 ||
+        !PyDict_Check(PyList_GET_ITEM(slot, r->slot_len)))
+        goto python;
+    Py_INCREF(slot);
+    PyObject *codes = PyList_GET_ITEM(slot, r->slot_len);
+    if ((status = PyObject_GetAttr(req, n_status)) == NULL ||
+        (head = PyObject_GetAttr(req, n_head)) == NULL ||
+        (size = PyObject_GetAttr(head, n_size)) == NULL ||
+        (sent = PyObject_GetAttr(req, n_body_bytes_sent)) == NULL ||
+        (start = PyObject_GetAttr(req, n_start_time)) == NULL) {
+        Py_DECREF(slot);
+        goto done;
+    }
+    if (!PyLong_CheckExact(status) || !PyFloat_CheckExact(start) || !PyLong_CheckExact(size) ||
+        !PyLong_CheckExact(sent)) {
+        Py_DECREF(slot);
+        goto python;
+    }
+    for (Py_ssize_t i = 0; i < r->slot_len; i++) { /* plain numbers: adding runs no code */
+        PyObject *v = PyList_GET_ITEM(slot, i);
+        if (!PyLong_CheckExact(v) && !PyFloat_CheckExact(v)) {
+            Py_DECREF(slot);
+            goto python;
+        }
+    }
+    /* time.time(): CLOCK_REALTIME in ns, then as a double, as CPython makes it */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    double now = ns % 1000000000LL == 0 ? (double)(ns / 1000000000LL) : (double)ns / 1e9;
+    double t = now - PyFloat_AS_DOUBLE(start);
+    Py_ssize_t lo = 0, hi = r->nb; /* bisect_left */
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (r->bounds[mid] < t)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    Py_ssize_t bi = r->bucket0 + lo;
+    PyObject *old = PyDict_GetItemWithError(codes, status); /* a defaultdict(int): 0 if absent */
+    if (old == NULL && PyErr_Occurred()) {
+        Py_DECREF(slot);
+        goto done;
+    }
+    tobj = PyFloat_FromDouble(t);
+    if (tobj == NULL ||
+        (nv[0] = old != NULL ? PyNumber_Add(old, one) : Py_NewRef(one)) == NULL ||
+        (nv[1] = rec_add(slot, r->received, size)) == NULL ||
+        (nv[2] = rec_add(slot, r->sent, sent)) == NULL ||
+        (nv[3] = rec_add(slot, r->time_i, tobj)) == NULL ||
+        (nv[4] = rec_add(slot, bi, one)) == NULL) {
+        Py_DECREF(slot);
+        goto done;
+    }
+    /* everything computed: store (the list items' references move to the slot) */
+    if (PyDict_SetItem(codes, status, nv[0]) < 0) {
+        Py_DECREF(slot);
+        goto done;
+    }
+    Py_ssize_t idx[4] = {r->received, r->sent, r->time_i, bi};
+    for (int i = 0; i < 4; i++) {
+        PyList_SetItem(slot, idx[i], nv[i + 1]);
+        nv[i + 1] = NULL;
+    }
+    Py_DECREF(slot);
+    result = Py_NewRef(Py_None);
+    goto done;
+python:
+    result = PyObject_Vectorcall(r->fallback, args, 1, NULL);
+done:
+    Py_XDECREF(loc);
+    Py_XDECREF(status);
+    Py_XDECREF(head);
+    Py_XDECREF(size);
+    Py_XDECREF(sent);
+    Py_XDECREF(start);
+    Py_XDECREF(tobj);
+    for (int i = 0; i < 6; i++)
+        Py_XDECREF(nv[i]);
+    return result;
+}
+
+static PyObject *
+rec_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *slots, *buckets, *fallback;
+    Py_ssize_t received, sent, time_i, bucket0;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "Recorder() takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!O!(nnnn)O:Recorder", &PyDict_Type, &slots, &PyTuple_Type,
+                          &buckets, &received, &sent, &time_i, &bucket0, &fallback))
+        return NULL;
+    Py_ssize_t nb = PyTuple_GET_SIZE(buckets);
+    Py_ssize_t slot_len = bucket0 + nb + 1;
+    if (!PyCallable_Check(fallback) || received < 0 || sent < 0 || time_i < 0 ||
+        received >= bucket0 || sent >= bucket0 || time_i >= bucket0) {
+        PyErr_SetString(PyExc_ValueError, "Recorder: bad slot layout or fallback");
+        return NULL;
+    }
+    double *bounds = PyMem_Malloc(sizeof(double) * (nb ? nb : 1));
+    if (bounds == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < nb; i++) {
+        bounds[i] = PyFloat_AsDouble(PyTuple_GET_ITEM(buckets, i));
+        if (bounds[i] == -1.0 && PyErr_Occurred()) {
+            PyMem_Free(bounds);
+            return NULL;
+        }
+    }
+    Recorder *r = PyObject_GC_New(Recorder, type);
+    if (r == NULL) {
+        PyMem_Free(bounds);
+        return NULL;
+    }
+    r->slots = Py_NewRef(slots);
+    r->fallback = Py_NewRef(fallback);
+    r->received = received;
+    r->sent = sent;
+    r->time_i = time_i;
+    r->bucket0 = bucket0;
+    r->slot_len = slot_len;
+    r->nb = nb;
+    r->bounds = bounds;
+    r->vectorcall = (vectorcallfunc)rec_vectorcall;
+    PyObject_GC_Track(r);
+    return (PyObject *)r;
+}
+
+static int
+rec_traverse(Recorder *r, visitproc visit, void *arg)
+{
+    Py_VISIT(r->slots);
+    Py_VISIT(r->fallback);
+    return 0;
+}
+
+static int
+rec_clear(Recorder *r)
+{
+    Py_CLEAR(r->slots);
+    Py_CLEAR(r->fallback);
+    return 0;
+}
+
+static void
+rec_dealloc(Recorder *r)
+{
+    PyObject_GC_UnTrack(r);
+    rec_clear(r);
+    PyMem_Free(r->bounds);
+    Py_TYPE(r)->tp_free((PyObject *)r);
+}
+
+static PyTypeObject RecorderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "edgeworker._speedups.Recorder",
+    .tp_basicsize = sizeof(Recorder),
+    .tp_dealloc = (destructor)rec_dealloc,
+    .tp_vectorcall_offset = offsetof(Recorder, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Recorder(slots, buckets, (RECEIVED, SENT, TIME, BUCKET0), fallback): "
+              "WorkerMetrics.on_request for locations with a slot.",
+    .tp_traverse = (traverseproc)rec_traverse,
+    .tp_clear = (inquiry)rec_clear,
+    .tp_new = rec_new,
+};
+
 /* ---------------------------------------------------------------------------------- module */
 
 static struct PyModuleDef module = {
@@ -1238,7 +1459,7 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     if (PyType_Ready(&RequestFieldsType) < 0 || PyType_Ready(&ResponseFieldsType) < 0 ||
-        PyType_Ready(&WindowLimitType) < 0)
+        PyType_Ready(&WindowLimitType) < 0 || PyType_Ready(&RecorderType) < 0)
         return NULL;
     s_dup_cl = PyUnicode_FromString("duplicate Content-Length");
     s_bad_cl = PyUnicode_FromString("invalid Content-Length");
@@ -1272,6 +1493,11 @@ PyInit__speedups(void)
     NAME(n_add_lines, "_add_lines");
     NAME(n_add_header, "add_header");
     NAME(n_content_type_line, "content_type_line");
+    NAME(n_location, "location");
+    NAME(n_status, "status");
+    NAME(n_head, "_head");
+    NAME(n_body_bytes_sent, "body_bytes_sent");
+    NAME(n_start_time, "start_time");
 #undef NAME
     one = PyLong_FromLong(1);
     zero = PyLong_FromLong(0);
@@ -1282,7 +1508,8 @@ PyInit__speedups(void)
         return NULL;
     if (PyModule_AddObjectRef(m, "RequestFields", (PyObject *)&RequestFieldsType) < 0 ||
         PyModule_AddObjectRef(m, "ResponseFields", (PyObject *)&ResponseFieldsType) < 0 ||
-        PyModule_AddObjectRef(m, "WindowLimit", (PyObject *)&WindowLimitType) < 0) {
+        PyModule_AddObjectRef(m, "WindowLimit", (PyObject *)&WindowLimitType) < 0 ||
+        PyModule_AddObjectRef(m, "Recorder", (PyObject *)&RecorderType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -257,6 +257,7 @@ class Response:
     length: int | None = None  # Content-Length of the response, when given
     _info = False
     _framed = False
+    fields: ResponseFields | None = None  # a ProxyResponse's (see there)
     # callbacks httptools looks up but we do not use: present (None), so creating a parser
     # finds them without raising and catching an AttributeError for each
     on_message_begin = None
@@ -295,6 +296,10 @@ class Response:
             self.length = None
 
     def on_headers_complete(self) -> None:
+        fields = self.fields
+        if fields is not None:  # a ProxyResponse: its fields read the framing
+            self._framed = fields.framed
+            self.length = fields.length
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self._info = True  # 100 Continue, 103 Early Hints: skipped
@@ -433,12 +438,6 @@ class ProxyResponse(Response):
     @property
     def raw_headers(self) -> list[tuple[bytes, bytes]]:  # type: ignore[override]
         return self.fields.kept + self.fields.hop
-
-    def on_headers_complete(self) -> None:
-        fields = self.fields
-        self._framed = fields.framed
-        self.length = fields.length
-        Response.on_headers_complete(self)
 
     def _forget_fields(self) -> None:
         self.fields.reset()

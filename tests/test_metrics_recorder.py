@@ -1,0 +1,104 @@
+"""The C ``Recorder`` (edgeworker/_speedups.c) counts a request exactly as
+``WorkerMetrics.on_request`` does, and hands every case it does not take to it."""
+
+from __future__ import annotations
+
+import random
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from edgeworker.http.fields import accel
+from edgeworker.status import metrics
+
+pytestmark = pytest.mark.skipif(accel is None, reason="the C module is not built")
+
+
+class _Runtime:  # a location's runtime: hashable by identity, as the real one
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+def _worker_metrics() -> tuple[metrics.WorkerMetrics, list]:
+    locs = [SimpleNamespace(match=m) for m in ("= /a", "/b", "~ c$")]
+    rts = [_Runtime(loc.match) for loc in locs]
+    server = SimpleNamespace(server_name=["edge.test"], listen=["127.0.0.1:1"], location=locs)
+    app = SimpleNamespace(
+        cfg=SimpleNamespace(server=[server]),
+        runtimes={id(loc): rt for loc, rt in zip(locs, rts, strict=True)},
+    )
+    return metrics.WorkerMetrics(app), rts
+
+
+def _request(loc, status, size, sent, age) -> SimpleNamespace:
+    return SimpleNamespace(
+        location=loc,
+        server_route=SimpleNamespace(index=0),
+        status=status,
+        _head=SimpleNamespace(size=size),
+        body_bytes_sent=sent,
+        start_time=time.time() - age,
+    )
+
+
+def _snapshot(wm: metrics.WorkerMetrics) -> tuple[dict, dict]:
+    """(every count by location, the time sums by location)"""
+    out, times = {}, {}
+    for slot in wm.slots.values():
+        name = wm._names[id(slot)]
+        out[name] = ([v for i, v in enumerate(slot[:-1]) if i != metrics.TIME], dict(slot[-1]))
+        times[name] = slot[metrics.TIME]
+    return out, times
+
+
+def test_recorder_counts_like_on_request():
+    py, rts_py = _worker_metrics()
+    c, rts_c = _worker_metrics()
+    rec = metrics.recorder(c)
+    assert isinstance(rec, accel.Recorder)
+    rng = random.Random(5)
+    # ages in the middle of histogram buckets, so the few microseconds between the two calls
+    # cannot move a request to the next bucket; one past the last bound
+    edges = (0.0,) + metrics.BUCKETS
+    ages = [(a + b) / 2 for a, b in zip(edges, edges[1:], strict=False)] + [30.0]
+    for _ in range(3000):
+        i = rng.randrange(len(rts_py) + 1)  # the last: a request that matched no location
+        status = rng.choice((200, 200, 404, 500, 302, 499))
+        size, sent, age = rng.randrange(10, 9000), rng.randrange(0, 10**7), rng.choice(ages)
+        py.on_request(_request(rts_py[i] if i < len(rts_py) else None, status, size, sent, age))
+        rec(_request(rts_c[i] if i < len(rts_c) else None, status, size, sent, age))
+    (counts_py, times_py), (counts_c, times_c) = _snapshot(py), _snapshot(c)
+    assert counts_py == counts_c
+    # the time sums differ by the microseconds between the two calls of each request
+    assert times_py.keys() == times_c.keys()
+    for name, t in times_py.items():
+        assert abs(times_c[name] - t) < 1.0 and (t > 100) == (times_c[name] > 100), name
+    assert ("edge.test", metrics.NO_LOCATION) in {c._names[id(s)] for s in c.slots.values()}
+
+
+def test_recorder_leaves_odd_requests_to_python():
+    """Values the C code does not add itself (a float size, a slot that is not numbers, a
+    status that is not an int) go to on_request, which counts them its own way or raises."""
+    wm, rts = _worker_metrics()
+    seen = []
+
+    def fallback(req):
+        seen.append(req)
+        wm.on_request(req)
+
+    rec = accel.Recorder(wm.slots, metrics.BUCKETS, (0, 1, 2, 3), fallback)
+    rec(_request(rts[0], 200, 100, 5, 0.0001))
+    assert not seen
+    rec(_request(rts[0], 200, 100.5, 5, 0.0001))
+    rec(_request(rts[0], "200", 100, 5, 0.0001))
+    assert len(seen) == 2
+    slot = wm.slots[rts[0]]
+    assert slot[metrics.RECEIVED] == 300.5 and slot[metrics.SENT] == 15
+    assert slot[-1] == {200: 2, "200": 1}
+    with pytest.raises(AttributeError):
+        rec(SimpleNamespace(location=rts[0]))  # what on_request itself would raise
+    with pytest.raises(TypeError):
+        rec()
+    with pytest.raises(ValueError):
+        accel.Recorder({}, metrics.BUCKETS, (0, 1, 5, 3), fallback)
