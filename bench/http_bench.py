@@ -502,7 +502,9 @@ def run_all(
     args: argparse.Namespace, reg: ProcessRegistry, skip: dict[str, bool]
 ) -> dict[str, TargetResult]:
     """Start every target that is not skipped, then measure every case ``--rounds`` times,
-    interleaving the targets within each round, then stop them all."""
+    interleaving the targets within each round, then stop them all. Every other round runs
+    the targets and their cases in the reverse order, so a drift of the machine's speed over a
+    round (a neighbour's load, the host's clock) weighs on every case alike."""
     results: dict[str, TargetResult] = {}
     running: list[Running] = []
     try:
@@ -519,10 +521,11 @@ def run_all(
         for n in range(args.rounds):
             if args.rounds > 1:
                 log(f"round {n + 1} of {args.rounds}")
-            for run in running:
+            flip = n % 2 == 1
+            for run in reversed(running) if flip else running:
                 if run.result.status != "ok":
                     continue
-                for case in run.target.cases:
+                for case in reversed(run.target.cases) if flip else run.target.cases:
                     rnd = measure_round(run.port, case, run.server, args)
                     run.result.cases.setdefault(case, CaseResult("/" + case)).rounds.append(rnd)
                 if not run.server.alive():

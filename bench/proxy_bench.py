@@ -253,11 +253,13 @@ def main() -> int:
             run_wrk(f"http://{HOST}:{port}/small.txt", connections=args.connections,
                     duration=2)  # warm-up
             servers[name] = (srv, port)
-        # the rounds interleave the two proxies (the machine's noise hits both alike); the
-        # report takes the median of each figure
+        # the rounds interleave the two proxies (the machine's noise hits both alike), every
+        # other round in the reverse order (a drift within a round too); the report takes the
+        # median of each figure
         runs: dict[str, list] = {name: [] for name in servers}
         for i in range(args.rounds):
-            for name, (_srv, port) in servers.items():
+            order = list(servers.items())
+            for name, (_srv, port) in reversed(order) if i % 2 else order:
                 wrk = run_wrk(f"http://{HOST}:{port}/small.txt", connections=args.connections,
                               duration=args.duration)
                 runs[name].append(wrk)
