@@ -162,10 +162,10 @@ class Group:
         ``tried`` is a bit mask of peer indexes already tried for this request; ``client`` the
         packed client address (for ``ip_hash``), or the request's key (for ``hash``).
         """
-        now = time.monotonic()
         if self.single:
             p = self.peers[0]  # never marked down (nginx): only max_conns can turn it away
             return None if tried & 1 or (p.max_conns and p.conns >= p.max_conns) else p
+        now = time.monotonic()
         balance = self.balance
         if balance == "ip_hash" and client:
             peer = self._ip_hash(tried, client, now)

@@ -116,6 +116,8 @@ class ProxyHandler:
         self.add_xff = "x-forwarded-for" not in own
         self.add_real_ip = "x-real-ip" not in own
         self.add_proto = "x-forwarded-proto" not in own
+        # by (client address, scheme): what _lines_for returns
+        self._client_lines: dict[tuple[str, str], tuple[bytes, bytes, bytes]] = {}
         self.keepalive = group.pool.size > 0
         self.ip_hash = group.balance == "ip_hash"
         self.hash_key = group.hash_key if group.balance == "hash" else None
@@ -131,9 +133,9 @@ class ProxyHandler:
             changed = True
         if self.prefix is None or changed:
             if not changed:
-                raw = req.request_uri
-                if raw.startswith("/"):
-                    return raw.encode("latin-1")
+                target = head.target  # $request_uri, as received
+                if target[:1] == b"/":
+                    return target
                 return head.path + (b"?" + head.query if head.query else b"")
             path = uri
         else:
@@ -163,14 +165,16 @@ class ProxyHandler:
         if conn_tokens:  # headers named by Connection are hop-by-hop too
             keep = [p for p in parts[5:] if p.split(b":", 1)[0].lower() not in conn_tokens]
             parts[5:] = keep
-        addr = req.remote_addr.encode()
-        if self.add_xff:
-            xff.append(addr)
+        client = req.remote_addr, req.scheme
+        lines = self._client_lines.get(client)
+        if lines is None:
+            lines = self._lines_for(*client)
+        if xff:  # the client's X-Forwarded-For, then its address
+            xff.append(lines[0])
             parts.append(b"X-Forwarded-For: " + b", ".join(xff) + b"\r\n")
-        if self.add_real_ip:
-            parts.append(b"X-Real-IP: " + addr + b"\r\n")
-        if self.add_proto:
-            parts.append(b"X-Forwarded-Proto: " + req.scheme.encode() + b"\r\n")
+            parts.append(lines[2])
+        else:
+            parts.append(lines[1])
         if self.dynamic:
             var = req.var
             for name, template in self.dynamic:
@@ -188,6 +192,21 @@ class ProxyHandler:
             parts.append(b"Transfer-Encoding: chunked\r\n")
         parts.append(b"\r\n")
         return b"".join(parts)
+
+    def _lines_for(self, addr: str, scheme: str) -> tuple[bytes, bytes, bytes]:
+        """(the address as bytes, the lines a client at ``addr`` adds to a request that has no
+        X-Forwarded-For, the same without that line) as this location sends them
+        (X-Forwarded-For, X-Real-IP, X-Forwarded-Proto, unless proxy_set_header sets them)."""
+        a = addr.encode()
+        xff = b"X-Forwarded-For: " + a + b"\r\n" if self.add_xff else b""
+        rest = (b"X-Real-IP: " + a + b"\r\n" if self.add_real_ip else b"") + (
+            b"X-Forwarded-Proto: " + scheme.encode() + b"\r\n" if self.add_proto else b""
+        )
+        lines = (a, xff + rest, rest)
+        if len(self._client_lines) >= 4096:  # clients come and go: keep the table small
+            self._client_lines.clear()
+        self._client_lines[addr, scheme] = lines
+        return lines
 
     def _body(self, req: Any) -> tuple[bytes | None, Iterator[bytes] | None, int | None]:
         """(buffered body, rest to stream, Content-Length or None for chunked)."""
@@ -211,7 +230,10 @@ class ProxyHandler:
         group = self.group
         head = req._head
         upgrade = head.upgrade
-        body, rest, length = self._body(req)
+        if req._body is None and head.content_length is None and not head.chunked:
+            body, rest, length = b"", None, 0  # no request body (most requests)
+        else:
+            body, rest, length = self._body(req)
         replayable = rest is None
         request_head = self._head(req, length, upgrade)
         method = req.method
@@ -270,7 +292,7 @@ class ProxyHandler:
                         statuses.append(str(status))
                         times.append(f"{time.monotonic() - t0:.3f}")
                         continue
-                if group.succeeded(peer):
+                if peer.fails and group.succeeded(peer):
                     _metrics.upstream_state(group.name, peer.name, "up")
                 addrs.append(addr_text)
                 statuses.append(str(status))

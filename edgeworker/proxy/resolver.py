@@ -90,6 +90,8 @@ class Target:
 
     def next_address(self) -> tuple[str, int]:
         """One address, rotating among the resolved ones (``ResolveError`` if none)."""
+        if not self.is_name:
+            return self._addrs[0]  # an IP address: itself, for ever
         addrs = self.addresses()
         if len(addrs) == 1:
             return addrs[0]
