@@ -102,3 +102,62 @@ def test_recorder_leaves_odd_requests_to_python():
         rec()
     with pytest.raises(ValueError):
         accel.Recorder({}, metrics.BUCKETS, (0, 1, 5, 3), fallback)
+
+
+def _ups_snapshot(wm) -> dict:
+    return {k: ([round(v, 6) for v in nums], dict(codes)) for k, (nums, codes) in wm.ups.items()}
+
+
+def test_upstream_event_in_c_counts_like_python(monkeypatch):
+    """``metrics.upstream_event`` is the C ``UpstreamCounter``: over random attempts (answered,
+    failed, with and without a time and byte counts, new peers among them) it leaves the same
+    counters as the Python function."""
+    assert isinstance(metrics.upstream_event, accel.UpstreamCounter)
+    py_fn = metrics.upstream_event.__wrapped__
+    c, _ = _worker_metrics()
+    py, _ = _worker_metrics()
+    rng = random.Random(11)
+    peers = [("backend", f"10.0.0.{i}:80") for i in range(4)] + [("api", "[::1]:8080")]
+    for _ in range(4000):
+        upstream, peer = rng.choice(peers)
+        status = rng.choice((200, 200, 404, 502, None))
+        args = [upstream, peer, status]
+        if rng.random() < 0.8:
+            args.append(rng.choice((0.0004, 0.25, 3, 0)))
+        kw = {}
+        if rng.random() < 0.7:
+            kw["sent"] = rng.randrange(0, 5000)
+        if rng.random() < 0.7:
+            kw["received"] = rng.randrange(0, 10**6)
+        for wm, fn in ((c, metrics.upstream_event), (py, py_fn)):
+            monkeypatch.setattr(metrics, "_worker", wm)
+            fn(*args, **kw)
+    assert _ups_snapshot(c) == _ups_snapshot(py)
+    assert c.ups_last.keys() == py.ups_last.keys() == c.ups.keys()
+
+
+def test_upstream_event_in_c_leaves_the_rest_to_python(monkeypatch):
+    """No worker (metrics off, or not a worker): nothing counted; wrong arguments: the Python
+    function's own TypeError; odd values: counted by the Python code."""
+    monkeypatch.setattr(metrics, "_worker", None)
+    assert metrics.upstream_event("u", "p", 200, 0.1, sent=1) is None
+    wm, _ = _worker_metrics()
+    monkeypatch.setattr(metrics, "_worker", wm)
+    for bad in (
+        lambda: metrics.upstream_event("u", "p"),
+        lambda: metrics.upstream_event("u", "p", 200, 0.1, 5),
+        lambda: metrics.upstream_event("u", "p", 200, bytes_sent=1),
+    ):
+        with pytest.raises(TypeError):
+            bad()
+    metrics.upstream_event("u", "p", 200, 0.5, sent=10, received=20)  # a new peer: Python
+    metrics.upstream_event("u", "p", 200, 0.5, sent=10, received=20)  # known: C
+    metrics.upstream_event("u", "p", 200, 0.5, sent=10.5, received=20)  # a float: Python
+    metrics.upstream_event("u", "p", None)
+    nums, codes = wm.ups[("u", "p")]
+    assert codes == {200: 3}
+    assert nums[metrics.U_SENT] == 30.5 and nums[metrics.U_RECEIVED] == 60
+    assert nums[metrics.U_TIME] == 1.5 and nums[metrics.U_TIMED] == 3
+    assert nums[metrics.U_FAILS] == 1
+    with pytest.raises(ValueError):
+        accel.UpstreamCounter(print, {}, (0, 1, 2, 3, 3))
