@@ -46,6 +46,11 @@ def normalize_host(host: str | None) -> str:
     return h.rstrip(".")
 
 
+#: find_location remembers this many answers per server, for URIs up to this length
+FOUND_MAX = 1024
+FOUND_URI_MAX = 256
+
+
 @dataclass(eq=False)
 class ServerRoute:
     """One ``[[server]]`` compiled for location lookup.
@@ -60,6 +65,9 @@ class ServerRoute:
     #: (prefix, location, stops regex search) sorted longest first; file order among equals.
     prefixes: list[tuple[str, Location, bool]] = field(default_factory=list)
     regexes: list[tuple[re.Pattern[str], Location]] = field(default_factory=list)
+    #: recent answers of find_location by URI (the route never changes once built; a reload
+    #: builds new routes): one dict lookup instead of the prefix and regex searches
+    found: dict[str, tuple[Location, tuple[str, ...]]] = field(default_factory=dict)
 
     @classmethod
     def from_server(cls, server: Server, index: int) -> ServerRoute:
@@ -81,6 +89,17 @@ class ServerRoute:
         """The location serving ``uri`` (a normalized path) and the regex captures
         (``()`` unless a regex location matched; groups that did not take part are ``""``).
         None when nothing matches: answer 404."""
+        found = self.found.get(uri)
+        if found is not None:
+            return found
+        found = self._search(uri)
+        if found is not None and len(uri) <= FOUND_URI_MAX:
+            if len(self.found) >= FOUND_MAX:  # random URIs cannot grow it: start over
+                self.found.clear()
+            self.found[uri] = found
+        return found
+
+    def _search(self, uri: str) -> tuple[Location, tuple[str, ...]] | None:
         loc = self.exact.get(uri)
         if loc is not None:
             return loc, ()
