@@ -8,6 +8,6 @@ setup(
     ext_modules=[
         Extension("shm._accel", ["shm/_accel.c"], optional=True, extra_compile_args=["-O2"]),
         Extension("edgeworker._speedups", ["edgeworker/_speedups.c"], optional=True,
-                  extra_compile_args=["-O2"]),
+                  extra_compile_args=["-O2"], libraries=["m"]),
     ]
 )

@@ -768,7 +768,8 @@ done:
 
 /* set by configure_response(): Request's slots read here, the status lines, the cached
  * "Server/Date" line ([second, bytes], kept by the Python code), the Connection lines */
-enum { R_STATUS, R_LOCATION, R_KEEP_ALIVE, R_LINES, R_RESP_HEADERS, R_CONTENT_TYPE, R_COUNT };
+enum { R_STATUS, R_LOCATION, R_KEEP_ALIVE, R_LINES, R_RESP_HEADERS, R_CONTENT_TYPE, R_HEAD,
+       R_BODY_BYTES_SENT, R_START_TIME, R_COUNT };
 static Py_ssize_t req_offsets[R_COUNT];
 static PyObject *req_type, *status_lines, *date_line, *keep_line, *close_line, *headers_type;
 static Py_ssize_t wire_offset; /* Headers._wire */
@@ -804,7 +805,8 @@ configure_response(PyObject *module, PyObject *args)
     if (woff < 0)
         return NULL;
     static const char *names[R_COUNT] = {"status", "location", "keep_alive", "_lines",
-                                         "_resp_headers", "content_type"};
+                                         "_resp_headers", "content_type", "_head",
+                                         "body_bytes_sent", "start_time"};
     Py_ssize_t offsets[R_COUNT];
     for (int i = 0; i < R_COUNT; i++) {
         offsets[i] = slot_offset(cls, names[i]);
@@ -1233,16 +1235,18 @@ static PyTypeObject WindowLimitType = {
 /* -------------------------------------------------------------------------------- Recorder */
 
 /* Recorder(slots, buckets, layout, fallback) is WorkerMetrics.on_request
- * (edgeworker/status/metrics.py) for a request whose location already has its slot: the
- * responses by status (the slot's last item, a dict), bytes received and sent, the time and
- * its histogram bucket (bisect_left over `buckets`, as the Python code), with layout =
- * (RECEIVED, SENT, TIME, BUCKET0) the slot's indexes. Anything else (no slot yet, an odd
- * value) goes to fallback(req), the Python on_request, before anything is counted. */
+ * (edgeworker/status/metrics.py) for a request whose location already has its slot
+ * [nums, other]: nums is an array("q") of layout = (RECEIVED, SENT, TIME, BUCKET0, CODE0,
+ * SLOT_LEN); the request adds to its bytes received and sent, its time in microseconds
+ * (rounded as Python's round()), its histogram bucket (bisect_left over `buckets`, as the
+ * Python code) and its status (100..599) counter, in place: nothing is allocated. Anything else
+ * (no slot yet, another status, an odd value) goes to fallback(req), the Python on_request,
+ * before anything is counted. */
 typedef struct {
     PyObject_HEAD
     PyObject *slots;
     PyObject *fallback;
-    Py_ssize_t received, sent, time_i, bucket0, slot_len; /* slot_len: the codes' index */
+    Py_ssize_t received, sent, time_i, bucket0, code0, slot_len;
     Py_ssize_t nb;
     double *bounds;
     vectorcallfunc vectorcall;
@@ -1250,11 +1254,44 @@ typedef struct {
 
 static PyObject *n_location, *n_status, *n_head, *n_body_bytes_sent, *n_start_time;
 
-/* a new reference to slot[i] + add, or NULL */
+/* A new reference to req's attribute `name`: read from its slot (index i of the request
+ * class configure_response was given) when req is of that class, else looked up. */
 static PyObject *
-rec_add(PyObject *slot, Py_ssize_t i, PyObject *add)
+req_attr(PyObject *req, int i, PyObject *name)
 {
-    return PyNumber_Add(PyList_GET_ITEM(slot, i), add);
+    if (req_type != NULL && Py_IS_TYPE(req, (PyTypeObject *)req_type)) {
+        PyObject *v = SLOT(req, i);
+        if (v != NULL)
+            return Py_NewRef(v);
+    }
+    return PyObject_GetAttr(req, name); /* (an unset slot raises AttributeError here) */
+}
+
+/* The same for a request head's size (the RequestHead class configure was given). */
+static PyObject *
+head_size(PyObject *head)
+{
+    if (head_type != NULL && Py_IS_TYPE(head, (PyTypeObject *)head_type)) {
+        PyObject *v = *(PyObject **)((char *)head + head_offsets[H_SIZE]);
+        if (v != NULL)
+            return Py_NewRef(v);
+    }
+    return PyObject_GetAttr(head, n_size);
+}
+
+/* v as a long long in *out; 0 when v is not an exact int that fits */
+static int
+exact_ll(PyObject *v, long long *out)
+{
+    if (!PyLong_CheckExact(v))
+        return 0;
+    int over = 0;
+    *out = PyLong_AsLongLongAndOverflow(v, &over);
+    if (over || (*out == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
 }
 
 static PyObject *
@@ -1266,9 +1303,10 @@ rec_vectorcall(Recorder *r, PyObject *const *args, size_t nargsf, PyObject *kwna
     }
     PyObject *req = args[0];
     PyObject *loc = NULL, *status = NULL, *head = NULL, *size = NULL, *sent = NULL,
-             *start = NULL, *tobj = NULL, *result = NULL;
-    PyObject *nv[6] = {NULL, NULL, NULL, NULL, NULL, NULL}; /* code, recv, sent, time, bucket */
-    loc = PyObject_GetAttr(req, n_location);
+             *start = NULL, *nums = NULL, *result = NULL;
+    Py_buffer view = {0};
+    long long code, nsize, nsent;
+    loc = req_attr(req, R_LOCATION, n_location);
     if (loc == NULL)
         return NULL;
     PyObject *slot = PyDict_GetItemWithError(r->slots, loc); /* borrowed */
@@ -1277,30 +1315,25 @@ rec_vectorcall(Recorder *r, PyObject *const *args, size_t nargsf, PyObject *kwna
             goto done;
         goto python;
     }
-    if (!PyList_CheckExact(slot) || PyList_GET_SIZE(slot) != r->slot_len + 1 ||
-        !PyDict_Check(PyList_GET_ITEM(slot, r->slot_len)))
+    if (!PyList_CheckExact(slot) || PyList_GET_SIZE(slot) != 2)
         goto python;
-    Py_INCREF(slot);
-    PyObject *codes = PyList_GET_ITEM(slot, r->slot_len);
-    if ((status = PyObject_GetAttr(req, n_status)) == NULL ||
-        (head = PyObject_GetAttr(req, n_head)) == NULL ||
-        (size = PyObject_GetAttr(head, n_size)) == NULL ||
-        (sent = PyObject_GetAttr(req, n_body_bytes_sent)) == NULL ||
-        (start = PyObject_GetAttr(req, n_start_time)) == NULL) {
-        Py_DECREF(slot);
+    nums = Py_NewRef(PyList_GET_ITEM(slot, 0));
+    if ((status = req_attr(req, R_STATUS, n_status)) == NULL ||
+        (head = req_attr(req, R_HEAD, n_head)) == NULL || (size = head_size(head)) == NULL ||
+        (sent = req_attr(req, R_BODY_BYTES_SENT, n_body_bytes_sent)) == NULL ||
+        (start = req_attr(req, R_START_TIME, n_start_time)) == NULL)
         goto done;
-    }
-    if (!PyLong_CheckExact(status) || !PyFloat_CheckExact(start) || !PyLong_CheckExact(size) ||
-        !PyLong_CheckExact(sent)) {
-        Py_DECREF(slot);
+    if (!exact_ll(status, &code) || code < 100 || code > 599 || !exact_ll(size, &nsize) ||
+        !exact_ll(sent, &nsent) || !PyFloat_CheckExact(start))
+        goto python;
+    if (PyObject_GetBuffer(nums, &view, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
+        PyErr_Clear();
         goto python;
     }
-    for (Py_ssize_t i = 0; i < r->slot_len; i++) { /* plain numbers: adding runs no code */
-        PyObject *v = PyList_GET_ITEM(slot, i);
-        if (!PyLong_CheckExact(v) && !PyFloat_CheckExact(v)) {
-            Py_DECREF(slot);
-            goto python;
-        }
+    if (view.format == NULL || strcmp(view.format, "q") != 0 || view.itemsize != 8 ||
+        view.len != r->slot_len * 8) {
+        PyBuffer_Release(&view);
+        goto python;
     }
     /* time.time(): CLOCK_REALTIME in ns, then as a double, as CPython makes it */
     struct timespec ts;
@@ -1316,47 +1349,25 @@ rec_vectorcall(Recorder *r, PyObject *const *args, size_t nargsf, PyObject *kwna
         else
             hi = mid;
     }
-    Py_ssize_t bi = r->bucket0 + lo;
-    PyObject *old = PyDict_GetItemWithError(codes, status); /* a defaultdict(int): 0 if absent */
-    if (old == NULL && PyErr_Occurred()) {
-        Py_DECREF(slot);
-        goto done;
-    }
-    tobj = PyFloat_FromDouble(t);
-    if (tobj == NULL ||
-        (nv[0] = old != NULL ? PyNumber_Add(old, one) : Py_NewRef(one)) == NULL ||
-        (nv[1] = rec_add(slot, r->received, size)) == NULL ||
-        (nv[2] = rec_add(slot, r->sent, sent)) == NULL ||
-        (nv[3] = rec_add(slot, r->time_i, tobj)) == NULL ||
-        (nv[4] = rec_add(slot, bi, one)) == NULL) {
-        Py_DECREF(slot);
-        goto done;
-    }
-    /* everything computed: store (the list items' references move to the slot) */
-    if (PyDict_SetItem(codes, status, nv[0]) < 0) {
-        Py_DECREF(slot);
-        goto done;
-    }
-    Py_ssize_t idx[4] = {r->received, r->sent, r->time_i, bi};
-    for (int i = 0; i < 4; i++) {
-        PyList_SetItem(slot, idx[i], nv[i + 1]);
-        nv[i + 1] = NULL;
-    }
-    Py_DECREF(slot);
+    long long *c = (long long *)view.buf;
+    c[r->code0 - 100 + code] += 1;
+    c[r->received] += nsize;
+    c[r->sent] += nsent;
+    c[r->time_i] += (long long)nearbyint(t * 1e6); /* round half to even, as round() */
+    c[r->bucket0 + lo] += 1;
+    PyBuffer_Release(&view);
     result = Py_NewRef(Py_None);
     goto done;
 python:
     result = PyObject_Vectorcall(r->fallback, args, 1, NULL);
 done:
     Py_XDECREF(loc);
+    Py_XDECREF(nums);
     Py_XDECREF(status);
     Py_XDECREF(head);
     Py_XDECREF(size);
     Py_XDECREF(sent);
     Py_XDECREF(start);
-    Py_XDECREF(tobj);
-    for (int i = 0; i < 6; i++)
-        Py_XDECREF(nv[i]);
     return result;
 }
 
@@ -1364,18 +1375,20 @@ static PyObject *
 rec_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     PyObject *slots, *buckets, *fallback;
-    Py_ssize_t received, sent, time_i, bucket0;
+    Py_ssize_t received, sent, time_i, bucket0, code0, slot_len;
     if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
         PyErr_SetString(PyExc_TypeError, "Recorder() takes no keyword arguments");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "O!O!(nnnn)O:Recorder", &PyDict_Type, &slots, &PyTuple_Type,
-                          &buckets, &received, &sent, &time_i, &bucket0, &fallback))
+    if (!PyArg_ParseTuple(args, "O!O!(nnnnnn)O:Recorder", &PyDict_Type, &slots, &PyTuple_Type,
+                          &buckets, &received, &sent, &time_i, &bucket0, &code0, &slot_len,
+                          &fallback))
         return NULL;
     Py_ssize_t nb = PyTuple_GET_SIZE(buckets);
-    Py_ssize_t slot_len = bucket0 + nb + 1;
     if (!PyCallable_Check(fallback) || received < 0 || sent < 0 || time_i < 0 ||
-        received >= bucket0 || sent >= bucket0 || time_i >= bucket0) {
+        received >= bucket0 || sent >= bucket0 || time_i >= bucket0 ||
+        received == sent || received == time_i || sent == time_i ||
+        code0 < bucket0 + nb + 1 || slot_len != code0 + 500) {
         PyErr_SetString(PyExc_ValueError, "Recorder: bad slot layout or fallback");
         return NULL;
     }
@@ -1400,6 +1413,7 @@ rec_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     r->sent = sent;
     r->time_i = time_i;
     r->bucket0 = bucket0;
+    r->code0 = code0;
     r->slot_len = slot_len;
     r->nb = nb;
     r->bounds = bounds;
@@ -1441,8 +1455,8 @@ static PyTypeObject RecorderType = {
     .tp_vectorcall_offset = offsetof(Recorder, vectorcall),
     .tp_call = PyVectorcall_Call,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "Recorder(slots, buckets, (RECEIVED, SENT, TIME, BUCKET0), fallback): "
-              "WorkerMetrics.on_request for locations with a slot.",
+    .tp_doc = "Recorder(slots, buckets, (RECEIVED, SENT, TIME, BUCKET0, CODE0, SLOT_LEN), "
+              "fallback): WorkerMetrics.on_request for locations with a slot.",
     .tp_traverse = (traverseproc)rec_traverse,
     .tp_clear = (inquiry)rec_clear,
     .tp_new = rec_new,
