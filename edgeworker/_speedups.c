@@ -1326,6 +1326,14 @@ rec_vectorcall(Recorder *r, PyObject *const *args, size_t nargsf, PyObject *kwna
     if (!exact_ll(status, &code) || code < 100 || code > 599 || !exact_ll(size, &nsize) ||
         !exact_ll(sent, &nsent) || !PyFloat_CheckExact(start))
         goto python;
+    /* time.time(): CLOCK_REALTIME in ns, then as a double, as CPython makes it */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    double now = ns % 1000000000LL == 0 ? (double)(ns / 1000000000LL) : (double)ns / 1e9;
+    double t = now - PyFloat_AS_DOUBLE(start);
+    if (!(t > -1e9 && t < 1e9)) /* a start time that is not one (NaN, far off): Python's call */
+        goto python;
     if (PyObject_GetBuffer(nums, &view, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
         PyErr_Clear();
         goto python;
@@ -1335,12 +1343,6 @@ rec_vectorcall(Recorder *r, PyObject *const *args, size_t nargsf, PyObject *kwna
         PyBuffer_Release(&view);
         goto python;
     }
-    /* time.time(): CLOCK_REALTIME in ns, then as a double, as CPython makes it */
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    long long ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-    double now = ns % 1000000000LL == 0 ? (double)(ns / 1000000000LL) : (double)ns / 1e9;
-    double t = now - PyFloat_AS_DOUBLE(start);
     Py_ssize_t lo = 0, hi = r->nb; /* bisect_left */
     while (lo < hi) {
         Py_ssize_t mid = (lo + hi) / 2;

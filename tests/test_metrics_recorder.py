@@ -102,6 +102,9 @@ def test_recorder_leaves_odd_requests_to_python():
     wm.slots[rts[1]][0] = [0] * metrics.SLOT_LEN  # not an array("q"): Python counts
     rec(_request(rts[1], 200, 1, 1, 0.0001))
     assert len(seen) == 3 and wm.slots[rts[1]][0][metrics.CODE0 + 100] == 1
+    with pytest.raises(ValueError):  # a start time that is not a time: Python's own error
+        rec(_request(rts[2], 200, 1, 1, float("nan")))
+    assert len(seen) == 4
     with pytest.raises(AttributeError):
         rec(SimpleNamespace(location=rts[0]))  # what on_request itself would raise
     with pytest.raises(TypeError):
