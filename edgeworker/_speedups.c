@@ -972,6 +972,28 @@ typedef struct {
 static PyObject *n_conn, *n_bin_addr, *n_binary_remote_addr, *n_resp_headers, *n_lines,
     *n_add_lines, *one, *zero;
 
+/* v as a long long in *out; 0 when v is not an exact int that fits */
+static int
+exact_ll(PyObject *v, long long *out)
+{
+    if (!PyLong_CheckExact(v))
+        return 0;
+    int over = 0;
+    *out = PyLong_AsLongLongAndOverflow(v, &over);
+    if (over || (*out == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
+}
+
+/* name (a keyword argument's) is `want` (an interned str) */
+static int
+kw_is(PyObject *name, PyObject *want)
+{
+    return name == want || (PyUnicode_Check(name) && PyUnicode_Compare(name, want) == 0);
+}
+
 /* n >= 0 in decimal at out (no NUL); returns the length */
 static int
 decimal(char *out, long long n)
@@ -1097,9 +1119,8 @@ wl_call(WindowLimit *self, PyObject *args, PyObject *kwds)
         Py_DECREF(left);
         goto store_error;
     }
-    int overflow = 0;
-    long long c = PyLong_CheckExact(count) ? PyLong_AsLongLongAndOverflow(count, &overflow) : 0;
-    if (!PyLong_CheckExact(count) || overflow || c > self->quota) {
+    long long c;
+    if (!exact_ll(count, &c) || c > self->quota) {
         /* a rejection, or a value this code does not expect: the Python code goes on */
         PyObject *fargs[4] = {req, k, count, left};
         PyObject *r = PyObject_Vectorcall(self->finish, fargs, 4, NULL);
@@ -1277,21 +1298,6 @@ head_size(PyObject *head)
             return Py_NewRef(v);
     }
     return PyObject_GetAttr(head, n_size);
-}
-
-/* v as a long long in *out; 0 when v is not an exact int that fits */
-static int
-exact_ll(PyObject *v, long long *out)
-{
-    if (!PyLong_CheckExact(v))
-        return 0;
-    int over = 0;
-    *out = PyLong_AsLongLongAndOverflow(v, &over);
-    if (over || (*out == -1 && PyErr_Occurred())) {
-        PyErr_Clear();
-        return 0;
-    }
-    return 1;
 }
 
 static PyObject *
@@ -1503,10 +1509,9 @@ uc_vectorcall(UpstreamCounter *u, PyObject *const *args, size_t nargsf, PyObject
         rt = args[3];
     for (Py_ssize_t k = 0; k < nkw; k++) {
         PyObject *name = PyTuple_GET_ITEM(kwnames, k);
-        if (name == n_sent || (PyUnicode_Check(name) && PyUnicode_Compare(name, n_sent) == 0))
+        if (kw_is(name, n_sent))
             sent = args[nargs + k];
-        else if (name == n_received ||
-                 (PyUnicode_Check(name) && PyUnicode_Compare(name, n_received) == 0))
+        else if (kw_is(name, n_received))
             received = args[nargs + k];
         else
             goto python;
