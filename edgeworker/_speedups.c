@@ -18,6 +18,13 @@
  * still prepared as one block, no add_header, the location's default Content-Type unless the
  * upstream sent one, this second's Server/Date line already made): the same bytes, or None.
  *
+ * parse_response_head(data, fields, head_only) reads the common upstream response whole in the
+ * proxy's first read (HTTP/1.1, plain fields, a Content-Length body that is exactly the rest of
+ * the read, or no body), its fields added to a ResponseFields: (status, keep_alive, body), or
+ * None for anything else, which httptools then parses (and refuses where invalid). It has no
+ * Python twin: without it httptools reads every response (tests/test_proxy_response_head.py
+ * reads each case both ways).
+ *
  * Recorder(...) is the status metrics' WorkerMetrics.on_request for a request whose location
  * has its counters (edgeworker/status/metrics.py); every other request goes to on_request.
  * UpstreamCounter(...) is that module's upstream_event for a peer that has its counters.
@@ -600,6 +607,157 @@ static PyTypeObject ResponseFieldsType = {
     .tp_methods = rs_methods,
 };
 
+/* ------------------------------------------------------------------ parse_response_head */
+
+/* tchar (RFC 9110 5.6.2): the bytes of a field name */
+static int
+is_tchar(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return 1;
+    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/* a byte of a field value or reason phrase: HTAB, SP, VCHAR or obs-text */
+#define VALUE_BYTE(c) ((c) == '\t' || ((c) >= ' ' && (c) != 0x7f))
+
+#define RH_MAX_FIELDS 100
+
+/* The common upstream response, whole in the first read: (status, keep_alive, body) with every
+ * field added to `fields` (a ResponseFields) in order, as httptools would have handed them to
+ * its add(); or None, with `fields` untouched, for anything else, which httptools then parses
+ * (and refuses where it is invalid). It takes only a strict subset of what llhttp accepts:
+ * "HTTP/1.1", a status 200..599, field names of tchar, values of HTAB/SP/VCHAR/obs-text (leading
+ * OWS dropped, as llhttp does), CRLF line ends, no obs-fold; at most one Connection field, which
+ * is "close" or "keep-alive" (any case); no Transfer-Encoding or Upgrade; one Content-Length of
+ * 1..18 digits whose body is exactly the rest of the read, or no body at all (204, 304, or a
+ * HEAD request's answer with a Content-Length) with nothing after the head. Arguments: data,
+ * fields, head_only. */
+static PyObject *
+parse_response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "parse_response_head() takes 3 arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    if (!PyBytes_CheckExact(args[0]) || !Py_IS_TYPE(args[1], &ResponseFieldsType)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "parse_response_head() takes bytes and a ResponseFields");
+        return NULL;
+    }
+    int head_only = PyObject_IsTrue(args[2]);
+    if (head_only < 0)
+        return NULL;
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
+    /* the status line */
+    if (n < 14 || memcmp(d, "HTTP/1.1 ", 9) != 0 || d[9] < '2' || d[9] > '5' ||
+        d[10] < '0' || d[10] > '9' || d[11] < '0' || d[11] > '9')
+        Py_RETURN_NONE;
+    int status = (d[9] - '0') * 100 + (d[10] - '0') * 10 + (d[11] - '0');
+    Py_ssize_t i = 12;
+    if (d[i] == ' ') {
+        for (i++; i < n && d[i] != '\r'; i++)
+            if (!VALUE_BYTE(d[i]))
+                Py_RETURN_NONE;
+    }
+    if (i + 1 >= n || d[i] != '\r' || d[i + 1] != '\n')
+        Py_RETURN_NONE;
+    i += 2;
+    /* the fields: spans first, nothing stored until the whole head passed */
+    Py_ssize_t spans[RH_MAX_FIELDS][4]; /* name start, name end, value start, value end */
+    int nf = 0, keep_alive = 1, nconn = 0;
+    long long length = -1;
+    for (;;) {
+        if (i + 1 >= n)
+            Py_RETURN_NONE; /* the head is not whole in this read */
+        if (d[i] == '\r') {
+            if (d[i + 1] != '\n')
+                Py_RETURN_NONE;
+            i += 2;
+            break;
+        }
+        if (nf == RH_MAX_FIELDS)
+            Py_RETURN_NONE;
+        Py_ssize_t ns = i;
+        while (i < n && is_tchar(d[i]))
+            i++;
+        if (i == ns || i >= n || d[i] != ':')
+            Py_RETURN_NONE; /* (a line that starts with SP/HTAB, obs-fold, lands here too) */
+        Py_ssize_t ne = i++;
+        while (i < n && (d[i] == ' ' || d[i] == '\t'))
+            i++;
+        Py_ssize_t vs = i;
+        while (i < n && d[i] != '\r') {
+            if (!VALUE_BYTE(d[i]))
+                Py_RETURN_NONE;
+            i++;
+        }
+        if (i + 1 >= n || d[i + 1] != '\n')
+            Py_RETURN_NONE;
+        Py_ssize_t ve = i;
+        i += 2;
+        const char *name = (const char *)d + ns, *value = (const char *)d + vs;
+        Py_ssize_t nn = ne - ns, vn = ve - vs;
+        if (nn == 14 && EQ(name, nn, "content-length")) {
+            if (length >= 0 || vn < 1 || vn > 18)
+                Py_RETURN_NONE;
+            length = 0;
+            for (Py_ssize_t k = 0; k < vn; k++) {
+                if (value[k] < '0' || value[k] > '9')
+                    Py_RETURN_NONE;
+                length = length * 10 + (value[k] - '0');
+            }
+        }
+        else if (nn == 10 && EQ(name, nn, "connection")) {
+            if (nconn++)
+                Py_RETURN_NONE;
+            if (EQ(value, vn, "close"))
+                keep_alive = 0;
+            else if (!EQ(value, vn, "keep-alive"))
+                Py_RETURN_NONE;
+        }
+        else if ((nn == 17 && EQ(name, nn, "transfer-encoding")) ||
+                 (nn == 7 && EQ(name, nn, "upgrade")))
+            Py_RETURN_NONE;
+        spans[nf][0] = ns;
+        spans[nf][1] = ne;
+        spans[nf][2] = vs;
+        spans[nf][3] = ve;
+        nf++;
+    }
+    /* the body: exactly the rest of the read */
+    Py_ssize_t rest = n - i;
+    if (status == 204 || status == 304 || (head_only && length >= 0)) {
+        if (rest != 0)
+            Py_RETURN_NONE;
+    }
+    else if (length < 0 || rest != length)
+        Py_RETURN_NONE;
+    /* every field to fields.add, in order */
+    for (int k = 0; k < nf; k++) {
+        PyObject *pair[2];
+        pair[0] = PyBytes_FromStringAndSize((const char *)d + spans[k][0],
+                                            spans[k][1] - spans[k][0]);
+        pair[1] = PyBytes_FromStringAndSize((const char *)d + spans[k][2],
+                                            spans[k][3] - spans[k][2]);
+        PyObject *r = NULL;
+        if (pair[0] != NULL && pair[1] != NULL)
+            r = rs_add((ResponseFields *)args[1], pair, 2);
+        Py_XDECREF(pair[0]);
+        Py_XDECREF(pair[1]);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+    }
+    PyObject *body = rest == 0 ? PyBytes_FromStringAndSize(NULL, 0)
+                               : PyBytes_FromStringAndSize((const char *)d + i, rest);
+    if (body == NULL)
+        return NULL;
+    return Py_BuildValue("(iON)", status, keep_alive ? Py_True : Py_False, body);
+}
+
 /* ------------------------------------------------------------------------------ fast_head */
 
 /* set by configure(): the RequestHead class, the protocol's method cache (bytes -> str), the
@@ -943,6 +1101,9 @@ static PyMethodDef module_methods[] = {
      "configure_response(Request, status_lines, date_line, keep_line, close_line)"},
     {"fast_response_head", (PyCFunction)(void (*)(void))fast_response_head, METH_FASTCALL,
      "fast_response_head(req, length, closing): the common response head, or None"},
+    {"parse_response_head", (PyCFunction)(void (*)(void))parse_response_head, METH_FASTCALL,
+     "parse_response_head(data, fields, head_only): (status, keep_alive, body) of the common "
+     "upstream response whole in data, its fields added to fields; or None"},
     {"fast_head", (PyCFunction)(void (*)(void))fast_head, METH_FASTCALL,
      "fast_head(parser, fields, url, data, drop_underscores, max_headers, max_hsize): the "
      "common request head, or None"},

@@ -19,7 +19,11 @@ from greenlet import getcurrent
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from ..deadline import WATCHDOG, Expired, read_waiter
-from ..http.fields import ResponseFields
+from ..http.fields import ResponseFields, accel
+
+#: the common response whole in the first read, parsed in C (see parse_response_head in
+#: edgeworker/_speedups.c); None without the C module: httptools parses every response
+_parse_head = accel.parse_response_head if accel is not None else None
 
 RECV_SIZE = 65536
 #: the largest response head read from an upstream (nginx: proxy_buffer_size, 4k or 8k); past
@@ -257,6 +261,7 @@ class Response:
     length: int | None = None  # Content-Length of the response, when given
     _info = False
     _framed = False
+    _version: str | None = None  # set when the head was parsed without httptools
     fields: ResponseFields | None = None  # a ProxyResponse's (see there)
     # callbacks httptools looks up but we do not use: present (None), so creating a parser
     # finds them without raising and catching an AttributeError for each
@@ -277,6 +282,8 @@ class Response:
     def version(self) -> str:
         """The response's HTTP version (``"1.1"``), asked of the parser when read (nothing on
         the proxy's path reads it, and httptools formats it at some cost)."""
+        if self._version is not None:
+            return self._version
         return self.parser.get_http_version()
 
     # ---------------------------------------------------------------- parser callbacks
@@ -349,8 +356,22 @@ class Response:
         if not data:
             return False
         self.received += len(data)
+        parser = self.parser
+        if parser is None:  # a ProxyResponse's first read
+            if _parse_head is not None and not self.received - len(data):
+                got = _parse_head(data, self.fields, self.head_only)
+                if got is not None:  # the whole response, parsed in C: no parser needed
+                    self.status, self.keep_alive, body = got
+                    self.length = self.fields.length
+                    self._framed = self.fields.framed
+                    self.head_done = self.done = True
+                    self._version = "1.1"
+                    if body:
+                        self.pending = [body]
+                    return True
+            parser = self.parser = HttpResponseParser(self)
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except HttpParserUpgrade as exc:
             self.upgraded = True
             self.tail = data[exc.args[0] :]
@@ -432,7 +453,9 @@ class ProxyResponse(Response):
         self.head_only = head_only
         fields = self.fields = ResponseFields()
         self.on_header = fields.add  # (before the parser looks its callbacks up)
-        self.parser = HttpResponseParser(self)
+        # no parser yet: the first read goes to parse_response_head (C) when it is built, and
+        # a parser is made only for a response it does not take (see _feed)
+        self.parser = None
         self.pending: list[bytes] = []
 
     @property
