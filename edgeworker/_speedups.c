@@ -20,7 +20,8 @@
  *
  * parse_response_head(data, fields, head_only) reads the common upstream response whole in the
  * proxy's first read (HTTP/1.1, plain fields, a Content-Length body that is exactly the rest of
- * the read, or no body), its fields added to a ResponseFields: (status, keep_alive, body), or
+ * the read, or no body), its fields added to a ResponseFields: (status, keep_alive, body,
+ * length), or
  * None for anything else, which httptools then parses (and refuses where invalid). It has no
  * Python twin: without it httptools reads every response (tests/test_proxy_response_head.py
  * reads each case both ways).
@@ -56,6 +57,7 @@
 #include <math.h>
 #include <time.h>
 #include <string.h>
+#include <stdint.h>
 
 static PyObject *s_dup_cl, *s_bad_cl; /* the two Content-Length errors */
 static int decimal(char *out, long long n);
@@ -609,21 +611,53 @@ static PyTypeObject ResponseFieldsType = {
 
 /* ------------------------------------------------------------------ parse_response_head */
 
-/* tchar (RFC 9110 5.6.2): the bytes of a field name */
-static int
-is_tchar(unsigned char c)
+/* byte classes: TCHAR (RFC 9110 5.6.2: a field name's bytes), VBYTE (a field value's or a
+ * reason phrase's: HTAB, SP, VCHAR, obs-text); filled by init_byte_classes() */
+#define TCHAR 1
+#define VBYTE 2
+static unsigned char byte_class[256];
+
+static void
+init_byte_classes(void)
 {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return 1;
-    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+    for (int c = 0; c < 256; c++) {
+        int t = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+        int v = c == '\t' || (c >= ' ' && c != 0x7f);
+        byte_class[c] = (unsigned char)((t ? TCHAR : 0) | (v ? VBYTE : 0));
+    }
 }
 
-/* a byte of a field value or reason phrase: HTAB, SP, VCHAR or obs-text */
-#define VALUE_BYTE(c) ((c) == '\t' || ((c) >= ' ' && (c) != 0x7f))
+#define is_tchar(c) (byte_class[(c)] & TCHAR)
+#define VALUE_BYTE(c) (byte_class[(c)] & VBYTE)
+
+/* every one of the n bytes at p is a VBYTE: eight at a time while none is below 0x20 or 0x7f */
+static int
+value_bytes(const unsigned char *p, Py_ssize_t n)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    Py_ssize_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        uint64_t x, del;
+        memcpy(&x, p + k, 8);
+        del = x ^ (0x7f * ones);
+        /* a byte below 0x20 (HTAB included), or a 0x7f: look at these eight one by one */
+        if (((x - 0x20 * ones) & ~x & highs) | ((del - ones) & ~del & highs)) {
+            for (int j = 0; j < 8; j++)
+                if (!VALUE_BYTE(p[k + j]))
+                    return 0;
+        }
+    }
+    for (; k < n; k++)
+        if (!VALUE_BYTE(p[k]))
+            return 0;
+    return 1;
+}
 
 #define RH_MAX_FIELDS 100
 
-/* The common upstream response, whole in the first read: (status, keep_alive, body) with every
+/* The common upstream response, whole in the first read: (status, keep_alive, body, length: the
+ * Content-Length or None, as fields.length) with every
  * field added to `fields` (a ResponseFields) in order, as httptools would have handed them to
  * its add(); or None, with `fields` untouched, for anything else, which httptools then parses
  * (and refuses where it is invalid). It takes only a strict subset of what llhttp accepts:
@@ -689,11 +723,10 @@ parse_response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         while (i < n && (d[i] == ' ' || d[i] == '\t'))
             i++;
         Py_ssize_t vs = i;
-        while (i < n && d[i] != '\r') {
-            if (!VALUE_BYTE(d[i]))
-                Py_RETURN_NONE;
-            i++;
-        }
+        const unsigned char *cr = memchr(d + i, '\r', n - i);
+        if (cr == NULL || !value_bytes(d + i, cr - d - i))
+            Py_RETURN_NONE;
+        i = cr - d;
         if (i + 1 >= n || d[i + 1] != '\n')
             Py_RETURN_NONE;
         Py_ssize_t ve = i;
@@ -753,9 +786,18 @@ parse_response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *body = rest == 0 ? PyBytes_FromStringAndSize(NULL, 0)
                                : PyBytes_FromStringAndSize((const char *)d + i, rest);
-    if (body == NULL)
+    PyObject *code = body == NULL ? NULL : PyLong_FromLong(status);
+    PyObject *result = code == NULL ? NULL : PyTuple_New(4);
+    if (result == NULL) {
+        Py_XDECREF(body);
+        Py_XDECREF(code);
         return NULL;
-    return Py_BuildValue("(iON)", status, keep_alive ? Py_True : Py_False, body);
+    }
+    PyTuple_SET_ITEM(result, 0, code);
+    PyTuple_SET_ITEM(result, 1, Py_NewRef(keep_alive ? Py_True : Py_False));
+    PyTuple_SET_ITEM(result, 2, body);
+    PyTuple_SET_ITEM(result, 3, Py_NewRef(((ResponseFields *)args[1])->length));
+    return result;
 }
 
 /* ------------------------------------------------------------------------------ fast_head */
@@ -1102,8 +1144,8 @@ static PyMethodDef module_methods[] = {
     {"fast_response_head", (PyCFunction)(void (*)(void))fast_response_head, METH_FASTCALL,
      "fast_response_head(req, length, closing): the common response head, or None"},
     {"parse_response_head", (PyCFunction)(void (*)(void))parse_response_head, METH_FASTCALL,
-     "parse_response_head(data, fields, head_only): (status, keep_alive, body) of the common "
-     "upstream response whole in data, its fields added to fields; or None"},
+     "parse_response_head(data, fields, head_only): (status, keep_alive, body, length) of the "
+     "common upstream response whole in data, its fields added to fields; or None"},
     {"fast_head", (PyCFunction)(void (*)(void))fast_head, METH_FASTCALL,
      "fast_head(parser, fields, url, data, drop_underscores, max_headers, max_hsize): the "
      "common request head, or None"},
@@ -1875,6 +1917,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
+    init_byte_classes();
     if (PyType_Ready(&RequestFieldsType) < 0 || PyType_Ready(&ResponseFieldsType) < 0 ||
         PyType_Ready(&WindowLimitType) < 0 || PyType_Ready(&RecorderType) < 0 ||
         PyType_Ready(&UpstreamCounterType) < 0)

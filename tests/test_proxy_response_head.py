@@ -144,6 +144,30 @@ def test_uncommon_responses_go_to_httptools(data, monkeypatch):
     assert fast == slow
 
 
+@pytest.mark.parametrize("byte", [b"\x00", b"\x01", b"\x1f", b"\n", b"\x7f"])
+def test_a_control_byte_anywhere_in_a_long_value_is_left_to_httptools(byte, monkeypatch):
+    # values are checked eight bytes at a time: a bad byte at every offset of a word
+    for at in range(20):
+        value = bytearray(b"v" * 20)
+        value[at:at + 1] = byte
+        data = b"HTTP/1.1 200 OK\r\nX-V: " + bytes(value) + b"\r\nContent-Length: 1\r\n\r\nx"
+        fast, slow, taken = both(data, False, monkeypatch)
+        assert not taken, at
+        assert fast == slow
+
+
+def test_tabs_and_obs_text_anywhere_in_a_long_value_are_taken(monkeypatch):
+    for at in range(1, 19):
+        for byte in (b"\t", b"\x80", b"\xff", b" ", b"~"):
+            value = bytearray(b"v" * 20)
+            value[at:at + 1] = byte
+            data = b"HTTP/1.1 200 OK\r\nX-V: " + bytes(value) + b"\r\nContent-Length: 0\r\n\r\n"
+            fast, slow, taken = both(data, False, monkeypatch)
+            assert taken, (at, byte)
+            assert fast == slow
+            assert fast[2]["kept"] == [(b"X-V", bytes(value))]
+
+
 # pieces the random responses are made of: common ones, and every kind of odd one now and then
 _STATUS_LINES = [b"HTTP/1.1 200 OK", b"HTTP/1.1 404 Not Found", b"HTTP/1.1 301", b"HTTP/1.1 204 ",
                  b"HTTP/1.1 304 Not Modified", b"HTTP/1.1 503 Busy\t(x)", b"HTTP/1.1 200 \x80\xff"]

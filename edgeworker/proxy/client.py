@@ -361,9 +361,7 @@ class Response:
             if _parse_head is not None and not self.received - len(data):
                 got = _parse_head(data, self.fields, self.head_only)
                 if got is not None:  # the whole response, parsed in C: no parser needed
-                    self.status, self.keep_alive, body = got
-                    self.length = self.fields.length
-                    self._framed = self.fields.framed
+                    self.status, self.keep_alive, body, self.length = got
                     self.head_done = self.done = True
                     self._version = "1.1"
                     if body:

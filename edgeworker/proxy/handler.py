@@ -460,8 +460,9 @@ class ProxyHandler:
             except UpstreamError as exc:
                 return self._cut(req, resp, exc, addrs, statuses, times, t0)
         if resp.done or head_only:
-            body = b"".join(resp.pending) if resp.pending else b""
-            if resp.done and resp.reusable:
+            pending = resp.pending
+            body = (pending[0] if len(pending) == 1 else b"".join(pending)) if pending else b""
+            if resp.done and resp.keep_alive and not resp.upgraded:  # (resp.reusable)
                 pool.put(upconn)
             else:
                 upconn.close()
@@ -469,10 +470,9 @@ class ProxyHandler:
             self._set_vars(req, addrs, statuses, times)
             if head_only and length is not None and not req.location.body_filter:
                 send_head(req, length)
-                finish(req)
             else:
                 req._conn.send_response(req, body)
-                finish(req)
+            req._eof = True  # (finish)
             return
         ok = False
         try:
