@@ -519,6 +519,10 @@ def test_body_read_by_a_handler_is_forwarded(env):
     doc, _ = echo(env["srv"], "/readfirst/x", method="POST", body=b"abc" * 1000)
     assert doc["body_len"] == 3000
     assert doc["hdrs"]["x-seen-len"] == ["3000"]
+    # larger than what goes out with the head in one write: head, then the body
+    doc, _ = echo(env["srv"], "/readfirst/x", method="POST", body=b"abcd" * 25000)
+    assert doc["body_len"] == 100000
+    assert doc["hdrs"]["x-seen-len"] == ["100000"]
 
 
 def test_expect_100_continue_is_answered_by_the_proxy(env):

@@ -31,7 +31,7 @@ from .client import (
     connect,
 )
 from .output import finish, send_body, send_head
-from .resolver import ResolveError
+from .resolver import ResolveError, address_text
 
 log = logging.getLogger("edgeworker")
 
@@ -267,8 +267,12 @@ class ProxyHandler:
             peer.requests += 1
             addr_text = peer.name
             try:
-                addr = peer.target.next_address()
-                addr_text = _addr_text(addr)
+                fixed = peer.target.fixed
+                if fixed is not None:  # an IP address
+                    addr, addr_text = fixed
+                else:
+                    addr = peer.target.next_address()
+                    addr_text = _addr_text(addr)
                 resp = self._exchange(req, peer, addr, request_head, body, rest, length)
             except ResolveError as exc:
                 peer.conns -= 1
@@ -369,7 +373,11 @@ class ProxyHandler:
             if conn is None:
                 conn = connect(addr, group.connect_timeout, key, tls_host, True, context)
             try:
-                self._send(conn, request_head, body, rest, length)
+                if rest is None and length is not None and len(body) <= BODY_BUFFER:
+                    # (_send's usual case: the head and a small body in one write)
+                    conn.send(request_head + body if body else request_head, group.send_timeout)
+                else:
+                    self._send(conn, request_head, body, rest, length)
                 resp = ProxyResponse(conn, group.read_timeout, req.method == "HEAD")
                 resp.read_head()
                 return resp
@@ -389,14 +397,14 @@ class ProxyHandler:
 
     def _send(self, conn: UpConn, request_head: bytes, body: bytes | None,
               rest: Iterator[bytes] | None, length: int | None) -> None:
+        """Send a request whose body is large or streamed (``_exchange`` itself sends the
+        usual one, the head and a small body in one write)."""
         timeout = self.group.send_timeout
         chunked = length is None
         if rest is None:
             if chunked:  # pragma: no cover - small bodies are always sent with a length
                 conn.send(request_head + b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body), timeout)
-            elif len(body) <= BODY_BUFFER:
-                conn.send(request_head + body, timeout)
-            else:
+            else:  # a body read whole before (by a handler) larger than BODY_BUFFER
                 conn.send(request_head, timeout)
                 conn.send(body, timeout)
             return
@@ -567,11 +575,10 @@ _ADDR_TEXT: dict[tuple, str] = {}
 
 
 def _addr_text(addr: tuple) -> str:
-    """``host:port`` (``[v6]:port``) of a resolved address, as ``$upstream_addr`` shows it."""
+    """``address_text(addr)``, remembered (a name's addresses change only with DNS)."""
     text = _ADDR_TEXT.get(addr)
     if text is None:
-        host, port = addr[0], addr[1]
-        text = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        text = address_text(addr)
         if len(_ADDR_TEXT) >= 1024:  # addresses come and go with DNS: keep the cache small
             _ADDR_TEXT.clear()
         _ADDR_TEXT[addr] = text

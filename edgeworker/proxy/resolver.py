@@ -50,11 +50,17 @@ def _spawn(fn: Callable[[], None]) -> None:
         fn()
 
 
+def address_text(addr: tuple) -> str:
+    """``host:port`` (``[v6]:port``) of a resolved address, as ``$upstream_addr`` shows it."""
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class Target:
     """A ``host:port`` and its current addresses; ``next_address()`` rotates through them."""
 
     __slots__ = ("host", "port", "_addrs", "_expires", "_refreshing", "_rr", "interval", "lookup",
-                 "is_name")
+                 "is_name", "fixed")
 
     def __init__(self, host: str, port: int, interval: float = DEFAULT_INTERVAL,
                  lookup: Lookup | None = None) -> None:
@@ -70,10 +76,13 @@ class Target:
             self.is_name = True
             self._addrs: list[tuple[str, int]] = []
             self._expires = 0.0
+            #: an IP address's (address, its text as $upstream_addr shows it); None for a name
+            self.fixed: tuple[tuple[str, int], str] | None = None
         else:
             self.is_name = False
             self._addrs = [(host, port)]
             self._expires = float("inf")
+            self.fixed = ((host, port), address_text((host, port)))
 
     def addresses(self) -> list[tuple[str, int]]:
         """The current addresses; resolves on first use, refreshes in the background later.
