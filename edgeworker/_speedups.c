@@ -13,6 +13,11 @@
  * else, which the Python code then handles (it alone answers errors). The protocol tests run
  * both ways on the same inputs (tests/test_http_fields.py).
  *
+ * parse_request(data, fields, ...) is the same head for the common request that is the whole
+ * read between requests (no body, nothing after it), read without llhttp: a strict subset of
+ * what llhttp accepts, through fast_head's checks (make_head); None for anything else, which
+ * llhttp then parses. tests/test_http_fields.py gives the same streams to both ways.
+ *
  * fast_response_head(req, length, closing) is Connection._head_bytes for the common whole
  * response (a known status with a body, no resp_headers object or a proxied response's fields
  * still prepared as one block, no add_header, the location's default Content-Type unless the
@@ -848,27 +853,14 @@ configure(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* The common request head, whole in the current read: ServerProtocol.on_headers_complete's
- * result, or None when anything is unusual (the Python code then decides, and answers any
- * error). Arguments: parser, fields (RequestFields), url, data (the current read, the head at
- * its start), drop_underscores, max_headers, max_hsize. */
+/* The RequestHead of a head whose request line, fields (in f) and end (`end` bytes from the
+ * read's start) are known to be right: ServerProtocol.on_headers_complete's result, or None
+ * when anything is unusual (the Python code then decides, and answers any error). `method` is
+ * the method's str (from the protocol's cache). */
 static PyObject *
-fast_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+make_head(RequestFields *f, PyObject *method, PyObject *url, Py_ssize_t end, int drop,
+          Py_ssize_t max_headers, Py_ssize_t max_hsize)
 {
-    if (nargs != 7) {
-        PyErr_Format(PyExc_TypeError, "fast_head() takes 7 arguments (%zd given)", nargs);
-        return NULL;
-    }
-    if (head_type == NULL || !Py_IS_TYPE(args[1], &RequestFieldsType) ||
-        !PyBytes_CheckExact(args[2]) || !PyBytes_CheckExact(args[3]))
-        Py_RETURN_NONE;
-    PyObject *parser = args[0], *url = args[2], *data = args[3];
-    RequestFields *f = (RequestFields *)args[1];
-    int drop = PyObject_IsTrue(args[4]);
-    Py_ssize_t max_headers = PyLong_AsSsize_t(args[5]), max_hsize = PyLong_AsSsize_t(args[6]);
-    if (drop < 0 || (max_headers == -1 && PyErr_Occurred()) ||
-        (max_hsize == -1 && PyErr_Occurred()))
-        return NULL;
     /* the fields: nothing the Python code would refuse or treat specially */
     if (PyList_GET_SIZE(f->list) > max_headers || f->size > max_hsize ||
         f->cl_error != Py_None || f->te != Py_None || f->te_ows != Py_False ||
@@ -892,37 +884,10 @@ fast_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t un = PyBytes_GET_SIZE(url);
     if (un == 0 || u[0] != '/' || memchr(u, '#', un) != NULL)
         Py_RETURN_NONE;
-    /* the method, known and allowed */
-    PyObject *raw = PyObject_CallMethodNoArgs(parser, s_get_method);
-    if (raw == NULL)
-        return NULL;
-    if (!PyBytes_CheckExact(raw)) {
-        Py_DECREF(raw);
-        Py_RETURN_NONE;
-    }
-    PyObject *method = PyDict_GetItemWithError(methods, raw); /* borrowed */
-    Py_ssize_t at = PyBytes_GET_SIZE(raw) + un + 1;
-    Py_DECREF(raw);
-    if (method == NULL)
-        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    /* the method allowed */
     int bad = PySet_Contains(refused, method);
     if (bad != 0)
         return bad < 0 ? NULL : Py_NewRef(Py_None);
-    /* HTTP/1.1, the head from the read's first byte, its end */
-    const char *d = PyBytes_AS_STRING(data);
-    Py_ssize_t dn = PyBytes_GET_SIZE(data);
-    if (dn == 0 || (unsigned char)d[0] <= 32 || at + 11 > dn ||
-        memcmp(d + at, " HTTP/1.1\r\n", 11) != 0)
-        Py_RETURN_NONE;
-    Py_ssize_t end = -1;
-    for (Py_ssize_t i = 0; i + 3 < dn; i++) { /* data.find(b"\r\n\r\n") */
-        if (d[i] == '\r' && d[i + 1] == '\n' && d[i + 2] == '\r' && d[i + 3] == '\n') {
-            end = i + 4;
-            break;
-        }
-    }
-    if (end < 0)
-        Py_RETURN_NONE;
     /* path and query */
     PyObject *path, *query;
     const char *q = memchr(u, '?', un);
@@ -961,6 +926,205 @@ done:
     Py_XDECREF(path);
     Py_XDECREF(query);
     Py_XDECREF(size);
+    return head;
+}
+
+/* drop_underscores, max_headers, max_hsize: the last three arguments of both functions below */
+static int
+head_limits(PyObject *const *args, int *drop, Py_ssize_t *max_headers, Py_ssize_t *max_hsize)
+{
+    *drop = PyObject_IsTrue(args[0]);
+    *max_headers = PyLong_AsSsize_t(args[1]);
+    *max_hsize = PyLong_AsSsize_t(args[2]);
+    if (*drop < 0 || (*max_headers == -1 && PyErr_Occurred()) ||
+        (*max_hsize == -1 && PyErr_Occurred()))
+        return -1;
+    return 0;
+}
+
+/* The common request head, whole in the current read, after llhttp parsed it: see make_head.
+ * Arguments: parser, fields (RequestFields), url, data (the current read, the head at its
+ * start), drop_underscores, max_headers, max_hsize. */
+static PyObject *
+fast_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_Format(PyExc_TypeError, "fast_head() takes 7 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (head_type == NULL || !Py_IS_TYPE(args[1], &RequestFieldsType) ||
+        !PyBytes_CheckExact(args[2]) || !PyBytes_CheckExact(args[3]))
+        Py_RETURN_NONE;
+    PyObject *parser = args[0], *url = args[2], *data = args[3];
+    int drop;
+    Py_ssize_t max_headers, max_hsize;
+    if (head_limits(args + 4, &drop, &max_headers, &max_hsize) < 0)
+        return NULL;
+    /* the method, known */
+    PyObject *raw = PyObject_CallMethodNoArgs(parser, s_get_method);
+    if (raw == NULL)
+        return NULL;
+    if (!PyBytes_CheckExact(raw)) {
+        Py_DECREF(raw);
+        Py_RETURN_NONE;
+    }
+    PyObject *method = PyDict_GetItemWithError(methods, raw); /* borrowed */
+    Py_ssize_t at = PyBytes_GET_SIZE(raw) + PyBytes_GET_SIZE(url) + 1;
+    Py_DECREF(raw);
+    if (method == NULL)
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    /* HTTP/1.1, the head from the read's first byte, its end */
+    const char *d = PyBytes_AS_STRING(data);
+    Py_ssize_t dn = PyBytes_GET_SIZE(data);
+    if (dn == 0 || (unsigned char)d[0] <= 32 || at + 11 > dn ||
+        memcmp(d + at, " HTTP/1.1\r\n", 11) != 0)
+        Py_RETURN_NONE;
+    Py_ssize_t end = -1;
+    for (Py_ssize_t i = 0; i + 3 < dn; i++) { /* data.find(b"\r\n\r\n") */
+        if (d[i] == '\r' && d[i + 1] == '\n' && d[i + 2] == '\r' && d[i + 3] == '\n') {
+            end = i + 4;
+            break;
+        }
+    }
+    if (end < 0)
+        Py_RETURN_NONE;
+    return make_head((RequestFields *)args[1], method, url, end, drop, max_headers, max_hsize);
+}
+
+#define RQ_MAX_FIELDS 100
+
+/* The common request that is the whole read, parsed without llhttp (the connection is between
+ * requests; llhttp never sees these bytes): its RequestHead (see make_head), every field added
+ * to `fields` (reset first) as llhttp would have handed them to its add(); or None for anything
+ * else, which llhttp then parses (and refuses where invalid; `fields` is reset again when it
+ * begins). It takes only a strict subset of what llhttp accepts: a method the protocol has
+ * seen from llhttp before (its cache), an origin-form target of visible ASCII, "HTTP/1.1",
+ * field names of tchar, values of HTAB/SP/VCHAR/obs-text (leading OWS dropped), CRLF line
+ * ends, no obs-fold, no body (Content-Length absent or 0) and nothing after the head (no
+ * pipelined request), a target no longer than max_url (longer ones are measured by the Python
+ * code). Arguments: data, fields, drop_underscores, max_headers, max_hsize, max_url. */
+static PyObject *
+parse_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_Format(PyExc_TypeError, "parse_request() takes 6 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (!PyBytes_CheckExact(args[0]) || !Py_IS_TYPE(args[1], &RequestFieldsType)) {
+        PyErr_SetString(PyExc_TypeError, "parse_request() takes bytes and a RequestFields");
+        return NULL;
+    }
+    if (head_type == NULL)
+        Py_RETURN_NONE;
+    int drop;
+    Py_ssize_t max_headers, max_hsize;
+    if (head_limits(args + 2, &drop, &max_headers, &max_hsize) < 0)
+        return NULL;
+    Py_ssize_t max_url = PyLong_AsSsize_t(args[5]);
+    if (max_url == -1 && PyErr_Occurred())
+        return NULL;
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t n = PyBytes_GET_SIZE(args[0]), i = 0;
+    /* the request line: method SP target SP HTTP/1.1 CRLF */
+    while (i < n && i < 24 && is_tchar(d[i]))
+        i++;
+    if (i == 0 || i >= n || d[i] != ' ')
+        Py_RETURN_NONE;
+    Py_ssize_t method_end = i++;
+    Py_ssize_t url_start = i;
+    if (i >= n || d[i] != '/')
+        Py_RETURN_NONE;
+    while (i < n && d[i] > ' ' && d[i] < 0x7f && d[i] != '#')
+        i++;
+    Py_ssize_t url_end = i;
+    if (url_end - url_start > max_url)
+        Py_RETURN_NONE; /* the request line may be too long: measured by the Python code */
+    if (n - i < 11 || memcmp(d + i, " HTTP/1.1\r\n", 11) != 0)
+        Py_RETURN_NONE;
+    i += 11;
+    /* the fields: spans first */
+    Py_ssize_t spans[RQ_MAX_FIELDS][4];
+    int nf = 0;
+    for (;;) {
+        if (i + 1 >= n)
+            Py_RETURN_NONE; /* the head is not whole in this read */
+        if (d[i] == '\r') {
+            if (d[i + 1] != '\n')
+                Py_RETURN_NONE;
+            i += 2;
+            break;
+        }
+        if (nf == RQ_MAX_FIELDS)
+            Py_RETURN_NONE;
+        Py_ssize_t ns = i;
+        while (i < n && is_tchar(d[i]))
+            i++;
+        if (i == ns || i >= n || d[i] != ':')
+            Py_RETURN_NONE; /* (obs-fold lands here too) */
+        Py_ssize_t ne = i++;
+        while (i < n && (d[i] == ' ' || d[i] == '\t'))
+            i++;
+        Py_ssize_t vs = i;
+        const unsigned char *cr = memchr(d + i, '\r', n - i);
+        if (cr == NULL || !value_bytes(d + i, cr - d - i))
+            Py_RETURN_NONE;
+        i = cr - d;
+        if (i + 1 >= n || d[i + 1] != '\n')
+            Py_RETURN_NONE;
+        spans[nf][0] = ns;
+        spans[nf][1] = ne;
+        spans[nf][2] = vs;
+        spans[nf][3] = i;
+        nf++;
+        i += 2;
+    }
+    if (i != n)
+        Py_RETURN_NONE; /* a body or a pipelined request follows: llhttp's */
+    /* the method: one llhttp has reported before (so it knows it) */
+    PyObject *raw = PyBytes_FromStringAndSize((const char *)d, method_end);
+    if (raw == NULL)
+        return NULL;
+    PyObject *method = PyDict_GetItemWithError(methods, raw); /* borrowed */
+    Py_DECREF(raw);
+    if (method == NULL)
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    Py_INCREF(method); /* (held while fields are added: the cache could change) */
+    /* every field to fields.add, in order, into a fresh section */
+    RequestFields *f = (RequestFields *)args[1];
+    PyObject *head = NULL, *url = NULL;
+    if (rq_reset_state(f) < 0)
+        goto out;
+    for (int k = 0; k < nf; k++) {
+        PyObject *pair[2];
+        pair[0] = PyBytes_FromStringAndSize((const char *)d + spans[k][0],
+                                            spans[k][1] - spans[k][0]);
+        pair[1] = PyBytes_FromStringAndSize((const char *)d + spans[k][2],
+                                            spans[k][3] - spans[k][2]);
+        PyObject *r = NULL;
+        if (pair[0] != NULL && pair[1] != NULL)
+            r = rq_add(f, pair, 2);
+        Py_XDECREF(pair[0]);
+        Py_XDECREF(pair[1]);
+        if (r == NULL)
+            goto out;
+        Py_DECREF(r);
+    }
+    /* no body (it would follow the head: llhttp's), unless Content-Length says 0 */
+    if (f->cl != Py_None) {
+        Py_ssize_t cl = PyLong_AsSsize_t(f->cl);
+        if (cl != 0) {
+            PyErr_Clear(); /* (an overflow: not 0 either) */
+            head = Py_NewRef(Py_None);
+            goto out;
+        }
+    }
+    /* the target: the whole of what llhttp would report (the line is checked up to it) */
+    url = PyBytes_FromStringAndSize((const char *)d + url_start, url_end - url_start);
+    if (url != NULL)
+        head = make_head(f, method, url, n, drop, max_headers, max_hsize);
+out:
+    Py_DECREF(method);
+    Py_XDECREF(url);
     return head;
 }
 
@@ -1146,6 +1310,9 @@ static PyMethodDef module_methods[] = {
     {"parse_response_head", (PyCFunction)(void (*)(void))parse_response_head, METH_FASTCALL,
      "parse_response_head(data, fields, head_only): (status, keep_alive, body, length) of the "
      "common upstream response whole in data, its fields added to fields; or None"},
+    {"parse_request", (PyCFunction)(void (*)(void))parse_request, METH_FASTCALL,
+     "parse_request(data, fields, drop_underscores, max_headers, max_hsize, max_url): the head of "
+     "the common request that is the whole of data, parsed without llhttp; or None"},
     {"fast_head", (PyCFunction)(void (*)(void))fast_head, METH_FASTCALL,
      "fast_head(parser, fields, url, data, drop_underscores, max_headers, max_hsize): the "
      "common request head, or None"},

@@ -198,10 +198,13 @@ def test_c_and_python_agree_on_random_sections():
 # The common request head is built in C (fast_head) when the C module is built; anything
 # unusual goes to the Python code. The two must give the same events for any input.
 
-def _events(stream: list[bytes], fast, monkeypatch, **kw) -> list:
+def _events(stream: list[bytes], fast, monkeypatch, whole=None, **kw) -> list:
+    """The events of ``stream``, with ``fast`` as the protocol's ``_fast_head`` and ``whole``
+    as its ``_parse_request`` (None: the Python code / llhttp does it)."""
     from edgeworker.http import protocol
 
     monkeypatch.setattr(protocol, "_fast_head", fast)
+    monkeypatch.setattr(protocol, "_parse_request", whole)
     proto = protocol.ServerProtocol(**kw)
     out = []
     for piece in stream:
@@ -257,10 +260,16 @@ def test_fast_head_gives_the_python_events(monkeypatch):
     configs = [{}, {"id_field": b"x-request-id"}, {"underscores": False},
                {"limits": Limits(max_request_line=64, max_header_size=64, max_headers=3)}]
     taken = []
+    whole_taken = []
 
     def fast_head(*args):
         head = fields.accel.fast_head(*args)
         taken.append(head is not None)
+        return head
+
+    def parse_request(*args):
+        head = fields.accel.parse_request(*args)
+        whole_taken.append(head is not None)
         return head
 
     for data in streams:
@@ -268,9 +277,13 @@ def test_fast_head_gives_the_python_events(monkeypatch):
         for stream in ([data], [data[:cut], data[cut:]]):
             kw = rng.choice(configs)
             slow = _events(stream, None, monkeypatch, **kw)
-            fast = _events(stream, fast_head, monkeypatch, **kw)
+            fast = _events(stream, fast_head, monkeypatch, parse_request, **kw)
             assert fast == slow, (stream, kw)
-    assert sum(taken) > 300 and not all(taken)  # both ways were compared, many times
+            # each C path alone gives the same events too
+            assert _events(stream, None, monkeypatch, parse_request, **kw) == slow
+    # both ways were compared, many times, for each C path
+    assert sum(taken) > 300 and not all(taken)
+    assert sum(whole_taken) > 300 and not all(whole_taken)
 
 
 @pytest.mark.skipif(fields.accel is None, reason="the C module is not built")
@@ -314,6 +327,89 @@ def test_fast_head_is_taken_for_a_common_request(monkeypatch):
         with pytest.raises(TypeError):
             protocol.accel.configure(bad, {}, frozenset(), set())
     assert protocol.ServerProtocol().feed(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")[0].path == b"/x"
+
+
+@pytest.mark.skipif(fields.accel is None, reason="the C module is not built")
+def test_parse_request_takes_a_whole_common_request_and_leaves_the_rest(monkeypatch):
+    from edgeworker.http import protocol
+
+    results = []
+
+    def counting(*args):
+        head = protocol.accel.parse_request(*args)
+        results.append(head)
+        return head
+
+    monkeypatch.setattr(protocol, "_parse_request", counting)
+    # llhttp reports GET and the Host first (the tables parse_request reads), then it is C's
+    protocol.ServerProtocol().feed(b"GET / HTTP/1.1\r\nHost: h.example\r\n\r\n")
+    proto = protocol.ServerProtocol(id_field=b"x-request-id")
+    req = (b"GET /a?b HTTP/1.1\r\nHost: h.example\r\nX-Request-Id: r1\r\nUser-Agent:\t t \r\n"
+           b"Content-Length: 0\r\n\r\n")
+    results.clear()
+    events = proto.feed(req)
+    assert len(results) == 1 and results[0] is events[0] and events[1] is protocol.END
+    head = events[0]
+    assert (head.method, head.target, head.path, head.query, head.version) == (
+        "GET", b"/a?b", b"/a", b"b", "1.1")
+    assert head.headers == [(b"host", b"h.example"), (b"x-request-id", b"r1"),
+                            (b"user-agent", b"t"), (b"content-length", b"0")]
+    assert (head.keep_alive, head.content_length, head.host, head.request_id, head.size) == (
+        True, 0, b"h.example", b"r1", len(req))
+    # the protocol goes on as after llhttp's request: a chunked one (llhttp's), then C again
+    results.clear()
+    events = proto.feed(b"POST /p HTTP/1.1\r\nHost: h.example\r\nTransfer-Encoding: chunked\r\n"
+                        b"\r\n3\r\nabc\r\n0\r\n\r\n")
+    assert results == [None]
+    assert [type(e).__name__ for e in events] == ["RequestHead", "Data", "EndOfMessage"]
+    events = proto.feed(b"GET /z HTTP/1.1\r\nHost: h.example\r\nConnection: close\r\n\r\n")
+    assert results[-1] is events[0] and not events[0].keep_alive
+    assert proto.feed(b"GET / HTTP/1.1\r\nHost: h.example\r\n\r\n") == []  # closed after it
+    # left to llhttp (and the Python code), with the same events as without the C function
+    others = [
+        b"GET / HTTP/1.1\r\nHost: h.example\r\nContent-Length: 2\r\n\r\nxy",  # a body
+        b"GET / HTTP/1.1\r\nHost: h.example\r\nContent-Length: 2\r\n\r\n",  # body to come
+        b"GET / HTTP/1.1\r\nHost: h.example\r\n\r\nGET / HTTP/1.1\r\nHost: h.example\r\n\r\n",
+        b"\r\nGET / HTTP/1.1\r\nHost: h.example\r\n\r\n",  # an empty line first
+        b"GET / HTTP/1.1\r\nHost: h.example\r\n",  # not whole
+        b"get / HTTP/1.1\r\nHost: h.example\r\n\r\n",
+        b"BREW / HTTP/1.1\r\nHost: h.example\r\n\r\n",  # not a method llhttp reported
+        b"GET /a\x01 HTTP/1.1\r\nHost: h.example\r\n\r\n",
+        b"GET /\xc3\xa9 HTTP/1.1\r\nHost: h.example\r\n\r\n",
+        b"GET /a#f HTTP/1.1\r\nHost: h.example\r\n\r\n",
+        b"GET  / HTTP/1.1\r\nHost: h.example\r\n\r\n",
+        b"GET / HTTP/1.0\r\nHost: h.example\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: other.example\r\n\r\n",  # a Host not yet validated
+        b"GET / HTTP/1.1\r\nHost: h.example\r\nA: \x7f\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h.example\r\nA: b\r\n c\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h.example\r\nA: b\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h.example\r\nA : b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h.example\r\nHost: h.example\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h.example\r\nUpgrade: websocket\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h.example\r\nContent-Length: 00x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h.example\r\nConnection: keep-alive, te\r\n\r\n",
+        b"GET /" + b"a" * 300 + b" HTTP/1.1\r\nHost: h.example\r\n\r\n",  # past max_url
+        b"TRACE / HTTP/1.1\r\nHost: h.example\r\n\r\n",  # refused: the Python code's 405
+    ]
+    limits = Limits(max_request_line=200, max_header_size=8192, max_headers=100)
+    for other in others:
+        results.clear()
+        with_c = _events([other], None, monkeypatch, counting, limits=limits)
+        assert results in ([None], []), other
+        assert with_c == _events([other], None, monkeypatch, None, limits=limits), other
+    # the limits apply as in the Python code: too many fields, underscores dropped
+    for kw, data in [({"limits": Limits(max_headers=1)},
+                      b"GET / HTTP/1.1\r\nHost: h.example\r\nA: b\r\n\r\n"),
+                     ({"underscores": False},
+                      b"GET / HTTP/1.1\r\nHost: h.example\r\nX_A: b\r\n\r\n")]:
+        results.clear()
+        assert _events([data], None, monkeypatch, counting, **kw) == _events(
+            [data], None, monkeypatch, None, **kw)
+        assert results == [None]
+    with pytest.raises(TypeError):
+        protocol.accel.parse_request(b"", protocol.RequestFields(), False, 1, 1)
+    with pytest.raises(TypeError):
+        protocol.accel.parse_request("GET", protocol.RequestFields(), False, 1, 1, 1)
 
 
 # ------------------------------------------------------------------------ fast_response_head

@@ -25,6 +25,12 @@ add the rules llhttp leaves open (SPEC §5, RFC 9112, nginx where the RFC lets u
   arrives, so an endless head is cut after at most one read past the limit, never buffered.
 * an ``Upgrade`` request that also declares a body → 400 (llhttp would hand the body to the
   tunnel, which a front proxy could exploit).
+
+The common request that is a whole read between requests (no body, nothing pipelined after
+it, a method and a Host llhttp and these rules passed before) is parsed in C without llhttp
+(``parse_request`` in edgeworker/_speedups.c): it takes a strict subset of what llhttp accepts
+and gives the same events; anything else goes to llhttp. tests/test_http_fields.py compares
+both ways.
 """
 
 from __future__ import annotations
@@ -209,9 +215,14 @@ _REFUSED_METHODS = frozenset(("CONNECT", "TRACE"))  # 405, like nginx
 #: the common request head in C (``fast_head`` in edgeworker/_speedups.c, on these same
 #: tables), or None: then on_headers_complete's Python does every head
 _fast_head = None
+#: the common request that is a whole read, parsed in C without llhttp (``parse_request``, on
+#: the same tables: only methods llhttp has reported, only Host values already validated), or
+#: None: llhttp parses every request
+_parse_request = None
 if accel is not None:
     accel.configure(RequestHead, _METHODS, _REFUSED_METHODS, _GOOD_HOSTS)
     _fast_head = accel.fast_head
+    _parse_request = accel.parse_request
 
 # Characters of a reg-name / IPv4 host (RFC 3986 unreserved, pct-encoded, sub-delims).
 _HOST_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;="
@@ -360,6 +371,18 @@ class ServerProtocol:
                 return []
             return self._die([], ProtocolError(400, "connection closed in the middle of a request"))
 
+        if state == _IDLE and _parse_request is not None:
+            # between requests, a common request that is the whole read: parsed in C, without
+            # llhttp (None: anything else, which llhttp parses below)
+            head = _parse_request(data, self._fields, self._drop_underscores, self._max_headers,
+                                  self._max_hsize, self._max_url)
+            if head is not None:
+                self._chunked = self._upgrading = False
+                if not head.keep_alive:
+                    self._keep_alive = False
+                    self._close()  # (as after llhttp's last request)
+                # (keep-alive: _keep_alive is still True, as every request since was)
+                return [head, END]
         events = self._events = []
         self._data = data
         self._began = self._mixed = self._progress = False
