@@ -18,6 +18,10 @@
  * what llhttp accepts, through fast_head's checks (make_head); None for anything else, which
  * llhttp then parses. tests/test_http_fields.py gives the same streams to both ways.
  *
+ * upstream_head(method, target, fixed, raw, drop, add_xff, lines, tail) is the proxy's upstream
+ * request head, the same bytes as its Python twin in edgeworker/proxy/handler.py
+ * (tests/test_proxy_head.py compares them).
+ *
  * fast_response_head(req, length, closing) is Connection._head_bytes for the common whole
  * response (a known status with a body, no resp_headers object or a proxied response's fields
  * still prepared as one block, no add_header, the location's default Content-Type unless the
@@ -1128,6 +1132,202 @@ out:
     return head;
 }
 
+/* -------------------------------------------------------------------------- upstream_head */
+
+#define UH_MAX_FIELDS 128
+#define UH_MAX_TOKENS 64
+
+/* The proxy's upstream request head: edgeworker/proxy/handler.py's upstream_head(method,
+ * target, fixed, raw, drop, add_xff, lines, tail), the same bytes; None for what it leaves to
+ * that function (more than UH_MAX_FIELDS fields or UH_MAX_TOKENS Connection tokens, a field
+ * that is not a pair of bytes, a method that is not an ASCII str). */
+static PyObject *
+upstream_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 8) {
+        PyErr_Format(PyExc_TypeError, "upstream_head() takes 8 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *method = args[0], *target = args[1], *fixed = args[2], *raw = args[3];
+    PyObject *drop = args[4], *lines = args[6], *tail = args[7];
+    if (!PyUnicode_CheckExact(method) || !PyUnicode_IS_ASCII(method) ||
+        !PyBytes_CheckExact(target) || !PyBytes_CheckExact(fixed) || !PyList_CheckExact(raw) ||
+        !PyAnySet_Check(drop) || !PyTuple_CheckExact(lines) || PyTuple_GET_SIZE(lines) != 3 ||
+        !PyBytes_CheckExact(tail))
+        Py_RETURN_NONE;
+    for (int k = 0; k < 3; k++)
+        if (!PyBytes_CheckExact(PyTuple_GET_ITEM(lines, k)))
+            Py_RETURN_NONE;
+    int add_xff = PyObject_IsTrue(args[5]);
+    if (add_xff < 0)
+        return NULL;
+    Py_ssize_t nf = PyList_GET_SIZE(raw);
+    if (nf > UH_MAX_FIELDS)
+        Py_RETURN_NONE;
+    /* per field: 1 kept, 0 dropped; the kept fields' lower-cased names (for Connection) */
+    char kept[UH_MAX_FIELDS];
+    PyObject *lnames[UH_MAX_FIELDS];
+    PyObject *items[UH_MAX_FIELDS]; /* the pairs, held while we work */
+    Py_ssize_t nlnames = 0, nitems = 0, nconn = 0, nxff = 0, size = 0;
+    Py_ssize_t conn_at[UH_MAX_FIELDS], xff_at[UH_MAX_FIELDS];
+    PyObject *result = NULL;
+    for (Py_ssize_t i = 0; i < nf; i++) {
+        PyObject *pair = PyList_GET_ITEM(raw, i);
+        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(pair, 0)) ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(pair, 1))) {
+            result = Py_NewRef(Py_None);
+            goto out;
+        }
+        items[nitems++] = Py_NewRef(pair);
+        PyObject *name = PyTuple_GET_ITEM(pair, 0), *value = PyTuple_GET_ITEM(pair, 1);
+        PyObject *lname = lower(name);
+        if (lname == NULL)
+            goto out;
+        int dropped = PySet_Contains(drop, lname);
+        if (dropped < 0) {
+            Py_DECREF(lname);
+            goto out;
+        }
+        kept[i] = !dropped;
+        if (dropped) {
+            const char *ln = PyBytes_AS_STRING(lname);
+            Py_ssize_t lnn = PyBytes_GET_SIZE(lname);
+            if (EQ(ln, lnn, "connection"))
+                conn_at[nconn++] = i;
+            else if (add_xff && EQ(ln, lnn, "x-forwarded-for"))
+                xff_at[nxff++] = i;
+            Py_DECREF(lname);
+            lnames[i] = NULL;
+        }
+        else {
+            lnames[i] = lname;
+            nlnames = i + 1;
+            size += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4;
+        }
+    }
+    /* the Connection tokens (lower-cased, OWS stripped, as split_tokens) */
+    const char *tok[UH_MAX_TOKENS];
+    Py_ssize_t tokn[UH_MAX_TOKENS];
+    char *tokbuf = NULL;
+    int ntok = 0;
+    if (nconn) {
+        Py_ssize_t total = 0;
+        for (Py_ssize_t c = 0; c < nconn; c++)
+            total += PyBytes_GET_SIZE(PyTuple_GET_ITEM(items[conn_at[c]], 1));
+        tokbuf = PyMem_Malloc(total + 1);
+        if (tokbuf == NULL) {
+            PyErr_NoMemory();
+            goto out;
+        }
+        char *w = tokbuf;
+        for (Py_ssize_t c = 0; c < nconn; c++) {
+            PyObject *v = PyTuple_GET_ITEM(items[conn_at[c]], 1);
+            const char *vs = PyBytes_AS_STRING(v);
+            Py_ssize_t vn = PyBytes_GET_SIZE(v), a = 0;
+            for (;;) { /* one element per ",", empty ones included */
+                Py_ssize_t b = a;
+                while (b < vn && vs[b] != ',')
+                    b++;
+                Py_ssize_t x = a, y = b;
+                while (x < y && (vs[x] == ' ' || vs[x] == '\t'))
+                    x++;
+                while (y > x && (vs[y - 1] == ' ' || vs[y - 1] == '\t'))
+                    y--;
+                if (ntok == UH_MAX_TOKENS) {
+                    result = Py_NewRef(Py_None);
+                    PyMem_Free(tokbuf);
+                    goto out;
+                }
+                tok[ntok] = w;
+                tokn[ntok++] = y - x;
+                for (Py_ssize_t k = x; k < y; k++)
+                    *w++ = (vs[k] >= 'A' && vs[k] <= 'Z') ? (char)(vs[k] + 32) : vs[k];
+                if (b >= vn)
+                    break;
+                a = b + 1;
+            }
+        }
+        /* a kept field named by a token is hop-by-hop too (its name up to any ":") */
+        for (Py_ssize_t i = 0; i < nlnames; i++) {
+            if (!kept[i])
+                continue;
+            const char *ln = PyBytes_AS_STRING(lnames[i]);
+            Py_ssize_t lnn = PyBytes_GET_SIZE(lnames[i]);
+            const char *colon = memchr(ln, ':', lnn);
+            if (colon != NULL)
+                lnn = colon - ln;
+            for (int t = 0; t < ntok; t++) {
+                if (tokn[t] == lnn && memcmp(tok[t], ln, lnn) == 0) {
+                    kept[i] = 0;
+                    PyObject *pair = items[i];
+                    size -= PyBytes_GET_SIZE(PyTuple_GET_ITEM(pair, 0)) +
+                            PyBytes_GET_SIZE(PyTuple_GET_ITEM(pair, 1)) + 4;
+                    break;
+                }
+            }
+        }
+        PyMem_Free(tokbuf);
+    }
+    /* the sizes of the rest */
+    Py_ssize_t mlen;
+    const char *m = PyUnicode_AsUTF8AndSize(method, &mlen);
+    if (m == NULL)
+        goto out;
+    PyObject *addr = PyTuple_GET_ITEM(lines, 0);
+    PyObject *after = PyTuple_GET_ITEM(lines, nxff ? 2 : 1);
+    size += mlen + 1 + PyBytes_GET_SIZE(target) + 11 + PyBytes_GET_SIZE(fixed) +
+            PyBytes_GET_SIZE(after) + PyBytes_GET_SIZE(tail);
+    if (nxff) { /* "X-Forwarded-For: " the client's values ", " ... the address "\r\n" */
+        size += 17 + PyBytes_GET_SIZE(addr) + 2;
+        for (Py_ssize_t x = 0; x < nxff; x++)
+            size += PyBytes_GET_SIZE(PyTuple_GET_ITEM(items[xff_at[x]], 1)) + 2;
+    }
+    result = PyBytes_FromStringAndSize(NULL, size);
+    if (result == NULL)
+        goto out;
+    char *d = PyBytes_AS_STRING(result);
+#define PUT(src, n)              \
+    do {                         \
+        memcpy(d, (src), (n));   \
+        d += (n);                \
+    } while (0)
+#define PUTB(obj) PUT(PyBytes_AS_STRING(obj), PyBytes_GET_SIZE(obj))
+    PUT(m, mlen);
+    *d++ = ' ';
+    PUTB(target);
+    PUT(" HTTP/1.1\r\n", 11);
+    PUTB(fixed);
+    for (Py_ssize_t i = 0; i < nf; i++) {
+        if (!kept[i])
+            continue;
+        PUTB(PyTuple_GET_ITEM(items[i], 0));
+        PUT(": ", 2);
+        PUTB(PyTuple_GET_ITEM(items[i], 1));
+        PUT("\r\n", 2);
+    }
+    if (nxff) {
+        PUT("X-Forwarded-For: ", 17);
+        for (Py_ssize_t x = 0; x < nxff; x++) {
+            PUTB(PyTuple_GET_ITEM(items[xff_at[x]], 1));
+            PUT(", ", 2);
+        }
+        PUTB(addr);
+        PUT("\r\n", 2);
+    }
+    PUTB(after);
+    PUTB(tail);
+#undef PUTB
+#undef PUT
+    assert(d == PyBytes_AS_STRING(result) + size);
+out:
+    for (Py_ssize_t i = 0; i < nlnames; i++)
+        Py_XDECREF(lnames[i]);
+    for (Py_ssize_t i = 0; i < nitems; i++)
+        Py_DECREF(items[i]);
+    return result;
+}
+
 /* ------------------------------------------------------------------- fast_response_head */
 
 /* set by configure_response(): Request's slots read here, the status lines, the cached
@@ -1313,6 +1513,9 @@ static PyMethodDef module_methods[] = {
     {"parse_request", (PyCFunction)(void (*)(void))parse_request, METH_FASTCALL,
      "parse_request(data, fields, drop_underscores, max_headers, max_hsize, max_url): the head of "
      "the common request that is the whole of data, parsed without llhttp; or None"},
+    {"upstream_head", (PyCFunction)(void (*)(void))upstream_head, METH_FASTCALL,
+     "upstream_head(method, target, fixed, raw, drop, add_xff, lines, tail): the proxy's "
+     "upstream request head, or None"},
     {"fast_head", (PyCFunction)(void (*)(void))fast_head, METH_FASTCALL,
      "fast_head(parser, fields, url, data, drop_underscores, max_headers, max_hsize): the "
      "common request head, or None"},

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote_from_bytes
 
-from ..http.fields import HOP_BY_HOP, ResponseFields
+from ..http.fields import HOP_BY_HOP, ResponseFields, accel
 from ..http.headers import Headers
 from ..http.protocol import split_tokens
 from ..request import RequestExit
@@ -62,6 +62,8 @@ _REQ_DROP = frozenset((
 ))
 # Connection values that name no other field
 _PLAIN_CONNECTION = frozenset((b"keep-alive", b"close", b"upgrade"))
+# methods whose empty body is sent without a Content-Length (nginx)
+_NO_LENGTH = frozenset(("GET", "HEAD", "DELETE", "OPTIONS"))
 # nginx: these are not retried once the request was sent (proxy_next_upstream non_idempotent)
 NON_IDEMPOTENT = frozenset(("POST", "LOCK", "PATCH"))
 # statuses that count against max_fails when proxy_next_upstream names them (nginx)
@@ -69,8 +71,48 @@ _FAILURE_STATUSES = frozenset((500, 502, 503, 504, 429))
 _SAFE = b"/:@!$&'()*+,;=-._~"
 
 
+#: upstream_head in C (edgeworker/_speedups.c), or None: the Python function below does it all
+_upstream_head = accel.upstream_head if accel is not None else None
+
+
 class _NoLiveUpstreams(UpstreamError):
     pass
+
+
+def upstream_head(method: str, target: bytes, fixed: bytes, raw: list[tuple[bytes, bytes]],
+                  drop: frozenset[bytes], add_xff: bool, lines: tuple[bytes, bytes, bytes],
+                  tail: bytes) -> bytes:
+    """The upstream request head: ``method target HTTP/1.1``, the location's ``fixed`` lines,
+    the client's fields (``raw``) but those whose lower-cased name is in ``drop`` or is named
+    by a ``Connection`` field (hop-by-hop), then the forwarding lines (``lines`` of
+    ``ProxyHandler._lines_for``; with ``add_xff``, a client ``X-Forwarded-For`` is kept in
+    front of the address), then ``tail`` (which ends the head).
+
+    ``upstream_head`` in edgeworker/_speedups.c gives the same bytes (or None when a
+    ``Connection`` field names other fields: then this function does it);
+    tests/test_proxy_head.py compares the two."""
+    parts = [method.encode(), b" ", target, b" HTTP/1.1\r\n", fixed]
+    conn_tokens: set[bytes] = set()
+    xff: list[bytes] = []
+    for name, value in raw:
+        lname = name.lower()
+        if lname in drop:
+            if lname == b"connection":
+                conn_tokens.update(split_tokens(value))
+            elif lname == b"x-forwarded-for" and add_xff:
+                xff.append(value)
+            continue
+        parts.append(name + b": " + value + b"\r\n")
+    if conn_tokens:  # fields named by Connection are hop-by-hop too
+        parts[5:] = [p for p in parts[5:] if p.split(b":", 1)[0].lower() not in conn_tokens]
+    if xff:  # the client's X-Forwarded-For, then its address
+        xff.append(lines[0])
+        parts.append(b"X-Forwarded-For: " + b", ".join(xff) + b"\r\n")
+        parts.append(lines[2])
+    else:
+        parts.append(lines[1])
+    parts.append(tail)
+    return b"".join(parts)
 
 
 class ProxyHandler:
@@ -148,33 +190,28 @@ class ProxyHandler:
 
     def _head(self, req: Any, length: int | None, upgrade: bytes | None) -> bytes:
         head = req._head
-        parts = [req.method.encode(), b" ", self._target(req), b" HTTP/1.1\r\n", self.fixed]
         raw = head.headers if req._headers is None else req._headers.raw()
-        drop = self.drop
-        conn_tokens: list[bytes] | None = None
-        xff: list[bytes] = []
-        for name, value in raw:
-            lname = name.lower()
-            if lname in drop:
-                if lname == b"connection":
-                    conn_tokens = split_tokens(value)
-                elif lname == b"x-forwarded-for" and self.add_xff:
-                    xff.append(value)
-                continue
-            parts.append(name + b": " + value + b"\r\n")
-        if conn_tokens:  # headers named by Connection are hop-by-hop too
-            keep = [p for p in parts[5:] if p.split(b":", 1)[0].lower() not in conn_tokens]
-            parts[5:] = keep
         client = req.remote_addr, req.scheme
         lines = self._client_lines.get(client)
         if lines is None:
             lines = self._lines_for(*client)
-        if xff:  # the client's X-Forwarded-For, then its address
-            xff.append(lines[0])
-            parts.append(b"X-Forwarded-For: " + b", ".join(xff) + b"\r\n")
-            parts.append(lines[2])
+        # what follows the fields: $variable headers, Upgrade/Connection, framing, blank line
+        if (upgrade is None and length == 0 and self.keepalive and not self.dynamic
+                and req.method in _NO_LENGTH):
+            tail = b"\r\n"  # (the usual request)
         else:
-            parts.append(lines[1])
+            tail = self._tail(req, length, upgrade)
+        target = self._target(req)
+        if _upstream_head is not None:
+            built = _upstream_head(req.method, target, self.fixed, raw, self.drop, self.add_xff,
+                                   lines, tail)
+            if built is not None:
+                return built
+        return upstream_head(req.method, target, self.fixed, raw, self.drop, self.add_xff,
+                             lines, tail)
+
+    def _tail(self, req: Any, length: int | None, upgrade: bytes | None) -> bytes:
+        parts = []
         if self.dynamic:
             var = req.var
             for name, template in self.dynamic:
@@ -186,7 +223,7 @@ class ProxyHandler:
         elif not self.keepalive:
             parts.append(b"Connection: close\r\n")
         if length is not None:
-            if length or req.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            if length or req.method not in _NO_LENGTH:
                 parts.append(b"Content-Length: %d\r\n" % length)
         else:
             parts.append(b"Transfer-Encoding: chunked\r\n")
