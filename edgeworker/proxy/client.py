@@ -26,6 +26,8 @@ from ..http.fields import ResponseFields, accel
 _parse_head = accel.parse_response_head if accel is not None else None
 
 RECV_SIZE = 65536
+_armed = WATCHDOG.armed  # greenlet -> deadline (see deadline.py)
+_monotonic = time.monotonic
 #: the largest response head read from an upstream (nginx: proxy_buffer_size, 4k or 8k); past
 #: it the response is invalid: 502, "upstream sent too big header"
 MAX_HEAD = 65536
@@ -85,6 +87,7 @@ class UpConn:
             if raw is not None and wait is not None:
                 self._raw = raw
                 self._wait = wait
+                WATCHDOG.start()  # recv stores its deadlines into WATCHDOG.armed itself
 
     def alive(self) -> bool:
         """True if an idle connection still looks usable: the peer has not closed it and has
@@ -176,7 +179,7 @@ class UpConn:
             except BlockingIOError:
                 pass
         g = getcurrent()
-        WATCHDOG.arm(g, timeout)
+        _armed[g] = _monotonic() + timeout  # WATCHDOG.arm (its timer runs: see __init__)
         try:
             while True:
                 self._wait()
@@ -185,7 +188,7 @@ class UpConn:
                 except BlockingIOError:  # a spurious wake-up: wait again
                     continue
         finally:
-            WATCHDOG.disarm(g)
+            _armed.pop(g, None)  # WATCHDOG.disarm
 
 
 def connect(addr: tuple, timeout: float, key: tuple, tls_host: str | None = None,
@@ -345,28 +348,20 @@ class Response:
         self.parser = None
 
     # ---------------------------------------------------------------- reading
-    def _feed(self, wait_first: bool = False) -> bool:
-        """Read once and parse; False on EOF."""
+    def _recv(self, wait_first: bool = False) -> bytes:
+        """Read once (``b""`` at EOF); a timeout or a failed read as ``UpstreamError``."""
         try:
-            data = self.conn.recv(self.read_timeout, wait_first)
+            return self.conn.recv(self.read_timeout, wait_first)
         except (TimeoutError, Expired):
             raise UpstreamTimeout("upstream timed out while reading response") from None
         except OSError as exc:
             raise UpstreamError(f"error while reading response from upstream: {exc}") from None
-        if not data:
-            return False
+
+    def _take(self, data: bytes) -> None:
+        """Parse ``data`` (not empty), read from the upstream."""
         self.received += len(data)
         parser = self.parser
-        if parser is None:  # a ProxyResponse's first read
-            if _parse_head is not None and not self.received - len(data):
-                got = _parse_head(data, self.fields, self.head_only)
-                if got is not None:  # the whole response, parsed in C: no parser needed
-                    self.status, self.keep_alive, body, self.length = got
-                    self.head_done = self.done = True
-                    self._version = "1.1"
-                    if body:
-                        self.pending = [body]
-                    return True
+        if parser is None:  # a ProxyResponse's (made only when its head is not read in C)
             parser = self.parser = HttpResponseParser(self)
         try:
             parser.feed_data(data)
@@ -375,8 +370,15 @@ class Response:
             self.tail = data[exc.args[0] :]
         except HttpParserError as exc:
             if self.done and self.head_only:
-                return True  # bytes after a HEAD response: ignored, connection not reused
+                return  # bytes after a HEAD response: ignored, connection not reused
             raise UpstreamInvalid(f"upstream sent an invalid response: {exc}") from None
+
+    def _feed(self, wait_first: bool = False) -> bool:
+        """Read once and parse; False on EOF."""
+        data = self._recv(wait_first)
+        if not data:
+            return False
+        self._take(data)
         return True
 
     def read_head(self) -> None:
@@ -389,7 +391,10 @@ class Response:
         if not conn.timed:
             conn.sock.settimeout(self.read_timeout)
         # the request was just sent: nothing can be there yet, so the first read waits first
-        first = conn._raw is not None
+        self._read_head(conn._raw is not None)
+
+    def _read_head(self, wait_first: bool) -> None:
+        first = wait_first
         while not self.head_done:
             more = self._feed(first)
             first = False
@@ -452,7 +457,7 @@ class ProxyResponse(Response):
         fields = self.fields = ResponseFields()
         self.on_header = fields.add  # (before the parser looks its callbacks up)
         # no parser yet: the first read goes to parse_response_head (C) when it is built, and
-        # a parser is made only for a response it does not take (see _feed)
+        # a parser is made only for a response it does not take (see read_head)
         self.parser = None
         self.pending: list[bytes] = []
 
@@ -462,6 +467,26 @@ class ProxyResponse(Response):
 
     def _forget_fields(self) -> None:
         self.fields.reset()
+
+    def read_head(self) -> None:
+        conn = self.conn
+        if _parse_head is None or conn._raw is None:
+            return Response.read_head(self)
+        # the request was just sent: wait, read, and parse the usual whole response in C
+        data = self._recv(True)
+        if data:
+            got = _parse_head(data, self.fields, self.head_only)
+            if got is not None:
+                self.received = len(data)
+                self.status, self.keep_alive, body, self.length = got
+                self.head_done = self.done = True
+                self._version = "1.1"
+                if body:
+                    self.pending = [body]
+                return None
+            self._take(data)  # anything else: httptools, from the first byte
+        # the rest of the head (an EOF is read again there, and reported)
+        return self._read_head(False)
 
 
 def chunked(pieces: Iterator[bytes]) -> Iterator[bytes]:
