@@ -202,6 +202,21 @@ rq_init(RequestFields *self, PyObject *args, PyObject *kwds)
     return rq_reset_state(self);
 }
 
+/* (an instance made with __new__ alone is usable too: every slot set) */
+static PyObject *
+rq_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    RequestFields *self = (RequestFields *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->id_field = Py_NewRef(Py_None);
+    if (rq_reset_state(self) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
 static PyObject *
 rq_reset(RequestFields *self, PyObject *unused)
 {
@@ -393,7 +408,7 @@ static PyTypeObject RequestFieldsType = {
     .tp_basicsize = sizeof(RequestFields),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "The fields of a request head, sorted as they are parsed.",
-    .tp_new = PyType_GenericNew,
+    .tp_new = rq_new,
     .tp_init = (initproc)rq_init,
     .tp_dealloc = (destructor)rq_dealloc,
     .tp_traverse = (traverseproc)rq_traverse,
@@ -436,6 +451,20 @@ rs_init(ResponseFields *self, PyObject *args, PyObject *kwds)
     if (!_PyArg_NoPositional("ResponseFields", args) || !_PyArg_NoKeywords("ResponseFields", kwds))
         return -1;
     return rs_reset_state(self);
+}
+
+/* (an instance made with __new__ alone is usable too: every slot set) */
+static PyObject *
+rs_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    ResponseFields *self = (ResponseFields *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    if (rs_reset_state(self) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
 }
 
 static PyObject *
@@ -609,7 +638,7 @@ static PyTypeObject ResponseFieldsType = {
     .tp_basicsize = sizeof(ResponseFields),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "The fields of a proxied response head, sorted as they are parsed.",
-    .tp_new = PyType_GenericNew,
+    .tp_new = rs_new,
     .tp_init = (initproc)rs_init,
     .tp_dealloc = (destructor)rs_dealloc,
     .tp_traverse = (traverseproc)rs_traverse,
@@ -672,7 +701,8 @@ value_bytes(const unsigned char *p, Py_ssize_t n)
  * (and refuses where it is invalid). It takes only a strict subset of what llhttp accepts:
  * "HTTP/1.1", a status 200..599, field names of tchar, values of HTAB/SP/VCHAR/obs-text (leading
  * OWS dropped, as llhttp does), CRLF line ends, no obs-fold; at most one Connection field, which
- * is "close" or "keep-alive" (any case); no Transfer-Encoding or Upgrade; one Content-Length of
+ * is "close" or "keep-alive" (any case); no Transfer-Encoding, Upgrade or Proxy-Connection
+ * (which llhttp reads as Connection); one Content-Length of
  * 1..18 digits whose body is exactly the rest of the read, or no body at all (204, 304, or a
  * HEAD request's answer with a Content-Length) with nothing after the head. Arguments: data,
  * fields, head_only. */
@@ -761,8 +791,9 @@ parse_response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 Py_RETURN_NONE;
         }
         else if ((nn == 17 && EQ(name, nn, "transfer-encoding")) ||
-                 (nn == 7 && EQ(name, nn, "upgrade")))
-            Py_RETURN_NONE;
+                 (nn == 7 && EQ(name, nn, "upgrade")) ||
+                 (nn == 16 && EQ(name, nn, "proxy-connection")))
+            Py_RETURN_NONE; /* (llhttp reads Proxy-Connection as Connection) */
         spans[nf][0] = ns;
         spans[nf][1] = ne;
         spans[nf][2] = vs;
@@ -873,6 +904,16 @@ make_head(RequestFields *f, PyObject *method, PyObject *url, Py_ssize_t end, int
     int known = PySet_Contains(good_hosts, f->host);
     if (known <= 0)
         return known < 0 ? NULL : Py_NewRef(Py_None);
+    /* no Proxy-Connection: llhttp reads it as Connection (the Python code asks llhttp) */
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(f->list); k++) {
+        PyObject *field = PyList_GET_ITEM(f->list, k);
+        if (PyTuple_CheckExact(field) && PyTuple_GET_SIZE(field) == 2) {
+            PyObject *fname = PyTuple_GET_ITEM(field, 0);
+            if (PyBytes_CheckExact(fname) && PyBytes_GET_SIZE(fname) == 16 &&
+                memcmp(PyBytes_AS_STRING(fname), "proxy-connection", 16) == 0)
+                Py_RETURN_NONE;
+        }
+    }
     /* Connection: absent, keep-alive or close (any case) */
     int keep_alive = 1;
     if (f->conn != Py_None) {
@@ -946,6 +987,9 @@ head_limits(PyObject *const *args, int *drop, Py_ssize_t *max_headers, Py_ssize_
     return 0;
 }
 
+static PyObject *fast_head_at(PyObject *const *, PyObject *, Py_ssize_t, PyObject *,
+                              PyObject *);
+
 /* The common request head, whole in the current read, after llhttp parsed it: see make_head.
  * Arguments: parser, fields (RequestFields), url, data (the current read, the head at its
  * start), drop_underscores, max_headers, max_hsize. */
@@ -960,10 +1004,6 @@ fast_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         !PyBytes_CheckExact(args[2]) || !PyBytes_CheckExact(args[3]))
         Py_RETURN_NONE;
     PyObject *parser = args[0], *url = args[2], *data = args[3];
-    int drop;
-    Py_ssize_t max_headers, max_hsize;
-    if (head_limits(args + 4, &drop, &max_headers, &max_hsize) < 0)
-        return NULL;
     /* the method, known */
     PyObject *raw = PyObject_CallMethodNoArgs(parser, s_get_method);
     if (raw == NULL)
@@ -977,6 +1017,21 @@ fast_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_DECREF(raw);
     if (method == NULL)
         return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    Py_INCREF(method); /* (held while the head is made: the cache could change) */
+    PyObject *head = fast_head_at(args, method, at, url, data);
+    Py_DECREF(method);
+    return head;
+}
+
+/* fast_head once its method is known (held by the caller) */
+static PyObject *
+fast_head_at(PyObject *const *args, PyObject *method, Py_ssize_t at, PyObject *url,
+             PyObject *data)
+{
+    int drop;
+    Py_ssize_t max_headers, max_hsize;
+    if (head_limits(args + 4, &drop, &max_headers, &max_hsize) < 0)
+        return NULL;
     /* HTTP/1.1, the head from the read's first byte, its end */
     const char *d = PyBytes_AS_STRING(data);
     Py_ssize_t dn = PyBytes_GET_SIZE(data);
@@ -997,12 +1052,32 @@ fast_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 #define RQ_MAX_FIELDS 100
 
+/* GET, HEAD, POST, PUT, DELETE, OPTIONS or PATCH (s: n capital letters) */
+static int
+http_method(const char *s, Py_ssize_t n)
+{
+    switch (n) {
+    case 3:
+        return memcmp(s, "GET", 3) == 0 || memcmp(s, "PUT", 3) == 0;
+    case 4:
+        return memcmp(s, "HEAD", 4) == 0 || memcmp(s, "POST", 4) == 0;
+    case 5:
+        return memcmp(s, "PATCH", 5) == 0;
+    case 6:
+        return memcmp(s, "DELETE", 6) == 0;
+    case 7:
+        return memcmp(s, "OPTIONS", 7) == 0;
+    }
+    return 0;
+}
+
 /* The common request that is the whole read, parsed without llhttp (the connection is between
  * requests; llhttp never sees these bytes): its RequestHead (see make_head), every field added
  * to `fields` (reset first) as llhttp would have handed them to its add(); or None for anything
  * else, which llhttp then parses (and refuses where invalid; `fields` is reset again when it
- * begins). It takes only a strict subset of what llhttp accepts: a method the protocol has
- * seen from llhttp before (its cache), an origin-form target of visible ASCII, "HTTP/1.1",
+ * begins). It takes only a strict subset of what llhttp accepts: GET, HEAD, POST, PUT, DELETE,
+ * OPTIONS or PATCH once the protocol has seen it from llhttp (its cache gives the str), an
+ * origin-form target of visible ASCII, "HTTP/1.1", no Proxy-Connection field,
  * field names of tchar, values of HTAB/SP/VCHAR/obs-text (leading OWS dropped), CRLF line
  * ends, no obs-fold, no body (Content-Length absent or 0) and nothing after the head (no
  * pipelined request), a target no longer than max_url (longer ones are measured by the Python
@@ -1029,10 +1104,12 @@ parse_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[0]);
     Py_ssize_t n = PyBytes_GET_SIZE(args[0]), i = 0;
-    /* the request line: method SP target SP HTTP/1.1 CRLF */
-    while (i < n && i < 24 && is_tchar(d[i]))
+    /* the request line: method SP target SP HTTP/1.1 CRLF; the method one of the usual HTTP
+     * ones (llhttp takes some methods only in RTSP or ICE request lines, and the protocol's
+     * cache holds every method llhttp reported, from any line) */
+    while (i < n && i < 8 && d[i] >= 'A' && d[i] <= 'Z')
         i++;
-    if (i == 0 || i >= n || d[i] != ' ')
+    if (i >= n || d[i] != ' ' || !http_method((const char *)d, i))
         Py_RETURN_NONE;
     Py_ssize_t method_end = i++;
     Py_ssize_t url_start = i;
@@ -1075,6 +1152,8 @@ parse_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         i = cr - d;
         if (i + 1 >= n || d[i + 1] != '\n')
             Py_RETURN_NONE;
+        if (ne - ns == 16 && EQ((const char *)d + ns, 16, "proxy-connection"))
+            Py_RETURN_NONE; /* llhttp reads it as Connection */
         spans[nf][0] = ns;
         spans[nf][1] = ne;
         spans[nf][2] = vs;

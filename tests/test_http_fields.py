@@ -390,6 +390,8 @@ def test_parse_request_takes_a_whole_common_request_and_leaves_the_rest(monkeypa
         b"GET / HTTP/1.1\r\nHost: h.example\r\nConnection: keep-alive, te\r\n\r\n",
         b"GET /" + b"a" * 300 + b" HTTP/1.1\r\nHost: h.example\r\n\r\n",  # past max_url
         b"TRACE / HTTP/1.1\r\nHost: h.example\r\n\r\n",  # refused: the Python code's 405
+        b"GET / HTTP/1.1\r\nHost: h.example\r\nProxy-Connection: close\r\n\r\n",
+        b"PROPFIND / HTTP/1.1\r\nHost: h.example\r\n\r\n",  # not one of the usual methods
     ]
     limits = Limits(max_request_line=200, max_header_size=8192, max_headers=100)
     for other in others:
@@ -406,6 +408,22 @@ def test_parse_request_takes_a_whole_common_request_and_leaves_the_rest(monkeypa
         assert _events([data], None, monkeypatch, counting, **kw) == _events(
             [data], None, monkeypatch, None, **kw)
         assert results == [None]
+    # llhttp reads Proxy-Connection as Connection: after "close" it refuses what follows
+    stream = [b"GET / HTTP/1.1\r\nHost: h.example\r\nProxy-Connection: close\r\n\r\n",
+              b"GET / HTTP/1.1\r\nHost: h.example\r\n\r\n"]
+    both_ways = _events(stream, None, monkeypatch, counting)
+    assert both_ways == _events(stream, None, monkeypatch)
+    # ... so the connection closes after the response (not a 400 for the next request)
+    assert [e[0] for e in both_ways] == ["head", "end"] and both_ways[0][7] is False
+    # a method llhttp takes only in an RTSP request line, reported (and cached) from one: an
+    # HTTP/1.1 request with it is still llhttp's (400), not C's
+    rtsp = b"DESCRIBE / RTSP/1.0\r\nHost: h.example\r\n\r\n"
+    http = b"DESCRIBE / HTTP/1.1\r\nHost: h.example\r\n\r\n"
+    protocol.ServerProtocol().feed(rtsp)
+    results.clear()
+    assert _events([http], None, monkeypatch, counting) == _events([http], None, monkeypatch)
+    assert results == [None]
+    assert _events([http], None, monkeypatch)[-1][:2] == ("error", 400)
     with pytest.raises(TypeError):
         protocol.accel.parse_request(b"", protocol.RequestFields(), False, 1, 1)
     with pytest.raises(TypeError):

@@ -131,6 +131,9 @@ UNCOMMON = [
     b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nContent-Length: 1\r\n\r\nx",
     b"HTTP/1.1 200 OK\r\nConnection: close\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx",
     b"HTTP/1.1 200 OK\r\nUpgrade: h2c\r\nContent-Length: 1\r\n\r\nx",
+    # llhttp reads Proxy-Connection as Connection: the connection is not reused
+    b"HTTP/1.1 200 OK\r\nProxy-Connection: close\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 204 No Content\r\nProxy-Connection: close\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n",  # the head is not whole
     b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: %d\r\n" % (i, i) for i in range(101))
     + b"Content-Length: 1\r\n\r\nx",
@@ -218,6 +221,13 @@ def test_bad_arguments_are_refused():
         accel.parse_response_head("HTTP/1.1 200 OK\r\n\r\n", fields, False)
     with pytest.raises(TypeError):
         accel.parse_response_head(b"HTTP/1.1 200 OK\r\n\r\n", object(), False)
+    # fields made by __new__ alone are usable (every slot is set)
+    bare = accel.ResponseFields.__new__(accel.ResponseFields)
+    got = accel.parse_response_head(b"HTTP/1.1 204 X\r\nA: b\r\n\r\n", bare, False)
+    assert got == (204, True, b"", None) and bare.kept == [(b"A", b"b")]
+    req_bare = accel.RequestFields.__new__(accel.RequestFields)
+    req_bare.add(b"Host", b"h")
+    assert req_bare.host == b"h" and req_bare.id_field is None
     # nothing is added to the fields of a response it does not take
     assert accel.parse_response_head(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nrest", fields, False) is None
     assert fields.kept == [] and fields.hop == []

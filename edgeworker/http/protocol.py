@@ -606,6 +606,10 @@ class ServerProtocol:
                     keep_alive = False
                 else:
                     keep_alive = version == "1.1" or b"keep-alive" in tokens
+        if keep_alive and not parser.should_keep_alive():
+            # llhttp will refuse anything after this request (it reads Proxy-Connection as
+            # Connection): close after the response instead of answering the next one with 400
+            keep_alive = False
         self._keep_alive = keep_alive
 
         upgrade = fields.upgrade
