@@ -15,26 +15,24 @@ log = logging.getLogger("edgeworker")
 """The error log (``error_log`` in the config). Handlers may use it as any ``logging.Logger``."""
 
 
-class SharedDicts:
+class SharedDicts(dict):
     """The ``[shared_dict]`` zones of the running server, by name.
 
     ``edgeworker.shared["counters"]`` and ``edgeworker.shared.counters`` are the same
     ``shm.SharedDict``. A name that is not configured raises ``KeyError`` (``AttributeError``
-    for attribute access) naming the zones that exist.
+    for attribute access) naming the zones that exist. Read-only for handlers: the server
+    installs the zones (a ``dict`` underneath, so ``shared["name"]`` costs no Python frame).
+    Attribute access reaches a zone whose name is not also a ``dict`` method (``shared.get``
+    is the method; ``shared["get"]`` the zone).
     """
 
-    def __init__(self) -> None:
-        self._zones: dict[str, Any] = {}
-
     def _install(self, zones: dict[str, Any]) -> None:
-        self._zones = dict(zones)
+        dict.clear(self)
+        dict.update(self, zones)
 
-    def __getitem__(self, name: str) -> Any:
-        try:
-            return self._zones[name]
-        except KeyError:
-            known = ", ".join(sorted(self._zones)) or "none"
-            raise KeyError(f"no shared dict {name!r} (configured: {known})") from None
+    def __missing__(self, name: str) -> Any:
+        known = ", ".join(sorted(self)) or "none"
+        raise KeyError(f"no shared dict {name!r} (configured: {known})")
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -44,17 +42,11 @@ class SharedDicts:
         except KeyError as exc:
             raise AttributeError(exc.args[0]) from None
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._zones
+    def _read_only(self, *args: Any, **kw: Any) -> None:
+        raise TypeError("edgeworker.shared is read-only: zones come from [shared_dict]")
 
-    def __iter__(self):
-        return iter(self._zones)
-
-    def __len__(self) -> int:
-        return len(self._zones)
-
-    def items(self):
-        return self._zones.items()
+    __setitem__ = __delitem__ = clear = update = pop = popitem = setdefault = _read_only  # type: ignore[assignment]
+    __ior__ = _read_only  # type: ignore[assignment]
 
 
 class WorkerInfo:

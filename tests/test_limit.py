@@ -292,11 +292,19 @@ def _declarative(zone_key: str, rate: str, burst: int, accel: bool, monkeypatch)
     return limit.make_access(SimpleNamespace(limit=conf, path=f"/{accel}"), None)
 
 
-@pytest.mark.skipif(limit._speedups is None, reason="the C module is not built")
-def test_declarative_shm_limit_in_c_answers_as_python(shm_zone, monkeypatch):
+def _zones_with(monkeypatch, **zones):
+    """``edgeworker.shared`` for this test: the running set plus ``zones``."""
     from edgeworker import runtime
 
-    monkeypatch.setitem(runtime.shared._zones, "lim", shm_zone)
+    shared = runtime.SharedDicts()
+    shared._install({**runtime.shared, **zones})
+    monkeypatch.setattr(runtime, "shared", shared)
+    return shared
+
+
+@pytest.mark.skipif(limit._speedups is None, reason="the C module is not built")
+def test_declarative_shm_limit_in_c_answers_as_python(shm_zone, monkeypatch):
+    _zones_with(monkeypatch, lim=shm_zone)
     c = _declarative("lim", "5r/m", 2, True, monkeypatch)
     py = _declarative("lim", "5r/m", 2, False, monkeypatch)
     assert type(c).__name__ == "WindowLimit" and callable(py) and type(py).__name__ == "function"
@@ -324,9 +332,7 @@ def test_declarative_shm_limit_in_c_answers_as_python(shm_zone, monkeypatch):
 
 @pytest.mark.skipif(limit._speedups is None, reason="the C module is not built")
 def test_declarative_shm_limit_in_c_store_failure_and_odd_values(shm_zone, monkeypatch):
-    from edgeworker import runtime
-
-    monkeypatch.setitem(runtime.shared._zones, "lim", shm_zone)
+    zones = _zones_with(monkeypatch, lim=shm_zone)
     c = _declarative("lim", "100r/s", 0, True, monkeypatch)
     # a float under the key (put there by someone else): the Python code takes over
     shm_zone.set(b"ew:limit:/True:\x7f\x00\x00\x09", 1.5, 10)
@@ -334,7 +340,7 @@ def test_declarative_shm_limit_in_c_store_failure_and_odd_values(shm_zone, monke
     c(req)
     assert b"RateLimit: \"default\";r=97;" in req._lines and req.exited is None
     # a zone that does not exist is a mistake, not a store failure: raised, as in Python
-    monkeypatch.delitem(runtime.shared._zones, "lim")
+    zones._install({})
     c2 = _declarative("lim", "100r/s", 0, True, monkeypatch)
     req = _Req(b"\x7f\x00\x00\x0a")
     with pytest.raises(KeyError):
