@@ -21,9 +21,9 @@ class SharedDicts(dict):
     ``edgeworker.shared["counters"]`` and ``edgeworker.shared.counters`` are the same
     ``shm.SharedDict``. A name that is not configured raises ``KeyError`` (``AttributeError``
     for attribute access) naming the zones that exist. Read-only for handlers: the server
-    installs the zones (a ``dict`` underneath, so ``shared["name"]`` costs no Python frame).
-    Attribute access reaches a zone whose name is not also a ``dict`` method (``shared.get``
-    is the method; ``shared["get"]`` the zone).
+    installs the zones. A ``dict`` underneath, so ``shared["name"]`` costs no Python frame;
+    attribute access finds a zone first, even one named like a ``dict`` method
+    (``shared.values`` is the zone ``values`` when there is one, else the method).
     """
 
     def _install(self, zones: dict[str, Any]) -> None:
@@ -34,13 +34,18 @@ class SharedDicts(dict):
         known = ", ".join(sorted(self)) or "none"
         raise KeyError(f"no shared dict {name!r} (configured: {known})")
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
+    def __getattribute__(self, name: str) -> Any:
+        if name[:1] != "_":
+            zone = dict.get(self, name)
+            if zone is not None:
+                return zone
         try:
-            return self[name]
-        except KeyError as exc:
-            raise AttributeError(exc.args[0]) from None
+            return object.__getattribute__(self, name)
+        except AttributeError:
+            if name[:1] == "_":
+                raise
+            known = ", ".join(sorted(self)) or "none"
+            raise AttributeError(f"no shared dict {name!r} (configured: {known})") from None
 
     def _read_only(self, *args: Any, **kw: Any) -> None:
         raise TypeError("edgeworker.shared is read-only: zones come from [shared_dict]")

@@ -29,6 +29,11 @@ def test_unknown_names_say_what_exists():
     with pytest.raises(AttributeError):
         shared._private  # noqa: B018
     assert shared.get("nope") is None  # the dict method, as documented
+    # a zone named like a dict method is found first by attribute access
+    values = object()
+    shared._install({"values": values, "counters": object()})
+    assert shared.values is values and shared["values"] is values
+    assert callable(shared.keys) and sorted(shared.keys()) == ["counters", "values"]
     empty = SharedDicts()
     with pytest.raises(KeyError, match=r"configured: none"):
         empty["x"]

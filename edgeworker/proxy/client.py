@@ -283,11 +283,13 @@ class Response:
 
     @property
     def version(self) -> str:
-        """The response's HTTP version (``"1.1"``), asked of the parser when read (nothing on
-        the proxy's path reads it, and httptools formats it at some cost)."""
+        """The response's HTTP version (``"1.1"``): as read in C, else asked of the parser
+        when read (nothing on the proxy's path reads it, and httptools formats it at some
+        cost). None before a head was read."""
         if self._version is not None:
             return self._version
-        return self.parser.get_http_version()
+        parser = self.parser
+        return parser.get_http_version() if parser is not None else None
 
     # ---------------------------------------------------------------- parser callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -362,6 +364,8 @@ class Response:
         self.received += len(data)
         parser = self.parser
         if parser is None:  # a ProxyResponse's (made only when its head is not read in C)
+            if self.head_done:  # (released: reading on would parse mid-body bytes as a head)
+                raise RuntimeError("the response was released")
             parser = self.parser = HttpResponseParser(self)
         try:
             parser.feed_data(data)
@@ -443,7 +447,8 @@ class Response:
 
 class ProxyResponse(Response):
     """A ``Response`` read by the proxy: each field is sorted as it arrives, by a
-    ``ResponseFields`` (``fields``; its ``add`` is the parser's ``on_header``). ``fields.kept``
+    ``ResponseFields`` (``fields``; its ``add`` is called by ``parse_response_head`` in C for
+    the common whole response, else it is httptools' ``on_header``). ``fields.kept``
     holds the fields relayed to the client, in order, and ``fields.wire`` the same fields as
     they go out in the client's response head (``b"\r\nName: value"`` each; ``has_ct`` when
     one is ``Content-Type``); ``fields.hop`` holds the ``HOP_BY_HOP`` ones and

@@ -88,8 +88,9 @@ def upstream_head(method: str, target: bytes, fixed: bytes, raw: list[tuple[byte
     ``ProxyHandler._lines_for``; with ``add_xff``, a client ``X-Forwarded-For`` is kept in
     front of the address), then ``tail`` (which ends the head).
 
-    ``upstream_head`` in edgeworker/_speedups.c gives the same bytes (or None when a
-    ``Connection`` field names other fields: then this function does it);
+    ``upstream_head`` in edgeworker/_speedups.c gives the same bytes; it returns None (and
+    this function does it) only for what it does not take: more than 128 fields or 64
+    ``Connection`` tokens, a field that is not a pair of bytes, a method that is not ASCII.
     tests/test_proxy_head.py compares the two."""
     parts = [method.encode(), b" ", target, b" HTTP/1.1\r\n", fixed]
     conn_tokens: set[bytes] = set()
