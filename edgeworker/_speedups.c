@@ -692,6 +692,66 @@ value_bytes(const unsigned char *p, Py_ssize_t n)
     return 1;
 }
 
+/* One field line of a head at d[*at] (n bytes in all). 1: a field, its name and value spans
+ * (start, end, start, end) in span, *at past its CRLF; 0: the blank line that ends the head,
+ * *at past it; -1: anything else (not whole in these bytes, obs-fold, a byte llhttp may refuse
+ * or read otherwise). The value's leading OWS is not in its span, as llhttp reports it. */
+static int
+field_line(const unsigned char *d, Py_ssize_t n, Py_ssize_t *at, Py_ssize_t span[4])
+{
+    Py_ssize_t i = *at;
+    if (i + 1 >= n)
+        return -1;
+    if (d[i] == '\r') {
+        if (d[i + 1] != '\n')
+            return -1;
+        *at = i + 2;
+        return 0;
+    }
+    span[0] = i;
+    while (i < n && is_tchar(d[i]))
+        i++;
+    if (i == span[0] || i >= n || d[i] != ':')
+        return -1; /* (a line that starts with SP/HTAB, obs-fold, lands here too) */
+    span[1] = i++;
+    while (i < n && (d[i] == ' ' || d[i] == '\t'))
+        i++;
+    span[2] = i;
+    const unsigned char *cr = memchr(d + i, '\r', n - i);
+    if (cr == NULL || !value_bytes(d + i, cr - d - i))
+        return -1;
+    i = cr - d;
+    if (i + 1 >= n || d[i + 1] != '\n')
+        return -1;
+    span[3] = i;
+    *at = i + 2;
+    return 1;
+}
+
+typedef PyObject *(*addfunc)(PyObject *, PyObject *const *, Py_ssize_t);
+
+/* add(fields, (name, value)) for each of the nf spans of d, in order; -1 with an exception */
+static int
+add_fields(PyObject *fields, addfunc add, const unsigned char *d, Py_ssize_t (*spans)[4], int nf)
+{
+    for (int k = 0; k < nf; k++) {
+        PyObject *pair[2];
+        pair[0] = PyBytes_FromStringAndSize((const char *)d + spans[k][0],
+                                            spans[k][1] - spans[k][0]);
+        pair[1] = PyBytes_FromStringAndSize((const char *)d + spans[k][2],
+                                            spans[k][3] - spans[k][2]);
+        PyObject *r = NULL;
+        if (pair[0] != NULL && pair[1] != NULL)
+            r = add(fields, pair, 2);
+        Py_XDECREF(pair[0]);
+        Py_XDECREF(pair[1]);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
 #define RH_MAX_FIELDS 100
 
 /* The common upstream response, whole in the first read: (status, keep_alive, body, length: the
@@ -743,35 +803,14 @@ parse_response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     int nf = 0, keep_alive = 1, nconn = 0;
     long long length = -1;
     for (;;) {
-        if (i + 1 >= n)
-            Py_RETURN_NONE; /* the head is not whole in this read */
-        if (d[i] == '\r') {
-            if (d[i + 1] != '\n')
-                Py_RETURN_NONE;
-            i += 2;
+        Py_ssize_t span[4];
+        int got = field_line(d, n, &i, span);
+        if (got == 0)
             break;
-        }
-        if (nf == RH_MAX_FIELDS)
+        if (got < 0 || nf == RH_MAX_FIELDS)
             Py_RETURN_NONE;
-        Py_ssize_t ns = i;
-        while (i < n && is_tchar(d[i]))
-            i++;
-        if (i == ns || i >= n || d[i] != ':')
-            Py_RETURN_NONE; /* (a line that starts with SP/HTAB, obs-fold, lands here too) */
-        Py_ssize_t ne = i++;
-        while (i < n && (d[i] == ' ' || d[i] == '\t'))
-            i++;
-        Py_ssize_t vs = i;
-        const unsigned char *cr = memchr(d + i, '\r', n - i);
-        if (cr == NULL || !value_bytes(d + i, cr - d - i))
-            Py_RETURN_NONE;
-        i = cr - d;
-        if (i + 1 >= n || d[i + 1] != '\n')
-            Py_RETURN_NONE;
-        Py_ssize_t ve = i;
-        i += 2;
-        const char *name = (const char *)d + ns, *value = (const char *)d + vs;
-        Py_ssize_t nn = ne - ns, vn = ve - vs;
+        const char *name = (const char *)d + span[0], *value = (const char *)d + span[2];
+        Py_ssize_t nn = span[1] - span[0], vn = span[3] - span[2];
         if (nn == 14 && EQ(name, nn, "content-length")) {
             if (length >= 0 || vn < 1 || vn > 18)
                 Py_RETURN_NONE;
@@ -794,11 +833,7 @@ parse_response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                  (nn == 7 && EQ(name, nn, "upgrade")) ||
                  (nn == 16 && EQ(name, nn, "proxy-connection")))
             Py_RETURN_NONE; /* (llhttp reads Proxy-Connection as Connection) */
-        spans[nf][0] = ns;
-        spans[nf][1] = ne;
-        spans[nf][2] = vs;
-        spans[nf][3] = ve;
-        nf++;
+        memcpy(spans[nf++], span, sizeof span);
     }
     /* the body: exactly the rest of the read */
     Py_ssize_t rest = n - i;
@@ -809,21 +844,8 @@ parse_response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     else if (length < 0 || rest != length)
         Py_RETURN_NONE;
     /* every field to fields.add, in order */
-    for (int k = 0; k < nf; k++) {
-        PyObject *pair[2];
-        pair[0] = PyBytes_FromStringAndSize((const char *)d + spans[k][0],
-                                            spans[k][1] - spans[k][0]);
-        pair[1] = PyBytes_FromStringAndSize((const char *)d + spans[k][2],
-                                            spans[k][3] - spans[k][2]);
-        PyObject *r = NULL;
-        if (pair[0] != NULL && pair[1] != NULL)
-            r = rs_add((ResponseFields *)args[1], pair, 2);
-        Py_XDECREF(pair[0]);
-        Py_XDECREF(pair[1]);
-        if (r == NULL)
-            return NULL;
-        Py_DECREF(r);
-    }
+    if (add_fields(args[1], (addfunc)rs_add, d, spans, nf) < 0)
+        return NULL;
     PyObject *body = rest == 0 ? PyBytes_FromStringAndSize(NULL, 0)
                                : PyBytes_FromStringAndSize((const char *)d + i, rest);
     PyObject *code = body == NULL ? NULL : PyLong_FromLong(status);
@@ -904,16 +926,6 @@ make_head(RequestFields *f, PyObject *method, PyObject *url, Py_ssize_t end, int
     int known = PySet_Contains(good_hosts, f->host);
     if (known <= 0)
         return known < 0 ? NULL : Py_NewRef(Py_None);
-    /* no Proxy-Connection: llhttp reads it as Connection (the Python code asks llhttp) */
-    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(f->list); k++) {
-        PyObject *field = PyList_GET_ITEM(f->list, k);
-        if (PyTuple_CheckExact(field) && PyTuple_GET_SIZE(field) == 2) {
-            PyObject *fname = PyTuple_GET_ITEM(field, 0);
-            if (PyBytes_CheckExact(fname) && PyBytes_GET_SIZE(fname) == 16 &&
-                memcmp(PyBytes_AS_STRING(fname), "proxy-connection", 16) == 0)
-                Py_RETURN_NONE;
-        }
-    }
     /* Connection: absent, keep-alive or close (any case) */
     int keep_alive = 1;
     if (f->conn != Py_None) {
@@ -1047,7 +1059,18 @@ fast_head_at(PyObject *const *args, PyObject *method, Py_ssize_t at, PyObject *u
     }
     if (end < 0)
         Py_RETURN_NONE;
-    return make_head((RequestFields *)args[1], method, url, end, drop, max_headers, max_hsize);
+    /* no Proxy-Connection: llhttp reads it as Connection (the Python code asks llhttp) */
+    RequestFields *f = (RequestFields *)args[1];
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(f->list); k++) {
+        PyObject *field = PyList_GET_ITEM(f->list, k);
+        if (PyTuple_CheckExact(field) && PyTuple_GET_SIZE(field) == 2) {
+            PyObject *fname = PyTuple_GET_ITEM(field, 0);
+            if (PyBytes_CheckExact(fname) && PyBytes_GET_SIZE(fname) == 16 &&
+                memcmp(PyBytes_AS_STRING(fname), "proxy-connection", 16) == 0)
+                Py_RETURN_NONE;
+        }
+    }
+    return make_head(f, method, url, end, drop, max_headers, max_hsize);
 }
 
 #define RQ_MAX_FIELDS 100
@@ -1127,39 +1150,15 @@ parse_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t spans[RQ_MAX_FIELDS][4];
     int nf = 0;
     for (;;) {
-        if (i + 1 >= n)
-            Py_RETURN_NONE; /* the head is not whole in this read */
-        if (d[i] == '\r') {
-            if (d[i + 1] != '\n')
-                Py_RETURN_NONE;
-            i += 2;
+        Py_ssize_t span[4];
+        int got = field_line(d, n, &i, span);
+        if (got == 0)
             break;
-        }
-        if (nf == RQ_MAX_FIELDS)
+        if (got < 0 || nf == RQ_MAX_FIELDS)
             Py_RETURN_NONE;
-        Py_ssize_t ns = i;
-        while (i < n && is_tchar(d[i]))
-            i++;
-        if (i == ns || i >= n || d[i] != ':')
-            Py_RETURN_NONE; /* (obs-fold lands here too) */
-        Py_ssize_t ne = i++;
-        while (i < n && (d[i] == ' ' || d[i] == '\t'))
-            i++;
-        Py_ssize_t vs = i;
-        const unsigned char *cr = memchr(d + i, '\r', n - i);
-        if (cr == NULL || !value_bytes(d + i, cr - d - i))
-            Py_RETURN_NONE;
-        i = cr - d;
-        if (i + 1 >= n || d[i + 1] != '\n')
-            Py_RETURN_NONE;
-        if (ne - ns == 16 && EQ((const char *)d + ns, 16, "proxy-connection"))
+        if (span[1] - span[0] == 16 && EQ((const char *)d + span[0], 16, "proxy-connection"))
             Py_RETURN_NONE; /* llhttp reads it as Connection */
-        spans[nf][0] = ns;
-        spans[nf][1] = ne;
-        spans[nf][2] = vs;
-        spans[nf][3] = i;
-        nf++;
-        i += 2;
+        memcpy(spans[nf++], span, sizeof span);
     }
     if (i != n)
         Py_RETURN_NONE; /* a body or a pipelined request follows: llhttp's */
@@ -1177,21 +1176,8 @@ parse_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *head = NULL, *url = NULL;
     if (rq_reset_state(f) < 0)
         goto out;
-    for (int k = 0; k < nf; k++) {
-        PyObject *pair[2];
-        pair[0] = PyBytes_FromStringAndSize((const char *)d + spans[k][0],
-                                            spans[k][1] - spans[k][0]);
-        pair[1] = PyBytes_FromStringAndSize((const char *)d + spans[k][2],
-                                            spans[k][3] - spans[k][2]);
-        PyObject *r = NULL;
-        if (pair[0] != NULL && pair[1] != NULL)
-            r = rq_add(f, pair, 2);
-        Py_XDECREF(pair[0]);
-        Py_XDECREF(pair[1]);
-        if (r == NULL)
-            goto out;
-        Py_DECREF(r);
-    }
+    if (add_fields((PyObject *)f, (addfunc)rq_add, d, spans, nf) < 0)
+        goto out;
     /* no body (it would follow the head: llhttp's), unless Content-Length says 0 */
     if (f->cl != Py_None) {
         Py_ssize_t cl = PyLong_AsSsize_t(f->cl);
