@@ -413,7 +413,7 @@ class ProxyHandler:
             try:
                 if rest is None and length is not None and len(body) <= BODY_BUFFER:
                     # (_send's usual case: the head and a small body in one write)
-                    conn.send(request_head + body if body else request_head, group.send_timeout)
+                    conn.send(request_head + body, group.send_timeout)
                 else:
                     self._send(conn, request_head, body, rest, length)
                 resp = ProxyResponse(conn, group.read_timeout, req.method == "HEAD")
@@ -506,8 +506,7 @@ class ProxyHandler:
             except UpstreamError as exc:
                 return self._cut(req, resp, exc, addrs, statuses, times, t0)
         if resp.done or head_only:
-            pending = resp.pending
-            body = (pending[0] if len(pending) == 1 else b"".join(pending)) if pending else b""
+            body = b"".join(resp.pending)
             if resp.done and resp.keep_alive and not resp.upgraded:  # (resp.reusable)
                 pool.put(upconn)
             else:

@@ -60,7 +60,7 @@ class Target:
     """A ``host:port`` and its current addresses; ``next_address()`` rotates through them."""
 
     __slots__ = ("host", "port", "_addrs", "_expires", "_refreshing", "_rr", "interval", "lookup",
-                 "is_name", "fixed")
+                 "fixed")
 
     def __init__(self, host: str, port: int, interval: float = DEFAULT_INTERVAL,
                  lookup: Lookup | None = None) -> None:
@@ -73,13 +73,11 @@ class Target:
         try:
             ipaddress.ip_address(host)
         except ValueError:
-            self.is_name = True
             self._addrs: list[tuple[str, int]] = []
             self._expires = 0.0
             #: an IP address's (address, its text as $upstream_addr shows it); None for a name
             self.fixed: tuple[tuple[str, int], str] | None = None
         else:
-            self.is_name = False
             self._addrs = [(host, port)]
             self._expires = float("inf")
             self.fixed = ((host, port), address_text((host, port)))
@@ -99,8 +97,8 @@ class Target:
 
     def next_address(self) -> tuple[str, int]:
         """One address, rotating among the resolved ones (``ResolveError`` if none)."""
-        if not self.is_name:
-            return self._addrs[0]  # an IP address: itself, for ever
+        if self.fixed is not None:
+            return self.fixed[0]  # an IP address: itself, for ever
         addrs = self.addresses()
         if len(addrs) == 1:
             return addrs[0]
