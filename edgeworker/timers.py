@@ -157,11 +157,7 @@ class Timers:
         delay = _check_seconds(delay, "timer.at", "delay")
         if delay < 0:
             raise ValueError("timer.at: delay must be >= 0")
-        self._check_new("timer.at", fn, delay)
-        handle = TimerHandle(self, fn, args, None)
-        self._pending[handle._id] = handle
-        self._arm(handle, delay)
-        return handle
+        return self._schedule("timer.at", fn, args, delay, None)
 
     def every(self, interval: float, fn: Callable[..., Any], *args: Any) -> TimerHandle:
         """Run ``fn(premature, *args)`` every ``interval`` seconds, never overlapping.
@@ -173,10 +169,16 @@ class Timers:
         interval = _check_seconds(interval, "timer.every", "interval")
         if interval <= 0:
             raise ValueError("timer.every: interval must be > 0")
-        self._check_new("timer.every", fn, interval)
+        return self._schedule("timer.every", fn, args, interval, interval)
+
+    def _schedule(
+        self, what: str, fn: Callable[..., Any], args: tuple, delay: float, interval: float | None
+    ) -> TimerHandle:
+        """Check ``fn`` and the limits (see :meth:`at`), then arm its first run in ``delay``."""
+        self._check_new(what, fn, delay)
         handle = TimerHandle(self, fn, args, interval)
         self._pending[handle._id] = handle
-        self._arm(handle, interval)
+        self._arm(handle, delay)
         return handle
 
     def pending_count(self) -> int:
