@@ -139,6 +139,23 @@ def start_nginx(reg: ProcessRegistry, prefix: Path, body: str, port: int, name: 
     return srv
 
 
+def start_backend(reg: ProcessRegistry, tmpd: Path, big_size: int = 0) -> int:
+    """Start the backend nginx serving ``tmpd/www``: ``/small.txt`` (SMALL_BODY) and, when
+    ``big_size`` is given, a sparse ``/big.bin`` of that many bytes. Returns its port."""
+    os.chmod(tmpd, 0o755)  # nginx workers started by root run as nobody
+    root = tmpd / "www"
+    root.mkdir()
+    (root / "small.txt").write_bytes(SMALL_BODY)
+    if big_size:
+        with open(root / "big.bin", "wb") as f:
+            f.truncate(big_size)  # sparse: the backend reads zeros from the page cache
+    backend_port = free_port()
+    start_nginx(reg, tmpd / "backend",
+                BACKEND_BODY.format(host=HOST, port=backend_port, root=root),
+                backend_port, "nginx-backend")
+    return backend_port
+
+
 def start_edgeworker(reg: ProcessRegistry, prefix: Path, port: int, backend_port: int):
     prefix.mkdir(parents=True, exist_ok=True)
     conf = prefix / "edgeworker.toml"
@@ -226,16 +243,7 @@ def main() -> int:
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="proxy-bench-") as tmp, ProcessRegistry() as reg:
         tmpd = Path(tmp)
-        os.chmod(tmpd, 0o755)  # nginx workers started by root run as nobody
-        root = tmpd / "www"
-        root.mkdir()
-        (root / "small.txt").write_bytes(SMALL_BODY)
-        with open(root / "big.bin", "wb") as f:
-            f.truncate(size)  # sparse: the backend reads zeros from the page cache
-        backend_port = free_port()
-        start_nginx(reg, tmpd / "backend",
-                    BACKEND_BODY.format(host=HOST, port=backend_port, root=root),
-                    backend_port, "nginx-backend")
+        backend_port = start_backend(reg, tmpd, size)
 
         servers: dict[str, tuple] = {}
         for name in ("nginx", "edgeworker"):
