@@ -11,7 +11,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-slow lint bench deps clean
+.PHONY: run test test-slow lint bench bench-instructions deps clean
 
 $(STAMP): setup.cfg setup.py pyproject.toml shm/_accel.c edgeworker/_speedups.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/reload_bench.py
 	$(BIN)/python bench/proxy_bench.py
 	$(BIN)/python bench/edge_bench.py
+
+# instructions per request of /hello, /incr and a proxied request, under callgrind (valgrind)
+bench-instructions: $(STAMP)
+	$(BIN)/python bench/instructions.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

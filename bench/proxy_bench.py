@@ -133,20 +133,53 @@ def start_nginx(reg: ProcessRegistry, prefix: Path, body: str, port: int, name: 
     prefix.mkdir(parents=True, exist_ok=True)
     conf = prefix / "nginx.conf"
     conf.write_text(NGINX_COMMON.format(workers=WORKERS, prefix=prefix, body=body))
-    srv = reg.start(name, ["nginx", "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
-                    cwd=prefix, log_path=prefix / "stdout.log")
+    srv = reg.start(
+        name,
+        ["nginx", "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
+        cwd=prefix,
+        log_path=prefix / "stdout.log",
+    )
     wait_for_port(HOST, port, 15, srv.proc)
     return srv
+
+
+def start_backend(reg: ProcessRegistry, tmpd: Path, big_size: int = 0) -> int:
+    """Start the backend nginx serving ``tmpd/www``: ``/small.txt`` (SMALL_BODY) and, when
+    ``big_size`` is given, a sparse ``/big.bin`` of that many bytes. Returns its port."""
+    os.chmod(tmpd, 0o755)  # nginx workers started by root run as nobody
+    root = tmpd / "www"
+    root.mkdir()
+    (root / "small.txt").write_bytes(SMALL_BODY)
+    if big_size:
+        with open(root / "big.bin", "wb") as f:
+            f.truncate(big_size)  # sparse: the backend reads zeros from the page cache
+    backend_port = free_port()
+    start_nginx(
+        reg,
+        tmpd / "backend",
+        BACKEND_BODY.format(host=HOST, port=backend_port, root=root),
+        backend_port,
+        "nginx-backend",
+    )
+    return backend_port
 
 
 def start_edgeworker(reg: ProcessRegistry, prefix: Path, port: int, backend_port: int):
     prefix.mkdir(parents=True, exist_ok=True)
     conf = prefix / "edgeworker.toml"
-    conf.write_text(EDGEWORKER_TOML.format(workers=WORKERS, prefix=prefix, host=HOST,
-                                           port=port, backend_port=backend_port))
+    conf.write_text(
+        EDGEWORKER_TOML.format(
+            workers=WORKERS, prefix=prefix, host=HOST, port=port, backend_port=backend_port
+        )
+    )
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    srv = reg.start("edgeworker", [str(PYTHON), "-m", "edgeworker", "run", "-c", str(conf)],
-                    cwd=REPO, log_path=prefix / "stdout.log", env=env)
+    srv = reg.start(
+        "edgeworker",
+        [str(PYTHON), "-m", "edgeworker", "run", "-c", str(conf)],
+        cwd=REPO,
+        log_path=prefix / "stdout.log",
+        env=env,
+    )
     wait_for_port(HOST, port, 30, srv.proc)
     wait_for_workers(srv.pid, WORKERS, 30)
     return srv
@@ -208,8 +241,12 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--stream-mib", type=int, default=1024)
-    ap.add_argument("--rounds", type=int, default=3,
-                    help="wrk runs per proxy, interleaved; the report takes the medians (3)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="wrk runs per proxy, interleaved; the report takes the medians (3)",
+    )
     ap.add_argument("--json", help="write the results to this file")
     ap.add_argument("--check", action="store_true", help="exit 1 unless every check passes")
     args = ap.parse_args()
@@ -226,32 +263,27 @@ def main() -> int:
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="proxy-bench-") as tmp, ProcessRegistry() as reg:
         tmpd = Path(tmp)
-        os.chmod(tmpd, 0o755)  # nginx workers started by root run as nobody
-        root = tmpd / "www"
-        root.mkdir()
-        (root / "small.txt").write_bytes(SMALL_BODY)
-        with open(root / "big.bin", "wb") as f:
-            f.truncate(size)  # sparse: the backend reads zeros from the page cache
-        backend_port = free_port()
-        start_nginx(reg, tmpd / "backend",
-                    BACKEND_BODY.format(host=HOST, port=backend_port, root=root),
-                    backend_port, "nginx-backend")
+        backend_port = start_backend(reg, tmpd, size)
 
         servers: dict[str, tuple] = {}
         for name in ("nginx", "edgeworker"):
             port = free_port()
             if name == "nginx":
-                srv = start_nginx(reg, tmpd / "nginx-proxy",
-                                  PROXY_BODY.format(host=HOST, port=port,
-                                                    backend_port=backend_port),
-                                  port, "nginx-proxy")
+                srv = start_nginx(
+                    reg,
+                    tmpd / "nginx-proxy",
+                    PROXY_BODY.format(host=HOST, port=port, backend_port=backend_port),
+                    port,
+                    "nginx-proxy",
+                )
             else:
                 srv = start_edgeworker(reg, tmpd / "edgeworker", port, backend_port)
             reply = http_get(HOST, port, "/small.txt")
             if reply.status != 200 or reply.body != SMALL_BODY:
                 raise RuntimeError(f"{name}: unexpected reply {reply.status} {reply.body[:80]!r}")
-            run_wrk(f"http://{HOST}:{port}/small.txt", connections=args.connections,
-                    duration=2)  # warm-up
+            run_wrk(
+                f"http://{HOST}:{port}/small.txt", connections=args.connections, duration=2
+            )  # warm-up
             servers[name] = (srv, port)
         # the rounds interleave the two proxies (the machine's noise hits both alike), every
         # other round in the reverse order (a drift within a round too); the report takes the
@@ -260,13 +292,19 @@ def main() -> int:
         for i in range(args.rounds):
             order = list(servers.items())
             for name, (_srv, port) in reversed(order) if i % 2 else order:
-                wrk = run_wrk(f"http://{HOST}:{port}/small.txt", connections=args.connections,
-                              duration=args.duration)
+                wrk = run_wrk(
+                    f"http://{HOST}:{port}/small.txt",
+                    connections=args.connections,
+                    duration=args.duration,
+                )
                 runs[name].append(wrk)
             if args.rounds > 1:
-                print(f"round {i + 1}: edgeworker / nginx req/s "
-                      f"{runs['edgeworker'][-1].rps / runs['nginx'][-1].rps:.2f}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"round {i + 1}: edgeworker / nginx req/s "
+                    f"{runs['edgeworker'][-1].rps / runs['nginx'][-1].rps:.2f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
         for name, (srv, port) in servers.items():
             if name == "edgeworker":
                 pids = wait_for_workers(srv.pid, WORKERS, 5)
@@ -288,27 +326,64 @@ def main() -> int:
 
     ew, ng = results["edgeworker"], results["nginx"]
     rows = [
-        [name, f"{r['rps']:.0f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", str(r["errors"]),
-         f"{r['stream_mb_s']:.0f}", mib(r["rss_growth_kb"])]
+        [
+            name,
+            f"{r['rps']:.0f}",
+            f"{r['p50_ms']:.2f}",
+            f"{r['p99_ms']:.2f}",
+            str(r["errors"]),
+            f"{r['stream_mb_s']:.0f}",
+            mib(r["rss_growth_kb"]),
+        ]
         for name, r in results.items()
     ]
     print(f"edgeworker runs on {servers_python(PYTHON)}")
-    print(format_table(["proxy", "req/s", "p50 ms", "p99 ms", "errors",
-                        f"{args.stream_mib} MiB MB/s", "RSS +MiB"], rows, right=range(1, 7)))
+    print(
+        format_table(
+            [
+                "proxy",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "errors",
+                f"{args.stream_mib} MiB MB/s",
+                "RSS +MiB",
+            ],
+            rows,
+            right=range(1, 7),
+        )
+    )
     checks = [
         Check("proxy req/s: edgeworker / nginx", ratio(ew["rps"], ng["rps"]), ">=", 0.35),
         Check("proxy p99: edgeworker / nginx", ratio(ew["p99_ms"], ng["p99_ms"]), "<=", 3.0),
-        Check("stream throughput: edgeworker / nginx",
-              ratio(ew["stream_mb_s"], ng["stream_mb_s"]), ">=", 0.3),
+        Check(
+            "stream throughput: edgeworker / nginx",
+            ratio(ew["stream_mb_s"], ng["stream_mb_s"]),
+            ">=",
+            0.3,
+        ),
         Check("stream worker RSS growth", ew["rss_growth_kb"] / 1024, "<=", 20.0, " MiB"),
     ]
     print()
-    print(format_table(["check", "value", "target", "verdict"], [
-        [c.name, "-" if c.value is None else f"{c.value:.2f}{c.unit}", f"{c.op} {c.target:g}",
-         c.verdict] for c in checks], right=(1,)))
+    print(
+        format_table(
+            ["check", "value", "target", "verdict"],
+            [
+                [
+                    c.name,
+                    "-" if c.value is None else f"{c.value:.2f}{c.unit}",
+                    f"{c.op} {c.target:g}",
+                    c.verdict,
+                ]
+                for c in checks
+            ],
+            right=(1,),
+        )
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"results": results, "checks": [c.to_json() for c in checks]}, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"results": results, "checks": [c.to_json() for c in checks]}, indent=2)
+        )
     if args.check and any(c.verdict != "PASS" for c in checks):
         return 1
     return 0
