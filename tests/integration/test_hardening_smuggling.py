@@ -7,10 +7,12 @@ valid requests that came before the bad one. After each vector a valid "fence" r
 through on a fresh connection; the backend numbers every request it receives, so the fence
 must be the very next one: nothing of the vector was forwarded, even late.
 
-The unit-level vector lists of tests/unit/test_http_protocol.py (request line, header syntax, Host,
-Content-Length, Transfer-Encoding, chunk syntax) are reused as they are; the tables here add
-classic CL.TE / TE.CL payloads with a smuggled request behind them, TE obfuscations from the
-smuggler / smugglex catalogues, pipelining and size limits.
+The rejection tables of tests/data/http_rejections.json (request line, header syntax, Host,
+Content-Length, Transfer-Encoding, chunk syntax), which tests/unit/test_http_protocol.py feeds to
+the protocol alone, are sent as they are; tests/data/smuggling.json adds classic CL.TE / TE.CL
+payloads with a smuggled request behind them (a CL-framing front or back end would pass it on)
+and TE obfuscations from the smuggler / smugglex catalogues; the tests here add pipelining and
+size limits.
 """
 
 from __future__ import annotations
@@ -26,15 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from ..data import rejections, vectors
 from ..support import Server, free_port, split_responses, wait_port
-from ..unit.test_http_protocol import (
-    CHUNK_VECTORS,
-    CONTENT_LENGTH_VECTORS,
-    HEADER_VECTORS,
-    HOST_VECTORS,
-    REQUEST_LINE_VECTORS,
-    TRANSFER_ENCODING_VECTORS,
-)
 
 RECORDER = Path(__file__).resolve().parents[1] / "backends" / "recorder.py"
 BODY_LIMIT = 1024
@@ -157,8 +152,7 @@ def _params(*tables: list) -> list:
 
 @pytest.mark.parametrize(
     "data,status",
-    _params(REQUEST_LINE_VECTORS, HEADER_VECTORS, HOST_VECTORS, CONTENT_LENGTH_VECTORS,
-            TRANSFER_ENCODING_VECTORS, CHUNK_VECTORS),
+    _params(rejections()),
 )
 def test_protocol_vector_is_answered_and_never_forwarded(edge, data: bytes, status: int) -> None:
     assert_rejected(edge, data, status)
@@ -169,48 +163,7 @@ def test_protocol_vector_is_answered_and_never_forwarded(edge, data: bytes, stat
 SMUGGLED = b"GET /admin HTTP/1.1\r\nHost: h\r\n\r\n"
 P = b"POST /s HTTP/1.1\r\nHost: h\r\n"
 
-SMUGGLING_VECTORS = [
-    # CL.TE: a CL-framing front end would pass the smuggled GET inside the body
-    ("CL.TE classic", P + b"Content-Length: 38\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
-     + SMUGGLED, 400),
-    # TE.CL: a CL-framing back end would read the chunk as the next request
-    ("TE.CL classic", P + b"Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n"
-     b"22\r\nGET /admin HTTP/1.1\r\nHost: h\r\n\r\n\r\n0\r\n\r\n", 400),
-    ("CL.CL differing", P + b"Content-Length: 0\r\nContent-Length: 33\r\n\r\n" + SMUGGLED, 400),
-    ("TE.TE chunked + identity", P + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity"
-     b"\r\n\r\n0\r\n\r\n" + SMUGGLED, 400),
-    ("TE.TE chunked + x", P + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n\r\n"
-     b"0\r\n\r\n" + SMUGGLED, 400),
-    ("TE chunked, identity then CL", P + b"Transfer-Encoding: chunked, identity\r\n"
-     b"Content-Length: 5\r\n\r\n0\r\n\r\n", 400),
-    ("TE form feed", P + b"Transfer-Encoding:\x0cchunked\r\n\r\n0\r\n\r\n" + SMUGGLED, 400),
-    ("TE NUL before value", P + b"Transfer-Encoding: \x00chunked\r\n\r\n0\r\n\r\n", 400),
-    ("TE NUL in name", P + b"Transfer-Encoding\x00: chunked\r\n\r\n0\r\n\r\n", 400),
-    ("TE obs-text", P + b"Transfer-Encoding: \xffchunked\r\n\r\n0\r\n\r\n", 400),
-    ("TE chunk (truncated)", P + b"Transfer-Encoding: chunk\r\n\r\n0\r\n\r\n", 400),
-    ("TE bare LF before it", P + b"X: x\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-    ("TE bare CR before it", P + b"X: x\rTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-    ("TE as obs-fold continuation", P + b"X: x\r\n Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-     400),
-    ("TE leading space (folded)", P + b"Content-Length: 3\r\n Transfer-Encoding: chunked\r\n\r\n"
-     b"0\r\n\r\n", 400),
-    ("TE in HTTP/1.0 with CL", b"POST / HTTP/1.0\r\nContent-Length: 5\r\n"
-     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-    ("TE gzip, chunked with smuggled", P + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"
-     + SMUGGLED, 501),
-    ("chunk size 64-bit wrap", P + b"Transfer-Encoding: chunked\r\n\r\n"
-     b"10000000000000005\r\nhello\r\n0\r\n\r\n", 400),
-    ("chunk LF-only last chunk then smuggled", P + b"Transfer-Encoding: chunked\r\n\r\n"
-     b"0\n\n" + SMUGGLED, 400),
-    ("chunk extension with quoted CRLF", P + b"Transfer-Encoding: chunked\r\n\r\n"
-     b'5;a="x\r\nhello\r\n0\r\n\r\n', 400),
-    ("TE trailing tab (llhttp: invalid)", P + b"Transfer-Encoding: chunked\t\r\n\r\n0\r\n\r\n",
-     400),
-    ("CL with leading zeros and sign", P + b"Content-Length: +05\r\n\r\nhello", 400),
-    ("CL tab inside", P + b"Content-Length: 1\t0\r\n\r\nhello", 400),
-    ("upgrade with body", b"POST / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\n"
-     b"Upgrade: websocket\r\nContent-Length: 33\r\n\r\n" + SMUGGLED, 400),
-]
+SMUGGLING_VECTORS = vectors("smuggling.json", "smuggling")
 
 
 @pytest.mark.parametrize("data,status", _params(SMUGGLING_VECTORS))

@@ -26,15 +26,7 @@ from hypothesis import strategies as st
 
 from edgeworker.http.protocol import END, Data, Limits, ProtocolError, RequestHead, ServerProtocol
 
-from ..integration.test_hardening_smuggling import SMUGGLING_VECTORS
-from .test_http_protocol import (
-    CHUNK_VECTORS,
-    CONTENT_LENGTH_VECTORS,
-    HEADER_VECTORS,
-    HOST_VECTORS,
-    REQUEST_LINE_VECTORS,
-    TRANSFER_ENCODING_VECTORS,
-)
+from ..data import rejections, vectors
 
 EXAMPLES = int(os.environ.get("EW_FUZZ_EXAMPLES", "200"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=1000,
@@ -49,9 +41,7 @@ METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "PROPFIND
            "REDIRECT", "RECORD", "FLUSH"}
 TCHAR = set(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
 
-SEEDS = [d for table in (REQUEST_LINE_VECTORS, HEADER_VECTORS, HOST_VECTORS,
-                         CONTENT_LENGTH_VECTORS, TRANSFER_ENCODING_VECTORS, CHUNK_VECTORS,
-                         SMUGGLING_VECTORS) for _, d, _ in table]
+SEEDS = [d for _, d, _ in rejections() + vectors("smuggling.json", "smuggling")]
 SEEDS += [
     b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
     b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",

@@ -21,6 +21,8 @@ from edgeworker.http.protocol import (
     ServerProtocol,
 )
 
+from ..data import vectors
+
 HOST = b"Host: example.com\r\n"
 
 
@@ -465,169 +467,16 @@ def test_upgrade_with_body_is_rejected() -> None:
 
 # --------------------------------------------------------------------------- rejections
 
-REQUEST_LINE_VECTORS = [
-    ("unknown method", b"FOO / HTTP/1.1\r\n" + HOST + b"\r\n", 400),
-    ("lowercase method", b"get / HTTP/1.1\r\n" + HOST + b"\r\n", 400),
-    ("space before method", b" GET / HTTP/1.1\r\n" + HOST + b"\r\n", 400),
-    ("tab after method", b"GET\t/ HTTP/1.1\r\n" + HOST + b"\r\n", 400),
-    ("CONNECT", b"CONNECT example.com:443 HTTP/1.1\r\n" + HOST + b"\r\n", 405),
-    ("TRACE", b"TRACE / HTTP/1.1\r\n" + HOST + b"\r\n", 405),
-    ("HTTP/2.0", b"GET / HTTP/2.0\r\n" + HOST + b"\r\n", 505),
-    ("HTTP/3.0", b"GET / HTTP/3.0\r\n" + HOST + b"\r\n", 505),
-    ("HTTP/0.9 version", b"GET / HTTP/0.9\r\n" + HOST + b"\r\n", 400),
-    ("HTTP/0.9 simple request", b"GET /\r\n\r\n", 400),
-    ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400),
-    ("lowercase http", b"GET / http/1.1\r\n" + HOST + b"\r\n", 400),
-    ("junk after version", b"GET / HTTP/1.1x\r\n" + HOST + b"\r\n", 400),
-    ("two-digit minor", b"GET / HTTP/1.10\r\n" + HOST + b"\r\n", 400),
-    ("bare LF after request line", b"GET / HTTP/1.1\n" + HOST + b"\r\n", 400),
-    ("bare CR after request line", b"GET / HTTP/1.1\rHost: h\r\n\r\n", 400),
-    ("space inside target", b"GET /a b HTTP/1.1\r\n" + HOST + b"\r\n", 400),
-    ("NUL in target", b"GET /a\x00 HTTP/1.1\r\n" + HOST + b"\r\n", 400),
-    ("DEL in target", b"GET /a\x7f HTTP/1.1\r\n" + HOST + b"\r\n", 400),
-    ("tab in target", b"GET /a\tb HTTP/1.1\r\n" + HOST + b"\r\n", 400),
-    ("fragment in target", b"GET /a#frag HTTP/1.1\r\n" + HOST + b"\r\n", 400),
-    ("relative target", b"GET abc HTTP/1.1\r\n" + HOST + b"\r\n", 400),
-    ("asterisk with GET", b"GET * HTTP/1.1\r\n" + HOST + b"\r\n", 400),
-    ("absolute-form ftp", b"GET ftp://h/p HTTP/1.1\r\n" + HOST + b"\r\n", 400),
-    ("absolute-form userinfo", b"GET http://u:p@h/p HTTP/1.1\r\n" + HOST + b"\r\n", 400),
-    ("absolute-form empty host", b"GET http:///p HTTP/1.1\r\n" + HOST + b"\r\n", 400),
-    ("absolute-form fragment", b"GET http://h/p#f HTTP/1.1\r\n" + HOST + b"\r\n", 400),
-    ("absolute-form without Host", b"GET http://h/p HTTP/1.1\r\n\r\n", 400),
-    ("absolute-form bad Host", b"GET http://h/p HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
-]
-
-HEADER_VECTORS = [
-    ("obs-fold", b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n", 400),
-    ("obs-fold with tab", b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n\tb\r\n\r\n", 400),
-    ("space before colon", b"GET / HTTP/1.1\r\nHost: h\r\nX : a\r\n\r\n", 400),
-    ("tab before colon", b"GET / HTTP/1.1\r\nHost: h\r\nX\t: a\r\n\r\n", 400),
-    ("space before colon in Host", b"GET / HTTP/1.1\r\nHost : h\r\n\r\n", 400),
-    ("whitespace before first field", b"GET / HTTP/1.1\r\n Host: h\r\n\r\n", 400),
-    ("tab before first field", b"GET / HTTP/1.1\r\n\tX: 1\r\nHost: h\r\n\r\n", 400),
-    ("empty name", b"GET / HTTP/1.1\r\nHost: h\r\n: a\r\n\r\n", 400),
-    ("line without colon", b"GET / HTTP/1.1\r\nHost: h\r\nFoo\r\n\r\n", 400),
-    ("non-token name", b"GET / HTTP/1.1\r\nHost: h\r\nX(y): a\r\n\r\n", 400),
-    ("non-ASCII name", b"GET / HTTP/1.1\r\nHost: h\r\nX\xe9: a\r\n\r\n", 400),
-    ("NUL in name", b"GET / HTTP/1.1\r\nHost: h\r\nX\x00: a\r\n\r\n", 400),
-    ("DEL in name", b"GET / HTTP/1.1\r\nHost: h\r\nX-\x7f: a\r\n\r\n", 400),
-    ("NUL in value", b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x00b\r\n\r\n", 400),
-    ("bare CR in value", b"GET / HTTP/1.1\r\nHost: h\r\nX: a\rb\r\n\r\n", 400),
-    ("bare LF line end", b"GET / HTTP/1.1\r\nHost: h\nX: a\r\n\r\n", 400),
-    ("bare LF end of head", b"GET / HTTP/1.1\r\nHost: h\n\n", 400),
-    ("control byte in value", b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x01b\r\n\r\n", 400),
-    ("escape in value", b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x1bb\r\n\r\n", 400),
-    ("DEL in value", b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x7fb\r\n\r\n", 400),
-]
-
-HOST_VECTORS = [
-    ("missing Host in 1.1", b"GET / HTTP/1.1\r\n\r\n", 400),
-    ("two equal Hosts", b"GET / HTTP/1.1\r\nHost: h\r\nHost: h\r\n\r\n", 400),
-    ("two different Hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
-    ("two Hosts, different case", b"GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n", 400),
-    ("two Hosts in 1.0", b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 400),
-    ("empty Host", b"GET / HTTP/1.1\r\nHost:\r\n\r\n", 400),
-    ("Host with space", b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
-    ("Host with slash", b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
-    ("Host with userinfo", b"GET / HTTP/1.1\r\nHost: u@h\r\n\r\n", 400),
-    ("Host with two dots", b"GET / HTTP/1.1\r\nHost: a..b\r\n\r\n", 400),
-    ("Host with bad port", b"GET / HTTP/1.1\r\nHost: a:8x\r\n\r\n", 400),
-    ("Host with two ports", b"GET / HTTP/1.1\r\nHost: a:1:2\r\n\r\n", 400),
-    ("Host unclosed IPv6", b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", 400),
-    ("Host bad IPv6", b"GET / HTTP/1.1\r\nHost: [::g]\r\n\r\n", 400),
-    ("Host list", b"GET / HTTP/1.1\r\nHost: a, b\r\n\r\n", 400),
-    ("Host with obs-text", b"GET / HTTP/1.1\r\nHost: caf\xe9\r\n\r\n", 400),
-]
-
-CL = b"POST / HTTP/1.1\r\nHost: h\r\n"
-CONTENT_LENGTH_VECTORS = [
-    ("CL then TE", CL + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-    ("TE then CL", CL + b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", 400),
-    ("TE then CL 0", CL + b"Transfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n0\r\n\r\n", 400),
-    ("duplicate equal CL", CL + b"Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello", 400),
-    ("duplicate different CL", CL + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
-    ("CL list", CL + b"Content-Length: 5, 5\r\n\r\nhello", 400),
-    ("CL list differing", CL + b"Content-Length: 5,6\r\n\r\nhello", 400),
-    ("CL plus sign", CL + b"Content-Length: +5\r\n\r\nhello", 400),
-    ("CL minus sign", CL + b"Content-Length: -5\r\n\r\nhello", 400),
-    ("CL hex", CL + b"Content-Length: 0x5\r\n\r\nhello", 400),
-    ("CL space inside", CL + b"Content-Length: 5 5\r\n\r\nhello", 400),
-    ("CL underscore", CL + b"Content-Length: 1_0\r\n\r\nhello", 400),
-    ("CL decimal point", CL + b"Content-Length: 5.0\r\n\r\nhello", 400),
-    ("CL empty", CL + b"Content-Length:\r\n\r\n", 400),
-    ("CL letters", CL + b"Content-Length: five\r\n\r\n", 400),
-    ("CL overflow", CL + b"Content-Length: 99999999999999999999999\r\n\r\n", 400),
-    ("CL 19 digits", CL + b"Content-Length: 1000000000000000000\r\n\r\n", 400),
-    ("CL NUL", CL + b"Content-Length: 5\x00\r\n\r\nhello", 400),
-    ("CL space before colon", CL + b"Content-Length : 5\r\n\r\nhello", 400),
-    ("CL obs-fold", CL + b"Content-Length:\r\n 5\r\n\r\nhello", 400),
-]
+REJECTIONS = "http_rejections.json"
+REQUEST_LINE_VECTORS = vectors(REJECTIONS, "request_line")
+HEADER_VECTORS = vectors(REJECTIONS, "header")
+HOST_VECTORS = vectors(REJECTIONS, "host")
+CONTENT_LENGTH_VECTORS = vectors(REJECTIONS, "content_length")
+TRANSFER_ENCODING_VECTORS = vectors(REJECTIONS, "transfer_encoding")
+CHUNK_VECTORS = vectors(REJECTIONS, "chunk")
 
 TE = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: "
-TRANSFER_ENCODING_VECTORS = [
-    ("TE gzip only", TE + b"gzip\r\n\r\n", 400),
-    ("TE identity", TE + b"identity\r\n\r\n", 400),
-    ("TE chunked then gzip", TE + b"chunked, gzip\r\n\r\n0\r\n\r\n", 400),
-    ("TE chunked then identity", TE + b"chunked, identity\r\n\r\n0\r\n\r\n", 400),
-    ("TE chunked twice in a list", TE + b"chunked, chunked\r\n\r\n0\r\n\r\n", 400),
-    (
-        "TE chunked in two headers",
-        TE + b"chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        400,
-    ),
-    (
-        "TE chunked then gzip header",
-        TE + b"chunked\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n",
-        400,
-    ),
-    ("TE xchunked", TE + b"xchunked\r\n\r\n0\r\n\r\n", 400),
-    ("TE chunkedx", TE + b"chunkedx\r\n\r\n0\r\n\r\n", 400),
-    ("TE quoted", TE + b'"chunked"\r\n\r\n0\r\n\r\n', 400),
-    ("TE with parameter", TE + b"chunked;q=1\r\n\r\n0\r\n\r\n", 400),
-    ("TE empty", TE + b"\r\n\r\n", 400),
-    ("TE empty element", TE + b", chunked\r\n\r\n0\r\n\r\n", 400),
-    ("TE NUL", TE + b"chunked\x00\r\n\r\n0\r\n\r\n", 400),
-    ("TE vertical tab", TE + b"\x0bchunked\r\n\r\n0\r\n\r\n", 400),
-    (
-        "TE space before colon",
-        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
-        400,
-    ),
-    ("TE obs-fold", TE + b"\r\n chunked\r\n\r\n0\r\n\r\n", 400),
-    ("TE in HTTP/1.0", b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-    ("TE gzip then chunked", TE + b"gzip, chunked\r\n\r\n0\r\n\r\n", 501),
-    ("TE identity then chunked", TE + b"identity, chunked\r\n\r\n0\r\n\r\n", 501),
-    (
-        "TE gzip header then chunked header",
-        TE + b"gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        501,
-    ),
-]
-
 CH = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-CHUNK_VECTORS = [
-    ("chunk size hex prefix", CH + b"0x5\r\nhello\r\n0\r\n\r\n", 400),
-    ("chunk size plus", CH + b"+5\r\nhello\r\n0\r\n\r\n", 400),
-    ("chunk size minus", CH + b"-5\r\nhello\r\n0\r\n\r\n", 400),
-    ("chunk size leading space", CH + b" 5\r\nhello\r\n0\r\n\r\n", 400),
-    ("chunk size trailing space", CH + b"5 \r\nhello\r\n0\r\n\r\n", 400),
-    ("chunk size underscore", CH + b"5_0\r\nhello\r\n0\r\n\r\n", 400),
-    ("chunk size not hex", CH + b"g\r\nhello\r\n0\r\n\r\n", 400),
-    ("chunk size empty", CH + b"\r\nhello\r\n0\r\n\r\n", 400),
-    ("chunk size overflow", CH + b"fffffffffffffffff\r\nhello\r\n0\r\n\r\n", 400),
-    ("chunk size bare LF", CH + b"5\nhello\r\n0\r\n\r\n", 400),
-    ("chunk data bare LF", CH + b"5\r\nhello\n0\r\n\r\n", 400),
-    ("chunk data too long", CH + b"5\r\nhelloXX\r\n0\r\n\r\n", 400),
-    ("chunk data missing CRLF", CH + b"5\r\nhello0\r\n\r\n", 400),
-    ("last chunk bare LF", CH + b"5\r\nhello\r\n0\n\r\n", 400),
-    ("final CRLF bare LF", CH + b"5\r\nhello\r\n0\r\n\n", 400),
-    ("empty chunk extension", CH + b"5;\r\nhello\r\n0\r\n\r\n", 400),
-    ("bare CR in extension", CH + b"5;a\rb\r\nhello\r\n0\r\n\r\n", 400),
-    ("NUL in extension", CH + b"5;a\x00\r\nhello\r\n0\r\n\r\n", 400),
-    ("bad trailer field", CH + b"0\r\nX : y\r\n\r\n", 400),
-    ("trailer obs-fold", CH + b"0\r\nX: y\r\n z\r\n\r\n", 400),
-    ("trailer NUL", CH + b"0\r\nX: y\x00\r\n\r\n", 400),
-]
 
 
 @pytest.mark.parametrize(
