@@ -14,7 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from ..support import EDGEWORKER, ROOT, Server, free_port, read_all, status_of, wait_port
+from ..support import (
+    EDGEWORKER,
+    ROOT,
+    Server,
+    free_port,
+    read_all,
+    status_of,
+    wait_port,
+    wait_until,
+)
 
 APP = '''
 import edgeworker
@@ -189,7 +198,7 @@ def test_reload_with_broken_config_keeps_serving(server):
     assert "server[0].location[0].content" in r.stderr
     # a HUP sent directly (bypassing the CLI's own check) is refused by the master too
     os.kill(srv.master_pid, signal.SIGHUP)
-    time.sleep(2)
+    srv.wait_log("reload failed", timeout=10)
     assert srv.get("/hello")[2] == b"hello v1\n"
     assert srv.worker_pids() == pids
     assert "reload failed" in srv.errors()
@@ -230,10 +239,15 @@ def _swallow(fn, *a):
         pass
 
 
+def access_text(path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
 def test_reopen_logs(server):
     srv = server(CONF, {"app.py": APP}, workers=1)
     srv.get("/hello")
-    time.sleep(0.2)
+    wait_until(lambda: access_text(srv.access_log), lambda text: "GET /hello" in text,
+               what="the first request in the access log")
     rotated = srv.access_log.with_suffix(".1")
     srv.access_log.rename(rotated)
     srv.get("/hello")  # still written to the renamed file
@@ -243,7 +257,8 @@ def test_reopen_logs(server):
         srv.get("/hello")
         time.sleep(0.1)
     srv.get("/hello")
-    time.sleep(0.2)
+    wait_until(lambda: access_text(srv.access_log), lambda text: "GET /hello" in text,
+               what="a request in the reopened access log")
     assert srv.access_log.exists() and "GET /hello" in srv.access_log.read_text()
     assert rotated.read_text().count("GET /hello") >= 2
 

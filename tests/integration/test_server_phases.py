@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from ..support import Server, read_all, split_responses, status_of
+from ..support import Server, read_all, split_responses, status_of, wait_until
 
 APP = '''
 import time
@@ -366,11 +366,12 @@ def test_expect_100_continue_rejected_early_when_too_big(srv):
 
 def test_handler_exception_is_500_logged_and_worker_survives(srv):
     _, _, before = srv.get("/incr")
+    logged = srv.errors().count("RuntimeError: kaboom in content")
     status, headers, body = srv.get("/boom")
     assert status == 500
     assert b"500 Internal Server Error" in body
     assert headers["content-type"].startswith("text/html")
-    time.sleep(0.2)
+    srv.wait_log("RuntimeError: kaboom in content", timeout=5, count=logged + 1)
     log = srv.errors()
     assert "RuntimeError: kaboom in content" in log
     assert "Traceback" in log
@@ -382,17 +383,21 @@ def test_handler_exception_is_500_logged_and_worker_survives(srv):
 
 
 def test_output_in_access_phase_is_phase_error(srv):
+    message = "PhaseError: req.say() is not allowed in the access phase"
+    logged = srv.errors().count(message)
     status, _, _ = srv.get("/say-in-access")
     assert status == 500
-    time.sleep(0.2)
-    assert "PhaseError: req.say() is not allowed in the access phase" in srv.errors()
+    srv.wait_log(message, timeout=5, count=logged + 1)
+    assert message in srv.errors()
 
 
 def test_exit_in_log_phase_is_logged_not_sent(srv):
+    message = "req.exit() is not allowed in the log phase"
+    logged = srv.errors().count(message)
     status, _, body = srv.get("/exit-in-log")
     assert status == 200 and len(body) == 32
-    time.sleep(0.2)
-    assert "req.exit() is not allowed in the log phase" in srv.errors()
+    srv.wait_log(message, timeout=5, count=logged + 1)
+    assert message in srv.errors()
 
 
 def test_redirect(srv):
@@ -554,7 +559,8 @@ def test_idle_keepalive_connection_closed_after_timeout(srv):
 
 def test_access_log_json_has_handler_variables(srv):
     srv.get("/phases", headers={"X-User": "logme", "User-Agent": "ua/1"})
-    time.sleep(0.2)
+    wait_until(lambda: srv.access_log.read_text() if srv.access_log.exists() else "",
+               lambda text: '"logme"' in text, what="the request in the access log")
     lines = [json.loads(x) for x in srv.access_log.read_text().splitlines() if x.strip()]
     mine = [x for x in lines if x.get("who") == "logme"]
     assert mine, lines[-3:]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import time
 
@@ -26,6 +25,7 @@ import jwt as pyjwt
 import pytest
 
 from ..backends import Backend
+from ..support import require_tool
 
 SECRET = "soak-secret-soak-secret-soak-secret-0123456789"
 SECONDS = int(os.environ.get("EW_SOAK_SECONDS", "300"))
@@ -122,8 +122,8 @@ def _socket_errors(report: str) -> dict[str, int]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(SECONDS + 600)
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 def test_soak_mixed_traffic_no_leak(server, tmp_path) -> None:
+    require_tool("wrk", "wrk")
     backend = Backend("soak")
     try:
         srv = server(CONF.format(backend=backend.addr, secret=SECRET), files={"app.py": APP},

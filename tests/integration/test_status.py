@@ -1,7 +1,8 @@
 """Status API (JSON), Prometheus exposition and the shared-memory counters behind them.
 
 Real `edgeworker run` servers with 2 workers; counters are checked exactly after a known request
-mix spread over both workers (each worker flushes its counts into shared memory every 0.5 s).
+mix spread over both workers (each worker flushes its counts into shared memory every 0.5 s, so
+the tests poll the document until the counts arrive).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..support import read_all
+from ..support import read_all, wait_until
 
-FLUSH_WAIT = 1.5  # counters are at most ~1 s stale
+FLUSH_WAIT = 1.5  # counters are at most ~1 s stale: waited out where a poll cannot tell
 
 HANDLERS = {
     "app.py": """
@@ -164,6 +165,31 @@ def loc(doc: dict, match: str, zone: str = "edge.test") -> dict:
     return doc["http"]["server_zones"][zone]["locations"][match]
 
 
+def counted(srv, until, what: str, path: str = "/status.json", show=None) -> dict:
+    """The status document at ``path`` once ``until(doc)`` holds (polled; fails after 5 s)."""
+    return wait_until(lambda: get_json(srv, path), until, what=what, show=show)
+
+
+def counted_with_fetches(srv, until, base: int, what: str) -> tuple[dict, int]:
+    """Poll ``/status.json`` until ``until(doc)`` holds and its own location counts ``base`` plus
+    every fetch of this poll but the one being answered (so no fetch is still on its way).
+
+    Returns the document and the number of fetches the poll made.
+    """
+    fetches = 0
+
+    def fetch() -> dict:
+        nonlocal fetches
+        fetches += 1
+        return get_json(srv)
+
+    def done(doc: dict) -> bool:
+        return loc(doc, "= /status.json")["requests"] == base + fetches - 1 and until(doc)
+
+    doc = wait_until(fetch, done, what=what, show=lambda d: d["http"]["server_zones"])
+    return doc, fetches
+
+
 # ------------------------------------------------------------------------------ the document
 def test_json_document_has_the_spec_minimum_and_angie_sections(srv):
     doc = get_json(srv)
@@ -220,7 +246,9 @@ def test_counters_are_exact_after_a_known_mix_across_two_workers(srv):
     echo = (b"POST /echo HTTP/1.1\r\nHost: edge.test\r\nContent-Length: 1000\r\n"
             b"Connection: close\r\n\r\n" + payload)
     before = get_json(srv)
-    time.sleep(FLUSH_WAIT)  # the status request above is flushed now
+    # the baseline: every connection so far counted (the start-up probes too), and `before` a
+    # fetch at no particular point of a flush, so its own connection is not in it
+    time.sleep(FLUSH_WAIT)
     before = get_json(srv)
     workers_seen = set()
     hello_bytes = 0
@@ -243,8 +271,11 @@ def test_counters_are_exact_after_a_known_mix_across_two_workers(srv):
     for _ in range(5):
         r = raw_request(srv, echo)
         assert r.startswith(b"HTTP/1.1 200") and body_of(r) == payload
-    time.sleep(FLUSH_WAIT)
-    doc = get_json(srv)
+    mix_status = {"= /hello": {"200": n_hello}, "/": {"404": 7}, "= /boom": {"500": 3},
+                  "= /old": {"301": 4}, "= /echo": {"200": 5}}
+    doc, status_reqs = counted_with_fetches(
+        srv, lambda doc: all(loc(doc, m)["status"] == st for m, st in mix_status.items()),
+        loc(before, "= /status.json")["requests"] + 1, "the request mix counted")
 
     h = loc(doc, "= /hello")
     assert h["requests"] == n_hello
@@ -271,7 +302,7 @@ def test_counters_are_exact_after_a_known_mix_across_two_workers(srv):
     assert e["data"]["sent"] == 5 * len(payload)
 
     mix = n_hello + 7 + 3 + 4 + 5
-    status_reqs = 1  # the second `before` fetch (flushed during the wait)
+    # status_reqs: the `before` fetch and the poll's fetches but the last (all counted by now)
     assert doc["requests"]["total"] == before["requests"]["total"] + mix + status_reqs
     zone = doc["http"]["server_zones"]["edge.test"]
     assert zone["requests"] == doc["requests"]["total"]
@@ -302,9 +333,15 @@ def test_requests_matching_no_location_are_counted_under_dash(server):
     for _ in range(3):
         assert srv.get("/elsewhere")[0] == 404
     assert srv.get("/api/x")[0] == 204
-    time.sleep(FLUSH_WAIT)
-    doc = get_json(srv, "/s")
-    zone = doc["http"]["server_zones"][f"127.0.0.1:{srv.port}"]
+    name = f"127.0.0.1:{srv.port}"
+
+    def reached(doc: dict) -> bool:
+        locations = doc["http"]["server_zones"][name]["locations"]
+        return (locations.get("-", {}).get("requests", 0) >= 3
+                and locations["/api/"]["requests"] >= 1)
+
+    doc = counted(srv, reached, "the 404s and the 204 counted", path="/s", show=lambda d: d["http"])
+    zone = doc["http"]["server_zones"][name]
     assert zone["locations"]["-"]["status"] == {"404": 3}
     assert zone["locations"]["/api/"]["status"] == {"204": 1}
 
@@ -315,8 +352,8 @@ def test_event_counters_api(srv):
         assert srv.get("/events")[0] == 200
     status, _, body = srv.get("/bad-event")
     assert body.startswith(b"refused: invalid counter name")
-    time.sleep(FLUSH_WAIT)
-    doc = get_json(srv)
+    doc = counted(srv, lambda doc: doc["counters"].get("my_event", 0) >= 6, "my_event counted 6",
+                  show=lambda d: d["counters"])
     assert doc["counters"] == {"limit_rejections": 2, "jwt_rejections": 4, "my_event": 6}
     text = srv.get("/metrics")[2].decode()
     fams = {f.name: f for f in text_string_to_metric_families(text)}
@@ -329,8 +366,14 @@ def test_event_counters_api(srv):
 def test_upstream_api_reports_peers(srv):
     assert srv.get("/upstream")[0] == 200
     assert srv.get("/upstream")[0] == 200
-    time.sleep(FLUSH_WAIT)
-    doc = get_json(srv)
+
+    def reported(doc: dict) -> bool:
+        peers = doc["upstreams"]["backend"]["peers"]
+        other = doc["upstreams"].get("other", {}).get("peers", {}).get("10.0.0.1:80", {})
+        return (peers["127.0.0.1:9001"]["requests"] >= 4 and peers["127.0.0.1:9002"]["fails"] >= 2
+                and sum(other.get("status", {}).values()) >= 2)
+
+    doc = counted(srv, reported, "both upstream calls reported", show=lambda d: d["upstreams"])
     p1 = doc["upstreams"]["backend"]["peers"]["127.0.0.1:9001"]
     assert p1["requests"] == 4 and p1["status"] == {"200": 2, "502": 2}
     assert p1["responses"]["2xx"] == 2 and p1["responses"]["5xx"] == 2
@@ -364,8 +407,8 @@ def test_shared_dicts_and_timers_are_reported(srv):
     assert 0 < sd["used"] <= sd["capacity"]
     assert doc["timers"] == {"pending": 0, "running": 0}  # the flush timer is not counted
     assert srv.get("/arm")[0] == 200
-    time.sleep(FLUSH_WAIT)
-    doc = get_json(srv)
+    doc = counted(srv, lambda doc: doc["timers"]["pending"] >= 1, "the armed timer reported",
+                  show=lambda d: (d["timers"], d["workers"]))
     assert doc["timers"]["pending"] == 1
     assert sum(w["timers"]["pending"] for w in doc["workers"]) == 1
 
@@ -379,16 +422,19 @@ def test_connection_gauges(srv):
     slow = socket.create_connection(("127.0.0.1", srv.port))
     slow.sendall(b"GET /slow?s=3 HTTP/1.1\r\nHost: edge.test\r\n\r\n")  # being processed
     try:
-        time.sleep(FLUSH_WAIT)
-        c = get_json(srv)["connections"]
+        c = counted(srv, lambda doc: min(doc["connections"][k] for k in ("idle", "reading",
+                                                                         "writing")) >= 1,
+                    "an idle, a reading and a writing connection reported",
+                    show=lambda d: d["connections"])["connections"]
         assert c["idle"] >= 1 and c["reading"] >= 1 and c["writing"] >= 1
         assert c["active"] == c["idle"] + c["reading"] + c["writing"]
         assert c["active"] >= 3
     finally:
         for s in (idle, reading, slow):
             s.close()
-    time.sleep(FLUSH_WAIT + 0.5)
-    c = get_json(srv)["connections"]
+    c = counted(srv, lambda doc: doc["connections"]["reading"] == doc["connections"]["idle"] == 0,
+                "the closed connections gone from the gauges",
+                show=lambda d: d["connections"])["connections"]
     assert c["reading"] == 0 and c["idle"] == 0  # only the status fetch itself may show
 
 
@@ -396,8 +442,8 @@ def test_connection_gauges(srv):
 def test_restart_and_reload_are_recorded_and_counters_survive(srv):
     for _ in range(10):
         assert srv.get("/hello")[0] == 200
-    time.sleep(FLUSH_WAIT)
-    doc = get_json(srv)
+    doc = counted(srv, lambda doc: loc(doc, "= /hello")["requests"] >= 10, "10 requests counted",
+                  show=lambda d: loc(d, "= /hello"))
     n_before = loc(doc, "= /hello")["requests"]
     assert n_before == 10
     victim = next(w for w in doc["workers"] if w["id"] == 1)
@@ -431,8 +477,9 @@ def test_restart_and_reload_are_recorded_and_counters_survive(srv):
     assert {w["id"]: w["restarts"] for w in doc["workers"]} == {0: 0, 1: 1}
     assert loc(doc, "= /hello")["requests"] == n_before  # the zone survived the reload
     assert srv.get("/hello")[0] == 200
-    time.sleep(FLUSH_WAIT)
-    assert loc(get_json(srv), "= /hello")["requests"] == n_before + 1
+    doc = counted(srv, lambda doc: loc(doc, "= /hello")["requests"] >= n_before + 1,
+                  "the request after the reload counted", show=lambda d: loc(d, "= /hello"))
+    assert loc(doc, "= /hello")["requests"] == n_before + 1
 
 
 def test_metrics_off_counts_nothing(server):
@@ -454,7 +501,7 @@ def test_metrics_off_counts_nothing(server):
     for _ in range(5):
         assert srv.get("/x")[0] == 200
     assert srv.get("/events")[0] == 200
-    time.sleep(FLUSH_WAIT)
+    time.sleep(FLUSH_WAIT)  # nothing may be counted: the flushes it would take are waited out
     doc = get_json(srv, "/s")
     assert doc["requests"]["total"] == 0
     assert doc["counters"] == {"limit_rejections": 0, "jwt_rejections": 0}
@@ -469,7 +516,9 @@ def test_prometheus_exposition_parses_and_matches_the_json(srv):
         assert srv.get("/hello")[0] == 200
     assert srv.get("/boom")[0] == 500
     assert srv.get("/fill?n=5")[0] == 200
-    time.sleep(FLUSH_WAIT)
+    counted(srv, lambda doc: loc(doc, "= /hello")["requests"] + loc(doc, "= /boom")["requests"]
+            + loc(doc, "= /fill")["requests"] >= 5, "5 requests counted",
+            show=lambda d: d["http"])
     status, headers, body = srv.get("/metrics")
     assert status == 200
     assert headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
@@ -528,6 +577,7 @@ def test_prometheus_label_values_are_escaped(server):
           status = "prometheus"
         """, workers=1)
     assert srv.get("/q%22uote12")[0] == 200
+    # waited out rather than polled: a poll's own fetches would be counted on /metrics
     time.sleep(FLUSH_WAIT)
     text = srv.get("/metrics")[2].decode()
     assert 'location="~ ^/q\\"uote\\\\d+$"' in text  # \" and \\ escapes

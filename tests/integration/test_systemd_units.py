@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from ..support import require_tool
+
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "systemd"
 BINARY = "/usr/local/bin/edgeworker"
@@ -163,7 +165,13 @@ def test_fallback_dropin_validates_then_signals_main_pid_only():
 # -- systemd-analyze ----------------------------------------------------------------------------
 
 ANALYZE = shutil.which("systemd-analyze")
-needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
+needs_analyze = pytest.mark.usefixtures("systemd_analyze")
+
+
+@pytest.fixture
+def systemd_analyze() -> str:
+    """systemd-analyze: a skip without it, a failure under CI=1."""
+    return require_tool("systemd-analyze", "systemd")
 
 
 def systemd_version() -> int:
