@@ -155,6 +155,13 @@ class Server:
             time.sleep(0.05)
         raise TimeoutError(f"{text!r} not in the error log after {timeout}s")
 
+    def access_lines(self, n: int, timeout: float = 5.0) -> list[str]:
+        """The access log's lines once it has at least ``n`` (fails after ``timeout``)."""
+        return wait_until(
+            lambda: self.access_log.read_text().splitlines() if self.access_log.exists() else [],
+            lambda lines: len(lines) >= n, timeout=timeout, interval=0.05,
+            what=f"{n} access log lines")
+
     @property
     def master_pid(self) -> int:
         return self.proc.pid

@@ -19,7 +19,14 @@ def vectors(file: str, table: str) -> list[tuple[str, bytes, int]]:
     return [(name, request.encode("latin-1"), status) for name, request, status in rows]
 
 
-REJECTION_TABLES = ("request_line", "header", "host", "content_length", "transfer_encoding", "chunk")
+REJECTION_TABLES = (
+    "request_line",
+    "header",
+    "host",
+    "content_length",
+    "transfer_encoding",
+    "chunk",
+)
 
 
 def rejections() -> list[tuple[str, bytes, int]]:

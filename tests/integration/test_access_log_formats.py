@@ -41,16 +41,6 @@ listen = ["127.0.0.1:{{port}}"]
     return server(toml, files=HANDLERS, workers=1)
 
 
-def lines(srv, n: int, timeout: float = 5.0) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = srv.access_log.read_text().splitlines() if srv.access_log.exists() else []
-        if len(got) >= n:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"fewer than {n} access log lines")
-
-
 def test_custom_format_with_builtin_handler_set_and_missing_variables(server):
     srv = start(server, """'$remote_addr "$request" $status $body_bytes_sent $user_tier $late """
                         """${arg_x}y [$http_user_agent] $nothing $request_id'""")
@@ -58,7 +48,7 @@ def test_custom_format_with_builtin_handler_set_and_missing_variables(server):
                                                         "X-Request-Id": "rid-7"})
     assert status == 200
     assert srv.get("/missing")[0] == 404
-    first, second = lines(srv, 2)
+    first, second = srv.access_lines(2)
     assert first == ('127.0.0.1 "GET /hello?x=1 HTTP/1.1" 200 6 gold set-in-log 1y '
                      '[Fancy \\x22UA\\x22 \\x5Co/] - rid-7')
     rid = re.search(r" (\S+)$", second).group(1)
@@ -72,7 +62,7 @@ def test_custom_format_time_and_length_variables(server):
     before = time.time()
     raw = b"GET /hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
     srv.raw(raw)
-    (line,) = lines(srv, 1)
+    (line,) = srv.access_lines(1)
     m = re.fullmatch(r"\[(\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\] (\d+\.\d{3}) "
                      r"(\d+\.\d{3}) (\d+) (\d+)", line)
     assert m, line
@@ -82,14 +72,14 @@ def test_custom_format_time_and_length_variables(server):
     assert m.group(5) == "1"
     replaced = b"GET /hello HTTP/1.1\r\nHost: a\r\nX-Request-Id: not valid\r\n\r\n"
     srv.raw(replaced, timeout=1.0)
-    second = lines(srv, 2)[1]
+    second = srv.access_lines(2)[1]
     assert int(second.split()[-2]) == len(replaced)
 
 
 def test_combined_format_is_unchanged(server):
     srv = start(server, '"combined"')
     srv.get("/hello", headers={"User-Agent": "ua/1", "Referer": "http://r/"})
-    (line,) = lines(srv, 1)
+    (line,) = srv.access_lines(1)
     assert re.fullmatch(r'127\.0\.0\.1 - - \[[^\]]+\] "GET /hello HTTP/1\.1" 200 6 '
                         r'"http://r/" "ua/1"', line), line
 
@@ -97,7 +87,7 @@ def test_combined_format_is_unchanged(server):
 def test_json_format_includes_handler_variables(server):
     srv = start(server, '"json"')
     srv.get("/hello", headers={"X-Request-Id": "abc"})
-    doc = json.loads(lines(srv, 1)[0])
+    doc = json.loads(srv.access_lines(1)[0])
     assert doc["status"] == 200 and doc["request_id"] == "abc"
     assert doc["user_tier"] == "gold" and doc["late"] == "set-in-log"
 

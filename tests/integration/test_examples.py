@@ -14,7 +14,6 @@ import jwt as pyjwt
 import pytest
 
 from ..backends import Backend
-from ..redis_server import redis_server  # noqa: F401 (fixture)
 from ..support import EDGEWORKER, ROOT, Server
 
 EXAMPLES = ROOT / "config" / "examples"
@@ -73,7 +72,7 @@ def test_hello(example):
     assert status == 200 and body == b"hello, edge\n" and h["x-greeting"] == "1"
 
 
-def test_redis_rate_limit_60_per_minute(example, redis_server):  # noqa: F811
+def test_redis_rate_limit_60_per_minute(example, redis_server):
     srv = example("redis_rate_limit", workers=2,
                   replace={"redis://127.0.0.1:6379/0": redis_server.url})
     for path in ("/api/", "/handler/"):
@@ -146,7 +145,7 @@ def test_shm_counters_across_workers(example):
     assert sum(doc["per_worker"].values()) == 100
 
 
-def test_log_phase_metrics_pushed_by_timer(example, redis_server):  # noqa: F811
+def test_log_phase_metrics_pushed_by_timer(example, redis_server):
     srv = example("log_metrics", workers=2,
                   replace={"redis://127.0.0.1:6379/0": redis_server.url})
     for i in range(5):

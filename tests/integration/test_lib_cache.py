@@ -12,18 +12,10 @@ import pytest
 from edgeworker.lib.cache import Cache, WithTTL
 from shm import SharedDict
 
-from ..redis_server import redis_server  # noqa: F401 (fixture)
-from ..shm_helpers import zone_name
-
 
 @pytest.fixture
-def zone():
-    d = SharedDict.create(zone_name("mlc"), "2m")
-    try:
-        yield d
-    finally:
-        d.close()
-        d.unlink()
+def zone(zones):
+    return zones("2m", "mlc")
 
 
 def test_levels(zone):
@@ -192,7 +184,7 @@ listen = ["127.0.0.1:{{port}}"]
 """
 
 
-def test_invalidation_across_instances_through_redis(server, redis_server):  # noqa: F811
+def test_invalidation_across_instances_through_redis(server, redis_server):
     redis_server.command("SET", "src:color", "red")
     a = server(_sub_conf(redis_server.url), files={"app.py": SUB_HANDLER}, workers=2)
     b = server(_sub_conf(redis_server.url), files={"app.py": SUB_HANDLER}, workers=2)

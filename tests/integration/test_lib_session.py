@@ -9,8 +9,6 @@ import pytest
 
 from edgeworker.lib.session import Sessions
 
-from ..redis_server import redis_server  # noqa: F401 (fixture)
-
 SECRET = "0123456789abcdef-session-secret"
 
 HANDLER = """
@@ -68,7 +66,7 @@ def cookie_of(headers: dict[str, str]) -> str:
 
 
 @pytest.fixture
-def site(server, redis_server):  # noqa: F811
+def site(server, redis_server):
     def start(**env: str):
         return server(CONF.format(redis=redis_server.url), files={"app.py": HANDLER},
                       env=env, workers=2)

@@ -13,29 +13,23 @@ from edgeworker.config import Redis
 from edgeworker.lib import limit
 from shm import SharedDict
 
-from ..redis_server import RedisServer, redis_server  # noqa: F401 (fixture)
-from ..shm_helpers import zone_name
+from ..redis_server import RedisServer
 
 
 @pytest.fixture
-def shm_zone():
-    d = SharedDict.create(zone_name("limit"), "1m")
-    try:
-        yield d
-    finally:
-        d.close()
-        d.unlink()
+def shm_zone(zones):
+    return zones("1m", "limit")
 
 
 @pytest.fixture
-def rstore(redis_server):  # noqa: F811
+def rstore(redis_server):
     ew_redis.configure({"default": Redis(url=redis_server.url)})
     yield "redis:default"
     ew_redis.reset()
 
 
 @pytest.fixture(params=["shm", "redis"])
-def store(request, shm_zone, redis_server):  # noqa: F811
+def store(request, shm_zone, redis_server):
     if request.param == "shm":
         yield shm_zone
     else:
@@ -166,14 +160,14 @@ def test_shm_limiters_are_race_free_across_processes(shm_zone, kind):
     assert allowed == 100  # 360 tries, exactly the quota allowed
 
 
-def test_redis_scripts_survive_script_flush(rstore, redis_server):  # noqa: F811
+def test_redis_scripts_survive_script_flush(rstore, redis_server):
     fw = limit.FixedWindow(rstore, 5, 3600)
     assert fw.incoming("k").allowed
     assert redis_server.command("SCRIPT", "FLUSH") == "+OK"
     assert fw.incoming("k").remaining == 3
 
 
-def test_redis_keys_always_have_a_ttl(rstore, redis_server):  # noqa: F811
+def test_redis_keys_always_have_a_ttl(rstore, redis_server):
     for lim in (limit.FixedWindow(rstore, 5, 60), limit.SlidingWindow(rstore, 5, 60),
                 limit.LeakyBucket(rstore, 1, 5), limit.Concurrency(rstore, 5)):
         lim.incoming("ttl")
@@ -182,7 +176,7 @@ def test_redis_keys_always_have_a_ttl(rstore, redis_server):  # noqa: F811
         assert ttl > 0, (type(lim).__name__, ttl)
 
 
-def test_redis_down_fails_open_within_timeout(redis_server):  # noqa: F811
+def test_redis_down_fails_open_within_timeout(redis_server):
     ew_redis.configure({"r": Redis(url=redis_server.url, timeout=0.2, connect_timeout=0.2)})
     try:
         opened = limit.FixedWindow("redis:r", 1, 3600)
@@ -209,7 +203,7 @@ def test_redis_down_fails_open_within_timeout(redis_server):  # noqa: F811
         ew_redis.reset()
 
 
-def test_errors_are_logged_without_flooding(redis_server, caplog):  # noqa: F811
+def test_errors_are_logged_without_flooding(redis_server, caplog):
     ew_redis.configure({"r": Redis(url=redis_server.url, timeout=0.2)})
     try:
         fw = limit.FixedWindow("redis:r", 1, 3600)
@@ -230,7 +224,7 @@ def test_bad_store_spec():
         limit.FixedWindow("shm:x", 1, 1, fail="maybe")
 
 
-def test_cluster_store_shared_by_two_clients(redis_server):  # noqa: F811
+def test_cluster_store_shared_by_two_clients(redis_server):
     """Two independent clients (as two instances would have) share one quota."""
     c1 = ew_redis.build(Redis(url=redis_server.url))
     c2 = ew_redis.build(Redis(url=redis_server.url))

@@ -7,8 +7,6 @@ import time
 
 import pytest
 
-from ..redis_server import redis_server  # noqa: F401 (fixture)
-
 SHM_CONF = """
 [shared_dict]
 rl = "1m"
@@ -83,13 +81,13 @@ def test_limit_key_from_variable_burst_and_status(server):
     assert srv.get("/burst", headers={"X-User": "bob"})[0] == 200
 
 
-def test_redis_limit(server, redis_server):  # noqa: F811
+def test_redis_limit(server, redis_server):
     srv = server(_redis_conf(redis_server.url), workers=2)
     statuses = [srv.get("/api")[0] for _ in range(8)]
     assert statuses == [200] * 6 + [429] * 2
 
 
-def test_redis_down_fails_open(server, redis_server):  # noqa: F811
+def test_redis_down_fails_open(server, redis_server):
     srv = server(_redis_conf(redis_server.url, rate="1r/h"))
     assert srv.get("/api")[0] == 200
     assert srv.get("/api")[0] == 429
@@ -104,7 +102,7 @@ def test_redis_down_fails_open(server, redis_server):  # noqa: F811
     assert errors.count("store failed") == 1, errors
 
 
-def test_redis_slow_fails_open_within_timeout(server, redis_server):  # noqa: F811
+def test_redis_slow_fails_open_within_timeout(server, redis_server):
     srv = server(_redis_conf(redis_server.url, rate="100r/h"))
     assert srv.get("/api")[0] == 200
     redis_server.pause()
@@ -116,7 +114,7 @@ def test_redis_slow_fails_open_within_timeout(server, redis_server):  # noqa: F8
         redis_server.resume()
 
 
-def test_redis_down_fail_closed(server, redis_server):  # noqa: F811
+def test_redis_down_fail_closed(server, redis_server):
     srv = server(_redis_conf(redis_server.url, fail="closed"))
     assert srv.get("/api")[0] == 200
     redis_server.stop()
@@ -127,7 +125,7 @@ def test_redis_down_fail_closed(server, redis_server):  # noqa: F811
 
 
 @pytest.mark.parametrize("n", [10])
-def test_cluster_two_instances_one_global_limit(server, redis_server, n):  # noqa: F811
+def test_cluster_two_instances_one_global_limit(server, redis_server, n):
     """Two edgeworker instances (2 workers each) sharing one redis-server: exactly N allowed."""
     conf = _redis_conf(redis_server.url, rate=f"{n}r/h")
     a = server(conf, workers=2)

@@ -13,7 +13,7 @@ import pytest
 from edgeworker import redis as ew_redis
 from edgeworker.config import Redis
 
-from ..redis_server import RedisServer, redis_server  # noqa: F401 (fixture)
+from ..redis_server import RedisServer
 from ..support import free_port
 
 HANDLER = """
@@ -65,7 +65,7 @@ listen = ["127.0.0.1:{{port}}"]
 """
 
 
-def test_client_in_workers(server, redis_server):  # noqa: F811
+def test_client_in_workers(server, redis_server):
     srv = server(_conf(redis_server.url), files={"app.py": HANDLER}, workers=2)
     docs = [json.loads(srv.get("/hit")[2]) for _ in range(20)]
     assert sorted(d["hits"] for d in docs) == list(range(1, 21))
@@ -90,7 +90,7 @@ def test_import_edgeworker_does_not_import_redis():
     assert out.stdout.strip() == "True edgeworker.redis", out.stderr
 
 
-def test_pool_is_rebuilt_after_fork(redis_server):  # noqa: F811
+def test_pool_is_rebuilt_after_fork(redis_server):
     ew_redis.configure({"default": Redis(url=redis_server.url)})
     try:
         parent = ew_redis.client()
@@ -111,7 +111,7 @@ def test_pool_is_rebuilt_after_fork(redis_server):  # noqa: F811
         ew_redis.reset()
 
 
-def test_timeouts_bound_a_stalled_redis(redis_server):  # noqa: F811
+def test_timeouts_bound_a_stalled_redis(redis_server):
     import redis
 
     ew_redis.configure({"s": Redis(url=redis_server.url, timeout=0.2, connect_timeout=0.2)})
@@ -128,7 +128,7 @@ def test_timeouts_bound_a_stalled_redis(redis_server):  # noqa: F811
         ew_redis.reset()
 
 
-def test_pool_size_is_a_bound(redis_server):  # noqa: F811
+def test_pool_size_is_a_bound(redis_server):
     import redis
 
     ew_redis.configure({"p": Redis(url=redis_server.url, pool_size=2, timeout=0.2)})
@@ -146,7 +146,7 @@ def test_pool_size_is_a_bound(redis_server):  # noqa: F811
         ew_redis.reset()
 
 
-def test_reconfigure_drops_changed_clients(redis_server):  # noqa: F811
+def test_reconfigure_drops_changed_clients(redis_server):
     ew_redis.configure({"a": Redis(url=redis_server.url)})
     try:
         c1 = ew_redis.client("a")
@@ -158,7 +158,7 @@ def test_reconfigure_drops_changed_clients(redis_server):  # noqa: F811
         ew_redis.reset()
 
 
-def test_sentinel_url(tmp_path, redis_server):  # noqa: F811
+def test_sentinel_url(tmp_path, redis_server):
     """A real redis-server in sentinel mode in front of the test server."""
     port = free_port()
     conf = tmp_path / "sentinel.conf"
@@ -171,7 +171,7 @@ def test_sentinel_url(tmp_path, redis_server):  # noqa: F811
         ["redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        from .support import wait_port
+        from ..support import wait_port
 
         wait_port(port, proc=sentinel.proc)
         ew_redis.configure({"s": Redis(url=f"redis://127.0.0.1:{port}/0?sentinel=mymaster",

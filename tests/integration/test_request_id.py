@@ -4,7 +4,6 @@ the upstream, and written on request-scoped error-log lines."""
 from __future__ import annotations
 
 import re
-import time
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
@@ -81,16 +80,6 @@ def start(server, extra: str = ""):
     return server(CONFIG.format(extra=extra), files=HANDLERS, workers=1)
 
 
-def access_lines(srv, n: int, timeout: float = 5.0) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lines = srv.access_log.read_text().splitlines() if srv.access_log.exists() else []
-        if len(lines) >= n:
-            return lines
-        time.sleep(0.05)
-    raise AssertionError(f"fewer than {n} access log lines")
-
-
 def test_fresh_id_is_32_hex_sent_back_and_seen_by_handlers(server):
     srv = start(server)
     ids = set()
@@ -103,7 +92,7 @@ def test_fresh_id_is_32_hex_sent_back_and_seen_by_handlers(server):
         assert own == var == forwarded == rid  # req.headers carries it: forwarded upstream
         ids.add(rid)
     assert len(ids) == 5
-    lines = access_lines(srv, 5)
+    lines = srv.access_lines(5)
     assert {line.split()[0] for line in lines} == ids  # $request_id in the access log
 
 
@@ -113,7 +102,7 @@ def test_incoming_id_is_honoured(server):
     status, headers, body = srv.get("/show", headers={"X-Request-Id": incoming})
     assert headers["x-request-id"] == incoming
     assert body.decode() == f"{incoming}|{incoming}|{incoming}"
-    assert access_lines(srv, 1)[-1] == f"{incoming} 200"
+    assert srv.access_lines(1)[-1] == f"{incoming} 200"
     longest = "a" * 128
     assert srv.get("/show", headers={"X-Request-Id": longest})[1]["x-request-id"] == longest
 

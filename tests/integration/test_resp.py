@@ -20,7 +20,7 @@ from edgeworker import resp
 from edgeworker.config import Redis
 from edgeworker.lib import limit
 
-from ..redis_server import RedisServer, redis_server  # noqa: F401 (fixture)
+from ..redis_server import RedisServer
 from ..support import free_port
 
 MODES = [pytest.param(True, id="gevent"), pytest.param(False, id="blocking")]
@@ -73,7 +73,7 @@ def coop(request):
 
 # ------------------------------------------------------------------------------ replies
 @pytest.mark.parametrize("mode", MODES)
-def test_replies_are_what_redis_py_returns(redis_server, mode):  # noqa: F811
+def test_replies_are_what_redis_py_returns(redis_server, mode):
     ref = redis.Redis(port=redis_server.port)
     p = _pool(redis_server, mode)
     args = [7, "é", b"\x00\xff", 2.5]
@@ -96,7 +96,7 @@ def test_replies_are_what_redis_py_returns(redis_server, mode):  # noqa: F811
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_error_replies_raise_redis_py_classes_and_keep_the_connection(redis_server, mode):  # noqa: F811
+def test_error_replies_raise_redis_py_classes_and_keep_the_connection(redis_server, mode):
     p = _pool(redis_server, mode)
     cid = p.execute("CLIENT", "ID")
     with pytest.raises(rexc.ResponseError, match="boom"):
@@ -117,7 +117,7 @@ def test_error_replies_raise_redis_py_classes_and_keep_the_connection(redis_serv
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_noscript_after_script_flush_loads_and_retries(redis_server, mode):  # noqa: F811
+def test_noscript_after_script_flush_loads_and_retries(redis_server, mode):
     p = _pool(redis_server, mode)
     s = resp.Script("return {tonumber(ARGV[1]) + 1, KEYS[1]}")
     assert p.evalsha(s, [b"k"], [41]) == [42, b"k"]
@@ -131,7 +131,7 @@ def test_noscript_after_script_flush_loads_and_retries(redis_server, mode):  # n
 
 # ------------------------------------------------------------------------------ auth, db, urls
 @pytest.mark.parametrize("mode", MODES)
-def test_auth_with_password_and_acl_user(redis_server, mode):  # noqa: F811
+def test_auth_with_password_and_acl_user(redis_server, mode):
     assert redis_server.command("ACL", "SETUSER", "alice", "on", ">s3cret", "~*", "&*",
                                 "+@all") == "+OK"
     assert redis_server.command("CONFIG", "SET", "requirepass", "p@ss") == "+OK"
@@ -153,7 +153,7 @@ def test_auth_with_password_and_acl_user(redis_server, mode):  # noqa: F811
         p.execute("GET", "who")
 
 
-def test_limiter_on_a_password_protected_redis(redis_server, coop):  # noqa: F811
+def test_limiter_on_a_password_protected_redis(redis_server, coop):
     assert redis_server.command("CONFIG", "SET", "requirepass", "pw") == "+OK"
     ew_redis.configure({"default": Redis(url=f"redis://:pw@127.0.0.1:{redis_server.port}/0")})
     fw = limit.FixedWindow("redis:default", 2, 3600, fail="raise")
@@ -163,7 +163,7 @@ def test_limiter_on_a_password_protected_redis(redis_server, coop):  # noqa: F81
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_db_from_the_url_path_and_query(redis_server, mode):  # noqa: F811
+def test_db_from_the_url_path_and_query(redis_server, mode):
     host = f"127.0.0.1:{redis_server.port}"
     for url, db in ((f"redis://{host}/3", 3), (f"redis://{host}/5?db=4", 4), (f"redis://{host}", 0)):
         p = resp.Pool(cooperative=mode, **resp.lean_params(url))
@@ -229,7 +229,7 @@ def test_silent_server_times_out_within_the_timeout(mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_refused_and_closed_connections_raise_connection_error(mode):  # noqa: F811
+def test_refused_and_closed_connections_raise_connection_error(mode):
     port = free_port()
     p = resp.Pool(("127.0.0.1", port), timeout=0.3, connect_timeout=0.3, cooperative=mode)
     t0 = time.monotonic()
@@ -266,7 +266,7 @@ def test_refused_and_closed_connections_raise_connection_error(mode):  # noqa: F
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_connection_is_never_reused_after_an_error(redis_server, mode):  # noqa: F811
+def test_connection_is_never_reused_after_an_error(redis_server, mode):
     p = _pool(redis_server, mode, timeout=0.2)
     first = p.execute("CLIENT", "ID")
     # a reply slower than the timeout: the connection still has that reply coming
@@ -281,7 +281,7 @@ def test_connection_is_never_reused_after_an_error(redis_server, mode):  # noqa:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_idle_connection_closed_by_the_server_is_replaced(redis_server, mode):  # noqa: F811
+def test_idle_connection_closed_by_the_server_is_replaced(redis_server, mode):
     p = _pool(redis_server, mode)
     first = p.execute("CLIENT", "ID")
     assert redis_server.command("CLIENT", "KILL", "ID", str(first)) == ":1"
@@ -326,7 +326,7 @@ def test_limiter_fails_open_when_redis_is_killed_mid_use(coop):
 
 
 # ------------------------------------------------------------------------------ the pool
-def test_concurrent_greenlets_share_one_pipelined_connection(redis_server):  # noqa: F811
+def test_concurrent_greenlets_share_one_pipelined_connection(redis_server):
     """Many greenlets at once: one connection, commands batched into few writes, and every
     greenlet gets its own reply."""
     p = _pool(redis_server, True, size=4, timeout=3.0)
@@ -352,7 +352,7 @@ def test_concurrent_greenlets_share_one_pipelined_connection(redis_server):  # n
     assert p.opened == 0
 
 
-def test_timeout_fails_every_command_on_the_connection_then_recovers(redis_server):  # noqa: F811
+def test_timeout_fails_every_command_on_the_connection_then_recovers(redis_server):
     p = _pool(redis_server, True, timeout=0.3)
     first = p.execute("CLIENT", "ID")
     results = {}
@@ -378,7 +378,7 @@ def test_timeout_fails_every_command_on_the_connection_then_recovers(redis_serve
     p.close()
 
 
-def test_pool_bound_under_concurrent_threads(redis_server):  # noqa: F811
+def test_pool_bound_under_concurrent_threads(redis_server):
     p = _pool(redis_server, False, size=3, timeout=3.0)
     seen, errors = [], []
 
@@ -402,7 +402,7 @@ def test_pool_bound_under_concurrent_threads(redis_server):  # noqa: F811
     assert p.opened == 0
 
 
-def test_exhausted_pool_waits_at_most_timeout(redis_server):  # noqa: F811
+def test_exhausted_pool_waits_at_most_timeout(redis_server):
     p = _pool(redis_server, False, size=1, timeout=0.3)
     held = p._acquire()  # the only connection, busy
     t0 = time.monotonic()
@@ -414,7 +414,7 @@ def test_exhausted_pool_waits_at_most_timeout(redis_server):  # noqa: F811
     assert p.opened == 1
 
 
-def test_waiting_thread_gets_a_released_connection(redis_server):  # noqa: F811
+def test_waiting_thread_gets_a_released_connection(redis_server):
     p = _pool(redis_server, False, size=1, timeout=2.0)
     held = p._acquire()
     got = []
@@ -427,7 +427,7 @@ def test_waiting_thread_gets_a_released_connection(redis_server):  # noqa: F811
     assert got == [b"PONG"] and p.opened == 1
 
 
-def test_pool_per_process_and_rebuilt_when_settings_change(redis_server, coop):  # noqa: F811
+def test_pool_per_process_and_rebuilt_when_settings_change(redis_server, coop):
     ew_redis.configure({"default": Redis(url=redis_server.url)})
     a = resp.pool("default")
     assert a is resp.pool("default") and a.size == 100 and a.timeout == 0.1

@@ -166,8 +166,8 @@ def loc(doc: dict, match: str, zone: str = "edge.test") -> dict:
 
 
 def counted(srv, until, what: str, path: str = "/status.json", show=None) -> dict:
-    """The status document at ``path`` once ``until(doc)`` holds (polled; fails after 5 s)."""
-    return wait_until(lambda: get_json(srv, path), until, what=what, show=show)
+    """The status document at ``path`` once ``until(doc)`` holds (polled; fails after 10 s)."""
+    return wait_until(lambda: get_json(srv, path), until, timeout=10, what=what, show=show)
 
 
 def counted_with_fetches(srv, until, base: int, what: str) -> tuple[dict, int]:
@@ -186,7 +186,7 @@ def counted_with_fetches(srv, until, base: int, what: str) -> tuple[dict, int]:
     def done(doc: dict) -> bool:
         return loc(doc, "= /status.json")["requests"] == base + fetches - 1 and until(doc)
 
-    doc = wait_until(fetch, done, what=what, show=lambda d: d["http"]["server_zones"])
+    doc = wait_until(fetch, done, timeout=10, what=what, show=lambda d: d["http"]["server_zones"])
     return doc, fetches
 
 

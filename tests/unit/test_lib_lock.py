@@ -10,17 +10,10 @@ import pytest
 from edgeworker.lib.lock import Lock, LockError, LockTimeout
 from shm import SharedDict
 
-from ..shm_helpers import zone_name
-
 
 @pytest.fixture
-def zone():
-    d = SharedDict.create(zone_name("lock"), "1m")
-    try:
-        yield d
-    finally:
-        d.close()
-        d.unlink()
+def zone(zones):
+    return zones("1m", "lock")
 
 
 def test_lock_unlock(zone):
