@@ -45,9 +45,15 @@ def require_tool(name: str, package: str, *other_names: str) -> str:
     pytest.skip(message, allow_module_level=True)
 
 
-def wait_until(fn: Callable[[], T], until: Callable[[T], Any] = bool, *, timeout: float = 5.0,
-               what: str = "the condition", show: Callable[[T], Any] | None = None,
-               interval: float = 0.1) -> T:
+def wait_until(
+    fn: Callable[[], T],
+    until: Callable[[T], Any] = bool,
+    *,
+    timeout: float = 5.0,
+    what: str = "the condition",
+    show: Callable[[T], Any] | None = None,
+    interval: float = 0.1,
+) -> T:
     """Call ``fn`` until ``until`` holds for what it returns, and return that value.
 
     After ``timeout`` seconds the test fails naming ``what`` with the last value (or the part of
@@ -159,8 +165,11 @@ class Server:
         """The access log's lines once it has at least ``n`` (fails after ``timeout``)."""
         return wait_until(
             lambda: self.access_log.read_text().splitlines() if self.access_log.exists() else [],
-            lambda lines: len(lines) >= n, timeout=timeout, interval=0.05,
-            what=f"{n} access log lines")
+            lambda lines: len(lines) >= n,
+            timeout=timeout,
+            interval=0.05,
+            what=f"{n} access log lines",
+        )
 
     @property
     def master_pid(self) -> int:
