@@ -1,6 +1,8 @@
 # Two commands do all set-up on a fresh machine:
 #   make run    create .venv, install edgeworker, start it on the bundled default config
 #   make test   create .venv, install test dependencies and system services, run the suite
+#               (tests/unit in-process, tests/integration with real processes; make test-unit
+#               runs the first alone, in about half a minute)
 # The interpreter for .venv: the distribution's /usr/bin/python3.11 when it can make a venv
 # (Debian builds it with PGO and LTO, linked statically: ~25 % faster on edgeworker's request
 # path than a default pyenv or source build), else the first python3.11 on PATH.
@@ -11,7 +13,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-slow lint bench bench-instructions deps clean
+.PHONY: run test test-unit test-slow lint bench bench-instructions deps clean
 
 $(STAMP): setup.cfg setup.py pyproject.toml shm/_accel.c edgeworker/_speedups.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +30,9 @@ deps:
 test: $(STAMP) deps
 	$(BIN)/ruff check edgeworker shm tests bench
 	$(BIN)/python -m pytest -p no:cacheprovider
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider tests/unit
 
 test-slow: $(STAMP) deps
 	$(BIN)/python -m pytest -p no:cacheprovider -m slow

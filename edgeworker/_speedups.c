@@ -3,7 +3,7 @@
  *
  * httptools calls a callback for every header field it parses. In Python each call costs a
  * frame and ~30-40 bytecodes; here it is one C call. Both types have a pure-Python twin in
- * edgeworker/http/fields.py with the same API and the same results (tests/test_http_fields.py
+ * edgeworker/http/fields.py with the same API and the same results (tests/unit/test_http_fields.py
  * runs the same cases through both), used when this module is not built or
  * EDGEWORKER_NO_ACCEL=1 is set.
  *
@@ -11,16 +11,16 @@
  * the current read, origin-form target, one Host already validated, no Transfer-Encoding or
  * Upgrade, Connection absent, keep-alive or close): the same RequestHead, or None for anything
  * else, which the Python code then handles (it alone answers errors). The protocol tests run
- * both ways on the same inputs (tests/test_http_fields.py).
+ * both ways on the same inputs (tests/unit/test_http_fields.py).
  *
  * parse_request(data, fields, ...) is the same head for the common request that is the whole
  * read between requests (no body, nothing after it), read without llhttp: a strict subset of
  * what llhttp accepts, through fast_head's checks (make_head); None for anything else, which
- * llhttp then parses. tests/test_http_fields.py gives the same streams to both ways.
+ * llhttp then parses. tests/unit/test_http_fields.py gives the same streams to both ways.
  *
  * upstream_head(method, target, fixed, raw, drop, add_xff, lines, tail) is the proxy's upstream
  * request head, the same bytes as its Python twin in edgeworker/proxy/handler.py
- * (tests/test_proxy_head.py compares them).
+ * (tests/unit/test_proxy_head.py compares them).
  *
  * fast_response_head(req, length, closing) is Connection._head_bytes for the common whole
  * response (a known status with a body, no resp_headers object or a proxied response's fields
@@ -32,7 +32,7 @@
  * the read, or no body), its fields added to a ResponseFields: (status, keep_alive, body,
  * length), or
  * None for anything else, which httptools then parses (and refuses where invalid). It has no
- * Python twin: without it httptools reads every response (tests/test_proxy_response_head.py
+ * Python twin: without it httptools reads every response (tests/unit/test_proxy_response_head.py
  * reads each case both ways).
  *
  * Recorder(...) is the status metrics' WorkerMetrics.on_request for a request whose location

@@ -1,9 +1,16 @@
-"""Shared fixtures: `server` starts real edgeworker processes from a config string."""
+"""Shared fixtures for tests/unit and tests/integration.
+
+``server`` starts real edgeworker processes from a config string; ``redis_server`` is a
+redis-server of its own per test; ``zones``, ``mkdict`` and ``clock`` give shared-memory zones and
+a controllable shm clock.
+"""
 
 from __future__ import annotations
 
 import pytest
 
+from .redis_server import redis_server  # noqa: F401 - a fixture
+from .shm_helpers import clock, mkdict, zones  # noqa: F401 - fixtures
 from .support import Server
 
 

@@ -92,7 +92,7 @@ class RedisServer:
 
 @pytest.fixture
 def redis_server():
-    """A started ``RedisServer``, killed after the test (import this name into a test module)."""
+    """A started ``RedisServer``, killed after the test (registered in tests/conftest.py)."""
     srv = RedisServer().start()
     try:
         yield srv

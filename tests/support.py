@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 EDGEWORKER = [sys.executable, "-m", "edgeworker"]
@@ -20,6 +27,49 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def require_tool(name: str, package: str, *other_names: str) -> str:
+    """The path of the program ``name`` (or of the first of ``other_names`` found).
+
+    When none is installed the calling test (or, at module level, the module) is skipped; under
+    ``CI=1`` it fails instead, naming the program and the Debian package that provides it.
+    """
+    for candidate in (name, *other_names):
+        path = shutil.which(candidate)
+        if path:
+            return path
+    message = f"{name} is not installed (Debian package {package!r}: apt-get install {package})"
+    if os.environ.get("CI", "") not in ("", "0", "false"):
+        pytest.fail(f"{message}; CI=1 needs it (scripts/system-deps.sh installs it)", pytrace=False)
+    pytest.skip(message, allow_module_level=True)
+
+
+def wait_until(
+    fn: Callable[[], T],
+    until: Callable[[T], Any] = bool,
+    *,
+    timeout: float = 5.0,
+    what: str = "the condition",
+    show: Callable[[T], Any] | None = None,
+    interval: float = 0.1,
+) -> T:
+    """Call ``fn`` until ``until`` holds for what it returns, and return that value.
+
+    After ``timeout`` seconds the test fails naming ``what`` with the last value (or the part of
+    it that ``show`` picks).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if until(value):
+            return value
+        if time.monotonic() >= deadline:
+            last = repr(show(value) if show is not None else value)
+            if len(last) > 2000:
+                last = last[:2000] + "..."
+            raise AssertionError(f"{what}: not reached within {timeout}s; last value: {last}")
+        time.sleep(interval)
 
 
 def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0, proc=None) -> None:
@@ -110,6 +160,16 @@ class Server:
                 raise RuntimeError(f"server exited with {self.proc.returncode}")
             time.sleep(0.05)
         raise TimeoutError(f"{text!r} not in the error log after {timeout}s")
+
+    def access_lines(self, n: int, timeout: float = 5.0) -> list[str]:
+        """The access log's lines once it has at least ``n`` (fails after ``timeout``)."""
+        return wait_until(
+            lambda: self.access_log.read_text().splitlines() if self.access_log.exists() else [],
+            lambda lines: len(lines) >= n,
+            timeout=timeout,
+            interval=0.05,
+            what=f"{n} access log lines",
+        )
 
     @property
     def master_pid(self) -> int:

@@ -6,7 +6,7 @@ one call and keep what the head's end needs. Their ``add`` method *is* the parse
 ``on_header``. Both exist twice, with the same API and results: in pure Python below, and in C
 (``edgeworker/_speedups.c``, built when a compiler is there), which this module exports when it
 is built. ``EDGEWORKER_NO_ACCEL=1`` in the environment keeps the Python ones.
-``tests/test_http_fields.py`` runs the same cases through both.
+``tests/unit/test_http_fields.py`` runs the same cases through both.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ add the rules llhttp leaves open (SPEC §5, RFC 9112, nginx where the RFC lets u
 The common request that is a whole read between requests (no body, nothing pipelined after
 it, a method and a Host llhttp and these rules passed before) is parsed in C without llhttp
 (``parse_request`` in edgeworker/_speedups.c): it takes a strict subset of what llhttp accepts
-and gives the same events; anything else goes to llhttp. tests/test_http_fields.py compares
+and gives the same events; anything else goes to llhttp. tests/unit/test_http_fields.py compares
 both ways.
 """
 

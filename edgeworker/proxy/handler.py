@@ -91,7 +91,7 @@ def upstream_head(method: str, target: bytes, fixed: bytes, raw: list[tuple[byte
     ``upstream_head`` in edgeworker/_speedups.c gives the same bytes; it returns None (and
     this function does it) only for what it does not take: more than 128 fields or 64
     ``Connection`` tokens, a field that is not a pair of bytes, a method that is not ASCII.
-    tests/test_proxy_head.py compares the two."""
+    tests/unit/test_proxy_head.py compares the two."""
     parts = [method.encode(), b" ", target, b" HTTP/1.1\r\n", fixed]
     conn_tokens: set[bytes] = set()
     xff: list[bytes] = []

@@ -1,0 +1,170 @@
+"""Every recipe in config/examples runs as shipped (only ports and addresses rewritten)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import jwt as pyjwt
+import pytest
+
+from ..backends import Backend
+from ..support import EDGEWORKER, ROOT, Server
+
+EXAMPLES = ROOT / "config" / "examples"
+JWT_SECRET = "example-secret-example-secret-32"
+
+
+def start_example(tmp_path: Path, name: str, *, workers: int | None = None,
+                  replace: dict[str, str] | None = None, env: dict[str, str] | None = None,
+                  ) -> Server:
+    """Copy the example's config and handlers into tmp, point it at test ports, start it."""
+    text = (EXAMPLES / f"{name}.toml").read_text()
+    # the support.Server writes its own pid_file/error_log/workers/python_path
+    text = re.sub(r"^(pid_file|error_log|python_path|workers) = .*\n", "", text, flags=re.M)
+    text = re.sub(r"^access_log = .*\n", "", text, flags=re.M)
+    text = text.replace("127.0.0.1:8080", "127.0.0.1:{port}")
+    for old, new in (replace or {}).items():
+        assert old in text, old
+        text = text.replace(old, new)
+    text = text.replace("{", "{{").replace("}", "}}").replace("{{port}}", "{port}")
+    srv = Server(tmp_path, text, workers=workers or 1, env=env)
+    # the test server's python_path is the config's folder: put the handler modules there
+    for module in (EXAMPLES / "handlers").glob("*.py"):
+        shutil.copy(module, srv.dir / module.name)
+    return srv.start()
+
+
+@pytest.fixture
+def example(tmp_path):
+    started: list[Server] = []
+
+    def run(name: str, **kw) -> Server:
+        srv = start_example(tmp_path / f"{name}{len(started)}", name, **kw)
+        started.append(srv)
+        return srv
+
+    yield run
+    for srv in started:
+        srv.stop()
+
+
+def test_every_example_passes_check():
+    # as each example's header says to run it (jwt_edge reads its secret from JWT_SECRET)
+    env = dict(os.environ, JWT_SECRET="change-me-change-me-change-me-32b")
+    for conf in sorted(EXAMPLES.glob("*.toml")):
+        out = subprocess.run([*EDGEWORKER, "check", "-c", str(conf)], capture_output=True,
+                             text=True, timeout=60, env=env)
+        assert out.returncode == 0, (conf.name, out.stdout, out.stderr)
+        assert "test is successful" in out.stdout + out.stderr
+
+
+def test_hello(example):
+    srv = example("hello", workers=2)
+    status, _, body = srv.get("/")
+    assert status == 200 and body == b"hello, world\n"
+    status, h, body = srv.get("/hello?name=edge")
+    assert status == 200 and body == b"hello, edge\n" and h["x-greeting"] == "1"
+
+
+def test_redis_rate_limit_60_per_minute(example, redis_server):
+    srv = example("redis_rate_limit", workers=2,
+                  replace={"redis://127.0.0.1:6379/0": redis_server.url})
+    for path in ("/api/", "/handler/"):
+        for _attempt in range(3):  # retry if the run straddled a minute boundary
+            minute = int(time.time() // 60)
+            redis_server.command("FLUSHALL")
+            statuses, last = [], None
+            for _ in range(62):
+                status, h, _ = srv.get(path)
+                statuses.append(status)
+                last = h
+            if int(time.time() // 60) == minute:
+                break
+        assert statuses == [200] * 60 + [429] * 2, path
+        assert 1 <= int(last["retry-after"]) <= 60
+    # fail open: Redis down, requests go through
+    redis_server.stop()
+    assert [srv.get("/api/")[0] for _ in range(3)] == [200] * 3
+    assert [srv.get("/handler/")[0] for _ in range(3)] == [200] * 3
+
+
+@pytest.fixture
+def backend():
+    b = Backend("users")
+    yield b
+    b.stop()
+
+
+def test_jwt_edge_forwards_user_headers_to_backend(example, backend):
+    srv = example("jwt_edge", replace={"http://127.0.0.1:9001": f"http://{backend.addr}"},
+                  env={"JWT_SECRET": JWT_SECRET})
+    now = int(time.time())
+    tok = pyjwt.encode({"sub": "u7", "role": "editor", "exp": now + 60}, JWT_SECRET,
+                       algorithm="HS256")
+    status, _, body = srv.get("/api/me", headers={"Authorization": f"Bearer {tok}",
+                                                  "X-User-Id": "admin"})
+    assert status == 200
+    seen = {k.lower(): v for k, v in json.loads(body)["headers"]}
+    assert seen["x-user-id"] == "u7" and seen["x-user-role"] == "editor"
+    assert srv.get("/api/me")[0] == 401
+    expired = pyjwt.encode({"sub": "u7", "exp": now - 120}, JWT_SECRET, algorithm="HS256")
+    status, h, body = srv.get("/api/me", headers={"Authorization": f"Bearer {expired}"})
+    assert status == 401 and json.loads(body) == {"error": "invalid_token"}
+    # the hand-written handler version
+    status, _, body = srv.get("/whoami", headers={"Authorization": f"Bearer {tok}"})
+    assert status == 200 and json.loads(body) == {"user": "u7"}
+    assert srv.get("/whoami")[0] == 401
+
+
+def test_lru_user_cache_hit_miss_and_502(example, backend):
+    srv = example("lru_user_cache", env={"USER_SERVICE": f"http://{backend.addr}"})
+    status, h, body = srv.get("/users/42")
+    assert status == 200 and h["x-cache"] == "MISS"
+    assert json.loads(body)["target"] == "/users/42"
+    status, h, body2 = srv.get("/users/42")
+    assert status == 200 and h["x-cache"] == "HIT" and body2 == body
+    assert srv.get("/users/43")[1]["x-cache"] == "MISS"
+    backend.stop()
+    assert srv.get("/users/42")[1]["x-cache"] == "HIT"  # cached: no upstream needed
+    status, h, _ = srv.get("/users/44")
+    assert status == 502 and "x-cache" not in h
+
+
+def test_shm_counters_across_workers(example):
+    srv = example("shm_counters", workers=4)
+    for _ in range(100):
+        assert srv.get("/hit")[0] == 200
+    doc = json.loads(srv.get("/counters")[2])
+    assert doc["hits"] == 100
+    assert sum(doc["per_worker"].values()) == 100
+
+
+def test_log_phase_metrics_pushed_by_timer(example, redis_server):
+    srv = example("log_metrics", workers=2,
+                  replace={"redis://127.0.0.1:6379/0": redis_server.url})
+    for i in range(5):
+        assert srv.get(f"/page/{i}")[0] == 200
+    import redis
+
+    r = redis.Redis.from_url(redis_server.url)
+    deadline = time.monotonic() + 5
+    while r.llen("edge:metrics") < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    docs = [json.loads(x) for x in r.lrange("edge:metrics", 0, -1)]
+    assert sorted(d["uri"] for d in docs) == [f"/page/{i}" for i in range(5)]
+    assert all(d["status"] == 200 and d["time"] >= 0 for d in docs)
+    # the push happens after the response: a stalled Redis does not delay responses
+    redis_server.pause()
+    try:
+        t0 = time.monotonic()
+        for _ in range(3):
+            assert srv.get("/x")[0] == 200
+        assert time.monotonic() - t0 < 0.5 * 3  # the push timeout is 500 ms each
+    finally:
+        redis_server.resume()
