@@ -51,6 +51,7 @@ bench: $(STAMP)
 
 # instructions per request of /hello, /incr and a proxied request, under callgrind (valgrind)
 bench-instructions: $(STAMP)
+	./scripts/system-deps.sh bench
 	$(BIN)/python bench/instructions.py
 
 clean:

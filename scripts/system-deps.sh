@@ -5,7 +5,7 @@
 # wrk (the soak test, make test-slow). Under CI=1 a missing one fails the tests, not skips them.
 set -euo pipefail
 want=(redis-server nginx-light systemd chromium wrk)
-[ "${1:-}" = "bench" ] && want+=(libnginx-mod-http-lua lua-resty-core)
+[ "${1:-}" = "bench" ] && want+=(libnginx-mod-http-lua lua-resty-core valgrind)
 missing=()
 for pkg in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
