@@ -88,7 +88,8 @@ __all__ = [
     "parse_match",
 ]
 
-#: The declarative features (see the module docstring). Access features run in this order.
+#: The declarative features (see the module docstring). Their checks run in this order, and so
+#: do the access features (limit before jwt).
 FEATURES: tuple[Feature, ...] = (
     proxy.FEATURE,
     status.FEATURE,

@@ -359,7 +359,7 @@ class Context:
         return value
 
     def decode_table(self, raw: dict[str, Any], t: Table) -> None:
-        """Decode and check each ``[KEY.NAME]`` of a feature table into ``tables[KEY]``."""
+        """Decode and check each ``[KEY.NAME]`` of the table ``t`` into ``tables[KEY]``."""
         found = self.tables[t.key] = {}
         for name, value in (self.table(raw, t.key) or {}).items():
             item = self.convert(value, t.schema, f"{t.key}.{name}")
@@ -389,8 +389,9 @@ Check = Callable[[Any, str, Context], None]
 
 @dataclass(frozen=True)
 class Table:
-    """A top-level ``[KEY.NAME]`` table a feature owns: each NAME is decoded as ``schema``
-    (whose ``name`` field is set to NAME), checked, and kept in ``Config.KEY``."""
+    """A top-level ``[KEY.NAME]`` table (``redis``, or one a feature owns): each NAME is
+    decoded as ``schema`` (whose ``name`` field is set to NAME), checked, and kept in
+    ``Config.KEY``."""
 
     key: str
     schema: type
