@@ -233,7 +233,7 @@ Location = msgspec.defstruct(
 )
 
 #: The keys of which a location has exactly one: what makes its response.
-_SOURCES = tuple(sorted(("content", "return", *(f.key for f in FEATURES if f.phase == "content"))))
+_SOURCES = tuple(sorted(("content", "return", *(f.key for f in FEATURES if f.content))))
 
 
 class Server(Base):

@@ -402,18 +402,22 @@ class Table:
 class Feature:
     """A declarative location feature.
 
-    ``key`` is the location key that turns it on; ``phase`` is "access" (its handler runs
-    before the location's own access handlers, features in registry order) or "content" (it
-    is the location's content source: exactly one per location). ``build`` names the function
-    (``"module:function"``, imported when a worker builds the location) that gets (location,
-    app) and returns the handler. ``fields`` are the location keys it adds, as
-    ``msgspec.defstruct`` takes them: (name, type, default). ``check`` runs on every decoded
+    Its build function, ``"module:function"`` imported when a worker builds a location that
+    sets the feature's ``key``, gets (location, app) and returns the handler: given as
+    ``access``, the handler runs before the location's own access handlers (features in
+    registry order); given as ``content``, it is the location's content source (a location
+    has exactly one). ``fields`` are the location keys it adds, as ``msgspec.defstruct`` takes
+    them: (name, type, default); the first is ``key``. ``check`` runs on every decoded
     location; ``tables`` are the top-level tables it owns.
     """
 
-    key: str
-    phase: str
-    build: str
     fields: tuple[tuple[str, Any, Any], ...]
     check: Check
+    access: str = ""
+    content: str = ""
     tables: tuple[Table, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """The location key that turns the feature on."""
+        return self.fields[0][0]

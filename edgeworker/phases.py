@@ -98,8 +98,8 @@ class LocationRuntime:
 # The declarative features of ``config.FEATURES``: (location key, "module:function" of the
 # build function). Each build function gets (location conf, app) and returns the handler to run:
 # ``fn(req)`` in the access phase, or as the content handler.
-ACCESS_FEATURES = tuple((f.key, f.build) for f in FEATURES if f.phase == "access")
-CONTENT_SOURCES = tuple((f.key, f.build) for f in FEATURES if f.phase == "content")
+ACCESS_FEATURES = tuple((f.key, f.access) for f in FEATURES if f.access)
+CONTENT_SOURCES = tuple((f.key, f.content) for f in FEATURES if f.content)
 
 
 def _feature(factory: str, key: str, path: str) -> Callable:

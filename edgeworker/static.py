@@ -225,9 +225,7 @@ def check(loc: Any, path: str, ctx: Context) -> None:
 #: The ``root`` feature for ``edgeworker.config``: files under ``root`` (a path relative to the
 #: config folder), ``index`` the files tried for a directory.
 FEATURE = Feature(
-    key="root",
-    phase="content",
-    build="edgeworker.static:make_content",
+    content="edgeworker.static:make_content",
     fields=(("root", PathStr | None, None), ("index", StrList, StrList(("index.html",)))),
     check=check,
 )

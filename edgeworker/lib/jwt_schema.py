@@ -99,9 +99,7 @@ def check(loc: Any, path: str, ctx: Context) -> None:
 
 
 FEATURE = Feature(
-    key="jwt",
-    phase="access",
-    build="edgeworker.lib.jwt:make_access",
+    access="edgeworker.lib.jwt:make_access",
     fields=(("jwt", Jwt | None, None),),
     check=check,
 )

@@ -219,9 +219,7 @@ def check_location(loc: Any, lp: str, ctx: Context) -> None:
 
 
 FEATURE = Feature(
-    key="proxy_pass",
-    phase="content",
-    build="edgeworker.proxy.build:make_content",
+    content="edgeworker.proxy.build:make_content",
     fields=(
         ("proxy_pass", str | None, None),
         ("proxy_set_header", dict[str, str], {}),

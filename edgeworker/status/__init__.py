@@ -68,9 +68,7 @@ KINDS: tuple[str, ...] = ("json", "prometheus", "dashboard")
 
 #: The ``status`` feature for ``edgeworker.config``.
 FEATURE = Feature(
-    key="status",
-    phase="content",
-    build="edgeworker.status:make_content",
+    content="edgeworker.status:make_content",
     fields=(("status", str | None, None),),
     check=check,
 )

@@ -55,9 +55,7 @@ def check(loc: Any, path: str, ctx: Context) -> None:
 
 
 FEATURE = Feature(
-    key="limit",
-    phase="access",
-    build="edgeworker.lib.limit.declarative:make_access",
+    access="edgeworker.lib.limit.declarative:make_access",
     fields=(("limit", Limit | None, None),),
     check=check,
 )
