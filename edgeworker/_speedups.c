@@ -40,8 +40,9 @@
  * UpstreamCounter(...) is that module's upstream_event for a peer that has its counters.
  *
  * WindowLimit(...) is the access handler of a declarative shared-dict limit keyed by
- * $binary_remote_addr (edgeworker/lib/limit.py, make_access) for an allowed request; it hands
- * a rejection, a store error or an unexpected value back to the Python functions it was given.
+ * $binary_remote_addr (edgeworker/lib/limit/declarative.py, make_access) for an allowed
+ * request; it hands a rejection, a store error or an unexpected value back to the Python
+ * functions it was given.
  *
  * RequestFields (the server's request head): add(name, value) stores (lower-cased name,
  * value without trailing SP/HTAB) in .list, counts .size (name + value + 4 per field, the
@@ -1590,8 +1591,8 @@ static PyMethodDef module_methods[] = {
 /* ---------------------------------------------------------------------------- WindowLimit */
 
 /* The access handler of a declarative limit on a shared dict keyed by $binary_remote_addr
- * (edgeworker/lib/limit.py, make_access): the same steps as its Python closure for an
- * allowed request, and the closure's own functions for everything else. */
+ * (edgeworker/lib/limit/declarative.py, make_access): the same steps as its Python closure for
+ * an allowed request, and the closure's own functions for everything else. */
 typedef struct {
     PyObject_HEAD
     PyObject *resolve;  /* () -> the shared dict's incr (resolved in the worker, then kept) */
@@ -1882,7 +1883,7 @@ static PyTypeObject WindowLimitType = {
     .tp_basicsize = sizeof(WindowLimit),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "The access handler of a declarative shared-dict limit keyed by the client's "
-              "packed address (see edgeworker/lib/limit.py).",
+              "packed address (see edgeworker/lib/limit/declarative.py).",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)wl_init,
     .tp_call = (ternaryfunc)wl_call,

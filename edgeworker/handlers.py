@@ -19,7 +19,7 @@ import sysconfig
 from collections.abc import Callable
 from typing import Any
 
-from .config import parse_handler
+from .confschema import parse_handler
 
 __all__ = [
     "HandlerError",
@@ -125,8 +125,9 @@ def _owner(real: str, roots: list[tuple[str, bool]]) -> bool:
     return user
 
 
-def purge_user_modules(paths: list[str] | tuple[str, ...] | None = None,
-                       *, drop_bytecode: bool = True) -> list[str]:
+def purge_user_modules(
+    paths: list[str] | tuple[str, ...] | None = None, *, drop_bytecode: bool = True
+) -> list[str]:
     """Remove from ``sys.modules`` every module whose file (or package folder) lies under
     ``paths`` (default: the roots given to ``add_python_path``). Returns their names, sorted.
 

@@ -16,6 +16,7 @@ import msgspec
 
 from . import handlers as handler_mod
 from .accesslog import AccessLog
+from .config import FEATURES
 from .errors import ConfigError, PhaseError
 from .http.protocol import Limits
 from .http.responses import error_page
@@ -71,7 +72,7 @@ class LocationRuntime:
             return tuple(resolve(spec, f"{path}.{field}") for spec in specs)
 
         self.rewrite = many("rewrite")
-        # declarative access features run first, in SPEC order (limit, then jwt)
+        # declarative access features run first, in registry order (limit, then jwt)
         features = tuple(
             _feature(factory, key, path)(conf, app)
             for key, factory in ACCESS_FEATURES
@@ -94,17 +95,11 @@ class LocationRuntime:
         self.client_max_body_size = conf.client_max_body_size
 
 
-# Declarative features live in their own modules; each factory gets (location conf, app) and
-# returns the handler to run: ``fn(req)`` in the access phase, or as the content handler.
-ACCESS_FEATURES = (
-    ("limit", "edgeworker.lib.limit:make_access"),
-    ("jwt", "edgeworker.lib.jwt:make_access"),
-)
-CONTENT_SOURCES = (
-    ("proxy_pass", "edgeworker.proxy:make_content"),
-    ("root", "edgeworker.static:make_content"),
-    ("status", "edgeworker.status:make_content"),
-)
+# The declarative features of ``config.FEATURES``: (location key, "module:function" of the
+# build function). Each build function gets (location conf, app) and returns the handler to run:
+# ``fn(req)`` in the access phase, or as the content handler.
+ACCESS_FEATURES = tuple((f.key, f.access) for f in FEATURES if f.access)
+CONTENT_SOURCES = tuple((f.key, f.content) for f in FEATURES if f.content)
 
 
 def _feature(factory: str, key: str, path: str) -> Callable:

@@ -28,6 +28,7 @@ import stat
 from collections.abc import Callable
 from typing import Any
 
+from .confschema import Context, Feature, PathStr, StrList
 from .http.responses import http_date
 from .proxy.output import finish, send_head
 
@@ -213,3 +214,18 @@ def _sendfile(req: Any, fd: int, offset: int, count: int) -> None:
 def make_content(loc: Any, app: Any) -> Callable[[Any], None]:
     """The content handler for ``loc.root`` (see ``StaticHandler``)."""
     return StaticHandler(loc.root, tuple(loc.index), loc.default_type)
+
+
+def check(loc: Any, path: str, ctx: Context) -> None:
+    """``index`` names at least one file, none empty."""
+    if not loc.index or not all(loc.index):
+        ctx.err(f"{path}.index", "index needs at least one non-empty file name")
+
+
+#: The ``root`` feature for ``edgeworker.config``: files under ``root`` (a path relative to the
+#: config folder), ``index`` the files tried for a directory.
+FEATURE = Feature(
+    content="edgeworker.static:make_content",
+    fields=(("root", PathStr | None, None), ("index", StrList, StrList(("index.html",)))),
+    check=check,
+)

@@ -143,8 +143,8 @@ class Group:
 
     @classmethod
     def from_config(cls, name: str, up: Any) -> Group:
-        """Build from a ``config.Upstream`` (servers already ``UpstreamServer``)."""
-        from ..config import parse_host_port
+        """Build from a ``proxy.schema.Upstream`` (servers already ``UpstreamServer``)."""
+        from ..confschema import parse_host_port
 
         peers = []
         for s in up.servers:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..confschema import Context, Feature
 from . import collect, prometheus
 
 DASHBOARD_FILE = Path(__file__).with_name("dashboard.html")
@@ -44,10 +45,32 @@ def make_content(loc: Any, app: Any) -> Callable[[Any], Any]:
         if fmt == "dashboard":
             req.content_type = "text/html; charset=utf-8"
             return page or DASHBOARD_FILE.read_bytes()
-        req.exit(400, f'unknown format "{fmt}": expected json, prometheus or dashboard\n',
-                 content_type="text/plain")
+        req.exit(
+            400,
+            f'unknown format "{fmt}": expected json, prometheus or dashboard\n',
+            content_type="text/plain",
+        )
 
     return status
 
 
-__all__ = ["make_content", "DASHBOARD_FILE"]
+def check(loc: Any, path: str, ctx: Context) -> None:
+    """``status`` is one of ``KINDS``."""
+    if loc.status is not None and loc.status not in KINDS:
+        ctx.err(
+            f"{path}.status",
+            f'invalid status "{loc.status}": expected "json", "prometheus" or "dashboard"',
+        )
+
+
+#: The ``status`` values: the page a status location answers by default.
+KINDS: tuple[str, ...] = ("json", "prometheus", "dashboard")
+
+#: The ``status`` feature for ``edgeworker.config``.
+FEATURE = Feature(
+    content="edgeworker.status:make_content",
+    fields=(("status", str | None, None),),
+    check=check,
+)
+
+__all__ = ["DASHBOARD_FILE", "FEATURE", "KINDS", "make_content"]

@@ -11,6 +11,7 @@ import pytest
 from edgeworker import redis as ew_redis
 from edgeworker.config import Redis
 from edgeworker.lib import limit
+from edgeworker.lib.limit import declarative
 from shm import SharedDict
 
 from ..redis_server import RedisServer
@@ -276,10 +277,10 @@ class _Req:
 def _declarative(zone_key: str, rate: str, burst: int, accel: bool, monkeypatch):
     from types import SimpleNamespace
 
-    from edgeworker.config import Limit
+    from edgeworker.lib.limit.declarative import Limit
     from edgeworker.units import Rate
 
-    monkeypatch.setattr(limit, "_speedups", limit._speedups if accel else None)
+    monkeypatch.setattr(declarative, "_speedups", declarative._speedups if accel else None)
     count, _, unit = rate.partition("r/")
     conf = Limit(rate=Rate(float(count), {"s": 1.0, "m": 60.0}[unit]), store=f"shm:{zone_key}",
                  burst=burst)
@@ -296,7 +297,7 @@ def _zones_with(monkeypatch, **zones):
     return shared
 
 
-@pytest.mark.skipif(limit._speedups is None, reason="the C module is not built")
+@pytest.mark.skipif(declarative._speedups is None, reason="the C module is not built")
 def test_declarative_shm_limit_in_c_answers_as_python(shm_zone, monkeypatch):
     _zones_with(monkeypatch, lim=shm_zone)
     c = _declarative("lim", "5r/m", 2, True, monkeypatch)
@@ -324,7 +325,7 @@ def test_declarative_shm_limit_in_c_answers_as_python(shm_zone, monkeypatch):
     assert a.added[0].startswith(b'\r\nRateLimit-Policy: "default";q=7;w=60\r\nRateLimit:')
 
 
-@pytest.mark.skipif(limit._speedups is None, reason="the C module is not built")
+@pytest.mark.skipif(declarative._speedups is None, reason="the C module is not built")
 def test_declarative_shm_limit_in_c_store_failure_and_odd_values(shm_zone, monkeypatch):
     zones = _zones_with(monkeypatch, lim=shm_zone)
     c = _declarative("lim", "100r/s", 0, True, monkeypatch)
@@ -341,7 +342,7 @@ def test_declarative_shm_limit_in_c_store_failure_and_odd_values(shm_zone, monke
         c2(req)
     # wrong argument shapes
     with pytest.raises(TypeError):
-        limit._speedups.WindowLimit()
+        declarative._speedups.WindowLimit()
     with pytest.raises(TypeError):
         _window_limit(lambda *a: 1, [], parts=(b"a", b"b"))
     with pytest.raises(ValueError):
@@ -351,14 +352,14 @@ def test_declarative_shm_limit_in_c_store_failure_and_odd_values(shm_zone, monke
 
 
 def _window_limit(incr, calls, parts=(b"<", b"|", b">"), window=60.0):
-    return limit._speedups.WindowLimit(
+    return declarative._speedups.WindowLimit(
         lambda: incr, lambda: 1000.25, b"p:", 5, window, parts, (OSError,),
         lambda req, exc: calls.append(("failed", req, exc)),
         lambda *args: calls.append(("finish",) + args),
         lambda req: calls.append(("slow", req)))
 
 
-@pytest.mark.skipif(limit._speedups is None, reason="the C module is not built")
+@pytest.mark.skipif(declarative._speedups is None, reason="the C module is not built")
 def test_window_limit_steps():
     """WindowLimit's own steps, with stand-ins for the shared dict and the Python parts."""
     calls: list = []

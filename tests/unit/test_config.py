@@ -15,10 +15,9 @@ from edgeworker.config import (
     parse_handler,
     parse_listen,
     parse_match,
-    parse_proxy_pass,
-    proxy_pass_tls,
 )
 from edgeworker.errors import ConfigError
+from edgeworker.proxy.schema import parse_proxy_pass, proxy_pass_tls
 
 CFG = "/etc/edgeworker/edgeworker.toml"
 MINIMAL = """
@@ -990,7 +989,7 @@ def test_proxy_redirect_values():
 
 
 def test_proxy_redirect_default_rules_follow_nginx():
-    from edgeworker.proxy import redirect_rules
+    from edgeworker.proxy.build import redirect_rules
 
     # proxy_pass with a URI part in a prefix location: its URL → the location's prefix
     assert redirect_rules("default", "http://up:8080/two/", "/two/", "/one/") == (

@@ -1,0 +1,423 @@
+"""What config.py and the features' schemas share: value types, decoding, validation context.
+
+A declarative feature describes itself with one ``Feature`` (its location keys, their check,
+the function that builds its handler, and any top-level tables it owns); ``edgeworker.config``
+lists the features and composes them into the ``Location`` and ``Config`` Structs. This module
+imports nothing of edgeworker but ``units``, so feature schemas and config.py both import it.
+
+The value types (``Size``, ``Duration``…) are markers the decode hook converts; after loading
+``plain`` turns them back into the builtins they stand for, so a loaded config is plain data.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgspec
+
+from .units import Rate, parse_duration, parse_rate, parse_size
+
+__all__ = [
+    "RESERVED",
+    "Base",
+    "Check",
+    "Context",
+    "Duration",
+    "Feature",
+    "Handlers",
+    "NonNegInt",
+    "PathStr",
+    "PosInt",
+    "Rate",
+    "Size",
+    "StrList",
+    "Table",
+    "TOKEN_RE",
+    "Workers",
+    "abspath",
+    "check_server_name",
+    "format_listen",
+    "make_dec_hook",
+    "parse_handler",
+    "parse_host_port",
+    "parse_listen",
+    "parse_match",
+    "plain",
+    "translate",
+]
+
+# ---------------------------------------------------------------------------------------------
+# Value types converted by the decode hook (subclasses of the plain type they become).
+
+
+class Size(int):
+    """Bytes; decoded from ``"512k"``-style strings or integers."""
+
+
+class Duration(float):
+    """Seconds; decoded from numbers or ``"30s"``-style strings."""
+
+
+class Workers(int):
+    """Worker count; ``"auto"`` decodes to the CPU count."""
+
+
+class Handlers(tuple):
+    """A tuple of ``"module:function"`` strings; decoded from one string or a list."""
+
+
+class PathStr(str):
+    """A filesystem path; made absolute against the config file's folder."""
+
+
+class StrList(tuple):
+    """A tuple of strings; decoded from one string or a list."""
+
+
+_LOG_SPECIAL = frozenset({"stderr"})
+_ACCESS_SPECIAL = frozenset({"stdout", "off"})
+
+
+def make_dec_hook(base: str) -> Callable[[type, Any], Any]:
+    def dec_hook(typ: type, obj: Any) -> Any:
+        if typ is Size:
+            return Size(parse_size(obj))
+        if typ is Duration:
+            return Duration(parse_duration(obj))
+        if typ is Rate:
+            return parse_rate(obj)
+        if typ is Workers:
+            if obj == "auto":
+                return Workers(os.cpu_count() or 1)
+            if isinstance(obj, int) and not isinstance(obj, bool) and obj >= 1:
+                return Workers(obj)
+            raise ValueError(f'invalid workers {obj!r}: expected an integer >= 1 or "auto"')
+        if typ is Handlers or typ is StrList:
+            items = [obj] if isinstance(obj, str) else obj
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                raise ValueError(f"expected a string or a list of strings, got {obj!r}")
+            return typ(items)
+        if typ is PathStr:
+            if not isinstance(obj, str) or not obj:
+                raise ValueError(f"expected a non-empty path string, got {obj!r}")
+            return PathStr(abspath(base, obj))
+        raise NotImplementedError(typ)
+
+    return dec_hook
+
+
+_PLAIN: dict[type, type] = {Size: int, Duration: float, Workers: int, PathStr: str}
+
+
+def plain(obj: Any) -> Any:
+    """Replace the decode-time marker types by the builtins they stand for, in place for
+    Structs (``Rate`` stays: it carries the count and period)."""
+    if isinstance(obj, msgspec.Struct):
+        for name in obj.__struct_fields__:
+            setattr(obj, name, plain(getattr(obj, name)))
+        return obj
+    base = _PLAIN.get(type(obj))
+    if base is not None:
+        return base(obj)
+    if isinstance(obj, tuple):
+        return tuple(plain(x) for x in obj)
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    return obj
+
+
+def abspath(base: str, path: str) -> str:
+    """``path`` made absolute against the folder ``base`` (``~`` expanded)."""
+    return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
+
+
+class Base(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A config table: unknown keys are errors, every key is given by name."""
+
+
+NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+PosInt = Annotated[int, msgspec.Meta(ge=1)]
+
+
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+_HANDLER_RE = re.compile(rf"^({_IDENT}(?:\.{_IDENT})*):({_IDENT}(?:\.{_IDENT})*)$")
+_MATCH_RE = re.compile(r"^(=|\^~|~\*|~)\s*(.*)$", re.S)
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
+#: An HTTP field name (RFC 9110 token).
+TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+def parse_handler(spec: str) -> tuple[str, str]:
+    """Split ``"module:function"`` into (module, attribute path); ``ValueError`` if malformed.
+
+    The module is a dotted module name; the function may be a dotted attribute path
+    (``"app:Auth.check"``).
+    """
+    m = _HANDLER_RE.match(spec)
+    if m is None:
+        raise ValueError(f'invalid handler "{spec}": expected "module:function"')
+    return m.group(1), m.group(2)
+
+
+def parse_match(match: str) -> tuple[str, str]:
+    """Split a location ``match`` into (modifier, pattern).
+
+    Modifier is ``""`` (prefix), ``"="`` (exact), ``"^~"`` (prefix that stops the regex
+    search), ``"~"`` (regex) or ``"~*"`` (case-insensitive regex). ``ValueError`` if the
+    pattern is empty, a prefix or exact pattern does not start with ``/``, or a regex
+    does not compile.
+    """
+    m = _MATCH_RE.match(match)
+    modifier, pattern = (m.group(1), m.group(2)) if m else ("", match)
+    if not pattern:
+        raise ValueError(f'invalid match "{match}": empty pattern')
+    if modifier in ("", "=", "^~"):
+        if not pattern.startswith("/"):
+            raise ValueError(
+                f'invalid match "{match}": a prefix or exact match must start with "/" '
+                '(use "~ regex" or "~* regex" for regular expressions)'
+            )
+        if any(c.isspace() for c in pattern):
+            raise ValueError(f'invalid match "{match}": whitespace in the URI')
+    else:
+        try:
+            re.compile(pattern, re.IGNORECASE if modifier == "~*" else 0)
+        except re.error as e:
+            raise ValueError(f'invalid regex "{pattern}": {e}') from None
+    return modifier, pattern
+
+
+def parse_host_port(address: str, default_port: int | None = None) -> tuple[str, int]:
+    """Parse ``"host:port"`` (host a name, IPv4, or ``[IPv6]``). ``ValueError`` if malformed."""
+    text = address.strip()
+    if text.startswith("["):
+        end = text.find("]")
+        host, rest = text[1:end], text[end + 1 :]
+        if end < 0:
+            raise ValueError(f'invalid address "{address}"')
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f'invalid address "{address}": bad IPv6 address') from None
+    else:
+        host, sep, port_part = text.partition(":")
+        rest = sep + port_part
+        if not _HOSTNAME_RE.match(host):
+            raise ValueError(f'invalid address "{address}": bad host name "{host}"')
+    if not rest:
+        if default_port is None:
+            raise ValueError(f'invalid address "{address}": expected "host:port"')
+        return host, default_port
+    port_s = rest[1:]
+    if rest[0] != ":" or not port_s.isdigit() or not 1 <= int(port_s) <= 65535:
+        raise ValueError(f'invalid address "{address}": port must be 1-65535')
+    return host, int(port_s)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """Parse a listen address into (host, port).
+
+    Accepts ``"127.0.0.1:8080"``, ``"[::1]:8080"``, ``"localhost:8080"`` (= 127.0.0.1),
+    and the wildcard forms ``":8080"``, ``"*:8080"``, ``"8080"`` (= ``0.0.0.0``, all IPv4
+    addresses, as nginx). ``"[::]:8080"`` is the IPv6 wildcard. ``ValueError`` otherwise.
+    """
+    text = listen.strip()
+    if text.isdigit():
+        host, port_s = "0.0.0.0", text
+    elif text.startswith("["):
+        end = text.find("]")
+        if end < 0 or text[end + 1 : end + 2] != ":":
+            raise ValueError(f'invalid listen "{listen}": expected "[IPv6]:PORT"')
+        host, port_s = text[1:end], text[end + 2 :]
+        try:
+            host = ipaddress.IPv6Address(host).compressed
+        except ValueError:
+            raise ValueError(
+                f'invalid listen "{listen}": "{host}" is not an IPv6 address'
+            ) from None
+    else:
+        host, sep, port_s = text.rpartition(":")
+        if not sep:
+            raise ValueError(
+                f'invalid listen "{listen}": expected "ADDRESS:PORT", "[IPv6]:PORT", '
+                '":PORT" or "PORT"'
+            )
+        if host in ("", "*"):
+            host = "0.0.0.0"
+        elif host == "localhost":
+            host = "127.0.0.1"
+        else:
+            try:
+                host = str(ipaddress.IPv4Address(host))
+            except ValueError:
+                raise ValueError(
+                    f'invalid listen "{listen}": "{host}" is not an IPv4 address '
+                    '(write IPv6 as "[::1]:8080")'
+                ) from None
+    if not port_s.isdigit() or not 1 <= int(port_s) <= 65535:
+        raise ValueError(f'invalid listen "{listen}": port must be 1-65535')
+    return host, int(port_s)
+
+
+def format_listen(host: str, port: int) -> str:
+    """The normalized text form of a listen address: ``"1.2.3.4:80"`` or ``"[::1]:80"``."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check_server_name(name: str) -> str:
+    """Validate and normalize (lower-case) one server_name; regexes are kept as written."""
+    if name.startswith("~"):
+        try:
+            re.compile(name[1:])
+        except re.error as e:
+            raise ValueError(f'invalid regex "{name[1:]}": {e}') from None
+        return name
+    low = name.lower().rstrip(".") if name not in ("", ".") else name
+    stars = low.count("*")
+    if stars > 1 or (stars == 1 and not (low.startswith("*.") or low.endswith(".*"))):
+        raise ValueError(
+            f'invalid server name "{name}": a wildcard is "*.example.com" or "www.example.*"'
+        )
+    if any(c.isspace() or c == "/" for c in low):
+        raise ValueError(f'invalid server name "{name}"')
+    return low
+
+
+_PATH_RE = re.compile(r"^(.*) - at `\$(.*)`$", re.S)
+_UNKNOWN_RE = re.compile(r"^Object contains unknown field `(.*)`$")
+_MISSING_RE = re.compile(r"^Object missing required field `(.*)`$")
+_EXPECTED_RE = re.compile(r"^Expected `(.*?)`(.*?)(?:, got `(.*?)`)?$")
+
+
+def translate(base: str, err: msgspec.ValidationError) -> str:
+    """Turn msgspec's ``msg - at `$.a[0].b``` into ``base.a[0].b: msg`` in our words."""
+    text = str(err)
+    m = _PATH_RE.match(text)
+    msg, sub = (m.group(1), m.group(2)) if m else (text, "")
+    path = base + sub
+    if mu := _UNKNOWN_RE.match(msg):
+        return f'{path}: unknown key "{mu.group(1)}"'
+    if mm := _MISSING_RE.match(msg):
+        return f'{path}: missing required key "{mm.group(1)}"'
+    if me := _EXPECTED_RE.match(msg):
+        want = me.group(1).replace("array", "list").replace("object", "table")
+        got = (me.group(3) or "").replace("array", "list").replace("object", "table")
+        return f"{path}: expected {want}{me.group(2)}" + (f", got {got}" if got else "")
+    return f"{path}: {msg}"
+
+
+#: Keys the loader sets itself; a config that writes them is refused.
+RESERVED = "__path__", "__name__"
+
+
+class Context:
+    """One load of a config file: its folder, the tables decoded so far, the errors found.
+
+    Feature checks get it: ``err(path, message)`` records a problem at a config path; ``base``
+    is the folder relative paths are resolved against; ``shared`` (name -> bytes) and ``tables``
+    (a table's key, ``redis`` or a feature's -> {NAME: Struct}) are what locations may refer
+    to.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.file = os.path.abspath(path)
+        self.base = os.path.dirname(self.file)
+        self.errors: list[str] = []
+        self.hook = make_dec_hook(self.base)
+        self.shared: dict[str, int] = {}
+        self.tables: dict[str, dict[str, Any]] = {}
+
+    def err(self, path: str, msg: str) -> None:
+        """Record ``path: msg``."""
+        self.errors.append(f"{path}: {msg}")
+
+    def convert(self, raw: Any, typ: type, path: str) -> Any:
+        """``raw`` decoded as ``typ`` (plain values), or None with the errors recorded."""
+        if isinstance(raw, dict):
+            for key in RESERVED:
+                if key in raw:
+                    self.err(path, f'unknown key "{key}"')
+                    return None
+        try:
+            return plain(msgspec.convert(raw, typ, dec_hook=self.hook))
+        except msgspec.ValidationError as e:
+            self.errors.append(translate(path, e))
+            return None
+
+    def table(self, raw: dict[str, Any], key: str) -> dict[str, Any] | None:
+        """The table ``raw[key]`` (``{}`` when absent), or None when it is not a table."""
+        value = raw.get(key, {})
+        if not isinstance(value, dict):
+            self.err(key, f"expected a table, got {type(value).__name__}")
+            return None
+        return value
+
+    def decode_table(self, raw: dict[str, Any], t: Table) -> None:
+        """Decode and check each ``[KEY.NAME]`` of the table ``t`` into ``tables[KEY]``."""
+        found = self.tables[t.key] = {}
+        for name, value in (self.table(raw, t.key) or {}).items():
+            item = self.convert(value, t.schema, f"{t.key}.{name}")
+            if item is not None:
+                item.name = name
+                t.check(item, f"{t.key}.{name}", self)
+                found[name] = item
+
+    def check_header_names(self, path: str, names: Iterable[str]) -> None:
+        """Each of ``names`` is an HTTP field name."""
+        for name in names:
+            if not TOKEN_RE.match(name):
+                self.err(path, f'invalid header name "{name}"')
+
+    def check_handlers(self, path: str, specs: tuple[str, ...]) -> None:
+        """Each ``"module:function"`` of ``specs`` is well formed."""
+        for spec in specs:
+            try:
+                parse_handler(spec)
+            except ValueError as e:
+                self.err(path, str(e))
+
+
+#: A check: (the decoded Struct, its config path, the load) -> None; problems go to ``err``.
+Check = Callable[[Any, str, Context], None]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A top-level ``[KEY.NAME]`` table (``redis``, or one a feature owns): each NAME is
+    decoded as ``schema`` (whose ``name`` field is set to NAME), checked, and kept in
+    ``Config.KEY``."""
+
+    key: str
+    schema: type
+    check: Check
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A declarative location feature.
+
+    Its build function, ``"module:function"`` imported when a worker builds a location that
+    sets the feature's ``key``, gets (location, app) and returns the handler: given as
+    ``access``, the handler runs before the location's own access handlers (features in
+    registry order); given as ``content``, it is the location's content source (a location
+    has exactly one). ``fields`` are the location keys it adds, as ``msgspec.defstruct`` takes
+    them: (name, type, default); the first is ``key``. ``check`` runs on every decoded
+    location; ``tables`` are the top-level tables it owns.
+    """
+
+    fields: tuple[tuple[str, Any, Any], ...]
+    check: Check
+    access: str = ""
+    content: str = ""
+    tables: tuple[Table, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """The location key that turns the feature on."""
+        return self.fields[0][0]

@@ -1,0 +1,195 @@
+"""The declarative rate limit of a location: ``limit = { rate, store, key, burst, fail, status }``.
+
+``FEATURE`` is what ``edgeworker.config`` composes: the ``limit`` key (``Limit``), its checks
+(the store is a declared shared dict or redis) and ``make_access``, the access handler built for
+the location.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from ...confschema import Base, Context, Feature, NonNegInt, Rate
+from ...http.fields import accel as _speedups
+from .._util import count_event
+from .limiters import FixedWindow
+from .store import StoreError, _bkey, _store_errors
+
+__all__ = ["FEATURE", "Limit", "make_access"]
+
+
+class Limit(Base):
+    """``limit = { … }``: declarative rate limit, run first in the access phase."""
+
+    rate: Rate
+    store: str
+    key: str = "$binary_remote_addr"
+    burst: NonNegInt = 0
+    fail: str = "open"
+    status: int = 429
+
+
+def check(loc: Any, path: str, ctx: Context) -> None:
+    """The checks of a location's ``limit`` (its store is declared, fail and status valid)."""
+    lim = loc.limit
+    if lim is None:
+        return
+    path += ".limit"
+    kind, sep, name = lim.store.partition(":")
+    if not sep or kind not in ("shm", "redis"):
+        ctx.err(
+            f"{path}.store", f'invalid store "{lim.store}": expected "shm:NAME" or "redis:NAME"'
+        )
+    elif kind == "shm" and name not in ctx.shared:
+        ctx.err(f"{path}.store", f'no shared_dict named "{name}" (declare it in [shared_dict])')
+    elif kind == "redis" and name not in ctx.tables["redis"]:
+        ctx.err(f"{path}.store", f'no redis named "{name}" (declare it as [redis.{name}])')
+    if lim.fail not in ("open", "closed"):
+        ctx.err(f"{path}.fail", f'invalid fail "{lim.fail}": expected "open" or "closed"')
+    if not 400 <= lim.status <= 599:
+        ctx.err(f"{path}.status", f"invalid status {lim.status}: must be 400-599")
+    if not lim.key.strip():
+        ctx.err(f"{path}.key", "key must not be empty")
+
+
+FEATURE = Feature(
+    access="edgeworker.lib.limit.declarative:make_access",
+    fields=(("limit", Limit | None, None),),
+    check=check,
+)
+
+
+_PERIOD_NAMES = {1.0: "Second", 60.0: "Minute", 3600.0: "Hour", 86400.0: "Day"}
+
+
+def make_access(loc: Any, app: Any) -> Any:
+    """The access handler for a location's declarative ``limit = { … }``.
+
+    Counts requests per ``key`` in clock-aligned fixed windows of the rate's period (Kong's
+    model): ``"60r/m"`` allows 60 requests per minute, plus ``burst`` more; the key is prefixed
+    with the location so two locations never share counters. Allowed responses carry
+    ``RateLimit-Policy``, ``RateLimit`` (IETF draft) and ``X-RateLimit-Limit-<Period>`` /
+    ``X-RateLimit-Remaining-<Period>`` (Kong); a rejection answers ``status`` (429) with
+    ``Retry-After`` and JSON ``{"error":"rate_limited"}``. When the store fails: ``fail =
+    "open"`` lets the request through (no RateLimit headers), ``"closed"`` answers 503 with
+    ``Retry-After: 1`` and ``{"error":"rate_limit_unavailable"}``.
+    """
+    conf = loc.limit
+    rate = conf.rate
+    count, period = float(rate.count), float(rate.period)
+    if count >= 1 and count.is_integer():
+        quota, window = int(count), period
+    elif count >= 1:
+        quota, window = int(count), period * int(count) / count
+    else:
+        quota, window = 1, period / count
+    quota += int(conf.burst)
+    if conf.store.startswith("redis:"):
+        from ... import redis as ew_redis
+
+        ew_redis.configure(app.cfg.redis)
+    prefix = f"ew:limit:{loc.path}:"
+    lim = FixedWindow(conf.store, quota, window, prefix=prefix, fail="raise")
+    template = conf.key
+    fast_ip = template == "$binary_remote_addr"
+    status = conf.status
+    fail_open = conf.fail == "open"
+    policy = f'"default";q={quota};w={max(1, int(round(window)))}'
+    period_name = _PERIOD_NAMES.get(window)
+    x_limit = f"X-RateLimit-Limit-{period_name}" if period_name else "X-RateLimit-Limit"
+    x_remaining = f"X-RateLimit-Remaining-{period_name}" if period_name else "X-RateLimit-Remaining"
+    # the four headers as one prepared block (names are tokens, values digits and quotes):
+    # the server sends it as is unless a handler takes req.resp_headers. The block is
+    # parts[0] + remaining + parts[1] + reset + parts[2] + remaining.
+    parts = (
+        f'\r\nRateLimit-Policy: {policy}\r\nRateLimit: "default";r=',
+        ";t=",
+        f"\r\n{x_limit}: {quota}\r\n{x_remaining}: ",
+    )
+    lines = "%d".join(part.replace("%", "%%") for part in parts + ("",)).encode("latin-1")
+    reject_body = b'{"error":"rate_limited"}'
+    down_body = b'{"error":"rate_limit_unavailable"}'
+    store_errors = _store_errors()
+    shm_store = lim.store.kind == "shm"
+    bprefix = prefix.encode()
+    _time = time.time
+    _ceil = math.ceil
+
+    incr = None  # the shared dict's bound incr, once resolved (shm store)
+
+    def get_incr() -> Any:
+        nonlocal incr
+        if incr is None:
+            incr = lim.store.get().incr
+        return incr
+
+    def unavailable(req: Any) -> None:
+        """The store failed (already logged): let the request through, or answer 503."""
+        if not fail_open:
+            req.exit(503, down_body, headers={"Retry-After": "1"}, content_type="application/json")
+
+    def failed(req: Any, exc: BaseException) -> None:
+        """The shared dict failed (full…)."""
+        lim._log.error("store failed: %s: %s", type(exc).__name__, exc)
+        unavailable(req)
+
+    def finish(req: Any, k: bytes, count: int, left: float) -> None:
+        """After the shared dict's incr: undo a rejected request's count, answer."""
+        if count > quota:
+            get_incr()(k, -1, 0, left)
+        respond(req, count, _ceil(left))  # reset: whole seconds, >= 1
+
+    def respond(req: Any, count: int, reset: int) -> None:
+        remaining = quota - count if count < quota else 0
+        block = lines % (remaining, reset, remaining)
+        if req._resp_headers is None:  # (Request._add_lines, inline)
+            req._lines += block
+        else:
+            req._add_lines(block)
+        if count > quota:
+            count_event("limit_rejections")
+            req.exit(
+                status,
+                reject_body,
+                headers={"Retry-After": str(reset)},
+                content_type="application/json",
+            )
+
+    def access(req: Any) -> None:
+        if fast_ip:  # the connection's cached packed address, else its property computes it
+            conn = req._conn
+            key = conn._bin_addr or conn.binary_remote_addr
+        else:
+            key = req.var.expand(template)
+        if shm_store:  # the common case: one atomic incr, no Result object
+            left = window - _time() % window  # seconds to the window's end, > 0
+            k = bprefix + (key if key.__class__ is bytes else _bkey(key))
+            try:
+                count = (incr or get_incr())(k, 1, 0, left)
+            except store_errors as exc:
+                return failed(req, exc)
+            return finish(req, k, count, left)
+        try:
+            res = lim.incoming(key)
+        except StoreError:
+            return unavailable(req)
+        respond(req, quota - res.remaining if res.allowed else quota + 1, res.retry_after)
+
+    if shm_store and fast_ip and _speedups is not None:
+        # the same steps in C for an allowed request (edgeworker/_speedups.c); it calls
+        # failed, finish and access above for everything else
+        return _speedups.WindowLimit(
+            get_incr,
+            _time,
+            bprefix,
+            quota,
+            window,
+            tuple(p.encode("latin-1") for p in parts),
+            tuple(store_errors),
+            failed,
+            finish,
+            access,
+        )
+    return access
