@@ -16,7 +16,7 @@ import msgspec
 
 from . import handlers as handler_mod
 from .accesslog import AccessLog
-from .errors import ConfigError, PhaseError
+from .errors import ClientGone, ConfigError, Jump, PhaseError, RequestExit
 from .http.protocol import Limits
 from .http.responses import error_page
 from .request import (
@@ -26,12 +26,9 @@ from .request import (
     HEADER_FILTER,
     LOG,
     REWRITE,
-    Jump,
     Request,
-    RequestExit,
 )
 from .routing import Router
-from .server import ClientGone as _ClientGoneBase
 from .uri import BadURI
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -197,7 +194,7 @@ class App:
             self._run(conn, req, rt, route)
         except RequestExit:
             self._respond_exit(conn, req)
-        except _ClientGoneBase:
+        except ClientGone:
             req.keep_alive = False
             raise
         except Exception:
@@ -325,7 +322,7 @@ class App:
         req._reset_resp_headers()  # only X-Request-Id survives
         try:
             conn.send_response(req, error_page(500))
-        except _ClientGoneBase:
+        except ClientGone:
             raise
         except Exception:  # a failing header/body filter on the error page itself
             req.location = None

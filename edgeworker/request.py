@@ -15,7 +15,7 @@ import time
 from time import time as _time
 from typing import TYPE_CHECKING, Any
 
-from .errors import PhaseError
+from .errors import Jump, PhaseError, RequestExit
 from .http.headers import Headers
 from .uri import MultiDict, normalize_path, parse_args, parse_cookies
 
@@ -69,17 +69,6 @@ def _parse_lines(lines: bytes) -> list[tuple[str, str, str]]:
         name, _, value = line.partition(": ")
         out.append((name.lower(), name, value))
     return out
-
-
-class RequestExit(BaseException):
-    """Raised by ``req.exit()``/``req.redirect()`` to unwind the handler.
-
-    A ``BaseException`` so that a handler's ``except Exception`` does not swallow it.
-    """
-
-
-class Jump(BaseException):
-    """Raised by ``req.set_uri(uri, jump=True)``: re-match the location with the new uri."""
 
 
 class Request:
@@ -347,7 +336,9 @@ class Request:
         if self.phase not in (REWRITE, ACCESS, CONTENT):
             raise PhaseError(f"req.redirect() is not allowed in the {self.phase} phase")
         if status not in REDIRECT_STATUSES:
-            raise ValueError(f"req.redirect(): status must be one of 301, 302, 303, 307, 308, not {status!r}")
+            raise ValueError(
+                f"req.redirect(): status must be one of 301, 302, 303, 307, 308, not {status!r}"
+            )
         if self.headers_sent:
             raise PhaseError("req.redirect() called after the response headers were sent")
         if any(c in url for c in "\r\n\x00"):

@@ -27,11 +27,12 @@ from gevent.socket import wait_read as _wait_read
 from gevent.socket import wait_write as _wait_write
 
 from .deadline import WATCHDOG, Expired, read_waiter
+from .errors import BodyError, ClientGone, Drain
 from .http.fields import accel as _accel
 from .http.headers import Headers
 from .http.protocol import END, Data, ProtocolError, ServerProtocol
 from .http.responses import STATUS_REASONS, chunk, error_response, http_date, status_line
-from .request import Request, RequestExit
+from .request import Request
 
 if TYPE_CHECKING:  # pragma: no cover
     from .phases import App
@@ -41,7 +42,9 @@ _armed = WATCHDOG.armed  # greenlet -> deadline (see deadline.py)
 _monotonic = time.monotonic
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NO_BODY_STATUS = frozenset((204, 304))
-_FRAMING_HEADERS = frozenset(("content-length", "transfer-encoding", "connection", "date", "server"))
+_FRAMING_HEADERS = frozenset(
+    ("content-length", "transfer-encoding", "connection", "date", "server")
+)
 _FRAMING_RAW = frozenset(name.encode() for name in _FRAMING_HEADERS)
 # nginx adds add_header values only to these statuses (unless "always")
 ADD_HEADER_STATUS = frozenset((200, 201, 204, 206, 301, 302, 303, 304, 307, 308))
@@ -74,18 +77,8 @@ def _server_date() -> bytes:
     return _date_line[1]
 
 
-
-
 def _yield() -> None:
     _gsleep(0)
-
-
-class Drain(Exception):
-    """Thrown into an idle connection's greenlet when the worker starts its graceful exit."""
-
-
-class ClientGone(Exception):
-    """The client closed the connection or stopped reading (send_timeout)."""
 
 
 class Connection:
@@ -218,7 +211,9 @@ class Connection:
                     self._send_error(408)
                     return None
             else:
-                timeout = http.client_header_timeout if self.requests == 0 else http.keepalive_timeout
+                timeout = (
+                    http.client_header_timeout if self.requests == 0 else http.keepalive_timeout
+                )
                 if self.closing:
                     # the worker is exiting: a request already on its way is still answered
                     # (with Connection: close); a connection that stays quiet is closed
@@ -244,7 +239,7 @@ class Connection:
     def _next_body_event(self):
         """Next ``Data`` or ``END`` of the current request (reads with client_body_timeout).
 
-        Raises ``_BodyError(400/408)`` when the body is broken or late, ``ClientGone`` when the
+        Raises ``BodyError(400/408)`` when the body is broken or late, ``ClientGone`` when the
         client went away.
         """
         events = self.events
@@ -252,7 +247,7 @@ class Connection:
             try:
                 data = self._recv(self.http.client_body_timeout)
             except TimeoutError:
-                raise _BodyError(408) from None
+                raise BodyError(408) from None
             except OSError:
                 raise ClientGone() from None
             events.extend(self.proto.feed(data))
@@ -260,7 +255,7 @@ class Connection:
                 raise ClientGone()
         ev = events.popleft()
         if ev.__class__ is ProtocolError:
-            raise _BodyError(ev.status)
+            raise BodyError(ev.status)
         return ev
 
     def read_body(self, req: Request) -> bytes:
@@ -297,7 +292,7 @@ class Connection:
                     req.keep_alive = False
                     req.exit(413)
                 yield ev.data
-        except _BodyError as err:
+        except BodyError as err:
             req.keep_alive = False
             req.exit(err.status)
         head.content_length = None
@@ -332,7 +327,7 @@ class Connection:
                         return False
                 else:
                     return True
-        except (_BodyError, ClientGone):
+        except (BodyError, ClientGone):
             return False
 
     # ------------------------------------------------------------------ writing
@@ -601,10 +596,4 @@ class Connection:
             pass
 
 
-class _BodyError(Exception):
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
-
-
-__all__ = ["Connection", "ClientGone", "RequestExit", "ADD_HEADER_STATUS"]
+__all__ = ["Connection", "ADD_HEADER_STATUS"]

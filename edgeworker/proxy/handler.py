@@ -19,7 +19,6 @@ from urllib.parse import quote_from_bytes
 from ..http.fields import HOP_BY_HOP, ResponseFields, accel
 from ..http.headers import Headers
 from ..http.protocol import split_tokens
-from ..request import RequestExit
 from ..uri import BadURI, normalize_path
 from .balancer import Group, Peer
 from .client import (
@@ -701,4 +700,4 @@ def _close_both(a: socket.socket, b: socket.socket) -> None:
             pass
 
 
-__all__ = ["ProxyHandler", "RequestExit"]
+__all__ = ["ProxyHandler"]
