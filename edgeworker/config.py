@@ -394,6 +394,23 @@ class Config(_Base):
         """The folder relative paths were resolved against."""
         return os.path.dirname(self.file)
 
+    def listen_addresses(self) -> list[tuple[str, int]]:
+        """The (host, port) pairs to bind, in config order, without duplicates.
+
+        A specific address whose port is also listened on by a wildcard of the same family
+        (``0.0.0.0`` or ``::``) is left out: the wildcard socket receives its connections, and
+        the router still tells them apart by the connection's local address (as nginx).
+        """
+        addrs = dict.fromkeys(parse_listen(t) for server in self.server for t in server.listen)
+        out: list[tuple[str, int]] = []
+        for host, port in addrs:
+            if host not in ("0.0.0.0", "::"):
+                wildcard = "::" if ":" in host else "0.0.0.0"
+                if (wildcard, port) in addrs:
+                    continue
+            out.append((host, port))
+        return out
+
 
 _RESERVED = "__path__", "__name__"
 
