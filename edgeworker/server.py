@@ -96,7 +96,7 @@ class Connection:
         "server_port",
         "listen_key",
         "names",
-        "_bin_addr",
+        "bin_addr",
         "requests",
         "busy",
         "closing",
@@ -124,7 +124,7 @@ class Connection:
             self.server_addr, self.server_port = "unix:", 0
         self.listen_key = listen_key
         self.names: Any = None  # the servers of the address it arrived on (App.handle)
-        self._bin_addr: bytes | None = None
+        self.bin_addr: bytes | None = None
         self.requests = 0
         self.busy = False  # a request is being processed
         self.closing = False  # set by a draining worker: answer with Connection: close
@@ -135,16 +135,16 @@ class Connection:
 
     @property
     def binary_remote_addr(self) -> bytes:
-        if self._bin_addr is None:
+        if self.bin_addr is None:
             addr = self.remote_addr
             try:
                 if ":" in addr:
-                    self._bin_addr = socket.inet_pton(socket.AF_INET6, addr)
+                    self.bin_addr = socket.inet_pton(socket.AF_INET6, addr)
                 else:
-                    self._bin_addr = socket.inet_aton(addr)
+                    self.bin_addr = socket.inet_aton(addr)
             except OSError:
-                self._bin_addr = addr.encode()
-        return self._bin_addr
+                self.bin_addr = addr.encode()
+        return self.bin_addr
 
     # ------------------------------------------------------------------ reading
     def _recv(self, timeout: float, wait_first: bool = False) -> bytes:
@@ -194,7 +194,7 @@ class Connection:
             if events:
                 ev = events.popleft()
                 if ev.__class__ is ProtocolError:
-                    self._send_error(ev.status)
+                    self.send_error(ev.status)
                     return None
                 if ev is END or ev.__class__ is Data:
                     # the end (or unread body) of the previous request
@@ -208,7 +208,7 @@ class Connection:
                     deadline = now + http.client_header_timeout
                 timeout = deadline - now
                 if timeout <= 0:
-                    self._send_error(408)
+                    self.send_error(408)
                     return None
             else:
                 timeout = (
@@ -226,7 +226,7 @@ class Connection:
                 continue
             except TimeoutError:
                 if proto.in_head:
-                    self._send_error(408)
+                    self.send_error(408)
                 return None
             except OSError:
                 return None
@@ -271,7 +271,7 @@ class Connection:
         ``RequestExit`` after preparing that response. Once iterated to its end, the body is
         consumed (a second call yields nothing).
         """
-        head = req._head
+        head = req.head
         limit = req.location.client_max_body_size if req.location is not None else 0
         if head.content_length is not None and limit and head.content_length > limit:
             req.keep_alive = False
@@ -310,7 +310,7 @@ class Connection:
 
     def _discard_body(self, req: Request) -> bool:
         """Drop the unread body of ``req``; False if the connection must close instead."""
-        head = req._head
+        head = req.head
         if head.content_length is None and not head.chunked:
             return True
         if head.expect_continue:
@@ -355,7 +355,7 @@ class Connection:
         except (OSError, Expired) as exc:
             raise ClientGone() from exc
 
-    def _send_error(self, status: int) -> None:
+    def send_error(self, status: int) -> None:
         """Answer a protocol-level error (before any request exists) and let the caller close."""
         try:
             self._sendall(error_response(status, keep_alive=False))
@@ -376,9 +376,9 @@ class Connection:
         date = _date_line[1] if now == _date_line[0] else _server_date()
         line = _STATUS_LINES.get(status)
         parts = [line if line is not None else status_line(status, "1.1"), date]
-        if req._lines:  # prepared lines: X-Request-Id, limit headers (see Request._add_lines)
-            parts.append(req._lines)
-        rh = req._resp_headers
+        if req.header_lines:  # prepared: X-Request-Id, limit headers (Request.add_header_lines)
+            parts.append(req.header_lines)
+        rh = req.resp_fields
         has_ct = False
         if rh is not None:
             wire = rh._wire
@@ -431,20 +431,15 @@ class Connection:
         return b"".join(parts)
 
     def send_response(self, req: Request, body: bytes) -> None:
-        """Send a whole response (head + body) in one write; runs the output filters."""
-        loc = req.location
-        if loc is not None:
-            if loc.header_filters:
-                replaced = self.app.header_filter(req)
-                if replaced is not None:
-                    body = replaced
-            if loc.body_filter:
-                body = self.app.body_filter(req, body, True)
+        """Send a whole response (head + body) in one write (two for a big body)."""
         status = req.status
         if status < 200 or status in _NO_BODY_STATUS:
             body = b""
         n = len(body)
-        head = self._head_bytes(req, n)
+        # the common head in C (None: anything unusual, built by _head_bytes)
+        head = _fast_response_head(req, n, self.closing) if _fast_response_head else None
+        if head is None:
+            head = self._head_bytes(req, n)
         req.headers_sent = True
         if req.method == "HEAD":
             self._sendall(head)
@@ -458,19 +453,7 @@ class Connection:
 
     def send_head(self, req: Request, length: int, first: bytes = b"") -> None:
         """Send the head with ``Content-Length: length`` and ``first`` (the first body bytes)
-        in one write, for a body of known length sent afterwards with ``send_body`` (proxied
-        and static responses). header_filter runs first; if it ends the request, its response
-        goes out whole instead and ``send_body`` sends nothing. Not for locations with a
-        body_filter (a filter may change the length)."""
-        loc = req.location
-        if loc is not None:
-            replaced = self.app.header_filter(req)
-            if replaced is not None:
-                req.location = None
-                self.send_response(req, replaced)
-                req.location = loc
-                req._eof = True
-                return
+        in one write, for a body of known length sent afterwards with ``send_body``."""
         head = self._head_bytes(req, length)
         req.headers_sent = True
         if first and req.method != "HEAD":
@@ -481,7 +464,7 @@ class Connection:
 
     def send_body(self, req: Request, data: bytes) -> None:
         """Raw body bytes after ``send_head`` (nothing for HEAD or after an exit)."""
-        if data and req.method != "HEAD" and not req._eof:
+        if data and req.method != "HEAD" and not req.ended:
             self._sendall(data)
             req.body_bytes_sent += len(data)
 
@@ -492,7 +475,7 @@ class Connection:
     def sendfile(self, req: Request, fd: int, offset: int, count: int) -> None:
         """Zero-copy body from file ``fd`` after ``send_head`` (``os.sendfile``), waiting
         cooperatively (at most send_timeout each time) while the socket buffer is full."""
-        if req.method == "HEAD" or req._eof:
+        if req.method == "HEAD" or req.ended:
             return
         out = self._raw.fileno()
         g = self.greenlet
@@ -516,32 +499,31 @@ class Connection:
             count -= sent
             req.body_bytes_sent += sent
 
-    def stream(self, req: Request, data: bytes, eof: bool) -> None:
-        """Send part of a streamed response (``req.flush()``, ``req.eof()``, iterables)."""
-        if req._eof:
+    def stream_head(self, req: Request) -> bytes:
+        """The head of a streamed response, built now and marked sent; the caller passes it
+        to ``stream`` with the first body bytes."""
+        head = self._head_bytes(req, None)
+        req.headers_sent = True
+        return head
+
+    def stream(self, req: Request, data: bytes, eof: bool, head: bytes | None = None) -> None:
+        """Send part of a streamed response (chunked for HTTP/1.1): the head first when not
+        yet sent (``head``, when ``stream_head`` built it already)."""
+        if req.ended:
             return
-        loc = req.location
         out = []
-        if not req.headers_sent:
-            if loc is not None:
-                replaced = self.app.header_filter(req)
-                if replaced is not None:  # header_filter exited: that response, whole
-                    req.location = None
-                    self.send_response(req, replaced)
-                    req.location = loc
-                    req._eof = True
-                    return
+        if head is not None:
+            out.append(head)
+        elif not req.headers_sent:
             out.append(self._head_bytes(req, None))
             req.headers_sent = True
-        if loc is not None and loc.body_filter:
-            data = self.app.body_filter(req, data, eof)
         chunked = req.http_version == "1.1" and req.status not in _NO_BODY_STATUS
         head_only = req.method == "HEAD" or req.status in _NO_BODY_STATUS
         if data and not head_only:
             out.append(chunk(data) if chunked else data)
             req.body_bytes_sent += len(data)
         if eof:
-            req._eof = True
+            req.ended = True
             if chunked and not head_only:
                 out.append(b"0\r\n\r\n")
         if out:
@@ -567,7 +549,7 @@ class Connection:
                 req = app.handle(self, head)
                 if req is None or not req.keep_alive or self.closing:
                     return
-                body = req._head
+                body = req.head
                 if (body.content_length is not None or body.chunked) and not self._discard_body(
                     req
                 ):
