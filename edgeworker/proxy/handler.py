@@ -21,14 +21,7 @@ from ..http.headers import Headers
 from ..http.protocol import split_tokens
 from ..uri import BadURI, normalize_path
 from .balancer import Group, Peer
-from .client import (
-    ProxyResponse,
-    Response,
-    UpConn,
-    UpstreamError,
-    UpstreamTimeout,
-    connect,
-)
+from .client import ProxyResponse, Response, UpConn, UpstreamError, UpstreamTimeout, connect
 from .output import finish, send_body, send_head
 from .resolver import ResolveError, address_text
 
