@@ -29,6 +29,7 @@ deps:
 
 test: $(STAMP) deps
 	$(BIN)/ruff check edgeworker shm tests bench
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 test-unit: $(STAMP)
@@ -39,6 +40,7 @@ test-slow: $(STAMP) deps
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgeworker shm tests bench
+	$(BIN)/lint-imports
 	$(BIN)/ruff format --check edgeworker shm tests bench
 
 bench: $(STAMP)

@@ -1434,8 +1434,8 @@ configure_response(PyObject *module, PyObject *args)
     Py_ssize_t woff = slot_offset(hcls, "_wire");
     if (woff < 0)
         return NULL;
-    static const char *names[R_COUNT] = {"status", "location", "keep_alive", "_lines",
-                                         "_resp_headers", "content_type", "_head",
+    static const char *names[R_COUNT] = {"status", "location", "keep_alive", "header_lines",
+                                         "resp_fields", "content_type", "head",
                                          "body_bytes_sent", "start_time"};
     Py_ssize_t offsets[R_COUNT];
     for (int i = 0; i < R_COUNT; i++) {
@@ -1794,7 +1794,8 @@ wl_call(WindowLimit *self, PyObject *args, PyObject *kwds)
     memcpy(d, PyBytes_AS_STRING(p2), n2);
     d += n2;
     memcpy(d, rem, rn);
-    /* req._lines += block, or req._add_lines(block) once a handler holds resp_headers */
+    /* req.header_lines += block, or req.add_header_lines(block) once a handler holds
+     * resp_headers */
     PyObject *rh = PyObject_GetAttr(req, n_resp_headers);
     if (rh == NULL) {
         Py_DECREF(block);
@@ -2383,16 +2384,16 @@ PyInit__speedups(void)
     NAME(n_request_id, "request_id");
     NAME(n_size, "size");
     NAME(n_conn, "_conn");
-    NAME(n_bin_addr, "_bin_addr");
+    NAME(n_bin_addr, "bin_addr");
     NAME(n_binary_remote_addr, "binary_remote_addr");
-    NAME(n_resp_headers, "_resp_headers");
-    NAME(n_lines, "_lines");
-    NAME(n_add_lines, "_add_lines");
+    NAME(n_resp_headers, "resp_fields");
+    NAME(n_lines, "header_lines");
+    NAME(n_add_lines, "add_header_lines");
     NAME(n_add_header, "add_header");
     NAME(n_content_type_line, "content_type_line");
     NAME(n_location, "location");
     NAME(n_status, "status");
-    NAME(n_head, "_head");
+    NAME(n_head, "head");
     NAME(n_body_bytes_sent, "body_bytes_sent");
     NAME(n_start_time, "start_time");
     NAME(n_worker, "_worker");

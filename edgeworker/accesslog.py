@@ -156,9 +156,9 @@ class AccessLog:
                 "referer": h.get("referer"),
                 "user_agent": h.get("user-agent"),
             }
-            var = req._var
-            if var is not None:
-                for k, v in var._own.items():
+            own = req.var_values
+            if own is not None:
+                for k, v in own.items():
                     doc.setdefault(k, v)
             return _encode(doc) + b"\n"
         h = req.headers
@@ -169,8 +169,7 @@ class AccessLog:
         ).encode("utf-8", "surrogateescape")
 
     def _custom(self, req: Any, now: float) -> bytes:
-        var = req._var
-        own = var._own if var is not None else None
+        own = req.var_values
         out = []
         for text, is_var in self._parts:
             if not is_var:

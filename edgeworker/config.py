@@ -39,6 +39,7 @@ import msgspec
 
 from . import static, status
 from .confschema import (
+    REDIS_TABLE,
     TOKEN_RE,
     Base,
     Context,
@@ -48,6 +49,7 @@ from .confschema import (
     NonNegInt,
     PathStr,
     PosInt,
+    Redis,
     Size,
     StrList,
     Table,
@@ -119,9 +121,6 @@ REDIRECT_STATUSES: frozenset[int] = frozenset({301, 302, 303, 307, 308})
 _LOG_SPECIAL = frozenset({"stderr"})
 _ACCESS_SPECIAL = frozenset({"stdout", "off"})
 
-# ---------------------------------------------------------------------------------------------
-# The schema (SPEC §2). Defaults are SPEC's.
-
 
 class Main(Base):
     """``[main]``: process-wide settings."""
@@ -177,24 +176,9 @@ class Http(Base):
     log: Handlers = Handlers()
 
 
-class Redis(Base):
-    """``[redis.NAME]``: a named Redis connection (per-worker pool)."""
-
-    url: str = "redis://127.0.0.1:6379/0"
-    connect_timeout: Duration = Duration(0.1)
-    timeout: Duration = Duration(0.1)
-    pool_size: PosInt = 100
-    name: str = msgspec.field(default="", name="__name__")
-
-
-def _check_redis(r: Redis, path: str, ctx: Context) -> None:
-    if not r.url.startswith(("redis://", "rediss://", "unix://")):
-        ctx.err(f"{path}.url", f'invalid url "{r.url}": expected redis://, rediss:// or unix://')
-
-
 #: The ``[KEY.NAME]`` tables: redis, then the features'; ``Config.KEY`` is a dict by NAME.
 _TABLES: tuple[Table, ...] = (
-    Table("redis", Redis, _check_redis),
+    REDIS_TABLE,
     *(t for f in FEATURES for t in f.tables),
 )
 
@@ -267,8 +251,25 @@ Config = msgspec.defstruct(
             lambda self: os.path.dirname(self.file),
             doc="The folder relative paths were resolved against.",
         ),
+        "listen_addresses": lambda self: listen_addresses(self.server),
     },
 )
+
+
+def listen_addresses(servers: tuple[Server, ...]) -> list[tuple[str, int]]:
+    """The (host, port) pairs the servers' ``listen`` keys bind, in order, without duplicates.
+
+    A specific address whose port is also listened on by a wildcard of the same family
+    (``0.0.0.0`` or ``::``) is left out: the wildcard socket receives its connections, and the
+    router still tells them apart by the connection's local address (as nginx).
+    """
+    addrs = dict.fromkeys(parse_listen(t) for server in servers for t in server.listen)
+    return [
+        (h, p)
+        for h, p in addrs
+        if h in ("0.0.0.0", "::") or ("::" if ":" in h else "0.0.0.0", p) not in addrs
+    ]
+
 
 _DICT_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
@@ -286,10 +287,6 @@ def default_pid_file() -> str:
     if xdg and os.path.isdir(xdg):
         return os.path.join(xdg, "edgeworker.pid")
     return f"/tmp/edgeworker-{os.getuid()}.pid"
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading.
 
 
 class _Loader(Context):

@@ -421,3 +421,22 @@ class Feature:
     def key(self) -> str:
         """The location key that turns the feature on."""
         return self.fields[0][0]
+
+
+class Redis(Base):
+    """``[redis.NAME]``: a named Redis connection (per-worker pool)."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    connect_timeout: Duration = Duration(0.1)
+    timeout: Duration = Duration(0.1)
+    pool_size: PosInt = 100
+    name: str = msgspec.field(default="", name="__name__")
+
+
+def _check_redis(r: Redis, path: str, ctx: Context) -> None:
+    if not r.url.startswith(("redis://", "rediss://", "unix://")):
+        ctx.err(f"{path}.url", f'invalid url "{r.url}": expected redis://, rediss:// or unix://')
+
+
+#: ``[redis.NAME]``: the Redis connections any feature (or handler) names.
+REDIS_TABLE = Table("redis", Redis, _check_redis)

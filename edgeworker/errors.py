@@ -35,3 +35,30 @@ class ConfigError(EdgeworkerError):
         self.file = file
         self.errors = list(errors)
         super().__init__("\n".join(f"{file}: {e}" for e in self.errors))
+
+
+class RequestExit(BaseException):
+    """Raised by ``req.exit()``/``req.redirect()`` to unwind the handler.
+
+    A ``BaseException`` so that a handler's ``except Exception`` does not swallow it.
+    """
+
+
+class Jump(BaseException):
+    """Raised by ``req.set_uri(uri, jump=True)``: re-match the location with the new uri."""
+
+
+class ClientGone(Exception):
+    """The client closed the connection or stopped reading (send_timeout)."""
+
+
+class Drain(Exception):
+    """Thrown into an idle connection's greenlet when the worker starts its graceful exit."""
+
+
+class BodyError(Exception):
+    """The request body is broken (400) or late (408): ``status`` is the answer."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status

@@ -86,19 +86,25 @@ def run_init(specs: tuple[str, ...]) -> None:
                 closed.append(f"{fd} ({type(obj).__name__})")
                 obj.close()
     if closed:
-        runtime.log.info("init left %s open; closed (open long-lived connections in init_worker)",
-                         ", ".join(sorted(closed)))
+        runtime.log.info(
+            "init left %s open; closed (open long-lived connections in init_worker)",
+            ", ".join(sorted(closed)),
+        )
     still = leaked & _open_fds()
     if still:
         runtime.log.warning(
             "init left file descriptors %s open that edgeworker cannot close; the workers "
-            "inherit them", ", ".join(map(str, sorted(still))))
+            "inherit them",
+            ", ".join(map(str, sorted(still))),
+        )
 
 
 class EdgeApplication(BaseApplication):
     """gunicorn embedding: our config in, our worker class, no WSGI."""
 
-    def __init__(self, config_path: str, workers: int | None = None, listen: list[str] | None = None):
+    def __init__(
+        self, config_path: str, workers: int | None = None, listen: list[str] | None = None
+    ):
         self.config_path = config_path
         self.override_workers = workers
         self.override_listen = listen or None
@@ -111,16 +117,16 @@ class EdgeApplication(BaseApplication):
         if self.override_workers:
             cfg.main.workers = self.override_workers
         if self.override_listen:
-            listen = tuple(config_mod.format_listen(*config_mod.parse_listen(a)) for a in self.override_listen)
+            listen = tuple(
+                config_mod.format_listen(*config_mod.parse_listen(a)) for a in self.override_listen
+            )
             for server in cfg.server:
                 server.listen = listen
         return cfg
 
     def load_config(self) -> None:
         cfg = self.ew_config
-        from .routing import Router
-
-        binds = [config_mod.format_listen(h, p) for h, p in Router.from_config(cfg).listen_addresses()]
+        binds = [config_mod.format_listen(h, p) for h, p in cfg.listen_addresses()]
         settings = {
             "bind": binds,
             "workers": cfg.main.workers,
@@ -131,9 +137,9 @@ class EdgeApplication(BaseApplication):
             "pidfile": cfg.main.pid_file or config_mod.default_pid_file(),
             "control_socket_disable": True,
             "logger_class": GunicornLoggerRef,
-            "loglevel": "warning" if cfg.main.log_level in ("notice", "warn", "warning") else (
-                "critical" if cfg.main.log_level == "crit" else cfg.main.log_level
-            ),
+            "loglevel": "warning"
+            if cfg.main.log_level in ("notice", "warn", "warning")
+            else ("critical" if cfg.main.log_level == "crit" else cfg.main.log_level),
             "proc_name": "edgeworker",
             "pre_fork": _pre_fork,
             "post_fork": _post_fork,
@@ -245,8 +251,9 @@ class EdgeArbiter(Arbiter):
         os.close(worker.ready_fd)
         worker.ready_fd = -1
         self.ready_pipes[pid] = worker.ready_r
-        metrics.worker_spawned(pid, worker.ew_id, worker.ew_generation,
-                               self.restarts.get(worker.ew_id, 0))
+        metrics.worker_spawned(
+            pid, worker.ew_id, worker.ew_generation, self.restarts.get(worker.ew_id, 0)
+        )
         return pid
 
     def spawn_workers(self) -> None:
@@ -335,7 +342,9 @@ class EdgeArbiter(Arbiter):
                         "shared dict %r: lock of dead worker %s recovered", name, worker.pid
                     )
             except Exception:
-                runtime.log.exception("shared dict %r: recovery after worker %s failed", name, worker.pid)
+                runtime.log.exception(
+                    "shared dict %r: recovery after worker %s failed", name, worker.pid
+                )
 
     # ------------------------------------------------------------ reload
     def reload(self) -> None:
@@ -355,8 +364,10 @@ class EdgeArbiter(Arbiter):
             sdnotify.ready("reload failed; old configuration serving")
             return
         if new_cfg.main.status_zone_size != old_cfg.main.status_zone_size:
-            runtime.log.warning("main.status_zone_size changed: the status zone keeps its size "
-                                "until the next restart")
+            runtime.log.warning(
+                "main.status_zone_size changed: the status zone keeps its size "
+                "until the next restart"
+            )
         handlers.purge_user_modules(old_cfg.main.python_path)
         handlers.add_python_path(new_cfg.main.python_path)
         new_zones: dict[str, Any] = {}

@@ -17,7 +17,7 @@ import msgspec
 from . import handlers as handler_mod
 from .accesslog import AccessLog
 from .config import FEATURES
-from .errors import ConfigError, PhaseError
+from .errors import ClientGone, ConfigError, Jump, PhaseError, RequestExit
 from .http.protocol import Limits
 from .http.responses import error_page
 from .request import (
@@ -27,17 +27,14 @@ from .request import (
     HEADER_FILTER,
     LOG,
     REWRITE,
-    Jump,
     Request,
-    RequestExit,
 )
 from .routing import Router
-from .server import ClientGone as _ClientGoneBase
 from .uri import BadURI
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Config
-    from .server import Connection
+    from .http.channel import Channel
 
 _json_encode = msgspec.json.Encoder().encode
 MAX_JUMPS = 10  # nginx: "rewrite or internal redirection cycle" after 10
@@ -162,12 +159,12 @@ class App:
         return _Fresh(spec)
 
     # -------------------------------------------------------------- the pipeline
-    def handle(self, conn: Connection, head: Any) -> Request | None:
+    def handle(self, conn: Channel, head: Any) -> Request | None:
         """Process one request on ``conn``; returns the request (for keep-alive decisions)."""
         try:
-            req = Request(conn, head)
+            req = Request(conn, head, self)
         except BadURI:
-            conn._send_error(400)
+            conn.send_error(400)
             return None
         names = conn.names
         if names is None:  # the servers of the connection's address, looked up once
@@ -182,25 +179,25 @@ class App:
         if found is None:
             req.status = 404
             req.exit_body = None
-            self._respond_exit(conn, req)
+            self._respond_exit(req)
             self._log_phase(req)
             return req
         loc, req.captures = found
         rt = self.runtimes[id(loc)]
         req.location = rt
         try:
-            self._run(conn, req, rt, route)
+            self._run(req, rt, route)
         except RequestExit:
-            self._respond_exit(conn, req)
-        except _ClientGoneBase:
+            self._respond_exit(req)
+        except ClientGone:
             req.keep_alive = False
             raise
         except Exception:
-            self._handler_failed(conn, req)
+            self._handler_failed(req)
         self._log_phase(req)
         return req
 
-    def _run(self, conn: Connection, req: Request, rt: LocationRuntime, route: Any) -> None:
+    def _run(self, req: Request, rt: LocationRuntime, route: Any) -> None:
         jumps = 0
         while True:
             try:
@@ -231,29 +228,29 @@ class App:
         req.phase = CONTENT
         if rt.content is not None:
             result = rt.content(req)
-            self._finish_content(conn, req, result)
+            self._finish_content(req, result)
         elif rt.return_ is not None:
             self._do_return(req, rt.return_)
         else:  # validated config: unreachable
             raise RuntimeError(f"{rt.path}: no content source")
 
-    def _finish_content(self, conn: Connection, req: Request, result: Any) -> None:
-        if req._eof:
+    def _finish_content(self, req: Request, result: Any) -> None:
+        if req.ended:
             return
         if result is None:
-            body = req._take_output()
+            body = req.take_output()
         elif isinstance(result, bytes):
-            body = req._take_output() + result if req._out else result
+            body = req.take_output() + result if req.output else result
         elif isinstance(result, str):
-            body = req._take_output() + result.encode() if req._out else result.encode()
+            body = req.take_output() + result.encode() if req.output else result.encode()
         elif isinstance(result, (dict, list)):
             if req.content_type is None and "content-type" not in req.resp_headers:
                 req.content_type = "application/json"
-            body = req._take_output() + _json_encode(result)
+            body = req.take_output() + _json_encode(result)
         elif isinstance(result, (bytearray, memoryview)):
-            body = req._take_output() + bytes(result)
+            body = req.take_output() + bytes(result)
         elif isinstance(result, Iterable):
-            self._stream_iterable(conn, req, result)
+            self._stream_iterable(req, result)
             return
         else:
             raise TypeError(
@@ -261,22 +258,22 @@ class App:
                 "dict, list, an iterable of bytes, or None"
             )
         if req.headers_sent:
-            conn.stream(req, body, True)
+            req.stream(body, True)
         else:
-            conn.send_response(req, body)
+            req.respond(body)
 
-    def _stream_iterable(self, conn: Connection, req: Request, it: Iterable) -> None:
-        pending = req._take_output()
+    def _stream_iterable(self, req: Request, it: Iterable) -> None:
+        pending = req.take_output()
         if pending:
-            conn.stream(req, pending, False)
+            req.stream(pending, False)
         for piece in it:
             if isinstance(piece, str):
                 piece = piece.encode()
             elif not isinstance(piece, bytes):
                 piece = bytes(piece)
             if piece:
-                conn.stream(req, piece, False)
-        conn.stream(req, b"", True)
+                req.stream(piece, False)
+        req.stream(b"", True)
 
     def _do_return(self, req: Request, ret: Any) -> None:
         req.status = ret.status
@@ -286,23 +283,23 @@ class App:
         raise RequestExit()
 
     # ------------------------------------------------------------ exits & errors
-    def _respond_exit(self, conn: Connection, req: Request) -> None:
+    def _respond_exit(self, req: Request) -> None:
         """Answer the response that ``req.exit()``/``redirect``/``return`` prepared."""
         if req.headers_sent:
-            if not req._eof:
-                conn.stream(req, req._take_output(), True)
+            if not req.ended:
+                req.stream(req.take_output(), True)
             return
         body = req.exit_body
         if body is None:
             body = b"" if req.status < 300 else error_page(req.status)
             if req.status >= 300 and req.content_type is None:
                 req.content_type = "text/html"
-            if req.status < 300 and req._out:
-                body = req._take_output()
+            if req.status < 300 and req.output:
+                body = req.take_output()
         req.phase = HEADER_FILTER
-        conn.send_response(req, body)
+        req.respond(body)
 
-    def _handler_failed(self, conn: Connection, req: Request) -> None:
+    def _handler_failed(self, req: Request) -> None:
         self.log.error(
             "%s handler failed while processing %s %s:\n%s",
             req.phase,
@@ -315,17 +312,17 @@ class App:
             return
         req.status = 500
         req.exit_body = None
-        req._out = None
+        req.output = None
         req.content_type = "text/html"
-        req._reset_resp_headers()  # only X-Request-Id survives
+        req.reset_resp_headers()  # only X-Request-Id survives
         try:
-            conn.send_response(req, error_page(500))
-        except _ClientGoneBase:
+            req.respond(error_page(500))
+        except ClientGone:
             raise
         except Exception:  # a failing header/body filter on the error page itself
             req.location = None
             req.content_type = "text/html"
-            conn.send_response(req, error_page(500))
+            req.respond(error_page(500))
 
     # ------------------------------------------------------------ filters & log
     def header_filter(self, req: Request) -> bytes | None:

@@ -12,16 +12,16 @@ import random
 import re
 import socket
 import time
+from collections.abc import Iterator
 from time import time as _time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import PhaseError
+from .errors import Jump, PhaseError, RequestExit
 from .http.headers import Headers
-from .uri import MultiDict, normalize_path, parse_args, parse_cookies
+from .uri import MultiDict, expand, normalize_path, parse_args, parse_cookies
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .phases import LocationRuntime
-    from .server import Connection
+    from .http.channel import Channel
 
 # phases, in order; ``phase`` on a request is one of these strings
 REWRITE, ACCESS, CONTENT, HEADER_FILTER, BODY_FILTER, LOG = (
@@ -71,23 +71,34 @@ def _parse_lines(lines: bytes) -> list[tuple[str, str, str]]:
     return out
 
 
-class RequestExit(BaseException):
-    """Raised by ``req.exit()``/``req.redirect()`` to unwind the handler.
+class Pipeline(Protocol):
+    """What a request needs from the pipeline that runs it (``phases.App``)."""
 
-    A ``BaseException`` so that a handler's ``except Exception`` does not swallow it.
-    """
+    #: the request-id field: lower-case name and the start of its response line (or None)
+    rid_field: bytes | None
+    rid_prefix: bytes | None
 
+    def header_filter(self, req: Request) -> bytes | None:
+        """Run the location's header_filter handlers; a new body if one exited, else None."""
 
-class Jump(BaseException):
-    """Raised by ``req.set_uri(uri, jump=True)``: re-match the location with the new uri."""
+    def body_filter(self, req: Request, data: bytes, eof: bool) -> bytes:
+        """Run the location's body_filter handlers over ``data``."""
 
 
 class Request:
-    """One HTTP request (the ``req`` argument of every handler)."""
+    """One HTTP request (the ``req`` argument of every handler).
+
+    Besides the handler API, a request offers what edgeworker's own features use: the parsed
+    ``head`` (``RequestHead``), the raw state of the response (``resp_fields``,
+    ``header_lines``, ``output``, ``ended``) and the output methods that run the output
+    filters and hand the bytes to the connection (``respond``, ``send_head``, ``send_body``,
+    ``sendfile``, ``stream``, ``iter_body``, ``send_raw``, ``detach``).
+    """
 
     __slots__ = (
         "_conn",
-        "_head",
+        "_app",
+        "head",
         "method",
         "uri",
         "start_time",
@@ -96,56 +107,64 @@ class Request:
         "location",
         "captures",
         "_args",
-        "_headers",
-        "_resp_headers",
+        "parsed_headers",
+        "resp_fields",
         "_var",
-        "_vown",
+        "own_vars",
         "_ctx",
         "_id",
         "_cookies",
-        "_body",
-        "_out",
+        "body",
+        "output",
         "headers_sent",
-        "_eof",
+        "ended",
         "exit_body",
         "content_type",
         "body_bytes_sent",
         "keep_alive",
         "server_route",
-        "_lines",
+        "header_lines",
     )
 
-    def __init__(self, conn: Connection, head: Any) -> None:
+    def __init__(self, conn: Channel, head: Any, app: Pipeline) -> None:
         self._conn = conn
-        self._head = head
+        self._app = app
+        #: the parsed request head (``edgeworker.http.protocol.RequestHead``)
+        self.head = head
         self.method: str = head.method
         self.uri: str = normalize_path(head.path)  # BadURI: the caller answers 400
         self.start_time: float = _time()
         self.phase = REWRITE
         self.status = 200
-        self.location: LocationRuntime | None = None
+        self.location: Any = None  # the matched location (phases.LocationRuntime)
         self.captures: tuple[str, ...] = ()
         self._args: MultiDict | None = None
-        self._headers: Headers | None = None
-        self._resp_headers: Headers | None = None
+        #: the request ``Headers`` once ``headers`` built them; None while the fields are
+        #: still only as parsed (``head.headers``, bytes pairs)
+        self.parsed_headers: Headers | None = None
+        #: the response ``Headers`` set so far, None while none were (see ``resp_headers``)
+        self.resp_fields: Headers | None = None
         self._var: Vars | None = None
-        self._vown: dict[str, str] | None = None  # variables set by handlers and the server
+        #: variables set by handlers and the server (shared by every ``Vars`` of the request)
+        self.own_vars: dict[str, str] | None = None
         self._ctx: dict | None = None
         self._cookies: dict[str, str] | None = None
-        self._body: bytes | None = None
-        self._out: list[bytes] | None = None
+        #: the request body once ``read_body()`` read it, else None
+        self.body: bytes | None = None
+        #: the response body printed so far (``print``/``say``), not yet sent, or None
+        self.output: list[bytes] | None = None
         self.headers_sent = False
-        self._eof = False
+        #: the response is complete: later output calls send nothing
+        self.ended = False
         self.exit_body: bytes | None = None
         self.content_type: str | None = None
         self.body_bytes_sent = 0
         self.keep_alive: bool = head.keep_alive
         self.server_route: Any = None
-        app = conn.app
         field = app.rid_field
         if field is None:
             self._id = None
-            self._lines = b""
+            self.header_lines = b""
             return
         # X-Request-Id: honoured from the request (the protocol found its first value), else a
         # fresh id also set on the request, so handlers and the upstream see it (the bytes it
@@ -166,15 +185,16 @@ class Request:
                         raw[i] = (field, idb)
                         break
         self._id = ident
-        # the response line, sent as prepared unless a handler takes resp_headers first
-        self._lines = app.rid_prefix + idb
+        #: response header lines edgeworker prepared (``b"\\r\\nName: value"`` each: the
+        #: request id, limit headers), sent as they are unless a handler takes resp_headers
+        self.header_lines = app.rid_prefix + idb
 
-    def _reset_resp_headers(self) -> None:
+    def reset_resp_headers(self) -> None:
         """Drop every response header set so far except ``X-Request-Id`` (the configured
         ``request_id_header``), which goes out with every response."""
-        self._resp_headers = None
-        prefix = self._conn.app.rid_prefix
-        self._lines = prefix + self.id.encode() if prefix is not None else b""
+        self.resp_fields = None
+        prefix = self._app.rid_prefix
+        self.header_lines = prefix + self.id.encode() if prefix is not None else b""
 
     # ----------------------------------------------------------------- request data
     @property
@@ -187,15 +207,15 @@ class Request:
     @property
     def headers(self) -> Headers:
         """Request headers, case-insensitive multi-dict; writable (what the upstream sees)."""
-        if self._headers is None:
-            self._headers = Headers.from_raw(self._head.headers)
-        return self._headers
+        if self.parsed_headers is None:
+            self.parsed_headers = Headers.from_raw(self.head.headers)
+        return self.parsed_headers
 
     @property
     def host(self) -> str:
         """Host from the request line or ``Host`` header (lower-case, without port), else the
         server address — nginx's ``$host``."""
-        raw = self._head.host
+        raw = self.head.host
         if raw:
             host = raw.decode("latin-1").lower()
             if host.startswith("["):
@@ -216,7 +236,7 @@ class Request:
     def binary_remote_addr(self) -> bytes:
         """The client address packed: 4 bytes for IPv4, 16 for IPv6 (``$binary_remote_addr``)."""
         conn = self._conn
-        return conn._bin_addr or conn.binary_remote_addr  # packed once per connection
+        return conn.bin_addr or conn.binary_remote_addr  # packed once per connection
 
     @property
     def server_addr(self) -> str:
@@ -258,40 +278,46 @@ class Request:
     @property
     def resp_headers(self) -> Headers:
         """Response headers; writable until the headers are sent, and in header_filter."""
-        rh = self._resp_headers
+        rh = self.resp_fields
         if rh is None:
-            rh = self._resp_headers = Headers()
-        if self._lines:
+            rh = self.resp_fields = Headers()
+        if self.header_lines:
             # the prepared lines (request id, limit headers) join the headers the handler sees
             # (and may change or delete), first, as they go out; no longer sent separately
-            rh._fields()[0:0] = _parse_lines(self._lines)
-            self._lines = b""
+            rh._fields()[0:0] = _parse_lines(self.header_lines)
+            self.header_lines = b""
         return rh
 
-    def _add_lines(self, lines: bytes) -> None:
+    def add_header_lines(self, lines: bytes) -> None:
         """Add response header lines built by edgeworker (``b"\\r\\nName: value"`` each;
         names are tokens, values hold no CR/LF/NUL): sent as they are, unless a handler takes
         ``resp_headers``, which then shows them as fields."""
-        if self._resp_headers is None:
-            self._lines += lines
+        if self.resp_fields is None:
+            self.header_lines += lines
         else:
             self.resp_headers._fields().extend(_parse_lines(lines))
 
     @property
+    def var_values(self) -> dict[str, str] | None:
+        """The variables set so far, when ``var`` was used during the request (else None)."""
+        var = self._var
+        return var._own if var is not None else None
+
+    @property
     def request_uri(self) -> str:
         """The request target as received (``$request_uri``): path and query, still encoded."""
-        return self._head.target.decode("latin-1")
+        return self.head.target.decode("latin-1")
 
     @property
     def query_string(self) -> str:
         """The query, without ``?``, still encoded (``$args``); ``""`` when there is none."""
-        query = self._head.query
+        query = self.head.query
         return query.decode("latin-1") if query else ""
 
     @property
     def http_version(self) -> str:
         """``"1.1"`` or ``"1.0"``."""
-        return self._head.version
+        return self.head.version
 
     scheme = "http"  # (TLS ends in front of edgeworker)
 
@@ -304,9 +330,14 @@ class Request:
         """
         if self.phase not in _BODY_PHASES:
             raise PhaseError(f"req.read_body() is not allowed in the {self.phase} phase")
-        if self._body is None:
-            self._body = self._conn.read_body(self)
-        return self._body
+        if self.body is None:
+            self.body = self._conn.read_body(self)
+        return self.body
+
+    def iter_body(self) -> Iterator[bytes]:
+        """The request body piece by piece, as it arrives (for streaming it on); the limits
+        of ``read_body`` apply. Once iterated to its end, the body is consumed."""
+        return self._conn.iter_body(self)
 
     # ----------------------------------------------------------------- control
     def exit(
@@ -339,7 +370,7 @@ class Request:
                 self.exit_body = body.encode() if isinstance(body, str) else bytes(body)
             else:
                 self.exit_body = None
-            self._out = None
+            self.output = None
         raise RequestExit()
 
     def redirect(self, url: str, status: int = 302) -> None:
@@ -347,7 +378,9 @@ class Request:
         if self.phase not in (REWRITE, ACCESS, CONTENT):
             raise PhaseError(f"req.redirect() is not allowed in the {self.phase} phase")
         if status not in REDIRECT_STATUSES:
-            raise ValueError(f"req.redirect(): status must be one of 301, 302, 303, 307, 308, not {status!r}")
+            raise ValueError(
+                f"req.redirect(): status must be one of 301, 302, 303, 307, 308, not {status!r}"
+            )
         if self.headers_sent:
             raise PhaseError("req.redirect() called after the response headers were sent")
         if any(c in url for c in "\r\n\x00"):
@@ -374,7 +407,7 @@ class Request:
     def _check_output(self, api: str) -> None:
         if self.phase != CONTENT:
             raise PhaseError(f"req.{api}() is not allowed in the {self.phase} phase")
-        if self._eof:
+        if self.ended:
             raise PhaseError(f"req.{api}() called after req.eof()")
 
     @staticmethod
@@ -402,38 +435,112 @@ class Request:
         prints ``nil`` and booleans ``true``/``false``, as ``ngx.print``."""
         self._check_output("print")
         data = self._encode(parts, b"")
-        if self._out is None:
-            self._out = [data]
+        if self.output is None:
+            self.output = [data]
         else:
-            self._out.append(data)
+            self.output.append(data)
 
     def say(self, *parts: Any) -> None:
         """Like ``print`` plus a newline."""
         self._check_output("say")
         data = self._encode(parts, b"") + b"\n"
-        if self._out is None:
-            self._out = [data]
+        if self.output is None:
+            self.output = [data]
         else:
-            self._out.append(data)
+            self.output.append(data)
 
     def flush(self) -> None:
         """Send the response headers (if not yet) and the output so far, now (streaming)."""
         self._check_output("flush")
-        self._conn.stream(self, self._take_output(), False)
+        self.stream(self.take_output(), False)
 
     def eof(self) -> None:
         """End the response body now; the content handler may go on (e.g. work after the
         response), but may not output any more."""
         self._check_output("eof")
-        self._conn.stream(self, self._take_output(), True)
-        self._eof = True
+        self.stream(self.take_output(), True)
+        self.ended = True
 
-    def _take_output(self) -> bytes:
-        out = self._out
-        self._out = None
+    def take_output(self) -> bytes:
+        """The body printed so far (``print``/``say``), taken: ``output`` is emptied."""
+        out = self.output
+        self.output = None
         if not out:
             return b""
         return out[0] if len(out) == 1 else b"".join(out)
+
+    # ------------------------------------------------------------- to the connection
+    def _replace_response(self, body: bytes) -> None:
+        """Send the response a header_filter's exit prepared, whole, instead of the one on
+        its way (no filter runs on it); the output ends."""
+        loc = self.location
+        self.location = None
+        self._conn.send_response(self, body)
+        self.location = loc
+        self.ended = True
+
+    def respond(self, body: bytes) -> None:
+        """Send the whole response (head and ``body``); header_filter and body_filter run
+        first."""
+        loc = self.location
+        if loc is not None:
+            if loc.header_filters:
+                replaced = self._app.header_filter(self)
+                if replaced is not None:
+                    body = replaced
+            if loc.body_filter:
+                body = self._app.body_filter(self, body, True)
+        self._conn.send_response(self, body)
+
+    def send_head(self, length: int, first: bytes = b"") -> None:
+        """Send the head with ``Content-Length: length`` and ``first`` (the first body bytes)
+        in one write, for a body of known length sent afterwards with ``send_body`` or
+        ``sendfile`` (proxied and static responses). header_filter runs first; if it ends the
+        request, its response goes out whole instead and the body is not sent. Not for
+        locations with a body_filter (a filter may change the length)."""
+        loc = self.location
+        if loc is not None and loc.header_filters:
+            replaced = self._app.header_filter(self)
+            if replaced is not None:
+                return self._replace_response(replaced)
+        self._conn.send_head(self, length, first)
+
+    def send_body(self, data: bytes) -> None:
+        """Raw body bytes after ``send_head`` (nothing for HEAD or after the end)."""
+        self._conn.send_body(self, data)
+
+    def sendfile(self, fd: int, offset: int, count: int) -> None:
+        """Body bytes from file ``fd`` after ``send_head``, zero-copy."""
+        self._conn.sendfile(self, fd, offset, count)
+
+    def stream(self, data: bytes, eof: bool) -> None:
+        """Send part of a streamed (chunked) response: the head first when not yet sent
+        (after header_filter), then ``data`` through body_filter; ``eof`` ends it."""
+        if self.ended:
+            return
+        loc = self.location
+        if loc is None:
+            return self._conn.stream(self, data, eof)
+        head = None
+        if not self.headers_sent:
+            if loc.header_filters:
+                replaced = self._app.header_filter(self)
+                if replaced is not None:
+                    return self._replace_response(replaced)
+            if loc.body_filter:
+                head = self._conn.stream_head(self)
+        if loc.body_filter:
+            data = self._app.body_filter(self, data, eof)
+        self._conn.stream(self, data, eof, head)
+
+    def send_raw(self, data: bytes) -> None:
+        """Bytes to the client as they are (a relayed ``101`` head)."""
+        self._conn.send_raw(data)
+
+    def detach(self) -> tuple[socket.socket, bytes]:
+        """Take the client socket over (after a relayed ``101``), with the bytes the client
+        already sent past the request head; the caller closes it."""
+        return self._conn.detach(self)
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.request_uri}>"
@@ -482,7 +589,7 @@ def request_length(req: Request) -> int:
     """``$request_length``: bytes of the request line and header section as received plus the
     declared body length (``Content-Length``; a chunked body is not counted). A request id
     that edgeworker added is not counted (the protocol measured the request before)."""
-    return req._head.size
+    return req.head.size
 
 
 class Vars:
@@ -501,9 +608,9 @@ class Vars:
 
     def __init__(self, req: Request) -> None:
         self._req = req
-        own = req._vown  # shared by every Vars of the request (see App.handle)
+        own = req.own_vars  # shared by every Vars of the request
         if own is None:
-            own = req._vown = {}
+            own = req.own_vars = {}
         self._own: dict[str, str] = own
 
     def get(self, name: str, default: str | None = None) -> str | None:
@@ -556,39 +663,3 @@ class Vars:
     def expand(self, template: str) -> str:
         """Replace ``$name`` and ``${name}`` in ``template`` (unknown variables become ``""``)."""
         return expand(template, self)
-
-
-def expand(template: str, var: Vars) -> str:
-    """Replace ``$name``/``${name}`` with ``var.get(name) or ""``."""
-    if "$" not in template:
-        return template
-    out = []
-    i, n = 0, len(template)
-    while i < n:
-        c = template[i]
-        if c != "$":
-            j = template.find("$", i)
-            if j < 0:
-                j = n
-            out.append(template[i:j])
-            i = j
-            continue
-        if i + 1 < n and template[i + 1] == "{":
-            end = template.find("}", i + 2)
-            if end < 0:
-                out.append(template[i:])
-                break
-            name = template[i + 2 : end]
-            i = end + 1
-        else:
-            j = i + 1
-            while j < n and (template[j].isalnum() or template[j] == "_"):
-                j += 1
-            name = template[i + 1 : j]
-            if not name:
-                out.append("$")
-                i += 1
-                continue
-            i = j
-        out.append(var.get(name) or "")
-    return "".join(out)

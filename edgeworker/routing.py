@@ -24,7 +24,6 @@ from .config import Config, Location, Server, parse_listen, parse_match
 
 __all__ = ["Router", "ServerRoute", "normalize_host"]
 
-_WILDCARDS = ("0.0.0.0", "::")
 _CACHE_MAX = 1024
 
 
@@ -206,22 +205,6 @@ class Router:
     def from_config(cls, cfg: Config) -> Router:
         """Compile every server of ``cfg``."""
         return cls([ServerRoute.from_server(s, i) for i, s in enumerate(cfg.server)])
-
-    def listen_addresses(self) -> list[tuple[str, int]]:
-        """The (host, port) pairs to bind, in config order, without duplicates.
-
-        A specific address whose port is also listened on by a wildcard of the same family
-        (``0.0.0.0`` or ``::``) is left out: the wildcard socket receives its connections, and
-        ``find_server`` still tells them apart by the connection's local address (as nginx).
-        """
-        out: list[tuple[str, int]] = []
-        for host, port in self._by_addr:
-            if host not in _WILDCARDS:
-                wildcard = "::" if ":" in host else "0.0.0.0"
-                if (wildcard, port) in self._by_addr:
-                    continue
-            out.append((host, port))
-        return out
 
     def find_server(self, local_addr: tuple[str, int], host: str | None) -> ServerRoute:
         """The server for a request that arrived on ``local_addr`` (the connection's

@@ -27,11 +27,12 @@ from gevent.socket import wait_read as _wait_read
 from gevent.socket import wait_write as _wait_write
 
 from .deadline import WATCHDOG, Expired, read_waiter
+from .errors import BodyError, ClientGone, Drain
 from .http.fields import accel as _accel
 from .http.headers import Headers
 from .http.protocol import END, Data, ProtocolError, ServerProtocol
 from .http.responses import STATUS_REASONS, chunk, error_response, http_date, status_line
-from .request import Request, RequestExit
+from .request import Request
 
 if TYPE_CHECKING:  # pragma: no cover
     from .phases import App
@@ -41,7 +42,9 @@ _armed = WATCHDOG.armed  # greenlet -> deadline (see deadline.py)
 _monotonic = time.monotonic
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NO_BODY_STATUS = frozenset((204, 304))
-_FRAMING_HEADERS = frozenset(("content-length", "transfer-encoding", "connection", "date", "server"))
+_FRAMING_HEADERS = frozenset(
+    ("content-length", "transfer-encoding", "connection", "date", "server")
+)
 _FRAMING_RAW = frozenset(name.encode() for name in _FRAMING_HEADERS)
 # nginx adds add_header values only to these statuses (unless "always")
 ADD_HEADER_STATUS = frozenset((200, 201, 204, 206, 301, 302, 303, 304, 307, 308))
@@ -74,18 +77,8 @@ def _server_date() -> bytes:
     return _date_line[1]
 
 
-
-
 def _yield() -> None:
     _gsleep(0)
-
-
-class Drain(Exception):
-    """Thrown into an idle connection's greenlet when the worker starts its graceful exit."""
-
-
-class ClientGone(Exception):
-    """The client closed the connection or stopped reading (send_timeout)."""
 
 
 class Connection:
@@ -103,7 +96,7 @@ class Connection:
         "server_port",
         "listen_key",
         "names",
-        "_bin_addr",
+        "bin_addr",
         "requests",
         "busy",
         "closing",
@@ -131,7 +124,7 @@ class Connection:
             self.server_addr, self.server_port = "unix:", 0
         self.listen_key = listen_key
         self.names: Any = None  # the servers of the address it arrived on (App.handle)
-        self._bin_addr: bytes | None = None
+        self.bin_addr: bytes | None = None
         self.requests = 0
         self.busy = False  # a request is being processed
         self.closing = False  # set by a draining worker: answer with Connection: close
@@ -142,16 +135,16 @@ class Connection:
 
     @property
     def binary_remote_addr(self) -> bytes:
-        if self._bin_addr is None:
+        if self.bin_addr is None:
             addr = self.remote_addr
             try:
                 if ":" in addr:
-                    self._bin_addr = socket.inet_pton(socket.AF_INET6, addr)
+                    self.bin_addr = socket.inet_pton(socket.AF_INET6, addr)
                 else:
-                    self._bin_addr = socket.inet_aton(addr)
+                    self.bin_addr = socket.inet_aton(addr)
             except OSError:
-                self._bin_addr = addr.encode()
-        return self._bin_addr
+                self.bin_addr = addr.encode()
+        return self.bin_addr
 
     # ------------------------------------------------------------------ reading
     def _recv(self, timeout: float, wait_first: bool = False) -> bytes:
@@ -201,7 +194,7 @@ class Connection:
             if events:
                 ev = events.popleft()
                 if ev.__class__ is ProtocolError:
-                    self._send_error(ev.status)
+                    self.send_error(ev.status)
                     return None
                 if ev is END or ev.__class__ is Data:
                     # the end (or unread body) of the previous request
@@ -215,10 +208,12 @@ class Connection:
                     deadline = now + http.client_header_timeout
                 timeout = deadline - now
                 if timeout <= 0:
-                    self._send_error(408)
+                    self.send_error(408)
                     return None
             else:
-                timeout = http.client_header_timeout if self.requests == 0 else http.keepalive_timeout
+                timeout = (
+                    http.client_header_timeout if self.requests == 0 else http.keepalive_timeout
+                )
                 if self.closing:
                     # the worker is exiting: a request already on its way is still answered
                     # (with Connection: close); a connection that stays quiet is closed
@@ -231,7 +226,7 @@ class Connection:
                 continue
             except TimeoutError:
                 if proto.in_head:
-                    self._send_error(408)
+                    self.send_error(408)
                 return None
             except OSError:
                 return None
@@ -244,7 +239,7 @@ class Connection:
     def _next_body_event(self):
         """Next ``Data`` or ``END`` of the current request (reads with client_body_timeout).
 
-        Raises ``_BodyError(400/408)`` when the body is broken or late, ``ClientGone`` when the
+        Raises ``BodyError(400/408)`` when the body is broken or late, ``ClientGone`` when the
         client went away.
         """
         events = self.events
@@ -252,7 +247,7 @@ class Connection:
             try:
                 data = self._recv(self.http.client_body_timeout)
             except TimeoutError:
-                raise _BodyError(408) from None
+                raise BodyError(408) from None
             except OSError:
                 raise ClientGone() from None
             events.extend(self.proto.feed(data))
@@ -260,7 +255,7 @@ class Connection:
                 raise ClientGone()
         ev = events.popleft()
         if ev.__class__ is ProtocolError:
-            raise _BodyError(ev.status)
+            raise BodyError(ev.status)
         return ev
 
     def read_body(self, req: Request) -> bytes:
@@ -276,7 +271,7 @@ class Connection:
         ``RequestExit`` after preparing that response. Once iterated to its end, the body is
         consumed (a second call yields nothing).
         """
-        head = req._head
+        head = req.head
         limit = req.location.client_max_body_size if req.location is not None else 0
         if head.content_length is not None and limit and head.content_length > limit:
             req.keep_alive = False
@@ -297,7 +292,7 @@ class Connection:
                     req.keep_alive = False
                     req.exit(413)
                 yield ev.data
-        except _BodyError as err:
+        except BodyError as err:
             req.keep_alive = False
             req.exit(err.status)
         head.content_length = None
@@ -315,7 +310,7 @@ class Connection:
 
     def _discard_body(self, req: Request) -> bool:
         """Drop the unread body of ``req``; False if the connection must close instead."""
-        head = req._head
+        head = req.head
         if head.content_length is None and not head.chunked:
             return True
         if head.expect_continue:
@@ -332,7 +327,7 @@ class Connection:
                         return False
                 else:
                     return True
-        except (_BodyError, ClientGone):
+        except (BodyError, ClientGone):
             return False
 
     # ------------------------------------------------------------------ writing
@@ -360,7 +355,7 @@ class Connection:
         except (OSError, Expired) as exc:
             raise ClientGone() from exc
 
-    def _send_error(self, status: int) -> None:
+    def send_error(self, status: int) -> None:
         """Answer a protocol-level error (before any request exists) and let the caller close."""
         try:
             self._sendall(error_response(status, keep_alive=False))
@@ -381,9 +376,9 @@ class Connection:
         date = _date_line[1] if now == _date_line[0] else _server_date()
         line = _STATUS_LINES.get(status)
         parts = [line if line is not None else status_line(status, "1.1"), date]
-        if req._lines:  # prepared lines: X-Request-Id, limit headers (see Request._add_lines)
-            parts.append(req._lines)
-        rh = req._resp_headers
+        if req.header_lines:  # prepared: X-Request-Id, limit headers (Request.add_header_lines)
+            parts.append(req.header_lines)
+        rh = req.resp_fields
         has_ct = False
         if rh is not None:
             wire = rh._wire
@@ -436,20 +431,15 @@ class Connection:
         return b"".join(parts)
 
     def send_response(self, req: Request, body: bytes) -> None:
-        """Send a whole response (head + body) in one write; runs the output filters."""
-        loc = req.location
-        if loc is not None:
-            if loc.header_filters:
-                replaced = self.app.header_filter(req)
-                if replaced is not None:
-                    body = replaced
-            if loc.body_filter:
-                body = self.app.body_filter(req, body, True)
+        """Send a whole response (head + body) in one write (two for a big body)."""
         status = req.status
         if status < 200 or status in _NO_BODY_STATUS:
             body = b""
         n = len(body)
-        head = self._head_bytes(req, n)
+        # the common head in C (None: anything unusual, built by _head_bytes)
+        head = _fast_response_head(req, n, self.closing) if _fast_response_head else None
+        if head is None:
+            head = self._head_bytes(req, n)
         req.headers_sent = True
         if req.method == "HEAD":
             self._sendall(head)
@@ -463,19 +453,7 @@ class Connection:
 
     def send_head(self, req: Request, length: int, first: bytes = b"") -> None:
         """Send the head with ``Content-Length: length`` and ``first`` (the first body bytes)
-        in one write, for a body of known length sent afterwards with ``send_body`` (proxied
-        and static responses). header_filter runs first; if it ends the request, its response
-        goes out whole instead and ``send_body`` sends nothing. Not for locations with a
-        body_filter (a filter may change the length)."""
-        loc = req.location
-        if loc is not None:
-            replaced = self.app.header_filter(req)
-            if replaced is not None:
-                req.location = None
-                self.send_response(req, replaced)
-                req.location = loc
-                req._eof = True
-                return
+        in one write, for a body of known length sent afterwards with ``send_body``."""
         head = self._head_bytes(req, length)
         req.headers_sent = True
         if first and req.method != "HEAD":
@@ -486,7 +464,7 @@ class Connection:
 
     def send_body(self, req: Request, data: bytes) -> None:
         """Raw body bytes after ``send_head`` (nothing for HEAD or after an exit)."""
-        if data and req.method != "HEAD" and not req._eof:
+        if data and req.method != "HEAD" and not req.ended:
             self._sendall(data)
             req.body_bytes_sent += len(data)
 
@@ -497,7 +475,7 @@ class Connection:
     def sendfile(self, req: Request, fd: int, offset: int, count: int) -> None:
         """Zero-copy body from file ``fd`` after ``send_head`` (``os.sendfile``), waiting
         cooperatively (at most send_timeout each time) while the socket buffer is full."""
-        if req.method == "HEAD" or req._eof:
+        if req.method == "HEAD" or req.ended:
             return
         out = self._raw.fileno()
         g = self.greenlet
@@ -521,32 +499,31 @@ class Connection:
             count -= sent
             req.body_bytes_sent += sent
 
-    def stream(self, req: Request, data: bytes, eof: bool) -> None:
-        """Send part of a streamed response (``req.flush()``, ``req.eof()``, iterables)."""
-        if req._eof:
+    def stream_head(self, req: Request) -> bytes:
+        """The head of a streamed response, built now and marked sent; the caller passes it
+        to ``stream`` with the first body bytes."""
+        head = self._head_bytes(req, None)
+        req.headers_sent = True
+        return head
+
+    def stream(self, req: Request, data: bytes, eof: bool, head: bytes | None = None) -> None:
+        """Send part of a streamed response (chunked for HTTP/1.1): the head first when not
+        yet sent (``head``, when ``stream_head`` built it already)."""
+        if req.ended:
             return
-        loc = req.location
         out = []
-        if not req.headers_sent:
-            if loc is not None:
-                replaced = self.app.header_filter(req)
-                if replaced is not None:  # header_filter exited: that response, whole
-                    req.location = None
-                    self.send_response(req, replaced)
-                    req.location = loc
-                    req._eof = True
-                    return
+        if head is not None:
+            out.append(head)
+        elif not req.headers_sent:
             out.append(self._head_bytes(req, None))
             req.headers_sent = True
-        if loc is not None and loc.body_filter:
-            data = self.app.body_filter(req, data, eof)
         chunked = req.http_version == "1.1" and req.status not in _NO_BODY_STATUS
         head_only = req.method == "HEAD" or req.status in _NO_BODY_STATUS
         if data and not head_only:
             out.append(chunk(data) if chunked else data)
             req.body_bytes_sent += len(data)
         if eof:
-            req._eof = True
+            req.ended = True
             if chunked and not head_only:
                 out.append(b"0\r\n\r\n")
         if out:
@@ -572,7 +549,7 @@ class Connection:
                 req = app.handle(self, head)
                 if req is None or not req.keep_alive or self.closing:
                     return
-                body = req._head
+                body = req.head
                 if (body.content_length is not None or body.chunked) and not self._discard_body(
                     req
                 ):
@@ -601,10 +578,4 @@ class Connection:
             pass
 
 
-class _BodyError(Exception):
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
-
-
-__all__ = ["Connection", "ClientGone", "RequestExit", "ADD_HEADER_STATUS"]
+__all__ = ["Connection", "ADD_HEADER_STATUS"]

@@ -181,14 +181,13 @@ class StaticHandler:
         length = end - start + 1 if size else 0
         loc = req.location
         filtered = loc is not None and loc.body_filter
-        conn = req._conn
         if length <= _SMALL or filtered:
             if length <= _SMALL:
                 data = os.pread(fd, length, start) if length else b""
                 if req.method == "HEAD" and not filtered:
                     send_head(req, length)
                     return finish(req)
-                conn.send_response(req, data)
+                req.respond(data)
                 return finish(req)
             offset, left = start, length
             while left > 0:
@@ -197,8 +196,8 @@ class StaticHandler:
                     break
                 offset += len(piece)
                 left -= len(piece)
-                conn.stream(req, piece, False)
-            conn.stream(req, b"", True)
+                req.stream(piece, False)
+            req.stream(b"", True)
             return None
         send_head(req, length)
         if req.method != "HEAD":
@@ -207,8 +206,8 @@ class StaticHandler:
 
 
 def _sendfile(req: Any, fd: int, offset: int, count: int) -> None:
-    """Zero-copy body (see ``Connection.sendfile``)."""
-    req._conn.sendfile(req, fd, offset, count)
+    """Zero-copy body (see ``Request.sendfile``)."""
+    req.sendfile(fd, offset, count)
 
 
 def make_content(loc: Any, app: Any) -> Callable[[Any], None]:

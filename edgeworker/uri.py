@@ -1,7 +1,9 @@
-"""Request-target helpers: nginx's URI normalization and query-argument parsing."""
+"""Request-target helpers: nginx's URI normalization, query-argument parsing and
+``$variable`` expansion."""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import unquote_plus, unquote_to_bytes
 
 
@@ -138,3 +140,40 @@ def parse_cookies(header: str) -> dict[str, str]:
         if sep and name and name not in out:
             out[name] = value.strip('"')
     return out
+
+
+def expand(template: str, var: Any) -> str:
+    """Replace ``$name``/``${name}`` with ``var.get(name) or ""`` (``var``: a mapping of
+    variables, such as ``req.var``)."""
+    if "$" not in template:
+        return template
+    out = []
+    i, n = 0, len(template)
+    while i < n:
+        c = template[i]
+        if c != "$":
+            j = template.find("$", i)
+            if j < 0:
+                j = n
+            out.append(template[i:j])
+            i = j
+            continue
+        if i + 1 < n and template[i + 1] == "{":
+            end = template.find("}", i + 2)
+            if end < 0:
+                out.append(template[i:])
+                break
+            name = template[i + 2 : end]
+            i = end + 1
+        else:
+            j = i + 1
+            while j < n and (template[j].isalnum() or template[j] == "_"):
+                j += 1
+            name = template[i + 1 : j]
+            if not name:
+                out.append("$")
+                i += 1
+                continue
+            i = j
+        out.append(var.get(name) or "")
+    return "".join(out)

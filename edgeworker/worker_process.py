@@ -27,6 +27,7 @@ import time
 from gunicorn.workers.base import Worker
 
 from . import runtime
+from .errors import Drain
 
 IGNORED_SIGNALS = ("HUP", "USR2", "WINCH", "TTIN", "TTOU")
 
@@ -221,8 +222,6 @@ class EdgeWorker(Worker):
             g.kill(block=False)
         # busy connections answer with Connection: close; idle keep-alive ones are woken up
         # and serve a request already on its way (with Connection: close) before closing
-        from .server import Drain
-
         for conn in list(self.connections):
             conn.closing = True
             if not conn.busy and conn.greenlet is not None:

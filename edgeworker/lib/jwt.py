@@ -486,7 +486,7 @@ def make_access(loc: Any, app: Any) -> Any:
         req.exit(401, body, headers=headers, content_type="application/json")
 
     def access(req: Any) -> None:
-        raw = req._head.headers if req._headers is None else None
+        raw = req.head.headers if req.parsed_headers is None else None
         if raw is not None:  # the request headers are still as parsed: read them as bytes
             auth = None
             seen = 0

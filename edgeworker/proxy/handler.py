@@ -19,17 +19,9 @@ from urllib.parse import quote_from_bytes
 from ..http.fields import HOP_BY_HOP, ResponseFields, accel
 from ..http.headers import Headers
 from ..http.protocol import split_tokens
-from ..request import RequestExit
 from ..uri import BadURI, normalize_path
 from .balancer import Group, Peer
-from .client import (
-    ProxyResponse,
-    Response,
-    UpConn,
-    UpstreamError,
-    UpstreamTimeout,
-    connect,
-)
+from .client import ProxyResponse, Response, UpConn, UpstreamError, UpstreamTimeout, connect
 from .output import finish, send_body, send_head
 from .resolver import ResolveError, address_text
 
@@ -167,7 +159,7 @@ class ProxyHandler:
 
     # ------------------------------------------------------------------ request
     def _target(self, req: Any) -> bytes:
-        head = req._head
+        head = req.head
         uri = req.uri
         changed = False
         try:
@@ -190,8 +182,8 @@ class ProxyHandler:
         return target
 
     def _head(self, req: Any, length: int | None, upgrade: bytes | None) -> bytes:
-        head = req._head
-        raw = head.headers if req._headers is None else req._headers.raw()
+        hdrs = req.parsed_headers
+        raw = req.head.headers if hdrs is None else hdrs.raw()
         client = req.remote_addr, req.scheme
         lines = self._client_lines.get(client)
         if lines is None:
@@ -248,12 +240,12 @@ class ProxyHandler:
 
     def _body(self, req: Any) -> tuple[bytes | None, Iterator[bytes] | None, int | None]:
         """(buffered body, rest to stream, Content-Length or None for chunked)."""
-        head = req._head
-        if req._body is not None:
-            return req._body, None, len(req._body)
+        head = req.head
+        if req.body is not None:
+            return req.body, None, len(req.body)
         if head.content_length is None and not head.chunked:
             return b"", None, 0
-        it = req._conn.iter_body(req)
+        it = req.iter_body()
         pieces: list[bytes] = []
         size = 0
         for piece in it:
@@ -266,9 +258,9 @@ class ProxyHandler:
     # ------------------------------------------------------------------ the handler
     def __call__(self, req: Any) -> None:
         group = self.group
-        head = req._head
+        head = req.head
         upgrade = head.upgrade
-        if req._body is None and head.content_length is None and not head.chunked:
+        if req.body is None and head.content_length is None and not head.chunked:
             body, rest, length = b"", None, 0  # no request body (most requests)
         else:
             body, rest, length = self._body(req)
@@ -465,7 +457,7 @@ class ProxyHandler:
         pool = self.group.pool
         status = resp.status
         if status == 101:
-            if req._head.upgrade is None:
+            if req.head.upgrade is None:
                 upconn.close()
                 times.append(f"{time.monotonic() - t0:.3f}")
                 self._set_vars(req, addrs, statuses, times)
@@ -477,7 +469,7 @@ class ProxyHandler:
             times.append(f"{time.monotonic() - t0:.3f}")
             self._set_vars(req, addrs, statuses, times)
             return
-        if req._head.upgrade is not None:
+        if req.head.upgrade is not None:
             req.keep_alive = False  # upgrade declined: do not parse the rest as HTTP
         req.status = status
         fields = resp.fields
@@ -492,11 +484,11 @@ class ProxyHandler:
             if not tokens <= HOP_BY_HOP:  # fields named by Connection are hop-by-hop too
                 kept = [f for f in kept if f[0].lower() not in tokens]
                 wire = None
-        rh = req._resp_headers
+        rh = req.resp_fields
         if rh is None or not len(rh):
-            req._resp_headers = Headers.from_raw(kept, wire)
+            req.resp_fields = Headers.from_raw(kept, wire)
         else:  # headers set before (access phase, request id): kept, upstream's appended
-            req._resp_headers = Headers.from_raw(rh.raw() + kept)
+            req.resp_fields = Headers.from_raw(rh.raw() + kept)
         length = resp.length
         head_only = req.method == "HEAD"
         raw = length is not None and not req.location.body_filter
@@ -516,8 +508,8 @@ class ProxyHandler:
             if head_only and length is not None and not req.location.body_filter:
                 send_head(req, length)
             else:
-                req._conn.send_response(req, body)
-            req._eof = True  # (finish)
+                req.respond(body)
+            req.ended = True  # (finish)
             return
         ok = False
         try:
@@ -526,9 +518,9 @@ class ProxyHandler:
                 for piece in resp.body():
                     send_body(req, piece)
             else:
-                stream = req._conn.stream
+                stream = req.stream
                 for piece in resp.body():
-                    stream(req, piece, False)
+                    stream(piece, False)
             ok = resp.reusable
         except UpstreamError as exc:
             return self._cut(req, resp, exc, addrs, statuses, times, t0)
@@ -542,7 +534,7 @@ class ProxyHandler:
         if raw:
             finish(req)
         else:
-            req._conn.stream(req, b"", True)
+            req.stream(b"", True)
 
     def _rewrite_redirects(self, req: Any, fields: ResponseFields) -> None:
         """proxy_redirect: the first rule whose redirect starts the URL of a ``Location`` (or of
@@ -582,14 +574,14 @@ class ProxyHandler:
         # the response is cut: close the client connection without completing the body (no
         # last chunk, fewer bytes than Content-Length), so the client sees the truncation
         req.keep_alive = False
-        req._eof = True
+        req.ended = True
 
     @staticmethod
     def _set_vars(req: Any, addrs: list[str], statuses: list[str], times: list[str]) -> None:
         # straight into the request's own variables (what Vars.set_builtin writes to)
-        own = req._vown
+        own = req.own_vars
         if own is None:
-            own = req._vown = {}
+            own = req.own_vars = {}
         if len(addrs) == 1:
             own["upstream_addr"] = addrs[0]
             own["upstream_status"] = statuses[0]
@@ -636,12 +628,11 @@ def _tunnel(req: Any, resp: Response, idle_timeout: float) -> None:
             continue
         lines.append(name + b": " + value + b"\r\n")
     lines.append(b"\r\n")
-    conn = req._conn
     req.status = 101
-    conn.send_raw(b"".join(lines))
+    req.send_raw(b"".join(lines))
     req.headers_sent = True
-    req._eof = True
-    client, leftover = conn.detach(req)
+    req.ended = True
+    client, leftover = req.detach()
     upstream = upconn.sock
     last = [time.monotonic()]
     sent = [0]
@@ -701,4 +692,4 @@ def _close_both(a: socket.socket, b: socket.socket) -> None:
             pass
 
 
-__all__ = ["ProxyHandler", "RequestExit"]
+__all__ = ["ProxyHandler"]

@@ -313,7 +313,7 @@ class WorkerMetrics:
             slot[1][status] += 1
         # bytes received: the request as received (the protocol's count; not a request id
         # we added); bytes sent: the body
-        nums[RECEIVED] += req._head.size
+        nums[RECEIVED] += req.head.size
         nums[SENT] += req.body_bytes_sent
         t = _time() - req.start_time
         nums[TIME] += round(t * 1e6)

@@ -251,7 +251,7 @@ def test_redis_server_helper_restarts_on_same_port():
 
 class _Conn:
     def __init__(self, addr: bytes) -> None:
-        self._bin_addr = b""  # not cached yet: the property computes it
+        self.bin_addr = b""  # not cached yet: the property computes it
         self.addr = addr
 
     @property
@@ -262,12 +262,17 @@ class _Conn:
 class _Req:
     def __init__(self, addr: bytes, resp_headers=None) -> None:
         self._conn = _Conn(addr)
-        self._lines = b"\r\nX-Request-Id: r"
-        self._resp_headers = resp_headers
+        self.header_lines = b"\r\nX-Request-Id: r"
+        self.resp_fields = resp_headers
         self.added: list[bytes] = []
         self.exited = None
 
-    def _add_lines(self, block: bytes) -> None:
+    @property
+    def binary_remote_addr(self) -> bytes:
+        conn = self._conn
+        return conn.bin_addr or conn.binary_remote_addr
+
+    def add_header_lines(self, block: bytes) -> None:
         self.added.append(block)
 
     def exit(self, status, body=None, headers=None, content_type=None):
@@ -311,17 +316,17 @@ def test_declarative_shm_limit_in_c_answers_as_python(shm_zone, monkeypatch):
         py(b)
         # same counts (the location is part of the key: the two count apart), same answer;
         # the reset second may differ if the clock ticks over between the two calls
-        assert re.sub(rb";t=\d+", b"", a._lines) == re.sub(rb";t=\d+", b"", b._lines)
+        assert re.sub(rb";t=\d+", b"", a.header_lines) == re.sub(rb";t=\d+", b"", b.header_lines)
         assert a.exited == b.exited
         seen.append(a.exited is not None)
     assert seen == [False] * 14 + [True, True]  # 7 per address (5 + burst 2), then 429
-    assert a.exited[0] == 429 and b"r=0;" in a._lines
-    # a handler took resp_headers: the block goes through _add_lines
+    assert a.exited[0] == 429 and b"r=0;" in a.header_lines
+    # a handler took resp_headers: the block goes through add_header_lines
     a, b = _Req(b"\x0a\x00\x00\x01", resp_headers=object()), _Req(b"\x0a\x00\x00\x01",
                                                                   resp_headers=object())
     c(a)
     py(b)
-    assert len(a.added) == len(b.added) == 1 and a._lines == b._lines == b"\r\nX-Request-Id: r"
+    assert len(a.added) == len(b.added) == 1 and a.header_lines == b.header_lines == b"\r\nX-Request-Id: r"
     assert a.added[0].startswith(b'\r\nRateLimit-Policy: "default";q=7;w=60\r\nRateLimit:')
 
 
@@ -333,7 +338,7 @@ def test_declarative_shm_limit_in_c_store_failure_and_odd_values(shm_zone, monke
     shm_zone.set(b"ew:limit:/True:\x7f\x00\x00\x09", 1.5, 10)
     req = _Req(b"\x7f\x00\x00\x09")
     c(req)
-    assert b"RateLimit: \"default\";r=97;" in req._lines and req.exited is None
+    assert b"RateLimit: \"default\";r=97;" in req.header_lines and req.exited is None
     # a zone that does not exist is a mistake, not a store failure: raised, as in Python
     zones._install({})
     c2 = _declarative("lim", "100r/s", 0, True, monkeypatch)
@@ -373,8 +378,8 @@ def test_window_limit_steps():
     _window_limit(incr, calls)(req)
     # the window's end is 60 - 1000.25 % 60 = 19.75 s away: reset 20, remaining 5 - 3
     assert got == [(b"p:\x01\x02", 1, 0, 19.75)] and calls == []
-    assert req._lines == b"\r\nX-Request-Id: r<2|20>2" and req.exited is None
-    req._conn._bin_addr = b"\x09"  # the connection's cached address comes first
+    assert req.header_lines == b"\r\nX-Request-Id: r<2|20>2" and req.exited is None
+    req._conn.bin_addr = b"\x09"  # the connection's cached address comes first
     _window_limit(incr, calls)(req)
     assert got[-1][0] == b"p:\x09"
     # over the quota (or not an int): the Python finish gets the count and the window's rest

@@ -434,7 +434,8 @@ def test_fast_response_head_gives_the_python_head(monkeypatch):
     from edgeworker.request import Request
 
     head = ServerProtocol().feed(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")[0]
-    conn = SimpleNamespace(app=SimpleNamespace(rid_field=None, rid_prefix=None))
+    conn = SimpleNamespace()
+    app = SimpleNamespace(rid_field=None, rid_prefix=None)
     plain = SimpleNamespace(add_header=(), content_type_line=b"\r\nContent-Type: text/plain")
     added = SimpleNamespace(add_header=((b"X-A", "1"),),
                             content_type_line=b"\r\nContent-Type: text/html")
@@ -472,9 +473,9 @@ def test_fast_response_head_gives_the_python_head(monkeypatch):
             heads = []
             for f in (None, fast):
                 monkeypatch.setattr(server, "_fast_response_head", f)
-                req = Request(conn, head)
+                req = Request(conn, head, app)
                 req.status, req.location, req.keep_alive = status, loc, keep
-                req._lines, req.content_type, req._resp_headers = lines, ctype, rh()
+                req.header_lines, req.content_type, req.resp_fields = lines, ctype, rh()
                 out = server.Connection._head_bytes(this, req, length)
                 # (the second may tick between the two: the Date value is not compared)
                 heads.append((re.sub(rb"Date: [^\r]*", b"Date: -", out), req.keep_alive))

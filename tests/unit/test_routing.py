@@ -229,7 +229,7 @@ def test_default_server_is_the_first_for_each_address():
 
 
 def test_listen_addresses_are_unique_and_covered_addresses_are_left_out():
-    router = router_of("""
+    cfg = loads(textwrap.dedent("""
         [[server]]
         listen = ["127.0.0.1:8080", "127.0.0.1:8081"]
         [[server]]
@@ -237,8 +237,8 @@ def test_listen_addresses_are_unique_and_covered_addresses_are_left_out():
         server_name = ["x"]
         [[server]]
         listen = ["[::]:8083"]
-    """)
-    assert router.listen_addresses() == [
+    """), "/etc/ew/ew.toml")
+    assert cfg.listen_addresses() == [
         ("127.0.0.1", 8080), ("127.0.0.1", 8081), ("0.0.0.0", 8082), ("::1", 8082),
         ("::", 8083)]
 

@@ -144,10 +144,10 @@ def make_access(loc: Any, app: Any) -> Any:
     def respond(req: Any, count: int, reset: int) -> None:
         remaining = quota - count if count < quota else 0
         block = lines % (remaining, reset, remaining)
-        if req._resp_headers is None:  # (Request._add_lines, inline)
-            req._lines += block
+        if req.resp_fields is None:  # (Request.add_header_lines, inline)
+            req.header_lines += block
         else:
-            req._add_lines(block)
+            req.add_header_lines(block)
         if count > quota:
             count_event("limit_rejections")
             req.exit(
@@ -158,9 +158,8 @@ def make_access(loc: Any, app: Any) -> Any:
             )
 
     def access(req: Any) -> None:
-        if fast_ip:  # the connection's cached packed address, else its property computes it
-            conn = req._conn
-            key = conn._bin_addr or conn.binary_remote_addr
+        if fast_ip:
+            key = req.binary_remote_addr
         else:
             key = req.var.expand(template)
         if shm_store:  # the common case: one atomic incr, no Result object
