@@ -36,7 +36,7 @@ def _request(loc, status, size, sent, age) -> SimpleNamespace:
         location=loc,
         server_route=SimpleNamespace(index=0),
         status=status,
-        _head=SimpleNamespace(size=size),
+        head=SimpleNamespace(size=size),
         body_bytes_sent=sent,
         start_time=time.time() - age,
     )
