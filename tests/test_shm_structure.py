@@ -83,7 +83,7 @@ def test_pages_come_back_after_delete():
 def test_verify_detects_damage(damage):
     d = filled()
     buf = d._buf
-    off = d._find(b"k7", zlib.crc32(b"k7"))
+    off = d._lookup(b"k7", zlib.crc32(b"k7"))
     if damage == "lru_head":
         U32x2.pack_into(buf, H_LRU, off + 8, U32x2.unpack_from(buf, H_LRU)[1])
     elif damage == "lru_loop":
@@ -102,7 +102,7 @@ def test_verify_detects_damage(damage):
     elif damage == "node_hash":
         U32.pack_into(buf, off + 12, 12345)
     elif damage == "list_len":
-        loff = d._find(b"list", zlib.crc32(b"list"))
+        loff = d._lookup(b"list", zlib.crc32(b"list"))
         U32.pack_into(buf, loff + 36 + 4 + 8, 99)
     elif damage == "magic":
         buf[0:8] = b"garbage!"
