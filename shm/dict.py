@@ -37,6 +37,7 @@ from .layout import (
     NODE,
     NODE_MATCH,
     NODE_META,
+    NODE_STATE,
     NODE_TAIL,
     PAGE,
     SIZE2CLS,
@@ -86,6 +87,7 @@ def _refresh_pid() -> None:
 # Python (os.fork, multiprocessing, subprocess).
 os.register_at_fork(after_in_child=_refresh_pid)
 _match_unpack = NODE_MATCH.unpack_from
+_state_unpack = NODE_STATE.unpack_from
 _i64_pack_b = I64.pack
 _tail_pack = NODE_TAIL.pack_into
 _f64_unpack = F64.unpack_from
@@ -202,6 +204,7 @@ class SharedDict:
         "_closed",
         "_aincr",
         "_fincr",
+        "_clookup",
         "__weakref__",
     )
 
@@ -232,7 +235,7 @@ class SharedDict:
         self._mq = mv.cast("q")  # int values (8-byte aligned)
         self._md = mv.cast("d")  # float values
         # C hit path of incr (shm._accel), or None: pure Python
-        self._aincr = self._fincr = None
+        self._aincr = self._fincr = self._clookup = None
         if _AccelZone is not None:
             sem = getattr(lock, "sem", None)
             if not isinstance(sem, _accel.Semaphore):
@@ -243,6 +246,7 @@ class SharedDict:
                 pass
             else:
                 self._aincr = zone.incr
+                self._clookup = zone.lookup
                 if sem is not None:
                     self._fincr = zone.fast_incr
         self._hits = 0
@@ -351,7 +355,7 @@ class SharedDict:
         self._closed = True
         if self._aincr is not None:
             self._aincr.__self__.release()
-            self._aincr = self._fincr = None
+            self._aincr = self._fincr = self._clookup = None
         for v in (self._m32, self._mq, self._md):
             v.release()
         self._slab.release()
@@ -452,21 +456,46 @@ class SharedDict:
         U64.pack_into(buf, H_HITS + 8, misses + self._misses)
         self._hits = self._misses = 0
 
-    def _lookup(self, kb: bytes, h: int, link: bool = False) -> int:
-        """The record of key ``kb`` (hash ``h``) in its hash chain, lock held: its offset, or
-        with ``link`` the index in the u32 view of the link that points to it (the bucket slot
-        or the previous record's hash-next); 0 if the key is absent."""
-        buf = self._buf
-        n = len(kb)
-        at = self._bidx + (h & self._mask)
-        off = self._m32[at]
-        while off:
-            nxt, hh, kl = _match_unpack(buf, off)
-            if hh == h and kl == n and buf[off + N_KEY : off + N_KEY + n] == kb:
-                return at if link else off
-            at = off >> 2
-            off = nxt
-        return 0
+    def _lookup(self, kb: bytes, h: int, link: bool = False, lock: bool = False) -> int:
+        """The record of key ``kb`` (hash ``h``) in its hash chain: its offset, or with ``link``
+        the index in the u32 view of the link that points to it (the bucket slot or the
+        previous record's hash-next); 0 if the key is absent.
+
+        Every operation finds its record here (the walk runs in C when shm._accel is built:
+        ``Zone.lookup``).  Called with the zone lock held, or with ``lock`` to take it first;
+        the caller then releases it (``_unlock``), unless this raises."""
+        m32 = self._m32
+        if lock:
+            try:
+                self._acquire(0)
+            except BusyError:
+                self._lock.wait()
+            m32[_OWNER] = _pid
+        try:
+            cl = self._clookup
+            if cl is not None and not link:
+                return cl(kb, h)
+            buf = self._buf
+            n = len(kb)
+            at = self._bidx + (h & self._mask)
+            off = m32[at]
+            while off:
+                nxt, hh, kl = _match_unpack(buf, off)
+                if hh == h and kl == n and buf[off + N_KEY : off + N_KEY + n] == kb:
+                    return at if link else off
+                at = off >> 2
+                off = nxt
+            return 0
+        except BaseException:
+            if lock:
+                self._unlock()
+            raise
+
+    def _enter(self, key: str | bytes) -> int:
+        """Check and encode ``key``, take the zone lock and find the key's record: its offset,
+        or 0.  The caller releases the lock (``_unlock``)."""
+        kb = self._key(key)
+        return self._lookup(kb, crc32(kb), False, True)
 
     def _touch(self, off: int) -> None:
         """Move node ``off`` to the LRU head."""
@@ -676,26 +705,14 @@ class SharedDict:
         """Value of ``key``, or ``default`` if missing or expired.  ``IsAList`` for a list."""
         kc = key.__class__
         kb = key.encode() if kc is str else key if kc is bytes else _key_slow(key)
-        n = len(kb)
-        if not 0 < n < 65536:
-            _bad_key_len(n)
-        h = crc32(kb)
         buf = self._buf
         m32 = self._m32
+        off = self._lookup(kb, crc32(kb), False, True)  # takes the lock
         try:
-            self._acquire(0)
-        except BusyError:
-            self._lock.wait()
-        m32[_OWNER] = _pid
-        try:
-            # the hit path walks its chain inline (a call to _lookup costs a fifth of a get)
-            off = m32[self._bidx + (h & self._mask)]
-            while off:
-                hn, lp, _ln, hh, exp, _f, vlen, kl, vt, _c = node_unpack(buf, off)
-                if hh == h and kl == n and buf[off + N_KEY : off + N_KEY + n] == kb:
-                    if exp and exp <= _now_ns() // 1_000_000:
-                        break
-                    vo = off + ((n + VALUE_PAD) & ~7)
+            if off:
+                lp, exp, _f, vlen, kl, vt, _c = _state_unpack(buf, off)
+                if not exp or exp > _now_ns() // 1_000_000:
+                    vo = off + ((kl + VALUE_PAD) & ~7)  # value_offset(kl)
                     if vt == T_INT:
                         v = self._mq[vo >> 3]
                     elif vt == T_STR:
@@ -708,7 +725,11 @@ class SharedDict:
                     if c > HIT_FLUSH:
                         self._flush_counts()
                     return v
-                off = hn
+            else:
+                # only a key of 1..65535 bytes can be found: the length is checked on a miss
+                n = len(kb)
+                if not 0 < n < 65536:
+                    _bad_key_len(n)
             self._misses = c = self._misses + 1
             if c > HIT_FLUSH:
                 self._flush_counts()
@@ -723,12 +744,9 @@ class SharedDict:
         ``stale``: an expired entry's value too (``get_stale``); else an expired entry is
         ``(None, 0, True)`` whatever its type, as nginx's ``get`` (an expired list is not an
         error), and a live one moves to the LRU head."""
-        kb = self._key(key)
-        h = crc32(kb)
         buf = self._buf
-        self._lock_()
+        off = self._enter(key)
         try:
-            off = self._lookup(kb, h)
             if not off:
                 self._misses += 1
                 return None
@@ -772,11 +790,8 @@ class SharedDict:
 
     def ttl(self, key: str | bytes) -> float:
         """Seconds left (ms resolution), 0 for no expiry; ``NotFound`` if missing/expired."""
-        kb = self._key(key)
-        h = crc32(kb)
-        self._lock_()
+        off = self._enter(key)
         try:
-            off = self._lookup(kb, h)
             if off:
                 exp = i64_unpack(self._buf, off + N_EXPIRES)[0]
                 if not exp:
@@ -790,12 +805,9 @@ class SharedDict:
 
     def llen(self, key: str | bytes) -> int:
         """Length of the list at ``key``; 0 if missing; ``NotAList`` for a scalar."""
-        kb = self._key(key)
-        h = crc32(kb)
         buf = self._buf
-        self._lock_()
+        off = self._enter(key)
         try:
-            off = self._lookup(kb, h)
             if not off:
                 return 0
             _hn, _lp, _ln, _h, exp, _f, _vl, kl, vt, _c = node_unpack(buf, off)
@@ -808,11 +820,8 @@ class SharedDict:
             self._unlock()
 
     def __contains__(self, key: object) -> bool:
-        kb = self._key(key)  # type: ignore[arg-type]
-        h = crc32(kb)
-        self._lock_()
+        off = self._enter(key)  # type: ignore[arg-type]
         try:
-            off = self._lookup(kb, h)
             if not off:
                 return False
             exp = i64_unpack(self._buf, off + N_EXPIRES)[0]
@@ -860,11 +869,8 @@ class SharedDict:
     def set(self, key: str | bytes, value: Any, exptime: float = 0, flags: int = 0) -> bool:
         """Store ``value`` (None deletes).  Returns ``forcible``: True if live entries were
         evicted to make room.  ``NoMemory`` if it does not fit; the old value then stays."""
-        kc = key.__class__
-        kb = key.encode() if kc is str else key if kc is bytes else _key_slow(key)
+        kb = self._key(key)
         n = len(kb)
-        if not 0 < n < 65536:
-            _bad_key_len(n)
         vc = value.__class__
         if vc is str:
             vb = value.encode()
@@ -889,19 +895,11 @@ class SharedDict:
         h = crc32(kb)
         buf = self._buf
         m32 = self._m32
+        off = self._lookup(kb, h, False, True)  # takes the lock
         try:
-            self._acquire(0)
-        except BusyError:
-            self._lock.wait()
-        m32[_OWNER] = _pid
-        try:
-            # the hit path walks its chain inline, as get's
-            off = m32[self._bidx + (h & self._mask)]
-            while off:
-                hn, lp, _ln, hh, oe, of, ovl, kl, ovt, ocls = node_unpack(buf, off)
-                if hh == h and kl == n and buf[off + N_KEY : off + N_KEY + n] == kb:
-                    if ocls != cls or ovt == T_LIST:
-                        break
+            if off:
+                lp, oe, of, ovl, _kl, ovt, ocls = _state_unpack(buf, off)
+                if ocls == cls and ovt != T_LIST:
                     vo = off + vrel
                     if (
                         ovt == vt
@@ -924,7 +922,6 @@ class SharedDict:
                     if lp:
                         self._touch(off)
                     return False
-                off = hn
             now = _now_ns() // 1_000_000
             return self._store_locked(kb, h, vt, vb, now + ms if ms else 0, flags, SET, now)[1]
         finally:
@@ -948,11 +945,8 @@ class SharedDict:
         return self._write(key, value, exptime, flags, REPLACE)[0]
 
     def _delete(self, key: str | bytes) -> bool:
-        kb = self._key(key)
-        h = crc32(kb)
-        self._lock_()
+        off = self._enter(key)
         try:
-            off = self._lookup(kb, h)
             if not off:
                 return False
             exp = i64_unpack(self._buf, off + N_EXPIRES)[0]
@@ -988,11 +982,7 @@ class SharedDict:
             v = fast(key, delta, init, init_ttl, _pid)
             if v is not None:
                 return v
-        kc = key.__class__
-        kb = key.encode() if kc is str else key if kc is bytes else _key_slow(key)
-        n = len(kb)
-        if not 0 < n < 65536:
-            _bad_key_len(n)
+        kb = self._key(key)
         dc = delta.__class__
         if dc is not int and dc is not float:
             if isinstance(delta, bool) or not isinstance(delta, (int, float)):
@@ -1012,27 +1002,19 @@ class SharedDict:
         h = crc32(kb)
         buf = self._buf
         m32 = self._m32
-        try:
-            self._acquire(0)
-        except BusyError:
-            self._lock.wait()
-        m32[_OWNER] = _pid
+        off = self._lookup(kb, h, False, True)  # takes the lock
         try:
             aincr = self._aincr
             # a live int entry: done in C (else None), which reads CLOCK_MONOTONIC itself, so
             # not while a test replaces this module's clock
-            if aincr is not None and dc is int and _now_ns is _monotonic_ns:
+            if off and aincr is not None and dc is int and _now_ns is _monotonic_ns:
                 v = aincr(kb, h, delta)
                 if v is not None:
                     return v
-            # the hit path walks its chain inline, as get's
-            off = m32[self._bidx + (h & self._mask)]
-            while off:
-                hn, lp, _ln, hh, exp, _f, _vl, kl, vt, _c = node_unpack(buf, off)
-                if hh == h and kl == n and buf[off + N_KEY : off + N_KEY + n] == kb:
-                    if exp and exp <= _now_ns() // 1_000_000:
-                        break
-                    vi = (off + ((n + VALUE_PAD) & ~7)) >> 3  # value_offset(n), 8-aligned
+            if off:
+                lp, exp, _f, _vl, kl, vt, _c = _state_unpack(buf, off)
+                if not exp or exp > _now_ns() // 1_000_000:
+                    vi = (off + ((kl + VALUE_PAD) & ~7)) >> 3  # value_offset(kl), 8-aligned
                     if vt == T_INT:
                         mq = self._mq
                         if dc is int:
@@ -1055,7 +1037,6 @@ class SharedDict:
                     if lp:
                         self._touch(off)
                     return v
-                off = hn
             if init is None:
                 raise NotFound()
             v = init + delta
@@ -1070,12 +1051,9 @@ class SharedDict:
 
     def expire(self, key: str | bytes, exptime: float) -> bool:
         """Set a new expiry (0 = never) on a live key; False if missing or expired."""
-        kb = self._key(key)
-        ms = _exptime_ms(exptime)
-        h = crc32(kb)
-        self._lock_()
+        off = self._enter(key)
         try:
-            off = self._lookup(kb, h)
+            ms = _exptime_ms(exptime)
             if not off:
                 return False
             now = _now_ns() // 1_000_000
@@ -1159,12 +1137,9 @@ class SharedDict:
         return self._push(key, value, False)
 
     def _pop(self, key: str | bytes, left: bool) -> Any:
-        kb = self._key(key)
-        h = crc32(kb)
         buf = self._buf
-        self._lock_()
+        off = self._enter(key)
         try:
-            off = self._lookup(kb, h)
             if not off:
                 return None
             now = _now_ns() // 1_000_000

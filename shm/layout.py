@@ -97,6 +97,7 @@ NODE_VAL = struct.Struct("<qIIHB")  # expires, flags, vlen, klen(unused on write
 NODE_META = struct.Struct("<qII")  # expires, flags, vlen at +16
 NODE_TAIL = struct.Struct("<qIIHBB")  # expires .. cls at +16
 NODE_MATCH = struct.Struct("<I8xI16xH")  # hash-next, hash, klen: what a chain walk compares
+NODE_STATE = struct.Struct("<4xI8xqIIHBB")  # lru-prev, expires, flags, vlen, klen, vtype, cls
 # node field offsets (the same as NODE's fields)
 N_HNEXT = 0
 N_LPREV = 4

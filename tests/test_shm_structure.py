@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import random
+import re
 import zlib
 
 import pytest
 
-from shm import NoMemory, SharedDict
+from shm import NoMemory, SharedDict, layout
 from shm.layout import H_CLS_FREE, H_ENTRIES, H_FREERUN, H_LRU, H_USED, U32, U64, U32x2
+
+ACCEL_C = os.path.join(os.path.dirname(layout.__file__), "_accel.c")
+# _accel.c's #defines that are not layout (tuning of the C code itself)
+C_ONLY = {"SPIN", "MAX_CHAIN"}
+# _accel.c's names for layout.py's constants where they differ (structmember.h has a T_INT)
+C_NAMES = {"VTYPE_INT": "T_INT"}
 
 
 def filled(size=2 * 1024 * 1024, n=300, seed=0) -> SharedDict:
@@ -107,3 +115,39 @@ def test_verify_detects_damage(damage):
     elif damage == "magic":
         buf[0:8] = b"garbage!"
     assert d.verify() != []
+
+
+def accel_defines(text: str) -> dict[str, int]:
+    """The ``#define NAME <integer>`` lines of a C source."""
+    return {
+        m[1]: int(m[2], 0)
+        for m in re.finditer(r"^#define\s+(\w+)\s+(0x[0-9a-fA-F]+|\d+)\b", text, re.M)
+    }
+
+
+def test_accel_c_layout_constants_are_layout_py_values():
+    """Every integer #define in shm/_accel.c is layout.py's value under the same name (or the
+    name in C_NAMES), or a tuning constant of the C code listed in C_ONLY: a layout change
+    that is not made in _accel.c too (or a new C constant unknown to layout.py) fails here,
+    whether or not the C module is built."""
+    with open(ACCEL_C) as f:
+        defines = accel_defines(f.read())
+    checked = {}
+    for name, value in defines.items():
+        if name in C_ONLY:
+            continue
+        py = C_NAMES.get(name, name)
+        assert hasattr(layout, py), f"_accel.c defines {name}, which shm/layout.py lacks"
+        assert value == getattr(layout, py), (
+            f"_accel.c {name}={value}, layout.py {getattr(layout, py)}"
+        )
+        checked[py] = value
+    assert {"NODE_SIZE", "N_KEY", "N_KLEN", "N_HASH", "VALUE_PAD", "H_LRU", "T_INT"} <= set(checked)
+    assert layout.value_offset(5) == (5 + checked["VALUE_PAD"]) & ~7
+
+
+def test_accel_defines_parser_sees_a_mismatch():
+    text = "#define N_KEY 40 /* node: the key */\n#define SPIN 200\n"
+    defines = accel_defines(text)
+    assert defines == {"N_KEY": 40, "SPIN": 200}
+    assert defines["N_KEY"] != layout.N_KEY
