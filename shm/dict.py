@@ -869,8 +869,11 @@ class SharedDict:
     def set(self, key: str | bytes, value: Any, exptime: float = 0, flags: int = 0) -> bool:
         """Store ``value`` (None deletes).  Returns ``forcible``: True if live entries were
         evicted to make room.  ``NoMemory`` if it does not fit; the old value then stays."""
-        kb = self._key(key)
+        kc = key.__class__
+        kb = key.encode() if kc is str else key if kc is bytes else _key_slow(key)
         n = len(kb)
+        if not 0 < n < 65536:
+            _bad_key_len(n)
         vc = value.__class__
         if vc is str:
             vb = value.encode()
@@ -982,7 +985,15 @@ class SharedDict:
             v = fast(key, delta, init, init_ttl, _pid)
             if v is not None:
                 return v
-        kb = self._key(key)
+        kc = key.__class__
+        kb = key.encode() if kc is str else key if kc is bytes else _key_slow(key)
+        n = len(kb)
+        if not 0 < n < 65536:
+            _bad_key_len(n)
+        if kc is str and fast is not None and _now_ns is _monotonic_ns:
+            v = fast(kb, delta, init, init_ttl, _pid)  # a str key: the C call with its bytes
+            if v is not None:
+                return v
         dc = delta.__class__
         if dc is not int and dc is not float:
             if isinstance(delta, bool) or not isinstance(delta, (int, float)):
