@@ -151,3 +151,29 @@ def test_accel_defines_parser_sees_a_mismatch():
     defines = accel_defines(text)
     assert defines == {"N_KEY": 40, "SPIN": 200}
     assert defines["N_KEY"] != layout.N_KEY
+
+
+def test_node_views_agree_with_node():
+    """NODE_MATCH, NODE_STATE and the N_* offsets read the fields NODE writes."""
+    buf = bytearray(64)
+    fields = (0x11111111, 0x22222222, 0x33333333, 0x44444444, -5, 0x66, 0x77, 0x88, 9, 10)
+    layout.NODE.pack_into(buf, 0, *fields)
+    hnext, lprev, lnext, h, exp, flags, vlen, klen, vt, cls = fields
+    assert layout.NODE_MATCH.unpack_from(buf, 0) == (hnext, h, klen)
+    assert layout.NODE_STATE.unpack_from(buf, 0) == (lprev, exp, flags, vlen, klen, vt, cls)
+    u32 = layout.U32.unpack_from
+    assert [u32(buf, o)[0] for o in (layout.N_HNEXT, layout.N_LPREV, layout.N_LNEXT)] == [
+        hnext,
+        lprev,
+        lnext,
+    ]
+    assert u32(buf, layout.N_HASH)[0] == h and u32(buf, layout.N_FLAGS)[0] == flags
+    assert u32(buf, layout.N_VLEN)[0] == vlen
+    assert layout.I64.unpack_from(buf, layout.N_EXPIRES)[0] == exp
+    assert layout.U16.unpack_from(buf, layout.N_KLEN)[0] == klen
+    assert (buf[layout.N_VTYPE], buf[layout.N_CLS]) == (vt, cls)
+    assert layout.N_KEY == layout.NODE_SIZE
+    for klen in range(1, 40):
+        vo = layout.value_offset(klen)
+        assert vo % 8 == 0 and layout.N_KEY + klen <= vo < layout.N_KEY + klen + 8
+        assert layout.node_size(klen, 3) == vo + 3
