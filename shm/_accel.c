@@ -329,6 +329,31 @@ find_node(Zone *self, const char *kb, Py_ssize_t n, uint32_t h)
     return 0;
 }
 
+/* Take the zone's semaphore as the Python lock does and write pid as its owner: 0, or -1
+ * when it is still taken after SPIN tries (the Python code then waits cooperatively).
+ * Critical sections are ~0.1 us: a short spin gets most contended calls through. */
+static int
+take_lock(Zone *self, unsigned long pid)
+{
+    sem_t *sem = self->lock->sem;
+    int spin = 0;
+    while (sem_trywait(sem) != 0) {
+        if (++spin > SPIN)
+            return -1;
+        cpu_relax();
+    }
+    wr32((char *)self->view.buf + H_OWNER, (uint32_t)pid); /* right after taking it */
+    return 0;
+}
+
+/* Clear the owner and post the semaphore (take_lock's undo). */
+static void
+give_lock(Zone *self)
+{
+    wr32((char *)self->view.buf + H_OWNER, 0);
+    sem_post(self->lock->sem);
+}
+
 /* The key's entry += delta under the lock; a new reference to the new value, or to None
  * when the Python code must handle the call (nothing changed). */
 static PyObject *
@@ -366,12 +391,14 @@ do_incr(Zone *self, PyObject *key, unsigned long h, long long delta)
     return PyLong_FromLongLong(v);
 }
 
-/* lookup(key, hash): find_node as a method; RuntimeError for a damaged chain. */
+/* lookup(key, hash[, pid]): find_node as a method; RuntimeError for a damaged chain. With
+ * pid, it first takes the zone lock (take_lock: None when it is busy, nothing done) and
+ * returns holding it, as SharedDict._lookup(..., lock=True); it releases it if it raises. */
 static PyObject *
 Zone_lookup(Zone *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyBytes_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "lookup(key: bytes, hash)");
+    if (nargs < 2 || nargs > 3 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "lookup(key: bytes, hash[, pid])");
         return NULL;
     }
     if (!self->held) {
@@ -381,12 +408,26 @@ Zone_lookup(Zone *self, PyObject *const *args, Py_ssize_t nargs)
     unsigned long h = PyLong_AsUnsignedLong(args[1]);
     if (h == (unsigned long)-1 && PyErr_Occurred())
         return NULL;
-    int64_t off = find_node(self, PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), (uint32_t)h);
-    if (off < 0) {
-        PyErr_SetString(PyExc_RuntimeError, "shm: hash chain damaged");
-        return NULL;
+    if (nargs == 3) {
+        unsigned long pid = PyLong_AsUnsignedLong(args[2]);
+        if (pid == (unsigned long)-1 && PyErr_Occurred())
+            return NULL;
+        if (self->lock == NULL || self->lock->sem == NULL) {
+            PyErr_SetString(PyExc_ValueError, "no open lock for lookup");
+            return NULL;
+        }
+        if (take_lock(self, pid) < 0)
+            Py_RETURN_NONE;
     }
-    return PyLong_FromLongLong(off);
+    int64_t off = find_node(self, PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), (uint32_t)h);
+    PyObject *r = off < 0 ? NULL : PyLong_FromLongLong(off);
+    if (r == NULL) {
+        if (off < 0)
+            PyErr_SetString(PyExc_RuntimeError, "shm: hash chain damaged");
+        if (nargs == 3)
+            give_lock(self);
+    }
+    return r;
 }
 
 static PyObject *
@@ -494,19 +535,10 @@ fast_incr_impl(Zone *self, PyObject *key, PyObject *d, PyObject *init, PyObject 
     if (n == 0 || n > 65535)
         Py_RETURN_NONE; /* the Python code raises the key length error */
     uint32_t h = crc32_of((const unsigned char *)PyBytes_AS_STRING(key), n);
-    /* critical sections are ~0.1 us: a short spin gets most contended calls through here;
-     * after SPIN tries (the holder was preempted, say) the Python code waits cooperatively */
-    int spin = 0;
-    while (sem_trywait(lock->sem) != 0) {
-        if (++spin > SPIN)
-            Py_RETURN_NONE;
-        cpu_relax();
-    }
-    char *base = (char *)self->view.buf;
-    wr32(base + H_OWNER, (uint32_t)pid); /* as the Python code: right after taking it */
+    if (take_lock(self, pid) < 0)
+        Py_RETURN_NONE; /* the holder was preempted, say: the Python code waits */
     PyObject *v = do_incr(self, key, h, delta);
-    wr32(base + H_OWNER, 0);
-    sem_post(lock->sem);
+    give_lock(self);
     return v;
 }
 
@@ -526,8 +558,9 @@ Zone_fast_incr(Zone *self, PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef Zone_methods[] = {
     {"lookup", (PyCFunction)(void (*)(void))Zone_lookup, METH_FASTCALL,
-     "lookup(key, hash) -> offset of the key's record, 0 if absent (SharedDict._lookup's walk).\n"
-     "The caller holds the zone lock."},
+     "lookup(key, hash[, pid]) -> offset of the key's record, 0 if absent (SharedDict._lookup's\n"
+     "walk). The caller holds the zone lock, or passes pid: the lock is then taken first (None\n"
+     "if it is busy) and held on return."},
     {"incr", (PyCFunction)(void (*)(void))Zone_incr, METH_FASTCALL,
      "incr(key, hash, delta) -> new value, or None when the Python code must handle the call.\n"
      "The caller holds the zone lock."},

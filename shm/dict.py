@@ -205,6 +205,7 @@ class SharedDict:
         "_aincr",
         "_fincr",
         "_clookup",
+        "_clocked",
         "__weakref__",
     )
 
@@ -235,7 +236,7 @@ class SharedDict:
         self._mq = mv.cast("q")  # int values (8-byte aligned)
         self._md = mv.cast("d")  # float values
         # C hit path of incr (shm._accel), or None: pure Python
-        self._aincr = self._fincr = self._clookup = None
+        self._aincr = self._fincr = self._clookup = self._clocked = None
         if _AccelZone is not None:
             sem = getattr(lock, "sem", None)
             if not isinstance(sem, _accel.Semaphore):
@@ -249,6 +250,7 @@ class SharedDict:
                 self._clookup = zone.lookup
                 if sem is not None:
                     self._fincr = zone.fast_incr
+                    self._clocked = zone.lookup  # can take the C semaphore itself
         self._hits = 0
         self._misses = 0
         self._closed = False
@@ -355,7 +357,7 @@ class SharedDict:
         self._closed = True
         if self._aincr is not None:
             self._aincr.__self__.release()
-            self._aincr = self._fincr = self._clookup = None
+            self._aincr = self._fincr = self._clookup = self._clocked = None
         for v in (self._m32, self._mq, self._md):
             v.release()
         self._slab.release()
@@ -466,6 +468,11 @@ class SharedDict:
         the caller then releases it (``_unlock``), unless this raises."""
         m32 = self._m32
         if lock:
+            cl = self._clocked
+            if cl is not None:
+                off = cl(kb, h, _pid)  # the lock and the walk in one C call; None: it is busy
+                if off is not None:
+                    return off
             try:
                 self._acquire(0)
             except BusyError:

@@ -58,7 +58,7 @@ def pair(request, zones):  # noqa: F811 - the shm_helpers fixture
     if request.param == "buffer":
         return _pair()
     fast, slow = zones("256k"), zones("256k")
-    slow._aincr = slow._fincr = slow._clookup = None
+    slow._aincr = slow._fincr = slow._clookup = slow._clocked = None
     assert fast._fincr is not None
     return fast, slow
 
@@ -194,6 +194,29 @@ def test_lookup_is_the_python_walk():
     struct.pack_into("<I", d._buf, slot, len(d._buf) - 8)
     with pytest.raises(RuntimeError):
         d._clookup(b"k5", crc(b"k5"))
+
+
+def test_lookup_with_pid_takes_the_lock(zones):  # noqa: F811
+    """Zone.lookup(key, hash, pid) takes the zone lock and writes pid as its owner before the
+    walk, and returns holding it; None (nothing taken) while another holder has it; a damaged
+    chain raises with the lock released."""
+    d = zones("64k")
+    d.set(b"a", 1)
+    crc = shm_dict.crc32
+    owner = layout.H_OWNER >> 2
+    off = d._clocked(b"a", crc(b"a"), 4242)
+    assert off == d._lookup(b"a", crc(b"a")) and d._m32[owner] == 4242
+    assert d._clocked(b"a", crc(b"a"), 4243) is None  # busy: this handle holds it
+    d._unlock()
+    assert d._clocked(b"zz", crc(b"zz"), 4244) == 0 and d._m32[owner] == 4244
+    d._unlock()
+    slot = (d._bidx + (crc(b"a") & d._mask)) * 4
+    struct.pack_into("<I", d._buf, slot, len(d._buf) - 8)
+    with pytest.raises(RuntimeError):
+        d._clocked(b"a", crc(b"a"), 4245)
+    assert d._m32[owner] == 0
+    d._lock_()  # released: taken again at once
+    d._unlock()
 
 
 def test_named_zone_and_close():
