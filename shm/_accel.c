@@ -391,27 +391,48 @@ do_incr(Zone *self, PyObject *key, unsigned long h, long long delta)
     return PyLong_FromLongLong(v);
 }
 
+/* The checks the Zone methods share: an argument count in [lo, hi] (TypeError with the usage
+ * otherwise) and, when `held`, a zone whose buffer is still held (ValueError). 0, or -1 with
+ * the error set. */
+static int
+zone_args(Zone *self, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi, const char *usage, int held)
+{
+    if (nargs < lo || nargs > hi) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    if (held && !self->held) {
+        PyErr_SetString(PyExc_ValueError, "zone released");
+        return -1;
+    }
+    return 0;
+}
+
+/* o as an unsigned long (a hash, a pid) into *v: 0, or -1 with the error set. */
+static int
+ulong_arg(PyObject *o, unsigned long *v)
+{
+    *v = PyLong_AsUnsignedLong(o);
+    return *v == (unsigned long)-1 && PyErr_Occurred() ? -1 : 0;
+}
+
 /* lookup(key, hash[, pid]): find_node as a method; RuntimeError for a damaged chain. With
  * pid, it first takes the zone lock (take_lock: None when it is busy, nothing done) and
  * returns holding it, as SharedDict._lookup(..., lock=True); it releases it if it raises. */
 static PyObject *
 Zone_lookup(Zone *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 2 || nargs > 3 || !PyBytes_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "lookup(key: bytes, hash[, pid])");
+    static const char usage[] = "lookup(key: bytes, hash[, pid])";
+    unsigned long h, pid = 0;
+    if (zone_args(self, nargs, 2, 3, usage, 1) < 0)
+        return NULL;
+    if (!PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, usage);
         return NULL;
     }
-    if (!self->held) {
-        PyErr_SetString(PyExc_ValueError, "zone released");
-        return NULL;
-    }
-    unsigned long h = PyLong_AsUnsignedLong(args[1]);
-    if (h == (unsigned long)-1 && PyErr_Occurred())
+    if (ulong_arg(args[1], &h) < 0 || (nargs == 3 && ulong_arg(args[2], &pid) < 0))
         return NULL;
     if (nargs == 3) {
-        unsigned long pid = PyLong_AsUnsignedLong(args[2]);
-        if (pid == (unsigned long)-1 && PyErr_Occurred())
-            return NULL;
         if (self->lock == NULL || self->lock->sem == NULL) {
             PyErr_SetString(PyExc_ValueError, "no open lock for lookup");
             return NULL;
@@ -433,20 +454,14 @@ Zone_lookup(Zone *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Zone_incr(Zone *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "incr(key, hash, delta)");
+    unsigned long h;
+    if (zone_args(self, nargs, 3, 3, "incr(key, hash, delta)", 1) < 0)
         return NULL;
-    }
-    if (!self->held) {
-        PyErr_SetString(PyExc_ValueError, "zone released");
-        return NULL;
-    }
     if (!PyBytes_CheckExact(args[0])) {
         PyErr_SetString(PyExc_TypeError, "key must be bytes");
         return NULL;
     }
-    unsigned long h = PyLong_AsUnsignedLong(args[1]);
-    if (h == (unsigned long)-1 && PyErr_Occurred())
+    if (ulong_arg(args[1], &h) < 0)
         return NULL;
     int over = 0;
     long long delta = PyLong_AsLongLongAndOverflow(args[2], &over);
@@ -546,12 +561,9 @@ fast_incr_impl(Zone *self, PyObject *key, PyObject *d, PyObject *init, PyObject 
 static PyObject *
 Zone_fast_incr(Zone *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "fast_incr(key, delta, init, init_ttl, pid)");
-        return NULL;
-    }
-    unsigned long pid = PyLong_AsUnsignedLong(args[4]);
-    if (pid == (unsigned long)-1 && PyErr_Occurred())
+    unsigned long pid;
+    if (zone_args(self, nargs, 5, 5, "fast_incr(key, delta, init, init_ttl, pid)", 0) < 0 ||
+        ulong_arg(args[4], &pid) < 0)
         return NULL;
     return fast_incr_impl(self, args[0], args[1], args[2], args[3], pid);
 }
