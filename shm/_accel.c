@@ -34,12 +34,26 @@
 #include <fcntl.h>
 #include <semaphore.h>
 
+/* shm/layout.py's values; tests/test_shm_accel.py checks each against layout.py */
 #define NODE_SIZE 36
+#define N_LPREV 4 /* node: lru-prev u32 */
+#define N_LNEXT 8 /* node: lru-next u32 */
+#define N_HASH 12 /* node: hash u32 */
+#define N_EXPIRES 16 /* node: expires i64 */
+#define N_KLEN 32 /* node: key length u16 */
+#define N_VTYPE 34 /* node: value type u8 */
+#define N_KEY 36 /* node: the key's bytes */
+#define VALUE_PAD 43 /* the value is at (klen + VALUE_PAD) & ~7 */
 #define VTYPE_INT 2 /* layout.py T_INT (structmember.h has its own T_INT) */
 #define H_OWNER 48 /* owner pid u32 */
 #define H_LRU 104 /* head u32, tail u32 */
 #define SPIN 200 /* lock tries in fast_incr before leaving the wait to Python */
 #define MAX_CHAIN 1000000 /* a longer chain is a damaged zone (a cycle): leave it to Python */
+#define NELEMS(a) (sizeof(a) / sizeof((a)[0]))
+/* the head of each type's PyTypeObject: its name, size and dealloc (T_dealloc) */
+#define ACCEL_TYPE(T)                                                                         \
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "shm._accel." #T, .tp_basicsize = sizeof(T),   \
+    .tp_dealloc = (destructor)T##_dealloc
 
 /* ------------------------------------------------------------------------------ Semaphore */
 
@@ -187,10 +201,7 @@ static PyGetSetDef Semaphore_getset[] = {
 };
 
 static PyTypeObject SemaphoreType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "shm._accel.Semaphore",
-    .tp_basicsize = sizeof(Semaphore),
-    .tp_dealloc = (destructor)Semaphore_dealloc,
+    ACCEL_TYPE(Semaphore),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Semaphore(name, flags=0, mode=0o600, initial_value=0): a named POSIX semaphore "
               "(flags: posix_ipc.O_CREX to create it).",
@@ -278,20 +289,69 @@ Zone_release(Zone *self, PyObject *Py_UNUSED(ignored))
 static int
 touch(char *base, Py_ssize_t len, uint32_t off, uint32_t lp)
 {
-    uint32_t ln = rd32(base + off + 8);
+    uint32_t ln = rd32(base + off + N_LNEXT);
     uint32_t head = rd32(base + H_LRU);
-    if ((Py_ssize_t)lp + 12 > len || (Py_ssize_t)ln + 12 > len || (Py_ssize_t)head + 12 > len || !head)
+    if ((Py_ssize_t)lp + N_LNEXT + 4 > len || (Py_ssize_t)ln + N_LNEXT + 4 > len ||
+        (Py_ssize_t)head + N_LNEXT + 4 > len || !head)
         return -1;
-    wr32(base + lp + 8, ln);
+    wr32(base + lp + N_LNEXT, ln);
     if (ln)
-        wr32(base + ln + 4, lp);
+        wr32(base + ln + N_LPREV, lp);
     else
         wr32(base + H_LRU + 4, lp);
-    wr32(base + off + 4, 0);
-    wr32(base + off + 8, head);
-    wr32(base + head + 4, off);
+    wr32(base + off + N_LPREV, 0);
+    wr32(base + off + N_LNEXT, head);
+    wr32(base + head + N_LPREV, off);
     wr32(base + H_LRU, off);
     return 0;
+}
+
+/* The chain walk (SharedDict._lookup's): the offset of the record of key kb (n bytes, hash h),
+ * 0 if the key is absent, or -1 if the chain looks damaged (an offset out of the zone or not
+ * 8-byte aligned, or a chain longer than MAX_CHAIN: a cycle). */
+static int64_t
+find_node(Zone *self, const char *kb, Py_ssize_t n, uint32_t h)
+{
+    const char *base = (const char *)self->view.buf;
+    Py_ssize_t len = self->view.len;
+    uint32_t off = rd32(base + ((Py_ssize_t)self->bidx + (Py_ssize_t)(h & self->mask)) * 4);
+    for (long steps = 0; off; steps++) {
+        if (steps > MAX_CHAIN || (off & 7) || (Py_ssize_t)off + NODE_SIZE > len) /* nodes: 16-aligned */
+            return -1;
+        const char *node = base + off;
+        uint16_t kl;
+        memcpy(&kl, node + N_KLEN, 2);
+        if (rd32(node + N_HASH) == h && kl == n && (Py_ssize_t)off + N_KEY + n <= len &&
+            memcmp(node + N_KEY, kb, (size_t)n) == 0)
+            return off;
+        off = rd32(node);
+    }
+    return 0;
+}
+
+/* Take the zone's semaphore as the Python lock does and write pid as its owner: 0, or -1
+ * when it is still taken after SPIN tries (the Python code then waits cooperatively).
+ * Critical sections are ~0.1 us: a short spin gets most contended calls through. */
+static int
+take_lock(Zone *self, unsigned long pid)
+{
+    sem_t *sem = self->lock->sem;
+    int spin = 0;
+    while (sem_trywait(sem) != 0) {
+        if (++spin > SPIN)
+            return -1;
+        cpu_relax();
+    }
+    wr32((char *)self->view.buf + H_OWNER, (uint32_t)pid); /* right after taking it */
+    return 0;
+}
+
+/* Clear the owner and post the semaphore (take_lock's undo). */
+static void
+give_lock(Zone *self)
+{
+    wr32((char *)self->view.buf + H_OWNER, 0);
+    sem_post(self->lock->sem);
 }
 
 /* The key's entry += delta under the lock; a new reference to the new value, or to None
@@ -301,62 +361,107 @@ do_incr(Zone *self, PyObject *key, unsigned long h, long long delta)
 {
     char *base = (char *)self->view.buf;
     Py_ssize_t len = self->view.len;
-    const char *kb = PyBytes_AS_STRING(key);
     Py_ssize_t n = PyBytes_GET_SIZE(key);
-    uint32_t off = rd32(base + ((Py_ssize_t)self->bidx + (Py_ssize_t)(h & self->mask)) * 4);
-    for (long steps = 0; off; steps++) {
-        if (steps > MAX_CHAIN || (off & 7) || (Py_ssize_t)off + NODE_SIZE > len) /* nodes: 16-aligned */
+    int64_t found = find_node(self, PyBytes_AS_STRING(key), n, (uint32_t)h);
+    if (found <= 0)
+        Py_RETURN_NONE;
+    uint32_t off = (uint32_t)found;
+    const char *node = base + off;
+    int64_t exp;
+    memcpy(&exp, node + N_EXPIRES, 8);
+    if (exp) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts); /* time.monotonic_ns()'s clock */
+        if (exp <= (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000)
             Py_RETURN_NONE;
-        const char *node = base + off;
-        uint16_t kl;
-        memcpy(&kl, node + 32, 2);
-        if (rd32(node + 12) == (uint32_t)h && kl == n && (Py_ssize_t)off + NODE_SIZE + n <= len &&
-            memcmp(node + NODE_SIZE, kb, (size_t)n) == 0) {
-            int64_t exp;
-            memcpy(&exp, node + 16, 8);
-            if (exp) {
-                struct timespec ts;
-                clock_gettime(CLOCK_MONOTONIC, &ts); /* time.monotonic_ns()'s clock */
-                if (exp <= (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000)
-                    Py_RETURN_NONE;
-            }
-            if ((unsigned char)node[34] != VTYPE_INT)
-                Py_RETURN_NONE;
-            Py_ssize_t vo = (Py_ssize_t)off + ((n + 43) & ~(Py_ssize_t)7);
-            if (vo + 8 > len)
-                Py_RETURN_NONE;
-            int64_t *slot = (int64_t *)(base + vo); /* 8-byte aligned: the zone is */
-            int64_t v;
-            if (__builtin_add_overflow(*slot, (int64_t)delta, &v))
-                Py_RETURN_NONE;
-            __atomic_store_n(slot, v, __ATOMIC_RELAXED); /* one store: never torn by a kill */
-            uint32_t lp = rd32(node + 4);
-            if (lp)
-                touch(base, len, off, lp); /* a damaged LRU link is left for verify to repair */
-            return PyLong_FromLongLong(v);
-        }
-        off = rd32(node);
     }
-    Py_RETURN_NONE;
+    if ((unsigned char)node[N_VTYPE] != VTYPE_INT)
+        Py_RETURN_NONE;
+    Py_ssize_t vo = (Py_ssize_t)off + ((n + VALUE_PAD) & ~(Py_ssize_t)7);
+    if (vo + 8 > len)
+        Py_RETURN_NONE;
+    int64_t *slot = (int64_t *)(base + vo); /* 8-byte aligned: the zone is */
+    int64_t v;
+    if (__builtin_add_overflow(*slot, (int64_t)delta, &v))
+        Py_RETURN_NONE;
+    __atomic_store_n(slot, v, __ATOMIC_RELAXED); /* one store: never torn by a kill */
+    uint32_t lp = rd32(node + N_LPREV);
+    if (lp)
+        touch(base, len, off, lp); /* a damaged LRU link is left for verify to repair */
+    return PyLong_FromLongLong(v);
+}
+
+/* The checks the Zone methods share: an argument count in [lo, hi] (TypeError with the usage
+ * otherwise) and, when `held`, a zone whose buffer is still held (ValueError). 0, or -1 with
+ * the error set. */
+static int
+zone_args(Zone *self, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi, const char *usage, int held)
+{
+    if (nargs < lo || nargs > hi) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    if (held && !self->held) {
+        PyErr_SetString(PyExc_ValueError, "zone released");
+        return -1;
+    }
+    return 0;
+}
+
+/* o as an unsigned long (a hash, a pid) into *v: 0, or -1 with the error set. */
+static int
+ulong_arg(PyObject *o, unsigned long *v)
+{
+    *v = PyLong_AsUnsignedLong(o);
+    return *v == (unsigned long)-1 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* lookup(key, hash[, pid]): find_node as a method; RuntimeError for a damaged chain. With
+ * pid, it first takes the zone lock (take_lock: None when it is busy, nothing done) and
+ * returns holding it, as SharedDict._lookup(..., lock=True); it releases it if it raises. */
+static PyObject *
+Zone_lookup(Zone *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    static const char usage[] = "lookup(key: bytes, hash[, pid])";
+    unsigned long h, pid = 0;
+    if (zone_args(self, nargs, 2, 3, usage, 1) < 0)
+        return NULL;
+    if (!PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return NULL;
+    }
+    if (ulong_arg(args[1], &h) < 0 || (nargs == 3 && ulong_arg(args[2], &pid) < 0))
+        return NULL;
+    if (nargs == 3) {
+        if (self->lock == NULL || self->lock->sem == NULL) {
+            PyErr_SetString(PyExc_ValueError, "no open lock for lookup");
+            return NULL;
+        }
+        if (take_lock(self, pid) < 0)
+            Py_RETURN_NONE;
+    }
+    int64_t off = find_node(self, PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), (uint32_t)h);
+    PyObject *r = off < 0 ? NULL : PyLong_FromLongLong(off);
+    if (r == NULL) {
+        if (off < 0)
+            PyErr_SetString(PyExc_RuntimeError, "shm: hash chain damaged");
+        if (nargs == 3)
+            give_lock(self);
+    }
+    return r;
 }
 
 static PyObject *
 Zone_incr(Zone *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "incr(key, hash, delta)");
+    unsigned long h;
+    if (zone_args(self, nargs, 3, 3, "incr(key, hash, delta)", 1) < 0)
         return NULL;
-    }
-    if (!self->held) {
-        PyErr_SetString(PyExc_ValueError, "zone released");
-        return NULL;
-    }
     if (!PyBytes_CheckExact(args[0])) {
         PyErr_SetString(PyExc_TypeError, "key must be bytes");
         return NULL;
     }
-    unsigned long h = PyLong_AsUnsignedLong(args[1]);
-    if (h == (unsigned long)-1 && PyErr_Occurred())
+    if (ulong_arg(args[1], &h) < 0)
         return NULL;
     int over = 0;
     long long delta = PyLong_AsLongLongAndOverflow(args[2], &over);
@@ -445,19 +550,10 @@ fast_incr_impl(Zone *self, PyObject *key, PyObject *d, PyObject *init, PyObject 
     if (n == 0 || n > 65535)
         Py_RETURN_NONE; /* the Python code raises the key length error */
     uint32_t h = crc32_of((const unsigned char *)PyBytes_AS_STRING(key), n);
-    /* critical sections are ~0.1 us: a short spin gets most contended calls through here;
-     * after SPIN tries (the holder was preempted, say) the Python code waits cooperatively */
-    int spin = 0;
-    while (sem_trywait(lock->sem) != 0) {
-        if (++spin > SPIN)
-            Py_RETURN_NONE;
-        cpu_relax();
-    }
-    char *base = (char *)self->view.buf;
-    wr32(base + H_OWNER, (uint32_t)pid); /* as the Python code: right after taking it */
+    if (take_lock(self, pid) < 0)
+        Py_RETURN_NONE; /* the holder was preempted, say: the Python code waits */
     PyObject *v = do_incr(self, key, h, delta);
-    wr32(base + H_OWNER, 0);
-    sem_post(lock->sem);
+    give_lock(self);
     return v;
 }
 
@@ -465,17 +561,18 @@ fast_incr_impl(Zone *self, PyObject *key, PyObject *d, PyObject *init, PyObject 
 static PyObject *
 Zone_fast_incr(Zone *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "fast_incr(key, delta, init, init_ttl, pid)");
-        return NULL;
-    }
-    unsigned long pid = PyLong_AsUnsignedLong(args[4]);
-    if (pid == (unsigned long)-1 && PyErr_Occurred())
+    unsigned long pid;
+    if (zone_args(self, nargs, 5, 5, "fast_incr(key, delta, init, init_ttl, pid)", 0) < 0 ||
+        ulong_arg(args[4], &pid) < 0)
         return NULL;
     return fast_incr_impl(self, args[0], args[1], args[2], args[3], pid);
 }
 
 static PyMethodDef Zone_methods[] = {
+    {"lookup", (PyCFunction)(void (*)(void))Zone_lookup, METH_FASTCALL,
+     "lookup(key, hash[, pid]) -> offset of the key's record, 0 if absent (SharedDict._lookup's\n"
+     "walk). The caller holds the zone lock, or passes pid: the lock is then taken first (None\n"
+     "if it is busy) and held on return."},
     {"incr", (PyCFunction)(void (*)(void))Zone_incr, METH_FASTCALL,
      "incr(key, hash, delta) -> new value, or None when the Python code must handle the call.\n"
      "The caller holds the zone lock."},
@@ -487,10 +584,7 @@ static PyMethodDef Zone_methods[] = {
 };
 
 static PyTypeObject ZoneType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "shm._accel.Zone",
-    .tp_basicsize = sizeof(Zone),
-    .tp_dealloc = (destructor)Zone_dealloc,
+    ACCEL_TYPE(Zone),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Zone(buffer, bucket_index, mask, lock=None): C hit paths over a formatted shm zone.",
     .tp_methods = Zone_methods,
@@ -623,24 +717,30 @@ IncrMethod_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)m;
 }
 
+/* Each reference an IncrMethod owns: visited (traverse), or cleared when visit is NULL. */
+static int
+IncrMethod_refs(IncrMethod *m, visitproc visit, void *arg)
+{
+    PyObject **refs[] = {&m->func, &m->owner, &m->globals, &m->clock};
+    for (size_t i = 0; i < NELEMS(refs); i++) {
+        if (visit == NULL)
+            Py_CLEAR(*refs[i]);
+        else
+            Py_VISIT(*refs[i]);
+    }
+    return 0;
+}
+
 static int
 IncrMethod_traverse(IncrMethod *m, visitproc visit, void *arg)
 {
-    Py_VISIT(m->func);
-    Py_VISIT(m->owner);
-    Py_VISIT(m->globals);
-    Py_VISIT(m->clock);
-    return 0;
+    return IncrMethod_refs(m, visit, arg);
 }
 
 static int
 IncrMethod_clear(IncrMethod *m)
 {
-    Py_CLEAR(m->func);
-    Py_CLEAR(m->owner);
-    Py_CLEAR(m->globals);
-    Py_CLEAR(m->clock);
-    return 0;
+    return IncrMethod_refs(m, NULL, NULL);
 }
 
 static void
@@ -690,10 +790,7 @@ static PyMemberDef IncrMethod_members[] = {
 };
 
 static PyTypeObject IncrMethodType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "shm._accel.IncrMethod",
-    .tp_basicsize = sizeof(IncrMethod),
-    .tp_dealloc = (destructor)IncrMethod_dealloc,
+    ACCEL_TYPE(IncrMethod),
     .tp_vectorcall_offset = offsetof(IncrMethod, vectorcall),
     .tp_call = PyVectorcall_Call,
     .tp_repr = (reprfunc)IncrMethod_repr,
@@ -751,31 +848,25 @@ PyInit__accel(void)
     PyObject *m = PyModule_Create(&accel_module);
     if (m == NULL)
         return NULL;
-    /* the layout constants compiled in, checked against shm/layout.py by the tests */
-    if (PyModule_AddIntConstant(m, "NODE_SIZE", NODE_SIZE) < 0 ||
-        PyModule_AddIntConstant(m, "T_INT", VTYPE_INT) < 0 ||
-        PyModule_AddIntConstant(m, "H_LRU", H_LRU) < 0 ||
-        PyModule_AddIntConstant(m, "H_OWNER", H_OWNER) < 0) {
-        Py_DECREF(m);
-        return NULL;
-    }
-    Py_INCREF(&ZoneType);
-    if (PyModule_AddObject(m, "Zone", (PyObject *)&ZoneType) < 0) {
-        Py_DECREF(&ZoneType);
-        Py_DECREF(m);
-        return NULL;
-    }
-    Py_INCREF(&SemaphoreType);
-    if (PyModule_AddObject(m, "Semaphore", (PyObject *)&SemaphoreType) < 0) {
-        Py_DECREF(&SemaphoreType);
-        Py_DECREF(m);
-        return NULL;
-    }
-    Py_INCREF(&IncrMethodType);
-    if (PyModule_AddObject(m, "IncrMethod", (PyObject *)&IncrMethodType) < 0) {
-        Py_DECREF(&IncrMethodType);
-        Py_DECREF(m);
-        return NULL;
-    }
+    /* the layout constants compiled in, under shm/layout.py's names: the tests compare them */
+    static const struct {
+        const char *name;
+        long value;
+    } layout[] = {
+        {"NODE_SIZE", NODE_SIZE}, {"N_LPREV", N_LPREV},     {"N_LNEXT", N_LNEXT},
+        {"N_HASH", N_HASH},       {"N_EXPIRES", N_EXPIRES}, {"N_KLEN", N_KLEN},
+        {"N_VTYPE", N_VTYPE},     {"N_KEY", N_KEY},         {"VALUE_PAD", VALUE_PAD},
+        {"T_INT", VTYPE_INT},     {"H_OWNER", H_OWNER},     {"H_LRU", H_LRU},
+    };
+    for (size_t i = 0; i < NELEMS(layout); i++)
+        if (PyModule_AddIntConstant(m, layout[i].name, layout[i].value) < 0)
+            goto fail;
+    PyTypeObject *types[] = {&ZoneType, &SemaphoreType, &IncrMethodType};
+    for (size_t i = 0; i < NELEMS(types); i++)
+        if (PyModule_AddType(m, types[i]) < 0) /* under the name after tp_name's last dot */
+            goto fail;
     return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
 }

@@ -1,6 +1,7 @@
 """SharedDict: a slab-allocated dict in shared memory with LRU, TTL, flags and lists.
 
-See SPEC §4.  Every public method takes the zone lock once (long scans take it in batches).
+Every public method takes the zone lock once (long scans take it in batches).  Every
+operation finds its key's record with one hash-chain walk, ``SharedDict._lookup``.
 """
 
 from __future__ import annotations
@@ -30,8 +31,13 @@ from .layout import (
     LARGE,
     LHEAD,
     MAX_SMALL,
+    N_EXPIRES,
+    N_KEY,
+    N_VTYPE,
     NODE,
+    NODE_MATCH,
     NODE_META,
+    NODE_STATE,
     NODE_TAIL,
     PAGE,
     SIZE2CLS,
@@ -42,10 +48,18 @@ from .layout import (
     T_INT,
     T_LIST,
     T_STR,
-    U32,
     U64,
+    VALUE_PAD,
     Geometry,
     U32x2,
+    aligned_view,
+    i64_pack,
+    i64_unpack,
+    node_size,
+    node_unpack,
+    u32_pack,
+    u32_unpack,
+    value_offset,
 )
 from .lock import BusyError, NoLock, ShmLock
 from .segment import Segment, check_name
@@ -72,19 +86,16 @@ def _refresh_pid() -> None:
 # costs a system call per operation).  It always equals os.getpid() for forks made through
 # Python (os.fork, multiprocessing, subprocess).
 os.register_at_fork(after_in_child=_refresh_pid)
-_node_unpack = NODE.unpack_from
-_u32_unpack = U32.unpack_from
-_u32_pack = U32.pack_into
+_match_unpack = NODE_MATCH.unpack_from
+_state_unpack = NODE_STATE.unpack_from
 _i64_pack_b = I64.pack
 _tail_pack = NODE_TAIL.pack_into
+_f64_unpack = F64.unpack_from
 _OWNER = H_OWNER >> 2
 _HEAD = H_LRU >> 2
 _TAIL = _HEAD + 1
 _ENTRIES = H_ENTRIES >> 3
 _DIRTY = H_DIRTY >> 2
-_i64_unpack = I64.unpack_from
-_i64_pack = I64.pack_into
-_f64_unpack = F64.unpack_from
 I64_MIN = -(2**63)
 I64_MAX = 2**63 - 1
 MAX_EVICT = 4096  # live entries a single write may evict
@@ -113,7 +124,7 @@ def _encode(value: object) -> tuple[int, bytes]:
     t = value.__class__
     if t is int:
         if I64_MIN <= value <= I64_MAX:  # type: ignore[operator]
-            return T_INT, I64.pack(value)
+            return T_INT, _i64_pack_b(value)
         raise OverflowError("int does not fit in 64 bits")
     if t is str:
         return T_STR, value.encode()  # type: ignore[union-attr]
@@ -138,7 +149,7 @@ def _encode(value: object) -> tuple[int, bytes]:
 
 def _decode(buf, vo: int, vt: int, vlen: int) -> Any:
     if vt == T_INT:
-        return _i64_unpack(buf, vo)[0]
+        return i64_unpack(buf, vo)[0]
     if vt == T_STR:
         return buf[vo : vo + vlen].decode()
     if vt == T_BYTES:
@@ -193,6 +204,8 @@ class SharedDict:
         "_closed",
         "_aincr",
         "_fincr",
+        "_clookup",
+        "_clocked",
         "__weakref__",
     )
 
@@ -218,12 +231,12 @@ class SharedDict:
         self._index = g.index_off
         self._bidx = g.index_off >> 2
         # u32 view of the zone: header words and node links (nodes are 16-byte aligned)
-        mv = memoryview(buf)[: len(buf) & ~7].cast("B")
+        mv = aligned_view(buf)
         self._m32 = mv.cast("I")
         self._mq = mv.cast("q")  # int values (8-byte aligned)
         self._md = mv.cast("d")  # float values
         # C hit path of incr (shm._accel), or None: pure Python
-        self._aincr = self._fincr = None
+        self._aincr = self._fincr = self._clookup = self._clocked = None
         if _AccelZone is not None:
             sem = getattr(lock, "sem", None)
             if not isinstance(sem, _accel.Semaphore):
@@ -234,8 +247,10 @@ class SharedDict:
                 pass
             else:
                 self._aincr = zone.incr
+                self._clookup = zone.lookup
                 if sem is not None:
                     self._fincr = zone.fast_incr
+                    self._clocked = zone.lookup  # can take the C semaphore itself
         self._hits = 0
         self._misses = 0
         self._closed = False
@@ -342,7 +357,7 @@ class SharedDict:
         self._closed = True
         if self._aincr is not None:
             self._aincr.__self__.release()
-            self._aincr = self._fincr = None
+            self._aincr = self._fincr = self._clookup = self._clocked = None
         for v in (self._m32, self._mq, self._md):
             v.release()
         self._slab.release()
@@ -396,13 +411,13 @@ class SharedDict:
             )
             self._format(keep_stats=True)
             return
-        dirty = _u32_unpack(self._buf, H_DIRTY)[0]
+        dirty = u32_unpack(self._buf, H_DIRTY)[0]
         if dirty:
             log.error(
                 "shm zone %r: entry being rewritten by dead process %d dropped", self.name, dead
             )
             self._remove(dirty)
-            _u32_pack(self._buf, H_DIRTY, 0)
+            u32_pack(self._buf, H_DIRTY, 0)
 
     def recover(self, pid: int) -> bool:
         """Release the lock if dead process ``pid`` holds it (call after reaping ``pid``).
@@ -428,10 +443,10 @@ class SharedDict:
         else:
             ev = hits = misses = 0
             buf[0:8] = bytes(8)  # no magic until the zone is complete
-            _u32_pack(buf, H_OWNER, 0)
+            u32_pack(buf, H_OWNER, 0)
         buf[g.index_off : g.pd_off] = bytes(g.pd_off - g.index_off)
         U32x2.pack_into(buf, H_LRU, 0, 0)
-        _u32_pack(buf, H_DIRTY, 0)
+        u32_pack(buf, H_DIRTY, 0)
         self._slab.format()
         STATS.pack_into(buf, H_ENTRIES, 0, ev, hits, misses, 0)
         g.write(buf)
@@ -443,16 +458,51 @@ class SharedDict:
         U64.pack_into(buf, H_HITS + 8, misses + self._misses)
         self._hits = self._misses = 0
 
-    def _find(self, kb: bytes, h: int) -> int:
-        buf = self._buf
-        n = len(kb)
-        off = _u32_unpack(buf, self._index + ((h & self._mask) << 2))[0]
-        while off:
-            hn, _lp, _ln, hh, _e, _f, _vl, kl, _vt, _c = _node_unpack(buf, off)
-            if hh == h and kl == n and buf[off + 36 : off + 36 + n] == kb:
-                return off
-            off = hn
-        return 0
+    def _lookup(self, kb: bytes, h: int, link: bool = False, lock: bool = False) -> int:
+        """The record of key ``kb`` (hash ``h``) in its hash chain: its offset, or with ``link``
+        the index in the u32 view of the link that points to it (the bucket slot or the
+        previous record's hash-next); 0 if the key is absent.
+
+        Every operation finds its record here (the walk runs in C when shm._accel is built:
+        ``Zone.lookup``).  Called with the zone lock held, or with ``lock`` to take it first;
+        the caller then releases it (``_unlock``), unless this raises."""
+        m32 = self._m32
+        if lock:
+            cl = self._clocked
+            if cl is not None:
+                off = cl(kb, h, _pid)  # the lock and the walk in one C call; None: it is busy
+                if off is not None:
+                    return off
+            try:
+                self._acquire(0)
+            except BusyError:
+                self._lock.wait()
+            m32[_OWNER] = _pid
+        try:
+            cl = self._clookup
+            if cl is not None and not link:
+                return cl(kb, h)
+            buf = self._buf
+            n = len(kb)
+            at = self._bidx + (h & self._mask)
+            off = m32[at]
+            while off:
+                nxt, hh, kl = _match_unpack(buf, off)
+                if hh == h and kl == n and buf[off + N_KEY : off + N_KEY + n] == kb:
+                    return at if link else off
+                at = off >> 2
+                off = nxt
+            return 0
+        except BaseException:
+            if lock:
+                self._unlock()
+            raise
+
+    def _enter(self, key: str | bytes) -> int:
+        """Check and encode ``key``, take the zone lock and find the key's record: its offset,
+        or 0.  The caller releases the lock (``_unlock``)."""
+        kb = self._key(key)
+        return self._lookup(kb, crc32(kb), False, True)
 
     def _touch(self, off: int) -> None:
         """Move node ``off`` to the LRU head."""
@@ -499,43 +549,35 @@ class SharedDict:
             m32[_TAIL] = off
         m32[_HEAD] = off
 
-    def _chain_replace(self, old: int, new: int, h: int) -> None:
+    def _chain_replace(self, old: int, new: int) -> None:
         """Put ``new`` where ``old`` is in its hash chain (new=0: unlink ``old``)."""
+        buf = self._buf
         m32 = self._m32
+        _nxt, h, kl = _match_unpack(buf, old)
+        at = self._lookup(bytes(buf[old + N_KEY : old + N_KEY + kl]), h, True)
+        if not at or m32[at] != old:
+            raise RuntimeError("shm: node missing from its hash chain")
         nxt = m32[old >> 2]
         if new:
             m32[new >> 2] = nxt
         else:
             new = nxt
-        slot = self._bidx + (h & self._mask)
-        cur = m32[slot]
-        if cur == old:
-            m32[slot] = new
-            return
-        while cur:
-            n2 = m32[cur >> 2]
-            if n2 == old:
-                m32[cur >> 2] = new
-                return
-            cur = n2
-        raise RuntimeError("shm: node missing from its hash chain")
+        m32[at] = new
 
     def _free_node(self, off: int) -> None:
         buf = self._buf
-        _hn, _lp, _ln, _h, _e, _f, vlen, klen, vt, _c = _node_unpack(buf, off)
+        _hn, _lp, _ln, _h, _e, _f, vlen, klen, vt, _c = node_unpack(buf, off)
         if vt == T_LIST:
-            el = LHEAD.unpack_from(buf, off + ((klen + 43) & ~7))[0]
+            el = LHEAD.unpack_from(buf, off + value_offset(klen))[0]
             while el:
-                nxt = _u32_unpack(buf, el)[0]
+                nxt = u32_unpack(buf, el)[0]
                 self._slab.free(el)
                 el = nxt
         self._slab.free(off)
 
     def _remove(self, off: int) -> None:
         """Unlink node ``off`` from index and LRU and free it."""
-        buf = self._buf
-        h = _u32_unpack(buf, off + 12)[0]
-        self._chain_replace(off, 0, h)
+        self._chain_replace(off, 0)
         self._lru_unlink(off)
         self._free_node(off)
         self._slab.m64[_ENTRIES] -= 1
@@ -553,10 +595,10 @@ class SharedDict:
         buf = self._buf
         freed = 0
         while freed < limit:
-            tail = _u32_unpack(buf, H_LRU + 4)[0]
+            tail = u32_unpack(buf, H_LRU + 4)[0]
             if not tail:
                 break
-            exp = _i64_unpack(buf, tail + 16)[0]
+            exp = i64_unpack(buf, tail + N_EXPIRES)[0]
             if not exp or exp > now:
                 break
             self._remove(tail)
@@ -574,11 +616,11 @@ class SharedDict:
             return off, False
         buf = self._buf
         now = _now_ns() // 1_000_000
-        cur = _u32_unpack(buf, H_LRU + 4)[0]
+        cur = u32_unpack(buf, H_LRU + 4)[0]
         scanned = 0
         while cur and scanned < SWEEP_SCAN:
-            prev = _u32_unpack(buf, cur + 4)[0]
-            exp = _i64_unpack(buf, cur + 16)[0]
+            prev = u32_unpack(buf, cur + 4)[0]
+            exp = i64_unpack(buf, cur + N_EXPIRES)[0]
             if exp and exp <= now and cur != protect:
                 self._remove(cur)
                 off = sl.alloc(size)
@@ -591,9 +633,9 @@ class SharedDict:
         evicted = 0
         forcible = False
         while evicted < MAX_EVICT:
-            victim = _u32_unpack(buf, H_LRU + 4)[0]
+            victim = u32_unpack(buf, H_LRU + 4)[0]
             if victim == protect and victim:
-                victim = _u32_unpack(buf, victim + 4)[0]
+                victim = u32_unpack(buf, victim + 4)[0]
             if not victim:
                 break
             self._remove(victim)
@@ -613,8 +655,8 @@ class SharedDict:
         n = len(kb)
         cls = _slab.size_class(size)
         NODE.pack_into(buf, off, 0, 0, 0, h, exp, flags, len(vb), n, vt, cls)
-        buf[off + 36 : off + 36 + n] = kb
-        vo = off + ((n + 43) & ~7)
+        buf[off + N_KEY : off + N_KEY + n] = kb
+        vo = off + value_offset(n)
         buf[vo : vo + len(vb)] = vb
 
     def _store_locked(
@@ -623,12 +665,12 @@ class SharedDict:
         """Store with the lock held.  Returns (done, forcible); raises NoMemory."""
         buf = self._buf
         self._sweep(now)
-        off = self._find(kb, h)
-        n = len(kb)
+        off = self._lookup(kb, h)
         vlen = len(vb)
-        size = ((n + 43) & ~7) + vlen
+        vrel = value_offset(len(kb))
+        size = vrel + vlen
         if off:
-            _hn, _lp, _ln, _h, oexp, _f, ovlen, _kl, ovt, ocls = _node_unpack(buf, off)
+            _hn, _lp, _ln, _h, oexp, _f, ovlen, _kl, ovt, ocls = node_unpack(buf, off)
             live = not oexp or oexp > now
             if mode == ADD or mode == SAFE_ADD:
                 if live:
@@ -639,12 +681,12 @@ class SharedDict:
                 cls = _slab.size_class(size)
                 if cls == ocls and (cls != LARGE or self._slab.chunk_size(off) >= size):
                     # in place: the chunk fits and is of the right class; no allocation
-                    _u32_pack(buf, H_DIRTY, off)
-                    NODE_META.pack_into(buf, off + 16, exp, flags, vlen)
-                    buf[off + 34] = vt
-                    vo = off + ((n + 43) & ~7)
+                    u32_pack(buf, H_DIRTY, off)
+                    NODE_META.pack_into(buf, off + N_EXPIRES, exp, flags, vlen)
+                    buf[off + N_VTYPE] = vt
+                    vo = off + vrel
                     buf[vo : vo + vlen] = vb
-                    _u32_pack(buf, H_DIRTY, 0)
+                    u32_pack(buf, H_DIRTY, 0)
                     self._touch(off)
                     return True, False
             self._touch(off)
@@ -657,7 +699,7 @@ class SharedDict:
             raise NoMemory()
         self._write_node(new, h, kb, vt, vb, exp, flags, size)
         if off:
-            self._chain_replace(off, new, h)
+            self._chain_replace(off, new)
             self._lru_unlink(off)
             self._lru_push(new)
             self._free_node(off)
@@ -670,25 +712,14 @@ class SharedDict:
         """Value of ``key``, or ``default`` if missing or expired.  ``IsAList`` for a list."""
         kc = key.__class__
         kb = key.encode() if kc is str else key if kc is bytes else _key_slow(key)
-        n = len(kb)
-        if not 0 < n < 65536:
-            _bad_key_len(n)
-        h = crc32(kb)
         buf = self._buf
         m32 = self._m32
+        off = self._lookup(kb, crc32(kb), False, True)  # takes the lock
         try:
-            self._acquire(0)
-        except BusyError:
-            self._lock.wait()
-        m32[_OWNER] = _pid
-        try:
-            off = m32[self._bidx + (h & self._mask)]
-            while off:
-                hn, lp, _ln, hh, exp, _f, vlen, kl, vt, _c = _node_unpack(buf, off)
-                if hh == h and kl == n and buf[off + 36 : off + 36 + n] == kb:
-                    if exp and exp <= _now_ns() // 1_000_000:
-                        break
-                    vo = off + ((n + 43) & ~7)
+            if off:
+                lp, exp, _f, vlen, kl, vt, _c = _state_unpack(buf, off)
+                if not exp or exp > _now_ns() // 1_000_000:
+                    vo = off + ((kl + VALUE_PAD) & ~7)  # value_offset(kl)
                     if vt == T_INT:
                         v = self._mq[vo >> 3]
                     elif vt == T_STR:
@@ -701,7 +732,11 @@ class SharedDict:
                     if c > HIT_FLUSH:
                         self._flush_counts()
                     return v
-                off = hn
+            else:
+                # only a key of 1..65535 bytes can be found: the length is checked on a miss
+                n = len(kb)
+                if not 0 < n < 65536:
+                    _bad_key_len(n)
             self._misses = c = self._misses + 1
             if c > HIT_FLUSH:
                 self._flush_counts()
@@ -716,22 +751,19 @@ class SharedDict:
         ``stale``: an expired entry's value too (``get_stale``); else an expired entry is
         ``(None, 0, True)`` whatever its type, as nginx's ``get`` (an expired list is not an
         error), and a live one moves to the LRU head."""
-        kb = self._key(key)
-        h = crc32(kb)
         buf = self._buf
-        self._lock_()
+        off = self._enter(key)
         try:
-            off = self._find(kb, h)
             if not off:
                 self._misses += 1
                 return None
-            _hn, _lp, _ln, _h, exp, flags, vlen, kl, vt, _c = _node_unpack(buf, off)
+            _hn, _lp, _ln, _h, exp, flags, vlen, kl, vt, _c = node_unpack(buf, off)
             if exp and exp <= _now_ns() // 1_000_000:
                 self._misses += 1
                 if not stale:
                     return None, 0, True
-                return _decode(buf, off + ((kl + 43) & ~7), vt, vlen), flags, True
-            v = _decode(buf, off + ((kl + 43) & ~7), vt, vlen)
+                return _decode(buf, off + value_offset(kl), vt, vlen), flags, True
+            v = _decode(buf, off + value_offset(kl), vt, vlen)
             self._hits += 1
             if not stale:
                 self._touch(off)
@@ -765,13 +797,10 @@ class SharedDict:
 
     def ttl(self, key: str | bytes) -> float:
         """Seconds left (ms resolution), 0 for no expiry; ``NotFound`` if missing/expired."""
-        kb = self._key(key)
-        h = crc32(kb)
-        self._lock_()
+        off = self._enter(key)
         try:
-            off = self._find(kb, h)
             if off:
-                exp = _i64_unpack(self._buf, off + 16)[0]
+                exp = i64_unpack(self._buf, off + N_EXPIRES)[0]
                 if not exp:
                     return 0
                 left = exp - _now_ns() // 1_000_000
@@ -783,32 +812,26 @@ class SharedDict:
 
     def llen(self, key: str | bytes) -> int:
         """Length of the list at ``key``; 0 if missing; ``NotAList`` for a scalar."""
-        kb = self._key(key)
-        h = crc32(kb)
         buf = self._buf
-        self._lock_()
+        off = self._enter(key)
         try:
-            off = self._find(kb, h)
             if not off:
                 return 0
-            _hn, _lp, _ln, _h, exp, _f, _vl, kl, vt, _c = _node_unpack(buf, off)
+            _hn, _lp, _ln, _h, exp, _f, _vl, kl, vt, _c = node_unpack(buf, off)
             if exp and exp <= _now_ns() // 1_000_000:
                 return 0
             if vt != T_LIST:
                 raise NotAList()
-            return LHEAD.unpack_from(buf, off + ((kl + 43) & ~7))[2]
+            return LHEAD.unpack_from(buf, off + value_offset(kl))[2]
         finally:
             self._unlock()
 
     def __contains__(self, key: object) -> bool:
-        kb = self._key(key)  # type: ignore[arg-type]
-        h = crc32(kb)
-        self._lock_()
+        off = self._enter(key)  # type: ignore[arg-type]
         try:
-            off = self._find(kb, h)
             if not off:
                 return False
-            exp = _i64_unpack(self._buf, off + 16)[0]
+            exp = i64_unpack(self._buf, off + N_EXPIRES)[0]
             return not exp or exp > _now_ns() // 1_000_000
         finally:
             self._unlock()
@@ -840,7 +863,7 @@ class SharedDict:
         ms = _exptime_ms(exptime) if exptime else 0
         if flags:
             _check_flags(flags)
-        if ((len(kb) + 43) & ~7) + len(vb) > self._g.npages * PAGE:
+        if node_size(len(kb), len(vb)) > self._g.npages * PAGE:
             raise NoMemory()
         h = crc32(kb)
         self._lock_()
@@ -874,65 +897,41 @@ class SharedDict:
         if flags:
             _check_flags(flags)
         vlen = len(vb)
-        size = ((n + 43) & ~7) + vlen
+        vrel = (n + VALUE_PAD) & ~7  # value_offset(n), inline on this hot path
+        size = vrel + vlen
         if size > MAX_SMALL:
             return self._write(kb, value, exptime, flags, SET)[1]
         cls = SIZE2CLS[(size + 15) >> 4]
         h = crc32(kb)
         buf = self._buf
         m32 = self._m32
+        off = self._lookup(kb, h, False, True)  # takes the lock
         try:
-            self._acquire(0)
-        except BusyError:
-            self._lock.wait()
-        m32[_OWNER] = _pid
-        try:
-            off = m32[self._bidx + (h & self._mask)]
-            while off:
-                hn, lp, _ln, hh, oe, of, ovl, kl, ovt, ocls = _node_unpack(buf, off)
-                if hh == h and kl == n and buf[off + 36 : off + 36 + n] == kb:
-                    if ocls != cls or ovt == T_LIST:
-                        break
+            if off:
+                lp, oe, of, ovl, _kl, ovt, ocls = _state_unpack(buf, off)
+                if ocls == cls and ovt != T_LIST:
+                    vo = off + vrel
                     if (
                         ovt == vt
                         and (vt == T_INT or vt == T_FLOAT)
                         and not (oe or of or ms or flags)
                     ):
                         # a number over a number, no expiry or flags: one aligned 8-byte store
-                        vi = (off + ((n + 43) & ~7)) >> 3
                         if vt == T_INT:
-                            self._mq[vi] = value
+                            self._mq[vo >> 3] = value
                         else:
-                            self._md[vi] = value
-                        if lp:
-                            self._touch(off)
-                        return False
-                    # in place: same size class, nothing to allocate, cannot fail
-                    m32[_DIRTY] = off
-                    if ovt == vt and ovl == vlen and of == flags and not (oe or ms):
-                        vo = off + ((n + 43) & ~7)  # only the bytes change
-                        buf[vo : vo + vlen] = vb
+                            self._md[vo >> 3] = value
+                    else:
+                        # in place: same size class, nothing to allocate, cannot fail
+                        m32[_DIRTY] = off
+                        if not (ovt == vt and ovl == vlen and of == flags and not (oe or ms)):
+                            exp = _now_ns() // 1_000_000 + ms if ms else 0
+                            _tail_pack(buf, off + N_EXPIRES, exp, flags, vlen, n, vt, cls)
+                        buf[vo : vo + vlen] = vb  # else only the bytes change
                         m32[_DIRTY] = 0
-                        if lp:
-                            self._touch(off)
-                        return False
-                    _tail_pack(
-                        buf,
-                        off + 16,
-                        _now_ns() // 1_000_000 + ms if ms else 0,
-                        flags,
-                        vlen,
-                        n,
-                        vt,
-                        cls,
-                    )
-                    vo = off + ((n + 43) & ~7)
-                    buf[vo : vo + vlen] = vb
-                    m32[_DIRTY] = 0
                     if lp:
                         self._touch(off)
                     return False
-                off = hn
             now = _now_ns() // 1_000_000
             return self._store_locked(kb, h, vt, vb, now + ms if ms else 0, flags, SET, now)[1]
         finally:
@@ -956,14 +955,11 @@ class SharedDict:
         return self._write(key, value, exptime, flags, REPLACE)[0]
 
     def _delete(self, key: str | bytes) -> bool:
-        kb = self._key(key)
-        h = crc32(kb)
-        self._lock_()
+        off = self._enter(key)
         try:
-            off = self._find(kb, h)
             if not off:
                 return False
-            exp = _i64_unpack(self._buf, off + 16)[0]
+            exp = i64_unpack(self._buf, off + N_EXPIRES)[0]
             self._remove(off)
             return not exp or exp > _now_ns() // 1_000_000
         finally:
@@ -1001,6 +997,10 @@ class SharedDict:
         n = len(kb)
         if not 0 < n < 65536:
             _bad_key_len(n)
+        if kc is str and fast is not None and _now_ns is _monotonic_ns:
+            v = fast(kb, delta, init, init_ttl, _pid)  # a str key: the C call with its bytes
+            if v is not None:
+                return v
         dc = delta.__class__
         if dc is not int and dc is not float:
             if isinstance(delta, bool) or not isinstance(delta, (int, float)):
@@ -1020,26 +1020,19 @@ class SharedDict:
         h = crc32(kb)
         buf = self._buf
         m32 = self._m32
-        try:
-            self._acquire(0)
-        except BusyError:
-            self._lock.wait()
-        m32[_OWNER] = _pid
+        off = self._lookup(kb, h, False, True)  # takes the lock
         try:
             aincr = self._aincr
             # a live int entry: done in C (else None), which reads CLOCK_MONOTONIC itself, so
             # not while a test replaces this module's clock
-            if aincr is not None and dc is int and _now_ns is _monotonic_ns:
+            if off and aincr is not None and dc is int and _now_ns is _monotonic_ns:
                 v = aincr(kb, h, delta)
                 if v is not None:
                     return v
-            off = m32[self._bidx + (h & self._mask)]
-            while off:
-                hn, lp, _ln, hh, exp, _f, _vl, kl, vt, _c = _node_unpack(buf, off)
-                if hh == h and kl == n and buf[off + 36 : off + 36 + n] == kb:
-                    if exp and exp <= _now_ns() // 1_000_000:
-                        break
-                    vi = (off + ((n + 43) & ~7)) >> 3  # values are 8-byte aligned
+            if off:
+                lp, exp, _f, _vl, kl, vt, _c = _state_unpack(buf, off)
+                if not exp or exp > _now_ns() // 1_000_000:
+                    vi = (off + ((kl + VALUE_PAD) & ~7)) >> 3  # value_offset(kl), 8-aligned
                     if vt == T_INT:
                         mq = self._mq
                         if dc is int:
@@ -1051,7 +1044,7 @@ class SharedDict:
                             v = mq[vi] + delta
                             m32[_DIRTY] = off
                             self._md[vi] = v
-                            buf[off + 34] = T_FLOAT
+                            buf[off + N_VTYPE] = T_FLOAT
                             m32[_DIRTY] = 0
                     elif vt == T_FLOAT:
                         md = self._md
@@ -1062,7 +1055,6 @@ class SharedDict:
                     if lp:
                         self._touch(off)
                     return v
-                off = hn
             if init is None:
                 raise NotFound()
             v = init + delta
@@ -1077,19 +1069,16 @@ class SharedDict:
 
     def expire(self, key: str | bytes, exptime: float) -> bool:
         """Set a new expiry (0 = never) on a live key; False if missing or expired."""
-        kb = self._key(key)
-        ms = _exptime_ms(exptime)
-        h = crc32(kb)
-        self._lock_()
+        off = self._enter(key)
         try:
-            off = self._find(kb, h)
+            ms = _exptime_ms(exptime)
             if not off:
                 return False
             now = _now_ns() // 1_000_000
-            exp = _i64_unpack(self._buf, off + 16)[0]
+            exp = i64_unpack(self._buf, off + N_EXPIRES)[0]
             if exp and exp <= now:
                 return False
-            _i64_pack(self._buf, off + 16, now + ms if ms else 0)
+            i64_pack(self._buf, off + N_EXPIRES, now + ms if ms else 0)
             return True
         finally:
             self._unlock()
@@ -1109,17 +1098,17 @@ class SharedDict:
         try:
             now = _now_ns() // 1_000_000
             self._sweep(now)
-            off = self._find(kb, h)
+            off = self._lookup(kb, h)
             created = False
             if off:
-                exp = _i64_unpack(buf, off + 16)[0]
+                exp = i64_unpack(buf, off + N_EXPIRES)[0]
                 if exp and exp <= now:
                     self._remove(off)
                     off = 0
-                elif buf[off + 34] != T_LIST:
+                elif buf[off + N_VTYPE] != T_LIST:
                     raise NotAList()
             if not off:
-                size = ((len(kb) + 43) & ~7) + LHEAD.size
+                size = node_size(len(kb), LHEAD.size)
                 off = self._alloc(size, True, 0)[0]
                 if not off:
                     raise NoMemory()
@@ -1131,7 +1120,7 @@ class SharedDict:
                 if created:
                     self._remove(off)
                 raise NoMemory()
-            ho = off + ((len(kb) + 43) & ~7)
+            ho = off + value_offset(len(kb))
             first, last, length = LHEAD.unpack_from(buf, ho)
             m32 = self._m32
             if left:
@@ -1166,22 +1155,19 @@ class SharedDict:
         return self._push(key, value, False)
 
     def _pop(self, key: str | bytes, left: bool) -> Any:
-        kb = self._key(key)
-        h = crc32(kb)
         buf = self._buf
-        self._lock_()
+        off = self._enter(key)
         try:
-            off = self._find(kb, h)
             if not off:
                 return None
             now = _now_ns() // 1_000_000
-            _hn, _lp, _ln, _h, exp, _f, _vl, kl, vt, _c = _node_unpack(buf, off)
+            _hn, _lp, _ln, _h, exp, _f, _vl, kl, vt, _c = node_unpack(buf, off)
             if exp and exp <= now:
                 self._remove(off)
                 return None
             if vt != T_LIST:
                 raise NotAList()
-            ho = off + ((kl + 43) & ~7)
+            ho = off + value_offset(kl)
             first, last, length = LHEAD.unpack_from(buf, ho)
             el = first if left else last
             nxt, prev, vlen, evt = ELEM.unpack_from(buf, el)
@@ -1234,9 +1220,9 @@ class SharedDict:
                 now = _now_ns() // 1_000_000
                 end = min(nb, b + SCAN_BUCKETS)
                 while b < end:
-                    off = _u32_unpack(buf, idx + (b << 2))[0]
+                    off = u32_unpack(buf, idx + (b << 2))[0]
                     while off:
-                        nxt = _u32_unpack(buf, off)[0]
+                        nxt = u32_unpack(buf, off)[0]
                         if fn(off, now):
                             return
                         off = nxt
@@ -1245,7 +1231,7 @@ class SharedDict:
                 self._unlock()
             # let waiters (and other greenlets) in between batches
             for _ in range(10):
-                if not _u32_unpack(buf, H_WANT)[0]:
+                if not u32_unpack(buf, H_WANT)[0]:
                     break
                 time.sleep(0.0001)
             time.sleep(0)
@@ -1261,10 +1247,10 @@ class SharedDict:
         buf = self._buf
 
         def visit(off: int, now: int) -> bool:
-            exp = _i64_unpack(buf, off + 16)[0]
+            exp = i64_unpack(buf, off + N_EXPIRES)[0]
             if not exp or exp > now:
                 kl = NODE.unpack_from(buf, off)[7]
-                kb = bytes(buf[off + 36 : off + 36 + kl])
+                kb = bytes(buf[off + N_KEY : off + N_KEY + kl])
                 try:
                     keys.append(kb.decode())
                 except UnicodeDecodeError:
@@ -1285,7 +1271,7 @@ class SharedDict:
 
         def visit(off: int, now: int) -> bool:
             nonlocal freed
-            exp = _i64_unpack(buf, off + 16)[0]
+            exp = i64_unpack(buf, off + N_EXPIRES)[0]
             if exp and exp <= now:
                 self._remove(off)
                 freed += 1
@@ -1301,7 +1287,7 @@ class SharedDict:
 
     def free_space(self) -> int:
         """Bytes in wholly free pages (as nginx); small items may still fit when it is 0."""
-        return _u32_unpack(self._buf, H_FREERUN + 4)[0] * PAGE
+        return u32_unpack(self._buf, H_FREERUN + 4)[0] * PAGE
 
     def stats(self) -> dict[str, int]:
         """``capacity``, ``used`` (bytes in allocated chunks), ``free`` (= free_space),
@@ -1311,7 +1297,7 @@ class SharedDict:
         try:
             self._flush_counts()
             entries, ev, hits, misses, used = STATS.unpack_from(self._buf, H_ENTRIES)
-            free = _u32_unpack(self._buf, H_FREERUN + 4)[0] * PAGE
+            free = u32_unpack(self._buf, H_FREERUN + 4)[0] * PAGE
         finally:
             self._unlock()
         return {
@@ -1334,7 +1320,7 @@ class SharedDict:
 
     def owner(self) -> int:
         """Pid currently holding the lock, 0 if none (diagnostics)."""
-        return _u32_unpack(self._buf, H_OWNER)[0]
+        return u32_unpack(self._buf, H_OWNER)[0]
 
 
 if _accel is not None:

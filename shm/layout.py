@@ -96,12 +96,54 @@ NODE_SIZE = NODE.size  # 36
 NODE_VAL = struct.Struct("<qIIHB")  # expires, flags, vlen, klen(unused on write), vtype at +16
 NODE_META = struct.Struct("<qII")  # expires, flags, vlen at +16
 NODE_TAIL = struct.Struct("<qIIHBB")  # expires .. cls at +16
+NODE_MATCH = struct.Struct("<I8xI16xH")  # hash-next, hash, klen: what a chain walk compares
+NODE_STATE = struct.Struct("<4xI8xqIIHBB")  # lru-prev, expires, flags, vlen, klen, vtype, cls
+# node field offsets (the same as NODE's fields)
+N_HNEXT = 0
+N_LPREV = 4
+N_LNEXT = 8
+N_HASH = 12
+N_EXPIRES = 16
+N_FLAGS = 24
+N_VLEN = 28
+N_KLEN = 32
+N_VTYPE = 34
+N_CLS = 35
+N_KEY = 36
 PD = struct.Struct("<BBHHHIIII")  # kind, cls, used, carved, pad, run, prev, next, start
 LHEAD = struct.Struct("<III")  # first, last, length
 ELEM = struct.Struct("<IIIB")  # next, prev, vlen, vtype
 ELEM_SIZE = ELEM.size  # 13
 STATS = struct.Struct("<QQQQQ")  # entries, evictions, hits, misses, used
-assert NODE_SIZE == 36 and PD.size == PD_SIZE
+assert NODE_SIZE == N_KEY == 36 and PD.size == PD_SIZE
+u32_unpack = U32.unpack_from
+u32_pack = U32.pack_into
+i64_unpack = I64.unpack_from
+i64_pack = I64.pack_into
+node_unpack = NODE.unpack_from
+pd_unpack = PD.unpack_from
+pd_pack = PD.pack_into
+
+
+def aligned_view(buf) -> memoryview:
+    """A byte view of ``buf`` cut to a whole number of 8-byte words, for the u16/u32/i64/f64
+    casts through which the zone's words are read and written."""
+    return memoryview(buf)[: len(buf) & ~7].cast("B")
+
+
+# value_offset(klen) == (klen + VALUE_PAD) & ~7 (the hit paths of get, set and incr inline it)
+VALUE_PAD = N_KEY + 7
+
+
+def value_offset(klen: int) -> int:
+    """Offset of a node's value from the node's start: the header, the key of ``klen`` bytes,
+    then padding to the next multiple of 8 (numbers are aligned 8-byte words)."""
+    return (klen + VALUE_PAD) & ~7
+
+
+def node_size(klen: int, vlen: int) -> int:
+    """Bytes a node needs for a key of ``klen`` and a value of ``vlen`` bytes."""
+    return value_offset(klen) + vlen
 
 
 class Geometry:

@@ -22,7 +22,6 @@ from .layout import (
     MAX_SMALL,
     PAGE,
     PAGE_SHIFT,
-    PD,
     PD_SIZE,
     PER_PAGE,
     PG_CONT,
@@ -31,18 +30,16 @@ from .layout import (
     PG_SLAB,
     SIZE2CLS,
     U16,
-    U32,
     U64,
     Geometry,
     U16x2,
     U32x2,
+    aligned_view,
+    pd_pack,
+    pd_unpack,
+    u32_pack,
+    u32_unpack,
 )
-
-_u32_unpack = U32.unpack_from
-_u32_pack = U32.pack_into
-_pd_unpack = PD.unpack_from
-_pd_pack = PD.pack_into
-
 
 _FREE_I = H_CLS_FREE >> 2
 _USED_I = H_USED >> 3
@@ -68,7 +65,7 @@ class Slab:
         self.g = g
         self.data = g.data_off
         self.pd = g.pd_off
-        mv = memoryview(buf)[: len(buf) & ~7].cast("B")
+        mv = aligned_view(buf)
         self.m16 = mv.cast("H")
         self.m32 = mv.cast("I")
         self.m64 = mv.cast("Q")
@@ -92,38 +89,38 @@ class Slab:
     def _run_unlink(self, p: int, prev: int, nxt: int) -> None:
         buf, pd = self.buf, self.pd
         if prev:
-            _u32_pack(buf, pd + (prev - 1) * PD_SIZE + 16, nxt)
+            u32_pack(buf, pd + (prev - 1) * PD_SIZE + 16, nxt)
         else:
-            _u32_pack(buf, H_FREERUN, nxt)
+            u32_pack(buf, H_FREERUN, nxt)
         if nxt:
-            _u32_pack(buf, pd + (nxt - 1) * PD_SIZE + 12, prev)
+            u32_pack(buf, pd + (nxt - 1) * PD_SIZE + 12, prev)
 
     def _free_run(self, p: int, n: int) -> None:
         """Return pages [p, p+n) to the pool, merging with free neighbours."""
         buf, pd, npages = self.buf, self.pd, self.g.npages
         freed = n
         for i in range(p, p + n):
-            _pd_pack(buf, pd + i * PD_SIZE, PG_FREE, 0, 0, 0, 0, 0, 0, 0, 0)
+            pd_pack(buf, pd + i * PD_SIZE, PG_FREE, 0, 0, 0, 0, 0, 0, 0, 0)
         if p > 0:
-            k, _c, _u, _cv, _x, _r, _pv, _nx, start = _pd_unpack(buf, pd + (p - 1) * PD_SIZE)
+            k, _c, _u, _cv, _x, _r, _pv, _nx, start = pd_unpack(buf, pd + (p - 1) * PD_SIZE)
             if k == PG_FREE:  # p-1 is the tail of a run starting at `start`
-                _k, _c, _u, _cv, _x, run, prev, nxt, _s = _pd_unpack(buf, pd + start * PD_SIZE)
+                _k, _c, _u, _cv, _x, run, prev, nxt, _s = pd_unpack(buf, pd + start * PD_SIZE)
                 self._run_unlink(start, prev, nxt)
                 n += p - start
                 p = start
         q = p + n
         if q < npages:
-            k, _c, _u, _cv, _x, run, prev, nxt, _s = _pd_unpack(buf, pd + q * PD_SIZE)
+            k, _c, _u, _cv, _x, run, prev, nxt, _s = pd_unpack(buf, pd + q * PD_SIZE)
             if k == PG_FREE:  # q is the head of a run
                 self._run_unlink(q, prev, nxt)
                 n += run
-        head = _u32_unpack(buf, H_FREERUN)[0]
-        _pd_pack(buf, pd + p * PD_SIZE, PG_FREE, 0, 0, 0, 0, n, 0, head, p)
+        head = u32_unpack(buf, H_FREERUN)[0]
+        pd_pack(buf, pd + p * PD_SIZE, PG_FREE, 0, 0, 0, 0, n, 0, head, p)
         if n > 1:
-            _pd_pack(buf, pd + (p + n - 1) * PD_SIZE, PG_FREE, 0, 0, 0, 0, 0, 0, 0, p)
+            pd_pack(buf, pd + (p + n - 1) * PD_SIZE, PG_FREE, 0, 0, 0, 0, 0, 0, 0, p)
         if head:
-            _u32_pack(buf, pd + (head - 1) * PD_SIZE + 12, p + 1)
-        count = _u32_unpack(buf, H_FREERUN + 4)[0]
+            u32_pack(buf, pd + (head - 1) * PD_SIZE + 12, p + 1)
+        count = u32_unpack(buf, H_FREERUN + 4)[0]
         U32x2.pack_into(buf, H_FREERUN, p + 1, count + freed)
 
     def _alloc_run(self, n: int) -> int:
@@ -134,13 +131,13 @@ class Slab:
             return -1
         while cur:
             p = cur - 1
-            _k, _c, _u, _cv, _x, run, prev, nxt, _s = _pd_unpack(buf, pd + p * PD_SIZE)
+            _k, _c, _u, _cv, _x, run, prev, nxt, _s = pd_unpack(buf, pd + p * PD_SIZE)
             if run >= n:
                 if run == n:
                     self._run_unlink(p, prev, nxt)
                 else:
                     r = p + n
-                    _pd_pack(
+                    pd_pack(
                         buf,
                         pd + r * PD_SIZE,
                         PG_FREE,
@@ -154,14 +151,14 @@ class Slab:
                         r if run - n == 1 else 0,
                     )
                     if run - n > 1:  # tail keeps pointing at the (new) head
-                        _u32_pack(buf, pd + (p + run - 1) * PD_SIZE + 20, r)
+                        u32_pack(buf, pd + (p + run - 1) * PD_SIZE + 20, r)
                     if prev:
-                        _u32_pack(buf, pd + (prev - 1) * PD_SIZE + 16, r + 1)
+                        u32_pack(buf, pd + (prev - 1) * PD_SIZE + 16, r + 1)
                     else:
-                        _u32_pack(buf, H_FREERUN, r + 1)
+                        u32_pack(buf, H_FREERUN, r + 1)
                     if nxt:
-                        _u32_pack(buf, pd + (nxt - 1) * PD_SIZE + 12, r + 1)
-                _u32_pack(buf, H_FREERUN + 4, _u32_unpack(buf, H_FREERUN + 4)[0] - n)
+                        u32_pack(buf, pd + (nxt - 1) * PD_SIZE + 12, r + 1)
+                u32_pack(buf, H_FREERUN + 4, u32_unpack(buf, H_FREERUN + 4)[0] - n)
                 return p
             cur = nxt
         return -1
@@ -172,9 +169,9 @@ class Slab:
         n = 0
         for c in range(len(CLASSES)):
             co = H_CLS_CARVE + 4 * c
-            cp = _u32_unpack(buf, co)[0]
+            cp = u32_unpack(buf, co)[0]
             if cp and U16.unpack_from(buf, pd + (cp - 1) * PD_SIZE + 2)[0] == 0:
-                _u32_pack(buf, co, 0)
+                u32_pack(buf, co, 0)
                 self._free_run(cp - 1, 1)
                 n += 1
         return n
@@ -197,7 +194,7 @@ class Slab:
                 self.m16[(self.pd + ((off - self.data) >> PAGE_SHIFT) * PD_SIZE + 2) >> 1] += 1
             else:
                 co = H_CLS_CARVE + 4 * c
-                cp = _u32_unpack(buf, co)[0]
+                cp = u32_unpack(buf, co)[0]
                 if cp:
                     po = self.pd + (cp - 1) * PD_SIZE
                     used, carved = U16x2.unpack_from(buf, po + 2)
@@ -205,15 +202,15 @@ class Slab:
                     carved += 1
                     U16x2.pack_into(buf, po + 2, used + 1, carved)
                     if carved == PER_PAGE[c]:
-                        _u32_pack(buf, co, 0)
+                        u32_pack(buf, co, 0)
                 else:
                     p = self._alloc_run(1)
                     if p < 0 and self._reclaim():
                         p = self._alloc_run(1)
                     if p < 0:
                         return 0
-                    _pd_pack(buf, self.pd + p * PD_SIZE, PG_SLAB, c, 1, 1, 0, 0, 0, 0, 0)
-                    _u32_pack(buf, co, p + 1 if PER_PAGE[c] > 1 else 0)
+                    pd_pack(buf, self.pd + p * PD_SIZE, PG_SLAB, c, 1, 1, 0, 0, 0, 0, 0)
+                    u32_pack(buf, co, p + 1 if PER_PAGE[c] > 1 else 0)
                     off = self.data + (p << PAGE_SHIFT)
             self.m64[_USED_I] += cs
             return off
@@ -224,16 +221,16 @@ class Slab:
         if p < 0:
             return 0
         pd = self.pd
-        _pd_pack(buf, pd + p * PD_SIZE, PG_LARGE, LARGE, 0, 0, 0, n, 0, 0, p)
+        pd_pack(buf, pd + p * PD_SIZE, PG_LARGE, LARGE, 0, 0, 0, n, 0, 0, p)
         for i in range(p + 1, p + n):
-            _pd_pack(buf, pd + i * PD_SIZE, PG_CONT, LARGE, 0, 0, 0, 0, 0, 0, p)
+            pd_pack(buf, pd + i * PD_SIZE, PG_CONT, LARGE, 0, 0, 0, 0, 0, 0, p)
         U64.pack_into(buf, H_USED, U64.unpack_from(buf, H_USED)[0] + (n << PAGE_SHIFT))
         return self.data + (p << PAGE_SHIFT)
 
     def chunk_size(self, off: int) -> int:
         """Bytes available in the chunk at ``off``."""
         p = (off - self.data) >> PAGE_SHIFT
-        k, c, _u, _cv, _x, run, _p, _n, _s = _pd_unpack(self.buf, self.pd + p * PD_SIZE)
+        k, c, _u, _cv, _x, run, _p, _n, _s = pd_unpack(self.buf, self.pd + p * PD_SIZE)
         return run << PAGE_SHIFT if k == PG_LARGE else CLASSES[c]
 
     def free(self, off: int) -> None:
@@ -260,7 +257,7 @@ class Slab:
                 m32[fi] = off
                 m16[ui] = used - 1
                 return
-        k, c, used, carved, _x, run, _p, _n, _s = _pd_unpack(buf, po)
+        k, c, used, carved, _x, run, _p, _n, _s = pd_unpack(buf, po)
         if k == PG_LARGE:
             U64.pack_into(buf, H_USED, U64.unpack_from(buf, H_USED)[0] - (run << PAGE_SHIFT))
             self._free_run(p, run)
@@ -274,24 +271,24 @@ class Slab:
                 if ch != off:
                     prev, nxt = U32x2.unpack_from(buf, ch)
                     if prev:
-                        _u32_pack(buf, prev + 4, nxt)
+                        u32_pack(buf, prev + 4, nxt)
                     else:
-                        _u32_pack(buf, fo, nxt)
+                        u32_pack(buf, fo, nxt)
                     if nxt:
-                        _u32_pack(buf, nxt, prev)
+                        u32_pack(buf, nxt, prev)
             co = H_CLS_CARVE + 4 * c
-            cp = _u32_unpack(buf, co)[0]
+            cp = u32_unpack(buf, co)[0]
             if cp == p + 1 or not cp:
                 # keep one empty page per class as its carve page (no page churn when a
                 # class goes empty and back); _reclaim() returns these when pages run out
                 U16x2.pack_into(buf, po + 2, 0, 0)
-                _u32_pack(buf, co, p + 1)
+                u32_pack(buf, co, p + 1)
                 return
             self._free_run(p, 1)
             return
-        head = _u32_unpack(buf, fo)[0]
+        head = u32_unpack(buf, fo)[0]
         U32x2.pack_into(buf, off, 0, head)
         if head:
-            _u32_pack(buf, head, off)
-        _u32_pack(buf, fo, off)
+            u32_pack(buf, head, off)
+        u32_pack(buf, fo, off)
         U16.pack_into(buf, po + 2, used - 1)

@@ -8,41 +8,7 @@ from __future__ import annotations
 
 from zlib import crc32
 
-from .layout import (
-    CLASSES,
-    ELEM,
-    ELEM_SIZE,
-    H_CLS_CARVE,
-    H_CLS_FREE,
-    H_ENTRIES,
-    H_FREERUN,
-    H_LRU,
-    H_USED,
-    LARGE,
-    LHEAD,
-    NCLS,
-    NODE,
-    NODE_SIZE,
-    PAGE,
-    PAGE_SHIFT,
-    PD,
-    PD_SIZE,
-    PER_PAGE,
-    PG_CONT,
-    PG_FREE,
-    PG_LARGE,
-    PG_SLAB,
-    T_BOOL,
-    T_BYTES,
-    T_FLOAT,
-    T_INT,
-    T_LIST,
-    T_STR,
-    U32,
-    U64,
-    Geometry,
-    U32x2,
-)
+from . import layout
 
 _MAX_PROBLEMS = 20
 
@@ -51,7 +17,7 @@ class _Damaged(Exception):
     pass
 
 
-def verify_zone(buf, g: Geometry) -> list[str]:
+def verify_zone(buf, g: layout.Geometry) -> list[str]:
     """Return a list of problems found in the zone in ``buf`` (empty if sound)."""
     problems: list[str] = []
 
@@ -69,9 +35,9 @@ def verify_zone(buf, g: Geometry) -> list[str]:
     return problems
 
 
-def _verify(buf, g: Geometry, bad) -> None:
+def _verify(buf, g: layout.Geometry, bad) -> None:
     try:
-        g2 = Geometry.read(buf)
+        g2 = layout.Geometry.read(buf)
     except ValueError as e:
         bad(str(e))
         raise _Damaged from None
@@ -84,11 +50,11 @@ def _verify(buf, g: Geometry, bad) -> None:
         bad("geometry changed")
         raise _Damaged
     npages, data, pdo = g.npages, g.data_off, g.pd_off
-    pds = [PD.unpack_from(buf, pdo + i * PD_SIZE) for i in range(npages)]
+    pds = [layout.PD.unpack_from(buf, pdo + i * layout.PD_SIZE) for i in range(npages)]
 
     # ---- pages: free runs, large runs, slab pages
     in_run = [False] * npages
-    cur, fcount = U32x2.unpack_from(buf, H_FREERUN)
+    cur, fcount = layout.U32x2.unpack_from(buf, layout.H_FREERUN)
     prev = 0
     total_free = 0
     hops = 0
@@ -99,7 +65,7 @@ def _verify(buf, g: Geometry, bad) -> None:
             raise _Damaged
         p = cur - 1
         kind, _c, _u, _cv, _x, run, rprev, rnext, start = pds[p]
-        if kind != PG_FREE or run < 1 or p + run > npages:
+        if kind != layout.PG_FREE or run < 1 or p + run > npages:
             bad(f"free run at page {p} invalid")
             raise _Damaged
         if rprev != prev:
@@ -107,7 +73,7 @@ def _verify(buf, g: Geometry, bad) -> None:
         if pds[p + run - 1][8] != p:
             bad(f"free run at page {p} has wrong tail")
         for i in range(p, p + run):
-            if pds[i][0] != PG_FREE or in_run[i]:
+            if pds[i][0] != layout.PG_FREE or in_run[i]:
                 bad(f"page {i} in free run at {p} not free or in two runs")
             in_run[i] = True
         total_free += run
@@ -117,32 +83,32 @@ def _verify(buf, g: Geometry, bad) -> None:
         bad(f"free page count {fcount} != {total_free} pages in runs")
     owner_large = [-1] * npages
     for p, (kind, c, used, carved, _x, run, _pv, _nx, start) in enumerate(pds):
-        if kind == PG_FREE:
+        if kind == layout.PG_FREE:
             if not in_run[p]:
                 bad(f"free page {p} not in any run")
-        elif kind == PG_LARGE:
+        elif kind == layout.PG_LARGE:
             if run < 1 or p + run > npages:
                 bad(f"large run at page {p} has bad length {run}")
                 continue
             for i in range(p + 1, p + run):
-                if pds[i][0] != PG_CONT or pds[i][8] != p:
+                if pds[i][0] != layout.PG_CONT or pds[i][8] != p:
                     bad(f"page {i} should continue large run at {p}")
                 owner_large[i] = p
-        elif kind == PG_CONT:
+        elif kind == layout.PG_CONT:
             if owner_large[p] < 0 and not (
-                0 <= start < p and pds[start][0] == PG_LARGE and start + pds[start][5] > p
+                0 <= start < p and pds[start][0] == layout.PG_LARGE and start + pds[start][5] > p
             ):
                 bad(f"orphan continuation page {p}")
-        elif kind == PG_SLAB:
+        elif kind == layout.PG_SLAB:
             empty_carve = (
                 used == 0
                 and carved == 0
-                and c < NCLS
-                and U32.unpack_from(buf, H_CLS_CARVE + 4 * c)[0] == p + 1
+                and c < layout.NCLS
+                and layout.U32.unpack_from(buf, layout.H_CLS_CARVE + 4 * c)[0] == p + 1
             )
             if (
-                c >= NCLS
-                or carved > PER_PAGE[c]
+                c >= layout.NCLS
+                or carved > layout.PER_PAGE[c]
                 or used > carved
                 or (used == 0 and not empty_carve)
             ):
@@ -152,14 +118,14 @@ def _verify(buf, g: Geometry, bad) -> None:
 
     def chunk(off: int, need: int, what: str) -> int:
         """Page index of a valid allocated chunk of >= need bytes, else -1."""
-        if off < data or off >= data + (npages << PAGE_SHIFT):
+        if off < data or off >= data + (npages << layout.PAGE_SHIFT):
             bad(f"{what} offset {off} outside the data pages")
             return -1
-        p = (off - data) >> PAGE_SHIFT
+        p = (off - data) >> layout.PAGE_SHIFT
         kind, c, _u, carved, _x, run, _pv, _nx, _s = pds[p]
-        rel = off - data - (p << PAGE_SHIFT)
-        if kind == PG_SLAB and c < NCLS:
-            cs = CLASSES[c]
+        rel = off - data - (p << layout.PAGE_SHIFT)
+        if kind == layout.PG_SLAB and c < layout.NCLS:
+            cs = layout.CLASSES[c]
             if rel % cs or rel // cs >= carved:
                 bad(f"{what} {off} is not a carved chunk")
                 return -1
@@ -167,8 +133,8 @@ def _verify(buf, g: Geometry, bad) -> None:
                 bad(f"{what} {off} needs {need} bytes in a {cs}-byte chunk")
                 return -1
             return p
-        if kind == PG_LARGE and rel == 0:
-            if need > run << PAGE_SHIFT:
+        if kind == layout.PG_LARGE and rel == 0:
+            if need > run << layout.PAGE_SHIFT:
                 bad(f"{what} {off} larger than its pages")
                 return -1
             return p
@@ -178,36 +144,41 @@ def _verify(buf, g: Geometry, bad) -> None:
     # ---- free chunk lists
     free_chunks: set[int] = set()
     free_per_page: dict[int, int] = {}
-    for c in range(NCLS):
-        cur = U32.unpack_from(buf, H_CLS_FREE + 4 * c)[0]
+    for c in range(layout.NCLS):
+        cur = layout.U32.unpack_from(buf, layout.H_CLS_FREE + 4 * c)[0]
         prev = 0
         while cur:
             if cur in free_chunks:
                 bad(f"class {c} free list loops or shares chunk {cur}")
                 break
-            if cur < data or cur >= data + (npages << PAGE_SHIFT):
+            if cur < data or cur >= data + (npages << layout.PAGE_SHIFT):
                 bad(f"class {c} free chunk {cur} out of range")
                 break
-            p = (cur - data) >> PAGE_SHIFT
+            p = (cur - data) >> layout.PAGE_SHIFT
             kind, pc, _u, carved, *_ = pds[p]
-            rel = cur - data - (p << PAGE_SHIFT)
-            if kind != PG_SLAB or pc != c or rel % CLASSES[c] or rel // CLASSES[c] >= carved:
+            rel = cur - data - (p << layout.PAGE_SHIFT)
+            if (
+                kind != layout.PG_SLAB
+                or pc != c
+                or rel % layout.CLASSES[c]
+                or rel // layout.CLASSES[c] >= carved
+            ):
                 bad(f"class {c} free chunk {cur} not a chunk of that class")
                 break
-            fprev, fnext = U32x2.unpack_from(buf, cur)
+            fprev, fnext = layout.U32x2.unpack_from(buf, cur)
             if fprev != prev:
                 bad(f"class {c} free chunk {cur} has wrong prev link")
             free_chunks.add(cur)
             free_per_page[p] = free_per_page.get(p, 0) + 1
             prev = cur
             cur = fnext
-        cp = U32.unpack_from(buf, H_CLS_CARVE + 4 * c)[0]
+        cp = layout.U32.unpack_from(buf, layout.H_CLS_CARVE + 4 * c)[0]
         if cp:
             if (
                 cp > npages
-                or pds[cp - 1][0] != PG_SLAB
+                or pds[cp - 1][0] != layout.PG_SLAB
                 or pds[cp - 1][1] != c
-                or pds[cp - 1][3] >= PER_PAGE[c]
+                or pds[cp - 1][3] >= layout.PER_PAGE[c]
             ):
                 bad(f"class {c} carve page {cp - 1} invalid")
 
@@ -215,7 +186,7 @@ def _verify(buf, g: Geometry, bad) -> None:
     used_chunks: dict[int, int] = {}  # chunk offset -> page
     nodes: set[int] = set()
     keys: set[bytes] = set()
-    max_nodes = (npages << PAGE_SHIFT) // 16 + 1
+    max_nodes = (npages << layout.PAGE_SHIFT) // 16 + 1
     mask = g.mask
 
     def use(off: int, p: int, what: str) -> bool:
@@ -226,45 +197,45 @@ def _verify(buf, g: Geometry, bad) -> None:
         return True
 
     for b in range(g.nbuckets):
-        off = U32.unpack_from(buf, g.index_off + 4 * b)[0]
+        off = layout.U32.unpack_from(buf, g.index_off + 4 * b)[0]
         while off:
             if off in nodes or len(nodes) > max_nodes:
                 bad(f"hash chain of bucket {b} loops")
                 raise _Damaged
-            p = chunk(off, NODE_SIZE, "node")
+            p = chunk(off, layout.NODE_SIZE, "node")
             if p < 0:
                 raise _Damaged
-            hn, _lp, _ln, h, exp, _fl, vlen, klen, vt, cls = NODE.unpack_from(buf, off)
-            need = ((klen + 43) & ~7) + vlen
+            hn, _lp, _ln, h, exp, _fl, vlen, klen, vt, cls = layout.NODE.unpack_from(buf, off)
+            need = layout.node_size(klen, vlen)
             if klen == 0 or chunk(off, need, "node") < 0:
                 raise _Damaged
-            kb = bytes(buf[off + 36 : off + 36 + klen])
+            kb = bytes(buf[off + layout.N_KEY : off + layout.N_KEY + klen])
             if crc32(kb) != h or (h & mask) != b:
                 bad(f"node {off} key hash does not match bucket {b}")
             if kb in keys:
                 bad(f"key {kb[:40]!r} stored twice")
             keys.add(kb)
-            want_cls = pds[p][1] if pds[p][0] == PG_SLAB else LARGE
+            want_cls = pds[p][1] if pds[p][0] == layout.PG_SLAB else layout.LARGE
             if cls != want_cls:
                 bad(f"node {off} class byte {cls} != page class {want_cls}")
-            vo = off + ((klen + 43) & ~7)
-            if vt in (T_INT, T_FLOAT):
+            vo = off + layout.value_offset(klen)
+            if vt in (layout.T_INT, layout.T_FLOAT):
                 if vlen != 8:
                     bad(f"node {off} number of {vlen} bytes")
-            elif vt == T_BOOL:
+            elif vt == layout.T_BOOL:
                 if vlen != 1:
                     bad(f"node {off} bool of {vlen} bytes")
-            elif vt == T_STR:
+            elif vt == layout.T_STR:
                 try:
                     bytes(buf[vo : vo + vlen]).decode()
                 except UnicodeDecodeError:
                     bad(f"node {off} str value is not UTF-8")
-            elif vt == T_LIST:
-                if vlen != LHEAD.size:
+            elif vt == layout.T_LIST:
+                if vlen != layout.LHEAD.size:
                     bad(f"node {off} list head of {vlen} bytes")
                 else:
                     _verify_list(buf, off, vo, chunk, use, bad)
-            elif vt != T_BYTES:
+            elif vt != layout.T_BYTES:
                 bad(f"node {off} has unknown value type {vt}")
             if not use(off, p, "node"):
                 raise _Damaged
@@ -272,7 +243,7 @@ def _verify(buf, g: Geometry, bad) -> None:
             off = hn
 
     # ---- LRU
-    head, tail = U32x2.unpack_from(buf, H_LRU)
+    head, tail = layout.U32x2.unpack_from(buf, layout.H_LRU)
     cur, prev, count = head, 0, 0
     while cur:
         if cur not in nodes:
@@ -282,7 +253,7 @@ def _verify(buf, g: Geometry, bad) -> None:
         if count > len(nodes):
             bad("LRU list loops")
             raise _Damaged
-        lp, ln = U32x2.unpack_from(buf, cur + 4)
+        lp, ln = layout.U32x2.unpack_from(buf, cur + 4)
         if lp != prev:
             bad(f"LRU node {cur} has wrong prev link")
         prev, cur = cur, ln
@@ -290,7 +261,7 @@ def _verify(buf, g: Geometry, bad) -> None:
         bad("LRU tail is wrong")
     if count != len(nodes):
         bad(f"LRU has {count} nodes, index has {len(nodes)}")
-    entries = U64.unpack_from(buf, H_ENTRIES)[0]
+    entries = layout.U64.unpack_from(buf, layout.H_ENTRIES)[0]
     if entries != len(nodes):
         bad(f"entry count {entries} != {len(nodes)} nodes")
 
@@ -300,38 +271,38 @@ def _verify(buf, g: Geometry, bad) -> None:
     for p in used_chunks.values():
         used_per_page[p] = used_per_page.get(p, 0) + 1
     for p, (kind, c, used, carved, _x, run, *_r) in enumerate(pds):
-        if kind == PG_SLAB and c < NCLS:
+        if kind == layout.PG_SLAB and c < layout.NCLS:
             u = used_per_page.get(p, 0)
             f = free_per_page.get(p, 0)
             if u != used or u + f != carved:
                 bad(f"slab page {p}: used {used}/carved {carved} but {u} in use, {f} free")
-            used_bytes += used * CLASSES[c]
-        elif kind == PG_LARGE:
+            used_bytes += used * layout.CLASSES[c]
+        elif kind == layout.PG_LARGE:
             if used_per_page.get(p, 0) != 1:
                 bad(f"large run at page {p} not owned by exactly one entry")
-            used_bytes += run * PAGE
-    hdr_used = U64.unpack_from(buf, H_USED)[0]
+            used_bytes += run * layout.PAGE
+    hdr_used = layout.U64.unpack_from(buf, layout.H_USED)[0]
     if hdr_used != used_bytes:
         bad(f"used bytes {hdr_used} != {used_bytes}")
 
 
 def _verify_list(buf, off: int, ho: int, chunk, use, bad) -> None:
-    first, last, length = LHEAD.unpack_from(buf, ho)
+    first, last, length = layout.LHEAD.unpack_from(buf, ho)
     cur, prev, count = first, 0, 0
     while cur:
         count += 1
         if count > length:
             bad(f"list at node {off} longer than its length {length}")
             raise _Damaged
-        p = chunk(cur, ELEM_SIZE, "list element")
+        p = chunk(cur, layout.ELEM_SIZE, "list element")
         if p < 0:
             raise _Damaged
-        nxt, eprev, vlen, vt = ELEM.unpack_from(buf, cur)
-        if chunk(cur, ELEM_SIZE + vlen, "list element") < 0:
+        nxt, eprev, vlen, vt = layout.ELEM.unpack_from(buf, cur)
+        if chunk(cur, layout.ELEM_SIZE + vlen, "list element") < 0:
             raise _Damaged
         if eprev != prev:
             bad(f"list element {cur} has wrong prev link")
-        if vt not in (T_BOOL, T_INT, T_FLOAT, T_STR, T_BYTES):
+        if vt not in (layout.T_BOOL, layout.T_INT, layout.T_FLOAT, layout.T_STR, layout.T_BYTES):
             bad(f"list element {cur} has bad type {vt}")
         if not use(cur, p, "list element"):
             raise _Damaged

@@ -121,7 +121,7 @@ def test_entry_rewritten_in_place_by_dead_process_is_dropped(zones, caplog):  # 
     d = zones("1m")
     d.set("a", "aaaa")
     d.set("b", "bbbb")
-    off = d._find(b"a", __import__("zlib").crc32(b"a"))
+    off = d._lookup(b"a", __import__("zlib").crc32(b"a"))
 
     def mid_write():
         U32.pack_into(d._buf, H_DIRTY, off)

@@ -29,19 +29,25 @@ def test_accelerator_is_built_and_used():
 
 
 def test_layout_constants_match():
+    """The constants compiled into the module (exported under layout.py's names) are
+    layout.py's."""
     from shm import _accel
 
     assert _accel.NODE_SIZE == layout.NODE_SIZE
     assert _accel.T_INT == layout.T_INT
     assert _accel.H_LRU == layout.H_LRU
     assert _accel.H_OWNER == layout.H_OWNER
+    compiled = {k: v for k, v in vars(_accel).items() if k.isupper() and isinstance(v, int)}
+    assert len(compiled) >= 12
+    for name, value in compiled.items():
+        assert value == getattr(layout, name), name
 
 
 def _pair(size: int = 1 << 18) -> tuple[SharedDict, SharedDict]:
     fast = SharedDict.from_buffer(bytearray(size))
     slow = SharedDict.from_buffer(bytearray(size))
-    slow._aincr = None
-    assert fast._aincr is not None
+    slow._aincr = slow._clookup = None
+    assert fast._aincr is not None and fast._clookup is not None
     return fast, slow
 
 
@@ -52,7 +58,7 @@ def pair(request, zones):  # noqa: F811 - the shm_helpers fixture
     if request.param == "buffer":
         return _pair()
     fast, slow = zones("256k"), zones("256k")
-    slow._aincr = slow._fincr = None
+    slow._aincr = slow._fincr = slow._clookup = slow._clocked = None
     assert fast._fincr is not None
     return fast, slow
 
@@ -169,6 +175,48 @@ def test_damaged_bucket_does_not_crash():
     with pytest.raises(Exception):  # noqa: B017 - whatever the Python path raises
         d.incr("a", 1)
     assert d._aincr(b"a", h, 1) is None
+
+
+def test_lookup_is_the_python_walk():
+    """Zone.lookup (the C walk of get, set and incr) finds what SharedDict._lookup finds: each
+    record's offset, 0 for an absent key (colliding buckets and keys sharing a prefix too);
+    a chain leaving the zone raises instead of reading outside it."""
+    d = SharedDict.from_buffer(bytearray(1 << 18))
+    keys = [f"k{i}".encode() for i in range(600)] + [b"k1" * 3, b"k", b"\xff" * 300]
+    for i, k in enumerate(keys):
+        d.set(k, i if i % 3 else "v" * i)
+    crc = shm_dict.crc32
+    for k in keys + [b"absent", b"k10\x00", b"k1" * 2]:
+        h = crc(k)
+        assert d._clookup(k, h) == d._lookup(k, h)
+        assert bool(d._clookup(k, h)) == (k in keys)
+    slot = (d._bidx + (crc(b"k5") & d._mask)) * 4
+    struct.pack_into("<I", d._buf, slot, len(d._buf) - 8)
+    with pytest.raises(RuntimeError):
+        d._clookup(b"k5", crc(b"k5"))
+
+
+def test_lookup_with_pid_takes_the_lock(zones):  # noqa: F811
+    """Zone.lookup(key, hash, pid) takes the zone lock and writes pid as its owner before the
+    walk, and returns holding it; None (nothing taken) while another holder has it; a damaged
+    chain raises with the lock released."""
+    d = zones("64k")
+    d.set(b"a", 1)
+    crc = shm_dict.crc32
+    owner = layout.H_OWNER >> 2
+    off = d._clocked(b"a", crc(b"a"), 4242)
+    assert off == d._lookup(b"a", crc(b"a")) and d._m32[owner] == 4242
+    assert d._clocked(b"a", crc(b"a"), 4243) is None  # busy: this handle holds it
+    d._unlock()
+    assert d._clocked(b"zz", crc(b"zz"), 4244) == 0 and d._m32[owner] == 4244
+    d._unlock()
+    slot = (d._bidx + (crc(b"a") & d._mask)) * 4
+    struct.pack_into("<I", d._buf, slot, len(d._buf) - 8)
+    with pytest.raises(RuntimeError):
+        d._clocked(b"a", crc(b"a"), 4245)
+    assert d._m32[owner] == 0
+    d._lock_()  # released: taken again at once
+    d._unlock()
 
 
 def test_named_zone_and_close():
