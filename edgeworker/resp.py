@@ -31,7 +31,6 @@ it). An idle connection the server closed is noticed before use and replaced.
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from collections import deque
@@ -43,7 +42,7 @@ from gevent.hub import Waiter as _Waiter
 from redis import exceptions as rexc
 
 from .errors import Expired
-from .io import TimeoutTransport, Transport, Watchdog
+from .io import TimeoutTransport, Transport, Watchdog, open_socket
 from .resp_codec import Script, _Incomplete, _parse, pack
 
 __all__ = ["COOPERATIVE", "Pool", "Script", "lean_params", "pack", "pool", "reset"]
@@ -314,25 +313,12 @@ class Pool:
 
     def _connect(self) -> Transport | TimeoutTransport:
         addr = self.address
-        unix = isinstance(addr, str)
-        family = socket.AF_UNIX if unix else _family(addr[0])
-        if self.cooperative:
-            from gevent import socket as gsocket
-
-            sock = gsocket.socket(family, socket.SOCK_STREAM)
-        else:
-            sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            sock.settimeout(self.connect_timeout)
-            sock.connect(addr)
-            if not unix:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = open_socket(addr, self.connect_timeout, self.cooperative)
         except TimeoutError:
-            sock.close()
             raise rexc.TimeoutError("Timeout connecting to server") from None
         except OSError as exc:
-            sock.close()
-            where = addr if unix else f"{addr[0]}:{addr[1]}"
+            where = addr if isinstance(addr, str) else f"{addr[0]}:{addr[1]}"
             raise rexc.ConnectionError(
                 f"Error {exc.errno} connecting to {where}. {exc.strerror}."
             ) from None
@@ -532,10 +518,6 @@ class _Mux:
 
 class _Stale(Exception):
     """The idle shared connection was closed by the server: retry on a new one."""
-
-
-def _family(host: str) -> int:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def _gevent_patched() -> bool:

@@ -2,7 +2,15 @@
 deadlines (``transport.py``, on one kind of watchdog: ``watchdog.py``)."""
 
 from ..errors import Expired
-from .transport import RECV, TimeoutTransport, TLSTransport, Transport, transport
+from .transport import (
+    RECV,
+    TimeoutTransport,
+    TLSTransport,
+    Transport,
+    open_socket,
+    relay,
+    transport,
+)
 from .watchdog import WATCHDOG, Watchdog
 
 __all__ = [
@@ -13,5 +21,7 @@ __all__ = [
     "TimeoutTransport",
     "Transport",
     "Watchdog",
+    "open_socket",
+    "relay",
     "transport",
 ]

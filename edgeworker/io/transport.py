@@ -379,6 +379,76 @@ class TimeoutTransport:
     close = Transport.close
 
 
+def open_socket(address: tuple | str, timeout: float, gevent: bool = False) -> Any:
+    """A stream socket connected to ``address`` (``(host, port)``, or a unix socket's path)
+    within ``timeout`` seconds (the socket's own timeout, still set), with ``TCP_NODELAY``.
+    On failure it is closed and the error raised (``TimeoutError``, ``OSError``).
+    ``gevent``: a gevent socket even in a process gevent did not patch; else ``socket.socket``
+    as it is."""
+    unix = isinstance(address, str)
+    if unix:
+        family = socket.AF_UNIX
+    else:
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    if gevent:
+        from gevent import socket as gsocket
+
+        sock = gsocket.socket(family, socket.SOCK_STREAM)
+    else:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address)
+        if not unix:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def relay(src: Any, dst: Any, idle: float, last: list[float], counter: list[int] | None) -> None:
+    """Copy bytes from ``src`` to ``dst`` until ``src`` ends (then ``dst`` is shut for
+    writing), either fails, or nothing moved either way for ``idle`` seconds (``last[0]``, the
+    monotonic time of the last move, is shared by both directions; both sockets are shut).
+    ``counter[0]`` adds up the bytes copied. One direction of an upgraded connection's
+    tunnel."""
+    src.settimeout(min(idle, 5.0))
+    while True:
+        try:
+            data = src.recv(RECV)
+        except TimeoutError:
+            if _monotonic() - last[0] > idle:
+                _shut(src, dst)
+                return
+            continue
+        except OSError:
+            _shut(src, dst)
+            return
+        if not data:
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            return
+        last[0] = _monotonic()
+        try:
+            dst.sendall(data)
+        except OSError:
+            _shut(src, dst)
+            return
+        if counter is not None:
+            counter[0] += len(data)
+
+
+def _shut(a: Any, b: Any) -> None:
+    for s in (a, b):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 def transport(sock: Any, watchdog: Watchdog = WATCHDOG, reset_is_eof: bool = False) -> Any:
     """The transport for ``sock``: ``TLSTransport`` for a gevent TLS socket, ``Transport``
     for any other."""

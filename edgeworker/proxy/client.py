@@ -19,7 +19,7 @@ from typing import Any
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from ..http.fields import ResponseFields, accel
-from ..io import RECV, TimeoutTransport, Transport, transport
+from ..io import RECV, TimeoutTransport, Transport, open_socket, transport
 
 #: the common response whole in the first read, parsed in C (see parse_response_head in
 #: edgeworker/_speedups.c); None without the C module: httptools parses every response
@@ -29,7 +29,6 @@ RECV_SIZE = RECV
 #: the largest response head read from an upstream (nginx: proxy_buffer_size, 4k or 8k); past
 #: it the response is invalid: 502, "upstream sent too big header"
 MAX_HEAD = 65536
-_NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class UpstreamError(Exception):
@@ -145,12 +144,9 @@ def connect(
     Raises ``UpstreamTimeout`` or ``UpstreamError`` (refused, unreachable, TLS handshake
     failed) with ``sent=False``.
     """
-    family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
+    sock = None
     try:
-        sock.connect(addr)
-        sock.setsockopt(*_NODELAY)
+        sock = open_socket(addr, timeout)
         if timed:
             sock.settimeout(None)
         if tls_host is None:
@@ -162,10 +158,12 @@ def connect(
         conn.io.handshake(timeout)  # within the connect timeout (Expired: a TimeoutError)
         return conn
     except TimeoutError:
-        sock.close()
+        if sock is not None:
+            sock.close()
         raise UpstreamTimeout("upstream timed out while connecting", sent=False) from None
     except OSError as exc:
-        sock.close()
+        if sock is not None:
+            sock.close()
         reason = exc.strerror or str(exc)
         if tls_host is not None and type(exc).__module__ == "ssl":
             reason = f"TLS handshake failed: {exc}"
