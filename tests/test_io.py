@@ -28,8 +28,7 @@ def run(fn, timeout: float = 10.0):
     return g.get()
 
 
-@pytest.fixture
-def pair():
+def connected() -> tuple:
     """Two connected gevent TCP sockets on loopback, without timeout."""
     listener = gsocket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -39,6 +38,12 @@ def pair():
     listener.close()
     a.settimeout(None)
     b.settimeout(None)
+    return a, b
+
+
+@pytest.fixture
+def pair():
+    a, b = connected()
     yield a, b
     a.close()
     b.close()
@@ -73,13 +78,7 @@ def test_a_read_returns_what_arrived_and_b_at_the_end(pair) -> None:
 
 def test_a_reset_reads_as_the_end_only_when_asked() -> None:
     for reset_is_eof in (True, False):
-        listener = gsocket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        c = gsocket.create_connection(listener.getsockname())
-        d, _ = listener.accept()
-        listener.close()
-        c.settimeout(None)
+        c, d = connected()
         io = Transport(c, reset_is_eof=reset_is_eof)
         d.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         d.close()  # an RST instead of a FIN

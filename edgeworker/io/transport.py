@@ -56,8 +56,10 @@ class Transport:
     """A plain stream socket in a gevent worker (see the module docstring).
 
     ``sock``: a gevent socket without timeout (or any socket: it is made non-blocking).
-    ``watchdog`` bounds the waits (its timer is started here). ``reset_is_eof``: a connection
-    reset by the peer reads as the end (``b""``) instead of raising.
+    ``watchdog`` bounds the waits: they store their deadlines into its ``armed`` directly, so
+    its timer must run (started here; a watchdog that stops when idle is started again by its
+    user before a wait). ``reset_is_eof``: a connection reset by the peer reads as the end
+    (``b""``) instead of raising.
     """
 
     __slots__ = (
