@@ -138,6 +138,13 @@ def test_alive_sees_a_peer_that_closed_or_sent_unasked(pair) -> None:
     b.sendall(b"?")
     gevent.sleep(0.01)
     assert not io.alive()
+    c, d = connected()
+    closed = Transport(c)
+    assert closed.alive()
+    d.close()
+    gevent.sleep(0.01)
+    assert not closed.alive()
+    c.close()
 
 
 def test_detach_hands_the_socket_over_and_close_leaves_it_open(pair) -> None:

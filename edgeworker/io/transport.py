@@ -21,6 +21,7 @@ Errors are ``OSError``: ``Expired`` (a ``TimeoutError``) when a deadline passes,
 from __future__ import annotations
 
 import os
+import select
 import socket
 import time
 from functools import partial
@@ -74,6 +75,7 @@ class Transport:
         "_hub",
         "_wait_read",
         "_wait_write",
+        "_poll",
     )
 
     def __init__(
@@ -94,6 +96,7 @@ class Transport:
         self.detached = False
         self.watchdog = watchdog
         self._armed = watchdog.armed
+        self._poll: Any = None  # (see alive)
         watchdog.start()  # the waits below store their deadlines into ``armed`` directly
 
     def pending(self) -> int:
@@ -200,14 +203,13 @@ class Transport:
 
     def alive(self) -> bool:
         """True if an idle connection still looks usable: the peer has not closed it and has
-        sent nothing unexpected (one non-blocking ``MSG_PEEK``)."""
-        try:
-            self.raw.recv(1, _PEEK)
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-        return False  # EOF (b"") or stray bytes: either way not reusable
+        sent nothing unexpected (nothing to read: one ``poll`` without waiting, on the real
+        ``poll``, as gevent's costs a timer per call)."""
+        poll = self._poll
+        if poll is None:
+            poll = self._poll = _real_poll()
+            poll.register(self.raw.fileno(), select.POLLIN)
+        return not poll.poll(0)  # EOF, stray bytes or an error: either way not reusable
 
     def detach(self) -> Any:
         """The socket, handed over: ``close`` no longer closes it."""
@@ -457,6 +459,15 @@ def transport(sock: Any, watchdog: Watchdog = WATCHDOG, reset_is_eof: bool = Fal
     if getattr(sock, "_sslobj", None) is not None:
         return TLSTransport(sock, watchdog, reset_is_eof)
     return Transport(sock, watchdog, reset_is_eof)
+
+
+def _real_poll() -> Any:
+    try:
+        from gevent import monkey
+
+        return monkey.get_original("select", "poll")()
+    except ImportError:  # pragma: no cover
+        return select.poll()
 
 
 def _eof(exc: Exception) -> bytes:

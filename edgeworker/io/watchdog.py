@@ -63,11 +63,14 @@ class Watchdog:
     def wait(self, waiter: Any, seconds: float) -> Any:
         """``waiter.get()`` (a ``gevent.hub.Waiter``), bounded by ``seconds``: ``Expired``."""
         g = getcurrent()
-        self.arm(g, seconds)
+        armed = self.armed
+        armed[g] = _monotonic() + seconds
+        if self._timer is None:
+            self.start()
         try:
             return waiter.get()
         finally:
-            self.armed.pop(g, None)
+            armed.pop(g, None)
 
     def _check(self) -> None:
         armed = self.armed
