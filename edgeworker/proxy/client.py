@@ -102,7 +102,7 @@ class UpConn:
 
     def alive(self) -> bool:
         """True if an idle connection still looks usable: the peer has not closed it and has
-        sent nothing unexpected (one non-blocking ``MSG_PEEK``). TLS connections are not
+        sent nothing unexpected (one check without waiting). TLS connections are not
         checked (a session ticket may be waiting); a stale one is retried instead."""
         return self.io.alive()
 
