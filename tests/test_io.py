@@ -197,6 +197,8 @@ def test_tls_exchanges_both_ways_with_large_writes(tls_pair) -> None:
     assert len(got) == size and set(got) == {ord("y")}
     run(lambda: server.sendall(b"pong", 5))
     assert run(lambda: client.read(5)) == b"pong"
+    gevent.spawn_later(0.05, server.sendall, b"later", 5)
+    assert run(lambda: client.read(5, wait_first=True)) == b"later"
 
 
 def test_tls_buffered_bytes_are_pending_and_readable_without_a_wait(tls_pair) -> None:
@@ -207,7 +209,7 @@ def test_tls_buffered_bytes_are_pending_and_readable_without_a_wait(tls_pair) ->
     assert run(lambda: client.recv(4)) == b"abcd"
     assert client.pending() == 6  # the rest of the record, decrypted
     run(lambda: client.wait_readable(0.01))  # returns at once: nothing to wait for
-    assert run(lambda: client.read(5)) == b"efghij"
+    assert run(lambda: client.read(0.2, wait_first=True)) == b"efghij"  # no wait either
     with pytest.raises(BlockingIOError):
         client.recv(4)  # nothing more now
 

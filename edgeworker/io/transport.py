@@ -253,6 +253,7 @@ class TLSTransport(Transport):
             return 0
 
     def _recv_now(self, size: int = RECV) -> bytes:
+        """What the TLS object gives now (``BlockingIOError``: it needs the socket first)."""
         try:
             return self.tls.read(size)
         except (_WantRead, _WantWrite):
@@ -260,23 +261,24 @@ class TLSTransport(Transport):
         except _SSLError as exc:
             return _eof(exc)
 
-    def _call(self, op: Any, arg: Any, timeout: float) -> Any:
-        """``op(arg)`` once it no longer wants to read or write, each wait within
-        ``timeout`` (``Expired``)."""
+    def _call(self, op: Any, arg: Any, timeout: float, wait: Any = None) -> Any:
+        """``op(arg)`` once it no longer wants to read or write, all its waits within
+        ``timeout`` (``Expired``); ``wait`` first, when given."""
         g = None
         armed = self._armed
         try:
             while True:
+                if wait is not None:
+                    if g is None:
+                        g = getcurrent()
+                        armed[g] = _monotonic() + timeout
+                    wait()
                 try:
                     return op(arg)
                 except _WantRead:
                     wait = self._wait_read
                 except _WantWrite:
                     wait = self._wait_write
-                if g is None:
-                    g = getcurrent()
-                    armed[g] = _monotonic() + timeout
-                wait()
         finally:
             if g is not None:
                 armed.pop(g, None)
@@ -286,10 +288,12 @@ class TLSTransport(Transport):
         self._call(lambda _: self.tls.do_handshake(), None, timeout)
 
     def read(self, timeout: float, wait_first: bool = False) -> bytes:
-        """As ``Transport.read``; decrypted bytes may be buffered, so the TLS object is always
-        asked first (``wait_first`` is not needed)."""
+        """As ``Transport.read``; ``wait_first`` waits only when no decrypted bytes are
+        buffered (``pending``)."""
+        tls = self.tls
+        wait = self._wait_read if wait_first and not tls.pending() else None
         try:
-            return self._call(self.tls.read, RECV, timeout)
+            return self._call(tls.read, RECV, timeout, wait)
         except _SSLError as exc:
             return _eof(exc)
         except _RESET:
