@@ -23,6 +23,11 @@ class ProcessExiting(EdgeworkerError):
     """A timer with a delay > 0 was created while the worker is exiting."""
 
 
+class Expired(EdgeworkerError, TimeoutError):
+    """A deadline armed on an I/O watchdog (``edgeworker.io``) passed: thrown into the greenlet
+    still waiting. A ``TimeoutError``: the transport's callers catch it as one."""
+
+
 class ConfigError(EdgeworkerError):
     """The configuration is invalid.
 

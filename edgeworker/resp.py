@@ -30,10 +30,7 @@ it). An idle connection the server closed is noticed before use and replaced.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import select
-import socket
 import threading
 import time
 from collections import deque
@@ -42,8 +39,11 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from gevent.hub import Waiter as _Waiter
-from greenlet import getcurrent as _getcurrent
 from redis import exceptions as rexc
+
+from .errors import Expired
+from .io import TimeoutTransport, Transport, Watchdog, open_socket
+from .resp_codec import Script, _Incomplete, _parse, pack
 
 __all__ = ["COOPERATIVE", "Pool", "Script", "lean_params", "pack", "pool", "reset"]
 
@@ -51,202 +51,12 @@ __all__ = ["COOPERATIVE", "Pool", "Script", "lean_params", "pack", "pool", "rese
 #: the thread when False, and follow ``gevent.monkey.is_module_patched("socket")`` when None.
 COOPERATIVE: bool | None = None
 
-_CRLF = b"\r\n"
 _RECV = 65536
-_POLLIN = select.POLLIN
 _monotonic = time.monotonic
-
-
-class _Expired(Exception):
-    """Thrown into a greenlet whose Redis deadline passed (see :class:`_Deadlines`)."""
-
-
-class _Incomplete(Exception):
-    """The buffer does not hold a whole reply yet."""
-
-
-# ------------------------------------------------------------------------------ encoding
-def _enc(v: Any) -> bytes:
-    """One argument as redis-py encodes it (bytes as is, int/float ``repr``, str UTF-8)."""
-    c = v.__class__
-    if c is bytes:
-        return v
-    if c is int:
-        return b"%d" % v
-    if c is str:
-        return v.encode()
-    if isinstance(v, (bytes, bytearray, memoryview)):
-        return bytes(v)
-    if isinstance(v, bool):
-        raise rexc.DataError("Invalid input of type: 'bool'. Convert to a bytes, string, int "
-                             "or float first.")
-    if isinstance(v, (int, float)):
-        return repr(v).encode()
-    if isinstance(v, str):
-        return v.encode()
-    raise rexc.DataError(f"Invalid input of type: '{type(v).__name__}'. Convert to a bytes, "
-                         "string, int or float first.")
-
-
-def pack(*args: Any) -> bytes:
-    """A command in RESP (an array of bulk strings)."""
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        b = _enc(a)
-        out.append(b"$%d\r\n%b\r\n" % (len(b), b))
-    return b"".join(out)
-
-
-class Script:
-    """A Lua script for :meth:`Pool.evalsha`: its SHA1 and pre-encoded ``EVALSHA`` heads."""
-
-    __slots__ = ("src", "sha", "_heads")
-
-    def __init__(self, src: str) -> None:
-        self.src = src
-        self.sha = hashlib.sha1(src.encode()).hexdigest()
-        self._heads: dict[tuple[int, int], bytes] = {}
-
-    def command(self, keys: Sequence[Any], args: Sequence[Any]) -> bytes:
-        """``EVALSHA sha len(keys) *keys *args`` in RESP."""
-        nk = len(keys)
-        shape = (nk, len(args))
-        head = self._heads.get(shape)
-        if head is None:
-            n = str(nk).encode()
-            head = self._heads[shape] = (
-                b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$%d\r\n%s\r\n"
-                % (3 + nk + shape[1], self.sha.encode(), len(n), n))
-        out = [head]
-        for v in keys:
-            if v.__class__ is not bytes:
-                v = _enc(v)
-            out.append(b"$%d\r\n%b\r\n" % (len(v), v))
-        for v in args:
-            c = v.__class__
-            if c is int:
-                v = b"%d" % v
-            elif c is not bytes:
-                v = _enc(v)
-            out.append(b"$%d\r\n%b\r\n" % (len(v), v))
-        return b"".join(out)
-
-
-# ------------------------------------------------------------------------------ parsing
-def _error(line: bytes) -> rexc.RedisError:
-    """An error reply as the exception instance redis-py builds for it."""
-    from redis._parsers.base import BaseParser
-
-    return BaseParser.parse_error(line.decode("utf-8", "replace"))
-
-
-def _parse(buf: bytes, pos: int) -> tuple[Any, int]:
-    """One reply from ``buf[pos:]``: ``(value, next_pos)``; ``_Incomplete`` if cut short.
-
-    Integers → ``int``, bulk → ``bytes`` (nil → ``None``), arrays → ``list`` (nil →
-    ``None``), status → ``bytes``, errors → a ``redis.exceptions`` instance (returned, not
-    raised: nested errors stay in their array as redis-py leaves them).
-    """
-    end = buf.find(_CRLF, pos)
-    if end < 0:
-        raise _Incomplete
-    t = buf[pos]
-    if t == 58:  # ':'
-        return int(buf[pos + 1 : end]), end + 2
-    if t == 42:  # '*'
-        n = int(buf[pos + 1 : end])
-        pos = end + 2
-        if n < 0:
-            return None, pos
-        out = []
-        for _ in range(n):
-            v, pos = _parse(buf, pos)
-            out.append(v)
-        return out, pos
-    if t == 36:  # '$'
-        n = int(buf[pos + 1 : end])
-        if n < 0:
-            return None, end + 2
-        start = end + 2
-        stop = start + n
-        if len(buf) < stop + 2:
-            raise _Incomplete
-        return buf[start:stop], stop + 2
-    if t == 43:  # '+'
-        return buf[pos + 1 : end], end + 2
-    if t == 45:  # '-'
-        return _error(buf[pos + 1 : end]), end + 2
-    raise rexc.InvalidResponse(f"Protocol Error: {buf[pos:end]!r}")
-
-
-# ------------------------------------------------------------------------------ deadlines
-class _Deadlines:
-    """Deadlines of the greenlets using one pool, checked by one repeating loop timer every
-    ``RESOLUTION`` seconds (no timer per wait). The timer stops itself after a second with
-    nothing armed. A greenlet past its deadline gets ``_Expired`` thrown in from the hub, as
-    gevent's own ``Timeout`` does."""
-
-    RESOLUTION = 0.005
-
-    __slots__ = ("armed", "_timer", "_idle")
-
-    def __init__(self) -> None:
-        self.armed: dict[Any, float] = {}
-        self._timer: Any = None
-        self._idle = 0
-
-    def arm(self, g: Any, seconds: float) -> None:
-        self.armed[g] = _monotonic() + seconds
-        if self._timer is None:
-            from gevent import get_hub
-
-            self._idle = 0
-            self._timer = get_hub().loop.timer(self.RESOLUTION, self.RESOLUTION)
-            self._timer.start(self._check)
-
-    def _check(self) -> None:
-        armed = self.armed
-        if not armed:
-            self._idle += 1
-            if self._idle * self.RESOLUTION >= 1.0:
-                self._timer.stop()
-                self._timer.close()
-                self._timer = None
-            return
-        self._idle = 0
-        now = _monotonic()
-        for g in [g for g, d in armed.items() if d <= now]:
-            del armed[g]
-            if not g.dead:
-                g.throw(_Expired())
-
-
-# ------------------------------------------------------------------------------ connection
-class _Conn:
-    """One connection: the non-blocking socket and how to wait on it."""
-
-    __slots__ = ("sock", "raw", "poll", "rev", "wev", "hub")
-
-    def __init__(self, sock: Any, cooperative: bool) -> None:
-        self.sock = sock  # the gevent socket (cooperative) or the plain one; keeps it open
-        self.raw = getattr(sock, "_sock", sock) if cooperative else sock
-        self.raw.setblocking(False)
-        self.poll = _poll()  # the real one: gevent's patched poll costs a Timeout per call
-        self.poll.register(self.raw.fileno(), _POLLIN)
-        # cooperative: the gevent socket's own watchers, waited on through its hub
-        self.rev = sock._read_event if cooperative else None
-        self.wev = sock._write_event if cooperative else None
-        self.hub = sock.hub if cooperative else None
-
-    def stale(self) -> bool:
-        """True if the server closed it or sent something unasked (it must not be used)."""
-        return bool(self.poll.poll(0))
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+#: how late a cooperative pool's deadlines may fire (its watchdog's resolution), and after how
+#: long without a command its timer stops
+RESOLUTION = 0.005
+IDLE_STOP = 1.0
 
 
 class Pool:
@@ -259,10 +69,18 @@ class Pool:
     ``TimeoutError``, ``ResponseError`` (and its subclasses) like redis-py.
     """
 
-    def __init__(self, address: tuple[str, int] | str, *, username: str | None = None,
-                 password: str | None = None, db: int = 0, size: int = 100,
-                 connect_timeout: float = 0.1, timeout: float = 0.1,
-                 cooperative: bool | None = None) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int] | str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        db: int = 0,
+        size: int = 100,
+        connect_timeout: float = 0.1,
+        timeout: float = 0.1,
+        cooperative: bool | None = None,
+    ) -> None:
         if cooperative is None:
             cooperative = COOPERATIVE if COOPERATIVE is not None else _gevent_patched()
         self.address = address
@@ -272,11 +90,12 @@ class Pool:
         self.cooperative = cooperative
         self.closed = False
         self._opened = 0  # blocking mode: connections open (idle + in use), at most size
-        self._idle: list[_Conn] = []
+        self._idle: list[Any] = []
         self._waiting = 0  # threads waiting for a connection
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._deadlines = _Deadlines() if cooperative else None
+        # deadlines of the greenlets waiting on this pool (cooperative)
+        self._watchdog = Watchdog(RESOLUTION, IDLE_STOP) if cooperative else None
         self._mux: _Mux | None = None
         self.batches = 0  # cooperative: writes sent (each carries one or more commands)
         self._hello = self._handshake(username, password, int(db))
@@ -287,8 +106,9 @@ class Pool:
         """What redis-py (RESP2) sends on connect: ``AUTH [user] password``, ``SELECT db``."""
         cmds = []
         if username or password:
-            cmds.append(pack("AUTH", username, password or "") if username
-                        else pack("AUTH", password))
+            cmds.append(
+                pack("AUTH", username, password or "") if username else pack("AUTH", password)
+            )
         if db:
             cmds.append(pack("SELECT", db))
         return cmds
@@ -344,54 +164,34 @@ class Pool:
             raise reply
         return reply
 
-    def _roundtrip(self, conn: _Conn, payload: bytes, raise_errors: bool = False) -> Any:
+    def _roundtrip(self, conn: Any, payload: bytes, raise_errors: bool = False) -> Any:
         """Send ``payload`` and read one reply, within ``timeout``. An error reply is returned
         (the connection is fine), unless ``raise_errors`` or it means a dead connection;
         socket failures and timeouts raise redis-py's exceptions."""
-        deadlines = self._deadlines
-        if deadlines is not None:
-            g = _getcurrent()
-            deadlines.arm(g, self.timeout)
-            deadline = 0.0
-        else:
-            deadline = _monotonic() + self.timeout
+        if self._watchdog is not None:
+            self._watchdog.start()  # (stopped when idle; the transport's waits need it)
+        deadline = _monotonic() + self.timeout
         try:
-            self._send(conn, payload, deadline)
+            conn.sendall(payload, self.timeout)
             reply = self._read(conn, deadline)
-        except (_Expired, _Timeout):
+        except TimeoutError:  # a watchdog's Expired, or a socket's own timeout
             raise rexc.TimeoutError("Timeout reading from socket") from None
         except OSError as exc:
             raise rexc.ConnectionError(f"Error while talking to the server: {exc}") from None
-        finally:
-            if deadlines is not None:
-                deadlines.armed.pop(g, None)
         if isinstance(reply, rexc.RedisError) and (
-                raise_errors or isinstance(reply, rexc.ConnectionError)):
+            raise_errors or isinstance(reply, rexc.ConnectionError)
+        ):
             raise reply
         return reply
 
-    def _send(self, conn: _Conn, data: bytes, deadline: float) -> None:
-        raw = conn.raw
-        while True:
-            try:
-                sent = raw.send(data)
-            except BlockingIOError:
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
-            self._wait(conn, deadline, write=True)
-
-    def _read(self, conn: _Conn, deadline: float) -> Any:
-        """One whole reply; no byte may follow it (we never pipeline)."""
-        raw = conn.raw
+    def _read(self, conn: Any, deadline: float) -> Any:
+        """One whole reply, by ``deadline``; no byte may follow it (we never pipeline)."""
         buf = b""
         while True:
-            self._wait(conn, deadline)
-            try:
-                data = raw.recv(_RECV)
-            except BlockingIOError:  # a spurious wake-up
-                continue
+            left = deadline - _monotonic()
+            if left <= 0:
+                raise TimeoutError
+            data = conn.read(left, True)
             if not data:
                 raise rexc.ConnectionError("Connection closed by server.")
             buf = buf + data if buf else data
@@ -402,22 +202,6 @@ class Pool:
             if pos != len(buf):
                 raise rexc.InvalidResponse("Protocol Error: unexpected data after a reply")
             return reply
-
-    def _wait(self, conn: _Conn, deadline: float, write: bool = False) -> None:
-        """Block until ``conn`` is readable (writable): through the gevent hub (the pool's
-        deadline timer bounds it), or in ``poll`` until ``deadline`` (``_Timeout``)."""
-        hub = conn.hub
-        if hub is not None:
-            hub.wait(conn.wev if write else conn.rev)
-            return
-        left = deadline - _monotonic()
-        if left <= 0:
-            raise _Timeout
-        if write:
-            if not select.select([], [conn.raw], [], left)[1]:
-                raise _Timeout
-        elif not conn.poll.poll(left * 1000.0 + 1):
-            raise _Timeout
 
     # -------------------------------------------------------------- pipelined (gevent)
     def _run_mux(self, payload: bytes, script: Script | None) -> Any:
@@ -442,16 +226,11 @@ class Pool:
         except _Stale:  # closed by the server while idle: once more on a new connection
             m = self._mux = _Mux(self)
             m.submit(payload, w)
-        g = _getcurrent()
-        deadlines = self._deadlines
-        deadlines.arm(g, self.timeout)
         try:
-            reply = w.get()
-        except _Expired:
+            reply = self._watchdog.wait(w, self.timeout)
+        except Expired:
             m.kill(rexc.TimeoutError("Timeout reading from socket"))
             raise rexc.TimeoutError("Timeout reading from socket") from None
-        finally:
-            deadlines.armed.pop(g, None)
         if reply.__class__ is _Failure:  # shared by all the waiters: raise a copy each
             exc = reply.exc
             try:
@@ -465,19 +244,19 @@ class Pool:
         return reply
 
     # -------------------------------------------------------------- the pool (threads)
-    def _acquire(self) -> _Conn:
+    def _acquire(self) -> Any:
         idle = self._idle
         while idle:
             try:
                 conn = idle.pop()
             except IndexError:  # another thread took it
                 break
-            if not conn.stale():
+            if conn.alive():
                 return conn
             self._forget(conn)  # closed by the server while idle: replace it
         return self._acquire_slow()
 
-    def _acquire_slow(self) -> _Conn:
+    def _acquire_slow(self) -> Any:
         """Wait (up to ``timeout``) for an idle connection or a free slot, then connect."""
         deadline = _monotonic() + self.timeout
         while True:
@@ -487,7 +266,7 @@ class Pool:
                     self._opened += 1
                     break
             if conn is not None:
-                if not conn.stale():
+                if conn.alive():
                     return conn
                 self._forget(conn)
                 continue
@@ -518,7 +297,7 @@ class Pool:
             with self._cond:
                 self._cond.notify()
 
-    def _release(self, conn: _Conn) -> None:
+    def _release(self, conn: Any) -> None:
         if self.closed:
             self._forget(conn)
             return
@@ -526,36 +305,26 @@ class Pool:
         if self._waiting:
             self._wake()
 
-    def _forget(self, conn: _Conn) -> None:
+    def _forget(self, conn: Any) -> None:
         conn.close()
         with self._lock:
             self._opened -= 1
         self._wake()
 
-    def _connect(self) -> _Conn:
+    def _connect(self) -> Transport | TimeoutTransport:
         addr = self.address
-        unix = isinstance(addr, str)
-        family = socket.AF_UNIX if unix else _family(addr[0])
-        if self.cooperative:
-            from gevent import socket as gsocket
-
-            sock = gsocket.socket(family, socket.SOCK_STREAM)
-        else:
-            sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            sock.settimeout(self.connect_timeout)
-            sock.connect(addr)
-            if not unix:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = open_socket(addr, self.connect_timeout, self.cooperative)
         except TimeoutError:
-            sock.close()
             raise rexc.TimeoutError("Timeout connecting to server") from None
         except OSError as exc:
-            sock.close()
-            where = addr if unix else f"{addr[0]}:{addr[1]}"
-            raise rexc.ConnectionError(f"Error {exc.errno} connecting to {where}. "
-                                       f"{exc.strerror}.") from None
-        conn = _Conn(sock, self.cooperative)
+            where = addr if isinstance(addr, str) else f"{addr[0]}:{addr[1]}"
+            raise rexc.ConnectionError(
+                f"Error {exc.errno} connecting to {where}. {exc.strerror}."
+            ) from None
+        # cooperative: the non-blocking socket, waits on the hub, deadlines on the pool's
+        # watchdog; threads: the socket waits itself (in poll), within each call's timeout
+        conn: Any = Transport(sock, self._watchdog) if self.cooperative else TimeoutTransport(sock)
         try:
             for cmd in self._hello:
                 reply = self._roundtrip(conn, cmd)
@@ -590,15 +359,27 @@ class _Mux:
     reply is ever matched to the wrong command; the next command opens a new connection.
     """
 
-    __slots__ = ("pool", "hub", "conn", "pending", "out", "wbuf", "flushing", "dead",
-                 "connecting", "buf", "rw", "ww")
+    __slots__ = (
+        "pool",
+        "hub",
+        "conn",
+        "pending",
+        "out",
+        "wbuf",
+        "flushing",
+        "dead",
+        "connecting",
+        "buf",
+        "rw",
+        "ww",
+    )
 
     def __init__(self, pool: Pool) -> None:
         from gevent import get_hub
 
         self.pool = pool
         self.hub = get_hub()
-        self.conn: _Conn | None = None
+        self.conn: Any | None = None
         self.pending: deque[Any] = deque()  # waiters, in the order of their commands
         self.out: list[bytes] = []  # queued, not yet written
         self.wbuf = b""  # written in part; the rest waits for the socket
@@ -612,7 +393,7 @@ class _Mux:
     def submit(self, payload: bytes, waiter: Any) -> None:
         """Queue one command; its reply (or a ``_Failure``) will be switched to ``waiter``.
         Raises (after failing the others queued) when the connection cannot be opened."""
-        if self.conn is not None and not self.pending and self.conn.stale():
+        if self.conn is not None and not self.pending and not self.conn.alive():
             self.kill(rexc.ConnectionError("Connection closed by server."))
             raise _Stale
         self.pending.append(waiter)
@@ -631,8 +412,11 @@ class _Mux:
             conn = self.pool._connect()
         except BaseException as exc:
             self.pending.popleft()  # ours: the caller gets the exception itself
-            self.kill(exc if isinstance(exc, rexc.RedisError)
-                      else rexc.ConnectionError(f"connect failed: {exc!r}"))
+            self.kill(
+                exc
+                if isinstance(exc, rexc.RedisError)
+                else rexc.ConnectionError(f"connect failed: {exc!r}")
+            )
             raise
         finally:
             self.connecting = False
@@ -640,14 +424,11 @@ class _Mux:
             conn.close()
             return
         self.conn = conn
-        loop = self.hub.loop
-        fd = conn.raw.fileno()
-        self.rw = loop.io(fd, 1)
-        self.ww = loop.io(fd, 2)
+        self.rw, self.ww = conn.watchers()
         self.rw.start(self._on_read)
         if not self.flushing:
             self.flushing = True
-            loop.run_callback(self._flush)
+            self.hub.loop.run_callback(self._flush)
 
     def _flush(self) -> None:
         self.flushing = False
@@ -663,7 +444,7 @@ class _Mux:
 
     def _write(self, data: bytes) -> None:
         try:
-            sent = self.conn.raw.send(data)
+            sent = self.conn.send(data)
         except BlockingIOError:
             sent = 0
         except OSError as exc:
@@ -685,7 +466,7 @@ class _Mux:
     def _on_read(self) -> None:
         """Hub callback: read what arrived and hand out every whole reply, in order."""
         try:
-            data = self.conn.raw.recv(_RECV)
+            data = self.conn.recv(_RECV)
         except BlockingIOError:
             return
         except OSError as exc:
@@ -737,23 +518,6 @@ class _Mux:
 
 class _Stale(Exception):
     """The idle shared connection was closed by the server: retry on a new one."""
-
-
-class _Timeout(Exception):
-    """Blocking mode: a poll ran out of time."""
-
-
-def _poll() -> Any:
-    try:
-        from gevent import monkey
-
-        return monkey.get_original("select", "poll")()
-    except ImportError:  # pragma: no cover
-        return select.poll()
-
-
-def _family(host: str) -> int:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def _gevent_patched() -> bool:

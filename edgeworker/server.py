@@ -12,34 +12,27 @@ app produces. Every timeout of the ``[http]`` section is enforced here:
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from collections import deque
 from collections.abc import Iterator
-from functools import partial
 from time import time as _time
 from typing import TYPE_CHECKING, Any
 
 from gevent import getcurrent
 from gevent import sleep as _gsleep
-from gevent.socket import wait_read as _wait_read
-from gevent.socket import wait_write as _wait_write
 
-from .deadline import WATCHDOG, Expired, read_waiter
 from .errors import BodyError, ClientGone, Drain
 from .http.fields import accel as _accel
 from .http.headers import Headers
 from .http.protocol import END, Data, ProtocolError, ServerProtocol
 from .http.responses import STATUS_REASONS, chunk, error_response, http_date, status_line
+from .io import transport
 from .request import Request
 
 if TYPE_CHECKING:  # pragma: no cover
     from .phases import App
 
-_RECV = 65536
-_armed = WATCHDOG.armed  # greenlet -> deadline (see deadline.py)
-_monotonic = time.monotonic
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NO_BODY_STATUS = frozenset((204, 304))
 _FRAMING_HEADERS = frozenset(
@@ -100,8 +93,9 @@ class Connection:
         "requests",
         "busy",
         "closing",
-        "_raw",
-        "_wait_read",
+        "io",
+        "_recv",
+        "_send",
         "greenlet",
     )
 
@@ -128,9 +122,15 @@ class Connection:
         self.requests = 0
         self.busy = False  # a request is being processed
         self.closing = False  # set by a draining worker: answer with Connection: close
-        self._raw = getattr(sock, "_sock", sock)  # gevent's socket wraps a non-blocking one
-        # waits on the socket's own gevent watcher; any other socket waits in select
-        self._wait_read = read_waiter(sock) or partial(_wait_read, sock.fileno())
+        # the socket without timeout: reads and writes to the non-blocking socket underneath,
+        # waits on its own watchers, deadlines on the worker's watchdog (edgeworker.io);
+        # a client resetting the connection reads as its end
+        self.io = io = transport(sock, reset_is_eof=True)
+        #: ``_recv(timeout, wait_first=False)``: what the client sent (b"" at its end), within
+        #: ``timeout`` (``TimeoutError``); ``wait_first`` goes to the hub even when data is
+        #: waiting (the turn-taking after a response, see ``serve``)
+        self._recv = io.read
+        self._send = io.send  # what the socket takes now (BlockingIOError: nothing)
         self.greenlet: Any = None
 
     @property
@@ -147,39 +147,6 @@ class Connection:
         return self.bin_addr
 
     # ------------------------------------------------------------------ reading
-    def _recv(self, timeout: float, wait_first: bool = False) -> bytes:
-        """Read what the client sent; wait at most ``timeout`` seconds (``TimeoutError``).
-
-        The real (non-blocking) socket is tried first: when data is waiting, no greenlet
-        switch and no timer happen. Otherwise the greenlet waits on the socket's own gevent
-        read watcher (one hub switch, no second failing ``recv``), bounded by the worker's
-        deadline watchdog instead of a timer per wait. ``wait_first`` goes to the hub even
-        when data is waiting (the turn-taking after a response, see ``serve``).
-        """
-        raw = self._raw
-        if not wait_first:
-            try:
-                return raw.recv(_RECV)
-            except BlockingIOError:
-                pass
-            except (ConnectionResetError, BrokenPipeError):
-                return b""
-        g = self.greenlet
-        _armed[g] = _monotonic() + timeout  # WATCHDOG.arm (its timer runs: see serve)
-        try:
-            while True:
-                self._wait_read()
-                try:
-                    return raw.recv(_RECV)
-                except BlockingIOError:  # a spurious wake-up: wait again
-                    continue
-        except Expired:
-            raise TimeoutError("client timed out") from None
-        except (ConnectionResetError, BrokenPipeError):
-            return b""
-        finally:
-            _armed.pop(g, None)
-
     def _next_head(self, turn: bool = False):
         """The next request head, or None when the connection should close.
 
@@ -305,8 +272,8 @@ class Connection:
         req.keep_alive = False
         self.closing = True
         leftover = self.proto.upgraded()
-        sock, self.sock = self.sock, None
-        return sock, leftover
+        self.sock = None
+        return self.io.detach(), leftover
 
     def _discard_body(self, req: Request) -> bool:
         """Drop the unread body of ``req``; False if the connection must close instead."""
@@ -335,24 +302,16 @@ class Connection:
         """Send all of ``data``; each wait for the client to read is bounded by send_timeout
         (nginx: between two successive writes). A client that is gone raises ClientGone."""
         try:
-            sent = self._raw.send(data)
+            sent = self._send(data)
         except BlockingIOError:
             sent = 0
         except OSError as exc:
             raise ClientGone() from exc
         if sent == len(data):
             return
-        view = memoryview(data)
-        g = self.greenlet
         try:
-            while sent < len(view):
-                view = view[sent:]
-                WATCHDOG.arm(g, self.http.send_timeout)
-                try:
-                    sent = self.sock.send(view)  # waits until the socket is writable
-                finally:
-                    WATCHDOG.disarm(g)
-        except (OSError, Expired) as exc:
+            self.io.send_rest(data, sent, self.http.send_timeout)
+        except OSError as exc:  # Expired included (a TimeoutError)
             raise ClientGone() from exc
 
     def send_error(self, status: int) -> None:
@@ -477,21 +436,12 @@ class Connection:
         cooperatively (at most send_timeout each time) while the socket buffer is full."""
         if req.method == "HEAD" or req.ended:
             return
-        out = self._raw.fileno()
-        g = self.greenlet
+        sendfile = self.io.sendfile
+        timeout = self.http.send_timeout
         while count > 0:
             try:
-                sent = os.sendfile(out, fd, offset, min(count, 1 << 30))
-            except BlockingIOError:
-                WATCHDOG.arm(g, self.http.send_timeout)
-                try:
-                    _wait_write(out)
-                except Expired as exc:
-                    raise ClientGone() from exc
-                finally:
-                    WATCHDOG.disarm(g)
-                continue
-            except OSError as exc:
+                sent = sendfile(fd, offset, min(count, 1 << 30), timeout)
+            except OSError as exc:  # Expired included (a TimeoutError)
                 raise ClientGone() from exc
             if sent == 0:
                 break  # the file shrank under us
@@ -535,7 +485,6 @@ class Connection:
         app = self.app
         keepalive_requests = self.http.keepalive_requests
         self.greenlet = getcurrent()
-        WATCHDOG.start()  # _recv arms its deadlines directly
         turn = False
         try:
             while True:
@@ -570,12 +519,7 @@ class Connection:
 
     def close(self) -> None:
         self.proto.close()  # breaks the parser <-> protocol reference cycle
-        if self.sock is None:  # detached (upgrade tunnel)
-            return
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        self.io.close()  # (not a detached socket: the upgrade tunnel's now)
 
 
 __all__ = ["Connection", "ADD_HEADER_STATUS"]

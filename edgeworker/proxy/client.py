@@ -14,25 +14,21 @@ import functools
 import socket
 import time
 from collections.abc import Iterator
+from typing import Any
 
-from greenlet import getcurrent
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
-from ..deadline import WATCHDOG, Expired, read_waiter
 from ..http.fields import ResponseFields, accel
+from ..io import RECV, TimeoutTransport, Transport, open_socket, transport
 
 #: the common response whole in the first read, parsed in C (see parse_response_head in
 #: edgeworker/_speedups.c); None without the C module: httptools parses every response
 _parse_head = accel.parse_response_head if accel is not None else None
 
-RECV_SIZE = 65536
-_armed = WATCHDOG.armed  # greenlet -> deadline (see deadline.py)
-_monotonic = time.monotonic
+RECV_SIZE = RECV
 #: the largest response head read from an upstream (nginx: proxy_buffer_size, 4k or 8k); past
 #: it the response is invalid: 502, "upstream sent too big header"
 MAX_HEAD = 65536
-_NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-_PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 
 
 class UpstreamError(Exception):
@@ -64,169 +60,120 @@ class UpstreamInvalid(UpstreamError):
 
 
 class UpConn:
-    """One connection to an upstream address (possibly reused from a pool)."""
+    """One connection to an upstream address (possibly reused from a pool).
 
-    __slots__ = ("sock", "key", "requests", "idle_since", "reused", "timed", "_raw", "_wait")
+    ``timed``: the socket has no timeout; reads and writes go through an ``edgeworker.io``
+    transport (the non-blocking socket underneath, waits on the hub, deadlines on the
+    worker's watchdog), TLS included. Otherwise the socket waits itself, within the timeout
+    set before each read or write.
+    """
+
+    __slots__ = (
+        "sock",
+        "key",
+        "requests",
+        "idle_since",
+        "reused",
+        "timed",
+        "io",
+        "plain",
+        "recv",
+        "_send",
+    )
 
     def __init__(self, sock: socket.socket, key: tuple, timed: bool = False) -> None:
         self.sock = sock
-        #: True: the socket has no timeout; deadlines are armed on the worker's watchdog
         self.timed = timed
         self.key = key
         self.requests = 0
         self.idle_since = 0.0
         self.reused = False
-        # a plain (not TLS) gevent socket without timeout: reads and writes go to the
-        # non-blocking socket underneath, and waits go straight to the hub on the socket's own
-        # read watcher (no failing recv, no exception, no timer per wait)
-        self._raw: socket.socket | None = None
-        self._wait = None
-        if timed and getattr(sock, "_sslobj", None) is None:
-            raw = getattr(sock, "_sock", None)
-            wait = read_waiter(sock)
-            if raw is not None and wait is not None:
-                self._raw = raw
-                self._wait = wait
-                WATCHDOG.start()  # recv stores its deadlines into WATCHDOG.armed itself
+        io: Any = transport(sock) if timed else TimeoutTransport(sock)
+        self.io = io
+        #: a plain socket of the worker (not TLS, no timeout of its own): the first read of a
+        #: response may wait before trying, and its head is parsed in C when it can be
+        self.plain = io.__class__ is Transport
+        #: ``recv(timeout, wait_first=False)``: what the upstream sent next (``b""`` at EOF),
+        #: waiting at most ``timeout`` seconds; ``wait_first`` goes to the hub before trying
+        #: (right after a request was sent, when nothing can be there yet). Raises
+        #: ``TimeoutError`` when the time passes, ``OSError`` when the connection fails.
+        self.recv = io.read
+        self._send = io.send  # what the socket takes now, without waiting
 
     def alive(self) -> bool:
         """True if an idle connection still looks usable: the peer has not closed it and has
-        sent nothing unexpected (one non-blocking ``MSG_PEEK``). TLS connections are not
+        sent nothing unexpected (one check without waiting). TLS connections are not
         checked (a session ticket may be waiting); a stale one is retried instead."""
-        sock = self.sock
-        if getattr(sock, "_sslobj", None) is not None:
-            return True
-        raw = getattr(sock, "_sock", None)  # gevent: the non-blocking socket underneath
-        try:
-            if raw is not None:
-                raw.recv(1, _PEEK)
-            else:
-                old = sock.gettimeout()
-                sock.settimeout(0.0)
-                try:
-                    sock.recv(1, _PEEK)
-                finally:
-                    sock.settimeout(old)
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-        return False  # EOF (b"") or stray bytes: either way not reusable
+        return self.io.alive()
 
     def close(self) -> None:
-        self._raw = None  # any later use goes through the closed gevent socket (and fails)
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        self.io.close()
 
     def send(self, data: bytes, timeout: float) -> None:
         """Write ``data`` whole; ``send_timeout`` applies between two writes.
 
         Raises ``UpstreamTimeout`` or ``UpstreamError``."""
-        raw = self._raw
-        if raw is not None:  # the usual case: the socket buffer takes it all at once
+        try:
             try:
-                sent = raw.send(data)
+                sent = self._send(data)  # the usual case: the socket buffer takes it all at once
             except BlockingIOError:
                 sent = 0
-            except OSError as exc:
-                raise UpstreamError(f"error while sending request to upstream: {exc}") from None
-            if sent == len(data):
-                return
-            data = memoryview(data)[sent:]
-        sock = self.sock
-        if self.timed:
-            g = getcurrent()
-            WATCHDOG.arm(g, timeout)
-        else:
-            sock.settimeout(timeout)
-        try:
-            sent = sock.send(data)  # gevent: waits until the socket is writable
-            while sent < len(data):
-                data = data[sent:]
-                if self.timed:
-                    WATCHDOG.arm(g, timeout)
-                sent = sock.send(data)
-        except (TimeoutError, Expired):
+            if sent != len(data):
+                self.io.send_rest(data, sent, timeout)
+        except TimeoutError:  # Expired included
             raise UpstreamTimeout("upstream timed out while sending request") from None
         except OSError as exc:
             raise UpstreamError(f"error while sending request to upstream: {exc}") from None
-        finally:
-            if self.timed:
-                WATCHDOG.disarm(g)
-
-    def recv(self, timeout: float, wait_first: bool = False) -> bytes:
-        """What the upstream sent next (``b""`` at EOF), waiting at most ``timeout`` seconds.
-
-        ``wait_first``: go to the hub before trying to read (right after a request was sent,
-        when nothing can be there yet). Raises ``TimeoutError`` or ``Expired`` when the time
-        passes, ``OSError`` when the connection fails.
-        """
-        raw = self._raw
-        if raw is None:  # TLS, or a socket with its own timeout (not the proxy's)
-            if self.timed:
-                g = getcurrent()
-                WATCHDOG.arm(g, timeout)
-                try:
-                    return self.sock.recv(RECV_SIZE)
-                finally:
-                    WATCHDOG.disarm(g)
-            return self.sock.recv(RECV_SIZE)
-        if not wait_first:
-            try:
-                return raw.recv(RECV_SIZE)
-            except BlockingIOError:
-                pass
-        g = getcurrent()
-        _armed[g] = _monotonic() + timeout  # WATCHDOG.arm (its timer runs: see __init__)
-        try:
-            while True:
-                self._wait()
-                try:
-                    return raw.recv(RECV_SIZE)
-                except BlockingIOError:  # a spurious wake-up: wait again
-                    continue
-        finally:
-            _armed.pop(g, None)  # WATCHDOG.disarm
 
 
-def connect(addr: tuple, timeout: float, key: tuple, tls_host: str | None = None,
-            timed: bool = False, context=None) -> UpConn:
+def connect(
+    addr: tuple,
+    timeout: float,
+    key: tuple,
+    tls_host: str | None = None,
+    timed: bool = False,
+    context=None,
+) -> UpConn:
     """Open a TCP connection to ``addr`` (``(ip, port)`` or an IPv6 tuple) within ``timeout``.
 
     ``tls_host`` wraps the socket in TLS (verified against that name, sent as SNI unless it is
     an IP address), for https URLs; ``context`` is the ``ssl.SSLContext`` (default: the
     system's CAs, verification on).
-    ``timed``: afterwards the socket has no timeout and reads/writes arm deadlines on the
-    worker's ``Watchdog`` instead (gevent workers only: the proxy).
-    Raises ``UpstreamTimeout`` or ``UpstreamError`` (refused, unreachable) with ``sent=False``.
+    ``timed``: afterwards the socket has no timeout and reads/writes (and the TLS handshake)
+    arm deadlines on the worker's ``Watchdog`` instead (gevent workers only: the proxy).
+    Raises ``UpstreamTimeout`` or ``UpstreamError`` (refused, unreachable, TLS handshake
+    failed) with ``sent=False``.
     """
-    family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
+    sock = None
     try:
-        sock.connect(addr)
-        sock.setsockopt(*_NODELAY)
-        if tls_host is not None:
-            sock = (context or tls_context()).wrap_socket(sock, server_hostname=tls_host)
+        sock = open_socket(addr, timeout)
+        if timed:
+            sock.settimeout(None)
+        if tls_host is None:
+            return UpConn(sock, key, timed)
+        sock = (context or tls_context()).wrap_socket(
+            sock, server_hostname=tls_host, do_handshake_on_connect=False
+        )
+        conn = UpConn(sock, key, timed)
+        conn.io.handshake(timeout)  # within the connect timeout (Expired: a TimeoutError)
+        return conn
     except TimeoutError:
-        sock.close()
+        if sock is not None:
+            sock.close()
         raise UpstreamTimeout("upstream timed out while connecting", sent=False) from None
     except OSError as exc:
-        sock.close()
+        if sock is not None:
+            sock.close()
         reason = exc.strerror or str(exc)
         if tls_host is not None and type(exc).__module__ == "ssl":
             reason = f"TLS handshake failed: {exc}"
         raise UpstreamError(f"connect() failed ({reason})", sent=False) from None
-    if timed:
-        sock.settimeout(None)
-    return UpConn(sock, key, timed)
 
 
 @functools.cache
-def tls_context(verify: bool = True, cafile: str | None = None,
-                cert: str | None = None, key: str | None = None):
+def tls_context(
+    verify: bool = True, cafile: str | None = None, cert: str | None = None, key: str | None = None
+):
     """The ``ssl.SSLContext`` for upstream connections set up this way (one per kind, shared
     by the proxy and ``edgeworker.http.request``): the system's CAs (or ``cafile``'s),
     certificate and host name checked; ``verify=False`` checks neither (nginx's default).
@@ -354,7 +301,7 @@ class Response:
         """Read once (``b""`` at EOF); a timeout or a failed read as ``UpstreamError``."""
         try:
             return self.conn.recv(self.read_timeout, wait_first)
-        except (TimeoutError, Expired):
+        except TimeoutError:  # Expired included
             raise UpstreamTimeout("upstream timed out while reading response") from None
         except OSError as exc:
             raise UpstreamError(f"error while reading response from upstream: {exc}") from None
@@ -391,11 +338,10 @@ class Response:
         Raises ``UpstreamTimeout`` (no byte within ``read_timeout``) or ``UpstreamError``
         (closed, reset, or not HTTP).
         """
-        conn = self.conn
-        if not conn.timed:
-            conn.sock.settimeout(self.read_timeout)
         # the request was just sent: nothing can be there yet, so the first read waits first
-        self._read_head(conn._raw is not None)
+        # (a TLS transport asks its TLS object first all the same; a socket waiting itself
+        # does not tell)
+        self._read_head(self.conn.plain)
 
     def _read_head(self, wait_first: bool) -> None:
         first = wait_first
@@ -404,8 +350,9 @@ class Response:
             first = False
             if not more:
                 if self.received:
-                    raise UpstreamError("upstream prematurely closed connection while reading "
-                                        "response header")
+                    raise UpstreamError(
+                        "upstream prematurely closed connection while reading response header"
+                    )
                 raise UpstreamError("upstream closed the connection without answering")
             if not self.head_done and self.received > MAX_HEAD:
                 raise UpstreamInvalid("upstream sent too big header")
@@ -425,8 +372,7 @@ class Response:
                     self.done = True
                     self.keep_alive = False
                     continue
-                raise UpstreamError("upstream prematurely closed connection while reading "
-                                    "upstream")
+                raise UpstreamError("upstream prematurely closed connection while reading upstream")
 
     def read_all(self, limit: int | None = None) -> bytes:
         """The whole body (``limit``: stop early with ``UpstreamError`` past that size)."""
@@ -474,8 +420,7 @@ class ProxyResponse(Response):
         self.fields.reset()
 
     def read_head(self) -> None:
-        conn = self.conn
-        if _parse_head is None or conn._raw is None:
+        if _parse_head is None or not self.conn.plain:
             return Response.read_head(self)
         # the request was just sent: wait, read, and parse the usual whole response in C
         data = self._recv(True)

@@ -10,7 +10,6 @@ and ``client`` for the parts.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +18,7 @@ from urllib.parse import quote_from_bytes
 from ..http.fields import HOP_BY_HOP, ResponseFields, accel
 from ..http.headers import Headers
 from ..http.protocol import split_tokens
+from ..io import relay
 from ..uri import BadURI, normalize_path
 from .balancer import Group, Peer
 from .client import ProxyResponse, Response, UpConn, UpstreamError, UpstreamTimeout, connect
@@ -641,8 +641,8 @@ def _tunnel(req: Any, resp: Response, idle_timeout: float) -> None:
             client.sendall(resp.tail)
         if leftover:
             upstream.sendall(leftover)
-        back = gevent.spawn(_pipe, upstream, client, idle_timeout, last, sent)
-        _pipe(client, upstream, idle_timeout, last, None)
+        back = gevent.spawn(relay, upstream, client, idle_timeout, last, sent)
+        relay(client, upstream, idle_timeout, last, None)
         back.join(timeout=idle_timeout)
         back.kill(block=False)
     finally:
@@ -650,44 +650,6 @@ def _tunnel(req: Any, resp: Response, idle_timeout: float) -> None:
         upconn.close()
         try:
             client.close()
-        except OSError:
-            pass
-
-
-def _pipe(src: socket.socket, dst: socket.socket, idle: float, last: list[float],
-          counter: list[int] | None) -> None:
-    src.settimeout(min(idle, 5.0))
-    while True:
-        try:
-            data = src.recv(65536)
-        except TimeoutError:
-            if time.monotonic() - last[0] > idle:
-                _close_both(src, dst)
-                return
-            continue
-        except OSError:
-            _close_both(src, dst)
-            return
-        if not data:
-            try:
-                dst.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-            return
-        last[0] = time.monotonic()
-        try:
-            dst.sendall(data)
-        except OSError:
-            _close_both(src, dst)
-            return
-        if counter is not None:
-            counter[0] += len(data)
-
-
-def _close_both(a: socket.socket, b: socket.socket) -> None:
-    for s in (a, b):
-        try:
-            s.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
 

@@ -87,7 +87,7 @@ def test_keepalive_exchanges_take_the_fast_path_and_free_the_response_without_gc
     up = Upstream(script)
     try:
         conn = up_conn(up.addr)
-        assert conn._raw is not None  # a plain gevent socket: the fast path is used
+        assert conn.plain  # a plain gevent socket: the fast path is used
 
         def client():
             out = []
@@ -233,7 +233,7 @@ def test_after_close_the_connection_is_no_longer_used_raw() -> None:
     try:
         conn = up_conn(up.addr)
         conn.close()
-        assert conn._raw is None
+        assert conn.io.raw.fileno() == -1  # closed: a later use fails (below)
         with pytest.raises(UpstreamError):
             run(lambda: conn.send(b"GET / HTTP/1.1\r\n\r\n", 1))
     finally:
@@ -241,10 +241,12 @@ def test_after_close_the_connection_is_no_longer_used_raw() -> None:
 
 
 def test_proxy_response_sorts_fields_as_they_arrive_and_forgets_interim_ones() -> None:
-    head = (b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
-            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n"
-            b"Connection: X-Hop\r\nX-Hop: 1\r\nX-A: a\r\nServer: up\r\n"
-            b"Content-Type: text/plain\r\n\r\nok")
+    head = (
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n"
+        b"Connection: X-Hop\r\nX-Hop: 1\r\nX-A: a\r\nServer: up\r\n"
+        b"Content-Type: text/plain\r\n\r\nok"
+    )
 
     def script(up, sock):
         up.read_request(sock)
@@ -268,8 +270,7 @@ def test_proxy_response_sorts_fields_as_they_arrive_and_forgets_interim_ones() -
         assert b"".join(f.wire) == b"\r\nX-Hop: 1\r\nX-A: a\r\nContent-Type: text/plain"
         assert f.has_ct
         assert f.connection == b"keep-alive,X-Hop"  # the proxy drops what it names
-        assert [n for n, _ in f.hop] == [b"Content-Length", b"Connection", b"Connection",
-                                         b"Server"]
+        assert [n for n, _ in f.hop] == [b"Content-Length", b"Connection", b"Connection", b"Server"]
         assert (b"Link", b"</a.css>") not in resp.raw_headers  # the 103's field
         assert len(resp.raw_headers) == 7
         conn.close()

@@ -1,0 +1,27 @@
+"""``edgeworker.io``: the transport layer, the only code that waits on sockets and arms I/O
+deadlines (``transport.py``, on one kind of watchdog: ``watchdog.py``)."""
+
+from ..errors import Expired
+from .transport import (
+    RECV,
+    TimeoutTransport,
+    TLSTransport,
+    Transport,
+    open_socket,
+    relay,
+    transport,
+)
+from .watchdog import WATCHDOG, Watchdog
+
+__all__ = [
+    "RECV",
+    "WATCHDOG",
+    "Expired",
+    "TLSTransport",
+    "TimeoutTransport",
+    "Transport",
+    "Watchdog",
+    "open_socket",
+    "relay",
+    "transport",
+]

@@ -1,0 +1,498 @@
+"""Connected stream sockets with deadlines: the only waits on sockets in edgeworker.
+
+A transport is one connection (a client's, an upstream's, a Redis server's). Its users call
+``send(data)`` (what the socket takes now, without waiting: a bound method of the non-blocking
+socket itself, no Python frame) and ``read(timeout)`` (the next bytes, waiting when none are
+there), and come back here only when a write could not finish (``send_rest``) or to wait.
+
+- ``Transport``: a plain socket in a gevent worker. It has no timeout: reads and writes go to
+  the non-blocking socket underneath, a wait is one hub switch on the socket's own watcher, and
+  its deadline is a store into a ``Watchdog`` (``watchdog.py``), no timer per wait.
+- ``TLSTransport``: the same over TLS. Its reads may find bytes already decrypted
+  (``pending()``), a read or a write may have to wait for the other direction
+  (want-read/want-write), and the handshake has a deadline of its own.
+- ``TimeoutTransport``: a socket that waits itself, within the timeout set before each call
+  (outside a gevent worker's connection greenlets: threads, ``edgeworker.http.request``).
+
+Errors are ``OSError``: ``Expired`` (a ``TimeoutError``) when a deadline passes,
+``TimeoutError`` from a socket's own timeout, the socket's errors otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import time
+from functools import partial
+from typing import Any
+
+from greenlet import getcurrent
+
+from .watchdog import WATCHDOG, Watchdog
+
+#: the most a read returns
+RECV = 65536
+_PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
+_RESET = (ConnectionResetError, BrokenPipeError)
+_monotonic = time.monotonic
+
+
+def _events(sock: Any) -> tuple[Any, Any, Any]:
+    """(hub, read watcher, write watcher) of ``sock``: a gevent socket's own, else new ones on
+    this thread's hub (and the socket made non-blocking)."""
+    hub = getattr(sock, "hub", None)
+    rev = getattr(sock, "_read_event", None)
+    if hub is not None and rev is not None:
+        return hub, rev, sock._write_event
+    from gevent import get_hub
+
+    sock.setblocking(False)
+    hub = get_hub()
+    fd = sock.fileno()
+    return hub, hub.loop.io(fd, 1), hub.loop.io(fd, 2)
+
+
+class Transport:
+    """A plain stream socket in a gevent worker (see the module docstring).
+
+    ``sock``: a gevent socket without timeout (or any socket: it is made non-blocking).
+    ``watchdog`` bounds the waits: they store their deadlines into its ``armed`` directly, so
+    its timer must run (started here; a watchdog that stops when idle is started again by its
+    user before a wait). ``reset_is_eof``: a connection reset by the peer reads as the end
+    (``b""``) instead of raising.
+    """
+
+    __slots__ = (
+        "sock",
+        "raw",
+        "recv",
+        "send",
+        "reset_is_eof",
+        "watchdog",
+        "detached",
+        "_armed",
+        "_hub",
+        "_wait_read",
+        "_wait_write",
+        "_poll",
+    )
+
+    def __init__(
+        self, sock: Any, watchdog: Watchdog = WATCHDOG, reset_is_eof: bool = False
+    ) -> None:
+        self.sock = sock
+        raw = getattr(sock, "_sock", sock)  # gevent's socket wraps a non-blocking one
+        self.raw = raw
+        hub, rev, wev = _events(sock)
+        self._hub = hub
+        self._wait_read = partial(hub.wait, rev)
+        self._wait_write = partial(hub.wait, wev)
+        #: what the socket takes now, without waiting (``BlockingIOError``: nothing)
+        self.send = raw.send
+        #: what the socket holds now, without waiting (``BlockingIOError``: nothing yet)
+        self.recv = raw.recv
+        self.reset_is_eof = reset_is_eof
+        self.detached = False
+        self.watchdog = watchdog
+        self._armed = watchdog.armed
+        self._poll: Any = None  # (see alive)
+        watchdog.start()  # the waits below store their deadlines into ``armed`` directly
+
+    def pending(self) -> int:
+        """Bytes already received and buffered above the socket (none for a plain one)."""
+        return 0
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    def read(self, timeout: float, wait_first: bool = False) -> bytes:
+        """What the peer sent next (``b""`` at EOF), waiting at most ``timeout`` seconds.
+
+        The socket is tried first: when data is waiting, no switch and no deadline happen.
+        ``wait_first`` goes to the hub before trying (when nothing can be there yet, or to let
+        the other greenlets take their turn).
+        """
+        raw = self.raw
+        try:
+            if not wait_first:
+                try:
+                    return raw.recv(RECV)
+                except BlockingIOError:
+                    pass
+            g = getcurrent()
+            armed = self._armed
+            armed[g] = _monotonic() + timeout
+            try:
+                while True:
+                    self._wait_read()
+                    try:
+                        return raw.recv(RECV)
+                    except BlockingIOError:  # a spurious wake-up: wait again
+                        continue
+            finally:
+                armed.pop(g, None)
+        except _RESET:
+            if self.reset_is_eof:
+                return b""
+            raise
+
+    def send_rest(self, data: bytes, sent: int, timeout: float) -> None:
+        """Send ``data`` from ``sent`` on (after ``send`` took only that much), waiting for the
+        peer to read; each wait is bounded by ``timeout`` (between two writes, as nginx)."""
+        view = memoryview(data)
+        g = getcurrent()
+        armed = self._armed
+        send = self.send
+        try:
+            while sent < len(view):
+                view = view[sent:]
+                armed[g] = _monotonic() + timeout
+                self._wait_write()
+                try:
+                    sent = send(view)
+                except BlockingIOError:
+                    sent = 0
+        finally:
+            armed.pop(g, None)
+
+    def sendall(self, data: bytes, timeout: float) -> None:
+        """Send all of ``data`` (``send``, then ``send_rest`` if the socket took less)."""
+        try:
+            sent = self.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            self.send_rest(data, sent, timeout)
+
+    def sendfile(self, fd: int, offset: int, count: int, timeout: float) -> int:
+        """Send up to ``count`` bytes of file ``fd`` from ``offset`` (zero-copy), waiting at
+        most ``timeout`` for the socket to take them; the bytes sent (0: the file ended)."""
+        out = self.raw.fileno()
+        while True:
+            try:
+                return os.sendfile(out, fd, offset, count)
+            except BlockingIOError:
+                self.wait_writable(timeout)
+
+    def wait_readable(self, timeout: float) -> None:
+        """Return when there is something to read (``Expired`` after ``timeout``)."""
+        if self.pending():
+            return
+        self._wait(self._wait_read, timeout)
+
+    def wait_writable(self, timeout: float) -> None:
+        """Return when the socket takes more (``Expired`` after ``timeout``)."""
+        self._wait(self._wait_write, timeout)
+
+    def _wait(self, wait: Any, timeout: float) -> None:
+        g = getcurrent()
+        armed = self._armed
+        armed[g] = _monotonic() + timeout
+        try:
+            wait()
+        finally:
+            armed.pop(g, None)
+
+    def watchers(self) -> tuple[Any, Any]:
+        """New (read, write) watchers of the socket on its hub, not started, for a user that
+        reacts to the socket in callbacks instead of waiting (the Redis multiplexer)."""
+        loop = self._hub.loop
+        fd = self.raw.fileno()
+        return loop.io(fd, 1), loop.io(fd, 2)
+
+    def alive(self) -> bool:
+        """True if an idle connection still looks usable: the peer has not closed it and has
+        sent nothing unexpected (nothing to read: one ``poll`` without waiting, on the real
+        ``poll``, as gevent's costs a timer per call)."""
+        poll = self._poll
+        if poll is None:
+            poll = self._poll = _real_poll()
+            poll.register(self.raw.fileno(), select.POLLIN)
+        return not poll.poll(0)  # EOF, stray bytes or an error: either way not reusable
+
+    def detach(self) -> Any:
+        """The socket, handed over: ``close`` no longer closes it."""
+        self.detached = True
+        return self.sock
+
+    def close(self) -> None:
+        """Close the socket (unless it was detached); errors are ignored."""
+        if self.detached:
+            return
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class TLSTransport(Transport):
+    """A TLS connection in a gevent worker: a gevent ``SSLSocket`` without timeout, whose TLS
+    object reads and writes over the non-blocking socket underneath (see the module
+    docstring). Made before the handshake (``handshake``) or after it."""
+
+    __slots__ = ("tls",)
+
+    def __init__(
+        self, sock: Any, watchdog: Watchdog = WATCHDOG, reset_is_eof: bool = False
+    ) -> None:
+        super().__init__(sock, watchdog, reset_is_eof)
+        if _SSLError is None:
+            _load_ssl()
+        self.tls = sock._sslobj
+        self.send = self._send_now
+        self.recv = self._recv_now
+
+    def pending(self) -> int:
+        return self.tls.pending()
+
+    def _send_now(self, data: Any) -> int:
+        try:
+            return self.tls.write(data)
+        except (_WantRead, _WantWrite):
+            return 0
+
+    def _recv_now(self, size: int = RECV) -> bytes:
+        """What the TLS object gives now (``BlockingIOError``: it needs the socket first)."""
+        try:
+            return self.tls.read(size)
+        except (_WantRead, _WantWrite):
+            raise BlockingIOError from None
+        except _SSLError as exc:
+            return _eof(exc)
+
+    def _call(self, op: Any, arg: Any, timeout: float, wait: Any = None) -> Any:
+        """``op(arg)`` once it no longer wants to read or write, all its waits within
+        ``timeout`` (``Expired``); ``wait`` first, when given."""
+        g = None
+        armed = self._armed
+        try:
+            while True:
+                if wait is not None:
+                    if g is None:
+                        g = getcurrent()
+                        armed[g] = _monotonic() + timeout
+                    wait()
+                try:
+                    return op(arg)
+                except _WantRead:
+                    wait = self._wait_read
+                except _WantWrite:
+                    wait = self._wait_write
+        finally:
+            if g is not None:
+                armed.pop(g, None)
+
+    def handshake(self, timeout: float) -> None:
+        """Run the TLS handshake, within ``timeout`` (``Expired``; ``ssl.SSLError``)."""
+        self._call(lambda _: self.tls.do_handshake(), None, timeout)
+
+    def read(self, timeout: float, wait_first: bool = False) -> bytes:
+        """As ``Transport.read``; ``wait_first`` waits only when no decrypted bytes are
+        buffered (``pending``)."""
+        tls = self.tls
+        wait = self._wait_read if wait_first and not tls.pending() else None
+        try:
+            return self._call(tls.read, RECV, timeout, wait)
+        except _SSLError as exc:
+            return _eof(exc)
+        except _RESET:
+            if self.reset_is_eof:
+                return b""
+            raise
+
+    def send_rest(self, data: bytes, sent: int, timeout: float) -> None:
+        view = memoryview(data)
+        write = self.tls.write
+        while sent < len(view):
+            view = view[sent:]
+            sent = self._call(write, view, timeout)
+
+    def sendfile(self, fd: int, offset: int, count: int, timeout: float) -> int:
+        """As ``Transport.sendfile``, through TLS: read from the file, then encrypted."""
+        data = os.pread(fd, min(count, RECV), offset)
+        if data:
+            self.sendall(data, timeout)
+        return len(data)
+
+    def alive(self) -> bool:
+        """TLS connections are not checked (a session ticket may be waiting): True."""
+        return True
+
+
+class TimeoutTransport:
+    """A socket that waits itself: each call sets its timeout first (see the module
+    docstring). ``send`` never takes anything (0): ``send_rest`` sends it all."""
+
+    __slots__ = ("sock", "reset_is_eof", "detached")
+
+    def __init__(self, sock: Any, reset_is_eof: bool = False) -> None:
+        self.sock = sock
+        self.reset_is_eof = reset_is_eof
+        self.detached = False
+
+    def pending(self) -> int:
+        return 0
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, data: Any) -> int:
+        return 0
+
+    def read(self, timeout: float, wait_first: bool = False) -> bytes:
+        sock = self.sock
+        sock.settimeout(timeout)
+        try:
+            return sock.recv(RECV)
+        except _RESET:
+            if self.reset_is_eof:
+                return b""
+            raise
+
+    def send_rest(self, data: bytes, sent: int, timeout: float) -> None:
+        self.sock.settimeout(timeout)
+        self.sock.sendall(memoryview(data)[sent:] if sent else data)
+
+    def sendall(self, data: bytes, timeout: float) -> None:
+        self.send_rest(data, 0, timeout)
+
+    def handshake(self, timeout: float) -> None:
+        self.sock.settimeout(timeout)
+        self.sock.do_handshake()
+
+    def alive(self) -> bool:
+        """As ``Transport.alive``; TLS connections are not checked (True)."""
+        sock = self.sock
+        if getattr(sock, "_sslobj", None) is not None:
+            return True
+        raw = getattr(sock, "_sock", None)  # gevent: the non-blocking socket underneath
+        try:
+            if raw is not None:
+                raw.recv(1, _PEEK)
+            else:
+                old = sock.gettimeout()
+                sock.settimeout(0.0)
+                try:
+                    sock.recv(1, _PEEK)
+                finally:
+                    sock.settimeout(old)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        return False
+
+    detach = Transport.detach
+    close = Transport.close
+
+
+def open_socket(address: tuple | str, timeout: float, gevent: bool = False) -> Any:
+    """A stream socket connected to ``address`` (``(host, port)``, or a unix socket's path)
+    within ``timeout`` seconds (the socket's own timeout, still set), with ``TCP_NODELAY``.
+    On failure it is closed and the error raised (``TimeoutError``, ``OSError``).
+    ``gevent``: a gevent socket even in a process gevent did not patch; else ``socket.socket``
+    as it is."""
+    unix = isinstance(address, str)
+    if unix:
+        family = socket.AF_UNIX
+    else:
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    if gevent:
+        from gevent import socket as gsocket
+
+        sock = gsocket.socket(family, socket.SOCK_STREAM)
+    else:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address)
+        if not unix:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def relay(src: Any, dst: Any, idle: float, last: list[float], counter: list[int] | None) -> None:
+    """Copy bytes from ``src`` to ``dst`` until ``src`` ends (then ``dst`` is shut for
+    writing), either fails, or nothing moved either way for ``idle`` seconds (``last[0]``, the
+    monotonic time of the last move, is shared by both directions; both sockets are shut).
+    ``counter[0]`` adds up the bytes copied. One direction of an upgraded connection's
+    tunnel."""
+    src.settimeout(min(idle, 5.0))
+    while True:
+        try:
+            data = src.recv(RECV)
+        except TimeoutError:
+            if _monotonic() - last[0] > idle:
+                _shut(src, dst)
+                return
+            continue
+        except OSError:
+            _shut(src, dst)
+            return
+        if not data:
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            return
+        last[0] = _monotonic()
+        try:
+            dst.sendall(data)
+        except OSError:
+            _shut(src, dst)
+            return
+        if counter is not None:
+            counter[0] += len(data)
+
+
+def _shut(a: Any, b: Any) -> None:
+    for s in (a, b):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def transport(sock: Any, watchdog: Watchdog = WATCHDOG, reset_is_eof: bool = False) -> Any:
+    """The transport for ``sock``: ``TLSTransport`` for a gevent TLS socket, ``Transport``
+    for any other."""
+    if getattr(sock, "_sslobj", None) is not None:
+        return TLSTransport(sock, watchdog, reset_is_eof)
+    return Transport(sock, watchdog, reset_is_eof)
+
+
+def _real_poll() -> Any:
+    try:
+        from gevent import monkey
+
+        return monkey.get_original("select", "poll")()
+    except ImportError:  # pragma: no cover
+        return select.poll()
+
+
+def _eof(exc: Exception) -> bytes:
+    """A TLS read that ended: ``b""`` for the peer's close (clean, or without close_notify:
+    a ragged EOF, accepted as ssl sockets do by default); anything else is raised."""
+    import ssl
+
+    if isinstance(exc, ssl.SSLZeroReturnError) or exc.args[0] == ssl.SSL_ERROR_EOF:
+        return b""
+    raise exc
+
+
+# ssl's exceptions, bound when the first TLSTransport is made (importing ssl here would import it
+# in the master, before a worker's gevent patching)
+_SSLError: Any = None
+_WantRead: Any = None
+_WantWrite: Any = None
+
+
+def _load_ssl() -> None:
+    global _SSLError, _WantRead, _WantWrite
+    import ssl
+
+    _SSLError, _WantRead, _WantWrite = ssl.SSLError, ssl.SSLWantReadError, ssl.SSLWantWriteError
