@@ -13,6 +13,7 @@ import re
 import socket
 import time
 from collections.abc import Iterator
+from operator import attrgetter
 from time import time as _time
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -224,27 +225,18 @@ class Request:
             return host.rsplit(":", 1)[0] if ":" in host else host
         return self._conn.server_addr
 
-    @property
-    def remote_addr(self) -> str:
-        return self._conn.remote_addr
-
-    @property
-    def remote_port(self) -> int:
-        return self._conn.remote_port
+    #: the connection's addresses (``$remote_addr``, ``$remote_port``, ``$server_addr``,
+    #: ``$server_port``)
+    remote_addr = property(attrgetter("_conn.remote_addr"))
+    remote_port = property(attrgetter("_conn.remote_port"))
+    server_addr = property(attrgetter("_conn.server_addr"))
+    server_port = property(attrgetter("_conn.server_port"))
 
     @property
     def binary_remote_addr(self) -> bytes:
         """The client address packed: 4 bytes for IPv4, 16 for IPv6 (``$binary_remote_addr``)."""
         conn = self._conn
         return conn.bin_addr or conn.binary_remote_addr  # packed once per connection
-
-    @property
-    def server_addr(self) -> str:
-        return self._conn.server_addr
-
-    @property
-    def server_port(self) -> int:
-        return self._conn.server_port
 
     @property
     def id(self) -> str:

@@ -81,11 +81,14 @@ class _Limiter:
         raise NotImplementedError
 
 
-# ------------------------------------------------------------------------------ fixed window
-_FIXED_LUA = """
+#: The start of every time-based script: ``now``, Redis's clock in milliseconds.
+_LUA_NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window, limit, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+"""
+
+# ------------------------------------------------------------------------------ fixed window
+_FIXED_LUA = _LUA_NOW + """local window, limit, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local reset_at = (math.floor(now / window) + 1) * window
 local k = KEYS[1]
 if cost > 0 then
@@ -125,6 +128,11 @@ class _WindowLimiter(_Limiter):
     def _window(self) -> float:
         return self.window
 
+    def _result(self, ok: int, used: int, reset: float, cost: int) -> Result:
+        """A Redis script's answer: allowed, ``used`` of the limit, ``reset`` seconds left."""
+        return Result(bool(ok), self.limit, self.limit - used, reset, self.window,
+                      committed=bool(ok) and cost > 0)
+
 
 class FixedWindow(_WindowLimiter):
     """At most ``limit`` requests per ``window`` seconds per key (``resty.limit.count``).
@@ -155,15 +163,11 @@ class FixedWindow(_WindowLimiter):
         ok, c, reset_ms = self.store.run(
             "fixed", _FIXED_LUA, [k], [self._window_ms, self.limit, cost]
         )
-        return Result(bool(ok), self.limit, self.limit - c, reset_ms / 1000.0, self.window,
-                      committed=bool(ok) and cost > 0)
+        return self._result(ok, c, reset_ms / 1000.0, cost)
 
 
 # ------------------------------------------------------------------------------ sliding window
-_SLIDING_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window, limit, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+_SLIDING_LUA = _LUA_NOW + """local window, limit, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local k = KEYS[1]
 local wid = math.floor(now / window)
 local v = redis.call('HMGET', k, 'w', 'c', 'p')
@@ -247,15 +251,11 @@ class SlidingWindow(_WindowLimiter):
             reset = self.window - elapsed
         else:
             reset = self._reset(elapsed, prev, cur)
-        return Result(bool(ok), self.limit, self.limit - est, reset, self.window,
-                      committed=bool(ok) and cost > 0)
+        return self._result(ok, est, reset, cost)
 
 
 # ------------------------------------------------------------------------------ leaky bucket
-_BUCKET_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+_BUCKET_LUA = _LUA_NOW + """local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local k = KEYS[1]
 local v = redis.call('HMGET', k, 'e', 'l')
 local excess, last = tonumber(v[1]), tonumber(v[2])
