@@ -415,13 +415,29 @@ def open_socket(address: tuple | str, timeout: float, gevent: bool = False) -> A
     return sock
 
 
-def relay(src: Any, dst: Any, idle: float, last: list[float], counter: list[int] | None) -> None:
+def relay(
+    src: Any,
+    dst: Any,
+    idle: float,
+    last: list[float],
+    counter: list[int] | None,
+    first: bytes = b"",
+) -> None:
     """Copy bytes from ``src`` to ``dst`` until ``src`` ends (then ``dst`` is shut for
     writing), either fails, or nothing moved either way for ``idle`` seconds (``last[0]``, the
     monotonic time of the last move, is shared by both directions; both sockets are shut).
-    ``counter[0]`` adds up the bytes copied. One direction of an upgraded connection's
-    tunnel."""
-    src.settimeout(min(idle, 5.0))
+    ``counter[0]`` adds up the bytes copied. ``first``: bytes already read for ``dst`` (past
+    a head), sent before any copied. One direction of an upgraded connection's tunnel; every
+    wait, ``first`` included, is bounded."""
+    wait = min(idle, 5.0)
+    src.settimeout(wait)
+    dst.settimeout(wait)
+    if first:
+        try:
+            dst.sendall(first)
+        except OSError:
+            _shut(src, dst)
+            return
     while True:
         try:
             data = src.recv(RECV)

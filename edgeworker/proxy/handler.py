@@ -637,12 +637,8 @@ def _tunnel(req: Any, resp: Response, idle_timeout: float) -> None:
     last = [time.monotonic()]
     sent = [0]
     try:
-        if resp.tail:
-            client.sendall(resp.tail)
-        if leftover:
-            upstream.sendall(leftover)
-        back = gevent.spawn(relay, upstream, client, idle_timeout, last, sent)
-        relay(client, upstream, idle_timeout, last, None)
+        back = gevent.spawn(relay, upstream, client, idle_timeout, last, sent, resp.tail)
+        relay(client, upstream, idle_timeout, last, None, leftover)
         back.join(timeout=idle_timeout)
         back.kill(block=False)
     finally:
