@@ -1,10 +1,16 @@
-"""Exceptions that edgeworker raises to handler code and to the command line."""
+"""Every exception edgeworker defines, in one place.
+
+The module that raises one also exports it where users look for it: ``LockTimeout`` is
+``edgeworker.lib.lock.LockTimeout``, ``UpstreamError`` is ``edgeworker.proxy.client.UpstreamError``
+and so on; both names are the same class.
+"""
 
 from __future__ import annotations
 
 
 class EdgeworkerError(Exception):
-    """Base class of every edgeworker exception."""
+    """Base class of the exceptions of the runtime API (phases, timers, configuration, the
+    HTTP client)."""
 
 
 class PhaseError(EdgeworkerError):
@@ -67,3 +73,105 @@ class BodyError(Exception):
     def __init__(self, status: int) -> None:
         super().__init__(status)
         self.status = status
+
+
+# ---- request paths (edgeworker.uri)
+
+
+class BadURI(ValueError):
+    """The path cannot be normalized (it climbs above the root, or decodes to a NUL)."""
+
+
+# ---- handler specs (edgeworker.handlers)
+
+
+class HandlerError(ImportError):
+    """A handler spec could not be turned into a callable. ``spec`` is the ``module:function``."""
+
+    def __init__(self, spec: str, message: str) -> None:
+        super().__init__(f'cannot import "{spec}": {message}')
+        self.spec = spec
+
+
+# ---- Redis connections (edgeworker.redis)
+
+
+class RedisNotConfigured(KeyError):
+    """``client(name)`` for a name that has no ``[redis.NAME]`` section."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+# ---- the HTTP client for handlers (edgeworker.http.request)
+
+
+class RequestError(EdgeworkerError):
+    """The request failed: bad URL, unresolvable host, refused, reset, or invalid response."""
+
+
+class RequestTimeout(RequestError, TimeoutError):
+    """Connecting, a write or a read took longer than ``timeout``."""
+
+
+# ---- shared-dict locks (edgeworker.lib.lock)
+
+
+class LockError(Exception):
+    """Misuse: ``lock()`` while this object already holds a lock."""
+
+
+class LockTimeout(LockError):
+    """The lock stayed taken for ``timeout`` seconds."""
+
+
+# ---- JWT (edgeworker.lib.jwt)
+
+
+class InvalidToken(Exception):
+    """The token was refused; ``str(exc)`` says why (for logs, not for clients)."""
+
+
+# ---- rate limiting (edgeworker.lib.limit)
+
+
+class StoreError(Exception):
+    """The limiter's store failed (Redis unreachable or too slow, shared dict full…)."""
+
+
+# ---- the proxy (edgeworker.proxy)
+
+
+class UpstreamError(Exception):
+    """An upstream exchange failed. ``status`` is what the client gets (502, or 504 for
+    timeouts); ``sent`` is True once any request byte may have reached the upstream."""
+
+    status = 502
+    #: what ``proxy_next_upstream`` calls it: "error", "timeout" or "invalid_header"
+    kind = "error"
+
+    def __init__(self, reason: str, sent: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.sent = sent
+
+
+class UpstreamTimeout(UpstreamError):
+    """connect/send/read timeout: 504."""
+
+    status = 504
+    kind = "timeout"
+
+
+class UpstreamInvalid(UpstreamError):
+    """The upstream answered something that is not a valid HTTP response head (or too big a
+    head): 502, nginx's ``invalid_header``."""
+
+    kind = "invalid_header"
+
+
+# ---- the proxy's resolver (edgeworker.proxy)
+
+
+class ResolveError(Exception):
+    """The host name could not be resolved (and no earlier answer exists)."""

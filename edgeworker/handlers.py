@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .confschema import parse_handler
+from .errors import HandlerError
 
 __all__ = [
     "HandlerError",
@@ -31,14 +32,6 @@ __all__ = [
 ]
 
 _paths: list[str] = []
-
-
-class HandlerError(ImportError):
-    """A handler spec could not be turned into a callable. ``spec`` is the ``module:function``."""
-
-    def __init__(self, spec: str, message: str) -> None:
-        super().__init__(f'cannot import "{spec}": {message}')
-        self.spec = spec
 
 
 def add_python_path(paths: list[str] | tuple[str, ...]) -> None:

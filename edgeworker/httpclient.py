@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from .errors import EdgeworkerError
+from .errors import RequestError, RequestTimeout
 from .http.headers import Headers
 from .proxy.client import Response, UpConn, UpstreamError, UpstreamTimeout, connect, tls_context
 from .proxy.pool import Pool
@@ -41,14 +41,6 @@ POOL_SIZE = 32
 _IDEMPOTENT = frozenset(("GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"))
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.decode
-
-
-class RequestError(EdgeworkerError):
-    """The request failed: bad URL, unresolvable host, refused, reset, or invalid response."""
-
-
-class RequestTimeout(RequestError, TimeoutError):
-    """Connecting, a write or a read took longer than ``timeout``."""
 
 
 class _State:

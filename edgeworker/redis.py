@@ -41,15 +41,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from . import runtime
+from .errors import RedisNotConfigured
 
 __all__ = ["client", "configure", "configured", "reset", "RedisNotConfigured"]
-
-
-class RedisNotConfigured(KeyError):
-    """``client(name)`` for a name that has no ``[redis.NAME]`` section."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 _lock = threading.Lock()

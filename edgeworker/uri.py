@@ -6,10 +6,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote_plus, unquote_to_bytes
 
-
-class BadURI(ValueError):
-    """The path cannot be normalized (it climbs above the root, or decodes to a NUL)."""
-
+from .errors import BadURI
 
 # plain ASCII paths already seen (nothing to decode or resolve): raw bytes → uri, bounded
 _plain: dict[bytes, str] = {}

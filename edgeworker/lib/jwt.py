@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from cryptography.x509 import load_pem_x509_certificate
 
 from .. import runtime
+from ..errors import InvalidToken
 from ._util import QuietLog, count_event
 from .lrucache import LRUCache
 
@@ -63,10 +64,6 @@ EC_CURVE_ALGS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512
 JWK_CURVE_ALGS = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512", "secp256k1": "ES256K"}
 OKP_ALGS = frozenset({"EdDSA"})
 SUPPORTED = HMAC_ALGS | RSA_ALGS | frozenset(EC_CURVE_ALGS.values()) | OKP_ALGS
-
-
-class InvalidToken(Exception):
-    """The token was refused; ``str(exc)`` says why (for logs, not for clients)."""
 
 
 def load_key_source(value: str | bytes | None, base: str | None = None) -> bytes | None:

@@ -33,16 +33,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from .. import runtime
+from ..errors import LockError, LockTimeout
 
 __all__ = ["Lock", "LockError", "LockTimeout"]
-
-
-class LockError(Exception):
-    """Misuse: ``lock()`` while this object already holds a lock."""
-
-
-class LockTimeout(LockError):
-    """The lock stayed taken for ``timeout`` seconds."""
 
 
 class Lock:

@@ -18,6 +18,7 @@ from typing import Any
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
+from ..errors import UpstreamError, UpstreamInvalid, UpstreamTimeout
 from ..http.fields import ResponseFields, accel
 from ..io import RECV, TimeoutTransport, Transport, open_socket, transport
 
@@ -29,34 +30,6 @@ RECV_SIZE = RECV
 #: the largest response head read from an upstream (nginx: proxy_buffer_size, 4k or 8k); past
 #: it the response is invalid: 502, "upstream sent too big header"
 MAX_HEAD = 65536
-
-
-class UpstreamError(Exception):
-    """An upstream exchange failed. ``status`` is what the client gets (502, or 504 for
-    timeouts); ``sent`` is True once any request byte may have reached the upstream."""
-
-    status = 502
-    #: what ``proxy_next_upstream`` calls it: "error", "timeout" or "invalid_header"
-    kind = "error"
-
-    def __init__(self, reason: str, sent: bool = True) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.sent = sent
-
-
-class UpstreamTimeout(UpstreamError):
-    """connect/send/read timeout: 504."""
-
-    status = 504
-    kind = "timeout"
-
-
-class UpstreamInvalid(UpstreamError):
-    """The upstream answered something that is not a valid HTTP response head (or too big a
-    head): 502, nginx's ``invalid_header``."""
-
-    kind = "invalid_header"
 
 
 class UpConn:

@@ -18,15 +18,13 @@ import socket
 import time
 from collections.abc import Callable
 
+from ..errors import ResolveError
+
 log = logging.getLogger("edgeworker")
 
 DEFAULT_INTERVAL = 30.0
 
 Lookup = Callable[[str, int], list[tuple[str, int]]]
-
-
-class ResolveError(Exception):
-    """The host name could not be resolved (and no earlier answer exists)."""
 
 
 def system_lookup(host: str, port: int) -> list[tuple[str, int]]:

@@ -8,12 +8,9 @@ import os
 from typing import Any
 
 from ... import runtime
+from ...errors import StoreError
 
 __all__ = ["Result", "StoreError"]
-
-
-class StoreError(Exception):
-    """The limiter's store failed (Redis unreachable or too slow, shared dict full…)."""
 
 
 class Result:
@@ -171,8 +168,6 @@ def _store_errors() -> tuple[type[BaseException], ...]:
     except Exception:  # pragma: no cover
         pass
     return tuple(errs)
-
-
 
 
 def _bkey(key: Any) -> bytes:
