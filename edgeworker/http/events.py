@@ -10,7 +10,7 @@ __all__ = ["END", "Data", "EndOfMessage", "Limits", "ProtocolError", "RequestHea
 
 
 class Limits:
-    """Size limits of a request head (SPEC §2 ``[http]``)."""
+    """Size limits of a request head (the ``[http]`` keys of the same names)."""
 
     __slots__ = ("max_request_line", "max_header_size", "max_headers")
 
