@@ -449,8 +449,14 @@ rs_reset_state(ResponseFields *self)
 static int
 rs_init(ResponseFields *self, PyObject *args, PyObject *kwds)
 {
-    if (!_PyArg_NoPositional("ResponseFields", args) || !_PyArg_NoKeywords("ResponseFields", kwds))
+    if (PyTuple_GET_SIZE(args) != 0) {
+        PyErr_SetString(PyExc_TypeError, "ResponseFields() takes no positional arguments");
         return -1;
+    }
+    if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
+        PyErr_SetString(PyExc_TypeError, "ResponseFields() takes no keyword arguments");
+        return -1;
+    }
     return rs_reset_state(self);
 }
 
@@ -879,6 +885,29 @@ enum { H_METHOD, H_TARGET, H_PATH, H_QUERY, H_VERSION, H_HEADERS, H_KEEP_ALIVE,
        H_COUNT };
 static Py_ssize_t head_offsets[H_COUNT];
 
+/* The offset in an instance of class cls of its object slot (one from __slots__) `name`: the
+ * class attribute `name` read the public way must be a member descriptor of cls or of one of
+ * its bases, for an object member. -1 with no exception set when it is not; -1 with the
+ * exception when reading the attribute fails otherwise. The offset is still read from the
+ * descriptor's PyMemberDef, the one place CPython states it. */
+static Py_ssize_t
+member_offset(PyObject *cls, PyObject *name)
+{
+    PyObject *descr = PyObject_GetAttr(cls, name);
+    if (descr == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError))
+            PyErr_Clear();
+        return -1;
+    }
+    Py_ssize_t offset = -1;
+    if (Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
+        PyType_IsSubtype((PyTypeObject *)cls, PyDescr_TYPE(descr)) &&
+        ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX)
+        offset = ((PyMemberDescrObject *)descr)->d_member->offset;
+    Py_DECREF(descr);
+    return offset;
+}
+
 static PyObject *
 configure(PyObject *module, PyObject *args)
 {
@@ -891,13 +920,12 @@ configure(PyObject *module, PyObject *args)
                                 n_upgrade, n_host, n_request_id, n_size};
     Py_ssize_t offsets[H_COUNT]; /* (the tables change only once all is checked) */
     for (int i = 0; i < H_COUNT; i++) {
-        PyObject *descr = _PyType_Lookup((PyTypeObject *)h, names[i]);
-        if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
-            ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
-            PyErr_Format(PyExc_TypeError, "%R is not a slot of the head class", names[i]);
+        offsets[i] = member_offset(h, names[i]);
+        if (offsets[i] < 0) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError, "%R is not a slot of the head class", names[i]);
             return NULL;
         }
-        offsets[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
     }
     if (((PyTypeObject *)h)->tp_itemsize != 0) {
         PyErr_SetString(PyExc_TypeError, "the head class has variable-size instances");
@@ -1405,22 +1433,19 @@ static PyObject *req_type, *status_lines, *date_line, *keep_line, *close_line, *
 static Py_ssize_t wire_offset; /* Headers._wire */
 static PyObject *n_add_header, *n_content_type_line;
 
-/* The offset of slot `name` (an object slot from __slots__) of class cls, or -1 with a
- * TypeError. */
+/* The offset of slot `name` (an object slot from __slots__) of class cls, or -1 with an
+ * exception (a TypeError when it is no such slot). */
 static Py_ssize_t
 slot_offset(PyObject *cls, const char *name)
 {
     PyObject *key = PyUnicode_InternFromString(name);
     if (key == NULL)
         return -1;
-    PyObject *descr = _PyType_Lookup((PyTypeObject *)cls, key);
+    Py_ssize_t offset = member_offset(cls, key);
     Py_DECREF(key);
-    if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
-        ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
+    if (offset < 0 && !PyErr_Occurred())
         PyErr_Format(PyExc_TypeError, "%s is not a slot of %R", name, cls);
-        return -1;
-    }
-    return ((PyMemberDescrObject *)descr)->d_member->offset;
+    return offset;
 }
 
 static PyObject *

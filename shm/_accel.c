@@ -518,9 +518,12 @@ fast_incr_impl(Zone *self, PyObject *key, PyObject *d, PyObject *init, PyObject 
         Py_RETURN_NONE;
     int ttl_zero;
     if (PyLong_CheckExact(ttl)) {
-        if (_PyLong_Sign(ttl) < 0)
+        /* (the sign of any int: a huge one overflows to the side of its sign) */
+        int ttl_over = 0;
+        long long t = PyLong_AsLongLongAndOverflow(ttl, &ttl_over);
+        if (ttl_over < 0 || (ttl_over == 0 && t < 0))
             Py_RETURN_NONE;
-        ttl_zero = _PyLong_Sign(ttl) == 0;
+        ttl_zero = ttl_over == 0 && t == 0;
     } else if (PyFloat_CheckExact(ttl)) {
         double t = PyFloat_AS_DOUBLE(ttl);
         if (!(t >= 0)) /* negative or NaN */

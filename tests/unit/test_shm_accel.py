@@ -354,6 +354,8 @@ def test_fast_incr_leaves_unusual_arguments_to_python(zones):  # noqa: F811
         (b"n", 2**64, None, 0),  # delta past 64 bits
         (b"n", 1, None, 5),  # init_ttl without init
         (b"n", 1, 0, -1),  # negative init_ttl
+        (b"n", 1, 0, -(2**70)),  # negative init_ttl past 64 bits
+        (b"n", 1, None, 2**70),  # init_ttl past 64 bits without init
         (b"n", 1, 0, float("nan")),
         (b"n", 1, "0", 0),  # init not a number
         (b"n", 1, True, 0),  # bool init
@@ -364,6 +366,7 @@ def test_fast_incr_leaves_unusual_arguments_to_python(zones):  # noqa: F811
         assert f(*args, 4242) is None, args
     assert d.get(b"n") == 1
     assert f(b"n", 1, 0, 2.5, 4242) == 2 and f(b"n", 1, 1.5, 0, 4242) == 3
+    assert f(b"n", 1, 0, 2**70, 4242) == 4 and f(b"n", 1, None, 0, 4242) == 5
 
 
 def test_crc32_matches_zlib():
