@@ -72,7 +72,7 @@ BROWSER = (
     b"Accept-Encoding: gzip, deflate, br, zstd\r\n"
     b"Referer: https://www.example.com/\r\n"
     b"Connection: keep-alive\r\n"
-    b"Cookie: session=7f3a9c2e41d84b6f; theme=dark\r\n"
+    b"Cookie: visitor=7f3a9c2e41d84b6f; theme=dark\r\n"
     b"Upgrade-Insecure-Requests: 1\r\n"
     b"\r\n"
 )
@@ -488,8 +488,16 @@ def strictness(as_json: bool) -> int:
                 "h1c_protocol_detail": msg_detail,
             }
         )
+    responses = [
+        {
+            "name": name,
+            "httptools": _llhttp_response(data),
+            "h1c_parse_response": _h1c_response(data),
+        }
+        for name, data in RESPONSE_PROBES
+    ]
     if as_json:
-        print(json.dumps(results, indent=1))
+        print(json.dumps({"requests": results, "responses": responses}, indent=1))
         return 0
     print(f"{'table':17} {'row':40} {'ew':>6}  {'h1c head':8} {'h1c msg':8} detail")
     for r in results:
@@ -507,8 +515,8 @@ def strictness(as_json: bool) -> int:
             f"{r['h1c_parse_request']:8} {r['h1c_protocol']:8} {detail[:90]}"
         )
     print(f"\n{'upstream response':22} {'httptools (llhttp)':48} gunicorn_h1c.parse_response")
-    for name, data in RESPONSE_PROBES:
-        print(f"{name:22} {_llhttp_response(data)[:48]:48} {_h1c_response(data)[:70]}")
+    for r in responses:
+        print(f"{r['name']:22} {r['httptools'][:48]:48} {r['h1c_parse_response'][:70]}")
     bad = [r for r in results if r["table"] != "probe"]
     both = sum(
         1 for r in bad if r["h1c_parse_request"] == "reject" or r["h1c_protocol"] == "reject"
