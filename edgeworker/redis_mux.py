@@ -1,28 +1,19 @@
 """``edgeworker.redis_mux``: the Redis client of the rate limiters, auto-pipelined in gevent.
 
-:class:`Pool` sends commands pre-encoded (one ``EVALSHA`` head per script) and depends on the
-mode. In a gevent worker (``cooperative``) every greenlet's command goes onto one shared
+In a gevent worker (``cooperative``) a :class:`Pool` puts every greenlet's command onto one
 connection: the commands issued in one loop iteration leave in one write, one read watcher
-parses the replies with ``hiredis`` and hands each to its greenlet in order, and one coarse
-:class:`~edgeworker.io.Watchdog` per pool checks the deadlines. Elsewhere (threads) a redis-py
-``BlockingConnectionPool`` of ``size`` connections serves them; a caller finding all busy waits
-up to ``timeout``, then gets ``ConnectionError("No connection available.")``.
-
-Only plain single-server URLs take this client (:func:`lean_params`): ``redis://[user:pass@]
-host[:port][/db]`` and ``unix:///path.sock[?db=N]``, no query option but ``db``; the others
-(TLS, Sentinel, Cluster, options) use :func:`edgeworker.redis.client`. Behaviour is redis-py's:
-``AUTH`` and ``SELECT`` on connect; raw replies (``int``, ``bytes``, ``None``, ``list``; status
-replies as ``bytes``); an error reply raises redis-py's exception class and keeps the
-connection; a failed or closed connection, or a reply slower than ``timeout``, raises
-``ConnectionError`` / ``TimeoutError`` and closes it, failing every command still waiting on it
-(no reply ever reaches the wrong caller). An idle connection the server closed is replaced.
+parses the replies with ``hiredis`` and hands each to its greenlet in order, one coarse
+:class:`~edgeworker.io.Watchdog` checks the deadlines. Elsewhere (threads) a redis-py
+``BlockingConnectionPool`` of ``size`` connections serves them. Behaviour is redis-py's: ``AUTH``
+and ``SELECT`` on connect; raw replies (``int``, ``bytes``, ``None``, ``list``; status replies as
+``bytes``); an error reply raises redis-py's exception class; a failed or closed connection, or
+a reply slower than ``timeout``, raises ``ConnectionError`` / ``TimeoutError`` and closes it,
+failing every command still waiting on it (no reply reaches the wrong caller).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import threading
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -33,33 +24,21 @@ from gevent import get_hub, monkey
 from gevent.hub import Waiter as _Waiter
 from redis import exceptions as rexc
 from redis.backoff import NoBackoff
-from redis.connection import BaseParser, BlockingConnectionPool, Encoder, parse_url
+from redis.connection import BlockingConnectionPool, DefaultParser, Encoder, parse_url
 from redis.connection import UnixDomainSocketConnection as _Unix
 from redis.retry import Retry
 
 from .errors import Expired
 from .io import Transport, Watchdog, open_socket
 
-__all__ = ["COOPERATIVE", "Pool", "Script", "lean_params", "pack", "pool", "reset"]
+__all__ = ["COOPERATIVE", "Pool", "Script", "lean_params", "pack"]
 
-#: Pools built without ``cooperative=`` wait through the gevent hub when this is True, block
-#: the thread when False, and follow ``gevent.monkey.is_module_patched("socket")`` when None.
+#: ``cooperative`` of the pools built without it (None: whether gevent patched ``socket``)
 COOPERATIVE: bool | None = None
-#: how late a cooperative pool's deadlines may fire (its watchdog's resolution), and after how
-#: long without a command its timer stops
-RESOLUTION = 0.005
-IDLE_STOP = 1.0
-
+RESOLUTION, IDLE_STOP = 0.005, 1.0  # the watchdog: how late deadlines fire; idle until it stops
 _RECV = 65536
 _MORE = object()  # hiredis: no whole reply buffered yet
 _enc = Encoder("utf-8", "strict", False).encode  # redis-py's argument encoding
-
-
-def _reader() -> Any:
-    """A RESP2 reply parser; error replies become redis-py's exception instances."""
-    return hiredis.Reader(
-        protocolError=rexc.InvalidResponse, replyError=BaseParser.parse_error, notEnoughData=_MORE
-    )
 
 
 def pack(*args: Any) -> bytes:
@@ -81,8 +60,7 @@ class Script:
 
     def command(self, keys: Sequence[Any], args: Sequence[Any]) -> bytes:
         """``EVALSHA sha len(keys) *keys *args`` in RESP."""
-        shape = (len(keys), len(args))
-        head = self._heads.get(shape)
+        head = self._heads.get(shape := (len(keys), len(args)))
         if head is None:
             n = 3 + shape[0] + shape[1]  # the array's length, then sha and numkeys
             head = self._heads[shape] = b"*%d" % n + pack("EVALSHA", self.sha, shape[0])[2:]
@@ -98,14 +76,9 @@ class Script:
 
 
 class Pool:
-    """Connections to one Redis server (see the module docstring).
-
-    ``address`` is ``(host, port)`` or a unix socket path. ``cooperative`` (default:
-    :data:`COOPERATIVE`, else whether gevent patched ``socket``) pipelines every command on one
-    connection and waits through the gevent hub; otherwise the calling thread takes a
-    connection of a redis-py pool of ``size``. Methods raise ``redis.exceptions``'
-    ``ConnectionError``, ``TimeoutError``, ``ResponseError`` (and its subclasses).
-    """
+    """Connections to one Redis server at ``address``, ``(host, port)`` or a unix socket path
+    (see the module docstring). Methods raise ``redis.exceptions``' ``ConnectionError``,
+    ``TimeoutError``, ``ResponseError`` (and its subclasses)."""
 
     def __init__(
         self,
@@ -122,17 +95,14 @@ class Pool:
         if cooperative is None:
             patched = monkey.is_module_patched("socket")
             cooperative = patched if COOPERATIVE is None else COOPERATIVE
-        self.address = address
-        self.size = int(size)
-        self.connect_timeout = float(connect_timeout)
-        self.timeout = float(timeout)
-        self.cooperative = cooperative
-        self.closed = False
-        self.batches = 0  # cooperative: writes sent (each carries one or more commands)
+        self.address, self.size, self.cooperative = address, int(size), cooperative
+        self.connect_timeout, self.timeout = float(connect_timeout), float(timeout)
+        self.closed, self.batches = False, 0  # batches: writes sent (one or more commands each)
         self._mux: _Mux | None = None
         self._live: set[Any] = set()  # threads: connections handed out and still sound
         if cooperative:
-            self._watchdog = Watchdog(RESOLUTION, IDLE_STOP)  # deadlines of waiting greenlets
+            self._watchdog = Watchdog(RESOLUTION, IDLE_STOP)
+            self._hub = get_hub()  # (a cooperative pool serves the greenlets of one thread)
             auth = [username] if username else []
             hello = [pack("AUTH", *auth, password or "")] if username or password else []
             self._hello = hello + ([pack("SELECT", int(db))] if int(db) else [])
@@ -142,21 +112,15 @@ class Pool:
             kw.update(path=address, connection_class=_Unix)
         else:
             kw.update(host=address[0], port=address[1])
-        self._pool = BlockingConnectionPool(
-            max_connections=self.size,
-            timeout=self.timeout,
-            socket_timeout=self.timeout,
-            socket_connect_timeout=self.connect_timeout,
-            **kw,
-        )
+        kw.update(max_connections=self.size, timeout=self.timeout, socket_timeout=self.timeout)
+        self._pool = BlockingConnectionPool(socket_connect_timeout=self.connect_timeout, **kw)
 
     def execute(self, *args: Any) -> Any:
         """Run one command and return its reply (an error reply is raised)."""
         return self._run(pack(*args), None)
 
     def evalsha(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        """``EVALSHA`` ``script``; on ``NOSCRIPT`` load it (``SCRIPT LOAD``) and run it again,
-        on the same connection. Returns the script's reply."""
+        """``EVALSHA`` ``script``'s reply; on ``NOSCRIPT`` ``SCRIPT LOAD`` it and run it again."""
         return self._run(script.command(keys, args), script)
 
     @property
@@ -166,9 +130,8 @@ class Pool:
         return len(self._live) + (m is not None and m.conn is not None and not m.dead)
 
     def close(self) -> None:
-        """Close the connections (one in use by a thread when it is released; commands
-        waiting on the pipelined one fail). Like a closed redis-py client, the pool still
-        works afterwards: a later command connects again."""
+        """Close the connections (one in use by a thread when released; commands waiting on
+        the pipelined one fail). As with redis-py, a later command connects again."""
         self.closed = True
         if self._mux is not None:
             self._mux.kill(rexc.ConnectionError("Connection pool closed."))
@@ -188,9 +151,8 @@ class Pool:
             raise reply
         return reply
 
-    # -------------------------------------------------------------- threads (redis-py)
     def _call_thread(self, payload: bytes) -> Any:
-        """One command on a pooled connection; an error reply is returned, not raised."""
+        """Threads: one command on a redis-py connection; an error reply is returned."""
         conn = self._acquire()
         try:
             conn.send_packed_command([payload])
@@ -198,36 +160,30 @@ class Pool:
         except rexc.ResponseError as exc:
             reply = exc  # an error reply: the connection is fine
         except BaseException:
-            self._live.discard(conn)  # a half-read reply must never reach the next user
-            conn.disconnect()
-            self._pool.release(conn)
+            self._release(conn, True)  # a half-read reply must never reach the next user
             raise
         self._release(conn)
         return reply
 
     def _acquire(self) -> Any:
-        """A connected connection of the redis-py pool (an idle one the server closed is
-        replaced); ``ConnectionError`` when none frees up within ``timeout``."""
         conn = self._pool.get_connection()
         self._live.add(conn)
         return conn
 
-    def _release(self, conn: Any) -> None:
-        if self.closed:
+    def _release(self, conn: Any, broken: bool = False) -> None:
+        if broken or self.closed:
             self._live.discard(conn)
             conn.disconnect()
         self._pool.release(conn)
 
-    # -------------------------------------------------------------- pipelined (gevent)
     def _call(self, payload: bytes) -> Any:
-        """Queue ``payload`` on the shared connection and wait for its reply (``timeout``)."""
+        """gevent: queue ``payload`` on the shared connection, wait for its reply (``timeout``)."""
         m = self._mux
-        if m is None or m.dead:
-            m = self._mux = _Mux(self)
-        w = _Waiter(m.hub)
-        if not m.submit(payload, w):  # closed by the server while idle: on a new connection
+        w = _Waiter(self._hub)
+        if m is None or m.dead or not m.submit(payload, w):  # (not: closed by the server)
             m = self._mux = _Mux(self)
             m.submit(payload, w)
+            m.open()
         try:
             reply = self._watchdog.wait(w, self.timeout)
         except Expired:
@@ -240,117 +196,70 @@ class Pool:
             raise reply
         return reply
 
-    def _connect(self) -> Transport:
-        """A new connection for the multiplexer, set up (``AUTH``, ``SELECT`` in one write)."""
-        addr = self.address
-        try:
-            sock = open_socket(addr, self.connect_timeout, True)
-        except TimeoutError:
-            raise rexc.TimeoutError("Timeout connecting to server") from None
-        except OSError as exc:
-            where = addr if isinstance(addr, str) else f"{addr[0]}:{addr[1]}"
-            msg = f"Error {exc.errno} connecting to {where}. {exc.strerror}."
-            raise rexc.ConnectionError(msg) from None
-        try:
-            sock.settimeout(self.timeout)
-            sock.sendall(b"".join(self._hello))
-            reader, replies = _reader(), []
-            while len(replies) < len(self._hello):
-                if (reply := reader.gets()) is not _MORE:
-                    replies.append(reply)
-                elif data := sock.recv(_RECV):
-                    reader.feed(data)
-                else:
-                    raise rexc.ConnectionError("Connection closed by server.")
-            sock.settimeout(None)
-        except TimeoutError:
-            sock.close()
-            raise rexc.TimeoutError("Timeout reading from socket") from None
-        except OSError as exc:
-            sock.close()
-            raise rexc.ConnectionError(f"Error while talking to the server: {exc}") from None
-        for reply in replies:
-            if isinstance(reply, rexc.RedisError):
-                sock.close()
-                if isinstance(reply, rexc.AuthenticationWrongNumberOfArgsError):
-                    raise rexc.AuthenticationError("Invalid Username or Password")
-                if isinstance(reply, rexc.ConnectionError):  # AuthenticationError too
-                    raise reply
-                raise rexc.ConnectionError(f"Error during connection setup: {reply}")
-        return Transport(sock, self._watchdog)
-
 
 class _Mux:
-    """The connection a cooperative pool pipelines on.
-
-    Commands queued by the greenlets that run in one loop iteration go out in a single write
-    (a loop callback); one read watcher takes the replies in order and hands each to its
-    greenlet's waiter. Any failure (connect, read, write, a reply late past ``timeout``, a
-    protocol error) closes the connection and fails every command still waiting on it; the
-    next command opens a new connection.
-    """
-
-    __slots__ = tuple(
-        "pool hub conn pending out wbuf flushing dead connecting reader rw ww".split()
-    )
+    """The connection a cooperative pool pipelines on, until it fails (connect, read, write,
+    a reply late past ``timeout``, a protocol error); the next command opens a new one."""
 
     def __init__(self, pool: Pool) -> None:
-        self.pool = pool
-        self.hub = get_hub()
-        self.conn: Any | None = None
+        self.pool, self.hub = pool, pool._hub
+        self.conn = self.rw = self.ww = None  # the Transport, its read and write watchers
         self.pending: deque[Any] = deque()  # waiters, in the order of their commands
         self.out: list[bytes] = []  # queued, not yet written
         self.wbuf = b""  # taken from out, not yet accepted by the socket
-        self.flushing = self.dead = self.connecting = False
-        self.reader = _reader()
-        self.rw: Any = None
-        self.ww: Any = None
+        self.flushing = self.dead = False
+        self.reader = hiredis.Reader(  # error replies: redis-py's exception instances
+            protocolError=rexc.InvalidResponse,
+            replyError=DefaultParser.parse_error,
+            notEnoughData=_MORE,
+        )
 
     def submit(self, payload: bytes, waiter: Any) -> bool:
-        """Queue one command; its reply (or ``(exc,)``) will be switched to ``waiter``.
-        False if the idle connection was found closed by the server (the command is not
-        queued); raises (after failing the others queued) when it cannot connect."""
+        """Queue one command; its reply (or ``(exc,)``) will be switched to ``waiter``. False:
+        the idle connection was closed by the server (not queued)."""
         if self.conn is not None and not self.pending and not self.conn.alive():
             self.kill(rexc.ConnectionError("Connection closed by server."))
             return False
         self.pending.append(waiter)
         self.out.append(payload)
-        if self.conn is None:
-            if not self.connecting:
-                self._open()
-        elif not self.flushing:
+        if self.conn is not None and not self.flushing:
             self.flushing = True
             self.hub.loop.run_callback(self._flush)
         return True
 
-    def _open(self) -> None:
-        self.connecting = True
+    def open(self) -> None:
+        """Connect (the commands queued meanwhile wait); the set-up commands go first. Raises
+        (after failing the others queued) when it cannot connect."""
+        addr = self.pool.address
         try:
-            conn = self.pool._connect()
+            sock = open_socket(addr, self.pool.connect_timeout, True)
+        except OSError as exc:  # the others queued fail alike; ours raises it
+            self.pending.popleft()
+            where = addr if isinstance(addr, str) else f"{addr[0]}:{addr[1]}"
+            err = rexc.ConnectionError(f"Error {exc.errno} connecting to {where}. {exc.strerror}.")
+            if isinstance(exc, TimeoutError):
+                err = rexc.TimeoutError("Timeout connecting to server")
+            self.kill(err)
+            raise err from None
         except BaseException as exc:
-            self.pending.popleft()  # ours: the caller gets the exception itself
-            if not isinstance(exc, rexc.RedisError):
-                exc = rexc.ConnectionError(f"connect failed: {exc!r}")
-            self.kill(exc)
+            self.pending.popleft()
+            self.kill(rexc.ConnectionError(f"connect failed: {exc!r}"))
             raise
-        finally:
-            self.connecting = False
         if self.dead:  # killed while connecting (pool closed)
-            conn.close()
-            return
-        self.conn = conn
+            return sock.close()
+        self.conn = conn = Transport(sock, self.pool._watchdog)
         self.rw, self.ww = conn.watchers()
         self.rw.start(self._on_read)
-        if not self.flushing:
-            self.flushing = True
-            self.hub.loop.run_callback(self._flush)
+        self.pending.extendleft([None] * len(self.pool._hello))  # (no waiter: see _on_read)
+        self.out[:0] = self.pool._hello
+        self.flushing = True
+        self.hub.loop.run_callback(self._flush)
 
     def _flush(self) -> None:
-        """Loop callback (and write watcher): write what is queued, in order, in one write;
-        what the socket does not take now is written when it becomes writable."""
+        """Loop callback and write watcher: write what is queued, in order, in one write."""
         self.flushing = False
         out = self.out
-        if out:
+        if out and not self.dead:
             self.wbuf += out[0] if len(out) == 1 else b"".join(out)
             out.clear()
             if self.ww.active:  # still writing an earlier batch: sent after it
@@ -363,13 +272,11 @@ class _Mux:
         except BlockingIOError:
             sent = 0
         except OSError as exc:
-            self.kill(rexc.ConnectionError(f"Error while writing to socket: {exc}"))
-            return
+            return self.kill(rexc.ConnectionError(f"Error while writing to socket: {exc}"))
         self.wbuf = self.wbuf[sent:]
-        if self.wbuf:
-            if not self.ww.active:
-                self.ww.start(self._flush)
-        elif self.ww.active:
+        if self.wbuf and not self.ww.active:  # the rest when the socket takes it
+            self.ww.start(self._flush)
+        elif not self.wbuf and self.ww.active:
             self.ww.stop()
 
     def _on_read(self) -> None:
@@ -379,28 +286,31 @@ class _Mux:
         except BlockingIOError:
             return
         except OSError as exc:
-            self.kill(rexc.ConnectionError(f"Error while reading from socket: {exc}"))
-            return
+            return self.kill(rexc.ConnectionError(f"Error while reading from socket: {exc}"))
         if not data:
-            self.kill(rexc.ConnectionError("Connection closed by server."))
-            return
-        reader = self.reader
+            return self.kill(rexc.ConnectionError("Connection closed by server."))
+        reader, pending = self.reader, self.pending
         reader.feed(data)
-        pending = self.pending
         while True:
             try:
                 reply = reader.gets()
             except Exception as exc:  # a malformed reply: nothing after it can be trusted
-                self.kill(rexc.InvalidResponse(f"Protocol Error: {exc}"))
-                return
+                return self.kill(rexc.InvalidResponse(f"Protocol Error: {exc}"))
             if reply is _MORE:
                 return
             if not pending:
-                self.kill(rexc.InvalidResponse("Protocol Error: a reply nobody asked for"))
-                return
-            pending.popleft().switch(reply)  # runs that greenlet until it waits again
-            if self.dead:
-                return
+                return self.kill(rexc.InvalidResponse("Protocol Error: a reply nobody asked for"))
+            w = pending.popleft()
+            if w is not None:
+                w.switch(reply)  # runs that greenlet until it waits again
+                if self.dead:
+                    return
+            elif isinstance(reply, rexc.RedisError):  # set-up failed, as in redis-py's
+                if isinstance(reply, rexc.AuthenticationWrongNumberOfArgsError):
+                    reply = rexc.AuthenticationError("Invalid Username or Password")
+                elif not isinstance(reply, rexc.ConnectionError):  # (AuthenticationError is)
+                    reply = rexc.ConnectionError(f"Error during connection setup: {reply}")
+                return self.kill(reply)
 
     def kill(self, exc: BaseException) -> None:
         """Close the connection; every command waiting on it fails with ``exc``."""
@@ -409,28 +319,22 @@ class _Mux:
         self.dead = True
         if self.pool._mux is self:
             self.pool._mux = None
-        for w in (self.rw, self.ww):
+        for w in (self.rw, self.ww, self.conn):
             if w is not None:
-                w.stop()
-                w.close()
-        if self.conn is not None:
-            self.conn.close()
-        failure = (exc,)
-        run = self.hub.loop.run_callback
-        while self.pending:
-            run(self.pending.popleft().switch, failure)
-        self.out.clear()
-        self.wbuf = b""
+                w.close()  # (a watcher closed is stopped)
+        run, failure = self.hub.loop.run_callback, (exc,)
+        for w in self.pending:
+            if w is not None:
+                run(w.switch, failure)
+        self.pending.clear()
 
 
-# ------------------------------------------------------------------------------ config
 def lean_params(url: str) -> dict[str, Any] | None:
-    """The :class:`Pool` arguments for ``url`` when it takes this client, else ``None``.
-
-    Lean: ``redis://`` with one host and ``unix://``, no query option but ``db``. Host, port,
-    user, password and db are read by redis-py's ``parse_url`` (``localhost:6379`` by
-    default; a query ``db`` wins over the path).
-    """
+    """The :class:`Pool` arguments for ``url`` when it is a plain single server, else
+    ``None`` (TLS, Sentinel, Cluster, options: a redis-py client): ``redis://[user:pass@]host
+    [:port][/db]`` or ``unix:///path.sock[?db=N]``, no query option but ``db``, a user only with
+    a password; read by redis-py's ``parse_url`` (``localhost:6379`` by default; a query ``db``
+    wins)."""
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "unix") or parts.fragment or "," in parts.netloc:
         return None
@@ -439,56 +343,8 @@ def lean_params(url: str) -> dict[str, Any] | None:
     except ValueError:
         return None  # redis-py reports a bad URL its own way
     if kw.pop("connection_class", None) is not None:  # unix
-        if "path" not in kw:
-            return None
-        kw["address"] = kw.pop("path")
+        kw["address"] = kw.pop("path", None)
     else:
         kw["address"] = (kw.pop("host", "localhost"), kw.pop("port", 6379))
-    if set(kw) - {"address", "username", "password", "db"}:
-        return None
-    if "username" in kw and "password" not in kw:
-        return None  # a user without a password: left to redis-py's own handling
-    return kw
-
-
-_lock = threading.Lock()
-_pools: dict[str, tuple[tuple, Pool | None]] = {}
-_pid = os.getpid()
-
-
-def pool(name: str) -> Pool | None:
-    """This process's lean :class:`Pool` for ``[redis.NAME]``, or ``None`` when its URL needs
-    redis-py. Built on first use in each process (never inherited through a fork) and rebuilt
-    when the section's settings change. ``edgeworker.redis.RedisNotConfigured`` for an unknown
-    name."""
-    global _pid
-    from . import redis as ew_redis
-
-    conf = ew_redis.configured().get(name)
-    if conf is None:
-        ew_redis.client(name)  # raises RedisNotConfigured naming the known ones
-    key = (conf.url, float(conf.connect_timeout), float(conf.timeout), int(conf.pool_size))
-    with _lock:
-        if os.getpid() != _pid:  # forked: the parent's sockets are not ours
-            _pools.clear()
-            _pid = os.getpid()
-        got = _pools.get(name)
-        if got is not None and got[0] == key:
-            return got[1]
-        if got is not None and got[1] is not None:
-            got[1].close()
-        params = lean_params(conf.url)
-        p = None
-        if params is not None:
-            p = Pool(size=key[3], connect_timeout=key[1], timeout=key[2], **params)
-        _pools[name] = (key, p)
-        return p
-
-
-def reset() -> None:
-    """Close and forget this process's pools (rebuilt on next use)."""
-    with _lock:
-        for _key, p in _pools.values():
-            if p is not None and _pid == os.getpid():
-                p.close()
-        _pools.clear()
+    plain = kw["address"] and not set(kw) - {"address", "username", "password", "db"}
+    return kw if plain and ("password" in kw or "username" not in kw) else None

@@ -103,9 +103,8 @@ class _Store:
                 obj = runtime.shared[name]
             else:
                 from ... import redis as ew_redis
-                from ... import redis_mux
 
-                obj = redis_mux.pool(name)
+                obj = ew_redis.mux(name)
                 if obj is None:
                     obj = ew_redis.client(name)
                 else:
