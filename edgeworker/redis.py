@@ -43,12 +43,12 @@ from redis.retry import Retry
 from . import runtime
 from .errors import RedisNotConfigured
 
-__all__ = ["client", "configure", "configured", "reset", "RedisNotConfigured"]
+__all__ = ["client", "configure", "configured", "mux", "reset", "RedisNotConfigured"]
 
 
 _lock = threading.Lock()
 _configs: dict[str, Any] | None = None
-_clients: dict[str, Any] = {}
+_clients: dict[Any, Any] = {}  # name (a client) or ("mux", name) (a multiplexer or None)
 _pid = os.getpid()
 
 
@@ -62,9 +62,10 @@ def configure(redis_configs: Mapping[str, Any]) -> None:
     new = dict(redis_configs)
     with _lock:
         old = _configs or {}
-        for name in list(_clients):
+        for slot in list(_clients):
+            name = slot[1] if slot.__class__ is tuple else slot
             if name not in new or _key(new[name]) != _key(old.get(name)):
-                _drop(_clients.pop(name))
+                _drop(_clients.pop(slot))
         _configs = new
 
 
@@ -80,6 +81,17 @@ def client(name: str = "default") -> Any:
     greenlet-safe: each command borrows a pooled connection). Raises ``RedisNotConfigured``
     (a ``KeyError``) naming the configured connections when ``name`` is unknown.
     """
+    return _get(name, name, build)
+
+
+def mux(name: str = "default") -> Any:
+    """This worker's auto-pipelining client (:class:`edgeworker.redis_mux.Pool`) for
+    ``[redis.NAME]``, or ``None`` when its URL needs redis-py (:func:`client`; see
+    :func:`edgeworker.redis_mux.lean_params`). Built, rebuilt and dropped like the clients."""
+    return _get(("mux", name), name, _build_mux)
+
+
+def _get(slot: Any, name: str, make: Any) -> Any:
     global _pid
     pid = os.getpid()
     if pid != _pid:  # forked: never use the parent's sockets
@@ -87,8 +99,8 @@ def client(name: str = "default") -> Any:
             if pid != _pid:
                 _clients.clear()
                 _pid = pid
-    c = _clients.get(name)
-    if c is not None:
+    c = _clients.get(slot, _clients)
+    if c is not _clients:
         return c
     configs = _find_configs()
     conf = configs.get(name)
@@ -96,9 +108,9 @@ def client(name: str = "default") -> Any:
         known = ", ".join(sorted(configs)) or "none"
         raise RedisNotConfigured(f"no redis connection {name!r} (configured: {known})")
     with _lock:
-        c = _clients.get(name)
-        if c is None:
-            c = _clients[name] = build(conf)
+        c = _clients.get(slot, _clients)
+        if c is _clients:
+            c = _clients[slot] = make(conf)
     return c
 
 
@@ -131,6 +143,16 @@ def build(conf: Any) -> Any:
     return _redis.Redis(connection_pool=pool)
 
 
+def _build_mux(conf: Any) -> Any:
+    from . import redis_mux
+
+    params = redis_mux.lean_params(conf.url)
+    if params is None:
+        return None
+    timeouts = {"connect_timeout": float(conf.connect_timeout), "timeout": float(conf.timeout)}
+    return redis_mux.Pool(size=int(conf.pool_size), **timeouts, **params)
+
+
 # ------------------------------------------------------------------------------ internals
 def _find_configs() -> dict[str, Any]:
     if _configs is not None:
@@ -155,6 +177,8 @@ def _key(conf: Any) -> tuple | None:
 
 
 def _drop(c: Any) -> None:
+    if c is None:
+        return
     try:
         c.close()
     except Exception:

@@ -30,12 +30,19 @@ class Result:
     - ``error``: the store exception when the decision came from the fail mode, else None.
     """
 
-    __slots__ = ("allowed", "delay", "limit", "remaining", "reset", "window", "committed",
-                 "error")
+    __slots__ = ("allowed", "delay", "limit", "remaining", "reset", "window", "committed", "error")
 
-    def __init__(self, allowed: bool, limit: float, remaining: float, reset: float,
-                 window: float, delay: float = 0.0, committed: bool = False,
-                 error: BaseException | None = None) -> None:
+    def __init__(
+        self,
+        allowed: bool,
+        limit: float,
+        remaining: float,
+        reset: float,
+        window: float,
+        delay: float = 0.0,
+        committed: bool = False,
+        error: BaseException | None = None,
+    ) -> None:
         self.allowed = allowed
         self.delay = delay
         self.limit = limit
@@ -50,8 +57,10 @@ class Result:
         return max(1, math.ceil(self.reset))
 
     def __repr__(self) -> str:
-        return (f"Result(allowed={self.allowed}, delay={self.delay:.3f}, limit={self.limit}, "
-                f"remaining={self.remaining}, reset={self.reset:.3f}, error={self.error!r})")
+        return (
+            f"Result(allowed={self.allowed}, delay={self.delay:.3f}, limit={self.limit}, "
+            f"remaining={self.remaining}, reset={self.reset:.3f}, error={self.error!r})"
+        )
 
 
 # ------------------------------------------------------------------------------ stores
@@ -71,7 +80,7 @@ class _Store:
                 raise ValueError(f'invalid store "{store}": expected "shm:NAME" or "redis:NAME"')
         self._obj: Any = None if isinstance(store, str) else store
         self._scripts: dict[str, Any] = {}
-        self._lean = False  # self._obj is an edgeworker.resp.Pool
+        self._lean = False  # self._obj is an edgeworker.redis_mux.Pool
         self._pid = os.getpid()
 
     @property
@@ -82,20 +91,20 @@ class _Store:
 
     def get(self) -> Any:
         """The shared dict, or the redis client: for ``"redis:NAME"`` with a plain URL this
-        worker's lean pool (:mod:`edgeworker.resp`), else its redis-py client. Resolved again
+        worker's lean pool (:mod:`edgeworker.redis_mux`), else its redis-py client. Resolved again
         in a forked child."""
         obj = self._obj
-        if obj is None or (self.kind == "redis" and isinstance(self.spec, str)
-                           and os.getpid() != self._pid):
+        if obj is None or (
+            self.kind == "redis" and isinstance(self.spec, str) and os.getpid() != self._pid
+        ):
             name = self.spec.partition(":")[2]
             self._lean = False
             if self.kind == "shm":
                 obj = runtime.shared[name]
             else:
                 from ... import redis as ew_redis
-                from ... import resp
 
-                obj = resp.pool(name)
+                obj = ew_redis.mux(name)
                 if obj is None:
                     obj = ew_redis.client(name)
                 else:
@@ -124,7 +133,7 @@ class _Store:
         if self._lean:
             script = self._scripts.get(name)
             if script is None:
-                from ...resp import Script
+                from ...redis_mux import Script
 
                 script = self._scripts[name] = Script(src)
             return pool.evalsha(script, keys, args)

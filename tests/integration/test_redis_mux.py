@@ -1,4 +1,4 @@
-"""edgeworker.resp: the lean RESP2 pool behind the Redis limiters, against a real redis-server.
+"""edgeworker.redis_mux: the Redis limiters' client, against a real redis-server.
 
 Behaviours are checked in both modes: ``cooperative`` (gevent, as in a worker: one pipelined
 connection) and blocking (threads, as in a script or this test process: a bounded pool).
@@ -16,7 +16,7 @@ import redis
 from redis import exceptions as rexc
 
 from edgeworker import redis as ew_redis
-from edgeworker import resp
+from edgeworker import redis_mux
 from edgeworker.config import Redis
 from edgeworker.lib import limit
 
@@ -44,10 +44,10 @@ SCRIPTS = [
 ]
 
 
-def _pool(srv: RedisServer, coop: bool, **kw) -> resp.Pool:
+def _pool(srv: RedisServer, coop: bool, **kw) -> redis_mux.Pool:
     kw.setdefault("timeout", 1.0)
     kw.setdefault("connect_timeout", 1.0)
-    return resp.Pool(("127.0.0.1", srv.port), cooperative=coop, **kw)
+    return redis_mux.Pool(("127.0.0.1", srv.port), cooperative=coop, **kw)
 
 
 def _client_ids(srv: RedisServer) -> list[int]:
@@ -61,13 +61,12 @@ def _client_ids(srv: RedisServer) -> list[int]:
 
 @pytest.fixture(params=MODES)
 def coop(request):
-    old = resp.COOPERATIVE
-    resp.COOPERATIVE = request.param
+    old = redis_mux.COOPERATIVE
+    redis_mux.COOPERATIVE = request.param
     try:
         yield request.param
     finally:
-        resp.COOPERATIVE = old
-        resp.reset()
+        redis_mux.COOPERATIVE = old
         ew_redis.reset()
 
 
@@ -80,7 +79,7 @@ def test_replies_are_what_redis_py_returns(redis_server, mode):
     try:
         for src in SCRIPTS:
             want = ref.eval(src, 1, b"k\x00", *args)
-            got = p.evalsha(resp.Script(src), [b"k\x00"], args)
+            got = p.evalsha(redis_mux.Script(src), [b"k\x00"], args)
             if "TIME" in src:
                 assert [type(x) for x in got] == [type(x) for x in want] == [bytes, bytes]
                 continue
@@ -100,7 +99,7 @@ def test_error_replies_raise_redis_py_classes_and_keep_the_connection(redis_serv
     p = _pool(redis_server, mode)
     cid = p.execute("CLIENT", "ID")
     with pytest.raises(rexc.ResponseError, match="boom"):
-        p.evalsha(resp.Script("return redis.error_reply('ERR boom')"), [], [])
+        p.evalsha(redis_mux.Script("return redis.error_reply('ERR boom')"), [], [])
     with pytest.raises(rexc.ResponseError) as info:
         p.execute("NOSUCHCOMMAND")
     assert type(info.value) is rexc.ResponseError
@@ -108,7 +107,7 @@ def test_error_replies_raise_redis_py_classes_and_keep_the_connection(redis_serv
     with pytest.raises(rexc.ResponseError, match="WRONGTYPE"):
         p.execute("LPUSH", "s", 1)
     # an error nested in an array is returned in place, as redis-py does
-    nested = p.evalsha(resp.Script("return {1, redis.error_reply('ERR inner')}"), [], [])
+    nested = p.evalsha(redis_mux.Script("return {1, redis.error_reply('ERR inner')}"), [], [])
     assert nested[0] == 1 and isinstance(nested[1], rexc.ResponseError)
     assert p.execute("CLIENT", "ID") == cid and p.opened == 1
     with pytest.raises(rexc.DataError):
@@ -119,7 +118,7 @@ def test_error_replies_raise_redis_py_classes_and_keep_the_connection(redis_serv
 @pytest.mark.parametrize("mode", MODES)
 def test_noscript_after_script_flush_loads_and_retries(redis_server, mode):
     p = _pool(redis_server, mode)
-    s = resp.Script("return {tonumber(ARGV[1]) + 1, KEYS[1]}")
+    s = redis_mux.Script("return {tonumber(ARGV[1]) + 1, KEYS[1]}")
     assert p.evalsha(s, [b"k"], [41]) == [42, b"k"]
     assert redis_server.command("SCRIPT", "FLUSH") == "+OK"
     assert redis_server.command("SCRIPT", "EXISTS", s.sha) == "*1"  # the array header
@@ -132,23 +131,28 @@ def test_noscript_after_script_flush_loads_and_retries(redis_server, mode):
 # ------------------------------------------------------------------------------ auth, db, urls
 @pytest.mark.parametrize("mode", MODES)
 def test_auth_with_password_and_acl_user(redis_server, mode):
-    assert redis_server.command("ACL", "SETUSER", "alice", "on", ">s3cret", "~*", "&*",
-                                "+@all") == "+OK"
+    assert (
+        redis_server.command("ACL", "SETUSER", "alice", "on", ">s3cret", "~*", "&*", "+@all")
+        == "+OK"
+    )
     assert redis_server.command("CONFIG", "SET", "requirepass", "p@ss") == "+OK"
     host = f"127.0.0.1:{redis_server.port}"
-    for url in (f"redis://:p%40ss@{host}/0", f"redis://alice:s3cret@{host}/0",
-                f"redis://default:p%40ss@{host}"):
-        p = resp.Pool(cooperative=mode, **resp.lean_params(url))
+    for url in (
+        f"redis://:p%40ss@{host}/0",
+        f"redis://alice:s3cret@{host}/0",
+        f"redis://default:p%40ss@{host}",
+    ):
+        p = redis_mux.Pool(cooperative=mode, **redis_mux.lean_params(url))
         assert p.execute("SET", "who", url) == b"OK"
         assert p.execute("GET", "who") == url.encode()
         p.close()
     for url in (f"redis://:wrong@{host}/0", f"redis://alice:nope@{host}/0"):
-        p = resp.Pool(cooperative=mode, **resp.lean_params(url))
+        p = redis_mux.Pool(cooperative=mode, **redis_mux.lean_params(url))
         with pytest.raises(rexc.AuthenticationError):
             p.execute("PING")
         assert p.opened == 0
     # no password at all: the server's NOAUTH error reply, raised as redis-py does
-    p = resp.Pool(cooperative=mode, **resp.lean_params(f"redis://{host}/0"))
+    p = redis_mux.Pool(cooperative=mode, **redis_mux.lean_params(f"redis://{host}/0"))
     with pytest.raises(rexc.AuthenticationError):
         p.execute("GET", "who")
 
@@ -165,8 +169,12 @@ def test_limiter_on_a_password_protected_redis(redis_server, coop):
 @pytest.mark.parametrize("mode", MODES)
 def test_db_from_the_url_path_and_query(redis_server, mode):
     host = f"127.0.0.1:{redis_server.port}"
-    for url, db in ((f"redis://{host}/3", 3), (f"redis://{host}/5?db=4", 4), (f"redis://{host}", 0)):
-        p = resp.Pool(cooperative=mode, **resp.lean_params(url))
+    for url, db in (
+        (f"redis://{host}/3", 3),
+        (f"redis://{host}/5?db=4", 4),
+        (f"redis://{host}", 0),
+    ):
+        p = redis_mux.Pool(cooperative=mode, **redis_mux.lean_params(url))
         p.execute("SET", "where", url)
         p.close()
         check = redis.Redis(port=redis_server.port, db=db)
@@ -187,17 +195,29 @@ def test_unix_socket_url(coop):
 
 
 def test_lean_params_takes_only_plain_urls():
-    lp = resp.lean_params
+    lp = redis_mux.lean_params
     assert lp("redis://127.0.0.1:6380/2") == {"address": ("127.0.0.1", 6380), "db": 2}
     assert lp("redis://h") == {"address": ("h", 6379)}
     assert lp("redis://") == {"address": ("localhost", 6379)}
-    assert lp("redis://u:p%2Fw@h:1/0") == {"address": ("h", 1), "username": "u",
-                                           "password": "p/w", "db": 0}
+    assert lp("redis://u:p%2Fw@h:1/0") == {
+        "address": ("h", 1),
+        "username": "u",
+        "password": "p/w",
+        "db": 0,
+    }
     assert lp("redis://:pw@[::1]:7000") == {"address": ("::1", 7000), "password": "pw"}
     assert lp("unix:///run/r.sock?db=3") == {"address": "/run/r.sock", "db": 3}
-    for url in ("rediss://h:6379/0", "redis://a:26379,b:26379/0?sentinel=m",
-                "redis://a:7000,b:7001?cluster=1", "redis+sentinel://a/0", "redis://h/0?cluster=1",
-                "redis://h/0?socket_timeout=1", "redis://user@h/0", "unix://", "http://h/"):
+    for url in (
+        "rediss://h:6379/0",
+        "redis://a:26379,b:26379/0?sentinel=m",
+        "redis://a:7000,b:7001?cluster=1",
+        "redis+sentinel://a/0",
+        "redis://h/0?cluster=1",
+        "redis://h/0?socket_timeout=1",
+        "redis://user@h/0",
+        "unix://",
+        "http://h/",
+    ):
         assert lp(url) is None, url
 
 
@@ -216,7 +236,7 @@ def test_silent_server_times_out_within_the_timeout(mode):
     lsock.listen(16)
     port = lsock.getsockname()[1]
     try:
-        p = resp.Pool(("127.0.0.1", port), timeout=0.3, connect_timeout=0.3, cooperative=mode)
+        p = redis_mux.Pool(("127.0.0.1", port), timeout=0.3, connect_timeout=0.3, cooperative=mode)
         for _ in range(2):
             t0 = time.monotonic()
             with pytest.raises(rexc.TimeoutError):
@@ -231,7 +251,7 @@ def test_silent_server_times_out_within_the_timeout(mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_refused_and_closed_connections_raise_connection_error(mode):
     port = free_port()
-    p = resp.Pool(("127.0.0.1", port), timeout=0.3, connect_timeout=0.3, cooperative=mode)
+    p = redis_mux.Pool(("127.0.0.1", port), timeout=0.3, connect_timeout=0.3, cooperative=mode)
     t0 = time.monotonic()
     with pytest.raises(rexc.ConnectionError, match="connecting"):
         p.execute("PING")
@@ -255,7 +275,7 @@ def test_refused_and_closed_connections_raise_connection_error(mode):
     t = threading.Thread(target=closer, daemon=True)
     t.start()
     try:
-        p = resp.Pool(lsock.getsockname(), timeout=1, connect_timeout=1, cooperative=mode)
+        p = redis_mux.Pool(lsock.getsockname(), timeout=1, connect_timeout=1, cooperative=mode)
         with pytest.raises(rexc.ConnectionError, match="closed"):
             p.execute("PING")
         assert p.opened == 0
@@ -330,7 +350,7 @@ def test_concurrent_greenlets_share_one_pipelined_connection(redis_server):
     """Many greenlets at once: one connection, commands batched into few writes, and every
     greenlet gets its own reply."""
     p = _pool(redis_server, True, size=4, timeout=3.0)
-    echo = resp.Script("redis.call('INCR', KEYS[1]) return {ARGV[1], tonumber(ARGV[2])}")
+    echo = redis_mux.Script("redis.call('INCR', KEYS[1]) return {ARGV[1], tonumber(ARGV[2])}")
     bad = []
 
     def user(i: int) -> None:
@@ -429,13 +449,13 @@ def test_waiting_thread_gets_a_released_connection(redis_server):
 
 def test_pool_per_process_and_rebuilt_when_settings_change(redis_server, coop):
     ew_redis.configure({"default": Redis(url=redis_server.url)})
-    a = resp.pool("default")
-    assert a is resp.pool("default") and a.size == 100 and a.timeout == 0.1
+    a = ew_redis.mux("default")
+    assert a is ew_redis.mux("default") and a.size == 100 and a.timeout == 0.1
     ew_redis.configure({"default": Redis(url=redis_server.url, pool_size=7, timeout=0.5)})
-    b = resp.pool("default")
+    b = ew_redis.mux("default")
     assert b is not a and b.size == 7 and b.timeout == 0.5 and a.closed
     with pytest.raises(ew_redis.RedisNotConfigured):
-        resp.pool("nope")
+        ew_redis.mux("nope")
 
 
 # ------------------------------------------------------------------------------ in a worker
