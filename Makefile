@@ -13,7 +13,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-slow lint bench bench-instructions deps clean
+.PHONY: run test test-unit test-no-accel test-slow lint bench bench-instructions deps clean
 
 $(STAMP): setup.cfg setup.py pyproject.toml shm/_accel.c edgeworker/_speedups.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ test: $(STAMP) deps
 	$(BIN)/ruff check edgeworker shm tests bench
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -p no:cacheprovider
+	$(MAKE) --no-print-directory test-no-accel
+
+# The pure-Python path (what runs without a compiler): the in-process tests and the
+# hostile-input tests against real servers, with both C accelerators off.
+NO_ACCEL_TESTS := tests/unit tests/integration/test_hardening_smuggling.py \
+	tests/integration/test_hardening_faults.py tests/integration/test_hardening_response.py
+test-no-accel: $(STAMP)
+	EDGEWORKER_NO_ACCEL=1 SHM_NO_ACCEL=1 $(BIN)/python -m pytest -p no:cacheprovider $(NO_ACCEL_TESTS)
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider tests/unit

@@ -6,6 +6,7 @@ The server and proxy tests exercise the classes in place (the C ones, as built b
 
 from __future__ import annotations
 
+import os
 import random
 import re
 
@@ -41,6 +42,9 @@ def resp_state(impl, pairs):
     return state(f, RESP_ATTRS)
 
 
+@pytest.mark.skipif(
+    bool(os.environ.get("EDGEWORKER_NO_ACCEL")), reason="EDGEWORKER_NO_ACCEL: the Python path only"
+)
 def test_the_c_module_is_built_and_used():
     """make builds edgeworker/_speedups.c: a failed build must not pass unnoticed."""
     assert fields.accel is not None
