@@ -77,7 +77,11 @@ ENTRY_POINTS: dict[str, tuple[str, Callable[[ModuleType], None], tuple[str, ...]
     "parse_request": ("edgeworker.http.protocol", _no_parse_request, ("RequestFields",)),
     "fast_response_head": ("edgeworker.server", _no_response_head, ()),
     "upstream_head": ("edgeworker.proxy.handler", _no_upstream_head, ()),
-    "parse_response_head": ("edgeworker.proxy.client", _no_parse_response_head, ()),
+    "parse_response_head": (
+        "edgeworker.proxy.client",
+        _no_parse_response_head,
+        ("ResponseFields",),
+    ),
     "Recorder": ("edgeworker.status.metrics", _no_recorder, ()),
     "UpstreamCounter": ("edgeworker.status.metrics", _no_upstream_counter, ()),
     "WindowLimit": ("edgeworker.lib.limit.declarative", _no_window_limit, ()),
