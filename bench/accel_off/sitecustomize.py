@@ -15,44 +15,51 @@ from collections.abc import Callable
 from types import ModuleType
 
 
+def _set(m: ModuleType, name: str, value: object) -> None:
+    """Set ``m.name``, which must exist (a renamed binding stops the server, not the measure)."""
+    if not hasattr(m, name):
+        raise SystemExit(f"BENCH_ACCEL_OFF: {m.__name__} has no {name}")
+    setattr(m, name, value)
+
+
 def _request_fields(m: ModuleType) -> None:
-    m.RequestFields = m.PyRequestFields
+    _set(m, "RequestFields", m.PyRequestFields)
 
 
 def _response_fields(m: ModuleType) -> None:
-    m.ResponseFields = m.PyResponseFields
+    _set(m, "ResponseFields", m.PyResponseFields)
 
 
 def _no_fast_head(m: ModuleType) -> None:
-    m._fast_head = None
+    _set(m, "_fast_head", None)
 
 
 def _no_parse_request(m: ModuleType) -> None:
-    m._parse_request = None
+    _set(m, "_parse_request", None)
 
 
 def _no_response_head(m: ModuleType) -> None:
-    m._fast_response_head = None
+    _set(m, "_fast_response_head", None)
 
 
 def _no_upstream_head(m: ModuleType) -> None:
-    m._upstream_head = None
+    _set(m, "_upstream_head", None)
 
 
 def _no_parse_response_head(m: ModuleType) -> None:
-    m._parse_head = None
+    _set(m, "_parse_head", None)
 
 
 def _no_recorder(m: ModuleType) -> None:
-    m.recorder = lambda wm: wm.on_request
+    _set(m, "recorder", lambda wm: wm.on_request)
 
 
 def _no_upstream_counter(m: ModuleType) -> None:
-    m.upstream_event = m.upstream_event.__wrapped__
+    _set(m, "upstream_event", m.upstream_event.__wrapped__)
 
 
 def _no_window_limit(m: ModuleType) -> None:
-    m._speedups = None
+    _set(m, "_speedups", None)
 
 
 def _no_incr_method(m: ModuleType) -> None:
@@ -60,13 +67,13 @@ def _no_incr_method(m: ModuleType) -> None:
 
 
 def _no_zone(m: ModuleType) -> None:
-    m._AccelZone = None
+    _set(m, "_AccelZone", None)
 
 
 def _no_semaphore(m: ModuleType) -> None:
     import posix_ipc
 
-    m.Semaphore = posix_ipc.Semaphore
+    _set(m, "Semaphore", posix_ipc.Semaphore)
 
 
 #: entry point -> (module that binds it, how to turn it off there, entry points it needs)
