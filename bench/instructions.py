@@ -26,7 +26,13 @@ machine's load. Total/N of the counted window is reported beside it. The server 
 
 Usage: python bench/instructions.py [--requests 5000] [--routes hello,incr,proxy] [--rounds 3]
 [--warmup 1000] [--paced 200] [--json] [--output FILE] [--compare FILE_OR_JSON]
-[--tolerance 3]
+[--tolerance 3] [--disable NAME[,NAME...]]
+
+``--disable`` turns C entry points off in the measured server, so their pure-Python twins run:
+``speedups`` (all of edgeworker/_speedups.c, ``EDGEWORKER_NO_ACCEL=1``), ``shm`` (all of
+shm/_accel.c, ``SHM_NO_ACCEL=1``), or single entry points by name (``bench/accel_off/``, a
+``sitecustomize`` put on the server's ``PYTHONPATH``, turns each off where its module binds it;
+an entry point that needs another one goes off with it).
 
 Output: a table, then one JSON line (``--json``: the JSON line alone). ``--compare`` takes an
 earlier JSON line (a file whose last JSON line is used, or the JSON text itself), prints the
@@ -39,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import re
@@ -76,6 +83,14 @@ from http_bench import (  # noqa: E402
     render_edgeworker_config,
 )
 from proxy_bench import SMALL_BODY, start_backend  # noqa: E402
+
+ACCEL_OFF = Path(__file__).resolve().parent / "accel_off"
+_spec = importlib.util.spec_from_file_location("accel_off", ACCEL_OFF / "sitecustomize.py")
+accel_off = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(accel_off)
+ENTRY_POINTS, closure = accel_off.ENTRY_POINTS, accel_off.closure
+# --disable names that turn a whole C module off, and the variable that does it
+WHOLE_MODULES = {"speedups": "EDGEWORKER_NO_ACCEL", "shm": "SHM_NO_ACCEL"}
 
 DEFAULT_TOLERANCE = 3.0
 CONTROL_TIMEOUT = 60.0  # seconds for one callgrind_control command
@@ -305,14 +320,28 @@ def measure_round(port: int, cg: Callgrind, route: Route, args: argparse.Namespa
     return Round(burst, paced)
 
 
-def start_edgeworker(reg: ProcessRegistry, tmp: Path, port: int, backend_port: int) -> Server:
-    """edgeworker under callgrind (instrumentation off until turned on), in ``tmp``."""
+def disable_env(names: list[str]) -> dict[str, str]:
+    """The server's environment variables that turn the ``--disable`` entry points off."""
+    env = {WHOLE_MODULES[n]: "1" for n in names if n in WHOLE_MODULES}
+    single = [n for n in names if n not in WHOLE_MODULES]
+    if single:
+        env["BENCH_ACCEL_OFF"] = ",".join(single)
+    return env
+
+
+def start_edgeworker(
+    reg: ProcessRegistry, tmp: Path, port: int, backend_port: int, disable: list[str]
+) -> Server:
+    """edgeworker under callgrind (instrumentation off until turned on), in ``tmp``, with the
+    ``disable`` entry points off."""
     (tmp / "configs").mkdir()
     shutil.copytree(HANDLERS, tmp / "handlers")
     conf = tmp / "configs" / "edgeworker.toml"
     conf.write_text(render_config(backend_port, port))
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONHASHSEED="0")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    env.update(disable_env(disable))
+    hook = [str(ACCEL_OFF)] if "BENCH_ACCEL_OFF" in env else []
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [*hook, str(REPO), env.get("PYTHONPATH", "")]))
     argv = [
         "valgrind",
         "--tool=callgrind",
@@ -337,7 +366,7 @@ def run(args: argparse.Namespace, routes: list[Route]) -> dict[str, list[Round]]
         backend_port = start_backend(reg, tmp)
         port = free_port()
         log("starting edgeworker (1 worker) under callgrind")
-        server = start_edgeworker(reg, tmp, port, backend_port)
+        server = start_edgeworker(reg, tmp, port, backend_port, args.disable_list)
         try:
             wait_for_port(HOST, port, 120, server.proc)
             (worker,) = wait_for_workers(server.pid, 1, 60)[:1]
@@ -505,7 +534,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_TOLERANCE,
         help="allowed growth in %% for --compare (3)",
     )
+    p.add_argument(
+        "--disable",
+        metavar="NAME[,NAME...]",
+        default="",
+        help="C entry points to turn off in the server: speedups, shm (whole modules) or "
+        f"{','.join(ENTRY_POINTS)}",
+    )
     args = p.parse_args(argv)
+    off = [n.strip() for n in args.disable.split(",") if n.strip()]
+    bad = [n for n in off if n not in ENTRY_POINTS and n not in WHOLE_MODULES]
+    if bad:
+        p.error(f"--disable: unknown {bad}")
+    whole = [n for n in off if n in WHOLE_MODULES]
+    args.disable_list = whole + closure([n for n in off if n not in WHOLE_MODULES])
     names = [n.strip() for n in args.routes.split(",") if n.strip()]
     unknown = [n for n in names if n not in ROUTES]
     if unknown or not names:
@@ -552,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
         "warmup": args.warmup,
         "rounds": args.rounds,
         "paced": args.paced,
+        "disabled": args.disable_list,
         "routes": {name: route_result(ROUTES[name], rounds) for name, rounds in totals.items()},
     }
     line = json.dumps(result, separators=(",", ":"))
@@ -564,6 +607,8 @@ def main(argv: list[str] | None = None) -> int:
             f"rounds; {time.monotonic() - started:.0f} s)"
         )
         print(f"commit {result['commit']}, {result['python']}, {result['valgrind']}")
+        if args.disable_list:
+            print(f"C entry points off: {', '.join(args.disable_list)}")
         print(render_table(result))
     print(line)
     if previous is not None:
