@@ -10,12 +10,11 @@ fields, its 6-byte body in the same read). Each case parses one head the way its
   response a new ``HttpResponseParser`` per response, ``on_header`` a ``ResponseFields.add``
   and the status read in ``on_headers_complete`` (as ``edgeworker.proxy.client.Response``);
 * ``ew ServerProtocol, llhttp``: ``ServerProtocol.feed`` with the whole-read C path turned off
-  (llhttp, then ``fast_head`` in C): edgeworker's complete request parse, every rule included;
-* ``ew ServerProtocol, llhttp, no fast_head``: the same without ``fast_head``: llhttp, then
-  ``on_headers_complete`` in Python;
+  (llhttp, then ``on_headers_complete`` in Python): edgeworker's complete request parse, every
+  rule included;
 * ``ew ServerProtocol, C``: ``ServerProtocol.feed`` as it runs (``parse_request`` in C);
 * ``ew parse_request (C)`` / ``ew parse_response_head (C)``: the C call alone, with the
-  arguments the protocol and the proxy pass (a ``RequestHead`` or the response's tuple out);
+  arguments the protocol and the proxy pass (the head's values or the response's tuple out);
 * ``h1c ...``: gunicorn_h1c's whole-head calls (``parse_request``, ``parse_request_fast`` with
   method, path and fields read, ``H1CProtocol`` reused with ``reset()``, ``parse_response``).
 
@@ -169,17 +168,6 @@ def request_cases(data: bytes) -> dict[str, Callable[[], object]]:
             protocol_module._parse_request = saved
 
     cases["ew ServerProtocol, llhttp"] = ew_llhttp
-    python_proto = ServerProtocol()
-
-    def ew_python() -> object:
-        saved = protocol_module._parse_request, protocol_module._fast_head
-        protocol_module._parse_request = protocol_module._fast_head = None
-        try:
-            return python_proto.feed(data)
-        finally:
-            protocol_module._parse_request, protocol_module._fast_head = saved
-
-    cases["ew ServerProtocol, llhttp, no fast_head"] = ew_python
     if accel is not None:
         proto = ServerProtocol()
         cases["ew ServerProtocol, C"] = lambda: proto.feed(data)

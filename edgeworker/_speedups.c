@@ -7,16 +7,13 @@
  * runs the same cases through both), used when this module is not built or
  * EDGEWORKER_NO_ACCEL=1 is set.
  *
- * fast_head(...) is ServerProtocol.on_headers_complete for the common head (HTTP/1.1, whole in
- * the current read, origin-form target, one Host already validated, no Transfer-Encoding or
- * Upgrade, Connection absent, keep-alive or close): the same RequestHead, or None for anything
- * else, which the Python code then handles (it alone answers errors). The protocol tests run
- * both ways on the same inputs (tests/unit/test_http_fields.py).
- *
- * parse_request(data, fields, ...) is the same head for the common request that is the whole
- * read between requests (no body, nothing after it), read without llhttp: a strict subset of
- * what llhttp accepts, through fast_head's checks (make_head); None for anything else, which
- * llhttp then parses. tests/unit/test_http_fields.py gives the same streams to both ways.
+ * parse_request(data, fields, ...) reads the common request that is the whole read between
+ * requests (no body, nothing after it) without llhttp: a strict subset of what llhttp accepts,
+ * the plain case of ServerProtocol.on_headers_complete's rules (one Host already validated, no
+ * Transfer-Encoding or Upgrade, Connection absent, keep-alive or close, an origin-form target):
+ * the values of its RequestHead as a tuple, or None for anything else, which llhttp and the
+ * Python rules then read (they alone answer errors). tests/unit/test_http_fields.py gives the
+ * same streams to both ways.
  *
  * upstream_head(method, target, fixed, raw, drop, add_xff, lines, tail) is the proxy's upstream
  * request head, the same bytes as its Python twin in edgeworker/proxy/handler.py
@@ -869,21 +866,25 @@ parse_response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
-/* ------------------------------------------------------------------------------ fast_head */
+/* --------------------------------------------------------------------------- parse_request */
 
-/* set by configure(): the RequestHead class, the protocol's method cache (bytes -> str), the
- * refused methods, the Host values already validated */
-static PyObject *head_type, *methods, *refused, *good_hosts;
-static PyObject *s_version, *s_empty_bytes, *s_get_method;
-static PyObject *n_method, *n_target, *n_path, *n_query, *n_version, *n_headers, *n_keep_alive,
-    *n_content_length, *n_chunked, *n_expect_continue, *n_upgrade, *n_host, *n_request_id,
-    *n_size;
+/* set by configure(): the protocol's method cache (bytes -> str), the refused methods, the Host
+ * values already validated */
+static PyObject *methods, *refused, *good_hosts;
+static PyObject *s_version, *s_empty_bytes, *n_size;
 
-/* RequestHead's slots, in this order: their offsets in an instance (set by configure) */
-enum { H_METHOD, H_TARGET, H_PATH, H_QUERY, H_VERSION, H_HEADERS, H_KEEP_ALIVE,
-       H_CONTENT_LENGTH, H_CHUNKED, H_EXPECT_CONTINUE, H_UPGRADE, H_HOST, H_REQUEST_ID, H_SIZE,
-       H_COUNT };
-static Py_ssize_t head_offsets[H_COUNT];
+static PyObject *
+configure(PyObject *module, PyObject *args)
+{
+    PyObject *m, *r, *g;
+    if (!PyArg_ParseTuple(args, "O!O!O!:configure", &PyDict_Type, &m, &PyFrozenSet_Type, &r,
+                          &PySet_Type, &g))
+        return NULL;
+    Py_XSETREF(methods, Py_NewRef(m));
+    Py_XSETREF(refused, Py_NewRef(r));
+    Py_XSETREF(good_hosts, Py_NewRef(g));
+    Py_RETURN_NONE;
+}
 
 /* The offset in an instance of class cls of its object slot (one from __slots__) `name`: the
  * class attribute `name` read the public way must be a member descriptor of cls or of one of
@@ -908,200 +909,6 @@ member_offset(PyObject *cls, PyObject *name)
     return offset;
 }
 
-static PyObject *
-configure(PyObject *module, PyObject *args)
-{
-    PyObject *h, *m, *r, *g;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!:configure", &PyType_Type, &h, &PyDict_Type, &m,
-                          &PyFrozenSet_Type, &r, &PySet_Type, &g))
-        return NULL;
-    PyObject *names[H_COUNT] = {n_method, n_target, n_path, n_query, n_version, n_headers,
-                                n_keep_alive, n_content_length, n_chunked, n_expect_continue,
-                                n_upgrade, n_host, n_request_id, n_size};
-    Py_ssize_t offsets[H_COUNT]; /* (the tables change only once all is checked) */
-    for (int i = 0; i < H_COUNT; i++) {
-        offsets[i] = member_offset(h, names[i]);
-        if (offsets[i] < 0) {
-            if (!PyErr_Occurred())
-                PyErr_Format(PyExc_TypeError, "%R is not a slot of the head class", names[i]);
-            return NULL;
-        }
-    }
-    if (((PyTypeObject *)h)->tp_itemsize != 0) {
-        PyErr_SetString(PyExc_TypeError, "the head class has variable-size instances");
-        return NULL;
-    }
-    memcpy(head_offsets, offsets, sizeof offsets);
-    Py_XSETREF(head_type, Py_NewRef(h));
-    Py_XSETREF(methods, Py_NewRef(m));
-    Py_XSETREF(refused, Py_NewRef(r));
-    Py_XSETREF(good_hosts, Py_NewRef(g));
-    Py_RETURN_NONE;
-}
-
-/* The RequestHead of a head whose request line, fields (in f) and end (`end` bytes from the
- * read's start) are known to be right: ServerProtocol.on_headers_complete's result, or None
- * when anything is unusual (the Python code then decides, and answers any error). `method` is
- * the method's str (from the protocol's cache). */
-static PyObject *
-make_head(RequestFields *f, PyObject *method, PyObject *url, Py_ssize_t end, int drop,
-          Py_ssize_t max_headers, Py_ssize_t max_hsize)
-{
-    /* the fields: nothing the Python code would refuse or treat specially */
-    if (PyList_GET_SIZE(f->list) > max_headers || f->size > max_hsize ||
-        f->cl_error != Py_None || f->te != Py_None || f->te_ows != Py_False ||
-        f->upgrade != Py_None || (drop && f->underscore != Py_False) || f->nhost != 1)
-        Py_RETURN_NONE;
-    int known = PySet_Contains(good_hosts, f->host);
-    if (known <= 0)
-        return known < 0 ? NULL : Py_NewRef(Py_None);
-    /* Connection: absent, keep-alive or close (any case) */
-    int keep_alive = 1;
-    if (f->conn != Py_None) {
-        const char *c = PyBytes_AS_STRING(f->conn);
-        Py_ssize_t cn = PyBytes_GET_SIZE(f->conn);
-        if (EQ(c, cn, "close"))
-            keep_alive = 0;
-        else if (!EQ(c, cn, "keep-alive"))
-            Py_RETURN_NONE;
-    }
-    /* origin-form target without a fragment */
-    const char *u = PyBytes_AS_STRING(url);
-    Py_ssize_t un = PyBytes_GET_SIZE(url);
-    if (un == 0 || u[0] != '/' || memchr(u, '#', un) != NULL)
-        Py_RETURN_NONE;
-    /* the method allowed */
-    int bad = PySet_Contains(refused, method);
-    if (bad != 0)
-        return bad < 0 ? NULL : Py_NewRef(Py_None);
-    /* path and query */
-    PyObject *path, *query;
-    const char *q = memchr(u, '?', un);
-    if (q == NULL) {
-        path = Py_NewRef(url);
-        query = Py_NewRef(s_empty_bytes);
-    }
-    else {
-        path = PyBytes_FromStringAndSize(u, q - u);
-        query = PyBytes_FromStringAndSize(q + 1, un - (q - u) - 1);
-    }
-    Py_ssize_t total = end;
-    if (f->cl != Py_None) {
-        Py_ssize_t cl = PyLong_AsSsize_t(f->cl);
-        if (cl == -1 && PyErr_Occurred())
-            PyErr_Clear(); /* (18 digits always fit) */
-        else
-            total += cl;
-    }
-    PyObject *size = PyLong_FromSsize_t(total);
-    PyObject *head = NULL;
-    if (path == NULL || query == NULL || size == NULL)
-        goto done;
-    /* a new RequestHead (as object.__new__), its slots stored at their offsets */
-    head = ((PyTypeObject *)head_type)->tp_alloc((PyTypeObject *)head_type, 0);
-    if (head == NULL)
-        goto done;
-    PyObject *values[H_COUNT] = {method, url, path, query, s_version, f->list,
-                                 keep_alive ? Py_True : Py_False, f->cl, Py_False, f->expect,
-                                 Py_None, f->host, f->rid, size};
-    for (int i = 0; i < H_COUNT; i++) {
-        PyObject **slot = (PyObject **)((char *)head + head_offsets[i]);
-        Py_XSETREF(*slot, Py_NewRef(values[i]));
-    }
-done:
-    Py_XDECREF(path);
-    Py_XDECREF(query);
-    Py_XDECREF(size);
-    return head;
-}
-
-/* drop_underscores, max_headers, max_hsize: the last three arguments of both functions below */
-static int
-head_limits(PyObject *const *args, int *drop, Py_ssize_t *max_headers, Py_ssize_t *max_hsize)
-{
-    *drop = PyObject_IsTrue(args[0]);
-    *max_headers = PyLong_AsSsize_t(args[1]);
-    *max_hsize = PyLong_AsSsize_t(args[2]);
-    if (*drop < 0 || (*max_headers == -1 && PyErr_Occurred()) ||
-        (*max_hsize == -1 && PyErr_Occurred()))
-        return -1;
-    return 0;
-}
-
-static PyObject *fast_head_at(PyObject *const *, PyObject *, Py_ssize_t, PyObject *,
-                              PyObject *);
-
-/* The common request head, whole in the current read, after llhttp parsed it: see make_head.
- * Arguments: parser, fields (RequestFields), url, data (the current read, the head at its
- * start), drop_underscores, max_headers, max_hsize. */
-static PyObject *
-fast_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 7) {
-        PyErr_Format(PyExc_TypeError, "fast_head() takes 7 arguments (%zd given)", nargs);
-        return NULL;
-    }
-    if (head_type == NULL || !Py_IS_TYPE(args[1], &RequestFieldsType) ||
-        !PyBytes_CheckExact(args[2]) || !PyBytes_CheckExact(args[3]))
-        Py_RETURN_NONE;
-    PyObject *parser = args[0], *url = args[2], *data = args[3];
-    /* the method, known */
-    PyObject *raw = PyObject_CallMethodNoArgs(parser, s_get_method);
-    if (raw == NULL)
-        return NULL;
-    if (!PyBytes_CheckExact(raw)) {
-        Py_DECREF(raw);
-        Py_RETURN_NONE;
-    }
-    PyObject *method = PyDict_GetItemWithError(methods, raw); /* borrowed */
-    Py_ssize_t at = PyBytes_GET_SIZE(raw) + PyBytes_GET_SIZE(url) + 1;
-    Py_DECREF(raw);
-    if (method == NULL)
-        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
-    Py_INCREF(method); /* (held while the head is made: the cache could change) */
-    PyObject *head = fast_head_at(args, method, at, url, data);
-    Py_DECREF(method);
-    return head;
-}
-
-/* fast_head once its method is known (held by the caller) */
-static PyObject *
-fast_head_at(PyObject *const *args, PyObject *method, Py_ssize_t at, PyObject *url,
-             PyObject *data)
-{
-    int drop;
-    Py_ssize_t max_headers, max_hsize;
-    if (head_limits(args + 4, &drop, &max_headers, &max_hsize) < 0)
-        return NULL;
-    /* HTTP/1.1, the head from the read's first byte, its end */
-    const char *d = PyBytes_AS_STRING(data);
-    Py_ssize_t dn = PyBytes_GET_SIZE(data);
-    if (dn == 0 || (unsigned char)d[0] <= 32 || at + 11 > dn ||
-        memcmp(d + at, " HTTP/1.1\r\n", 11) != 0)
-        Py_RETURN_NONE;
-    Py_ssize_t end = -1;
-    for (Py_ssize_t i = 0; i + 3 < dn; i++) { /* data.find(b"\r\n\r\n") */
-        if (d[i] == '\r' && d[i + 1] == '\n' && d[i + 2] == '\r' && d[i + 3] == '\n') {
-            end = i + 4;
-            break;
-        }
-    }
-    if (end < 0)
-        Py_RETURN_NONE;
-    /* no Proxy-Connection: llhttp reads it as Connection (the Python code asks llhttp) */
-    RequestFields *f = (RequestFields *)args[1];
-    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(f->list); k++) {
-        PyObject *field = PyList_GET_ITEM(f->list, k);
-        if (PyTuple_CheckExact(field) && PyTuple_GET_SIZE(field) == 2) {
-            PyObject *fname = PyTuple_GET_ITEM(field, 0);
-            if (PyBytes_CheckExact(fname) && PyBytes_GET_SIZE(fname) == 16 &&
-                memcmp(PyBytes_AS_STRING(fname), "proxy-connection", 16) == 0)
-                Py_RETURN_NONE;
-        }
-    }
-    return make_head(f, method, url, end, drop, max_headers, max_hsize);
-}
-
 #define RQ_MAX_FIELDS 100
 
 /* GET, HEAD, POST, PUT, DELETE, OPTIONS or PATCH (s: n capital letters) */
@@ -1123,17 +930,73 @@ http_method(const char *s, Py_ssize_t n)
     return 0;
 }
 
+/* The values of the RequestHead (in its slot order: method, target, path, query, version,
+ * headers, keep_alive, content_length, chunked, expect_continue, upgrade, host, request_id,
+ * size) of a request whose line and fields (in f) are known to be well-formed, `size` bytes in
+ * all; or None when any rule of ServerProtocol.on_headers_complete could apply beyond the
+ * plain case: a limit, a Content-Length problem, Transfer-Encoding, Upgrade, a Host that is not
+ * one value already validated, a Connection other than keep-alive or close, a target that is
+ * not origin-form, a refused method. `method` is the method's str. */
+static PyObject *
+common_head(RequestFields *f, PyObject *method, PyObject *url, Py_ssize_t size, int drop,
+            Py_ssize_t max_headers, Py_ssize_t max_hsize)
+{
+    if (PyList_GET_SIZE(f->list) > max_headers || f->size > max_hsize ||
+        f->cl_error != Py_None || f->te != Py_None || f->te_ows != Py_False ||
+        f->upgrade != Py_None || (drop && f->underscore != Py_False) || f->nhost != 1)
+        Py_RETURN_NONE;
+    int known = PySet_Contains(good_hosts, f->host);
+    if (known <= 0)
+        return known < 0 ? NULL : Py_NewRef(Py_None);
+    int keep_alive = 1; /* Connection: absent, keep-alive or close (any case) */
+    if (f->conn != Py_None) {
+        const char *c = PyBytes_AS_STRING(f->conn);
+        Py_ssize_t cn = PyBytes_GET_SIZE(f->conn);
+        if (EQ(c, cn, "close"))
+            keep_alive = 0;
+        else if (!EQ(c, cn, "keep-alive"))
+            Py_RETURN_NONE;
+    }
+    const char *u = PyBytes_AS_STRING(url);
+    Py_ssize_t un = PyBytes_GET_SIZE(url);
+    if (un == 0 || u[0] != '/' || memchr(u, '#', un) != NULL)
+        Py_RETURN_NONE;
+    int bad = PySet_Contains(refused, method);
+    if (bad != 0)
+        return bad < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *path, *query;
+    const char *q = memchr(u, '?', un);
+    if (q == NULL) {
+        path = Py_NewRef(url);
+        query = Py_NewRef(s_empty_bytes);
+    }
+    else {
+        path = PyBytes_FromStringAndSize(u, q - u);
+        query = PyBytes_FromStringAndSize(q + 1, un - (q - u) - 1);
+    }
+    PyObject *nsize = PyLong_FromSsize_t(size);
+    PyObject *head = NULL;
+    if (path != NULL && query != NULL && nsize != NULL)
+        head = PyTuple_Pack(14, method, url, path, query, s_version, f->list,
+                            keep_alive ? Py_True : Py_False, f->cl, Py_False, f->expect,
+                            Py_None, f->host, f->rid, nsize);
+    Py_XDECREF(path);
+    Py_XDECREF(query);
+    Py_XDECREF(nsize);
+    return head;
+}
+
 /* The common request that is the whole read, parsed without llhttp (the connection is between
- * requests; llhttp never sees these bytes): its RequestHead (see make_head), every field added
- * to `fields` (reset first) as llhttp would have handed them to its add(); or None for anything
- * else, which llhttp then parses (and refuses where invalid; `fields` is reset again when it
- * begins). It takes only a strict subset of what llhttp accepts: GET, HEAD, POST, PUT, DELETE,
- * OPTIONS or PATCH once the protocol has seen it from llhttp (its cache gives the str), an
- * origin-form target of visible ASCII, "HTTP/1.1", no Proxy-Connection field,
- * field names of tchar, values of HTAB/SP/VCHAR/obs-text (leading OWS dropped), CRLF line
- * ends, no obs-fold, no body (Content-Length absent or 0) and nothing after the head (no
- * pipelined request), a target no longer than max_url (longer ones are measured by the Python
- * code). Arguments: data, fields, drop_underscores, max_headers, max_hsize, max_url. */
+ * requests; llhttp never sees these bytes): its RequestHead's values (see common_head), every
+ * field added to `fields` (reset first) as llhttp would have handed them to its add(); or None
+ * for anything else, which llhttp then parses (and refuses where invalid; `fields` is reset
+ * again when it begins). It takes only a strict subset of what llhttp accepts: GET, HEAD, POST,
+ * PUT, DELETE, OPTIONS or PATCH once the protocol has seen it from llhttp (its cache gives the
+ * str), an origin-form target of visible ASCII, "HTTP/1.1", no Proxy-Connection field, field
+ * names of tchar, values of HTAB/SP/VCHAR/obs-text (leading OWS dropped), CRLF line ends, no
+ * obs-fold, no body (Content-Length absent or 0) and nothing after the head (no pipelined
+ * request), a target no longer than max_url (longer ones are measured by the Python code).
+ * Arguments: data, fields, drop_underscores, max_headers, max_hsize, max_url. */
 static PyObject *
 parse_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1145,14 +1008,13 @@ parse_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "parse_request() takes bytes and a RequestFields");
         return NULL;
     }
-    if (head_type == NULL)
+    if (methods == NULL)
         Py_RETURN_NONE;
-    int drop;
-    Py_ssize_t max_headers, max_hsize;
-    if (head_limits(args + 2, &drop, &max_headers, &max_hsize) < 0)
-        return NULL;
+    int drop = PyObject_IsTrue(args[2]);
+    Py_ssize_t max_headers = PyLong_AsSsize_t(args[3]);
+    Py_ssize_t max_hsize = PyLong_AsSsize_t(args[4]);
     Py_ssize_t max_url = PyLong_AsSsize_t(args[5]);
-    if (max_url == -1 && PyErr_Occurred())
+    if (drop < 0 || ((max_headers == -1 || max_hsize == -1 || max_url == -1) && PyErr_Occurred()))
         return NULL;
     const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[0]);
     Py_ssize_t n = PyBytes_GET_SIZE(args[0]), i = 0;
@@ -1219,7 +1081,7 @@ parse_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     /* the target: the whole of what llhttp would report (the line is checked up to it) */
     url = PyBytes_FromStringAndSize((const char *)d + url_start, url_end - url_start);
     if (url != NULL)
-        head = make_head(f, method, url, n, drop, max_headers, max_hsize);
+        head = common_head(f, method, url, n, drop, max_headers, max_hsize);
 out:
     Py_DECREF(method);
     Py_XDECREF(url);
@@ -1593,7 +1455,7 @@ out:
 
 static PyMethodDef module_methods[] = {
     {"configure", configure, METH_VARARGS,
-     "configure(RequestHead, methods, refused, good_hosts): what fast_head needs"},
+     "configure(methods, refused, good_hosts): the protocol's tables parse_request reads"},
     {"configure_response", configure_response, METH_VARARGS,
      "configure_response(Request, status_lines, date_line, keep_line, close_line)"},
     {"fast_response_head", (PyCFunction)(void (*)(void))fast_response_head, METH_FASTCALL,
@@ -1607,9 +1469,6 @@ static PyMethodDef module_methods[] = {
     {"upstream_head", (PyCFunction)(void (*)(void))upstream_head, METH_FASTCALL,
      "upstream_head(method, target, fixed, raw, drop, add_xff, lines, tail): the proxy's "
      "upstream request head, or None"},
-    {"fast_head", (PyCFunction)(void (*)(void))fast_head, METH_FASTCALL,
-     "fast_head(parser, fields, url, data, drop_underscores, max_headers, max_hsize): the "
-     "common request head, or None"},
     {NULL},
 };
 
@@ -1957,11 +1816,6 @@ req_attr(PyObject *req, int i, PyObject *name)
 static PyObject *
 head_size(PyObject *head)
 {
-    if (head_type != NULL && Py_IS_TYPE(head, (PyTypeObject *)head_type)) {
-        PyObject *v = *(PyObject **)((char *)head + head_offsets[H_SIZE]);
-        if (v != NULL)
-            return Py_NewRef(v);
-    }
     return PyObject_GetAttr(head, n_size);
 }
 
@@ -2390,23 +2244,9 @@ PyInit__speedups(void)
         return NULL;
     s_version = PyUnicode_InternFromString("1.1");
     s_empty_bytes = PyBytes_FromStringAndSize("", 0);
-    s_get_method = PyUnicode_InternFromString("get_method");
-    if (s_version == NULL || s_empty_bytes == NULL || s_get_method == NULL)
+    if (s_version == NULL || s_empty_bytes == NULL)
         return NULL;
 #define NAME(v, text) if ((v = PyUnicode_InternFromString(text)) == NULL) return NULL
-    NAME(n_method, "method");
-    NAME(n_target, "target");
-    NAME(n_path, "path");
-    NAME(n_query, "query");
-    NAME(n_version, "version");
-    NAME(n_headers, "headers");
-    NAME(n_keep_alive, "keep_alive");
-    NAME(n_content_length, "content_length");
-    NAME(n_chunked, "chunked");
-    NAME(n_expect_continue, "expect_continue");
-    NAME(n_upgrade, "upgrade");
-    NAME(n_host, "host");
-    NAME(n_request_id, "request_id");
     NAME(n_size, "size");
     NAME(n_conn, "_conn");
     NAME(n_bin_addr, "bin_addr");

@@ -30,10 +30,6 @@ def _response_fields(m: ModuleType) -> None:
     _set(m, "ResponseFields", m.PyResponseFields)
 
 
-def _no_fast_head(m: ModuleType) -> None:
-    _set(m, "_fast_head", None)
-
-
 def _no_parse_request(m: ModuleType) -> None:
     _set(m, "_parse_request", None)
 
@@ -80,7 +76,6 @@ def _no_semaphore(m: ModuleType) -> None:
 ENTRY_POINTS: dict[str, tuple[str, Callable[[ModuleType], None], tuple[str, ...]]] = {
     "RequestFields": ("edgeworker.http.fields", _request_fields, ()),
     "ResponseFields": ("edgeworker.http.fields", _response_fields, ()),
-    "fast_head": ("edgeworker.http.protocol", _no_fast_head, ("RequestFields",)),
     "parse_request": ("edgeworker.http.protocol", _no_parse_request, ("RequestFields",)),
     "fast_response_head": ("edgeworker.server", _no_response_head, ()),
     "upstream_head": ("edgeworker.proxy.handler", _no_upstream_head, ()),

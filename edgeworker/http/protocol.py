@@ -69,16 +69,12 @@ _GOOD_HOSTS: set[bytes] = set()  # Host values already validated (short ones, bo
 _new = object.__new__
 _REFUSED_METHODS = frozenset(("CONNECT", "TRACE"))  # 405, like nginx
 
-#: the common request head in C (``fast_head`` in edgeworker/_speedups.c, on these same
-#: tables), or None: then on_headers_complete's Python does every head
-_fast_head = None
-#: the common request that is a whole read, parsed in C without llhttp (``parse_request``, on
-#: the same tables: only methods llhttp has reported, only Host values already validated), or
-#: None: llhttp parses every request
+#: the common request that is a whole read, parsed in C without llhttp (``parse_request`` in
+#: edgeworker/_speedups.c, on these tables: only methods llhttp has reported, only Host values
+#: already validated), or None: llhttp parses every request
 _parse_request = None
 if accel is not None:
-    accel.configure(RequestHead, _METHODS, _REFUSED_METHODS, _GOOD_HOSTS)
-    _fast_head = accel.fast_head
+    accel.configure(_METHODS, _REFUSED_METHODS, _GOOD_HOSTS)
     _parse_request = accel.parse_request
 
 # Characters of a reg-name / IPv4 host (RFC 3986 unreserved, pct-encoded, sub-delims).
@@ -226,9 +222,13 @@ class ServerProtocol:
         if state == _IDLE and _parse_request is not None:
             # between requests, a common request that is the whole read: parsed in C, without
             # llhttp (None: anything else, which llhttp parses below)
-            head = _parse_request(data, self._fields, self._drop_underscores, self._max_headers,
-                                  self._max_hsize, self._max_url)
-            if head is not None:
+            got = _parse_request(data, self._fields, self._drop_underscores, self._max_headers,
+                                 self._max_hsize, self._max_url)
+            if got is not None:
+                head = _new(RequestHead)
+                (head.method, head.target, head.path, head.query, head.version, head.headers,
+                 head.keep_alive, head.content_length, head.chunked, head.expect_continue,
+                 head.upgrade, head.host, head.request_id, head.size) = got
                 self._chunked = self._upgrading = False
                 if not head.keep_alive:
                     self._keep_alive = False
@@ -345,17 +345,6 @@ class ServerProtocol:
     # (trailers) land in a fresh list and are dropped (nginx).
 
     def on_headers_complete(self) -> None:
-        if _fast_head is not None and self._began and not self._mixed:
-            # the common head, whole in this read, in C (None: anything unusual, decided below)
-            head = _fast_head(self._parser, self._fields, self._url, self._data,
-                              self._drop_underscores, self._max_headers, self._max_hsize)
-            if head is not None:
-                self._chunked = False
-                self._keep_alive = head.keep_alive
-                self._upgrading = False
-                self._events.append(head)
-                self._state = _BODY
-                return
         parser = self._parser
         assert parser is not None
         raw_method = parser.get_method()

@@ -198,16 +198,16 @@ def test_c_and_python_agree_on_random_sections():
         assert state(c, RESP_ATTRS) == state(d, RESP_ATTRS), pairs
 
 
-# --------------------------------------------------------------------------------- fast_head
-# The common request head is built in C (fast_head) when the C module is built; anything
-# unusual goes to the Python code. The two must give the same events for any input.
+# ----------------------------------------------------------------------------- parse_request
+# The common request that is a whole read is parsed in C (parse_request) when the C module is
+# built; anything unusual goes to llhttp and the Python code. The two must give the same
+# events for any input.
 
-def _events(stream: list[bytes], fast, monkeypatch, whole=None, **kw) -> list:
-    """The events of ``stream``, with ``fast`` as the protocol's ``_fast_head`` and ``whole``
-    as its ``_parse_request`` (None: the Python code / llhttp does it)."""
+def _events(stream: list[bytes], monkeypatch, whole=None, **kw) -> list:
+    """The events of ``stream``, with ``whole`` as the protocol's ``_parse_request`` (None:
+    llhttp and the Python code do it)."""
     from edgeworker.http import protocol
 
-    monkeypatch.setattr(protocol, "_fast_head", fast)
     monkeypatch.setattr(protocol, "_parse_request", whole)
     proto = protocol.ServerProtocol(**kw)
     out = []
@@ -257,7 +257,7 @@ REQUEST_LINES = [b"GET / HTTP/1.1", b"GET /a?b=c HTTP/1.1", b"GET /a#f HTTP/1.1"
 
 
 @pytest.mark.skipif(fields.accel is None, reason="the C module is not built")
-def test_fast_head_gives_the_python_events(monkeypatch):
+def test_parse_request_gives_the_python_events(monkeypatch):
     rng = random.Random(112926)
     streams = _seeds()
     for _ in range(1500):
@@ -274,60 +274,18 @@ def test_fast_head_gives_the_python_events(monkeypatch):
         streams.append(b"".join(heads))
     configs = [{}, {"id_field": b"x-request-id"}, {"underscores": False},
                {"limits": Limits(max_request_line=64, max_header_size=64, max_headers=3)}]
-    taken: list = []
     whole_taken: list = []
-    fast_head = _recording(fields.accel.fast_head, taken)
     parse_request = _recording(fields.accel.parse_request, whole_taken)
     for data in streams:
         cut = rng.randrange(1, len(data) + 1)
         for stream in ([data], [data[:cut], data[cut:]]):
             kw = rng.choice(configs)
-            slow = _events(stream, None, monkeypatch, **kw)
-            fast = _events(stream, fast_head, monkeypatch, parse_request, **kw)
+            slow = _events(stream, monkeypatch, **kw)
+            fast = _events(stream, monkeypatch, parse_request, **kw)
             assert fast == slow, (stream, kw)
-            # each C path alone gives the same events too
-            assert _events(stream, None, monkeypatch, parse_request, **kw) == slow
-    # both ways were compared, many times, for each C path
-    for got in (taken, whole_taken):
-        used = sum(head is not None for head in got)
-        assert 300 < used < len(got)
-
-
-@pytest.mark.skipif(fields.accel is None, reason="the C module is not built")
-def test_fast_head_is_taken_for_a_common_request(monkeypatch):
-    from edgeworker.http import protocol
-
-    results: list = []
-    monkeypatch.setattr(protocol, "_fast_head", _recording(protocol.accel.fast_head, results))
-    proto = protocol.ServerProtocol(id_field=b"x-request-id")
-    req = (b"GET /a?b HTTP/1.1\r\nHost: h\r\nX-Request-Id: r1\r\nConnection: close\r\n"
-           b"Content-Length: 2\r\n\r\nxy")
-    events = proto.feed(req)
-    assert len(results) == 1 and results[0] is events[0]
-    head = events[0]
-    assert (head.method, head.target, head.path, head.query, head.version) == (
-        "GET", b"/a?b", b"/a", b"b", "1.1")
-    assert (head.keep_alive, head.content_length, head.chunked, head.host, head.request_id,
-            head.size, head.upgrade, head.expect_continue) == (
-        False, 2, False, b"h", b"r1", len(req), None, False)
-    # unusual heads are left to the Python code
-    for other in [b"GET / HTTP/1.0\r\nHost: h\r\n\r\n",
-                  b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-                  b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, te\r\n\r\n"]:
-        results.clear()
-        protocol.ServerProtocol().feed(other)
-        assert results == [None], other
-    with pytest.raises(TypeError):
-        protocol.accel.fast_head(1, 2)
-    # configure checks the head class (its slots are written by offset); a refused class
-    # leaves the tables as they were
-    class Partial:
-        __slots__ = ("method", "target")
-
-    for bad in (Partial, object):
-        with pytest.raises(TypeError):
-            protocol.accel.configure(bad, {}, frozenset(), set())
-    assert protocol.ServerProtocol().feed(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")[0].path == b"/x"
+    # both ways were compared, many times
+    used = sum(head is not None for head in whole_taken)
+    assert 300 < used < len(whole_taken)
 
 
 @pytest.mark.skipif(fields.accel is None, reason="the C module is not built")
@@ -344,7 +302,7 @@ def test_parse_request_takes_a_whole_common_request_and_leaves_the_rest(monkeypa
            b"Content-Length: 0\r\n\r\n")
     results.clear()
     events = proto.feed(req)
-    assert len(results) == 1 and results[0] is events[0] and events[1] is protocol.END
+    assert len(results) == 1 and results[0] is not None and events[1] is protocol.END
     head = events[0]
     assert (head.method, head.target, head.path, head.query, head.version) == (
         "GET", b"/a?b", b"/a", b"b", "1.1")
@@ -359,7 +317,7 @@ def test_parse_request_takes_a_whole_common_request_and_leaves_the_rest(monkeypa
     assert results == [None]
     assert [type(e).__name__ for e in events] == ["RequestHead", "Data", "EndOfMessage"]
     events = proto.feed(b"GET /z HTTP/1.1\r\nHost: h.example\r\nConnection: close\r\n\r\n")
-    assert results[-1] is events[0] and not events[0].keep_alive
+    assert results[-1] is not None and not events[0].keep_alive
     assert proto.feed(b"GET / HTTP/1.1\r\nHost: h.example\r\n\r\n") == []  # closed after it
     # left to llhttp (and the Python code), with the same events as without the C function
     others = [
@@ -392,23 +350,23 @@ def test_parse_request_takes_a_whole_common_request_and_leaves_the_rest(monkeypa
     limits = Limits(max_request_line=200, max_header_size=8192, max_headers=100)
     for other in others:
         results.clear()
-        with_c = _events([other], None, monkeypatch, counting, limits=limits)
+        with_c = _events([other], monkeypatch, counting, limits=limits)
         assert results in ([None], []), other
-        assert with_c == _events([other], None, monkeypatch, None, limits=limits), other
+        assert with_c == _events([other], monkeypatch, None, limits=limits), other
     # the limits apply as in the Python code: too many fields, underscores dropped
     for kw, data in [({"limits": Limits(max_headers=1)},
                       b"GET / HTTP/1.1\r\nHost: h.example\r\nA: b\r\n\r\n"),
                      ({"underscores": False},
                       b"GET / HTTP/1.1\r\nHost: h.example\r\nX_A: b\r\n\r\n")]:
         results.clear()
-        assert _events([data], None, monkeypatch, counting, **kw) == _events(
-            [data], None, monkeypatch, None, **kw)
+        assert _events([data], monkeypatch, counting, **kw) == _events(
+            [data], monkeypatch, None, **kw)
         assert results == [None]
     # llhttp reads Proxy-Connection as Connection: after "close" it refuses what follows
     stream = [b"GET / HTTP/1.1\r\nHost: h.example\r\nProxy-Connection: close\r\n\r\n",
               b"GET / HTTP/1.1\r\nHost: h.example\r\n\r\n"]
-    both_ways = _events(stream, None, monkeypatch, counting)
-    assert both_ways == _events(stream, None, monkeypatch)
+    both_ways = _events(stream, monkeypatch, counting)
+    assert both_ways == _events(stream, monkeypatch)
     # ... so the connection closes after the response (not a 400 for the next request)
     assert [e[0] for e in both_ways] == ["head", "end"] and both_ways[0][7] is False
     # a method llhttp takes only in an RTSP request line, reported (and cached) from one: an
@@ -417,9 +375,9 @@ def test_parse_request_takes_a_whole_common_request_and_leaves_the_rest(monkeypa
     http = b"DESCRIBE / HTTP/1.1\r\nHost: h.example\r\n\r\n"
     protocol.ServerProtocol().feed(rtsp)
     results.clear()
-    assert _events([http], None, monkeypatch, counting) == _events([http], None, monkeypatch)
+    assert _events([http], monkeypatch, counting) == _events([http], monkeypatch)
     assert results == [None]
-    assert _events([http], None, monkeypatch)[-1][:2] == ("error", 400)
+    assert _events([http], monkeypatch)[-1][:2] == ("error", 400)
     with pytest.raises(TypeError):
         protocol.accel.parse_request(b"", protocol.RequestFields(), False, 1, 1)
     with pytest.raises(TypeError):
