@@ -234,7 +234,7 @@ rq_content_length(RequestFields *self, PyObject *value)
     }
     const char *v = PyBytes_AS_STRING(value);
     Py_ssize_t n = PyBytes_GET_SIZE(value);
-    int ok = n > 0 && n <= 18;
+    int ok = n > 0 && n <= 18; /* framing.content_length: digits, MAX_LENGTH_DIGITS */
     long long x = 0;
     for (Py_ssize_t i = 0; ok && i < n; i++) {
         if (v[i] < '0' || v[i] > '9')
@@ -533,7 +533,7 @@ rs_add(ResponseFields *self, PyObject *const *args, Py_ssize_t nargs)
             for (i = 0; i < vn; i++)
                 if (v[i] < '0' || v[i] > '9')
                     break;
-            if (vn > 0 && i == vn) { /* value.isdigit(): int(value) */
+            if (vn > 0 && i == vn && vn <= 18) { /* framing.content_length(value) */
                 PyObject *length = PyLong_FromString(v, NULL, 10);
                 if (length == NULL)
                     return NULL;

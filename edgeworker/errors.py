@@ -103,6 +103,19 @@ class RedisNotConfigured(KeyError):
         return str(self.args[0])
 
 
+# ---- HTTP/1.x framing (edgeworker.http.framing)
+
+
+class FramingError(Exception):
+    """A message whose framing is refused: ``status`` is the answer (400, or 501 for a transfer
+    coding that is not implemented), ``reason`` says why."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
 # ---- the HTTP client for handlers (edgeworker.http.request)
 
 

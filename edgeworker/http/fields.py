@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 
+from .framing import content_length
+
 __all__ = ["ROUTING_FIELDS", "PyRequestFields", "PyResponseFields", "RequestFields",
            "ResponseFields", "accel"]
 
@@ -78,11 +80,13 @@ class RequestFields:
             if self.cl is not None:
                 if self.cl_error is None:
                     self.cl_error = "duplicate Content-Length"
-            elif not stripped.isdigit() or len(stripped) > 18:
-                if self.cl_error is None:
-                    self.cl_error = "invalid Content-Length"
             else:
-                self.cl = int(stripped)
+                cl = content_length(stripped)
+                if cl is None:
+                    if self.cl_error is None:
+                        self.cl_error = "invalid Content-Length"
+                else:
+                    self.cl = cl
         elif name == b"transfer-encoding":
             if stripped is not value and 9 in value[len(stripped) :]:  # a tab
                 self.te_ows = True
@@ -138,8 +142,9 @@ class ResponseFields:
                 self.connection = value if c is None else c + b"," + value
             elif lname == b"content-length":
                 self.framed = True
-                if value.isdigit():
-                    self.length = int(value)
+                length = content_length(value)
+                if length is not None:
+                    self.length = length
             elif lname == b"transfer-encoding":
                 self.framed = True
                 self.length = None

@@ -6,14 +6,12 @@ the request is complete, or a final ``ProtocolError`` (answer its ``status`` and
 sockets, no clocks: the worker's socket loop moves bytes, this module decides what they mean.
 
 Parsing is done by llhttp (``httptools.HttpRequestParser``) in strict mode; the callbacks below
-add the rules llhttp leaves open (SPEC §5, RFC 9112, nginx where the RFC lets us choose):
+add the rules llhttp leaves open (RFC 9112, nginx where the RFC lets us choose):
 
-* framing: ``Content-Length`` must be plain digits (no sign, hex, list, spaces inside, at most
-  18 digits), given once, never together with ``Transfer-Encoding``; ``Transfer-Encoding`` must
-  end in ``chunked`` and name it once (else 400), other codings are not implemented (501, like
-  nginx), and it is refused in HTTP/1.0 requests (400, like nginx; RFC 9112 §6.1 says such
-  framing is faulty). Chunk sizes, chunk extensions, bare CR/LF, obs-fold, space before the
-  colon, control bytes and non-token names are rejected by llhttp itself (400).
+* framing and Connection: the rules of framing.py (``Content-Length`` plain digits given once,
+  never with ``Transfer-Encoding``, which must end in ``chunked``; 400, or 501 for other
+  codings). Chunk sizes, chunk extensions, bare CR/LF, obs-fold, space before the colon,
+  control bytes and non-token names are rejected by llhttp itself (400).
 * request line: HTTP/1.0 and 1.1 (1.x with a higher minor is served as 1.1, as RFC 9112 §2.3 and
   nginx do); HTTP/2.0 and higher → 505 (nginx); HTTP/0.9 and the HTTP/2 preface → 400 (nginx).
   Methods llhttp does not know → 400; ``CONNECT`` and ``TRACE`` → 405 (nginx). The target must
@@ -23,8 +21,7 @@ add the rules llhttp leaves open (SPEC §5, RFC 9112, nginx where the RFC lets u
 * limits (``Limits``): request line over ``max_request_line`` → 414; header section over
   ``max_header_size`` or more than ``max_headers`` fields → 431. They are checked while the head
   arrives, so an endless head is cut after at most one read past the limit, never buffered.
-* an ``Upgrade`` request that also declares a body → 400 (llhttp would hand the body to the
-  tunnel, which a front proxy could exploit).
+* an ``Upgrade`` request that also declares a body → 400 (framing.py).
 
 The common request that is a whole read between requests (no body, nothing pipelined after
 it, a method and a Host llhttp and these rules passed before) is parsed in C without llhttp
@@ -40,6 +37,8 @@ from httptools.parser.errors import HttpParserInvalidMethodError
 
 from .events import END, Data, EndOfMessage, Limits, ProtocolError, RequestHead
 from .fields import RequestFields, accel
+from .framing import FramingError, check_upgrade, request_chunked, split_tokens
+from .framing import keep_alive as _keep_alive
 
 __all__ = [
     "END",
@@ -101,11 +100,6 @@ def _valid_host(host: bytes) -> bool:
     if not name or name.translate(None, _HOST_CHARS) or b".." in name:
         return False
     return not colon or not port.translate(None, _DIGITS)
-
-
-def split_tokens(value: bytes) -> list[bytes]:
-    """The comma-separated elements of a (combined) field value, lower-cased, OWS stripped."""
-    return [item.strip(b" \t") for item in value.lower().split(b",")]
 
 
 class ServerProtocol:
@@ -410,43 +404,14 @@ class ServerProtocol:
         if absolute is not None:
             host = absolute  # the target's authority replaces Host (RFC 9112 §3.2.2)
 
-        # Framing.
-        chunked = False
-        if fields.te_ows:
-            self._fail(400, "invalid Transfer-Encoding")
-        te = fields.te
+        # Framing and Connection (framing.py).
         cl = fields.cl
-        if te is not None:
-            if version == "1.0":
-                self._fail(400, "Transfer-Encoding in an HTTP/1.0 request")
-            if cl is not None:
-                self._fail(400, "both Content-Length and Transfer-Encoding")
-            codings = split_tokens(te)
-            if codings[-1] != b"chunked":
-                self._fail(400, "Transfer-Encoding does not end in chunked")
-            if len(codings) > 1:
-                if codings.count(b"chunked") > 1 or b"" in codings:
-                    self._fail(400, "invalid Transfer-Encoding")
-                self._fail(501, "unsupported transfer coding")
-            chunked = True
+        try:
+            chunked = request_chunked(version, cl, fields.te, fields.te_ows)
+        except FramingError as exc:
+            self._fail(exc.status, exc.reason)
         self._chunked = chunked
-
-        # Connection.
-        conn = fields.conn
-        if conn is None:
-            keep_alive = version == "1.1"
-        else:
-            conn = conn.lower()
-            if conn == b"keep-alive":
-                keep_alive = True
-            elif conn == b"close":
-                keep_alive = False
-            else:
-                tokens = split_tokens(conn)
-                if b"close" in tokens:
-                    keep_alive = False
-                else:
-                    keep_alive = version == "1.1" or b"keep-alive" in tokens
+        keep_alive = _keep_alive(fields.conn, version)
         if keep_alive and not parser.should_keep_alive():
             # llhttp will refuse anything after this request (it reads Proxy-Connection as
             # Connection): close after the response instead of answering the next one with 400
@@ -456,8 +421,10 @@ class ServerProtocol:
         upgrade = fields.upgrade
         if upgrade is not None:
             if parser.should_upgrade():
-                if chunked or cl:
-                    self._fail(400, "Upgrade request with a body")
+                try:
+                    check_upgrade(chunked, cl)
+                except FramingError as exc:
+                    self._fail(exc.status, exc.reason)
             else:
                 upgrade = None
         self._upgrading = upgrade is not None

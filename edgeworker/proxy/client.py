@@ -20,6 +20,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from ..errors import UpstreamError, UpstreamInvalid, UpstreamTimeout
 from ..http.fields import ResponseFields, accel
+from ..http.framing import INTERIM, NO_BODY, TO_CLOSE, content_length, response_body
 from ..io import RECV, TimeoutTransport, Transport, open_socket, transport
 
 #: the common response whole in the first read, parsed in C (see parse_response_head in
@@ -221,8 +222,9 @@ class Response:
         """``Content-Length`` / ``Transfer-Encoding``: how the body is delimited."""
         if lname == b"content-length":
             self._framed = True
-            if value.isdigit():
-                self.length = int(value)
+            length = content_length(value)
+            if length is not None:
+                self.length = length
         elif lname == b"transfer-encoding":
             self._framed = True
             self.length = None
@@ -233,7 +235,8 @@ class Response:
             self._framed = fields.framed
             self.length = fields.length
         status = self.parser.get_status_code()
-        if 100 <= status < 200 and status != 101:
+        body = response_body(status, self.head_only, self._framed)
+        if body == INTERIM:
             self._info = True  # 100 Continue, 103 Early Hints: skipped
             self._forget_fields()
             self._framed = False
@@ -241,10 +244,10 @@ class Response:
             return
         self.status = status
         self.head_done = True
-        if self.head_only or status == 204 or status == 304:
+        if body == NO_BODY:
             self.done = True
             self.keep_alive = self.parser.should_keep_alive()
-        elif status != 101 and not self._framed:
+        elif body == TO_CLOSE:
             self.close_delimited = True
 
     def _forget_fields(self) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 from urllib.parse import quote_from_bytes
 
 from ..http.fields import HOP_BY_HOP, ResponseFields, accel
+from ..http.framing import split_tokens
 from ..http.headers import Headers
-from ..http.protocol import split_tokens
 from ..io import relay
 from ..uri import BadURI, normalize_path
 from .balancer import Group, Peer
