@@ -93,7 +93,7 @@ HEADS = {"hello": HELLO, "browser": BROWSER, "response": RESPONSE}
 
 class _RequestSink:
     """httptools' callbacks as ServerProtocol has them: the URL collected, each field to a
-    ``RequestFields.add`` (C), the method read when the head is complete."""
+    ``RequestFields.add``, the method read when the head is complete."""
 
     def __init__(self) -> None:
         self.url = b""
@@ -171,9 +171,8 @@ def request_cases(data: bytes) -> dict[str, Callable[[], object]]:
     if accel is not None:
         proto = ServerProtocol()
         cases["ew ServerProtocol, C"] = lambda: proto.feed(data)
-        fields = RequestFields()
         parse_request = accel.parse_request
-        args = (data, fields, False, 100, 8192, 8192 - 16)
+        args = (data, False, 100, 8192, 8192 - 16, None)
         assert parse_request(*args) is not None, "the C path does not take this head"
         cases["ew parse_request (C)"] = lambda: parse_request(*args)
     if h1c is not None:
@@ -224,8 +223,8 @@ def response_cases(data: bytes) -> dict[str, Callable[[], object]]:
     cases["httptools (callbacks)"] = ht_response
     if accel is not None:
         parse_head = accel.parse_response_head
-        assert parse_head(data, ResponseFields(), False) is not None
-        cases["ew parse_response_head (C)"] = lambda: parse_head(data, ResponseFields(), False)
+        assert parse_head(data, False) is not None
+        cases["ew parse_response_head (C)"] = lambda: parse_head(data, False)
     if h1c is not None:
         parse_response = h1c.parse_response
         cases["h1c parse_response (dict)"] = lambda: parse_response(data)

@@ -66,27 +66,21 @@
 #include <string.h>
 #include <stdint.h>
 
-static PyObject *s_dup_cl, *s_bad_cl; /* the two Content-Length errors */
 static int decimal(char *out, long long n);
 
-/* name lower-cased (ASCII, as bytes.lower()): the same object when it has no capital */
+static PyObject *s_empty_bytes;
+
+/* n bytes at s as a new bytes object, ASCII capitals lower-cased (as bytes.lower()) */
 static PyObject *
-lower(PyObject *b)
+lower_bytes(const char *s, Py_ssize_t n)
 {
-    const char *s = PyBytes_AS_STRING(b);
-    Py_ssize_t n = PyBytes_GET_SIZE(b), i;
-    for (i = 0; i < n; i++)
-        if (s[i] >= 'A' && s[i] <= 'Z')
-            break;
-    if (i == n)
-        return Py_NewRef(b);
-    PyObject *r = PyBytes_FromStringAndSize(NULL, n);
-    if (r == NULL)
-        return NULL;
-    char *d = PyBytes_AS_STRING(r);
-    memcpy(d, s, i);
-    for (; i < n; i++)
-        d[i] = (s[i] >= 'A' && s[i] <= 'Z') ? (char)(s[i] + 32) : s[i];
+    PyObject *r = PyBytes_FromStringAndSize(s, n);
+    if (r != NULL) {
+        char *d = PyBytes_AS_STRING(r);
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (d[i] >= 'A' && d[i] <= 'Z')
+                d[i] += 32;
+    }
     return r;
 }
 
@@ -108,548 +102,56 @@ eq_ci(const char *s, Py_ssize_t n, const char *lit, Py_ssize_t ln)
 
 #define EQ(s, n, lit) eq_ci((s), (n), (lit), (Py_ssize_t)sizeof(lit) - 1)
 
-/* *slot = value if *slot is None else *slot + b"," + value */
-static int
-join(PyObject **slot, PyObject *value)
-{
-    PyObject *old = *slot;
-    if (old == Py_None) {
-        *slot = Py_NewRef(value);
-        Py_DECREF(old);
-        return 0;
-    }
-    Py_ssize_t a = PyBytes_GET_SIZE(old), b = PyBytes_GET_SIZE(value);
-    PyObject *r = PyBytes_FromStringAndSize(NULL, a + 1 + b);
-    if (r == NULL)
-        return -1;
-    char *d = PyBytes_AS_STRING(r);
-    memcpy(d, PyBytes_AS_STRING(old), a);
-    d[a] = ',';
-    memcpy(d + a + 1, PyBytes_AS_STRING(value), b);
-    *slot = r;
-    Py_DECREF(old);
-    return 0;
-}
-
-static void
-set(PyObject **slot, PyObject *value)
-{
-    PyObject *old = *slot;
-    *slot = Py_NewRef(value);
-    Py_DECREF(old);
-}
-
-static int
-check_pair(PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "add() takes 2 arguments (%zd given)", nargs);
-        return -1;
-    }
-    if (!PyBytes_Check(args[0]) || !PyBytes_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "add() takes a bytes name and a bytes value");
-        return -1;
-    }
-    return 0;
-}
-
-/* ------------------------------------------------------------------------- RequestFields */
-
-typedef struct {
-    PyObject_HEAD
-    PyObject *list;
-    PyObject *id_field; /* lower-case bytes or None */
-    PyObject *host, *conn, *te, *cl, *cl_error, *upgrade, *rid, *expect, *te_ows, *underscore;
-    Py_ssize_t nhost, size;
-} RequestFields;
-
-static int
-rq_reset_state(RequestFields *self)
-{
-    PyObject *list = PyList_New(0);
-    if (list == NULL)
-        return -1;
-    Py_XSETREF(self->list, list);
-    Py_XSETREF(self->host, Py_NewRef(Py_None));
-    Py_XSETREF(self->conn, Py_NewRef(Py_None));
-    Py_XSETREF(self->te, Py_NewRef(Py_None));
-    Py_XSETREF(self->cl, Py_NewRef(Py_None));
-    Py_XSETREF(self->cl_error, Py_NewRef(Py_None));
-    Py_XSETREF(self->upgrade, Py_NewRef(Py_None));
-    Py_XSETREF(self->rid, Py_NewRef(Py_None));
-    Py_XSETREF(self->expect, Py_NewRef(Py_False));
-    Py_XSETREF(self->te_ows, Py_NewRef(Py_False));
-    Py_XSETREF(self->underscore, Py_NewRef(Py_False));
-    self->nhost = 0;
-    self->size = 0;
-    return 0;
-}
-
-static int
-rq_init(RequestFields *self, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"id_field", NULL};
-    PyObject *id_field = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:RequestFields", kwlist, &id_field))
-        return -1;
-    if (id_field != Py_None && !PyBytes_Check(id_field)) {
-        PyErr_SetString(PyExc_TypeError, "id_field must be bytes or None");
-        return -1;
-    }
-    Py_XSETREF(self->id_field, Py_NewRef(id_field));
-    return rq_reset_state(self);
-}
-
-/* (an instance made with __new__ alone is usable too: every slot set) */
+/* a new (a, b) tuple that takes both references; NULL (both released) when either is NULL */
 static PyObject *
-rq_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+pair_of(PyObject *a, PyObject *b)
 {
-    RequestFields *self = (RequestFields *)type->tp_alloc(type, 0);
-    if (self == NULL)
-        return NULL;
-    self->id_field = Py_NewRef(Py_None);
-    if (rq_reset_state(self) < 0) {
-        Py_DECREF(self);
+    PyObject *t = (a != NULL && b != NULL) ? PyTuple_New(2) : NULL;
+    if (t == NULL) {
+        Py_XDECREF(a);
+        Py_XDECREF(b);
         return NULL;
     }
-    return (PyObject *)self;
+    PyTuple_SET_ITEM(t, 0, a);
+    PyTuple_SET_ITEM(t, 1, b);
+    return t;
 }
 
-static PyObject *
-rq_reset(RequestFields *self, PyObject *unused)
+/* a Content-Length value of 1..18 digits (framing.content_length): its value, else -1 */
+static long long
+length_of(const char *v, Py_ssize_t n)
 {
-    if (rq_reset_state(self) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-/* one Content-Length field: .cl, or the first problem in .cl_error; -1 on MemoryError */
-static int
-rq_content_length(RequestFields *self, PyObject *value)
-{
-    if (self->cl != Py_None) {
-        if (self->cl_error == Py_None)
-            set(&self->cl_error, s_dup_cl);
-        return 0;
-    }
-    const char *v = PyBytes_AS_STRING(value);
-    Py_ssize_t n = PyBytes_GET_SIZE(value);
-    int ok = n > 0 && n <= 18; /* framing.content_length: digits, MAX_LENGTH_DIGITS */
+    if (n < 1 || n > 18)
+        return -1;
     long long x = 0;
-    for (Py_ssize_t i = 0; ok && i < n; i++) {
+    for (Py_ssize_t i = 0; i < n; i++) {
         if (v[i] < '0' || v[i] > '9')
-            ok = 0;
-        else
-            x = x * 10 + (v[i] - '0');
+            return -1;
+        x = x * 10 + (v[i] - '0');
     }
-    if (!ok) {
-        if (self->cl_error == Py_None)
-            set(&self->cl_error, s_bad_cl);
-        return 0;
-    }
-    PyObject *cl = PyLong_FromLongLong(x);
-    if (cl == NULL)
-        return -1;
-    Py_SETREF(self->cl, cl);
-    return 0;
+    return x;
 }
 
+/* name lower-cased (ASCII, as bytes.lower()): the same object when it has no capital */
 static PyObject *
-rq_add(RequestFields *self, PyObject *const *args, Py_ssize_t nargs)
+lower(PyObject *b)
 {
-    if (check_pair(args, nargs) < 0)
+    const char *s = PyBytes_AS_STRING(b);
+    Py_ssize_t n = PyBytes_GET_SIZE(b), i;
+    for (i = 0; i < n; i++)
+        if (s[i] >= 'A' && s[i] <= 'Z')
+            break;
+    if (i == n)
+        return Py_NewRef(b);
+    PyObject *r = PyBytes_FromStringAndSize(NULL, n);
+    if (r == NULL)
         return NULL;
-    PyObject *value = args[1];
-    const char *v = PyBytes_AS_STRING(value);
-    Py_ssize_t vn = PyBytes_GET_SIZE(value), sn = vn;
-    while (sn > 0 && (v[sn - 1] == ' ' || v[sn - 1] == '\t'))
-        sn--;
-    PyObject *name = lower(args[0]);
-    if (name == NULL)
-        return NULL;
-    PyObject *stripped = sn == vn ? Py_NewRef(value) : PyBytes_FromStringAndSize(v, sn);
-    if (stripped == NULL) {
-        Py_DECREF(name);
-        return NULL;
-    }
-    const char *s = PyBytes_AS_STRING(name);
-    Py_ssize_t n = PyBytes_GET_SIZE(name);
-    int rc = 0;
-    PyObject *pair = PyTuple_Pack(2, name, stripped);
-    if (pair == NULL || PyList_Append(self->list, pair) < 0)
-        goto fail;
-    self->size += n + sn + 4;
-    if (memchr(s, '_', n) != NULL)
-        set(&self->underscore, Py_True);
-    switch (n) {
-    case 4:
-        if (memcmp(s, "host", 4) == 0) {
-            self->nhost++;
-            set(&self->host, stripped);
-            goto done;
-        }
-        break;
-    case 6:
-        if (memcmp(s, "expect", 6) == 0) {
-            set(&self->expect, EQ(PyBytes_AS_STRING(stripped), sn, "100-continue") ? Py_True
-                                                                                 : Py_False);
-            goto done;
-        }
-        break;
-    case 7:
-        if (memcmp(s, "upgrade", 7) == 0) {
-            set(&self->upgrade, stripped);
-            goto done;
-        }
-        break;
-    case 10:
-        if (memcmp(s, "connection", 10) == 0) {
-            rc = join(&self->conn, stripped);
-            goto done;
-        }
-        break;
-    case 14:
-        if (memcmp(s, "content-length", 14) == 0) {
-            rc = rq_content_length(self, stripped);
-            goto done;
-        }
-        break;
-    case 17:
-        if (memcmp(s, "transfer-encoding", 17) == 0) {
-            /* llhttp does not take "chunked<HTAB>" as chunked and fails only after the head */
-            if (sn != vn && memchr(v + sn, '\t', vn - sn) != NULL)
-                set(&self->te_ows, Py_True);
-            rc = join(&self->te, stripped);
-            goto done;
-        }
-        break;
-    }
-    if (self->rid == Py_None && self->id_field != Py_None &&
-        PyBytes_GET_SIZE(self->id_field) == n &&
-        memcmp(PyBytes_AS_STRING(self->id_field), s, n) == 0)
-        set(&self->rid, stripped);
-done:
-    Py_DECREF(pair);
-    Py_DECREF(name);
-    Py_DECREF(stripped);
-    if (rc < 0)
-        return NULL;
-    Py_RETURN_NONE;
-fail:
-    Py_XDECREF(pair);
-    Py_DECREF(name);
-    Py_DECREF(stripped);
-    return NULL;
+    char *d = PyBytes_AS_STRING(r);
+    memcpy(d, s, i);
+    for (; i < n; i++)
+        d[i] = (s[i] >= 'A' && s[i] <= 'Z') ? (char)(s[i] + 32) : s[i];
+    return r;
 }
-
-static int
-rq_traverse(RequestFields *self, visitproc visit, void *arg)
-{
-    Py_VISIT(self->list);
-    return 0;
-}
-
-static int
-rq_clear(RequestFields *self)
-{
-    Py_CLEAR(self->list);
-    Py_CLEAR(self->id_field);
-    Py_CLEAR(self->host);
-    Py_CLEAR(self->conn);
-    Py_CLEAR(self->te);
-    Py_CLEAR(self->cl);
-    Py_CLEAR(self->cl_error);
-    Py_CLEAR(self->upgrade);
-    Py_CLEAR(self->rid);
-    Py_CLEAR(self->expect);
-    Py_CLEAR(self->te_ows);
-    Py_CLEAR(self->underscore);
-    return 0;
-}
-
-static void
-rq_dealloc(RequestFields *self)
-{
-    PyObject_GC_UnTrack(self);
-    rq_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-#define RQ(name) offsetof(RequestFields, name)
-static PyMemberDef rq_members[] = {
-    {"list", T_OBJECT_EX, RQ(list), READONLY, "[(lower-cased name, value)] in order"},
-    {"id_field", T_OBJECT_EX, RQ(id_field), READONLY, "the request-id field's name, or None"},
-    {"host", T_OBJECT_EX, RQ(host), READONLY, "the last Host value, or None"},
-    {"nhost", T_PYSSIZET, RQ(nhost), READONLY, "how many Host fields"},
-    {"conn", T_OBJECT_EX, RQ(conn), READONLY, "Connection values joined with ',', or None"},
-    {"te", T_OBJECT_EX, RQ(te), READONLY, "Transfer-Encoding values joined with ',', or None"},
-    {"cl", T_OBJECT_EX, RQ(cl), READONLY, "the Content-Length, or None"},
-    {"cl_error", T_OBJECT_EX, RQ(cl_error), READONLY, "the first Content-Length problem"},
-    {"expect", T_OBJECT_EX, RQ(expect), READONLY, "the last Expect is 100-continue"},
-    {"upgrade", T_OBJECT_EX, RQ(upgrade), READONLY, "the last Upgrade value, or None"},
-    {"rid", T_OBJECT_EX, RQ(rid), READONLY, "the first request-id value, or None"},
-    {"te_ows", T_OBJECT_EX, RQ(te_ows), READONLY, "a Transfer-Encoding ended in OWS with a tab"},
-    {"underscore", T_OBJECT_EX, RQ(underscore), READONLY, "a name holds '_'"},
-    {"size", T_PYSSIZET, RQ(size), READONLY, "sum of len(name) + len(value) + 4"},
-    {NULL},
-};
-
-static PyMethodDef rq_methods[] = {
-    {"add", (PyCFunction)(void (*)(void))rq_add, METH_FASTCALL, "add(name, value): one field"},
-    {"reset", (PyCFunction)rq_reset, METH_NOARGS, "start a new field section"},
-    {NULL},
-};
-
-static PyTypeObject RequestFieldsType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "edgeworker._speedups.RequestFields",
-    .tp_basicsize = sizeof(RequestFields),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "The fields of a request head, sorted as they are parsed.",
-    .tp_new = rq_new,
-    .tp_init = (initproc)rq_init,
-    .tp_dealloc = (destructor)rq_dealloc,
-    .tp_traverse = (traverseproc)rq_traverse,
-    .tp_clear = (inquiry)rq_clear,
-    .tp_members = rq_members,
-    .tp_methods = rq_methods,
-};
-
-/* ------------------------------------------------------------------------ ResponseFields */
-
-typedef struct {
-    PyObject_HEAD
-    PyObject *kept, *wire, *hop, *connection, *redirects, *length, *has_ct, *framed;
-} ResponseFields;
-
-static int
-rs_reset_state(ResponseFields *self)
-{
-    PyObject *kept = PyList_New(0), *wire = PyList_New(0), *hop = PyList_New(0);
-    if (kept == NULL || wire == NULL || hop == NULL) {
-        Py_XDECREF(kept);
-        Py_XDECREF(wire);
-        Py_XDECREF(hop);
-        return -1;
-    }
-    Py_XSETREF(self->kept, kept);
-    Py_XSETREF(self->wire, wire);
-    Py_XSETREF(self->hop, hop);
-    Py_XSETREF(self->connection, Py_NewRef(Py_None));
-    Py_XSETREF(self->redirects, Py_NewRef(Py_None));
-    Py_XSETREF(self->length, Py_NewRef(Py_None));
-    Py_XSETREF(self->has_ct, Py_NewRef(Py_False));
-    Py_XSETREF(self->framed, Py_NewRef(Py_False));
-    return 0;
-}
-
-static int
-rs_init(ResponseFields *self, PyObject *args, PyObject *kwds)
-{
-    if (PyTuple_GET_SIZE(args) != 0) {
-        PyErr_SetString(PyExc_TypeError, "ResponseFields() takes no positional arguments");
-        return -1;
-    }
-    if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
-        PyErr_SetString(PyExc_TypeError, "ResponseFields() takes no keyword arguments");
-        return -1;
-    }
-    return rs_reset_state(self);
-}
-
-/* (an instance made with __new__ alone is usable too: every slot set) */
-static PyObject *
-rs_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
-{
-    ResponseFields *self = (ResponseFields *)type->tp_alloc(type, 0);
-    if (self == NULL)
-        return NULL;
-    if (rs_reset_state(self) < 0) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    return (PyObject *)self;
-}
-
-static PyObject *
-rs_reset(ResponseFields *self, PyObject *unused)
-{
-    if (rs_reset_state(self) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-/* the field is hop-by-hop (or Date/Server/framing): never relayed */
-static int
-is_hop(const char *s, Py_ssize_t n)
-{
-    switch (n) {
-    case 2:
-        return EQ(s, n, "te");
-    case 4:
-        return EQ(s, n, "date");
-    case 6:
-        return EQ(s, n, "server");
-    case 7:
-        return EQ(s, n, "trailer") || EQ(s, n, "upgrade");
-    case 10:
-        return EQ(s, n, "connection") || EQ(s, n, "keep-alive");
-    case 14:
-        return EQ(s, n, "content-length");
-    case 16:
-        return EQ(s, n, "proxy-connection");
-    case 17:
-        return EQ(s, n, "transfer-encoding");
-    case 18:
-        return EQ(s, n, "proxy-authenticate");
-    }
-    return 0;
-}
-
-static PyObject *
-rs_add(ResponseFields *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (check_pair(args, nargs) < 0)
-        return NULL;
-    PyObject *name = args[0], *value = args[1];
-    const char *s = PyBytes_AS_STRING(name);
-    Py_ssize_t n = PyBytes_GET_SIZE(name);
-    if (is_hop(s, n)) {
-        PyObject *pair = PyTuple_Pack(2, name, value);
-        if (pair == NULL)
-            return NULL;
-        int rc = PyList_Append(self->hop, pair);
-        Py_DECREF(pair);
-        if (rc < 0)
-            return NULL;
-        if (n == 10 && EQ(s, n, "connection")) {
-            if (join(&self->connection, value) < 0)
-                return NULL;
-        }
-        else if (n == 14 && EQ(s, n, "content-length")) {
-            set(&self->framed, Py_True);
-            const char *v = PyBytes_AS_STRING(value);
-            Py_ssize_t vn = PyBytes_GET_SIZE(value), i;
-            for (i = 0; i < vn; i++)
-                if (v[i] < '0' || v[i] > '9')
-                    break;
-            if (vn > 0 && i == vn && vn <= 18) { /* framing.content_length(value) */
-                PyObject *length = PyLong_FromString(v, NULL, 10);
-                if (length == NULL)
-                    return NULL;
-                Py_SETREF(self->length, length);
-            }
-        }
-        else if (n == 17 && EQ(s, n, "transfer-encoding")) {
-            set(&self->framed, Py_True);
-            set(&self->length, Py_None);
-        }
-        Py_RETURN_NONE;
-    }
-    if (n == 12 && EQ(s, n, "content-type"))
-        set(&self->has_ct, Py_True);
-    else if ((n == 8 && EQ(s, n, "location")) || (n == 7 && EQ(s, n, "refresh"))) {
-        if (self->redirects == Py_None) {
-            PyObject *r = PyList_New(0);
-            if (r == NULL)
-                return NULL;
-            Py_SETREF(self->redirects, r);
-        }
-        PyObject *i = PyLong_FromSsize_t(PyList_GET_SIZE(self->kept));
-        if (i == NULL)
-            return NULL;
-        int rc = PyList_Append(self->redirects, i);
-        Py_DECREF(i);
-        if (rc < 0)
-            return NULL;
-    }
-    Py_ssize_t vn = PyBytes_GET_SIZE(value);
-    PyObject *line = PyBytes_FromStringAndSize(NULL, n + vn + 4);
-    if (line == NULL)
-        return NULL;
-    char *d = PyBytes_AS_STRING(line);
-    d[0] = '\r';
-    d[1] = '\n';
-    memcpy(d + 2, s, n);
-    d[n + 2] = ':';
-    d[n + 3] = ' ';
-    memcpy(d + n + 4, PyBytes_AS_STRING(value), vn);
-    PyObject *pair = PyTuple_Pack(2, name, value);
-    int rc = pair == NULL ? -1 : PyList_Append(self->kept, pair);
-    if (rc == 0)
-        rc = PyList_Append(self->wire, line);
-    Py_XDECREF(pair);
-    Py_DECREF(line);
-    if (rc < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static int
-rs_traverse(ResponseFields *self, visitproc visit, void *arg)
-{
-    Py_VISIT(self->kept);
-    Py_VISIT(self->wire);
-    Py_VISIT(self->hop);
-    Py_VISIT(self->redirects);
-    return 0;
-}
-
-static int
-rs_clear(ResponseFields *self)
-{
-    Py_CLEAR(self->kept);
-    Py_CLEAR(self->wire);
-    Py_CLEAR(self->hop);
-    Py_CLEAR(self->connection);
-    Py_CLEAR(self->redirects);
-    Py_CLEAR(self->length);
-    Py_CLEAR(self->has_ct);
-    Py_CLEAR(self->framed);
-    return 0;
-}
-
-static void
-rs_dealloc(ResponseFields *self)
-{
-    PyObject_GC_UnTrack(self);
-    rs_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-#define RS(name) offsetof(ResponseFields, name)
-static PyMemberDef rs_members[] = {
-    {"kept", T_OBJECT_EX, RS(kept), READONLY, "[(name, value)] relayed to the client"},
-    {"wire", T_OBJECT_EX, RS(wire), READONLY, "the kept fields as b'\\r\\nName: value'"},
-    {"hop", T_OBJECT_EX, RS(hop), READONLY, "[(name, value)] never relayed"},
-    {"connection", T_OBJECT_EX, RS(connection), READONLY, "Connection values, or None"},
-    {"redirects", T_OBJECT_EX, RS(redirects), READONLY, "indexes of Location/Refresh in kept"},
-    {"length", T_OBJECT_EX, RS(length), READONLY, "the Content-Length, or None"},
-    {"has_ct", T_OBJECT_EX, RS(has_ct), READONLY, "a kept field is Content-Type"},
-    {"framed", T_OBJECT_EX, RS(framed), READONLY, "Content-Length or Transfer-Encoding came"},
-    {NULL},
-};
-
-static PyMethodDef rs_methods[] = {
-    {"add", (PyCFunction)(void (*)(void))rs_add, METH_FASTCALL, "add(name, value): one field"},
-    {"reset", (PyCFunction)rs_reset, METH_NOARGS, "forget the fields (an interim response)"},
-    {NULL},
-};
-
-static PyTypeObject ResponseFieldsType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "edgeworker._speedups.ResponseFields",
-    .tp_basicsize = sizeof(ResponseFields),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "The fields of a proxied response head, sorted as they are parsed.",
-    .tp_new = rs_new,
-    .tp_init = (initproc)rs_init,
-    .tp_dealloc = (destructor)rs_dealloc,
-    .tp_traverse = (traverseproc)rs_traverse,
-    .tp_clear = (inquiry)rs_clear,
-    .tp_members = rs_members,
-    .tp_methods = rs_methods,
-};
 
 /* ------------------------------------------------------------------ parse_response_head */
 
@@ -732,58 +234,122 @@ field_line(const unsigned char *d, Py_ssize_t n, Py_ssize_t *at, Py_ssize_t span
     return 1;
 }
 
-typedef PyObject *(*addfunc)(PyObject *, PyObject *const *, Py_ssize_t);
+#define RH_MAX_FIELDS 100
 
-/* add(fields, (name, value)) for each of the nf spans of d, in order; -1 with an exception */
+/* the field is hop-by-hop (or Date/Server/framing): never relayed (fields.HOP_BY_HOP) */
 static int
-add_fields(PyObject *fields, addfunc add, const unsigned char *d, Py_ssize_t (*spans)[4], int nf)
+is_hop(const char *s, Py_ssize_t n)
 {
-    for (int k = 0; k < nf; k++) {
-        PyObject *pair[2];
-        pair[0] = PyBytes_FromStringAndSize((const char *)d + spans[k][0],
-                                            spans[k][1] - spans[k][0]);
-        pair[1] = PyBytes_FromStringAndSize((const char *)d + spans[k][2],
-                                            spans[k][3] - spans[k][2]);
-        PyObject *r = NULL;
-        if (pair[0] != NULL && pair[1] != NULL)
-            r = add(fields, pair, 2);
-        Py_XDECREF(pair[0]);
-        Py_XDECREF(pair[1]);
-        if (r == NULL)
-            return -1;
-        Py_DECREF(r);
+    switch (n) {
+    case 2:
+        return EQ(s, n, "te");
+    case 4:
+        return EQ(s, n, "date");
+    case 6:
+        return EQ(s, n, "server");
+    case 7:
+        return EQ(s, n, "trailer") || EQ(s, n, "upgrade");
+    case 10:
+        return EQ(s, n, "connection") || EQ(s, n, "keep-alive");
+    case 14:
+        return EQ(s, n, "content-length");
+    case 16:
+        return EQ(s, n, "proxy-connection");
+    case 17:
+        return EQ(s, n, "transfer-encoding");
+    case 18:
+        return EQ(s, n, "proxy-authenticate");
     }
     return 0;
 }
 
-#define RH_MAX_FIELDS 100
+/* The fields of spans (nf of them) sorted as ResponseFields.add sorts them: the new lists
+ * kept, wire, hop and redirects (NULL when there is none) and the Connection value (borrowed
+ * from hop, or NULL), has_ct; -1 with an exception. */
+static int
+sort_response(const unsigned char *d, Py_ssize_t (*spans)[4], int nf, PyObject **out,
+              PyObject **connection, int *has_ct)
+{
+    PyObject *kept = PyList_New(0), *wire = PyList_New(0), *hop = PyList_New(0), *redirects = NULL;
+    if (kept == NULL || wire == NULL || hop == NULL)
+        goto fail;
+    for (int k = 0; k < nf; k++) {
+        const char *name = (const char *)d + spans[k][0], *value = (const char *)d + spans[k][2];
+        Py_ssize_t nn = spans[k][1] - spans[k][0], vn = spans[k][3] - spans[k][2];
+        PyObject *pair = pair_of(PyBytes_FromStringAndSize(name, nn),
+                                 PyBytes_FromStringAndSize(value, vn));
+        if (pair == NULL)
+            goto fail;
+        if (is_hop(name, nn)) {
+            if (nn == 10 && EQ(name, nn, "connection"))
+                *connection = PyTuple_GET_ITEM(pair, 1);
+            int rc = PyList_Append(hop, pair);
+            Py_DECREF(pair);
+            if (rc < 0)
+                goto fail;
+            continue;
+        }
+        if (nn == 12 && EQ(name, nn, "content-type"))
+            *has_ct = 1;
+        else if ((nn == 8 && EQ(name, nn, "location")) || (nn == 7 && EQ(name, nn, "refresh"))) {
+            PyObject *at = PyLong_FromSsize_t(PyList_GET_SIZE(kept));
+            if (redirects == NULL)
+                redirects = PyList_New(0);
+            if (at == NULL || redirects == NULL || PyList_Append(redirects, at) < 0) {
+                Py_XDECREF(at);
+                Py_DECREF(pair);
+                goto fail;
+            }
+            Py_DECREF(at);
+        }
+        PyObject *line = PyBytes_FromStringAndSize(NULL, nn + vn + 4);
+        if (line != NULL) {
+            char *o = PyBytes_AS_STRING(line);
+            memcpy(o, "\r\n", 2);
+            memcpy(o + 2, name, nn);
+            memcpy(o + 2 + nn, ": ", 2);
+            memcpy(o + 4 + nn, value, vn);
+        }
+        int rc = line == NULL ? -1 : PyList_Append(kept, pair);
+        if (rc == 0)
+            rc = PyList_Append(wire, line);
+        Py_DECREF(pair);
+        Py_XDECREF(line);
+        if (rc < 0)
+            goto fail;
+    }
+    out[0] = kept;
+    out[1] = wire;
+    out[2] = hop;
+    out[3] = redirects;
+    return 0;
+fail:
+    Py_XDECREF(kept);
+    Py_XDECREF(wire);
+    Py_XDECREF(hop);
+    Py_XDECREF(redirects);
+    return -1;
+}
 
-/* The common upstream response, whole in the first read: (status, keep_alive, body, length: the
- * Content-Length or None, as fields.length) with every
- * field added to `fields` (a ResponseFields) in order, as httptools would have handed them to
- * its add(); or None, with `fields` untouched, for anything else, which httptools then parses
- * (and refuses where it is invalid). It takes only a strict subset of what llhttp accepts:
- * "HTTP/1.1", a status 200..599, field names of tchar, values of HTAB/SP/VCHAR/obs-text (leading
- * OWS dropped, as llhttp does), CRLF line ends, no obs-fold; at most one Connection field, which
- * is "close" or "keep-alive" (any case); no Transfer-Encoding, Upgrade or Proxy-Connection
- * (which llhttp reads as Connection); one Content-Length of
- * 1..18 digits whose body is exactly the rest of the read, or no body at all (204, 304, or a
- * HEAD request's answer with a Content-Length) with nothing after the head. Arguments: data,
- * fields, head_only. */
+/* The common upstream response, whole in the first read: (status, keep_alive, body, length,
+ * kept, wire, hop, connection, redirects, has_ct, framed), its fields sorted as
+ * ResponseFields.add sorts them (the last seven are a ResponseFields' slots); or None for
+ * anything else, which httptools then parses (and refuses where it is invalid). It takes only a
+ * strict subset of what llhttp accepts: "HTTP/1.1", a status 200..599, field names of tchar,
+ * values of HTAB/SP/VCHAR/obs-text (leading OWS dropped, as llhttp does), CRLF line ends, no
+ * obs-fold; at most one Connection field, which is "close" or "keep-alive" (any case); no
+ * Transfer-Encoding, Upgrade or Proxy-Connection (which llhttp reads as Connection); one
+ * Content-Length of 1..18 digits whose body is exactly the rest of the read, or no body at all
+ * (204, 304, or a HEAD request's answer with a Content-Length) with nothing after the head.
+ * Arguments: data, head_only. */
 static PyObject *
 parse_response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError, "parse_response_head() takes 3 arguments (%zd given)",
-                     nargs);
+    if (nargs != 2 || !PyBytes_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "parse_response_head(data: bytes, head_only)");
         return NULL;
     }
-    if (!PyBytes_CheckExact(args[0]) || !Py_IS_TYPE(args[1], &ResponseFieldsType)) {
-        PyErr_SetString(PyExc_TypeError,
-                        "parse_response_head() takes bytes and a ResponseFields");
-        return NULL;
-    }
-    int head_only = PyObject_IsTrue(args[2]);
+    int head_only = PyObject_IsTrue(args[1]);
     if (head_only < 0)
         return NULL;
     const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[0]);
@@ -802,7 +368,7 @@ parse_response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (i + 1 >= n || d[i] != '\r' || d[i + 1] != '\n')
         Py_RETURN_NONE;
     i += 2;
-    /* the fields: spans first, nothing stored until the whole head passed */
+    /* the fields: spans first, nothing made until the whole head passed */
     Py_ssize_t spans[RH_MAX_FIELDS][4]; /* name start, name end, value start, value end */
     int nf = 0, keep_alive = 1, nconn = 0;
     long long length = -1;
@@ -816,14 +382,8 @@ parse_response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         const char *name = (const char *)d + span[0], *value = (const char *)d + span[2];
         Py_ssize_t nn = span[1] - span[0], vn = span[3] - span[2];
         if (nn == 14 && EQ(name, nn, "content-length")) {
-            if (length >= 0 || vn < 1 || vn > 18)
+            if (length >= 0 || (length = length_of(value, vn)) < 0)
                 Py_RETURN_NONE;
-            length = 0;
-            for (Py_ssize_t k = 0; k < vn; k++) {
-                if (value[k] < '0' || value[k] > '9')
-                    Py_RETURN_NONE;
-                length = length * 10 + (value[k] - '0');
-            }
         }
         else if (nn == 10 && EQ(name, nn, "connection")) {
             if (nconn++)
@@ -847,22 +407,24 @@ parse_response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     else if (length < 0 || rest != length)
         Py_RETURN_NONE;
-    /* every field to fields.add, in order */
-    if (add_fields(args[1], (addfunc)rs_add, d, spans, nf) < 0)
+    PyObject *lists[4], *connection = NULL;
+    int has_ct = 0;
+    if (sort_response(d, spans, nf, lists, &connection, &has_ct) < 0)
         return NULL;
-    PyObject *body = rest == 0 ? PyBytes_FromStringAndSize(NULL, 0)
-                               : PyBytes_FromStringAndSize((const char *)d + i, rest);
-    PyObject *code = body == NULL ? NULL : PyLong_FromLong(status);
-    PyObject *result = code == NULL ? NULL : PyTuple_New(4);
-    if (result == NULL) {
-        Py_XDECREF(body);
-        Py_XDECREF(code);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(result, 0, code);
-    PyTuple_SET_ITEM(result, 1, Py_NewRef(keep_alive ? Py_True : Py_False));
-    PyTuple_SET_ITEM(result, 2, body);
-    PyTuple_SET_ITEM(result, 3, Py_NewRef(((ResponseFields *)args[1])->length));
+    PyObject *body = PyBytes_FromStringAndSize(rest ? (const char *)d + i : NULL, rest);
+    PyObject *code = PyLong_FromLong(status);
+    PyObject *len = length >= 0 ? PyLong_FromLongLong(length) : Py_NewRef(Py_None);
+    PyObject *result = NULL;
+    if (body != NULL && code != NULL && len != NULL)
+        result = PyTuple_Pack(11, code, keep_alive ? Py_True : Py_False, body, len, lists[0],
+                              lists[1], lists[2], connection ? connection : Py_None,
+                              lists[3] ? lists[3] : Py_None, has_ct ? Py_True : Py_False,
+                              length >= 0 ? Py_True : Py_False);
+    Py_XDECREF(body);
+    Py_XDECREF(code);
+    Py_XDECREF(len);
+    for (int k = 0; k < 4; k++)
+        Py_XDECREF(lists[k]);
     return result;
 }
 
@@ -871,7 +433,7 @@ parse_response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 /* set by configure(): the protocol's method cache (bytes -> str), the refused methods, the Host
  * values already validated */
 static PyObject *methods, *refused, *good_hosts;
-static PyObject *s_version, *s_empty_bytes, *n_size;
+static PyObject *s_version, *n_size;
 
 static PyObject *
 configure(PyObject *module, PyObject *args)
@@ -884,29 +446,6 @@ configure(PyObject *module, PyObject *args)
     Py_XSETREF(refused, Py_NewRef(r));
     Py_XSETREF(good_hosts, Py_NewRef(g));
     Py_RETURN_NONE;
-}
-
-/* The offset in an instance of class cls of its object slot (one from __slots__) `name`: the
- * class attribute `name` read the public way must be a member descriptor of cls or of one of
- * its bases, for an object member. -1 with no exception set when it is not; -1 with the
- * exception when reading the attribute fails otherwise. The offset is still read from the
- * descriptor's PyMemberDef, the one place CPython states it. */
-static Py_ssize_t
-member_offset(PyObject *cls, PyObject *name)
-{
-    PyObject *descr = PyObject_GetAttr(cls, name);
-    if (descr == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_AttributeError))
-            PyErr_Clear();
-        return -1;
-    }
-    Py_ssize_t offset = -1;
-    if (Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
-        PyType_IsSubtype((PyTypeObject *)cls, PyDescr_TYPE(descr)) &&
-        ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX)
-        offset = ((PyMemberDescrObject *)descr)->d_member->offset;
-    Py_DECREF(descr);
-    return offset;
 }
 
 #define RQ_MAX_FIELDS 100
@@ -930,90 +469,95 @@ http_method(const char *s, Py_ssize_t n)
     return 0;
 }
 
-/* The values of the RequestHead (in its slot order: method, target, path, query, version,
- * headers, keep_alive, content_length, chunked, expect_continue, upgrade, host, request_id,
- * size) of a request whose line and fields (in f) are known to be well-formed, `size` bytes in
- * all; or None when any rule of ServerProtocol.on_headers_complete could apply beyond the
- * plain case: a limit, a Content-Length problem, Transfer-Encoding, Upgrade, a Host that is not
- * one value already validated, a Connection other than keep-alive or close, a target that is
- * not origin-form, a refused method. `method` is the method's str. */
+/* The fields of a request head sorted as RequestFields.add sorts them, for the plain case
+ * only (see parse_request): a new list of (lower-cased name, value without trailing SP/HTAB),
+ * the last Host value (borrowed from the list) in *host, the first value of the id_field
+ * field in *rid (borrowed, or NULL), *expect, *keep_alive, *cl (0, or -1 without one); NULL
+ * without an exception for a head that is not plain (more than one Host, a Connection other
+ * than close or keep-alive, a Content-Length that is not 0, Transfer-Encoding, Upgrade,
+ * Proxy-Connection, over the limits, a "_" in a name when they are dropped). */
 static PyObject *
-common_head(RequestFields *f, PyObject *method, PyObject *url, Py_ssize_t size, int drop,
-            Py_ssize_t max_headers, Py_ssize_t max_hsize)
+sort_request(const unsigned char *d, Py_ssize_t (*spans)[4], int nf, PyObject *id_field,
+             int drop, Py_ssize_t max_hsize, PyObject **host, PyObject **rid, int *expect,
+             int *keep_alive, long long *cl)
 {
-    if (PyList_GET_SIZE(f->list) > max_headers || f->size > max_hsize ||
-        f->cl_error != Py_None || f->te != Py_None || f->te_ows != Py_False ||
-        f->upgrade != Py_None || (drop && f->underscore != Py_False) || f->nhost != 1)
-        Py_RETURN_NONE;
-    int known = PySet_Contains(good_hosts, f->host);
-    if (known <= 0)
-        return known < 0 ? NULL : Py_NewRef(Py_None);
-    int keep_alive = 1; /* Connection: absent, keep-alive or close (any case) */
-    if (f->conn != Py_None) {
-        const char *c = PyBytes_AS_STRING(f->conn);
-        Py_ssize_t cn = PyBytes_GET_SIZE(f->conn);
-        if (EQ(c, cn, "close"))
-            keep_alive = 0;
-        else if (!EQ(c, cn, "keep-alive"))
-            Py_RETURN_NONE;
+    PyObject *list = PyList_New(nf);
+    if (list == NULL)
+        return NULL;
+    Py_ssize_t size = 0;
+    int nhost = 0, nconn = 0;
+    for (int k = 0; k < nf; k++) {
+        const char *name = (const char *)d + spans[k][0], *value = (const char *)d + spans[k][2];
+        Py_ssize_t nn = spans[k][1] - spans[k][0], vn = spans[k][3] - spans[k][2];
+        while (vn > 0 && (value[vn - 1] == ' ' || value[vn - 1] == '\t'))
+            vn--;
+        size += nn + vn + 4;
+        if ((drop && memchr(name, '_', nn) != NULL) || size > max_hsize ||
+            (nn == 17 && EQ(name, nn, "transfer-encoding")) ||
+            (nn == 7 && EQ(name, nn, "upgrade")) || (nn == 16 && EQ(name, nn, "proxy-connection")))
+            goto plain_not; /* (llhttp reads Proxy-Connection as Connection) */
+        PyObject *pair = pair_of(lower_bytes(name, nn), PyBytes_FromStringAndSize(value, vn));
+        if (pair == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, k, pair);
+        PyObject *lname = PyTuple_GET_ITEM(pair, 0), *val = PyTuple_GET_ITEM(pair, 1);
+        if (nn == 4 && EQ(name, nn, "host")) {
+            nhost++;
+            *host = val;
+        }
+        else if (nn == 6 && EQ(name, nn, "expect"))
+            *expect = EQ(value, vn, "100-continue");
+        else if (nn == 10 && EQ(name, nn, "connection")) {
+            if (nconn++ || (!EQ(value, vn, "close") && !EQ(value, vn, "keep-alive")))
+                goto plain_not;
+            *keep_alive = !EQ(value, vn, "close");
+        }
+        else if (nn == 14 && EQ(name, nn, "content-length")) {
+            if (*cl >= 0 || length_of(value, vn) != 0)
+                goto plain_not;
+            *cl = 0;
+        }
+        else if (*rid == NULL && id_field != Py_None && nn == PyBytes_GET_SIZE(id_field) &&
+                 memcmp(PyBytes_AS_STRING(lname), PyBytes_AS_STRING(id_field), nn) == 0)
+            *rid = val;
     }
-    const char *u = PyBytes_AS_STRING(url);
-    Py_ssize_t un = PyBytes_GET_SIZE(url);
-    if (un == 0 || u[0] != '/' || memchr(u, '#', un) != NULL)
-        Py_RETURN_NONE;
-    int bad = PySet_Contains(refused, method);
-    if (bad != 0)
-        return bad < 0 ? NULL : Py_NewRef(Py_None);
-    PyObject *path, *query;
-    const char *q = memchr(u, '?', un);
-    if (q == NULL) {
-        path = Py_NewRef(url);
-        query = Py_NewRef(s_empty_bytes);
-    }
-    else {
-        path = PyBytes_FromStringAndSize(u, q - u);
-        query = PyBytes_FromStringAndSize(q + 1, un - (q - u) - 1);
-    }
-    PyObject *nsize = PyLong_FromSsize_t(size);
-    PyObject *head = NULL;
-    if (path != NULL && query != NULL && nsize != NULL)
-        head = PyTuple_Pack(14, method, url, path, query, s_version, f->list,
-                            keep_alive ? Py_True : Py_False, f->cl, Py_False, f->expect,
-                            Py_None, f->host, f->rid, nsize);
-    Py_XDECREF(path);
-    Py_XDECREF(query);
-    Py_XDECREF(nsize);
-    return head;
+    if (nhost == 1)
+        return list;
+plain_not:
+    Py_DECREF(list);
+    return NULL;
 }
 
 /* The common request that is the whole read, parsed without llhttp (the connection is between
- * requests; llhttp never sees these bytes): its RequestHead's values (see common_head), every
- * field added to `fields` (reset first) as llhttp would have handed them to its add(); or None
- * for anything else, which llhttp then parses (and refuses where invalid; `fields` is reset
- * again when it begins). It takes only a strict subset of what llhttp accepts: GET, HEAD, POST,
- * PUT, DELETE, OPTIONS or PATCH once the protocol has seen it from llhttp (its cache gives the
- * str), an origin-form target of visible ASCII, "HTTP/1.1", no Proxy-Connection field, field
- * names of tchar, values of HTAB/SP/VCHAR/obs-text (leading OWS dropped), CRLF line ends, no
- * obs-fold, no body (Content-Length absent or 0) and nothing after the head (no pipelined
- * request), a target no longer than max_url (longer ones are measured by the Python code).
- * Arguments: data, fields, drop_underscores, max_headers, max_hsize, max_url. */
+ * requests; llhttp never sees these bytes): the values of its RequestHead in slot order
+ * (method, target, path, query, version, headers, keep_alive, content_length, chunked,
+ * expect_continue, upgrade, host, request_id, size), its fields as RequestFields.add sorts
+ * them; or None for anything else, which llhttp and ServerProtocol's rules then read (they
+ * alone answer errors). It takes only a strict subset of what llhttp accepts, where those rules
+ * have the plain answer: GET, HEAD, POST, PUT, DELETE, OPTIONS or PATCH once the protocol has
+ * seen it from llhttp (its cache gives the str) and not refused, an origin-form target of
+ * visible ASCII no longer than max_url, "HTTP/1.1", field names of tchar, values of
+ * HTAB/SP/VCHAR/obs-text (leading OWS dropped), CRLF line ends, no obs-fold, one Host value
+ * already validated, no body (Content-Length absent or 0) and nothing after the head (no
+ * pipelined request), and what sort_request calls plain. Arguments: data, drop_underscores,
+ * max_headers, max_hsize, max_url, id_field (lower-case bytes or None). */
 static PyObject *
 parse_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6) {
-        PyErr_Format(PyExc_TypeError, "parse_request() takes 6 arguments (%zd given)", nargs);
-        return NULL;
-    }
-    if (!PyBytes_CheckExact(args[0]) || !Py_IS_TYPE(args[1], &RequestFieldsType)) {
-        PyErr_SetString(PyExc_TypeError, "parse_request() takes bytes and a RequestFields");
+    if (nargs != 6 || !PyBytes_CheckExact(args[0]) ||
+        (args[5] != Py_None && !PyBytes_CheckExact(args[5]))) {
+        PyErr_SetString(PyExc_TypeError, "parse_request(data: bytes, drop_underscores, "
+                                         "max_headers, max_hsize, max_url, id_field)");
         return NULL;
     }
     if (methods == NULL)
         Py_RETURN_NONE;
-    int drop = PyObject_IsTrue(args[2]);
-    Py_ssize_t max_headers = PyLong_AsSsize_t(args[3]);
-    Py_ssize_t max_hsize = PyLong_AsSsize_t(args[4]);
-    Py_ssize_t max_url = PyLong_AsSsize_t(args[5]);
+    int drop = PyObject_IsTrue(args[1]);
+    Py_ssize_t max_headers = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t max_hsize = PyLong_AsSsize_t(args[3]);
+    Py_ssize_t max_url = PyLong_AsSsize_t(args[4]);
     if (drop < 0 || ((max_headers == -1 || max_hsize == -1 || max_url == -1) && PyErr_Occurred()))
         return NULL;
     const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[0]);
@@ -1045,15 +589,13 @@ parse_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         int got = field_line(d, n, &i, span);
         if (got == 0)
             break;
-        if (got < 0 || nf == RQ_MAX_FIELDS)
+        if (got < 0 || nf == RQ_MAX_FIELDS || nf == max_headers)
             Py_RETURN_NONE;
-        if (span[1] - span[0] == 16 && EQ((const char *)d + span[0], 16, "proxy-connection"))
-            Py_RETURN_NONE; /* llhttp reads it as Connection */
         memcpy(spans[nf++], span, sizeof span);
     }
     if (i != n)
         Py_RETURN_NONE; /* a body or a pipelined request follows: llhttp's */
-    /* the method: one llhttp has reported before (so it knows it) */
+    /* the method: one llhttp has reported before (so it knows it), not refused */
     PyObject *raw = PyBytes_FromStringAndSize((const char *)d, method_end);
     if (raw == NULL)
         return NULL;
@@ -1061,30 +603,44 @@ parse_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_DECREF(raw);
     if (method == NULL)
         return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
-    Py_INCREF(method); /* (held while fields are added: the cache could change) */
-    /* every field to fields.add, in order, into a fresh section */
-    RequestFields *f = (RequestFields *)args[1];
-    PyObject *head = NULL, *url = NULL;
-    if (rq_reset_state(f) < 0)
+    Py_INCREF(method); /* (held: the cache could change while objects are made) */
+    PyObject *head = NULL, *list = NULL, *host = NULL, *rid = NULL;
+    PyObject *path = NULL, *query = NULL, *url = NULL, *size = NULL;
+    int expect = 0, keep_alive = 1, known = PySet_Contains(refused, method);
+    long long cl = -1;
+    if (known != 0)
         goto out;
-    if (add_fields((PyObject *)f, (addfunc)rq_add, d, spans, nf) < 0)
+    list = sort_request(d, spans, nf, args[5], drop, max_hsize, &host, &rid, &expect,
+                        &keep_alive, &cl);
+    if (list == NULL || (known = PySet_Contains(good_hosts, host)) <= 0)
         goto out;
-    /* no body (it would follow the head: llhttp's), unless Content-Length says 0 */
-    if (f->cl != Py_None) {
-        Py_ssize_t cl = PyLong_AsSsize_t(f->cl);
-        if (cl != 0) {
-            PyErr_Clear(); /* (an overflow: not 0 either) */
-            head = Py_NewRef(Py_None);
-            goto out;
-        }
-    }
-    /* the target: the whole of what llhttp would report (the line is checked up to it) */
     url = PyBytes_FromStringAndSize((const char *)d + url_start, url_end - url_start);
-    if (url != NULL)
-        head = common_head(f, method, url, n, drop, max_headers, max_hsize);
+    const unsigned char *q = memchr(d + url_start, '?', url_end - url_start);
+    if (q == NULL) {
+        path = Py_XNewRef(url);
+        query = Py_NewRef(s_empty_bytes);
+    }
+    else {
+        path = PyBytes_FromStringAndSize((const char *)d + url_start, q - d - url_start);
+        query = PyBytes_FromStringAndSize((const char *)q + 1, d + url_end - q - 1);
+    }
+    size = PyLong_FromSsize_t(n);
+    PyObject *zero = cl == 0 ? PyLong_FromLong(0) : Py_NewRef(Py_None);
+    if (url != NULL && path != NULL && query != NULL && size != NULL && zero != NULL)
+        head = PyTuple_Pack(14, method, url, path, query, s_version, list,
+                            keep_alive ? Py_True : Py_False, zero, Py_False,
+                            expect ? Py_True : Py_False, Py_None, host, rid ? rid : Py_None,
+                            size);
+    Py_XDECREF(zero);
 out:
+    if (head == NULL && !PyErr_Occurred())
+        head = Py_NewRef(Py_None); /* not the plain case */
     Py_DECREF(method);
+    Py_XDECREF(list);
     Py_XDECREF(url);
+    Py_XDECREF(path);
+    Py_XDECREF(query);
+    Py_XDECREF(size);
     return head;
 }
 
@@ -1284,6 +840,29 @@ out:
     return result;
 }
 
+/* The offset in an instance of class cls of its object slot (one from __slots__) `name`: the
+ * class attribute `name` read the public way must be a member descriptor of cls or of one of
+ * its bases, for an object member. -1 with no exception set when it is not; -1 with the
+ * exception when reading the attribute fails otherwise. The offset is still read from the
+ * descriptor's PyMemberDef, the one place CPython states it. */
+static Py_ssize_t
+member_offset(PyObject *cls, PyObject *name)
+{
+    PyObject *descr = PyObject_GetAttr(cls, name);
+    if (descr == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError))
+            PyErr_Clear();
+        return -1;
+    }
+    Py_ssize_t offset = -1;
+    if (Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
+        PyType_IsSubtype((PyTypeObject *)cls, PyDescr_TYPE(descr)) &&
+        ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX)
+        offset = ((PyMemberDescrObject *)descr)->d_member->offset;
+    Py_DECREF(descr);
+    return offset;
+}
+
 /* ------------------------------------------------------------------- fast_response_head */
 
 /* set by configure_response(): Request's slots read here, the status lines, the cached
@@ -1461,11 +1040,12 @@ static PyMethodDef module_methods[] = {
     {"fast_response_head", (PyCFunction)(void (*)(void))fast_response_head, METH_FASTCALL,
      "fast_response_head(req, length, closing): the common response head, or None"},
     {"parse_response_head", (PyCFunction)(void (*)(void))parse_response_head, METH_FASTCALL,
-     "parse_response_head(data, fields, head_only): (status, keep_alive, body, length) of the "
-     "common upstream response whole in data, its fields added to fields; or None"},
+     "parse_response_head(data, head_only): the common upstream response whole in data, "
+     "(status, keep_alive, body, length, kept, wire, hop, connection, redirects, has_ct, "
+     "framed); or None"},
     {"parse_request", (PyCFunction)(void (*)(void))parse_request, METH_FASTCALL,
-     "parse_request(data, fields, drop_underscores, max_headers, max_hsize, max_url): the head of "
-     "the common request that is the whole of data, parsed without llhttp; or None"},
+     "parse_request(data, drop_underscores, max_headers, max_hsize, max_url, id_field): the "
+     "head's values of the common request that is the whole of data; or None"},
     {"upstream_head", (PyCFunction)(void (*)(void))upstream_head, METH_FASTCALL,
      "upstream_head(method, target, fixed, raw, drop, add_xff, lines, tail): the proxy's "
      "upstream request head, or None"},
@@ -2234,13 +1814,8 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     init_byte_classes();
-    if (PyType_Ready(&RequestFieldsType) < 0 || PyType_Ready(&ResponseFieldsType) < 0 ||
-        PyType_Ready(&WindowLimitType) < 0 || PyType_Ready(&RecorderType) < 0 ||
+    if (PyType_Ready(&WindowLimitType) < 0 || PyType_Ready(&RecorderType) < 0 ||
         PyType_Ready(&UpstreamCounterType) < 0)
-        return NULL;
-    s_dup_cl = PyUnicode_FromString("duplicate Content-Length");
-    s_bad_cl = PyUnicode_FromString("invalid Content-Length");
-    if (s_dup_cl == NULL || s_bad_cl == NULL)
         return NULL;
     s_version = PyUnicode_InternFromString("1.1");
     s_empty_bytes = PyBytes_FromStringAndSize("", 0);
@@ -2273,9 +1848,7 @@ PyInit__speedups(void)
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(m, "RequestFields", (PyObject *)&RequestFieldsType) < 0 ||
-        PyModule_AddObjectRef(m, "ResponseFields", (PyObject *)&ResponseFieldsType) < 0 ||
-        PyModule_AddObjectRef(m, "WindowLimit", (PyObject *)&WindowLimitType) < 0 ||
+    if (PyModule_AddObjectRef(m, "WindowLimit", (PyObject *)&WindowLimitType) < 0 ||
         PyModule_AddObjectRef(m, "Recorder", (PyObject *)&RecorderType) < 0 ||
         PyModule_AddObjectRef(m, "UpstreamCounter", (PyObject *)&UpstreamCounterType) < 0) {
         Py_DECREF(m);

@@ -22,14 +22,6 @@ def _set(m: ModuleType, name: str, value: object) -> None:
     setattr(m, name, value)
 
 
-def _request_fields(m: ModuleType) -> None:
-    _set(m, "RequestFields", m.PyRequestFields)
-
-
-def _response_fields(m: ModuleType) -> None:
-    _set(m, "ResponseFields", m.PyResponseFields)
-
-
 def _no_parse_request(m: ModuleType) -> None:
     _set(m, "_parse_request", None)
 
@@ -74,16 +66,10 @@ def _no_semaphore(m: ModuleType) -> None:
 
 #: entry point -> (module that binds it, how to turn it off there, entry points it needs)
 ENTRY_POINTS: dict[str, tuple[str, Callable[[ModuleType], None], tuple[str, ...]]] = {
-    "RequestFields": ("edgeworker.http.fields", _request_fields, ()),
-    "ResponseFields": ("edgeworker.http.fields", _response_fields, ()),
-    "parse_request": ("edgeworker.http.protocol", _no_parse_request, ("RequestFields",)),
+    "parse_request": ("edgeworker.http.protocol", _no_parse_request, ()),
     "fast_response_head": ("edgeworker.server", _no_response_head, ()),
     "upstream_head": ("edgeworker.proxy.handler", _no_upstream_head, ()),
-    "parse_response_head": (
-        "edgeworker.proxy.client",
-        _no_parse_response_head,
-        ("ResponseFields",),
-    ),
+    "parse_response_head": ("edgeworker.proxy.client", _no_parse_response_head, ()),
     "Recorder": ("edgeworker.status.metrics", _no_recorder, ()),
     "UpstreamCounter": ("edgeworker.status.metrics", _no_upstream_counter, ()),
     "WindowLimit": ("edgeworker.lib.limit.declarative", _no_window_limit, ()),

@@ -3,10 +3,11 @@
 httptools calls ``on_header(name, value)`` once per field. :class:`RequestFields` (the server's
 request heads) and :class:`ResponseFields` (proxied response heads) do the per-field work in
 one call and keep what the head's end needs. Their ``add`` method *is* the parser's
-``on_header``. Both exist twice, with the same API and results: in pure Python below, and in C
-(``edgeworker/_speedups.c``, built when a compiler is there), which this module exports when it
-is built. ``EDGEWORKER_NO_ACCEL=1`` in the environment keeps the Python ones.
-``tests/unit/test_http_fields.py`` runs the same cases through both.
+``on_header``. The C parsers of the common whole request and response (``parse_request``,
+``parse_response_head`` in ``edgeworker/_speedups.c``, built when a compiler is there; this
+module exports it as ``accel``, None without it or with ``EDGEWORKER_NO_ACCEL=1``) sort their
+fields the same way; tests/unit/test_http_fields.py and tests/unit/test_proxy_response_head.py
+give the same inputs to both ways.
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ import os
 
 from .framing import content_length
 
-__all__ = ["ROUTING_FIELDS", "PyRequestFields", "PyResponseFields", "RequestFields",
-           "ResponseFields", "accel"]
+__all__ = ["HOP_BY_HOP", "ROUTING_FIELDS", "RequestFields", "ResponseFields", "accel"]
 
 
 #: Request fields the protocol itself reads (framing, routing, connection management): the ones
-#: ``RequestFields.add`` (and its C twin) sorts out by name. The request-id field may not be
+#: ``RequestFields.add`` (and ``parse_request``) sorts out by name. The request-id field may not be
 #: one of them (a config error).
 ROUTING_FIELDS = frozenset(
     ("host", "content-length", "transfer-encoding", "connection", "expect", "upgrade")
@@ -169,11 +169,5 @@ def _load_accel():
     return _speedups
 
 
-#: the pure-Python versions (the tests compare them with the C ones)
-PyRequestFields = RequestFields
-PyResponseFields = ResponseFields
 #: the C module (``edgeworker/_speedups.c``), or None
 accel = _load_accel()
-if accel is not None:
-    RequestFields = accel.RequestFields  # type: ignore[misc]  # noqa: F811
-    ResponseFields = accel.ResponseFields  # type: ignore[misc]  # noqa: F811

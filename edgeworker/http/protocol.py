@@ -139,6 +139,7 @@ class ServerProtocol:
         "_keep_alive",
         "_upgrading",
         "_drop_underscores",
+        "_id_field",
     )
 
     def __init__(self, limits: Limits | None = None, id_field: bytes | None = None,
@@ -170,6 +171,7 @@ class ServerProtocol:
         # the current head's fields, sorted as llhttp parses them (fields.py): its add method
         # is the parser's on_header callback
         fields = self._fields = RequestFields(id_field)
+        self._id_field = id_field
         self.on_header = fields.add
         self._head_raw = self._stall = 0
         self._began = self._mixed = self._progress = self._chunked = self._upgrading = False
@@ -216,8 +218,8 @@ class ServerProtocol:
         if state == _IDLE and _parse_request is not None:
             # between requests, a common request that is the whole read: parsed in C, without
             # llhttp (None: anything else, which llhttp parses below)
-            got = _parse_request(data, self._fields, self._drop_underscores, self._max_headers,
-                                 self._max_hsize, self._max_url)
+            got = _parse_request(data, self._drop_underscores, self._max_headers,
+                                 self._max_hsize, self._max_url, self._id_field)
             if got is not None:
                 head = _new(RequestHead)
                 (head.method, head.target, head.path, head.query, head.version, head.headers,

@@ -26,6 +26,7 @@ from ..io import RECV, TimeoutTransport, Transport, open_socket, transport
 #: the common response whole in the first read, parsed in C (see parse_response_head in
 #: edgeworker/_speedups.c); None without the C module: httptools parses every response
 _parse_head = accel.parse_response_head if accel is not None else None
+_new = object.__new__
 
 RECV_SIZE = RECV
 #: the largest response head read from an upstream (nginx: proxy_buffer_size, 4k or 8k); past
@@ -368,21 +369,19 @@ class Response:
 
 
 class ProxyResponse(Response):
-    """A ``Response`` read by the proxy: each field is sorted as it arrives, by a
-    ``ResponseFields`` (``fields``; its ``add`` is called by ``parse_response_head`` in C for
-    the common whole response, else it is httptools' ``on_header``). ``fields.kept``
-    holds the fields relayed to the client, in order, and ``fields.wire`` the same fields as
-    they go out in the client's response head (``b"\r\nName: value"`` each; ``has_ct`` when
-    one is ``Content-Type``); ``fields.hop`` holds the ``HOP_BY_HOP`` ones and
-    ``fields.connection`` the value of ``Connection`` (several joined with ``,``), whose tokens
-    name more hop-by-hop fields. ``raw_headers`` is every field (kept, then hop-by-hop)."""
+    """A ``Response`` read by the proxy, its fields sorted into a ``ResponseFields``
+    (``fields``): by ``parse_response_head`` in C for the common whole response, else by the
+    ``ResponseFields``' ``add`` as httptools' ``on_header``. ``fields.kept`` holds the fields
+    relayed to the client, in order, and ``fields.wire`` the same fields as they go out in the
+    client's response head (``b"\r\nName: value"`` each; ``has_ct`` when one is
+    ``Content-Type``); ``fields.hop`` holds the ``HOP_BY_HOP`` ones and ``fields.connection``
+    the value of ``Connection`` (several joined with ``,``), whose tokens name more hop-by-hop
+    fields. ``raw_headers`` is every field (kept, then hop-by-hop)."""
 
     def __init__(self, conn: UpConn, read_timeout: float, head_only: bool = False) -> None:
         self.conn = conn
         self.read_timeout = read_timeout
         self.head_only = head_only
-        fields = self.fields = ResponseFields()
-        self.on_header = fields.add  # (before the parser looks its callbacks up)
         # no parser yet: the first read goes to parse_response_head (C) when it is built, and
         # a parser is made only for a response it does not take (see read_head)
         self.parser = None
@@ -395,22 +394,35 @@ class ProxyResponse(Response):
     def _forget_fields(self) -> None:
         self.fields.reset()
 
+    def _sort_fields(self) -> None:
+        """Before httptools parses: its on_header sorts each field into ``fields``."""
+        fields = self.fields = ResponseFields()
+        self.on_header = fields.add  # (before the parser looks its callbacks up)
+
     def read_head(self) -> None:
         if _parse_head is None or not self.conn.plain:
+            self._sort_fields()
             return Response.read_head(self)
         # the request was just sent: wait, read, and parse the usual whole response in C
         data = self._recv(True)
         if data:
-            got = _parse_head(data, self.fields, self.head_only)
+            got = _parse_head(data, self.head_only)
             if got is not None:
                 self.received = len(data)
-                self.status, self.keep_alive, body, self.length = got
+                fields = self.fields = _new(ResponseFields)
+                (self.status, self.keep_alive, body, fields.length, fields.kept, fields.wire,
+                 fields.hop, fields.connection, fields.redirects, fields.has_ct,
+                 fields.framed) = got
+                self.length = fields.length
                 self.head_done = self.done = True
                 self._version = "1.1"
                 if body:
                     self.pending = [body]
                 return None
+            self._sort_fields()
             self._take(data)  # anything else: httptools, from the first byte
+        else:
+            self._sort_fields()
         # the rest of the head (an EOF is read again there, and reported)
         return self._read_head(False)
 

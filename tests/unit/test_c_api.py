@@ -69,11 +69,3 @@ def test_configure_response_refuses_a_class_without_the_slots():
     with pytest.raises(TypeError, match="status is not a slot of"):
         _speedups.configure_response(_Borrowed, *args, Headers)
     _speedups.configure_response(Request, *args, Headers)
-
-
-def test_response_fields_take_no_arguments():
-    with pytest.raises(TypeError, match=r"^ResponseFields\(\) takes no positional arguments$"):
-        _speedups.ResponseFields(1)
-    with pytest.raises(TypeError, match=r"^ResponseFields\(\) takes no keyword arguments$"):
-        _speedups.ResponseFields(kept=[])
-    assert _speedups.ResponseFields(**{}).kept == []
