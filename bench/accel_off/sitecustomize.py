@@ -42,10 +42,6 @@ def _no_response_head(m: ModuleType) -> None:
     _set(m, "_fast_response_head", None)
 
 
-def _no_upstream_head(m: ModuleType) -> None:
-    _set(m, "_upstream_head", None)
-
-
 def _no_parse_response_head(m: ModuleType) -> None:
     _set(m, "_parse_head", None)
 
@@ -83,7 +79,6 @@ ENTRY_POINTS: dict[str, tuple[str, Callable[[ModuleType], None], tuple[str, ...]
     "fast_head": ("edgeworker.http.protocol", _no_fast_head, ("RequestFields",)),
     "parse_request": ("edgeworker.http.protocol", _no_parse_request, ("RequestFields",)),
     "fast_response_head": ("edgeworker.server", _no_response_head, ()),
-    "upstream_head": ("edgeworker.proxy.handler", _no_upstream_head, ()),
     "parse_response_head": (
         "edgeworker.proxy.client",
         _no_parse_response_head,
