@@ -33,7 +33,6 @@
  *
  * Recorder(...) is the status metrics' WorkerMetrics.on_request for a request whose location
  * has its counters (edgeworker/status/metrics.py); every other request goes to on_request.
- * UpstreamCounter(...) is that module's upstream_event for a peer that has its counters.
  *
  * WindowLimit(...) is the access handler of a declarative shared-dict limit keyed by
  * $binary_remote_addr (edgeworker/lib/limit/declarative.py, make_access) for an allowed
@@ -1448,13 +1447,6 @@ exact_ll(PyObject *v, long long *out)
     return 1;
 }
 
-/* name (a keyword argument's) is `want` (an interned str) */
-static int
-kw_is(PyObject *name, PyObject *want)
-{
-    return name == want || (PyUnicode_Check(name) && PyUnicode_Compare(name, want) == 0);
-}
-
 /* n >= 0 in decimal at out (no NUL); returns the length */
 static int
 decimal(char *out, long long n)
@@ -1932,239 +1924,6 @@ static PyTypeObject RecorderType = {
     .tp_new = rec_new,
 };
 
-/* --------------------------------------------------------------------------- UpstreamCounter */
-
-/* UpstreamCounter(func, globals, layout) is edgeworker/status/metrics.py's upstream_event
- * (func, the Python function) for the common call: upstream_event(upstream, peer, status,
- * response_time, sent=.., received=..) in a worker whose counters (globals["_worker"].ups)
- * already hold that peer's slot [nums, codes]: the same increments (layout = (U_FAILS, U_SENT,
- * U_RECEIVED, U_TIME, U_TIMED), the indexes in nums). Every other call, or an odd value, goes
- * to func before anything is counted. */
-typedef struct {
-    PyObject_HEAD
-    PyObject *func;
-    PyObject *globals;
-    Py_ssize_t fails, sent, received, time_i, timed, n;
-    vectorcallfunc vectorcall;
-} UpstreamCounter;
-
-static PyObject *n_worker, *n_ups, *n_sent, *n_received;
-
-static int
-plain_number(PyObject *v)
-{
-    return PyLong_CheckExact(v) || PyFloat_CheckExact(v);
-}
-
-static PyObject *
-uc_vectorcall(UpstreamCounter *u, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    PyObject *status, *rt = Py_None, *sent = zero, *received = zero;
-    PyObject *w, *ups = NULL, *key = NULL, *result = NULL;
-    PyObject *nv[4] = {NULL, NULL, NULL, NULL}; /* the code's count, fails, time, timed */
-    if (nargs < 3 || nargs > 4)
-        goto python;
-    status = args[2];
-    if (nargs == 4)
-        rt = args[3];
-    for (Py_ssize_t k = 0; k < nkw; k++) {
-        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
-        if (kw_is(name, n_sent))
-            sent = args[nargs + k];
-        else if (kw_is(name, n_received))
-            received = args[nargs + k];
-        else
-            goto python;
-    }
-    if ((status != Py_None && !PyLong_CheckExact(status)) ||
-        (rt != Py_None && !plain_number(rt)) || !PyLong_CheckExact(sent) ||
-        !PyLong_CheckExact(received))
-        goto python;
-    w = PyDict_GetItemWithError(u->globals, n_worker); /* borrowed */
-    if (w == NULL) {
-        if (PyErr_Occurred())
-            return NULL;
-        goto python;
-    }
-    if (w == Py_None)
-        goto python;
-    if ((ups = PyObject_GetAttr(w, n_ups)) == NULL)
-        return NULL;
-    if (!PyDict_CheckExact(ups))
-        goto python;
-    key = PyTuple_Pack(2, args[0], args[1]);
-    if (key == NULL)
-        goto done;
-    PyObject *slot = PyDict_GetItemWithError(ups, key); /* borrowed; held through ups */
-    if (slot == NULL) {
-        if (PyErr_Occurred())
-            goto done;
-        goto python; /* a new peer: the Python code makes its slot */
-    }
-    if (!PyList_CheckExact(slot) || PyList_GET_SIZE(slot) != 2)
-        goto python;
-    PyObject *nums = PyList_GET_ITEM(slot, 0), *codes = PyList_GET_ITEM(slot, 1);
-    if (!PyList_CheckExact(nums) || PyList_GET_SIZE(nums) != u->n || !PyDict_CheckExact(codes))
-        goto python;
-    for (Py_ssize_t i = 0; i < u->n; i++)
-        if (!plain_number(PyList_GET_ITEM(nums, i)))
-            goto python;
-    Py_INCREF(slot);
-    Py_INCREF(nums);
-    Py_INCREF(codes);
-    /* the new values first, then the stores */
-    int ok = 1;
-    PyObject *old = NULL;
-    if (status == Py_None) {
-        nv[1] = PyNumber_Add(PyList_GET_ITEM(nums, u->fails), one);
-        ok = nv[1] != NULL;
-    } else {
-        old = PyDict_GetItemWithError(codes, status);
-        if (old == NULL && PyErr_Occurred())
-            ok = 0;
-        else
-            ok = (nv[0] = old != NULL ? PyNumber_Add(old, one) : Py_NewRef(one)) != NULL;
-    }
-    if (ok && rt != Py_None)
-        ok = (nv[2] = PyNumber_Add(PyList_GET_ITEM(nums, u->time_i), rt)) != NULL &&
-             (nv[3] = PyNumber_Add(PyList_GET_ITEM(nums, u->timed), one)) != NULL;
-    PyObject *ns = NULL, *nr = NULL;
-    if (ok && PyObject_IsTrue(sent))
-        ok = (ns = PyNumber_Add(PyList_GET_ITEM(nums, u->sent), sent)) != NULL;
-    if (ok && PyObject_IsTrue(received))
-        ok = (nr = PyNumber_Add(PyList_GET_ITEM(nums, u->received), received)) != NULL;
-    if (ok && nv[0] != NULL)
-        ok = PyDict_SetItem(codes, status, nv[0]) == 0;
-    if (ok) {
-        /* PyList_SetItem takes the references */
-        if (nv[1] != NULL) {
-            PyList_SetItem(nums, u->fails, nv[1]);
-            nv[1] = NULL;
-        }
-        if (nv[2] != NULL) {
-            PyList_SetItem(nums, u->time_i, nv[2]);
-            PyList_SetItem(nums, u->timed, nv[3]);
-            nv[2] = nv[3] = NULL;
-        }
-        if (ns != NULL) {
-            PyList_SetItem(nums, u->sent, ns);
-            ns = NULL;
-        }
-        if (nr != NULL) {
-            PyList_SetItem(nums, u->received, nr);
-            nr = NULL;
-        }
-        result = Py_NewRef(Py_None);
-    }
-    Py_XDECREF(ns);
-    Py_XDECREF(nr);
-    Py_DECREF(codes);
-    Py_DECREF(nums);
-    Py_DECREF(slot);
-    goto done;
-python:
-    result = PyObject_Vectorcall(u->func, args, nargsf, kwnames);
-done:
-    Py_XDECREF(ups);
-    Py_XDECREF(key);
-    for (int i = 0; i < 4; i++)
-        Py_XDECREF(nv[i]);
-    return result;
-}
-
-static PyObject *
-uc_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
-{
-    PyObject *func, *globals;
-    Py_ssize_t f, se, re, t, td;
-    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
-        PyErr_SetString(PyExc_TypeError, "UpstreamCounter() takes no keyword arguments");
-        return NULL;
-    }
-    if (!PyArg_ParseTuple(args, "OO!(nnnnn):UpstreamCounter", &func, &PyDict_Type, &globals, &f,
-                          &se, &re, &t, &td))
-        return NULL;
-    Py_ssize_t idx[5] = {f, se, re, t, td};
-    for (int i = 0; i < 5; i++)
-        for (int j = 0; j < 5; j++)
-            if (idx[i] < 0 || idx[i] > 4 || (i != j && idx[i] == idx[j])) {
-                PyErr_SetString(PyExc_ValueError, "UpstreamCounter: bad layout");
-                return NULL;
-            }
-    if (!PyCallable_Check(func)) {
-        PyErr_SetString(PyExc_TypeError, "UpstreamCounter: func must be callable");
-        return NULL;
-    }
-    UpstreamCounter *u = PyObject_GC_New(UpstreamCounter, type);
-    if (u == NULL)
-        return NULL;
-    u->func = Py_NewRef(func);
-    u->globals = Py_NewRef(globals);
-    u->fails = f;
-    u->sent = se;
-    u->received = re;
-    u->time_i = t;
-    u->timed = td;
-    u->n = 5;
-    u->vectorcall = (vectorcallfunc)uc_vectorcall;
-    PyObject_GC_Track(u);
-    return (PyObject *)u;
-}
-
-static int
-uc_traverse(UpstreamCounter *u, visitproc visit, void *arg)
-{
-    Py_VISIT(u->func);
-    Py_VISIT(u->globals);
-    return 0;
-}
-
-static int
-uc_clear(UpstreamCounter *u)
-{
-    Py_CLEAR(u->func);
-    Py_CLEAR(u->globals);
-    return 0;
-}
-
-static void
-uc_dealloc(UpstreamCounter *u)
-{
-    PyObject_GC_UnTrack(u);
-    uc_clear(u);
-    Py_TYPE(u)->tp_free((PyObject *)u);
-}
-
-static PyObject *
-uc_descr_get(PyObject *self, PyObject *obj, PyObject *Py_UNUSED(type))
-{
-    return Py_NewRef(self); /* like a builtin function: not bound as a method */
-}
-
-static PyMemberDef uc_members[] = {
-    {"__wrapped__", T_OBJECT, offsetof(UpstreamCounter, func), READONLY,
-     "the Python upstream_event (every call the C path does not serve)"},
-    {NULL},
-};
-
-static PyTypeObject UpstreamCounterType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "edgeworker._speedups.UpstreamCounter",
-    .tp_basicsize = sizeof(UpstreamCounter),
-    .tp_dealloc = (destructor)uc_dealloc,
-    .tp_vectorcall_offset = offsetof(UpstreamCounter, vectorcall),
-    .tp_call = PyVectorcall_Call,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "UpstreamCounter(func, globals, layout): upstream_event's common call in C.",
-    .tp_traverse = (traverseproc)uc_traverse,
-    .tp_clear = (inquiry)uc_clear,
-    .tp_descr_get = uc_descr_get,
-    .tp_members = uc_members,
-    .tp_new = uc_new,
-};
-
 /* ---------------------------------------------------------------------------------- module */
 
 static struct PyModuleDef module = {
@@ -2178,8 +1937,7 @@ PyInit__speedups(void)
 {
     init_byte_classes();
     if (PyType_Ready(&RequestFieldsType) < 0 || PyType_Ready(&ResponseFieldsType) < 0 ||
-        PyType_Ready(&WindowLimitType) < 0 || PyType_Ready(&RecorderType) < 0 ||
-        PyType_Ready(&UpstreamCounterType) < 0)
+        PyType_Ready(&WindowLimitType) < 0 || PyType_Ready(&RecorderType) < 0)
         return NULL;
     s_dup_cl = PyUnicode_FromString("duplicate Content-Length");
     s_bad_cl = PyUnicode_FromString("invalid Content-Length");
@@ -2218,10 +1976,6 @@ PyInit__speedups(void)
     NAME(n_head, "head");
     NAME(n_body_bytes_sent, "body_bytes_sent");
     NAME(n_start_time, "start_time");
-    NAME(n_worker, "_worker");
-    NAME(n_ups, "ups");
-    NAME(n_sent, "sent");
-    NAME(n_received, "received");
 #undef NAME
     one = PyLong_FromLong(1);
     zero = PyLong_FromLong(0);
@@ -2233,8 +1987,7 @@ PyInit__speedups(void)
     if (PyModule_AddObjectRef(m, "RequestFields", (PyObject *)&RequestFieldsType) < 0 ||
         PyModule_AddObjectRef(m, "ResponseFields", (PyObject *)&ResponseFieldsType) < 0 ||
         PyModule_AddObjectRef(m, "WindowLimit", (PyObject *)&WindowLimitType) < 0 ||
-        PyModule_AddObjectRef(m, "Recorder", (PyObject *)&RecorderType) < 0 ||
-        PyModule_AddObjectRef(m, "UpstreamCounter", (PyObject *)&UpstreamCounterType) < 0) {
+        PyModule_AddObjectRef(m, "Recorder", (PyObject *)&RecorderType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

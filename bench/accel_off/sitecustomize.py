@@ -50,10 +50,6 @@ def _no_recorder(m: ModuleType) -> None:
     _set(m, "recorder", lambda wm: wm.on_request)
 
 
-def _no_upstream_counter(m: ModuleType) -> None:
-    _set(m, "upstream_event", m.upstream_event.__wrapped__)
-
-
 def _no_window_limit(m: ModuleType) -> None:
     _set(m, "_speedups", None)
 
@@ -85,7 +81,6 @@ ENTRY_POINTS: dict[str, tuple[str, Callable[[ModuleType], None], tuple[str, ...]
         ("ResponseFields",),
     ),
     "Recorder": ("edgeworker.status.metrics", _no_recorder, ()),
-    "UpstreamCounter": ("edgeworker.status.metrics", _no_upstream_counter, ()),
     "WindowLimit": ("edgeworker.lib.limit.declarative", _no_window_limit, ()),
     "IncrMethod": ("shm.dict", _no_incr_method, ()),
     "Zone": ("shm.dict", _no_zone, ()),
