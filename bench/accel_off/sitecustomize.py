@@ -54,10 +54,6 @@ def _no_window_limit(m: ModuleType) -> None:
     _set(m, "_speedups", None)
 
 
-def _no_incr_method(m: ModuleType) -> None:
-    m.SharedDict.incr = m.SharedDict.__dict__["incr"].__wrapped__
-
-
 def _no_zone(m: ModuleType) -> None:
     _set(m, "_AccelZone", None)
 
@@ -82,7 +78,6 @@ ENTRY_POINTS: dict[str, tuple[str, Callable[[ModuleType], None], tuple[str, ...]
     ),
     "Recorder": ("edgeworker.status.metrics", _no_recorder, ()),
     "WindowLimit": ("edgeworker.lib.limit.declarative", _no_window_limit, ()),
-    "IncrMethod": ("shm.dict", _no_incr_method, ()),
     "Zone": ("shm.dict", _no_zone, ()),
     "Semaphore": ("shm.segment", _no_semaphore, ()),
 }
