@@ -34,11 +34,6 @@
  * Recorder(...) is the status metrics' WorkerMetrics.on_request for a request whose location
  * has its counters (edgeworker/status/metrics.py); every other request goes to on_request.
  *
- * WindowLimit(...) is the access handler of a declarative shared-dict limit keyed by
- * $binary_remote_addr (edgeworker/lib/limit/declarative.py, make_access) for an allowed
- * request; it hands a rejection, a store error or an unexpected value back to the Python
- * functions it was given.
- *
  * RequestFields (the server's request head): add(name, value) stores (lower-cased name,
  * value without trailing SP/HTAB) in .list, counts .size (name + value + 4 per field, the
  * limits' measure), notes a "_" in a name (.underscore) and a Transfer-Encoding value whose
@@ -1409,28 +1404,7 @@ static PyMethodDef module_methods[] = {
     {NULL},
 };
 
-/* ---------------------------------------------------------------------------- WindowLimit */
-
-/* The access handler of a declarative limit on a shared dict keyed by $binary_remote_addr
- * (edgeworker/lib/limit/declarative.py, make_access): the same steps as its Python closure for
- * an allowed request, and the closure's own functions for everything else. */
-typedef struct {
-    PyObject_HEAD
-    PyObject *resolve;  /* () -> the shared dict's incr (resolved in the worker, then kept) */
-    PyObject *incr;     /* or NULL until resolved */
-    PyObject *time;     /* time.time */
-    PyObject *prefix;   /* bytes: the key prefix */
-    PyObject *parts;    /* (p0, p1, p2): block = p0 + remaining + p1 + reset + p2 + remaining */
-    PyObject *errors;   /* the store's exception classes (a tuple) */
-    PyObject *failed;   /* failed(req, exc): the store failed */
-    PyObject *finish;   /* finish(req, k, count, left): every case but a plain allowed one */
-    PyObject *slow;     /* slow(req): the whole Python closure (a key that is not bytes) */
-    long long quota;
-    double window;
-} WindowLimit;
-
-static PyObject *n_conn, *n_bin_addr, *n_binary_remote_addr, *n_resp_headers, *n_lines,
-    *n_add_lines, *one, *zero;
+/* ------------------------------------------------------------------------- number helpers */
 
 /* v as a long long in *out; 0 when v is not an exact int that fits */
 static int
@@ -1462,250 +1436,6 @@ decimal(char *out, long long n)
         out[i] = tmp[len - 1 - i];
     return len;
 }
-
-static int
-wl_init(WindowLimit *self, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"resolve", "time", "prefix", "quota", "window", "parts", "errors",
-                             "failed", "finish", "slow", NULL};
-    PyObject *resolve, *time_, *prefix, *parts, *errors, *failed, *finish, *slow;
-    long long quota;
-    double window;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!LdO!O!OOO:WindowLimit", kwlist, &resolve,
-                                     &time_, &PyBytes_Type, &prefix, &quota, &window,
-                                     &PyTuple_Type, &parts, &PyTuple_Type, &errors, &failed,
-                                     &finish, &slow))
-        return -1;
-    if (PyTuple_GET_SIZE(parts) != 3 || !PyBytes_Check(PyTuple_GET_ITEM(parts, 0)) ||
-        !PyBytes_Check(PyTuple_GET_ITEM(parts, 1)) || !PyBytes_Check(PyTuple_GET_ITEM(parts, 2))) {
-        PyErr_SetString(PyExc_TypeError, "parts must be a tuple of three bytes");
-        return -1;
-    }
-    if (!(window > 0) || quota < 0) {
-        PyErr_SetString(PyExc_ValueError, "window must be > 0 and quota >= 0");
-        return -1;
-    }
-    Py_XSETREF(self->resolve, Py_NewRef(resolve));
-    Py_CLEAR(self->incr);
-    Py_XSETREF(self->time, Py_NewRef(time_));
-    Py_XSETREF(self->prefix, Py_NewRef(prefix));
-    Py_XSETREF(self->parts, Py_NewRef(parts));
-    Py_XSETREF(self->errors, Py_NewRef(errors));
-    Py_XSETREF(self->failed, Py_NewRef(failed));
-    Py_XSETREF(self->finish, Py_NewRef(finish));
-    Py_XSETREF(self->slow, Py_NewRef(slow));
-    self->quota = quota;
-    self->window = window;
-    return 0;
-}
-
-/* the client's packed address (bytes), or NULL with no error set when it is not bytes */
-static PyObject *
-wl_key(PyObject *req)
-{
-    PyObject *conn = PyObject_GetAttr(req, n_conn);
-    if (conn == NULL)
-        return NULL;
-    PyObject *key = PyObject_GetAttr(conn, n_bin_addr);
-    if (key != NULL && !(PyBytes_CheckExact(key) && PyBytes_GET_SIZE(key) > 0)) {
-        Py_DECREF(key);
-        key = PyObject_GetAttr(conn, n_binary_remote_addr);
-    }
-    Py_DECREF(conn);
-    if (key != NULL && !PyBytes_CheckExact(key))
-        Py_CLEAR(key);
-    return key;
-}
-
-static PyObject *
-wl_call(WindowLimit *self, PyObject *args, PyObject *kwds)
-{
-    PyObject *req;
-    if (kwds != NULL && PyDict_GET_SIZE(kwds) > 0) {
-        PyErr_SetString(PyExc_TypeError, "WindowLimit takes no keyword arguments");
-        return NULL;
-    }
-    if (!PyArg_UnpackTuple(args, "WindowLimit", 1, 1, &req))
-        return NULL;
-    PyObject *key = wl_key(req);
-    if (key == NULL)
-        return PyErr_Occurred() ? NULL : PyObject_CallOneArg(self->slow, req);
-    if (self->incr == NULL) {
-        PyObject *incr = PyObject_CallNoArgs(self->resolve);
-        if (incr == NULL) {
-            Py_DECREF(key);
-            goto store_error;
-        }
-        self->incr = incr;
-    }
-    PyObject *t = PyObject_CallNoArgs(self->time);
-    double now = t == NULL ? -1.0 : PyFloat_AsDouble(t);
-    Py_XDECREF(t);
-    if (now == -1.0 && PyErr_Occurred()) {
-        Py_DECREF(key);
-        return NULL;
-    }
-    /* seconds to the window's end, > 0 (Python's float % for a positive divisor) */
-    double mod = fmod(now, self->window);
-    if (mod != 0 && (mod < 0) != (self->window < 0))
-        mod += self->window;
-    double left_s = self->window - mod;
-    PyObject *k = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(self->prefix) +
-                                                      PyBytes_GET_SIZE(key));
-    if (k == NULL) {
-        Py_DECREF(key);
-        return NULL;
-    }
-    memcpy(PyBytes_AS_STRING(k), PyBytes_AS_STRING(self->prefix), PyBytes_GET_SIZE(self->prefix));
-    memcpy(PyBytes_AS_STRING(k) + PyBytes_GET_SIZE(self->prefix), PyBytes_AS_STRING(key),
-           PyBytes_GET_SIZE(key));
-    Py_DECREF(key);
-    PyObject *left = PyFloat_FromDouble(left_s);
-    if (left == NULL) {
-        Py_DECREF(k);
-        return NULL;
-    }
-    PyObject *call[4] = {k, one, zero, left};
-    PyObject *count = PyObject_Vectorcall(self->incr, call, 4, NULL);
-    if (count == NULL) {
-        Py_DECREF(k);
-        Py_DECREF(left);
-        goto store_error;
-    }
-    long long c;
-    if (!exact_ll(count, &c) || c > self->quota) {
-        /* a rejection, or a value this code does not expect: the Python code goes on */
-        PyObject *fargs[4] = {req, k, count, left};
-        PyObject *r = PyObject_Vectorcall(self->finish, fargs, 4, NULL);
-        Py_DECREF(k);
-        Py_DECREF(count);
-        Py_DECREF(left);
-        return r;
-    }
-    Py_DECREF(k);
-    Py_DECREF(count);
-    Py_DECREF(left);
-    long long remaining = c < self->quota ? self->quota - c : 0;
-    long long reset = (long long)ceil(left_s);
-    char rem[24], rst[24];
-    int rn = decimal(rem, remaining);
-    int sn = decimal(rst, reset);
-    PyObject *p0 = PyTuple_GET_ITEM(self->parts, 0), *p1 = PyTuple_GET_ITEM(self->parts, 1),
-             *p2 = PyTuple_GET_ITEM(self->parts, 2);
-    Py_ssize_t n0 = PyBytes_GET_SIZE(p0), n1 = PyBytes_GET_SIZE(p1), n2 = PyBytes_GET_SIZE(p2);
-    PyObject *block = PyBytes_FromStringAndSize(NULL, n0 + rn + n1 + sn + n2 + rn);
-    if (block == NULL)
-        return NULL;
-    char *d = PyBytes_AS_STRING(block);
-    memcpy(d, PyBytes_AS_STRING(p0), n0);
-    d += n0;
-    memcpy(d, rem, rn);
-    d += rn;
-    memcpy(d, PyBytes_AS_STRING(p1), n1);
-    d += n1;
-    memcpy(d, rst, sn);
-    d += sn;
-    memcpy(d, PyBytes_AS_STRING(p2), n2);
-    d += n2;
-    memcpy(d, rem, rn);
-    /* req.header_lines += block, or req.add_header_lines(block) once a handler holds
-     * resp_headers */
-    PyObject *rh = PyObject_GetAttr(req, n_resp_headers);
-    if (rh == NULL) {
-        Py_DECREF(block);
-        return NULL;
-    }
-    int plain = rh == Py_None;
-    Py_DECREF(rh);
-    if (!plain) {
-        PyObject *r = PyObject_CallMethodOneArg(req, n_add_lines, block);
-        Py_DECREF(block);
-        return r;
-    }
-    PyObject *lines = PyObject_GetAttr(req, n_lines);
-    if (lines == NULL) {
-        Py_DECREF(block);
-        return NULL;
-    }
-    PyObject *joined = PyNumber_Add(lines, block);
-    Py_DECREF(lines);
-    Py_DECREF(block);
-    if (joined == NULL)
-        return NULL;
-    int rc = PyObject_SetAttr(req, n_lines, joined);
-    Py_DECREF(joined);
-    if (rc < 0)
-        return NULL;
-    Py_RETURN_NONE;
-
-store_error:
-    if (!PyErr_ExceptionMatches(self->errors))
-        return NULL;
-    {
-        PyObject *type, *exc, *tb;
-        PyErr_Fetch(&type, &exc, &tb);
-        PyErr_NormalizeException(&type, &exc, &tb);
-        if (tb != NULL)
-            PyException_SetTraceback(exc, tb);
-        Py_XDECREF(type);
-        Py_XDECREF(tb);
-        PyObject *fargs[2] = {req, exc};
-        PyObject *r = PyObject_Vectorcall(self->failed, fargs, 2, NULL);
-        Py_XDECREF(exc);
-        return r;
-    }
-}
-
-static int
-wl_traverse(WindowLimit *self, visitproc visit, void *arg)
-{
-    Py_VISIT(self->resolve);
-    Py_VISIT(self->incr);
-    Py_VISIT(self->time);
-    Py_VISIT(self->errors);
-    Py_VISIT(self->failed);
-    Py_VISIT(self->finish);
-    Py_VISIT(self->slow);
-    return 0;
-}
-
-static int
-wl_clear(WindowLimit *self)
-{
-    Py_CLEAR(self->resolve);
-    Py_CLEAR(self->incr);
-    Py_CLEAR(self->time);
-    Py_CLEAR(self->prefix);
-    Py_CLEAR(self->parts);
-    Py_CLEAR(self->errors);
-    Py_CLEAR(self->failed);
-    Py_CLEAR(self->finish);
-    Py_CLEAR(self->slow);
-    return 0;
-}
-
-static void
-wl_dealloc(WindowLimit *self)
-{
-    PyObject_GC_UnTrack(self);
-    wl_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static PyTypeObject WindowLimitType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "edgeworker._speedups.WindowLimit",
-    .tp_basicsize = sizeof(WindowLimit),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "The access handler of a declarative shared-dict limit keyed by the client's "
-              "packed address (see edgeworker/lib/limit/declarative.py).",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)wl_init,
-    .tp_call = (ternaryfunc)wl_call,
-    .tp_dealloc = (destructor)wl_dealloc,
-    .tp_traverse = (traverseproc)wl_traverse,
-    .tp_clear = (inquiry)wl_clear,
-};
 
 /* -------------------------------------------------------------------------------- Recorder */
 
@@ -1937,7 +1667,7 @@ PyInit__speedups(void)
 {
     init_byte_classes();
     if (PyType_Ready(&RequestFieldsType) < 0 || PyType_Ready(&ResponseFieldsType) < 0 ||
-        PyType_Ready(&WindowLimitType) < 0 || PyType_Ready(&RecorderType) < 0)
+        PyType_Ready(&RecorderType) < 0)
         return NULL;
     s_dup_cl = PyUnicode_FromString("duplicate Content-Length");
     s_bad_cl = PyUnicode_FromString("invalid Content-Length");
@@ -1963,12 +1693,6 @@ PyInit__speedups(void)
     NAME(n_host, "host");
     NAME(n_request_id, "request_id");
     NAME(n_size, "size");
-    NAME(n_conn, "_conn");
-    NAME(n_bin_addr, "bin_addr");
-    NAME(n_binary_remote_addr, "binary_remote_addr");
-    NAME(n_resp_headers, "resp_fields");
-    NAME(n_lines, "header_lines");
-    NAME(n_add_lines, "add_header_lines");
     NAME(n_add_header, "add_header");
     NAME(n_content_type_line, "content_type_line");
     NAME(n_location, "location");
@@ -1977,16 +1701,11 @@ PyInit__speedups(void)
     NAME(n_body_bytes_sent, "body_bytes_sent");
     NAME(n_start_time, "start_time");
 #undef NAME
-    one = PyLong_FromLong(1);
-    zero = PyLong_FromLong(0);
-    if (one == NULL || zero == NULL)
-        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
     if (PyModule_AddObjectRef(m, "RequestFields", (PyObject *)&RequestFieldsType) < 0 ||
         PyModule_AddObjectRef(m, "ResponseFields", (PyObject *)&ResponseFieldsType) < 0 ||
-        PyModule_AddObjectRef(m, "WindowLimit", (PyObject *)&WindowLimitType) < 0 ||
         PyModule_AddObjectRef(m, "Recorder", (PyObject *)&RecorderType) < 0) {
         Py_DECREF(m);
         return NULL;

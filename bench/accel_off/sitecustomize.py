@@ -50,10 +50,6 @@ def _no_recorder(m: ModuleType) -> None:
     _set(m, "recorder", lambda wm: wm.on_request)
 
 
-def _no_window_limit(m: ModuleType) -> None:
-    _set(m, "_speedups", None)
-
-
 def _no_zone(m: ModuleType) -> None:
     _set(m, "_AccelZone", None)
 
@@ -77,7 +73,6 @@ ENTRY_POINTS: dict[str, tuple[str, Callable[[ModuleType], None], tuple[str, ...]
         ("ResponseFields",),
     ),
     "Recorder": ("edgeworker.status.metrics", _no_recorder, ()),
-    "WindowLimit": ("edgeworker.lib.limit.declarative", _no_window_limit, ()),
     "Zone": ("shm.dict", _no_zone, ()),
     "Semaphore": ("shm.segment", _no_semaphore, ()),
 }
