@@ -2,12 +2,14 @@
 """Instructions per request of the hot path, counted by valgrind's callgrind.
 
 edgeworker runs with one worker on ``bench/configs/edgeworker.toml`` (the ``/hello`` content
-handler and the ``/incr`` shared-dict access route of ``bench/handlers/bench_app.py``) with one
-more location, ``= /small.txt``, proxied to a local nginx serving a 120-byte file (the backend of
-``bench/proxy_bench.py``). The server runs under ``valgrind --tool=callgrind
---trace-children=yes --instr-atstart=no``: nothing is instrumented until the worker answers; then
-``callgrind_control -i on`` turns instrumentation on in the worker only. The client runs
-outside valgrind and checks every reply.
+handler and the ``/incr`` shared-dict access route of ``bench/handlers/bench_app.py``) with two
+more locations: ``= /small.txt``, proxied to a local nginx serving a 120-byte file (the backend of
+``bench/proxy_bench.py``), and ``= /limit``, the ``/hello`` handler behind a declarative
+shared-dict limit keyed by ``$binary_remote_addr`` whose rate the run never reaches (every
+request is allowed and gets the RateLimit headers). The server runs under ``valgrind
+--tool=callgrind --trace-children=yes --instr-atstart=no``: nothing is instrumented until the
+worker answers; then ``callgrind_control -i on`` turns instrumentation on in the worker only.
+The client runs outside valgrind and checks every reply.
 
 Each round of a route, on a fresh keep-alive connection: ``--warmup`` requests; the counted
 window (``callgrind_control -z``, ``--requests`` requests one after the other,
@@ -24,8 +26,8 @@ taking turns; it agrees within about 0.5 % from round to round and run to run wh
 machine's load. Total/N of the counted window is reported beside it. The server runs with
 ``PYTHONHASHSEED=0``.
 
-Usage: python bench/instructions.py [--requests 5000] [--routes hello,incr,proxy] [--rounds 3]
-[--warmup 1000] [--paced 200] [--json] [--output FILE] [--compare FILE_OR_JSON]
+Usage: python bench/instructions.py [--requests 5000] [--routes hello,incr,proxy,limit]
+[--rounds 3] [--warmup 1000] [--paced 200] [--json] [--output FILE] [--compare FILE_OR_JSON]
 [--tolerance 3] [--disable NAME[,NAME...]]
 
 ``--disable`` turns C entry points off in the measured server, so their pure-Python twins run:
@@ -113,6 +115,7 @@ ROUTES = {
         Route("hello", "/hello", EXPECTED_BODY),
         Route("incr", "/incr", EXPECTED_BODY),
         Route("proxy", "/small.txt", SMALL_BODY),
+        Route("limit", "/limit", EXPECTED_BODY),
     )
 }
 
@@ -127,6 +130,14 @@ PROXY_LOCATION = """
   [[server.location]]
   match = "= /small.txt"
   proxy_pass = "http://backend"
+"""
+# a shared dict of its own for the limit's counters, and a rate no run comes near
+LIMIT_DICT = 'limits = "1m"\n'
+LIMIT_LOCATION = """
+  [[server.location]]
+  match = "= /limit"
+  content = "bench_app:hello"
+  limit = { key = "$binary_remote_addr", rate = "1000000000r/h", store = "shm:limits" }
 """
 
 
@@ -155,17 +166,24 @@ def git_commit() -> str:
 
 def render_config(backend_port: int, port: int) -> str:
     """The HTTP bench's edgeworker config with one worker on ``port``, the proxied
-    ``/small.txt`` location, and no request limit on a keep-alive connection (the default
-    closes it after 1,000 requests, which would put a new connection inside a window)."""
+    ``/small.txt`` location, the ``/limit`` location and its shared dict, and no request limit
+    on a keep-alive connection (the default closes it after 1,000 requests, which would put a
+    new connection inside a window)."""
     text = render_edgeworker_config((CONFIGS / "edgeworker.toml").read_text(), port, 1)
     text, n_http = re.subn(
         r"^\[http\]$", "[http]\nkeepalive_requests = 100000000", text, flags=re.M
     )
+    text, n_shared = re.subn(
+        r"^\[shared_dict\]\n", "[shared_dict]\n" + LIMIT_DICT, text, flags=re.M
+    )
     first_server = text.find("[[server]]")
-    if n_http != 1 or first_server < 0:
-        raise ValueError("bench/configs/edgeworker.toml needs one [http] and a [[server]] table")
+    if n_http != 1 or n_shared != 1 or first_server < 0:
+        raise ValueError(
+            "bench/configs/edgeworker.toml needs one [http], one [shared_dict] and a [[server]] "
+            "table"
+        )
     upstream = UPSTREAM.format(host=HOST, port=backend_port)
-    return text[:first_server] + upstream + text[first_server:] + PROXY_LOCATION
+    return text[:first_server] + upstream + text[first_server:] + PROXY_LOCATION + LIMIT_LOCATION
 
 
 class Client:

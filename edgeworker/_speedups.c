@@ -15,10 +15,6 @@
  * Python rules then read (they alone answer errors). tests/unit/test_http_fields.py gives the
  * same streams to both ways.
  *
- * upstream_head(method, target, fixed, raw, drop, add_xff, lines, tail) is the proxy's upstream
- * request head, the same bytes as its Python twin in edgeworker/proxy/handler.py
- * (tests/unit/test_proxy_head.py compares them).
- *
  * fast_response_head(req, length, closing) is Connection._head_bytes for the common whole
  * response (a known status with a body, no resp_headers object or a proxied response's fields
  * still prepared as one block, no add_header, the location's default Content-Type unless the
@@ -34,12 +30,6 @@
  *
  * Recorder(...) is the status metrics' WorkerMetrics.on_request for a request whose location
  * has its counters (edgeworker/status/metrics.py); every other request goes to on_request.
- * UpstreamCounter(...) is that module's upstream_event for a peer that has its counters.
- *
- * WindowLimit(...) is the access handler of a declarative shared-dict limit keyed by
- * $binary_remote_addr (edgeworker/lib/limit/declarative.py, make_access) for an allowed
- * request; it hands a rejection, a store error or an unexpected value back to the Python
- * functions it was given.
  *
  * RequestFields (the server's request head): add(name, value) stores (lower-cased name,
  * value without trailing SP/HTAB) in .list, counts .size (name + value + 4 per field, the
@@ -130,27 +120,6 @@ length_of(const char *v, Py_ssize_t n)
         x = x * 10 + (v[i] - '0');
     }
     return x;
-}
-
-/* name lower-cased (ASCII, as bytes.lower()): the same object when it has no capital */
-static PyObject *
-lower(PyObject *b)
-{
-    const char *s = PyBytes_AS_STRING(b);
-    Py_ssize_t n = PyBytes_GET_SIZE(b), i;
-    for (i = 0; i < n; i++)
-        if (s[i] >= 'A' && s[i] <= 'Z')
-            break;
-    if (i == n)
-        return Py_NewRef(b);
-    PyObject *r = PyBytes_FromStringAndSize(NULL, n);
-    if (r == NULL)
-        return NULL;
-    char *d = PyBytes_AS_STRING(r);
-    memcpy(d, s, i);
-    for (; i < n; i++)
-        d[i] = (s[i] >= 'A' && s[i] <= 'Z') ? (char)(s[i] + 32) : s[i];
-    return r;
 }
 
 /* ------------------------------------------------------------------ parse_response_head */
@@ -644,202 +613,6 @@ out:
     return head;
 }
 
-/* -------------------------------------------------------------------------- upstream_head */
-
-#define UH_MAX_FIELDS 128
-#define UH_MAX_TOKENS 64
-
-/* The proxy's upstream request head: edgeworker/proxy/handler.py's upstream_head(method,
- * target, fixed, raw, drop, add_xff, lines, tail), the same bytes; None for what it leaves to
- * that function (more than UH_MAX_FIELDS fields or UH_MAX_TOKENS Connection tokens, a field
- * that is not a pair of bytes, a method that is not an ASCII str). */
-static PyObject *
-upstream_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 8) {
-        PyErr_Format(PyExc_TypeError, "upstream_head() takes 8 arguments (%zd given)", nargs);
-        return NULL;
-    }
-    PyObject *method = args[0], *target = args[1], *fixed = args[2], *raw = args[3];
-    PyObject *drop = args[4], *lines = args[6], *tail = args[7];
-    if (!PyUnicode_CheckExact(method) || !PyUnicode_IS_ASCII(method) ||
-        !PyBytes_CheckExact(target) || !PyBytes_CheckExact(fixed) || !PyList_CheckExact(raw) ||
-        !PyAnySet_Check(drop) || !PyTuple_CheckExact(lines) || PyTuple_GET_SIZE(lines) != 3 ||
-        !PyBytes_CheckExact(tail))
-        Py_RETURN_NONE;
-    for (int k = 0; k < 3; k++)
-        if (!PyBytes_CheckExact(PyTuple_GET_ITEM(lines, k)))
-            Py_RETURN_NONE;
-    int add_xff = PyObject_IsTrue(args[5]);
-    if (add_xff < 0)
-        return NULL;
-    Py_ssize_t nf = PyList_GET_SIZE(raw);
-    if (nf > UH_MAX_FIELDS)
-        Py_RETURN_NONE;
-    /* per field: 1 kept, 0 dropped; the kept fields' lower-cased names (for Connection) */
-    char kept[UH_MAX_FIELDS];
-    PyObject *lnames[UH_MAX_FIELDS];
-    PyObject *items[UH_MAX_FIELDS]; /* the pairs, held while we work */
-    Py_ssize_t nlnames = 0, nitems = 0, nconn = 0, nxff = 0, size = 0;
-    Py_ssize_t conn_at[UH_MAX_FIELDS], xff_at[UH_MAX_FIELDS];
-    PyObject *result = NULL;
-    for (Py_ssize_t i = 0; i < nf; i++) {
-        PyObject *pair = PyList_GET_ITEM(raw, i);
-        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2 ||
-            !PyBytes_CheckExact(PyTuple_GET_ITEM(pair, 0)) ||
-            !PyBytes_CheckExact(PyTuple_GET_ITEM(pair, 1))) {
-            result = Py_NewRef(Py_None);
-            goto out;
-        }
-        items[nitems++] = Py_NewRef(pair);
-        PyObject *name = PyTuple_GET_ITEM(pair, 0), *value = PyTuple_GET_ITEM(pair, 1);
-        PyObject *lname = lower(name);
-        if (lname == NULL)
-            goto out;
-        int dropped = PySet_Contains(drop, lname);
-        if (dropped < 0) {
-            Py_DECREF(lname);
-            goto out;
-        }
-        kept[i] = !dropped;
-        if (dropped) {
-            const char *ln = PyBytes_AS_STRING(lname);
-            Py_ssize_t lnn = PyBytes_GET_SIZE(lname);
-            if (EQ(ln, lnn, "connection"))
-                conn_at[nconn++] = i;
-            else if (add_xff && EQ(ln, lnn, "x-forwarded-for"))
-                xff_at[nxff++] = i;
-            Py_DECREF(lname);
-            lnames[i] = NULL;
-        }
-        else {
-            lnames[i] = lname;
-            nlnames = i + 1;
-            size += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4;
-        }
-    }
-    /* the Connection tokens (lower-cased, OWS stripped, as split_tokens) */
-    const char *tok[UH_MAX_TOKENS];
-    Py_ssize_t tokn[UH_MAX_TOKENS];
-    char *tokbuf = NULL;
-    int ntok = 0;
-    if (nconn) {
-        Py_ssize_t total = 0;
-        for (Py_ssize_t c = 0; c < nconn; c++)
-            total += PyBytes_GET_SIZE(PyTuple_GET_ITEM(items[conn_at[c]], 1));
-        tokbuf = PyMem_Malloc(total + 1);
-        if (tokbuf == NULL) {
-            PyErr_NoMemory();
-            goto out;
-        }
-        char *w = tokbuf;
-        for (Py_ssize_t c = 0; c < nconn; c++) {
-            PyObject *v = PyTuple_GET_ITEM(items[conn_at[c]], 1);
-            const char *vs = PyBytes_AS_STRING(v);
-            Py_ssize_t vn = PyBytes_GET_SIZE(v), a = 0;
-            for (;;) { /* one element per ",", empty ones included */
-                Py_ssize_t b = a;
-                while (b < vn && vs[b] != ',')
-                    b++;
-                Py_ssize_t x = a, y = b;
-                while (x < y && (vs[x] == ' ' || vs[x] == '\t'))
-                    x++;
-                while (y > x && (vs[y - 1] == ' ' || vs[y - 1] == '\t'))
-                    y--;
-                if (ntok == UH_MAX_TOKENS) {
-                    result = Py_NewRef(Py_None);
-                    PyMem_Free(tokbuf);
-                    goto out;
-                }
-                tok[ntok] = w;
-                tokn[ntok++] = y - x;
-                for (Py_ssize_t k = x; k < y; k++)
-                    *w++ = (vs[k] >= 'A' && vs[k] <= 'Z') ? (char)(vs[k] + 32) : vs[k];
-                if (b >= vn)
-                    break;
-                a = b + 1;
-            }
-        }
-        /* a kept field named by a token is hop-by-hop too (its name up to any ":") */
-        for (Py_ssize_t i = 0; i < nlnames; i++) {
-            if (!kept[i])
-                continue;
-            const char *ln = PyBytes_AS_STRING(lnames[i]);
-            Py_ssize_t lnn = PyBytes_GET_SIZE(lnames[i]);
-            const char *colon = memchr(ln, ':', lnn);
-            if (colon != NULL)
-                lnn = colon - ln;
-            for (int t = 0; t < ntok; t++) {
-                if (tokn[t] == lnn && memcmp(tok[t], ln, lnn) == 0) {
-                    kept[i] = 0;
-                    PyObject *pair = items[i];
-                    size -= PyBytes_GET_SIZE(PyTuple_GET_ITEM(pair, 0)) +
-                            PyBytes_GET_SIZE(PyTuple_GET_ITEM(pair, 1)) + 4;
-                    break;
-                }
-            }
-        }
-        PyMem_Free(tokbuf);
-    }
-    /* the sizes of the rest */
-    Py_ssize_t mlen;
-    const char *m = PyUnicode_AsUTF8AndSize(method, &mlen);
-    if (m == NULL)
-        goto out;
-    PyObject *addr = PyTuple_GET_ITEM(lines, 0);
-    PyObject *after = PyTuple_GET_ITEM(lines, nxff ? 2 : 1);
-    size += mlen + 1 + PyBytes_GET_SIZE(target) + 11 + PyBytes_GET_SIZE(fixed) +
-            PyBytes_GET_SIZE(after) + PyBytes_GET_SIZE(tail);
-    if (nxff) { /* "X-Forwarded-For: " the client's values ", " ... the address "\r\n" */
-        size += 17 + PyBytes_GET_SIZE(addr) + 2;
-        for (Py_ssize_t x = 0; x < nxff; x++)
-            size += PyBytes_GET_SIZE(PyTuple_GET_ITEM(items[xff_at[x]], 1)) + 2;
-    }
-    result = PyBytes_FromStringAndSize(NULL, size);
-    if (result == NULL)
-        goto out;
-    char *d = PyBytes_AS_STRING(result);
-#define PUT(src, n)              \
-    do {                         \
-        memcpy(d, (src), (n));   \
-        d += (n);                \
-    } while (0)
-#define PUTB(obj) PUT(PyBytes_AS_STRING(obj), PyBytes_GET_SIZE(obj))
-    PUT(m, mlen);
-    *d++ = ' ';
-    PUTB(target);
-    PUT(" HTTP/1.1\r\n", 11);
-    PUTB(fixed);
-    for (Py_ssize_t i = 0; i < nf; i++) {
-        if (!kept[i])
-            continue;
-        PUTB(PyTuple_GET_ITEM(items[i], 0));
-        PUT(": ", 2);
-        PUTB(PyTuple_GET_ITEM(items[i], 1));
-        PUT("\r\n", 2);
-    }
-    if (nxff) {
-        PUT("X-Forwarded-For: ", 17);
-        for (Py_ssize_t x = 0; x < nxff; x++) {
-            PUTB(PyTuple_GET_ITEM(items[xff_at[x]], 1));
-            PUT(", ", 2);
-        }
-        PUTB(addr);
-        PUT("\r\n", 2);
-    }
-    PUTB(after);
-    PUTB(tail);
-#undef PUTB
-#undef PUT
-    assert(d == PyBytes_AS_STRING(result) + size);
-out:
-    for (Py_ssize_t i = 0; i < nlnames; i++)
-        Py_XDECREF(lnames[i]);
-    for (Py_ssize_t i = 0; i < nitems; i++)
-        Py_DECREF(items[i]);
-    return result;
-}
-
 /* The offset in an instance of class cls of its object slot (one from __slots__) `name`: the
  * class attribute `name` read the public way must be a member descriptor of cls or of one of
  * its bases, for an object member. -1 with no exception set when it is not; -1 with the
@@ -1046,34 +819,10 @@ static PyMethodDef module_methods[] = {
     {"parse_request", (PyCFunction)(void (*)(void))parse_request, METH_FASTCALL,
      "parse_request(data, drop_underscores, max_headers, max_hsize, max_url, id_field): the "
      "head's values of the common request that is the whole of data; or None"},
-    {"upstream_head", (PyCFunction)(void (*)(void))upstream_head, METH_FASTCALL,
-     "upstream_head(method, target, fixed, raw, drop, add_xff, lines, tail): the proxy's "
-     "upstream request head, or None"},
     {NULL},
 };
 
-/* ---------------------------------------------------------------------------- WindowLimit */
-
-/* The access handler of a declarative limit on a shared dict keyed by $binary_remote_addr
- * (edgeworker/lib/limit/declarative.py, make_access): the same steps as its Python closure for
- * an allowed request, and the closure's own functions for everything else. */
-typedef struct {
-    PyObject_HEAD
-    PyObject *resolve;  /* () -> the shared dict's incr (resolved in the worker, then kept) */
-    PyObject *incr;     /* or NULL until resolved */
-    PyObject *time;     /* time.time */
-    PyObject *prefix;   /* bytes: the key prefix */
-    PyObject *parts;    /* (p0, p1, p2): block = p0 + remaining + p1 + reset + p2 + remaining */
-    PyObject *errors;   /* the store's exception classes (a tuple) */
-    PyObject *failed;   /* failed(req, exc): the store failed */
-    PyObject *finish;   /* finish(req, k, count, left): every case but a plain allowed one */
-    PyObject *slow;     /* slow(req): the whole Python closure (a key that is not bytes) */
-    long long quota;
-    double window;
-} WindowLimit;
-
-static PyObject *n_conn, *n_bin_addr, *n_binary_remote_addr, *n_resp_headers, *n_lines,
-    *n_add_lines, *one, *zero;
+/* ------------------------------------------------------------------------- number helpers */
 
 /* v as a long long in *out; 0 when v is not an exact int that fits */
 static int
@@ -1088,13 +837,6 @@ exact_ll(PyObject *v, long long *out)
         return 0;
     }
     return 1;
-}
-
-/* name (a keyword argument's) is `want` (an interned str) */
-static int
-kw_is(PyObject *name, PyObject *want)
-{
-    return name == want || (PyUnicode_Check(name) && PyUnicode_Compare(name, want) == 0);
 }
 
 /* n >= 0 in decimal at out (no NUL); returns the length */
@@ -1112,250 +854,6 @@ decimal(char *out, long long n)
         out[i] = tmp[len - 1 - i];
     return len;
 }
-
-static int
-wl_init(WindowLimit *self, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"resolve", "time", "prefix", "quota", "window", "parts", "errors",
-                             "failed", "finish", "slow", NULL};
-    PyObject *resolve, *time_, *prefix, *parts, *errors, *failed, *finish, *slow;
-    long long quota;
-    double window;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!LdO!O!OOO:WindowLimit", kwlist, &resolve,
-                                     &time_, &PyBytes_Type, &prefix, &quota, &window,
-                                     &PyTuple_Type, &parts, &PyTuple_Type, &errors, &failed,
-                                     &finish, &slow))
-        return -1;
-    if (PyTuple_GET_SIZE(parts) != 3 || !PyBytes_Check(PyTuple_GET_ITEM(parts, 0)) ||
-        !PyBytes_Check(PyTuple_GET_ITEM(parts, 1)) || !PyBytes_Check(PyTuple_GET_ITEM(parts, 2))) {
-        PyErr_SetString(PyExc_TypeError, "parts must be a tuple of three bytes");
-        return -1;
-    }
-    if (!(window > 0) || quota < 0) {
-        PyErr_SetString(PyExc_ValueError, "window must be > 0 and quota >= 0");
-        return -1;
-    }
-    Py_XSETREF(self->resolve, Py_NewRef(resolve));
-    Py_CLEAR(self->incr);
-    Py_XSETREF(self->time, Py_NewRef(time_));
-    Py_XSETREF(self->prefix, Py_NewRef(prefix));
-    Py_XSETREF(self->parts, Py_NewRef(parts));
-    Py_XSETREF(self->errors, Py_NewRef(errors));
-    Py_XSETREF(self->failed, Py_NewRef(failed));
-    Py_XSETREF(self->finish, Py_NewRef(finish));
-    Py_XSETREF(self->slow, Py_NewRef(slow));
-    self->quota = quota;
-    self->window = window;
-    return 0;
-}
-
-/* the client's packed address (bytes), or NULL with no error set when it is not bytes */
-static PyObject *
-wl_key(PyObject *req)
-{
-    PyObject *conn = PyObject_GetAttr(req, n_conn);
-    if (conn == NULL)
-        return NULL;
-    PyObject *key = PyObject_GetAttr(conn, n_bin_addr);
-    if (key != NULL && !(PyBytes_CheckExact(key) && PyBytes_GET_SIZE(key) > 0)) {
-        Py_DECREF(key);
-        key = PyObject_GetAttr(conn, n_binary_remote_addr);
-    }
-    Py_DECREF(conn);
-    if (key != NULL && !PyBytes_CheckExact(key))
-        Py_CLEAR(key);
-    return key;
-}
-
-static PyObject *
-wl_call(WindowLimit *self, PyObject *args, PyObject *kwds)
-{
-    PyObject *req;
-    if (kwds != NULL && PyDict_GET_SIZE(kwds) > 0) {
-        PyErr_SetString(PyExc_TypeError, "WindowLimit takes no keyword arguments");
-        return NULL;
-    }
-    if (!PyArg_UnpackTuple(args, "WindowLimit", 1, 1, &req))
-        return NULL;
-    PyObject *key = wl_key(req);
-    if (key == NULL)
-        return PyErr_Occurred() ? NULL : PyObject_CallOneArg(self->slow, req);
-    if (self->incr == NULL) {
-        PyObject *incr = PyObject_CallNoArgs(self->resolve);
-        if (incr == NULL) {
-            Py_DECREF(key);
-            goto store_error;
-        }
-        self->incr = incr;
-    }
-    PyObject *t = PyObject_CallNoArgs(self->time);
-    double now = t == NULL ? -1.0 : PyFloat_AsDouble(t);
-    Py_XDECREF(t);
-    if (now == -1.0 && PyErr_Occurred()) {
-        Py_DECREF(key);
-        return NULL;
-    }
-    /* seconds to the window's end, > 0 (Python's float % for a positive divisor) */
-    double mod = fmod(now, self->window);
-    if (mod != 0 && (mod < 0) != (self->window < 0))
-        mod += self->window;
-    double left_s = self->window - mod;
-    PyObject *k = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(self->prefix) +
-                                                      PyBytes_GET_SIZE(key));
-    if (k == NULL) {
-        Py_DECREF(key);
-        return NULL;
-    }
-    memcpy(PyBytes_AS_STRING(k), PyBytes_AS_STRING(self->prefix), PyBytes_GET_SIZE(self->prefix));
-    memcpy(PyBytes_AS_STRING(k) + PyBytes_GET_SIZE(self->prefix), PyBytes_AS_STRING(key),
-           PyBytes_GET_SIZE(key));
-    Py_DECREF(key);
-    PyObject *left = PyFloat_FromDouble(left_s);
-    if (left == NULL) {
-        Py_DECREF(k);
-        return NULL;
-    }
-    PyObject *call[4] = {k, one, zero, left};
-    PyObject *count = PyObject_Vectorcall(self->incr, call, 4, NULL);
-    if (count == NULL) {
-        Py_DECREF(k);
-        Py_DECREF(left);
-        goto store_error;
-    }
-    long long c;
-    if (!exact_ll(count, &c) || c > self->quota) {
-        /* a rejection, or a value this code does not expect: the Python code goes on */
-        PyObject *fargs[4] = {req, k, count, left};
-        PyObject *r = PyObject_Vectorcall(self->finish, fargs, 4, NULL);
-        Py_DECREF(k);
-        Py_DECREF(count);
-        Py_DECREF(left);
-        return r;
-    }
-    Py_DECREF(k);
-    Py_DECREF(count);
-    Py_DECREF(left);
-    long long remaining = c < self->quota ? self->quota - c : 0;
-    long long reset = (long long)ceil(left_s);
-    char rem[24], rst[24];
-    int rn = decimal(rem, remaining);
-    int sn = decimal(rst, reset);
-    PyObject *p0 = PyTuple_GET_ITEM(self->parts, 0), *p1 = PyTuple_GET_ITEM(self->parts, 1),
-             *p2 = PyTuple_GET_ITEM(self->parts, 2);
-    Py_ssize_t n0 = PyBytes_GET_SIZE(p0), n1 = PyBytes_GET_SIZE(p1), n2 = PyBytes_GET_SIZE(p2);
-    PyObject *block = PyBytes_FromStringAndSize(NULL, n0 + rn + n1 + sn + n2 + rn);
-    if (block == NULL)
-        return NULL;
-    char *d = PyBytes_AS_STRING(block);
-    memcpy(d, PyBytes_AS_STRING(p0), n0);
-    d += n0;
-    memcpy(d, rem, rn);
-    d += rn;
-    memcpy(d, PyBytes_AS_STRING(p1), n1);
-    d += n1;
-    memcpy(d, rst, sn);
-    d += sn;
-    memcpy(d, PyBytes_AS_STRING(p2), n2);
-    d += n2;
-    memcpy(d, rem, rn);
-    /* req.header_lines += block, or req.add_header_lines(block) once a handler holds
-     * resp_headers */
-    PyObject *rh = PyObject_GetAttr(req, n_resp_headers);
-    if (rh == NULL) {
-        Py_DECREF(block);
-        return NULL;
-    }
-    int plain = rh == Py_None;
-    Py_DECREF(rh);
-    if (!plain) {
-        PyObject *r = PyObject_CallMethodOneArg(req, n_add_lines, block);
-        Py_DECREF(block);
-        return r;
-    }
-    PyObject *lines = PyObject_GetAttr(req, n_lines);
-    if (lines == NULL) {
-        Py_DECREF(block);
-        return NULL;
-    }
-    PyObject *joined = PyNumber_Add(lines, block);
-    Py_DECREF(lines);
-    Py_DECREF(block);
-    if (joined == NULL)
-        return NULL;
-    int rc = PyObject_SetAttr(req, n_lines, joined);
-    Py_DECREF(joined);
-    if (rc < 0)
-        return NULL;
-    Py_RETURN_NONE;
-
-store_error:
-    if (!PyErr_ExceptionMatches(self->errors))
-        return NULL;
-    {
-        PyObject *type, *exc, *tb;
-        PyErr_Fetch(&type, &exc, &tb);
-        PyErr_NormalizeException(&type, &exc, &tb);
-        if (tb != NULL)
-            PyException_SetTraceback(exc, tb);
-        Py_XDECREF(type);
-        Py_XDECREF(tb);
-        PyObject *fargs[2] = {req, exc};
-        PyObject *r = PyObject_Vectorcall(self->failed, fargs, 2, NULL);
-        Py_XDECREF(exc);
-        return r;
-    }
-}
-
-static int
-wl_traverse(WindowLimit *self, visitproc visit, void *arg)
-{
-    Py_VISIT(self->resolve);
-    Py_VISIT(self->incr);
-    Py_VISIT(self->time);
-    Py_VISIT(self->errors);
-    Py_VISIT(self->failed);
-    Py_VISIT(self->finish);
-    Py_VISIT(self->slow);
-    return 0;
-}
-
-static int
-wl_clear(WindowLimit *self)
-{
-    Py_CLEAR(self->resolve);
-    Py_CLEAR(self->incr);
-    Py_CLEAR(self->time);
-    Py_CLEAR(self->prefix);
-    Py_CLEAR(self->parts);
-    Py_CLEAR(self->errors);
-    Py_CLEAR(self->failed);
-    Py_CLEAR(self->finish);
-    Py_CLEAR(self->slow);
-    return 0;
-}
-
-static void
-wl_dealloc(WindowLimit *self)
-{
-    PyObject_GC_UnTrack(self);
-    wl_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static PyTypeObject WindowLimitType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "edgeworker._speedups.WindowLimit",
-    .tp_basicsize = sizeof(WindowLimit),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "The access handler of a declarative shared-dict limit keyed by the client's "
-              "packed address (see edgeworker/lib/limit/declarative.py).",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)wl_init,
-    .tp_call = (ternaryfunc)wl_call,
-    .tp_dealloc = (destructor)wl_dealloc,
-    .tp_traverse = (traverseproc)wl_traverse,
-    .tp_clear = (inquiry)wl_clear,
-};
 
 /* -------------------------------------------------------------------------------- Recorder */
 
@@ -1569,239 +1067,6 @@ static PyTypeObject RecorderType = {
     .tp_new = rec_new,
 };
 
-/* --------------------------------------------------------------------------- UpstreamCounter */
-
-/* UpstreamCounter(func, globals, layout) is edgeworker/status/metrics.py's upstream_event
- * (func, the Python function) for the common call: upstream_event(upstream, peer, status,
- * response_time, sent=.., received=..) in a worker whose counters (globals["_worker"].ups)
- * already hold that peer's slot [nums, codes]: the same increments (layout = (U_FAILS, U_SENT,
- * U_RECEIVED, U_TIME, U_TIMED), the indexes in nums). Every other call, or an odd value, goes
- * to func before anything is counted. */
-typedef struct {
-    PyObject_HEAD
-    PyObject *func;
-    PyObject *globals;
-    Py_ssize_t fails, sent, received, time_i, timed, n;
-    vectorcallfunc vectorcall;
-} UpstreamCounter;
-
-static PyObject *n_worker, *n_ups, *n_sent, *n_received;
-
-static int
-plain_number(PyObject *v)
-{
-    return PyLong_CheckExact(v) || PyFloat_CheckExact(v);
-}
-
-static PyObject *
-uc_vectorcall(UpstreamCounter *u, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    PyObject *status, *rt = Py_None, *sent = zero, *received = zero;
-    PyObject *w, *ups = NULL, *key = NULL, *result = NULL;
-    PyObject *nv[4] = {NULL, NULL, NULL, NULL}; /* the code's count, fails, time, timed */
-    if (nargs < 3 || nargs > 4)
-        goto python;
-    status = args[2];
-    if (nargs == 4)
-        rt = args[3];
-    for (Py_ssize_t k = 0; k < nkw; k++) {
-        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
-        if (kw_is(name, n_sent))
-            sent = args[nargs + k];
-        else if (kw_is(name, n_received))
-            received = args[nargs + k];
-        else
-            goto python;
-    }
-    if ((status != Py_None && !PyLong_CheckExact(status)) ||
-        (rt != Py_None && !plain_number(rt)) || !PyLong_CheckExact(sent) ||
-        !PyLong_CheckExact(received))
-        goto python;
-    w = PyDict_GetItemWithError(u->globals, n_worker); /* borrowed */
-    if (w == NULL) {
-        if (PyErr_Occurred())
-            return NULL;
-        goto python;
-    }
-    if (w == Py_None)
-        goto python;
-    if ((ups = PyObject_GetAttr(w, n_ups)) == NULL)
-        return NULL;
-    if (!PyDict_CheckExact(ups))
-        goto python;
-    key = PyTuple_Pack(2, args[0], args[1]);
-    if (key == NULL)
-        goto done;
-    PyObject *slot = PyDict_GetItemWithError(ups, key); /* borrowed; held through ups */
-    if (slot == NULL) {
-        if (PyErr_Occurred())
-            goto done;
-        goto python; /* a new peer: the Python code makes its slot */
-    }
-    if (!PyList_CheckExact(slot) || PyList_GET_SIZE(slot) != 2)
-        goto python;
-    PyObject *nums = PyList_GET_ITEM(slot, 0), *codes = PyList_GET_ITEM(slot, 1);
-    if (!PyList_CheckExact(nums) || PyList_GET_SIZE(nums) != u->n || !PyDict_CheckExact(codes))
-        goto python;
-    for (Py_ssize_t i = 0; i < u->n; i++)
-        if (!plain_number(PyList_GET_ITEM(nums, i)))
-            goto python;
-    Py_INCREF(slot);
-    Py_INCREF(nums);
-    Py_INCREF(codes);
-    /* the new values first, then the stores */
-    int ok = 1;
-    PyObject *old = NULL;
-    if (status == Py_None) {
-        nv[1] = PyNumber_Add(PyList_GET_ITEM(nums, u->fails), one);
-        ok = nv[1] != NULL;
-    } else {
-        old = PyDict_GetItemWithError(codes, status);
-        if (old == NULL && PyErr_Occurred())
-            ok = 0;
-        else
-            ok = (nv[0] = old != NULL ? PyNumber_Add(old, one) : Py_NewRef(one)) != NULL;
-    }
-    if (ok && rt != Py_None)
-        ok = (nv[2] = PyNumber_Add(PyList_GET_ITEM(nums, u->time_i), rt)) != NULL &&
-             (nv[3] = PyNumber_Add(PyList_GET_ITEM(nums, u->timed), one)) != NULL;
-    PyObject *ns = NULL, *nr = NULL;
-    if (ok && PyObject_IsTrue(sent))
-        ok = (ns = PyNumber_Add(PyList_GET_ITEM(nums, u->sent), sent)) != NULL;
-    if (ok && PyObject_IsTrue(received))
-        ok = (nr = PyNumber_Add(PyList_GET_ITEM(nums, u->received), received)) != NULL;
-    if (ok && nv[0] != NULL)
-        ok = PyDict_SetItem(codes, status, nv[0]) == 0;
-    if (ok) {
-        /* PyList_SetItem takes the references */
-        if (nv[1] != NULL) {
-            PyList_SetItem(nums, u->fails, nv[1]);
-            nv[1] = NULL;
-        }
-        if (nv[2] != NULL) {
-            PyList_SetItem(nums, u->time_i, nv[2]);
-            PyList_SetItem(nums, u->timed, nv[3]);
-            nv[2] = nv[3] = NULL;
-        }
-        if (ns != NULL) {
-            PyList_SetItem(nums, u->sent, ns);
-            ns = NULL;
-        }
-        if (nr != NULL) {
-            PyList_SetItem(nums, u->received, nr);
-            nr = NULL;
-        }
-        result = Py_NewRef(Py_None);
-    }
-    Py_XDECREF(ns);
-    Py_XDECREF(nr);
-    Py_DECREF(codes);
-    Py_DECREF(nums);
-    Py_DECREF(slot);
-    goto done;
-python:
-    result = PyObject_Vectorcall(u->func, args, nargsf, kwnames);
-done:
-    Py_XDECREF(ups);
-    Py_XDECREF(key);
-    for (int i = 0; i < 4; i++)
-        Py_XDECREF(nv[i]);
-    return result;
-}
-
-static PyObject *
-uc_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
-{
-    PyObject *func, *globals;
-    Py_ssize_t f, se, re, t, td;
-    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
-        PyErr_SetString(PyExc_TypeError, "UpstreamCounter() takes no keyword arguments");
-        return NULL;
-    }
-    if (!PyArg_ParseTuple(args, "OO!(nnnnn):UpstreamCounter", &func, &PyDict_Type, &globals, &f,
-                          &se, &re, &t, &td))
-        return NULL;
-    Py_ssize_t idx[5] = {f, se, re, t, td};
-    for (int i = 0; i < 5; i++)
-        for (int j = 0; j < 5; j++)
-            if (idx[i] < 0 || idx[i] > 4 || (i != j && idx[i] == idx[j])) {
-                PyErr_SetString(PyExc_ValueError, "UpstreamCounter: bad layout");
-                return NULL;
-            }
-    if (!PyCallable_Check(func)) {
-        PyErr_SetString(PyExc_TypeError, "UpstreamCounter: func must be callable");
-        return NULL;
-    }
-    UpstreamCounter *u = PyObject_GC_New(UpstreamCounter, type);
-    if (u == NULL)
-        return NULL;
-    u->func = Py_NewRef(func);
-    u->globals = Py_NewRef(globals);
-    u->fails = f;
-    u->sent = se;
-    u->received = re;
-    u->time_i = t;
-    u->timed = td;
-    u->n = 5;
-    u->vectorcall = (vectorcallfunc)uc_vectorcall;
-    PyObject_GC_Track(u);
-    return (PyObject *)u;
-}
-
-static int
-uc_traverse(UpstreamCounter *u, visitproc visit, void *arg)
-{
-    Py_VISIT(u->func);
-    Py_VISIT(u->globals);
-    return 0;
-}
-
-static int
-uc_clear(UpstreamCounter *u)
-{
-    Py_CLEAR(u->func);
-    Py_CLEAR(u->globals);
-    return 0;
-}
-
-static void
-uc_dealloc(UpstreamCounter *u)
-{
-    PyObject_GC_UnTrack(u);
-    uc_clear(u);
-    Py_TYPE(u)->tp_free((PyObject *)u);
-}
-
-static PyObject *
-uc_descr_get(PyObject *self, PyObject *obj, PyObject *Py_UNUSED(type))
-{
-    return Py_NewRef(self); /* like a builtin function: not bound as a method */
-}
-
-static PyMemberDef uc_members[] = {
-    {"__wrapped__", T_OBJECT, offsetof(UpstreamCounter, func), READONLY,
-     "the Python upstream_event (every call the C path does not serve)"},
-    {NULL},
-};
-
-static PyTypeObject UpstreamCounterType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "edgeworker._speedups.UpstreamCounter",
-    .tp_basicsize = sizeof(UpstreamCounter),
-    .tp_dealloc = (destructor)uc_dealloc,
-    .tp_vectorcall_offset = offsetof(UpstreamCounter, vectorcall),
-    .tp_call = PyVectorcall_Call,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "UpstreamCounter(func, globals, layout): upstream_event's common call in C.",
-    .tp_traverse = (traverseproc)uc_traverse,
-    .tp_clear = (inquiry)uc_clear,
-    .tp_descr_get = uc_descr_get,
-    .tp_members = uc_members,
-    .tp_new = uc_new,
-};
-
 /* ---------------------------------------------------------------------------------- module */
 
 static struct PyModuleDef module = {
@@ -1814,8 +1079,7 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     init_byte_classes();
-    if (PyType_Ready(&WindowLimitType) < 0 || PyType_Ready(&RecorderType) < 0 ||
-        PyType_Ready(&UpstreamCounterType) < 0)
+    if (PyType_Ready(&RecorderType) < 0)
         return NULL;
     s_version = PyUnicode_InternFromString("1.1");
     s_empty_bytes = PyBytes_FromStringAndSize("", 0);
@@ -1823,12 +1087,6 @@ PyInit__speedups(void)
         return NULL;
 #define NAME(v, text) if ((v = PyUnicode_InternFromString(text)) == NULL) return NULL
     NAME(n_size, "size");
-    NAME(n_conn, "_conn");
-    NAME(n_bin_addr, "bin_addr");
-    NAME(n_binary_remote_addr, "binary_remote_addr");
-    NAME(n_resp_headers, "resp_fields");
-    NAME(n_lines, "header_lines");
-    NAME(n_add_lines, "add_header_lines");
     NAME(n_add_header, "add_header");
     NAME(n_content_type_line, "content_type_line");
     NAME(n_location, "location");
@@ -1836,21 +1094,11 @@ PyInit__speedups(void)
     NAME(n_head, "head");
     NAME(n_body_bytes_sent, "body_bytes_sent");
     NAME(n_start_time, "start_time");
-    NAME(n_worker, "_worker");
-    NAME(n_ups, "ups");
-    NAME(n_sent, "sent");
-    NAME(n_received, "received");
 #undef NAME
-    one = PyLong_FromLong(1);
-    zero = PyLong_FromLong(0);
-    if (one == NULL || zero == NULL)
-        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(m, "WindowLimit", (PyObject *)&WindowLimitType) < 0 ||
-        PyModule_AddObjectRef(m, "Recorder", (PyObject *)&RecorderType) < 0 ||
-        PyModule_AddObjectRef(m, "UpstreamCounter", (PyObject *)&UpstreamCounterType) < 0) {
+    if (PyModule_AddObjectRef(m, "Recorder", (PyObject *)&RecorderType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -15,10 +15,6 @@
  * the value 8-byte aligned after it.  Every offset read from the zone is checked against the
  * zone's size before use, so a damaged zone cannot make this code read or write outside it.
  *
- * IncrMethod is SharedDict.incr as a C method descriptor: d.incr(key, delta, init=..,
- * init_ttl=..) runs fast_incr's body without a Python frame, and every call it does not serve
- * goes to the Python function it wraps (see IncrMethod below).
- *
  * Semaphore is the zone lock's POSIX semaphore, the subset of posix_ipc.Semaphore that shm uses
  * (create or open by name, acquire(0), release(), value, close()), raising posix_ipc's
  * exceptions. Its acquire(0) is a sem_trywait without releasing the GIL (it never blocks) and
@@ -26,7 +22,6 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -596,218 +591,6 @@ static PyTypeObject ZoneType = {
 };
 
 
-/* ------------------------------------------------------------------------------ IncrMethod */
-
-/* IncrMethod(func, owner, globals, clock) is SharedDict.incr itself, as a method descriptor
- * (shm/dict.py installs it over the Python function `func` when this module is built). Called
- * as d.incr(key, delta=1, init=None, init_ttl=0), it reads d's `_fincr` slot (the bound
- * Zone.fast_incr, or None) and runs fast_incr_impl with no Python frame between the caller and
- * the zone. Every other case calls func, the Python SharedDict.incr, with the same arguments:
- * no C zone on this dict (a private buffer, a closed dict), a test's fake clock
- * (globals["_now_ns"] is not `clock`), keyword names other than init/init_ttl, a positional
- * count incr would reject, or fast_incr_impl's None. func may try the C path once more (it
- * changes nothing when it declines) and then does the rest, so results and errors are the
- * Python code's own. */
-typedef struct {
-    PyObject_HEAD
-    PyObject *func;
-    PyObject *owner; /* the SharedDict class */
-    Py_ssize_t fincr_off; /* offset of its `_fincr` slot */
-    PyObject *globals; /* shm.dict's module dict: _now_ns and _pid */
-    PyObject *clock; /* time.monotonic_ns */
-    vectorcallfunc vectorcall;
-} IncrMethod;
-
-static PyObject *str_now_ns, *str_pid, *str_init, *str_init_ttl, *int_zero, *int_one;
-
-static int
-kw_is(PyObject *name, PyObject *want)
-{
-    return name == want || (PyUnicode_Check(name) && PyUnicode_Compare(name, want) == 0);
-}
-
-static PyObject *
-IncrMethod_vectorcall(IncrMethod *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    PyObject *opt[3] = {int_one, Py_None, int_zero}; /* delta, init, init_ttl */
-    PyObject *self, *fincr, *zone, *now, *po, *v;
-    unsigned long pid;
-
-    /* self, key, up to three more in all */
-    if (nargs < 2 || nargs + nkw > 5)
-        goto python;
-    self = args[0];
-    if (!PyObject_TypeCheck(self, (PyTypeObject *)m->owner))
-        goto python;
-    fincr = *(PyObject **)((char *)self + m->fincr_off);
-    if (fincr == NULL || !PyCFunction_Check(fincr))
-        goto python;
-    zone = PyCFunction_GET_SELF(fincr);
-    if (zone == NULL || !Py_IS_TYPE(zone, &ZoneType))
-        goto python;
-    for (Py_ssize_t i = 2; i < nargs; i++)
-        opt[i - 2] = args[i];
-    for (Py_ssize_t k = 0; k < nkw; k++) {
-        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
-        Py_ssize_t slot;
-        if (kw_is(name, str_init))
-            slot = 1;
-        else if (kw_is(name, str_init_ttl))
-            slot = 2;
-        else
-            goto python;
-        if (slot < nargs - 2)
-            goto python; /* given twice: the Python call raises */
-        opt[slot] = args[nargs + k];
-    }
-    now = PyDict_GetItemWithError(m->globals, str_now_ns);
-    if (now != m->clock) {
-        if (PyErr_Occurred())
-            return NULL;
-        goto python;
-    }
-    po = PyDict_GetItemWithError(m->globals, str_pid);
-    if (po == NULL) {
-        if (PyErr_Occurred())
-            return NULL;
-        goto python;
-    }
-    pid = PyLong_AsUnsignedLong(po);
-    if (pid == (unsigned long)-1 && PyErr_Occurred())
-        return NULL;
-    v = fast_incr_impl((Zone *)zone, args[1], opt[0], opt[1], opt[2], pid);
-    if (v != Py_None)
-        return v; /* the new value, or NULL with the error set */
-    Py_DECREF(v);
-python:
-    return PyObject_Vectorcall(m->func, args, nargsf, kwnames);
-}
-
-static PyObject *
-IncrMethod_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
-{
-    PyObject *func, *owner, *globals, *clock;
-    if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
-        PyErr_SetString(PyExc_TypeError, "IncrMethod() takes no keyword arguments");
-        return NULL;
-    }
-    if (!PyArg_ParseTuple(args, "OO!O!O:IncrMethod", &func, &PyType_Type, &owner, &PyDict_Type,
-                          &globals, &clock))
-        return NULL;
-    if (!PyCallable_Check(func)) {
-        PyErr_SetString(PyExc_TypeError, "IncrMethod: func must be callable");
-        return NULL;
-    }
-    /* the `_fincr` slot of the class: a member descriptor holding an object */
-    PyObject *md = PyDict_GetItemString(((PyTypeObject *)owner)->tp_dict, "_fincr");
-    if (md == NULL || !Py_IS_TYPE(md, &PyMemberDescr_Type) ||
-        ((PyMemberDescrObject *)md)->d_member->type != T_OBJECT_EX) {
-        PyErr_SetString(PyExc_TypeError, "IncrMethod: the class has no `_fincr` slot");
-        return NULL;
-    }
-    IncrMethod *m = PyObject_GC_New(IncrMethod, type);
-    if (m == NULL)
-        return NULL;
-    m->func = Py_NewRef(func);
-    m->owner = Py_NewRef(owner);
-    m->fincr_off = ((PyMemberDescrObject *)md)->d_member->offset;
-    m->globals = Py_NewRef(globals);
-    m->clock = Py_NewRef(clock);
-    m->vectorcall = (vectorcallfunc)IncrMethod_vectorcall;
-    PyObject_GC_Track(m);
-    return (PyObject *)m;
-}
-
-/* Each reference an IncrMethod owns: visited (traverse), or cleared when visit is NULL. */
-static int
-IncrMethod_refs(IncrMethod *m, visitproc visit, void *arg)
-{
-    PyObject **refs[] = {&m->func, &m->owner, &m->globals, &m->clock};
-    for (size_t i = 0; i < NELEMS(refs); i++) {
-        if (visit == NULL)
-            Py_CLEAR(*refs[i]);
-        else
-            Py_VISIT(*refs[i]);
-    }
-    return 0;
-}
-
-static int
-IncrMethod_traverse(IncrMethod *m, visitproc visit, void *arg)
-{
-    return IncrMethod_refs(m, visit, arg);
-}
-
-static int
-IncrMethod_clear(IncrMethod *m)
-{
-    return IncrMethod_refs(m, NULL, NULL);
-}
-
-static void
-IncrMethod_dealloc(IncrMethod *m)
-{
-    PyObject_GC_UnTrack(m);
-    IncrMethod_clear(m);
-    Py_TYPE(m)->tp_free((PyObject *)m);
-}
-
-static PyObject *
-IncrMethod_descr_get(PyObject *m, PyObject *obj, PyObject *Py_UNUSED(type))
-{
-    if (obj == NULL || obj == Py_None)
-        return Py_NewRef(m);
-    return PyMethod_New(m, obj);
-}
-
-static PyObject *
-IncrMethod_func_attr(IncrMethod *m, void *name)
-{
-    if (m->func == NULL) {
-        PyErr_SetString(PyExc_AttributeError, (const char *)name);
-        return NULL;
-    }
-    return PyObject_GetAttrString(m->func, (const char *)name);
-}
-
-static PyObject *
-IncrMethod_repr(IncrMethod *m)
-{
-    return PyUnicode_FromFormat("<C method incr of %R>", m->owner);
-}
-
-static PyGetSetDef IncrMethod_getset[] = {
-    {"__doc__", (getter)IncrMethod_func_attr, NULL, NULL, "__doc__"},
-    {"__name__", (getter)IncrMethod_func_attr, NULL, NULL, "__name__"},
-    {"__qualname__", (getter)IncrMethod_func_attr, NULL, NULL, "__qualname__"},
-    {"__module__", (getter)IncrMethod_func_attr, NULL, NULL, "__module__"},
-    {NULL},
-};
-
-static PyMemberDef IncrMethod_members[] = {
-    {"__wrapped__", T_OBJECT, offsetof(IncrMethod, func), READONLY,
-     "the Python SharedDict.incr (every call the C path does not serve)"},
-    {NULL},
-};
-
-static PyTypeObject IncrMethodType = {
-    ACCEL_TYPE(IncrMethod),
-    .tp_vectorcall_offset = offsetof(IncrMethod, vectorcall),
-    .tp_call = PyVectorcall_Call,
-    .tp_repr = (reprfunc)IncrMethod_repr,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
-                Py_TPFLAGS_METHOD_DESCRIPTOR,
-    .tp_traverse = (traverseproc)IncrMethod_traverse,
-    .tp_clear = (inquiry)IncrMethod_clear,
-    .tp_descr_get = IncrMethod_descr_get,
-    .tp_getset = IncrMethod_getset,
-    .tp_members = IncrMethod_members,
-    .tp_new = IncrMethod_new,
-};
-
-
 /* ------------------------------------------------------------------------------ module */
 
 static PyMethodDef accel_methods[] = {
@@ -827,16 +610,7 @@ PyMODINIT_FUNC
 PyInit__accel(void)
 {
     crc_init();
-    if (PyType_Ready(&ZoneType) < 0 || PyType_Ready(&SemaphoreType) < 0 ||
-        PyType_Ready(&IncrMethodType) < 0)
-        return NULL;
-    str_now_ns = PyUnicode_InternFromString("_now_ns");
-    str_pid = PyUnicode_InternFromString("_pid");
-    str_init = PyUnicode_InternFromString("init");
-    str_init_ttl = PyUnicode_InternFromString("init_ttl");
-    int_zero = PyLong_FromLong(0);
-    int_one = PyLong_FromLong(1);
-    if (!str_now_ns || !str_pid || !str_init || !str_init_ttl || !int_zero || !int_one)
+    if (PyType_Ready(&ZoneType) < 0 || PyType_Ready(&SemaphoreType) < 0)
         return NULL;
     /* the Semaphore raises posix_ipc's exceptions, so callers catch one set of errors */
     PyObject *pi = PyImport_ImportModule("posix_ipc");
@@ -864,7 +638,7 @@ PyInit__accel(void)
     for (size_t i = 0; i < NELEMS(layout); i++)
         if (PyModule_AddIntConstant(m, layout[i].name, layout[i].value) < 0)
             goto fail;
-    PyTypeObject *types[] = {&ZoneType, &SemaphoreType, &IncrMethodType};
+    PyTypeObject *types[] = {&ZoneType, &SemaphoreType};
     for (size_t i = 0; i < NELEMS(types); i++)
         if (PyModule_AddType(m, types[i]) < 0) /* under the name after tp_name's last dot */
             goto fail;

@@ -1323,10 +1323,4 @@ class SharedDict:
         return u32_unpack(self._buf, H_OWNER)[0]
 
 
-if _accel is not None:
-    # d.incr(...) straight into C (shm/_accel.c IncrMethod): the common call runs with no Python
-    # frame; every other call goes to the function above (``SharedDict.incr.__wrapped__``).
-    SharedDict.incr = _accel.IncrMethod(SharedDict.incr, SharedDict, globals(), _monotonic_ns)
-
-
 __all__ = ["SharedDict", "CLASSES"]

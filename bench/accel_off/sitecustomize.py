@@ -30,28 +30,12 @@ def _no_response_head(m: ModuleType) -> None:
     _set(m, "_fast_response_head", None)
 
 
-def _no_upstream_head(m: ModuleType) -> None:
-    _set(m, "_upstream_head", None)
-
-
 def _no_parse_response_head(m: ModuleType) -> None:
     _set(m, "_parse_head", None)
 
 
 def _no_recorder(m: ModuleType) -> None:
     _set(m, "recorder", lambda wm: wm.on_request)
-
-
-def _no_upstream_counter(m: ModuleType) -> None:
-    _set(m, "upstream_event", m.upstream_event.__wrapped__)
-
-
-def _no_window_limit(m: ModuleType) -> None:
-    _set(m, "_speedups", None)
-
-
-def _no_incr_method(m: ModuleType) -> None:
-    m.SharedDict.incr = m.SharedDict.__dict__["incr"].__wrapped__
 
 
 def _no_zone(m: ModuleType) -> None:
@@ -68,12 +52,8 @@ def _no_semaphore(m: ModuleType) -> None:
 ENTRY_POINTS: dict[str, tuple[str, Callable[[ModuleType], None], tuple[str, ...]]] = {
     "parse_request": ("edgeworker.http.protocol", _no_parse_request, ()),
     "fast_response_head": ("edgeworker.server", _no_response_head, ()),
-    "upstream_head": ("edgeworker.proxy.handler", _no_upstream_head, ()),
     "parse_response_head": ("edgeworker.proxy.client", _no_parse_response_head, ()),
     "Recorder": ("edgeworker.status.metrics", _no_recorder, ()),
-    "UpstreamCounter": ("edgeworker.status.metrics", _no_upstream_counter, ()),
-    "WindowLimit": ("edgeworker.lib.limit.declarative", _no_window_limit, ()),
-    "IncrMethod": ("shm.dict", _no_incr_method, ()),
     "Zone": ("shm.dict", _no_zone, ()),
     "Semaphore": ("shm.segment", _no_semaphore, ()),
 }

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote_from_bytes
 
-from ..http.fields import HOP_BY_HOP, ResponseFields, accel
+from ..http.fields import HOP_BY_HOP, ResponseFields
 from ..http.framing import split_tokens
 from ..http.headers import Headers
 from ..io import relay
@@ -63,10 +63,6 @@ _FAILURE_STATUSES = frozenset((500, 502, 503, 504, 429))
 _SAFE = b"/:@!$&'()*+,;=-._~"
 
 
-#: upstream_head in C (edgeworker/_speedups.c), or None: the Python function below does it all
-_upstream_head = accel.upstream_head if accel is not None else None
-
-
 class _NoLiveUpstreams(UpstreamError):
     pass
 
@@ -78,12 +74,7 @@ def upstream_head(method: str, target: bytes, fixed: bytes, raw: list[tuple[byte
     the client's fields (``raw``) but those whose lower-cased name is in ``drop`` or is named
     by a ``Connection`` field (hop-by-hop), then the forwarding lines (``lines`` of
     ``ProxyHandler._lines_for``; with ``add_xff``, a client ``X-Forwarded-For`` is kept in
-    front of the address), then ``tail`` (which ends the head).
-
-    ``upstream_head`` in edgeworker/_speedups.c gives the same bytes; it returns None (and
-    this function does it) only for what it does not take: more than 128 fields or 64
-    ``Connection`` tokens, a field that is not a pair of bytes, a method that is not ASCII.
-    tests/unit/test_proxy_head.py compares the two."""
+    front of the address), then ``tail`` (which ends the head)."""
     parts = [method.encode(), b" ", target, b" HTTP/1.1\r\n", fixed]
     conn_tokens: set[bytes] = set()
     xff: list[bytes] = []
@@ -195,11 +186,6 @@ class ProxyHandler:
         else:
             tail = self._tail(req, length, upgrade)
         target = self._target(req)
-        if _upstream_head is not None:
-            built = _upstream_head(req.method, target, self.fixed, raw, self.drop, self.add_xff,
-                                   lines, tail)
-            if built is not None:
-                return built
         return upstream_head(req.method, target, self.fixed, raw, self.drop, self.add_xff,
                              lines, tail)
 

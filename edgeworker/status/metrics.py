@@ -233,14 +233,6 @@ def upstream_event(upstream: str, peer: str, status: int | None,
         nums[U_RECEIVED] += received
 
 
-if _accel is not None:
-    # the common call straight into C (UpstreamCounter in edgeworker/_speedups.c); any other
-    # goes to the function above (``upstream_event.__wrapped__``)
-    upstream_event = _accel.UpstreamCounter(  # noqa: F811
-        upstream_event, globals(), (U_FAILS, U_SENT, U_RECEIVED, U_TIME, U_TIMED)
-    )
-
-
 def upstream_state(upstream: str, peer: str, state: str) -> None:
     """``peer`` of ``upstream`` is now in ``state`` (e.g. ``"up"``, ``"down"``,
     ``"unavailable"`` after ``max_fails``). Written to the zone at once (the last report of any

@@ -245,32 +245,18 @@ def test_redis_server_helper_restarts_on_same_port():
         srv2.stop()
 
 
-# ---------------------------------------------------------------- declarative limit, C and Python
-# make_access returns edgeworker._speedups.WindowLimit for a shared-dict limit keyed by
-# $binary_remote_addr when the C module is built; it must answer exactly as the Python closure.
-
-class _Conn:
-    def __init__(self, addr: bytes) -> None:
-        self.bin_addr = b""  # not cached yet: the property computes it
-        self.addr = addr
-
-    @property
-    def binary_remote_addr(self) -> bytes:
-        return self.addr
+# ---------------------------------------------------------------- declarative limit on shm
+# make_access's handler for a shared-dict limit keyed by $binary_remote_addr: one atomic incr
+# per request, the four RateLimit header lines, 429 past the quota.
 
 
 class _Req:
     def __init__(self, addr: bytes, resp_headers=None) -> None:
-        self._conn = _Conn(addr)
+        self.binary_remote_addr = addr
         self.header_lines = b"\r\nX-Request-Id: r"
         self.resp_fields = resp_headers
         self.added: list[bytes] = []
         self.exited = None
-
-    @property
-    def binary_remote_addr(self) -> bytes:
-        conn = self._conn
-        return conn.bin_addr or conn.binary_remote_addr
 
     def add_header_lines(self, block: bytes) -> None:
         self.added.append(block)
@@ -279,17 +265,19 @@ class _Req:
         self.exited = (status, body, headers, content_type)
 
 
-def _declarative(zone_key: str, rate: str, burst: int, accel: bool, monkeypatch):
+def _declarative(zone_key: str, rate: str, burst: int, fail: str = "open"):
     from types import SimpleNamespace
 
-    from edgeworker.lib.limit.declarative import Limit
     from edgeworker.units import Rate
 
-    monkeypatch.setattr(declarative, "_speedups", declarative._speedups if accel else None)
     count, _, unit = rate.partition("r/")
-    conf = Limit(rate=Rate(float(count), {"s": 1.0, "m": 60.0}[unit]), store=f"shm:{zone_key}",
-                 burst=burst)
-    return limit.make_access(SimpleNamespace(limit=conf, path=f"/{accel}"), None)
+    conf = declarative.Limit(
+        rate=Rate(float(count), {"s": 1.0, "m": 60.0}[unit]),
+        store=f"shm:{zone_key}",
+        burst=burst,
+        fail=fail,
+    )
+    return limit.make_access(SimpleNamespace(limit=conf, path="/lim"), None)
 
 
 def _zones_with(monkeypatch, **zones):
@@ -302,104 +290,70 @@ def _zones_with(monkeypatch, **zones):
     return shared
 
 
-@pytest.mark.skipif(declarative._speedups is None, reason="the C module is not built")
-def test_declarative_shm_limit_in_c_answers_as_python(shm_zone, monkeypatch):
+def test_declarative_shm_limit_counts_per_address(shm_zone, monkeypatch):
     _zones_with(monkeypatch, lim=shm_zone)
-    c = _declarative("lim", "5r/m", 2, True, monkeypatch)
-    py = _declarative("lim", "5r/m", 2, False, monkeypatch)
-    assert type(c).__name__ == "WindowLimit" and callable(py) and type(py).__name__ == "function"
+    access = _declarative("lim", "5r/m", 2)
     seen = []
     for i in range(16):
-        addr = bytes([127, 0, 0, 1 + i % 2])
-        a, b = _Req(addr), _Req(addr)
-        c(a)
-        py(b)
-        # same counts (the location is part of the key: the two count apart), same answer;
-        # the reset second may differ if the clock ticks over between the two calls
-        assert re.sub(rb";t=\d+", b"", a.header_lines) == re.sub(rb";t=\d+", b"", b.header_lines)
-        assert a.exited == b.exited
-        seen.append(a.exited is not None)
-    assert seen == [False] * 14 + [True, True]  # 7 per address (5 + burst 2), then 429
-    assert a.exited[0] == 429 and b"r=0;" in a.header_lines
+        req = _Req(bytes([127, 0, 0, 1 + i % 2]))
+        access(req)
+        left = max(0, 7 - (i // 2 + 1))  # 5 + burst 2 per address
+        assert re.fullmatch(
+            rb'\r\nX-Request-Id: r\r\nRateLimit-Policy: "default";q=7;w=60\r\n'
+            rb'RateLimit: "default";r=%d;t=(\d+)\r\nX-RateLimit-Limit-Minute: 7\r\n'
+            rb"X-RateLimit-Remaining-Minute: %d" % (left, left),
+            req.header_lines,
+        ), req.header_lines
+        seen.append(req.exited is not None)
+    assert seen == [False] * 14 + [True, True]  # 7 per address, then 429
+    reset = re.search(rb";t=(\d+)", req.header_lines).group(1).decode()
+    assert 1 <= int(reset) <= 60
+    assert req.exited == (
+        429,
+        b'{"error":"rate_limited"}',
+        {"Retry-After": reset},
+        "application/json",
+    )
+    # a rejected request is not counted: each address stays at the quota
+    assert shm_zone.get(b"ew:limit:/lim:\x7f\x00\x00\x01") == 7
+    assert shm_zone.get(b"ew:limit:/lim:\x7f\x00\x00\x02") == 7
     # a handler took resp_headers: the block goes through add_header_lines
-    a, b = _Req(b"\x0a\x00\x00\x01", resp_headers=object()), _Req(b"\x0a\x00\x00\x01",
-                                                                  resp_headers=object())
-    c(a)
-    py(b)
-    assert len(a.added) == len(b.added) == 1 and a.header_lines == b.header_lines == b"\r\nX-Request-Id: r"
-    assert a.added[0].startswith(b'\r\nRateLimit-Policy: "default";q=7;w=60\r\nRateLimit:')
+    req = _Req(b"\x0a\x00\x00\x01", resp_headers=object())
+    access(req)
+    assert len(req.added) == 1 and req.header_lines == b"\r\nX-Request-Id: r"
+    assert req.added[0].startswith(b'\r\nRateLimit-Policy: "default";q=7;w=60\r\nRateLimit:')
+    assert req.exited is None
 
 
-@pytest.mark.skipif(declarative._speedups is None, reason="the C module is not built")
-def test_declarative_shm_limit_in_c_store_failure_and_odd_values(shm_zone, monkeypatch):
+def test_declarative_shm_limit_store_failure_and_odd_values(shm_zone, monkeypatch):
+    import shm
+
     zones = _zones_with(monkeypatch, lim=shm_zone)
-    c = _declarative("lim", "100r/s", 0, True, monkeypatch)
-    # a float under the key (put there by someone else): the Python code takes over
-    shm_zone.set(b"ew:limit:/True:\x7f\x00\x00\x09", 1.5, 10)
+    access = _declarative("lim", "100r/s", 0)
+    # a float under the key (put there by someone else): counted on from it
+    shm_zone.set(b"ew:limit:/lim:\x7f\x00\x00\x09", 1.5, 10)
     req = _Req(b"\x7f\x00\x00\x09")
-    c(req)
-    assert b"RateLimit: \"default\";r=97;" in req.header_lines and req.exited is None
-    # a zone that does not exist is a mistake, not a store failure: raised, as in Python
+    access(req)
+    assert b'RateLimit: "default";r=97;' in req.header_lines and req.exited is None
+
+    class Full:  # a shared dict whose incr fails
+        def incr(self, *args):
+            raise shm.NoMemory("full")
+
+    # the store fails: "open" lets the request through without RateLimit lines, "closed"
+    # answers 503
+    zones._install({"lim": Full()})
+    unavailable = (
+        503,
+        b'{"error":"rate_limit_unavailable"}',
+        {"Retry-After": "1"},
+        "application/json",
+    )
+    for fail, exited in (("open", None), ("closed", unavailable)):
+        req = _Req(b"\x7f\x00\x00\x0a")
+        _declarative("lim", "100r/s", 0, fail)(req)
+        assert req.header_lines == b"\r\nX-Request-Id: r" and req.exited == exited, fail
+    # a zone that does not exist is a mistake, not a store failure: raised
     zones._install({})
-    c2 = _declarative("lim", "100r/s", 0, True, monkeypatch)
-    req = _Req(b"\x7f\x00\x00\x0a")
     with pytest.raises(KeyError):
-        c2(req)
-    # wrong argument shapes
-    with pytest.raises(TypeError):
-        declarative._speedups.WindowLimit()
-    with pytest.raises(TypeError):
-        _window_limit(lambda *a: 1, [], parts=(b"a", b"b"))
-    with pytest.raises(ValueError):
-        _window_limit(lambda *a: 1, [], window=0.0)
-    with pytest.raises(TypeError):
-        c()
-
-
-def _window_limit(incr, calls, parts=(b"<", b"|", b">"), window=60.0):
-    return declarative._speedups.WindowLimit(
-        lambda: incr, lambda: 1000.25, b"p:", 5, window, parts, (OSError,),
-        lambda req, exc: calls.append(("failed", req, exc)),
-        lambda *args: calls.append(("finish",) + args),
-        lambda req: calls.append(("slow", req)))
-
-
-@pytest.mark.skipif(declarative._speedups is None, reason="the C module is not built")
-def test_window_limit_steps():
-    """WindowLimit's own steps, with stand-ins for the shared dict and the Python parts."""
-    calls: list = []
-    got: list = []
-
-    def incr(*args):
-        got.append(args)
-        return 3
-
-    req = _Req(b"\x01\x02")
-    _window_limit(incr, calls)(req)
-    # the window's end is 60 - 1000.25 % 60 = 19.75 s away: reset 20, remaining 5 - 3
-    assert got == [(b"p:\x01\x02", 1, 0, 19.75)] and calls == []
-    assert req.header_lines == b"\r\nX-Request-Id: r<2|20>2" and req.exited is None
-    req._conn.bin_addr = b"\x09"  # the connection's cached address comes first
-    _window_limit(incr, calls)(req)
-    assert got[-1][0] == b"p:\x09"
-    # over the quota (or not an int): the Python finish gets the count and the window's rest
-    for count in (6, 2.0, 1 << 70):
-        calls.clear()
-        req = _Req(b"\x01")
-        _window_limit(lambda *a, c=count: c, calls)(req)
-        assert calls == [("finish", req, b"p:\x01", count, 19.75)]
-    # a store error goes to failed(req, exc); any other exception propagates
-    calls.clear()
-
-    def broken(*args):
-        raise OSError("store down")
-
-    _window_limit(broken, calls)(req)
-    assert calls[0][:2] == ("failed", req) and str(calls[0][2]) == "store down"
-    with pytest.raises(ZeroDivisionError):
-        _window_limit(lambda *a: 1 / 0, calls)(req)
-    # a key that is not bytes: the whole Python closure
-    calls.clear()
-    odd = _Req("not bytes")
-    _window_limit(incr, calls)(odd)
-    assert calls == [("slow", odd)]
+        _declarative("lim", "100r/s", 0)(_Req(b"\x7f\x00\x00\x0a"))

@@ -380,55 +380,12 @@ def test_crc32_matches_zlib():
         assert _accel.crc32(data) == zlib.crc32(data)
 
 
-def _python_frames(fn) -> int:
-    """How many times the Python ``SharedDict.incr`` ran during ``fn()``."""
-    import sys
-
-    code = SharedDict.incr.__wrapped__.__code__
-    seen = []
-    sys.setprofile(
-        lambda frame, event, arg: (
-            seen.append(1) if event == "call" and frame.f_code is code else None
-        )
-    )
-    try:
-        fn()
-    finally:
-        sys.setprofile(None)
-    return len(seen)
-
-
-def test_incr_is_the_c_method_with_the_python_one_behind_it():
-    """``SharedDict.incr`` is shm._accel.IncrMethod: it reads like the Python function
-    (signature, docs, name) and binds like a method."""
-    import inspect
-
-    from shm import _accel
-
-    meth = SharedDict.incr
-    assert isinstance(meth, _accel.IncrMethod)
-    py = meth.__wrapped__
-    assert inspect.isfunction(py) and py.__code__.co_filename == shm_dict.__file__
-    assert inspect.signature(meth) == inspect.signature(py)
-    assert (meth.__doc__, meth.__name__, meth.__qualname__) == (
-        py.__doc__,
-        "incr",
-        "SharedDict.incr",
-    )
-    d = SharedDict.from_buffer(bytearray(1 << 16))
-    bound = d.incr
-    assert bound.__self__ is d and bound.__func__ is meth
-    assert bound(b"k", 2, init=1) == 3 and meth(d, b"k") == 4
-    with pytest.raises(TypeError):
-        _accel.IncrMethod(py, int, {}, time.monotonic_ns)  # int has no `_fincr` slot
-
-
-def test_incr_method_call_forms_match_python(zones):  # noqa: F811
+def test_incr_call_forms_same_with_and_without_fast_incr(zones):  # noqa: F811
     """Every way of passing incr's arguments (positional, keywords, defaults, wrong ones) gives
-    the same value or the same error as the Python function, on a zone served in C."""
+    the same value or the same error on a zone served by Zone.fast_incr as on one without it."""
     fast, slow = zones("64k"), zones("64k")
     slow._fincr = None
-    py = SharedDict.incr.__wrapped__
+    py = SharedDict.incr
     forms = [
         ((b"a",), {}),
         ((b"a", 2), {}),
@@ -457,19 +414,25 @@ def test_incr_method_call_forms_match_python(zones):  # noqa: F811
     assert {k: fast.get(k) for k in fast.get_keys(0)} == {k: slow.get(k) for k in slow.get_keys(0)}
 
 
-def test_incr_method_serves_hits_in_c_and_the_rest_in_python(zones, monkeypatch):  # noqa: F811
-    """A hit with plain arguments runs no Python frame; a miss, a str key, a private buffer (no
-    C lock) and a test's fake clock go to the Python function."""
+def test_incr_serves_hits_through_fast_incr(zones, monkeypatch):  # noqa: F811
+    """A hit with plain arguments is one Zone.fast_incr call; what it declines (a miss, a str
+    key) goes on in Python; a private buffer has no fast_incr, and a test's fake clock skips
+    it."""
     d = zones("64k")
     d.set(b"n", 1)
-    assert _python_frames(lambda: d.incr(b"n", 1, init=0)) == 0
-    assert _python_frames(lambda: d.incr(b"n")) == 0
-    assert d.get(b"n") == 3
-    assert _python_frames(lambda: d.incr(b"new", 1, init=0)) == 1  # a miss: Python stores it
-    assert _python_frames(lambda: d.incr("n", 1)) == 1
-    private = SharedDict.from_buffer(bytearray(1 << 16))
-    private.set(b"n", 1)
-    assert _python_frames(lambda: private.incr(b"n", 1)) == 1
+    real, calls = d._fincr, []
+
+    def spy(*args):
+        calls.append(real(*args))
+        return calls[-1]
+
+    d._fincr = spy
+    assert d.incr(b"n", 1, init=0) == 2 and d.incr(b"n") == 3
+    assert calls == [2, 3]
+    assert d.incr(b"new", 1, init=0) == 1 and calls[-1] is None  # a miss: Python stores it
+    assert d.incr("n", 1) == 4 and calls[-2:] == [None, 4]  # a str key: again with its bytes
+    calls.clear()
     monkeypatch.setattr(shm_dict, "_now_ns", lambda: time.monotonic_ns())
-    assert _python_frames(lambda: d.incr(b"n", 1)) == 1
+    assert d.incr(b"n", 1) == 5 and calls == []
     assert d.get(b"n") == 5
+    assert SharedDict.from_buffer(bytearray(1 << 16))._fincr is None

@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 from ...confschema import Base, Context, Feature, NonNegInt, Rate
-from ...http.fields import accel as _speedups
 from .._util import count_event
 from .limiters import FixedWindow
 from .store import StoreError, _bkey, _store_errors
@@ -176,19 +175,4 @@ def make_access(loc: Any, app: Any) -> Any:
             return unavailable(req)
         respond(req, quota - res.remaining if res.allowed else quota + 1, res.retry_after)
 
-    if shm_store and fast_ip and _speedups is not None:
-        # the same steps in C for an allowed request (edgeworker/_speedups.c); it calls
-        # failed, finish and access above for everything else
-        return _speedups.WindowLimit(
-            get_incr,
-            _time,
-            bprefix,
-            quota,
-            window,
-            tuple(p.encode("latin-1") for p in parts),
-            tuple(store_errors),
-            failed,
-            finish,
-            access,
-        )
     return access
