@@ -35,9 +35,9 @@
  * Python twin: without it httptools reads every response (tests/unit/test_proxy_response_head.py
  * reads each case both ways).
  *
- * Recorder(...) is the status metrics' WorkerMetrics.on_request for a request whose location
- * has its counters (edgeworker/status/metrics.py); every other request goes to on_request.
- * UpstreamCounter(...) is that module's upstream_event for a peer that has its counters.
+ * count_request(nums, bounds, layout, status, received, sent, seconds) is the counting of the
+ * status metrics' WorkerMetrics.on_request for a request whose location has its counters
+ * (edgeworker/status/metrics.py, recorder); it declines everything else. UpstreamCounter(...) is that module's upstream_event for a peer that has its counters.
  *
  * WindowLimit(...) is the access handler of a declarative shared-dict limit keyed by
  * $binary_remote_addr (edgeworker/lib/limit/declarative.py, make_access) for an allowed
@@ -1591,7 +1591,12 @@ out:
     return head;
 }
 
+static PyObject *count_request(PyObject *, PyObject *const *, Py_ssize_t);
+
 static PyMethodDef module_methods[] = {
+    {"count_request", (PyCFunction)(void (*)(void))count_request, METH_FASTCALL,
+     "count_request(nums, bounds, layout, status, received, sent, seconds): one request "
+     "counted into its location's array, True; or False (nothing counted)"},
     {"configure", configure, METH_VARARGS,
      "configure(RequestHead, methods, refused, good_hosts): what fast_head needs"},
     {"configure_response", configure_response, METH_VARARGS,
@@ -1918,222 +1923,67 @@ static PyTypeObject WindowLimitType = {
     .tp_clear = (inquiry)wl_clear,
 };
 
-/* -------------------------------------------------------------------------------- Recorder */
+/* ------------------------------------------------------------------------- count_request */
 
-/* Recorder(slots, buckets, layout, fallback) is WorkerMetrics.on_request
- * (edgeworker/status/metrics.py) for a request whose location already has its slot
- * [nums, other]: nums is an array("q") of layout = (RECEIVED, SENT, TIME, BUCKET0, CODE0,
- * SLOT_LEN); the request adds to its bytes received and sent, its time in microseconds
- * (rounded as Python's round()), its histogram bucket (bisect_left over `buckets`, as the
- * Python code) and its status (100..599) counter, in place: nothing is allocated. Anything else
- * (no slot yet, another status, an odd value) goes to fallback(req), the Python on_request,
- * before anything is counted. */
-typedef struct {
-    PyObject_HEAD
-    PyObject *slots;
-    PyObject *fallback;
-    Py_ssize_t received, sent, time_i, bucket0, code0, slot_len;
-    Py_ssize_t nb;
-    double *bounds;
-    vectorcallfunc vectorcall;
-} Recorder;
-
-static PyObject *n_location, *n_status, *n_head, *n_body_bytes_sent, *n_start_time;
-
-/* A new reference to req's attribute `name`: read from its slot (index i of the request
- * class configure_response was given) when req is of that class, else looked up. */
+/* count_request(nums, bounds, layout, status, received, sent, seconds) is the counting of
+ * WorkerMetrics.on_request (edgeworker/status/metrics.py) for one request whose location has
+ * its slot: nums is that slot's array("q"), bounds the histogram bounds (a tuple of floats),
+ * layout the indices (RECEIVED, SENT, TIME, BUCKET0, CODE0). It adds received and sent, the
+ * seconds in microseconds (rounded as Python's round()), one to the histogram bucket
+ * (bisect_left over bounds) and one to the status (100..599) counter, in place: nothing is
+ * allocated. True once counted; False, with nothing counted, for anything else (another
+ * status, a value that is not an exact int or float, a time that is not one, an odd array or
+ * layout): the caller then leaves the request to on_request. */
 static PyObject *
-req_attr(PyObject *req, int i, PyObject *name)
+count_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (req_type != NULL && Py_IS_TYPE(req, (PyTypeObject *)req_type)) {
-        PyObject *v = SLOT(req, i);
-        if (v != NULL)
-            return Py_NewRef(v);
-    }
-    return PyObject_GetAttr(req, name); /* (an unset slot raises AttributeError here) */
-}
-
-/* The same for a request head's size (the RequestHead class configure was given). */
-static PyObject *
-head_size(PyObject *head)
-{
-    if (head_type != NULL && Py_IS_TYPE(head, (PyTypeObject *)head_type)) {
-        PyObject *v = *(PyObject **)((char *)head + head_offsets[H_SIZE]);
-        if (v != NULL)
-            return Py_NewRef(v);
-    }
-    return PyObject_GetAttr(head, n_size);
-}
-
-static PyObject *
-rec_vectorcall(Recorder *r, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
-        PyErr_SetString(PyExc_TypeError, "Recorder(req) takes one argument");
+    if (nargs != 7 || !PyTuple_CheckExact(args[1]) || !PyTuple_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "count_request(nums, bounds, layout, status, "
+                                         "received, sent, seconds) takes 7 arguments");
         return NULL;
     }
-    PyObject *req = args[0];
-    PyObject *loc = NULL, *status = NULL, *head = NULL, *size = NULL, *sent = NULL,
-             *start = NULL, *nums = NULL, *result = NULL;
-    Py_buffer view = {0};
-    long long code, nsize, nsent;
-    loc = req_attr(req, R_LOCATION, n_location);
-    if (loc == NULL)
-        return NULL;
-    PyObject *slot = PyDict_GetItemWithError(r->slots, loc); /* borrowed */
-    if (slot == NULL) {
-        if (PyErr_Occurred())
-            goto done;
-        goto python;
-    }
-    if (!PyList_CheckExact(slot) || PyList_GET_SIZE(slot) != 2)
-        goto python;
-    nums = Py_NewRef(PyList_GET_ITEM(slot, 0));
-    if ((status = req_attr(req, R_STATUS, n_status)) == NULL ||
-        (head = req_attr(req, R_HEAD, n_head)) == NULL || (size = head_size(head)) == NULL ||
-        (sent = req_attr(req, R_BODY_BYTES_SENT, n_body_bytes_sent)) == NULL ||
-        (start = req_attr(req, R_START_TIME, n_start_time)) == NULL)
-        goto done;
-    if (!exact_ll(status, &code) || code < 100 || code > 599 || !exact_ll(size, &nsize) ||
-        !exact_ll(sent, &nsent) || !PyFloat_CheckExact(start))
-        goto python;
-    /* time.time(): CLOCK_REALTIME in ns, then as a double, as CPython makes it */
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    long long ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-    double now = ns % 1000000000LL == 0 ? (double)(ns / 1000000000LL) : (double)ns / 1e9;
-    double t = now - PyFloat_AS_DOUBLE(start);
-    if (!(t > -1e9 && t < 1e9)) /* a start time that is not one (NaN, far off): Python's call */
-        goto python;
-    if (PyObject_GetBuffer(nums, &view, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
-        PyErr_Clear();
-        goto python;
-    }
-    if (view.format == NULL || strcmp(view.format, "q") != 0 || view.itemsize != 8 ||
-        view.len != r->slot_len * 8) {
-        PyBuffer_Release(&view);
-        goto python;
-    }
-    Py_ssize_t lo = 0, hi = r->nb; /* bisect_left */
+    PyObject *bounds = args[1], *layout = args[2];
+    long long at[5], code, received, sent;
+    if (PyTuple_GET_SIZE(layout) != 5 || !exact_ll(args[3], &code) || code < 100 ||
+        code > 599 || !exact_ll(args[4], &received) || !exact_ll(args[5], &sent) ||
+        !PyFloat_CheckExact(args[6]))
+        Py_RETURN_FALSE;
+    for (int i = 0; i < 5; i++)
+        if (!exact_ll(PyTuple_GET_ITEM(layout, i), &at[i]) || at[i] < 0)
+            Py_RETURN_FALSE;
+    double t = PyFloat_AS_DOUBLE(args[6]);
+    if (!(t > -1e9 && t < 1e9)) /* not a time (NaN, far off): round() in Python decides */
+        Py_RETURN_FALSE;
+    Py_ssize_t lo = 0, hi = PyTuple_GET_SIZE(bounds); /* bisect_left */
     while (lo < hi) {
         Py_ssize_t mid = (lo + hi) / 2;
-        if (r->bounds[mid] < t)
+        PyObject *b = PyTuple_GET_ITEM(bounds, mid);
+        if (!PyFloat_CheckExact(b))
+            Py_RETURN_FALSE;
+        if (PyFloat_AS_DOUBLE(b) < t)
             lo = mid + 1;
         else
             hi = mid;
     }
-    long long *c = (long long *)view.buf;
-    c[r->code0 - 100 + code] += 1;
-    c[r->received] += nsize;
-    c[r->sent] += nsent;
-    c[r->time_i] += (long long)nearbyint(t * 1e6); /* round half to even, as round() */
-    c[r->bucket0 + lo] += 1;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
+        PyErr_Clear();
+        Py_RETURN_FALSE;
+    }
+    long long n = view.len / 8, *c = (long long *)view.buf;
+    int fits = view.format != NULL && strcmp(view.format, "q") == 0 && view.itemsize == 8 &&
+               at[0] < n && at[1] < n && at[2] < n && at[3] < n && at[4] < n &&
+               at[3] + PyTuple_GET_SIZE(bounds) < at[4] && at[4] + 499 < n;
+    if (fits) {
+        c[at[0]] += received;
+        c[at[1]] += sent;
+        c[at[2]] += (long long)nearbyint(t * 1e6); /* round half to even, as round() */
+        c[at[3] + lo] += 1;
+        c[at[4] + code - 100] += 1;
+    }
     PyBuffer_Release(&view);
-    result = Py_NewRef(Py_None);
-    goto done;
-python:
-    result = PyObject_Vectorcall(r->fallback, args, 1, NULL);
-done:
-    Py_XDECREF(loc);
-    Py_XDECREF(nums);
-    Py_XDECREF(status);
-    Py_XDECREF(head);
-    Py_XDECREF(size);
-    Py_XDECREF(sent);
-    Py_XDECREF(start);
-    return result;
+    return Py_NewRef(fits ? Py_True : Py_False);
 }
-
-static PyObject *
-rec_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
-{
-    PyObject *slots, *buckets, *fallback;
-    Py_ssize_t received, sent, time_i, bucket0, code0, slot_len;
-    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
-        PyErr_SetString(PyExc_TypeError, "Recorder() takes no keyword arguments");
-        return NULL;
-    }
-    if (!PyArg_ParseTuple(args, "O!O!(nnnnnn)O:Recorder", &PyDict_Type, &slots, &PyTuple_Type,
-                          &buckets, &received, &sent, &time_i, &bucket0, &code0, &slot_len,
-                          &fallback))
-        return NULL;
-    Py_ssize_t nb = PyTuple_GET_SIZE(buckets);
-    if (!PyCallable_Check(fallback) || received < 0 || sent < 0 || time_i < 0 ||
-        received >= bucket0 || sent >= bucket0 || time_i >= bucket0 ||
-        received == sent || received == time_i || sent == time_i ||
-        code0 < bucket0 + nb + 1 || slot_len != code0 + 500) {
-        PyErr_SetString(PyExc_ValueError, "Recorder: bad slot layout or fallback");
-        return NULL;
-    }
-    double *bounds = PyMem_Malloc(sizeof(double) * (nb ? nb : 1));
-    if (bounds == NULL)
-        return PyErr_NoMemory();
-    for (Py_ssize_t i = 0; i < nb; i++) {
-        bounds[i] = PyFloat_AsDouble(PyTuple_GET_ITEM(buckets, i));
-        if (bounds[i] == -1.0 && PyErr_Occurred()) {
-            PyMem_Free(bounds);
-            return NULL;
-        }
-    }
-    Recorder *r = PyObject_GC_New(Recorder, type);
-    if (r == NULL) {
-        PyMem_Free(bounds);
-        return NULL;
-    }
-    r->slots = Py_NewRef(slots);
-    r->fallback = Py_NewRef(fallback);
-    r->received = received;
-    r->sent = sent;
-    r->time_i = time_i;
-    r->bucket0 = bucket0;
-    r->code0 = code0;
-    r->slot_len = slot_len;
-    r->nb = nb;
-    r->bounds = bounds;
-    r->vectorcall = (vectorcallfunc)rec_vectorcall;
-    PyObject_GC_Track(r);
-    return (PyObject *)r;
-}
-
-static int
-rec_traverse(Recorder *r, visitproc visit, void *arg)
-{
-    Py_VISIT(r->slots);
-    Py_VISIT(r->fallback);
-    return 0;
-}
-
-static int
-rec_clear(Recorder *r)
-{
-    Py_CLEAR(r->slots);
-    Py_CLEAR(r->fallback);
-    return 0;
-}
-
-static void
-rec_dealloc(Recorder *r)
-{
-    PyObject_GC_UnTrack(r);
-    rec_clear(r);
-    PyMem_Free(r->bounds);
-    Py_TYPE(r)->tp_free((PyObject *)r);
-}
-
-static PyTypeObject RecorderType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "edgeworker._speedups.Recorder",
-    .tp_basicsize = sizeof(Recorder),
-    .tp_dealloc = (destructor)rec_dealloc,
-    .tp_vectorcall_offset = offsetof(Recorder, vectorcall),
-    .tp_call = PyVectorcall_Call,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "Recorder(slots, buckets, (RECEIVED, SENT, TIME, BUCKET0, CODE0, SLOT_LEN), "
-              "fallback): WorkerMetrics.on_request for locations with a slot.",
-    .tp_traverse = (traverseproc)rec_traverse,
-    .tp_clear = (inquiry)rec_clear,
-    .tp_new = rec_new,
-};
 
 /* --------------------------------------------------------------------------- UpstreamCounter */
 
@@ -2381,7 +2231,7 @@ PyInit__speedups(void)
 {
     init_byte_classes();
     if (PyType_Ready(&RequestFieldsType) < 0 || PyType_Ready(&ResponseFieldsType) < 0 ||
-        PyType_Ready(&WindowLimitType) < 0 || PyType_Ready(&RecorderType) < 0 ||
+        PyType_Ready(&WindowLimitType) < 0 ||
         PyType_Ready(&UpstreamCounterType) < 0)
         return NULL;
     s_dup_cl = PyUnicode_FromString("duplicate Content-Length");
@@ -2416,11 +2266,6 @@ PyInit__speedups(void)
     NAME(n_add_lines, "add_header_lines");
     NAME(n_add_header, "add_header");
     NAME(n_content_type_line, "content_type_line");
-    NAME(n_location, "location");
-    NAME(n_status, "status");
-    NAME(n_head, "head");
-    NAME(n_body_bytes_sent, "body_bytes_sent");
-    NAME(n_start_time, "start_time");
     NAME(n_worker, "_worker");
     NAME(n_ups, "ups");
     NAME(n_sent, "sent");
@@ -2436,7 +2281,6 @@ PyInit__speedups(void)
     if (PyModule_AddObjectRef(m, "RequestFields", (PyObject *)&RequestFieldsType) < 0 ||
         PyModule_AddObjectRef(m, "ResponseFields", (PyObject *)&ResponseFieldsType) < 0 ||
         PyModule_AddObjectRef(m, "WindowLimit", (PyObject *)&WindowLimitType) < 0 ||
-        PyModule_AddObjectRef(m, "Recorder", (PyObject *)&RecorderType) < 0 ||
         PyModule_AddObjectRef(m, "UpstreamCounter", (PyObject *)&UpstreamCounterType) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -51,7 +51,7 @@ def _no_parse_response_head(m: ModuleType) -> None:
 
 
 def _no_recorder(m: ModuleType) -> None:
-    _set(m, "recorder", lambda wm: wm.on_request)
+    _set(m, "_count_request", None)
 
 
 def _no_upstream_counter(m: ModuleType) -> None:
