@@ -22,10 +22,12 @@
  * request head, the same bytes as its Python twin in edgeworker/proxy/handler.py
  * (tests/unit/test_proxy_head.py compares them).
  *
- * fast_response_head(req, length, closing) is Connection._head_bytes for the common whole
- * response (a known status with a body, no resp_headers object or a proxied response's fields
- * still prepared as one block, no add_header, the location's default Content-Type unless the
- * upstream sent one, this second's Server/Date line already made): the same bytes, or None.
+ * fast_response_head(status, length, keep_alive, header_lines, fields, content_type_line,
+ * status_lines, date_line, keep_line, close_line) is Connection._head_bytes for the common
+ * whole response (a known status with a body, no fields of its own or a proxied response's
+ * still prepared as one block, the location's default Content-Type unless the upstream sent
+ * one, this second's Server/Date line already made), from the values the Python code read:
+ * the same bytes, or None.
  *
  * parse_response_head(data, fields, head_only) reads the common upstream response whole in the
  * proxy's first read (HTTP/1.1, plain fields, a Content-Length body that is exactly the rest of
@@ -1424,170 +1426,68 @@ out:
 
 /* ------------------------------------------------------------------- fast_response_head */
 
-/* set by configure_response(): Request's slots read here, the status lines, the cached
- * "Server/Date" line ([second, bytes], kept by the Python code), the Connection lines */
-enum { R_STATUS, R_LOCATION, R_KEEP_ALIVE, R_LINES, R_RESP_HEADERS, R_CONTENT_TYPE, R_HEAD,
-       R_BODY_BYTES_SENT, R_START_TIME, R_COUNT };
-static Py_ssize_t req_offsets[R_COUNT];
-static PyObject *req_type, *status_lines, *date_line, *keep_line, *close_line, *headers_type;
-static Py_ssize_t wire_offset; /* Headers._wire */
-static PyObject *n_add_header, *n_content_type_line;
+static int exact_ll(PyObject *v, long long *out);
 
-/* The offset of slot `name` (an object slot from __slots__) of class cls, or -1 with an
- * exception (a TypeError when it is no such slot). */
-static Py_ssize_t
-slot_offset(PyObject *cls, const char *name)
-{
-    PyObject *key = PyUnicode_InternFromString(name);
-    if (key == NULL)
-        return -1;
-    Py_ssize_t offset = member_offset(cls, key);
-    Py_DECREF(key);
-    if (offset < 0 && !PyErr_Occurred())
-        PyErr_Format(PyExc_TypeError, "%s is not a slot of %R", name, cls);
-    return offset;
-}
-
-static PyObject *
-configure_response(PyObject *module, PyObject *args)
-{
-    PyObject *cls, *lines, *date, *keep, *close, *hcls;
-    if (!PyArg_ParseTuple(args, "O!O!O!SSO!:configure_response", &PyType_Type, &cls,
-                          &PyDict_Type, &lines, &PyList_Type, &date, &keep, &close, &PyType_Type,
-                          &hcls))
-        return NULL;
-    Py_ssize_t woff = slot_offset(hcls, "_wire");
-    if (woff < 0)
-        return NULL;
-    static const char *names[R_COUNT] = {"status", "location", "keep_alive", "header_lines",
-                                         "resp_fields", "content_type", "head",
-                                         "body_bytes_sent", "start_time"};
-    Py_ssize_t offsets[R_COUNT];
-    for (int i = 0; i < R_COUNT; i++) {
-        offsets[i] = slot_offset(cls, names[i]);
-        if (offsets[i] < 0)
-            return NULL;
-    }
-    memcpy(req_offsets, offsets, sizeof offsets);
-    wire_offset = woff;
-    Py_XSETREF(headers_type, Py_NewRef(hcls));
-    Py_XSETREF(req_type, Py_NewRef(cls));
-    Py_XSETREF(status_lines, Py_NewRef(lines));
-    Py_XSETREF(date_line, Py_NewRef(date));
-    Py_XSETREF(keep_line, Py_NewRef(keep));
-    Py_XSETREF(close_line, Py_NewRef(close));
-    Py_RETURN_NONE;
-}
-
-#define SLOT(obj, i) (*(PyObject **)((char *)(obj) + req_offsets[i]))
-
-/* The head of a whole response in the common case: Connection._head_bytes' result, or None
- * when anything is unusual (the Python code then builds it). Arguments: req, length (the
- * body's), closing (the worker is exiting). */
+/* fast_response_head(status, length, keep_alive, header_lines, fields, content_type_line,
+ * status_lines, date_line, keep_line, close_line): Connection._head_bytes for the common whole
+ * response, from the values it read (edgeworker/server.py): status an int with a body and a
+ * line in status_lines (a dict), length an int >= 0, keep_alive a bool, header_lines bytes,
+ * fields the response's own fields as one block and whether Content-Type is among them
+ * ((bytes, bool); the location's content_type_line goes out unless it is), date_line the
+ * Server/Date line of this second ([second, bytes]), keep_line or close_line last. The same
+ * bytes as the Python code, or None for anything else, which the Python code then builds. */
 static PyObject *
 fast_response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError, "fast_response_head() takes 3 arguments (%zd given)",
+    static const char cl[] = "\r\nContent-Length: ";
+    if (nargs != 10) {
+        PyErr_Format(PyExc_TypeError, "fast_response_head() takes 10 arguments (%zd given)",
                      nargs);
         return NULL;
     }
-    PyObject *req = args[0], *length = args[1];
-    if (req_type == NULL || !Py_IS_TYPE(req, (PyTypeObject *)req_type) || args[2] != Py_False ||
-        !PyLong_CheckExact(length))
+    PyObject *status = args[0], *keep = args[2], *fields = args[4], *ctl = args[5],
+             *date_line = args[7];
+    long long code, n, sec;
+    if (!exact_ll(status, &code) || code < 200 || code == 204 || code == 304 ||
+        !exact_ll(args[1], &n) || n < 0 || !PyBool_Check(keep) ||
+        !PyTuple_CheckExact(fields) || PyTuple_GET_SIZE(fields) != 2 ||
+        !PyBool_Check(PyTuple_GET_ITEM(fields, 1)) || !PyDict_CheckExact(args[6]) ||
+        !PyList_CheckExact(date_line))
         Py_RETURN_NONE;
-    PyObject *status = SLOT(req, R_STATUS), *loc = SLOT(req, R_LOCATION),
-             *keep = SLOT(req, R_KEEP_ALIVE), *lines = SLOT(req, R_LINES),
-             *rh = SLOT(req, R_RESP_HEADERS), *ct = SLOT(req, R_CONTENT_TYPE);
-    if (status == NULL || loc == NULL || keep == NULL || lines == NULL || rh == NULL ||
-        ct != Py_None || loc == Py_None || !PyLong_CheckExact(status) ||
-        !PyBytes_CheckExact(lines) || (keep != Py_True && keep != Py_False))
-        Py_RETURN_NONE;
-    /* response fields: none, or a proxied response's, prepared as one block (Headers._wire:
-     * (the fields' lines, whether Content-Type is among them)) */
-    PyObject *wire = NULL;
-    int has_ct = 0;
-    if (rh != Py_None) {
-        if (!Py_IS_TYPE(rh, (PyTypeObject *)headers_type))
-            Py_RETURN_NONE;
-        PyObject *w = *(PyObject **)((char *)rh + wire_offset);
-        if (w == NULL || !PyTuple_CheckExact(w) || PyTuple_GET_SIZE(w) != 2 ||
-            !PyBytes_CheckExact(PyTuple_GET_ITEM(w, 0)) || !PyBool_Check(PyTuple_GET_ITEM(w, 1)))
-            Py_RETURN_NONE;
-        wire = PyTuple_GET_ITEM(w, 0);
-        has_ct = PyTuple_GET_ITEM(w, 1) == Py_True;
-    }
-    long code = PyLong_AsLong(status);
-    Py_ssize_t n = PyLong_AsSsize_t(length);
-    if ((code == -1 || n == -1) && PyErr_Occurred()) {
-        PyErr_Clear();
-        Py_RETURN_NONE;
-    }
-    if (code < 200 || code == 204 || code == 304 || n < 0)
-        Py_RETURN_NONE; /* no body, or an odd length: the Python code */
-    PyObject *line = PyDict_GetItemWithError(status_lines, status); /* borrowed */
-    if (line == NULL || !PyBytes_CheckExact(line))
+    PyObject *line = PyDict_GetItemWithError(args[6], status); /* borrowed */
+    if (line == NULL)
         return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
-    /* the Server/Date line of this second, if the Python code has made it */
+    /* (no Python code runs from here on) the date line is this second's, as int(time.time()) */
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    if (PyList_GET_SIZE(date_line) != 2)
+    if (PyList_GET_SIZE(date_line) != 2 || !exact_ll(PyList_GET_ITEM(date_line, 0), &sec) ||
+        sec != (long long)ts.tv_sec)
         Py_RETURN_NONE;
-    PyObject *sec = PyList_GET_ITEM(date_line, 0), *date = PyList_GET_ITEM(date_line, 1);
-    if (!PyLong_CheckExact(sec) || !PyBytes_CheckExact(date) ||
-        PyLong_AsLongLong(sec) != (long long)ts.tv_sec)
-        Py_RETURN_NONE;
-    /* the location: no add_header, its default Content-Type line (attribute lookups may run
-     * Python code: what was read so far is held by new references from here on) */
-    PyObject *held[4] = {Py_NewRef(line), Py_NewRef(date), Py_NewRef(lines),
-                         Py_NewRef(wire != NULL ? wire : s_empty_bytes)};
-    PyObject *head = NULL, *ctl = NULL;
-    PyObject *add = PyObject_GetAttr(loc, n_add_header);
-    if (add == NULL)
-        goto out;
-    int has_add = PyObject_IsTrue(add);
-    Py_DECREF(add);
-    if (has_add != 0) {
-        if (has_add > 0)
-            head = Py_NewRef(Py_None);
-        goto out;
-    }
-    if (has_ct) {
-        ctl = Py_NewRef(s_empty_bytes); /* the upstream's Content-Type stands */
-    } else {
-        ctl = PyObject_GetAttr(loc, n_content_type_line);
-        if (ctl == NULL)
-            goto out;
-        if (!PyBytes_CheckExact(ctl)) {
-            head = Py_NewRef(Py_None);
-            goto out;
-        }
-    }
-    PyObject *conn_line = keep == Py_True ? keep_line : close_line;
+    if (PyTuple_GET_ITEM(fields, 1) == Py_True)
+        ctl = s_empty_bytes; /* the upstream's Content-Type stands */
+    PyObject *parts[6] = {line, PyList_GET_ITEM(date_line, 1), args[3],
+                          PyTuple_GET_ITEM(fields, 0), ctl, keep == Py_True ? args[8] : args[9]};
     char digits[24];
     int dn = decimal(digits, n);
-    static const char cl[] = "\r\nContent-Length: ";
-    PyObject *parts[5] = {line, date, lines, held[3], ctl};
-    Py_ssize_t total = (Py_ssize_t)(sizeof cl - 1) + dn + PyBytes_GET_SIZE(conn_line);
-    for (int i = 0; i < 5; i++)
+    Py_ssize_t total = (Py_ssize_t)(sizeof cl - 1) + dn;
+    for (int i = 0; i < 6; i++) {
+        if (!PyBytes_CheckExact(parts[i]))
+            Py_RETURN_NONE;
         total += PyBytes_GET_SIZE(parts[i]);
-    head = PyBytes_FromStringAndSize(NULL, total);
-    if (head != NULL) {
-        char *d = PyBytes_AS_STRING(head);
-        for (int i = 0; i < 5; i++) {
-            memcpy(d, PyBytes_AS_STRING(parts[i]), PyBytes_GET_SIZE(parts[i]));
-            d += PyBytes_GET_SIZE(parts[i]);
-        }
-        memcpy(d, cl, sizeof cl - 1);
-        d += sizeof cl - 1;
-        memcpy(d, digits, dn);
-        d += dn;
-        memcpy(d, PyBytes_AS_STRING(conn_line), PyBytes_GET_SIZE(conn_line));
     }
-out:
-    Py_XDECREF(ctl);
-    for (int i = 0; i < 4; i++)
-        Py_DECREF(held[i]);
+    PyObject *head = PyBytes_FromStringAndSize(NULL, total);
+    if (head == NULL)
+        return NULL;
+    char *d = PyBytes_AS_STRING(head);
+    for (int i = 0; i < 6; i++) {
+        if (i == 5) { /* the length before the Connection line */
+            memcpy(d, cl, sizeof cl - 1);
+            memcpy(d + sizeof cl - 1, digits, dn);
+            d += sizeof cl - 1 + dn;
+        }
+        memcpy(d, PyBytes_AS_STRING(parts[i]), PyBytes_GET_SIZE(parts[i]));
+        d += PyBytes_GET_SIZE(parts[i]);
+    }
     return head;
 }
 
@@ -1599,10 +1499,9 @@ static PyMethodDef module_methods[] = {
      "counted into its location's array, True; or False (nothing counted)"},
     {"configure", configure, METH_VARARGS,
      "configure(RequestHead, methods, refused, good_hosts): what fast_head needs"},
-    {"configure_response", configure_response, METH_VARARGS,
-     "configure_response(Request, status_lines, date_line, keep_line, close_line)"},
     {"fast_response_head", (PyCFunction)(void (*)(void))fast_response_head, METH_FASTCALL,
-     "fast_response_head(req, length, closing): the common response head, or None"},
+     "fast_response_head(status, length, keep_alive, header_lines, fields, content_type_line, "
+     "status_lines, date_line, keep_line, close_line): the common response head, or None"},
     {"parse_response_head", (PyCFunction)(void (*)(void))parse_response_head, METH_FASTCALL,
      "parse_response_head(data, fields, head_only): (status, keep_alive, body, length) of the "
      "common upstream response whole in data, its fields added to fields; or None"},
@@ -2264,8 +2163,6 @@ PyInit__speedups(void)
     NAME(n_resp_headers, "resp_fields");
     NAME(n_lines, "header_lines");
     NAME(n_add_lines, "add_header_lines");
-    NAME(n_add_header, "add_header");
-    NAME(n_content_type_line, "content_type_line");
     NAME(n_worker, "_worker");
     NAME(n_ups, "ups");
     NAME(n_sent, "sent");

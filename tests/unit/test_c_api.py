@@ -11,14 +11,12 @@ from pathlib import Path
 import pytest
 
 from edgeworker import _speedups
-from edgeworker.http.headers import Headers
 from edgeworker.http.protocol import (
     _GOOD_HOSTS,
     _METHODS,
     _REFUSED_METHODS,
     RequestHead,
 )
-from edgeworker.server import _CLOSE, _KEEP_ALIVE, _STATUS_LINES, Request, _date_line
 
 _ROOT = Path(__file__).resolve().parents[2]
 _C_SOURCES = sorted([*(_ROOT / "edgeworker").rglob("*.c"), *(_ROOT / "shm").rglob("*.c")])
@@ -62,15 +60,6 @@ def test_configure_refuses_a_class_without_the_slots(cls):
 
 def test_configure_takes_the_request_head():
     _speedups.configure(RequestHead, _METHODS, _REFUSED_METHODS, _GOOD_HOSTS)
-
-
-def test_configure_response_refuses_a_class_without_the_slots():
-    args = (_STATUS_LINES, _date_line, _KEEP_ALIVE, _CLOSE)
-    with pytest.raises(TypeError, match="_wire is not a slot of"):
-        _speedups.configure_response(Request, *args, _NoSlots)
-    with pytest.raises(TypeError, match="status is not a slot of"):
-        _speedups.configure_response(_Borrowed, *args, Headers)
-    _speedups.configure_response(Request, *args, Headers)
 
 
 def test_response_fields_take_no_arguments():
