@@ -1,62 +1,31 @@
-/* edgeworker._speedups: C versions of the per-field parser callbacks and of the common request
- * head (optional).
+/* edgeworker._speedups: the C parts of the request path (optional). Each is called with plain
+ * values (bytes, ints, floats, bools, tuples, lists, dicts, buffers) and reads no Python
+ * object's slots; each has a Python twin that runs when this module is not built or
+ * EDGEWORKER_NO_ACCEL=1 is set, and tests give the same inputs to both. bench/RESULTS.md shows
+ * what each saves per request (kept only where that is at least 5 %).
  *
- * httptools calls a callback for every header field it parses. In Python each call costs a
- * frame and ~30-40 bytecodes; here it is one C call. Both types have a pure-Python twin in
- * edgeworker/http/fields.py with the same API and the same results (tests/unit/test_http_fields.py
- * runs the same cases through both), used when this module is not built or
- * EDGEWORKER_NO_ACCEL=1 is set.
+ * parse_request(data, ...) reads the common request that is the whole read between requests
+ * (no body, nothing after it) without llhttp: a strict subset of what llhttp accepts, where the
+ * rules of edgeworker/http/protocol.py and framing.py have the plain answer. It returns the
+ * values of its RequestHead, or None for anything else, which llhttp and those rules then read
+ * (they alone answer errors).
  *
- * parse_request(data, fields, ...) reads the common request that is the whole read between
- * requests (no body, nothing after it) without llhttp: a strict subset of what llhttp accepts,
- * the plain case of ServerProtocol.on_headers_complete's rules (one Host already validated, no
- * Transfer-Encoding or Upgrade, Connection absent, keep-alive or close, an origin-form target):
- * the values of its RequestHead as a tuple, or None for anything else, which llhttp and the
- * Python rules then read (they alone answer errors). tests/unit/test_http_fields.py gives the
- * same streams to both ways.
+ * parse_response_head(data, head_only) reads the common upstream response whole in the proxy's
+ * first read the same way: (status, keep_alive, body, length and the fields sorted as a
+ * ResponseFields sorts them), or None for anything else, which httptools then parses.
  *
- * fast_response_head(req, length, closing) is Connection._head_bytes for the common whole
- * response (a known status with a body, no resp_headers object or a proxied response's fields
- * still prepared as one block, no add_header, the location's default Content-Type unless the
- * upstream sent one, this second's Server/Date line already made): the same bytes, or None.
+ * fast_response_head(status, length, ...) is Connection._head_bytes (edgeworker/server.py) for
+ * the common whole response, from the values the Python code read: the same bytes, or None.
  *
- * parse_response_head(data, fields, head_only) reads the common upstream response whole in the
- * proxy's first read (HTTP/1.1, plain fields, a Content-Length body that is exactly the rest of
- * the read, or no body), its fields added to a ResponseFields: (status, keep_alive, body,
- * length), or
- * None for anything else, which httptools then parses (and refuses where invalid). It has no
- * Python twin: without it httptools reads every response (tests/unit/test_proxy_response_head.py
- * reads each case both ways).
- *
- * Recorder(...) is the status metrics' WorkerMetrics.on_request for a request whose location
- * has its counters (edgeworker/status/metrics.py); every other request goes to on_request.
- *
- * RequestFields (the server's request head): add(name, value) stores (lower-cased name,
- * value without trailing SP/HTAB) in .list, counts .size (name + value + 4 per field, the
- * limits' measure), notes a "_" in a name (.underscore) and a Transfer-Encoding value whose
- * trailing whitespace holds a tab (.te_ows), and sorts out the fields that matter to framing
- * and routing as ServerProtocol.on_headers_complete reads them: .host (last) and .nhost,
- * .conn and .te (several joined with ","), .cl (int; the first problem is kept in .cl_error:
- * "duplicate Content-Length" or "invalid Content-Length"), .expect (the last Expect is
- * "100-continue"), .upgrade (last), .rid (the first value of the request-id field given to the
- * constructor). reset() starts a new head (a new list).
- *
- * ResponseFields (a proxied response head): add(name, value) sorts each field as it arrives:
- * hop-by-hop ones (and Date, Server and the framing fields) go to .hop, .connection collects
- * Connection's values, Content-Length/Transfer-Encoding set .framed and .length; every other
- * field goes to .kept as (name, value) and to .wire as b"\r\nName: value", with .has_ct for a
- * Content-Type and the index in .kept of each Location/Refresh in .redirects (None when there
- * is none). reset() forgets an interim (1xx) head.
+ * count_request(nums, bounds, layout, status, received, sent, seconds) is the counting of the
+ * status metrics' WorkerMetrics.on_request for a request whose location has its counters.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h>
 #include <math.h>
 #include <time.h>
 #include <string.h>
 #include <stdint.h>
-
-static int decimal(char *out, long long n);
 
 static PyObject *s_empty_bytes;
 
@@ -120,6 +89,39 @@ length_of(const char *v, Py_ssize_t n)
         x = x * 10 + (v[i] - '0');
     }
     return x;
+}
+
+/* ------------------------------------------------------------------------- number helpers */
+
+/* v as a long long in *out; 0 when v is not an exact int that fits */
+static int
+exact_ll(PyObject *v, long long *out)
+{
+    if (!PyLong_CheckExact(v))
+        return 0;
+    int over = 0;
+    *out = PyLong_AsLongLongAndOverflow(v, &over);
+    if (over || (*out == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
+}
+
+/* n >= 0 in decimal at out (no NUL); returns the length */
+static int
+decimal(char *out, long long n)
+{
+    char tmp[24];
+    int len = 0;
+    unsigned long long u = n < 0 ? 0 : (unsigned long long)n;
+    do {
+        tmp[len++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    for (int i = 0; i < len; i++)
+        out[i] = tmp[len - 1 - i];
+    return len;
 }
 
 /* ------------------------------------------------------------------ parse_response_head */
@@ -402,7 +404,7 @@ parse_response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 /* set by configure(): the protocol's method cache (bytes -> str), the refused methods, the Host
  * values already validated */
 static PyObject *methods, *refused, *good_hosts;
-static PyObject *s_version, *n_size;
+static PyObject *s_version;
 
 static PyObject *
 configure(PyObject *module, PyObject *args)
@@ -613,494 +615,166 @@ out:
     return head;
 }
 
-/* The offset in an instance of class cls of its object slot (one from __slots__) `name`: the
- * class attribute `name` read the public way must be a member descriptor of cls or of one of
- * its bases, for an object member. -1 with no exception set when it is not; -1 with the
- * exception when reading the attribute fails otherwise. The offset is still read from the
- * descriptor's PyMemberDef, the one place CPython states it. */
-static Py_ssize_t
-member_offset(PyObject *cls, PyObject *name)
-{
-    PyObject *descr = PyObject_GetAttr(cls, name);
-    if (descr == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_AttributeError))
-            PyErr_Clear();
-        return -1;
-    }
-    Py_ssize_t offset = -1;
-    if (Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
-        PyType_IsSubtype((PyTypeObject *)cls, PyDescr_TYPE(descr)) &&
-        ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX)
-        offset = ((PyMemberDescrObject *)descr)->d_member->offset;
-    Py_DECREF(descr);
-    return offset;
-}
-
 /* ------------------------------------------------------------------- fast_response_head */
 
-/* set by configure_response(): Request's slots read here, the status lines, the cached
- * "Server/Date" line ([second, bytes], kept by the Python code), the Connection lines */
-enum { R_STATUS, R_LOCATION, R_KEEP_ALIVE, R_LINES, R_RESP_HEADERS, R_CONTENT_TYPE, R_HEAD,
-       R_BODY_BYTES_SENT, R_START_TIME, R_COUNT };
-static Py_ssize_t req_offsets[R_COUNT];
-static PyObject *req_type, *status_lines, *date_line, *keep_line, *close_line, *headers_type;
-static Py_ssize_t wire_offset; /* Headers._wire */
-static PyObject *n_add_header, *n_content_type_line;
-
-/* The offset of slot `name` (an object slot from __slots__) of class cls, or -1 with an
- * exception (a TypeError when it is no such slot). */
-static Py_ssize_t
-slot_offset(PyObject *cls, const char *name)
-{
-    PyObject *key = PyUnicode_InternFromString(name);
-    if (key == NULL)
-        return -1;
-    Py_ssize_t offset = member_offset(cls, key);
-    Py_DECREF(key);
-    if (offset < 0 && !PyErr_Occurred())
-        PyErr_Format(PyExc_TypeError, "%s is not a slot of %R", name, cls);
-    return offset;
-}
-
-static PyObject *
-configure_response(PyObject *module, PyObject *args)
-{
-    PyObject *cls, *lines, *date, *keep, *close, *hcls;
-    if (!PyArg_ParseTuple(args, "O!O!O!SSO!:configure_response", &PyType_Type, &cls,
-                          &PyDict_Type, &lines, &PyList_Type, &date, &keep, &close, &PyType_Type,
-                          &hcls))
-        return NULL;
-    Py_ssize_t woff = slot_offset(hcls, "_wire");
-    if (woff < 0)
-        return NULL;
-    static const char *names[R_COUNT] = {"status", "location", "keep_alive", "header_lines",
-                                         "resp_fields", "content_type", "head",
-                                         "body_bytes_sent", "start_time"};
-    Py_ssize_t offsets[R_COUNT];
-    for (int i = 0; i < R_COUNT; i++) {
-        offsets[i] = slot_offset(cls, names[i]);
-        if (offsets[i] < 0)
-            return NULL;
-    }
-    memcpy(req_offsets, offsets, sizeof offsets);
-    wire_offset = woff;
-    Py_XSETREF(headers_type, Py_NewRef(hcls));
-    Py_XSETREF(req_type, Py_NewRef(cls));
-    Py_XSETREF(status_lines, Py_NewRef(lines));
-    Py_XSETREF(date_line, Py_NewRef(date));
-    Py_XSETREF(keep_line, Py_NewRef(keep));
-    Py_XSETREF(close_line, Py_NewRef(close));
-    Py_RETURN_NONE;
-}
-
-#define SLOT(obj, i) (*(PyObject **)((char *)(obj) + req_offsets[i]))
-
-/* The head of a whole response in the common case: Connection._head_bytes' result, or None
- * when anything is unusual (the Python code then builds it). Arguments: req, length (the
- * body's), closing (the worker is exiting). */
+/* fast_response_head(status, length, keep_alive, header_lines, fields, content_type_line,
+ * status_lines, date_line, keep_line, close_line): Connection._head_bytes for the common whole
+ * response, from the values it read (edgeworker/server.py): status an int with a body and a
+ * line in status_lines (a dict), length an int >= 0, keep_alive a bool, header_lines bytes,
+ * fields the response's own fields as one block and whether Content-Type is among them
+ * ((bytes, bool); the location's content_type_line goes out unless it is), date_line the
+ * Server/Date line of this second ([second, bytes]), keep_line or close_line last. The same
+ * bytes as the Python code, or None for anything else, which the Python code then builds. */
 static PyObject *
 fast_response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError, "fast_response_head() takes 3 arguments (%zd given)",
+    static const char cl[] = "\r\nContent-Length: ";
+    if (nargs != 10) {
+        PyErr_Format(PyExc_TypeError, "fast_response_head() takes 10 arguments (%zd given)",
                      nargs);
         return NULL;
     }
-    PyObject *req = args[0], *length = args[1];
-    if (req_type == NULL || !Py_IS_TYPE(req, (PyTypeObject *)req_type) || args[2] != Py_False ||
-        !PyLong_CheckExact(length))
+    PyObject *status = args[0], *keep = args[2], *fields = args[4], *ctl = args[5],
+             *date_line = args[7];
+    long long code, n, sec;
+    if (!exact_ll(status, &code) || code < 200 || code == 204 || code == 304 ||
+        !exact_ll(args[1], &n) || n < 0 || !PyBool_Check(keep) ||
+        !PyTuple_CheckExact(fields) || PyTuple_GET_SIZE(fields) != 2 ||
+        !PyBool_Check(PyTuple_GET_ITEM(fields, 1)) || !PyDict_CheckExact(args[6]) ||
+        !PyList_CheckExact(date_line))
         Py_RETURN_NONE;
-    PyObject *status = SLOT(req, R_STATUS), *loc = SLOT(req, R_LOCATION),
-             *keep = SLOT(req, R_KEEP_ALIVE), *lines = SLOT(req, R_LINES),
-             *rh = SLOT(req, R_RESP_HEADERS), *ct = SLOT(req, R_CONTENT_TYPE);
-    if (status == NULL || loc == NULL || keep == NULL || lines == NULL || rh == NULL ||
-        ct != Py_None || loc == Py_None || !PyLong_CheckExact(status) ||
-        !PyBytes_CheckExact(lines) || (keep != Py_True && keep != Py_False))
-        Py_RETURN_NONE;
-    /* response fields: none, or a proxied response's, prepared as one block (Headers._wire:
-     * (the fields' lines, whether Content-Type is among them)) */
-    PyObject *wire = NULL;
-    int has_ct = 0;
-    if (rh != Py_None) {
-        if (!Py_IS_TYPE(rh, (PyTypeObject *)headers_type))
-            Py_RETURN_NONE;
-        PyObject *w = *(PyObject **)((char *)rh + wire_offset);
-        if (w == NULL || !PyTuple_CheckExact(w) || PyTuple_GET_SIZE(w) != 2 ||
-            !PyBytes_CheckExact(PyTuple_GET_ITEM(w, 0)) || !PyBool_Check(PyTuple_GET_ITEM(w, 1)))
-            Py_RETURN_NONE;
-        wire = PyTuple_GET_ITEM(w, 0);
-        has_ct = PyTuple_GET_ITEM(w, 1) == Py_True;
-    }
-    long code = PyLong_AsLong(status);
-    Py_ssize_t n = PyLong_AsSsize_t(length);
-    if ((code == -1 || n == -1) && PyErr_Occurred()) {
-        PyErr_Clear();
-        Py_RETURN_NONE;
-    }
-    if (code < 200 || code == 204 || code == 304 || n < 0)
-        Py_RETURN_NONE; /* no body, or an odd length: the Python code */
-    PyObject *line = PyDict_GetItemWithError(status_lines, status); /* borrowed */
-    if (line == NULL || !PyBytes_CheckExact(line))
+    PyObject *line = PyDict_GetItemWithError(args[6], status); /* borrowed */
+    if (line == NULL)
         return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
-    /* the Server/Date line of this second, if the Python code has made it */
+    /* (no Python code runs from here on) the date line is this second's, as int(time.time()) */
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    if (PyList_GET_SIZE(date_line) != 2)
+    if (PyList_GET_SIZE(date_line) != 2 || !exact_ll(PyList_GET_ITEM(date_line, 0), &sec) ||
+        sec != (long long)ts.tv_sec)
         Py_RETURN_NONE;
-    PyObject *sec = PyList_GET_ITEM(date_line, 0), *date = PyList_GET_ITEM(date_line, 1);
-    if (!PyLong_CheckExact(sec) || !PyBytes_CheckExact(date) ||
-        PyLong_AsLongLong(sec) != (long long)ts.tv_sec)
-        Py_RETURN_NONE;
-    /* the location: no add_header, its default Content-Type line (attribute lookups may run
-     * Python code: what was read so far is held by new references from here on) */
-    PyObject *held[4] = {Py_NewRef(line), Py_NewRef(date), Py_NewRef(lines),
-                         Py_NewRef(wire != NULL ? wire : s_empty_bytes)};
-    PyObject *head = NULL, *ctl = NULL;
-    PyObject *add = PyObject_GetAttr(loc, n_add_header);
-    if (add == NULL)
-        goto out;
-    int has_add = PyObject_IsTrue(add);
-    Py_DECREF(add);
-    if (has_add != 0) {
-        if (has_add > 0)
-            head = Py_NewRef(Py_None);
-        goto out;
-    }
-    if (has_ct) {
-        ctl = Py_NewRef(s_empty_bytes); /* the upstream's Content-Type stands */
-    } else {
-        ctl = PyObject_GetAttr(loc, n_content_type_line);
-        if (ctl == NULL)
-            goto out;
-        if (!PyBytes_CheckExact(ctl)) {
-            head = Py_NewRef(Py_None);
-            goto out;
-        }
-    }
-    PyObject *conn_line = keep == Py_True ? keep_line : close_line;
+    if (PyTuple_GET_ITEM(fields, 1) == Py_True)
+        ctl = s_empty_bytes; /* the upstream's Content-Type stands */
+    PyObject *parts[6] = {line, PyList_GET_ITEM(date_line, 1), args[3],
+                          PyTuple_GET_ITEM(fields, 0), ctl, keep == Py_True ? args[8] : args[9]};
     char digits[24];
     int dn = decimal(digits, n);
-    static const char cl[] = "\r\nContent-Length: ";
-    PyObject *parts[5] = {line, date, lines, held[3], ctl};
-    Py_ssize_t total = (Py_ssize_t)(sizeof cl - 1) + dn + PyBytes_GET_SIZE(conn_line);
-    for (int i = 0; i < 5; i++)
+    Py_ssize_t total = (Py_ssize_t)(sizeof cl - 1) + dn;
+    for (int i = 0; i < 6; i++) {
+        if (!PyBytes_CheckExact(parts[i]))
+            Py_RETURN_NONE;
         total += PyBytes_GET_SIZE(parts[i]);
-    head = PyBytes_FromStringAndSize(NULL, total);
-    if (head != NULL) {
-        char *d = PyBytes_AS_STRING(head);
-        for (int i = 0; i < 5; i++) {
-            memcpy(d, PyBytes_AS_STRING(parts[i]), PyBytes_GET_SIZE(parts[i]));
-            d += PyBytes_GET_SIZE(parts[i]);
-        }
-        memcpy(d, cl, sizeof cl - 1);
-        d += sizeof cl - 1;
-        memcpy(d, digits, dn);
-        d += dn;
-        memcpy(d, PyBytes_AS_STRING(conn_line), PyBytes_GET_SIZE(conn_line));
     }
-out:
-    Py_XDECREF(ctl);
-    for (int i = 0; i < 4; i++)
-        Py_DECREF(held[i]);
+    PyObject *head = PyBytes_FromStringAndSize(NULL, total);
+    if (head == NULL)
+        return NULL;
+    char *d = PyBytes_AS_STRING(head);
+    for (int i = 0; i < 6; i++) {
+        if (i == 5) { /* the length before the Connection line */
+            memcpy(d, cl, sizeof cl - 1);
+            memcpy(d + sizeof cl - 1, digits, dn);
+            d += sizeof cl - 1 + dn;
+        }
+        memcpy(d, PyBytes_AS_STRING(parts[i]), PyBytes_GET_SIZE(parts[i]));
+        d += PyBytes_GET_SIZE(parts[i]);
+    }
     return head;
 }
 
-static PyMethodDef module_methods[] = {
-    {"configure", configure, METH_VARARGS,
-     "configure(methods, refused, good_hosts): the protocol's tables parse_request reads"},
-    {"configure_response", configure_response, METH_VARARGS,
-     "configure_response(Request, status_lines, date_line, keep_line, close_line)"},
-    {"fast_response_head", (PyCFunction)(void (*)(void))fast_response_head, METH_FASTCALL,
-     "fast_response_head(req, length, closing): the common response head, or None"},
-    {"parse_response_head", (PyCFunction)(void (*)(void))parse_response_head, METH_FASTCALL,
-     "parse_response_head(data, head_only): the common upstream response whole in data, "
-     "(status, keep_alive, body, length, kept, wire, hop, connection, redirects, has_ct, "
-     "framed); or None"},
-    {"parse_request", (PyCFunction)(void (*)(void))parse_request, METH_FASTCALL,
-     "parse_request(data, drop_underscores, max_headers, max_hsize, max_url, id_field): the "
-     "head's values of the common request that is the whole of data; or None"},
-    {NULL},
-};
+/* ------------------------------------------------------------------------- count_request */
 
-/* ------------------------------------------------------------------------- number helpers */
-
-/* v as a long long in *out; 0 when v is not an exact int that fits */
-static int
-exact_ll(PyObject *v, long long *out)
-{
-    if (!PyLong_CheckExact(v))
-        return 0;
-    int over = 0;
-    *out = PyLong_AsLongLongAndOverflow(v, &over);
-    if (over || (*out == -1 && PyErr_Occurred())) {
-        PyErr_Clear();
-        return 0;
-    }
-    return 1;
-}
-
-/* n >= 0 in decimal at out (no NUL); returns the length */
-static int
-decimal(char *out, long long n)
-{
-    char tmp[24];
-    int len = 0;
-    unsigned long long u = n < 0 ? 0 : (unsigned long long)n;
-    do {
-        tmp[len++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    for (int i = 0; i < len; i++)
-        out[i] = tmp[len - 1 - i];
-    return len;
-}
-
-/* -------------------------------------------------------------------------------- Recorder */
-
-/* Recorder(slots, buckets, layout, fallback) is WorkerMetrics.on_request
- * (edgeworker/status/metrics.py) for a request whose location already has its slot
- * [nums, other]: nums is an array("q") of layout = (RECEIVED, SENT, TIME, BUCKET0, CODE0,
- * SLOT_LEN); the request adds to its bytes received and sent, its time in microseconds
- * (rounded as Python's round()), its histogram bucket (bisect_left over `buckets`, as the
- * Python code) and its status (100..599) counter, in place: nothing is allocated. Anything else
- * (no slot yet, another status, an odd value) goes to fallback(req), the Python on_request,
- * before anything is counted. */
-typedef struct {
-    PyObject_HEAD
-    PyObject *slots;
-    PyObject *fallback;
-    Py_ssize_t received, sent, time_i, bucket0, code0, slot_len;
-    Py_ssize_t nb;
-    double *bounds;
-    vectorcallfunc vectorcall;
-} Recorder;
-
-static PyObject *n_location, *n_status, *n_head, *n_body_bytes_sent, *n_start_time;
-
-/* A new reference to req's attribute `name`: read from its slot (index i of the request
- * class configure_response was given) when req is of that class, else looked up. */
+/* count_request(nums, bounds, layout, status, received, sent, seconds) is the counting of
+ * WorkerMetrics.on_request (edgeworker/status/metrics.py) for one request whose location has
+ * its slot: nums is that slot's array("q"), bounds the histogram bounds (a tuple of floats),
+ * layout the indices (RECEIVED, SENT, TIME, BUCKET0, CODE0). It adds received and sent, the
+ * seconds in microseconds (rounded as Python's round()), one to the histogram bucket
+ * (bisect_left over bounds) and one to the status (100..599) counter, in place: nothing is
+ * allocated. True once counted; False, with nothing counted, for anything else (another
+ * status, a value that is not an exact int or float, a time that is not one, an odd array or
+ * layout): the caller then leaves the request to on_request. */
 static PyObject *
-req_attr(PyObject *req, int i, PyObject *name)
+count_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (req_type != NULL && Py_IS_TYPE(req, (PyTypeObject *)req_type)) {
-        PyObject *v = SLOT(req, i);
-        if (v != NULL)
-            return Py_NewRef(v);
-    }
-    return PyObject_GetAttr(req, name); /* (an unset slot raises AttributeError here) */
-}
-
-/* The same for a request head's size (the RequestHead class configure was given). */
-static PyObject *
-head_size(PyObject *head)
-{
-    return PyObject_GetAttr(head, n_size);
-}
-
-static PyObject *
-rec_vectorcall(Recorder *r, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
-        PyErr_SetString(PyExc_TypeError, "Recorder(req) takes one argument");
+    if (nargs != 7 || !PyTuple_CheckExact(args[1]) || !PyTuple_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "count_request(nums, bounds, layout, status, "
+                                         "received, sent, seconds) takes 7 arguments");
         return NULL;
     }
-    PyObject *req = args[0];
-    PyObject *loc = NULL, *status = NULL, *head = NULL, *size = NULL, *sent = NULL,
-             *start = NULL, *nums = NULL, *result = NULL;
-    Py_buffer view = {0};
-    long long code, nsize, nsent;
-    loc = req_attr(req, R_LOCATION, n_location);
-    if (loc == NULL)
-        return NULL;
-    PyObject *slot = PyDict_GetItemWithError(r->slots, loc); /* borrowed */
-    if (slot == NULL) {
-        if (PyErr_Occurred())
-            goto done;
-        goto python;
-    }
-    if (!PyList_CheckExact(slot) || PyList_GET_SIZE(slot) != 2)
-        goto python;
-    nums = Py_NewRef(PyList_GET_ITEM(slot, 0));
-    if ((status = req_attr(req, R_STATUS, n_status)) == NULL ||
-        (head = req_attr(req, R_HEAD, n_head)) == NULL || (size = head_size(head)) == NULL ||
-        (sent = req_attr(req, R_BODY_BYTES_SENT, n_body_bytes_sent)) == NULL ||
-        (start = req_attr(req, R_START_TIME, n_start_time)) == NULL)
-        goto done;
-    if (!exact_ll(status, &code) || code < 100 || code > 599 || !exact_ll(size, &nsize) ||
-        !exact_ll(sent, &nsent) || !PyFloat_CheckExact(start))
-        goto python;
-    /* time.time(): CLOCK_REALTIME in ns, then as a double, as CPython makes it */
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    long long ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-    double now = ns % 1000000000LL == 0 ? (double)(ns / 1000000000LL) : (double)ns / 1e9;
-    double t = now - PyFloat_AS_DOUBLE(start);
-    if (!(t > -1e9 && t < 1e9)) /* a start time that is not one (NaN, far off): Python's call */
-        goto python;
-    if (PyObject_GetBuffer(nums, &view, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
-        PyErr_Clear();
-        goto python;
-    }
-    if (view.format == NULL || strcmp(view.format, "q") != 0 || view.itemsize != 8 ||
-        view.len != r->slot_len * 8) {
-        PyBuffer_Release(&view);
-        goto python;
-    }
-    Py_ssize_t lo = 0, hi = r->nb; /* bisect_left */
+    PyObject *bounds = args[1], *layout = args[2];
+    long long at[5], code, received, sent;
+    if (PyTuple_GET_SIZE(layout) != 5 || !exact_ll(args[3], &code) || code < 100 ||
+        code > 599 || !exact_ll(args[4], &received) || !exact_ll(args[5], &sent) ||
+        !PyFloat_CheckExact(args[6]))
+        Py_RETURN_FALSE;
+    for (int i = 0; i < 5; i++)
+        if (!exact_ll(PyTuple_GET_ITEM(layout, i), &at[i]) || at[i] < 0)
+            Py_RETURN_FALSE;
+    double t = PyFloat_AS_DOUBLE(args[6]);
+    if (!(t > -1e9 && t < 1e9)) /* not a time (NaN, far off): round() in Python decides */
+        Py_RETURN_FALSE;
+    Py_ssize_t lo = 0, hi = PyTuple_GET_SIZE(bounds); /* bisect_left */
     while (lo < hi) {
         Py_ssize_t mid = (lo + hi) / 2;
-        if (r->bounds[mid] < t)
+        PyObject *b = PyTuple_GET_ITEM(bounds, mid);
+        if (!PyFloat_CheckExact(b))
+            Py_RETURN_FALSE;
+        if (PyFloat_AS_DOUBLE(b) < t)
             lo = mid + 1;
         else
             hi = mid;
     }
-    long long *c = (long long *)view.buf;
-    c[r->code0 - 100 + code] += 1;
-    c[r->received] += nsize;
-    c[r->sent] += nsent;
-    c[r->time_i] += (long long)nearbyint(t * 1e6); /* round half to even, as round() */
-    c[r->bucket0 + lo] += 1;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
+        PyErr_Clear();
+        Py_RETURN_FALSE;
+    }
+    long long n = view.len / 8, *c = (long long *)view.buf;
+    int fits = view.format != NULL && strcmp(view.format, "q") == 0 && view.itemsize == 8 &&
+               at[0] < n && at[1] < n && at[2] < n && at[3] < n && at[4] < n &&
+               at[3] + PyTuple_GET_SIZE(bounds) < at[4] && at[4] + 499 < n;
+    if (fits) {
+        c[at[0]] += received;
+        c[at[1]] += sent;
+        c[at[2]] += (long long)nearbyint(t * 1e6); /* round half to even, as round() */
+        c[at[3] + lo] += 1;
+        c[at[4] + code - 100] += 1;
+    }
     PyBuffer_Release(&view);
-    result = Py_NewRef(Py_None);
-    goto done;
-python:
-    result = PyObject_Vectorcall(r->fallback, args, 1, NULL);
-done:
-    Py_XDECREF(loc);
-    Py_XDECREF(nums);
-    Py_XDECREF(status);
-    Py_XDECREF(head);
-    Py_XDECREF(size);
-    Py_XDECREF(sent);
-    Py_XDECREF(start);
-    return result;
+    return Py_NewRef(fits ? Py_True : Py_False);
 }
-
-static PyObject *
-rec_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
-{
-    PyObject *slots, *buckets, *fallback;
-    Py_ssize_t received, sent, time_i, bucket0, code0, slot_len;
-    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
-        PyErr_SetString(PyExc_TypeError, "Recorder() takes no keyword arguments");
-        return NULL;
-    }
-    if (!PyArg_ParseTuple(args, "O!O!(nnnnnn)O:Recorder", &PyDict_Type, &slots, &PyTuple_Type,
-                          &buckets, &received, &sent, &time_i, &bucket0, &code0, &slot_len,
-                          &fallback))
-        return NULL;
-    Py_ssize_t nb = PyTuple_GET_SIZE(buckets);
-    if (!PyCallable_Check(fallback) || received < 0 || sent < 0 || time_i < 0 ||
-        received >= bucket0 || sent >= bucket0 || time_i >= bucket0 ||
-        received == sent || received == time_i || sent == time_i ||
-        code0 < bucket0 + nb + 1 || slot_len != code0 + 500) {
-        PyErr_SetString(PyExc_ValueError, "Recorder: bad slot layout or fallback");
-        return NULL;
-    }
-    double *bounds = PyMem_Malloc(sizeof(double) * (nb ? nb : 1));
-    if (bounds == NULL)
-        return PyErr_NoMemory();
-    for (Py_ssize_t i = 0; i < nb; i++) {
-        bounds[i] = PyFloat_AsDouble(PyTuple_GET_ITEM(buckets, i));
-        if (bounds[i] == -1.0 && PyErr_Occurred()) {
-            PyMem_Free(bounds);
-            return NULL;
-        }
-    }
-    Recorder *r = PyObject_GC_New(Recorder, type);
-    if (r == NULL) {
-        PyMem_Free(bounds);
-        return NULL;
-    }
-    r->slots = Py_NewRef(slots);
-    r->fallback = Py_NewRef(fallback);
-    r->received = received;
-    r->sent = sent;
-    r->time_i = time_i;
-    r->bucket0 = bucket0;
-    r->code0 = code0;
-    r->slot_len = slot_len;
-    r->nb = nb;
-    r->bounds = bounds;
-    r->vectorcall = (vectorcallfunc)rec_vectorcall;
-    PyObject_GC_Track(r);
-    return (PyObject *)r;
-}
-
-static int
-rec_traverse(Recorder *r, visitproc visit, void *arg)
-{
-    Py_VISIT(r->slots);
-    Py_VISIT(r->fallback);
-    return 0;
-}
-
-static int
-rec_clear(Recorder *r)
-{
-    Py_CLEAR(r->slots);
-    Py_CLEAR(r->fallback);
-    return 0;
-}
-
-static void
-rec_dealloc(Recorder *r)
-{
-    PyObject_GC_UnTrack(r);
-    rec_clear(r);
-    PyMem_Free(r->bounds);
-    Py_TYPE(r)->tp_free((PyObject *)r);
-}
-
-static PyTypeObject RecorderType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "edgeworker._speedups.Recorder",
-    .tp_basicsize = sizeof(Recorder),
-    .tp_dealloc = (destructor)rec_dealloc,
-    .tp_vectorcall_offset = offsetof(Recorder, vectorcall),
-    .tp_call = PyVectorcall_Call,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "Recorder(slots, buckets, (RECEIVED, SENT, TIME, BUCKET0, CODE0, SLOT_LEN), "
-              "fallback): WorkerMetrics.on_request for locations with a slot.",
-    .tp_traverse = (traverseproc)rec_traverse,
-    .tp_clear = (inquiry)rec_clear,
-    .tp_new = rec_new,
-};
 
 /* ---------------------------------------------------------------------------------- module */
 
+static PyMethodDef module_methods[] = {
+    {"configure", configure, METH_VARARGS,
+     "configure(methods, refused, good_hosts): the protocol's tables parse_request reads"},
+    {"parse_request", (PyCFunction)(void (*)(void))parse_request, METH_FASTCALL,
+     "parse_request(data, drop_underscores, max_headers, max_hsize, max_url, id_field): the "
+     "head's values of the common request that is the whole of data; or None"},
+    {"parse_response_head", (PyCFunction)(void (*)(void))parse_response_head, METH_FASTCALL,
+     "parse_response_head(data, head_only): the common upstream response whole in data, "
+     "(status, keep_alive, body, length, kept, wire, hop, connection, redirects, has_ct, "
+     "framed); or None"},
+    {"fast_response_head", (PyCFunction)(void (*)(void))fast_response_head, METH_FASTCALL,
+     "fast_response_head(status, length, keep_alive, header_lines, fields, content_type_line, "
+     "status_lines, date_line, keep_line, close_line): the common response head, or None"},
+    {"count_request", (PyCFunction)(void (*)(void))count_request, METH_FASTCALL,
+     "count_request(nums, bounds, layout, status, received, sent, seconds): one request "
+     "counted into its location's array, True; or False (nothing counted)"},
+    {NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "edgeworker._speedups",
-    "C versions of the per-field parser callbacks and of the common request head.", -1,
-    module_methods,
+    "The C parts of edgeworker's request path.", -1, module_methods,
 };
 
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     init_byte_classes();
-    if (PyType_Ready(&RecorderType) < 0)
-        return NULL;
     s_version = PyUnicode_InternFromString("1.1");
     s_empty_bytes = PyBytes_FromStringAndSize("", 0);
     if (s_version == NULL || s_empty_bytes == NULL)
         return NULL;
-#define NAME(v, text) if ((v = PyUnicode_InternFromString(text)) == NULL) return NULL
-    NAME(n_size, "size");
-    NAME(n_add_header, "add_header");
-    NAME(n_content_type_line, "content_type_line");
-    NAME(n_location, "location");
-    NAME(n_status, "status");
-    NAME(n_head, "head");
-    NAME(n_body_bytes_sent, "body_bytes_sent");
-    NAME(n_start_time, "start_time");
-#undef NAME
-    PyObject *m = PyModule_Create(&module);
-    if (m == NULL)
-        return NULL;
-    if (PyModule_AddObjectRef(m, "Recorder", (PyObject *)&RecorderType) < 0) {
-        Py_DECREF(m);
-        return NULL;
-    }
-    return m;
+    return PyModule_Create(&module);
 }

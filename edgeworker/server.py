@@ -24,7 +24,6 @@ from gevent import sleep as _gsleep
 
 from .errors import BodyError, ClientGone, Drain
 from .http.fields import accel as _accel
-from .http.headers import Headers
 from .http.protocol import END, Data, ProtocolError, ServerProtocol
 from .http.responses import STATUS_REASONS, chunk, error_response, http_date, status_line
 from .io import transport
@@ -53,12 +52,11 @@ _CLOSE = b"\r\nConnection: close\r\n\r\n"
 _date_line = [-1, b""]
 _STATUS_LINES = {code: status_line(code, "1.1") for code in STATUS_REASONS}
 
-#: the common response head in C (``fast_response_head`` in edgeworker/_speedups.c, on these
-#: same lines), or None: then _head_bytes' Python builds every head
-_fast_response_head = None
-if _accel is not None:
-    _accel.configure_response(Request, _STATUS_LINES, _date_line, _KEEP_ALIVE, _CLOSE, Headers)
-    _fast_response_head = _accel.fast_response_head
+#: the common response head in C (``fast_response_head`` in edgeworker/_speedups.c, given
+#: the values _head_bytes reads and these same lines), or None: then _head_bytes' Python
+#: builds every head
+_fast_response_head = _accel.fast_response_head if _accel is not None else None
+_NO_FIELDS = (b"", False)  # the fields block of a response without fields of its own
 
 
 def _server_date() -> bytes:
@@ -323,11 +321,25 @@ class Connection:
 
     def _head_bytes(self, req: Request, length: int | None) -> bytes:
         """Build the response head. ``length`` None means a streamed body."""
-        if _fast_response_head is not None and length is not None:
-            # the common head in C (None: anything unusual, built below)
-            head = _fast_response_head(req, length, self.closing)
-            if head is not None:
-                return head
+        if _fast_response_head is not None and length is not None and not self.closing:
+            loc = req.location
+            if loc is not None and not loc.add_header and req.content_type is None:
+                # the common head in C (None: anything unusual, built below)
+                rh = req.resp_fields
+                head = _fast_response_head(
+                    req.status,
+                    length,
+                    req.keep_alive,
+                    req.header_lines,
+                    _NO_FIELDS if rh is None else rh._wire,
+                    loc.content_type_line,
+                    _STATUS_LINES,
+                    _date_line,
+                    _KEEP_ALIVE,
+                    _CLOSE,
+                )
+                if head is not None:
+                    return head
         status = req.status
         loc = req.location
         keep = req.keep_alive and not self.closing
@@ -395,8 +407,24 @@ class Connection:
         if status < 200 or status in _NO_BODY_STATUS:
             body = b""
         n = len(body)
-        # the common head in C (None: anything unusual, built by _head_bytes)
-        head = _fast_response_head(req, n, self.closing) if _fast_response_head else None
+        head = None
+        if _fast_response_head is not None and not self.closing:
+            loc = req.location
+            if loc is not None and not loc.add_header and req.content_type is None:
+                # the common head in C, as in _head_bytes (here without its frame)
+                rh = req.resp_fields
+                head = _fast_response_head(
+                    req.status,
+                    n,
+                    req.keep_alive,
+                    req.header_lines,
+                    _NO_FIELDS if rh is None else rh._wire,
+                    loc.content_type_line,
+                    _STATUS_LINES,
+                    _date_line,
+                    _KEEP_ALIVE,
+                    _CLOSE,
+                )
         if head is None:
             head = self._head_bytes(req, n)
         req.headers_sent = True

@@ -34,8 +34,8 @@ def _no_parse_response_head(m: ModuleType) -> None:
     _set(m, "_parse_head", None)
 
 
-def _no_recorder(m: ModuleType) -> None:
-    _set(m, "recorder", lambda wm: wm.on_request)
+def _no_count_request(m: ModuleType) -> None:
+    _set(m, "_count_request", None)
 
 
 def _no_zone(m: ModuleType) -> None:
@@ -53,7 +53,7 @@ ENTRY_POINTS: dict[str, tuple[str, Callable[[ModuleType], None], tuple[str, ...]
     "parse_request": ("edgeworker.http.protocol", _no_parse_request, ()),
     "fast_response_head": ("edgeworker.server", _no_response_head, ()),
     "parse_response_head": ("edgeworker.proxy.client", _no_parse_response_head, ()),
-    "Recorder": ("edgeworker.status.metrics", _no_recorder, ()),
+    "count_request": ("edgeworker.status.metrics", _no_count_request, ()),
     "Zone": ("shm.dict", _no_zone, ()),
     "Semaphore": ("shm.segment", _no_semaphore, ()),
 }

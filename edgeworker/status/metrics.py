@@ -438,14 +438,31 @@ def start_worker(app: Any, connections: set, timers: Any) -> WorkerMetrics | Non
     return wm
 
 
+#: one request counted in C (``count_request`` in edgeworker/_speedups.c), or None: then
+#: WorkerMetrics.on_request counts every request
+_count_request = _accel.count_request if _accel is not None else None
+
+
 def recorder(wm: WorkerMetrics) -> Any:
-    """``wm.on_request``, or the same in C (``Recorder`` in edgeworker/_speedups.c) for the
-    requests of locations that have their slot (every other one goes to ``wm.on_request``)."""
-    if _accel is None:
+    """``wm.on_request``, or a function that counts the requests of locations that have their
+    slot in C (``count_request``) and leaves every other one (no slot yet, a status outside
+    100..599, an odd value) to ``wm.on_request``. The time is taken as on_request takes it."""
+    count = _count_request
+    if count is None:
         return wm.on_request
-    return _accel.Recorder(
-        wm.slots, BUCKETS, (RECEIVED, SENT, TIME, BUCKET0, CODE0, SLOT_LEN), wm.on_request
-    )
+    get = wm.slots.get
+    on_request = wm.on_request
+    layout = (RECEIVED, SENT, TIME, BUCKET0, CODE0)
+
+    def record(req: Any, _time: Any = time.time, _b: tuple = BUCKETS) -> None:
+        slot = get(req.location)
+        if slot is not None:
+            t = _time() - req.start_time
+            if count(slot[0], _b, layout, req.status, req.head.size, req.body_bytes_sent, t):
+                return
+        on_request(req)
+
+    return record
 
 
 def current() -> WorkerMetrics | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import time
 
 import pytest
 
@@ -399,25 +400,89 @@ def test_fast_response_head_gives_the_python_head(monkeypatch):
                         for length in (0, 7, 123456, None):
                             for rh in resp_fields:
                                 cases.append((status, loc, keep, lines, ctype, length, rh))
-    for closing in (False, True):
-        this = SimpleNamespace(closing=closing)
+    # odd values the C declines: a status that is no int, an odd keep-alive value, a negative
+    # length, header lines that are no bytes (what the Python code does with them)
+    for status, keep, length in ((200.0, True, 5), (200, 1, 5), (200, True, -1)):
+        cases.append((status, plain, keep, b"", None, length, lambda: None))
+    cases.append((200, plain, True, bytearray(b"\r\nX-A: 1"), None, 5, lambda: None))
+    # both callers: _head_bytes, and send_response (which calls the C itself) with a body
+    written: list = []
+    this = SimpleNamespace(_sendall=written.append)
+    this._head_bytes = lambda req, length: server.Connection._head_bytes(this, req, length)
+
+    def new_request(status, loc, keep, lines, ctype, rh):
+        req = Request(conn, head, app)
+        req.status, req.location, req.keep_alive = status, loc, keep
+        req.header_lines, req.content_type, req.resp_fields = lines, ctype, rh()
+        return req
+
+    for closing in (False, True, None):
+        this.closing = bool(closing)
         for status, loc, keep, lines, ctype, length, rh in cases:
-            server._server_date()  # this second's Server/Date line, as a response would
+            if closing is None:
+                server._date_line[0] = -1  # no Server/Date line of this second yet
+            else:
+                server._server_date()  # this second's Server/Date line, as a response would
             heads = []
             for f in (None, fast):
                 monkeypatch.setattr(server, "_fast_response_head", f)
-                req = Request(conn, head, app)
-                req.status, req.location, req.keep_alive = status, loc, keep
-                req.header_lines, req.content_type, req.resp_fields = lines, ctype, rh()
+                req = new_request(status, loc, keep, lines, ctype, rh)
                 out = server.Connection._head_bytes(this, req, length)
+                sent = None
+                if length is not None and length >= 0:
+                    written.clear()
+                    req = new_request(status, loc, keep, lines, ctype, rh)
+                    server.Connection.send_response(this, req, b"b" * length)
+                    sent = (b"".join(written), req.keep_alive, req.body_bytes_sent)
                 # (the second may tick between the two: the Date value is not compared)
                 heads.append((re.sub(rb"Date: [^\r]*", b"Date: -", out), req.keep_alive))
-            assert heads[0] == heads[1], (status, loc, keep, lines, ctype, length, rh, closing)
+                if sent is not None:
+                    heads.append((re.sub(rb"Date: [^\r]*", b"Date: -", sent[0]), *sent[1:]))
+            half = len(heads) // 2
+            assert heads[:half] == heads[half:], (status, loc, keep, lines, ctype, length, rh)
     used = sum(out is not None for out in taken)
     assert 100 <= used < len(taken)  # both ways compared, many times
     with pytest.raises(TypeError):
         fields.accel.fast_response_head(1)
-    with pytest.raises(TypeError):
-        fields.accel.configure_response(object, {}, [], b"", b"", Headers)
-    with pytest.raises(TypeError):  # the headers class needs its _wire slot
-        fields.accel.configure_response(Request, {}, [], b"", b"", object)
+
+    # values that are not what they should be: None (the Python code's case), never a crash
+    def call(i=None, bad=None):
+        for _ in range(3):  # (again if the second ticked in between)
+            args = [
+                200,
+                5,
+                i != 9,
+                b"",
+                (b"", False),
+                b"\r\nContent-Type: text/plain",
+                server._STATUS_LINES,
+                [int(time.time()), b"D"],
+                b"K",
+                b"C",
+            ]
+            if i is not None:
+                args[i] = bad() if callable(bad) else bad
+            out = fields.accel.fast_response_head(*args)
+            if out is not None or args[7][0] == int(time.time()):
+                return out
+
+    assert call() == b"HTTP/1.1 200 OK\r\nD\r\nContent-Type: text/plain\r\nContent-Length: 5K"
+    assert call(4, (b"\r\nA: b", True)) == b"HTTP/1.1 200 OK\r\nD\r\nA: b\r\nContent-Length: 5K"
+    assert call(9, b"C").endswith(b"Content-Length: 5C")
+    for i, bad in [
+        (1, 2**64),
+        (4, (b"",)),
+        (4, (b"", 1)),
+        (4, [b"", False]),
+        (4, ("", False)),
+        (5, "text"),
+        (6, {}),
+        (6, {200: "line"}),
+        (7, (0, b"D")),
+        (7, [b"D"]),
+        (7, lambda: [float(int(time.time())), b"D"]),
+        (7, lambda: [int(time.time()), "D"]),
+        (8, "K"),
+        (9, None),
+    ]:
+        assert call(i, bad) is None, (i, bad)

@@ -1,10 +1,12 @@
-"""The C ``Recorder`` (edgeworker/_speedups.c) counts a request exactly as
-``WorkerMetrics.on_request`` does, and hands every case it does not take to it."""
+"""``metrics.recorder``, which counts a request in C (``count_request`` in
+edgeworker/_speedups.c), counts it exactly as ``WorkerMetrics.on_request`` does, and hands every
+case the C declines to it."""
 
 from __future__ import annotations
 
 import random
 import time
+from array import array
 from types import SimpleNamespace
 
 import pytest
@@ -53,11 +55,23 @@ def _snapshot(wm: metrics.WorkerMetrics) -> tuple[dict, dict]:
     return out, times
 
 
-def test_recorder_counts_like_on_request():
+def _counting(monkeypatch) -> list:
+    """What each call of count_request returned (the recorder made next uses it)."""
+    results: list = []
+
+    def count(*args):
+        results.append(accel.count_request(*args))
+        return results[-1]
+
+    monkeypatch.setattr(metrics, "_count_request", count)
+    return results
+
+
+def test_recorder_counts_like_on_request(monkeypatch):
     py, rts_py = _worker_metrics()
     c, rts_c = _worker_metrics()
+    taken = _counting(monkeypatch)
     rec = metrics.recorder(c)
-    assert isinstance(rec, accel.Recorder)
     rng = random.Random(5)
     # ages in the middle of histogram buckets, so the few microseconds between the two calls
     # cannot move a request to the next bucket; one past the last bound
@@ -76,23 +90,25 @@ def test_recorder_counts_like_on_request():
     for name, t in times_py.items():  # (in microseconds)
         assert abs(times_c[name] - t) < 10**6 and (t > 10**8) == (times_c[name] > 10**8), name
     assert ("edge.test", metrics.NO_LOCATION) in {c._names[id(s)] for s in c.slots.values()}
+    assert 2000 <= taken.count(True) < len(taken)  # both ways, many times
 
 
-def test_recorder_leaves_odd_requests_to_python():
+def test_recorder_leaves_odd_requests_to_python(monkeypatch):
     """What the C code does not count itself (a status outside 100..599, a location without its
     counters yet, a slot that is not what it expects) goes to on_request."""
     wm, rts = _worker_metrics()
     seen = []
+    on_request = wm.on_request
 
     def fallback(req):
         seen.append(req)
-        wm.on_request(req)
+        on_request(req)
 
-    layout = (metrics.RECEIVED, metrics.SENT, metrics.TIME, metrics.BUCKET0, metrics.CODE0,
-              metrics.SLOT_LEN)
-    rec = accel.Recorder(wm.slots, metrics.BUCKETS, layout, fallback)
+    wm.on_request = fallback
+    taken = _counting(monkeypatch)
+    rec = metrics.recorder(wm)
     rec(_request(rts[0], 200, 100, 5, 0.0001))
-    assert not seen
+    assert not seen and taken == [True]
     rec(_request(rts[0], 999, 100, 5, 0.0001))
     rec(_request(None, 200, 100, 5, 0.0001))  # matched no location: its slot is made
     assert len(seen) == 2
@@ -102,15 +118,59 @@ def test_recorder_leaves_odd_requests_to_python():
     wm.slots[rts[1]][0] = [0] * metrics.SLOT_LEN  # not an array("q"): Python counts
     rec(_request(rts[1], 200, 1, 1, 0.0001))
     assert len(seen) == 3 and wm.slots[rts[1]][0][metrics.CODE0 + 100] == 1
+    rec(_request(rts[2], True, 1, 1, 0.0001))  # a bool is no status code: counted apart
+    assert wm.slots[rts[2]][1] == {True: 1}
+    with pytest.raises(TypeError):  # a float size: what on_request does with it
+        rec(_request(rts[2], 200, 1.5, 1, 0.0001))
+    assert len(seen) == 5
     with pytest.raises(ValueError):  # a start time that is not a time: Python's own error
         rec(_request(rts[2], 200, 1, 1, float("nan")))
-    assert len(seen) == 4
+    assert len(seen) == 6
     with pytest.raises(AttributeError):
         rec(SimpleNamespace(location=rts[0]))  # what on_request itself would raise
     with pytest.raises(TypeError):
         rec()
-    with pytest.raises(ValueError):
-        accel.Recorder({}, metrics.BUCKETS, (0, 1, 5, 3, 20, 520), fallback)
+    assert taken.count(True) == 1
+
+
+def test_count_request_declines_odd_values():
+    """count_request counts only into an array("q") its layout fits, with exact ints, a float
+    time and float bounds; anything else is False and leaves every counter as it was."""
+    layout = (metrics.RECEIVED, metrics.SENT, metrics.TIME, metrics.BUCKET0, metrics.CODE0)
+    b = metrics.BUCKETS
+    nums = array("q", bytes(8 * metrics.SLOT_LEN))
+    good = (200, 10, 20, 0.003)
+    assert accel.count_request(nums, b, layout, *good) is True
+    before = nums.tolist()
+    assert before[metrics.CODE0 + 100] == 1 and before[metrics.BUCKET0 + 2] == 1
+    assert before[metrics.TIME] == 3000
+    short = array("q", bytes(8 * (metrics.SLOT_LEN - 1)))
+    for args in [
+        (nums, b, layout, 99, 10, 20, 0.003),
+        (nums, b, layout, 600, 10, 20, 0.003),
+        (nums, b, layout, 200, 10, 2**63, 0.003),
+        (nums, b, layout, 200, 10, 20, 3),
+        (nums, b, layout, 200, 10, 20, float("inf")),
+        (nums, b, layout, 200, 10, 20, -1e10),
+        (nums, (0.001, 1, 2.0), layout, *good),  # an int bound (probed)
+        (nums, b, layout[:4], *good),
+        (nums, b, (0, 1, 2, 3, -1), *good),
+        (nums, b, (0, 1, 2, 3, metrics.CODE0 + 1), *good),  # past the end
+        (nums, b, (metrics.SLOT_LEN, 1, 2, 3, metrics.CODE0), *good),
+        (nums, b, (0, 1, 2, 3, 2**63 - 1), *good),
+        (nums, b, (0, 1, 2, 3.0, metrics.CODE0), *good),
+        (nums, b + (20.0,), layout, 200, 10, 20, 30.0),  # a bucket more than the layout has
+        (short, b, layout, *good),
+        (array("d", bytes(8 * metrics.SLOT_LEN)), b, layout, *good),
+        (bytes(8 * metrics.SLOT_LEN), b, layout, *good),  # not writable
+        ([0] * metrics.SLOT_LEN, b, layout, *good),
+    ]:
+        assert accel.count_request(*args) is False, args[1:]
+    assert nums.tolist() == before and not any(short)
+    with pytest.raises(TypeError):
+        accel.count_request(nums, b, layout, *good[:3])
+    with pytest.raises(TypeError):
+        accel.count_request(nums, list(b), layout, *good)
 
 
 def test_flush_writes_the_zone_fields():
@@ -119,7 +179,7 @@ def test_flush_writes_the_zone_fields():
     wm, rts = _worker_metrics()
     rec = metrics.recorder(wm)
     for status in (200, 200, 404, 999):
-        rec(_request(rts[0], status, 100, 7, 0.002))
+        rec(_request(rts[0], status, 100, 7, 0.00175))  # mid-bucket: a slow machine stays in
     written = {}
 
     class Zone:
@@ -136,8 +196,8 @@ def test_flush_writes_the_zone_fields():
     assert written[prefix + "received"] == 400 and written[prefix + "sent"] == 28
     assert written[prefix + "s200"] == 2 and written[prefix + "s404"] == 1
     assert written[prefix + "s999"] == 1
-    assert 0.007 < written[prefix + "time"] < 0.5 and isinstance(written[prefix + "time"], float)
-    assert written[prefix + "b1"] == 4  # 2 ms: the (0.001, 0.0025] bucket
+    assert 0.007 <= written[prefix + "time"] < 0.5 and isinstance(written[prefix + "time"], float)
+    assert written[prefix + "b1"] == 4  # 1.75 ms: the (0.001, 0.0025] bucket
     written.clear()
     wm._flush(Zone(), False)  # nothing new: nothing written
     assert not any(k.startswith(prefix) for k in written)
