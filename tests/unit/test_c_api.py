@@ -27,22 +27,21 @@ def test_the_c_sources_are_found():
     assert {"edgeworker/_speedups.c", "shm/_accel.c"} <= names
 
 
+#: what no C source may name: CPython's private API, and what reads a Python object's slots
+#: through its member descriptors
+_FORBIDDEN = {
+    "private CPython API": r"\b_Py\w*",
+    "slot read by offset": r"\b(PyMemberDescr\w*|PyDescr_\w+|d_member|tp_dictoffset)\b",
+}
+
+
+@pytest.mark.parametrize("what", _FORBIDDEN)
 @pytest.mark.parametrize("path", _C_SOURCES, ids=lambda p: p.relative_to(_ROOT).as_posix())
-def test_no_private_cpython_name(path: Path):
+def test_nothing_forbidden_in_the_c(path: Path, what: str):
     found = [
         f"{path.name}:{n}: {m.group()}"
         for n, line in enumerate(path.read_text().splitlines(), 1)
-        for m in re.finditer(r"\b_Py\w*", line)
-    ]
-    assert not found, found
-
-
-@pytest.mark.parametrize("path", _C_SOURCES, ids=lambda p: p.relative_to(_ROOT).as_posix())
-def test_no_slot_read_by_offset(path: Path):
-    found = [
-        f"{path.name}:{n}: {m.group()}"
-        for n, line in enumerate(path.read_text().splitlines(), 1)
-        for m in re.finditer(r"\b(PyMemberDescr\w*|PyDescr_\w+|d_member|tp_dictoffset)\b", line)
+        for m in re.finditer(_FORBIDDEN[what], line)
     ]
     assert not found, found
 
