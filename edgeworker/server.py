@@ -195,8 +195,6 @@ class Connection:
                 return None
             except OSError:
                 return None
-            if proto.in_head and deadline is None:
-                deadline = time.monotonic() + http.client_header_timeout
             events.extend(proto.feed(data))
             if not data and not events:
                 return None
