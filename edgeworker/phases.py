@@ -194,7 +194,13 @@ class App:
             raise
         except Exception:
             self._handler_failed(req)
-        self._log_phase(req)
+        rt = req.location
+        if (rt is not None and rt.log) or self.access_log is not None:
+            self._log_phase(req)
+        else:  # no log handler, no access log: what _log_phase does then, without its frame
+            if self.record is not None:
+                self.record(req)
+            req._var = None
         return req
 
     def _run(self, req: Request, rt: LocationRuntime, route: Any) -> None:
