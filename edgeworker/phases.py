@@ -186,7 +186,18 @@ class App:
         rt = self.runtimes[id(loc)]
         req.location = rt
         try:
-            self._run(req, rt, route)
+            if rt.rewrite:
+                rt = self._rewrite(req, rt, route)
+            req.phase = ACCESS
+            for fn in rt.access:
+                fn(req)
+            req.phase = CONTENT
+            if rt.content is not None:
+                self._finish_content(req, rt.content(req))
+            elif rt.return_ is not None:
+                self._do_return(req, rt.return_)
+            else:  # validated config: unreachable
+                raise RuntimeError(f"{rt.path}: no content source")
         except RequestExit:
             self._respond_exit(req)
         except ClientGone:
@@ -203,7 +214,9 @@ class App:
             req._var = None
         return req
 
-    def _run(self, req: Request, rt: LocationRuntime, route: Any) -> None:
+    def _rewrite(self, req: Request, rt: LocationRuntime, route: Any) -> LocationRuntime:
+        """The rewrite phase of ``rt`` and of the locations its jumps lead to; the location
+        whose rewrite handlers ran to their end (then the access and content phases run)."""
         jumps = 0
         while True:
             try:
@@ -228,17 +241,7 @@ class App:
                 loc, req.captures = found
                 rt = self.runtimes[id(loc)]
                 req.location = rt
-        req.phase = ACCESS
-        for fn in rt.access:
-            fn(req)
-        req.phase = CONTENT
-        if rt.content is not None:
-            result = rt.content(req)
-            self._finish_content(req, result)
-        elif rt.return_ is not None:
-            self._do_return(req, rt.return_)
-        else:  # validated config: unreachable
-            raise RuntimeError(f"{rt.path}: no content source")
+        return rt
 
     def _finish_content(self, req: Request, result: Any) -> None:
         if req.ended:
