@@ -52,6 +52,7 @@ class LocationRuntime:
         "return_",
         "header_filters",
         "body_filter",
+        "output_filters",
         "log",
         "default_type",
         "content_type_line",
@@ -78,6 +79,8 @@ class LocationRuntime:
         self.access = features + many("access")
         self.header_filters = many("header_filter")
         self.body_filter = many("body_filter")
+        #: a header_filter or body_filter runs on the response (Request.respond)
+        self.output_filters = bool(self.header_filters or self.body_filter)
         self.log = many("log")
         self.content = resolve(conf.content, f"{path}.content") if conf.content else None
         for key, factory in CONTENT_SOURCES:
@@ -193,7 +196,20 @@ class App:
                 fn(req)
             req.phase = CONTENT
             if rt.content is not None:
-                self._finish_content(req, rt.content(req))
+                result = rt.content(req)
+                cls = result.__class__
+                if (
+                    (cls is str or cls is bytes)
+                    and not rt.output_filters
+                    and req.output is None
+                    and not req.headers_sent
+                    and not req.ended
+                ):
+                    # the usual answer, one whole body and no filter to run: what
+                    # _finish_content and req.respond do then, without their frames
+                    conn.send_response(req, result.encode() if cls is str else result)
+                else:
+                    self._finish_content(req, result)
             elif rt.return_ is not None:
                 self._do_return(req, rt.return_)
             else:  # validated config: unreachable
