@@ -429,7 +429,19 @@ class Connection:
         if req.method == "HEAD":
             self._sendall(head)
         elif n < 65536:
-            self._sendall(head + body)
+            # _sendall(head + body), its usual case (the socket takes it all) without its frame
+            data = head + body
+            try:
+                sent = self._send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise ClientGone() from exc
+            if sent != len(data):
+                try:
+                    self.io.send_rest(data, sent, self.http.send_timeout)
+                except OSError as exc:  # Expired included (a TimeoutError)
+                    raise ClientGone() from exc
             req.body_bytes_sent = n
         else:
             self._sendall(head)
