@@ -45,6 +45,7 @@ _rng = random.Random()
 _randbits = _rng.getrandbits
 _ID_BATCH = 64
 _ids: list[str] = []
+_ID_SLICES = tuple(slice(i, i + 32) for i in range(0, 32 * _ID_BATCH, 32))
 
 
 def _after_fork() -> None:
@@ -59,7 +60,7 @@ def new_request_id() -> str:
     """A fresh ``$request_id``: 32 lower-case hex characters."""
     if not _ids:
         digits = f"{_randbits(128 * _ID_BATCH):0{32 * _ID_BATCH}x}"
-        _ids.extend(digits[i : i + 32] for i in range(0, 32 * _ID_BATCH, 32))
+        _ids.extend(map(digits.__getitem__, _ID_SLICES))
     return _ids.pop()
 
 
@@ -175,7 +176,7 @@ class Request:
             ident = value.decode("ascii")
             idb = value
         else:
-            ident = new_request_id()
+            ident = _ids.pop() if _ids else new_request_id()
             idb = ident.encode()
             raw = head.headers
             if value is None:
