@@ -24,7 +24,7 @@ from gevent import sleep as _gsleep
 
 from .errors import BodyError, ClientGone, Drain
 from .http.fields import accel as _accel
-from .http.protocol import END, Data, ProtocolError, ServerProtocol
+from .http.protocol import END, Data, ProtocolError, RequestHead, ServerProtocol
 from .http.responses import STATUS_REASONS, chunk, error_response, http_date, status_line
 from .io import transport
 from .request import Request
@@ -158,15 +158,17 @@ class Connection:
         while True:
             if events:
                 ev = events.popleft()
-                if ev.__class__ is ProtocolError:
+                if ev is END:  # the end of the previous request
+                    continue
+                cls = ev.__class__
+                if cls is RequestHead:
+                    if turn:  # a pipelined request: the other connections go first all the same
+                        _yield()
+                    return ev
+                if cls is ProtocolError:
                     self.send_error(ev.status)
                     return None
-                if ev is END or ev.__class__ is Data:
-                    # the end (or unread body) of the previous request
-                    continue
-                if turn:  # a pipelined request: the other connections go first all the same
-                    _yield()
-                return ev
+                continue  # (Data: the unread body of the previous request)
             if proto.in_head:
                 now = time.monotonic()
                 if deadline is None:
