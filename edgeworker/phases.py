@@ -178,7 +178,9 @@ class App:
         if not self.code_cache:
             handler_mod.purge_user_modules(self.cfg.main.python_path)
         req.server_route = route
-        found = route.find_location(req.uri)
+        found = route.found.get(req.uri)  # (a URI seen before: find_location's answer)
+        if found is None:
+            found = route.find_location(req.uri)
         if found is None:
             req.status = 404
             req.exit_body = None

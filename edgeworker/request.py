@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import Jump, PhaseError, RequestExit
 from .http.headers import Headers
-from .uri import MultiDict, expand, normalize_path, parse_args, parse_cookies
+from .uri import MultiDict, expand, normalize_path, parse_args, parse_cookies, plain_paths
 
 if TYPE_CHECKING:  # pragma: no cover
     from .http.channel import Channel
@@ -134,7 +134,8 @@ class Request:
         #: the parsed request head (``edgeworker.http.protocol.RequestHead``)
         self.head = head
         self.method: str = head.method
-        self.uri: str = normalize_path(head.path)  # BadURI: the caller answers 400
+        uri = plain_paths.get(head.path)  # (a path seen before: normalize_path's answer)
+        self.uri: str = uri if uri is not None else normalize_path(head.path)  # BadURI: 400
         self.start_time: float = _time()
         self.phase = REWRITE
         self.status = 200
