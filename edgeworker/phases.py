@@ -199,19 +199,19 @@ class App:
             req.phase = CONTENT
             if rt.content is not None:
                 result = rt.content(req)
-                cls = result.__class__
-                if (
-                    (cls is str or cls is bytes)
-                    and not rt.output_filters
-                    and req.output is None
-                    and not req.headers_sent
-                    and not req.ended
-                ):
-                    # the usual answer, one whole body and no filter to run: what
-                    # _finish_content and req.respond do then, without their frames
-                    conn.send_response(req, result.encode() if cls is str else result)
-                else:
-                    self._finish_content(req, result)
+                if not req.ended:  # (else the handler answered already: a proxied request)
+                    cls = result.__class__
+                    if (
+                        (cls is str or cls is bytes)
+                        and not rt.output_filters
+                        and req.output is None
+                        and not req.headers_sent
+                    ):
+                        # the usual answer, one whole body and no filter to run: what
+                        # _finish_content and req.respond do then, without their frames
+                        conn.send_response(req, result.encode() if cls is str else result)
+                    else:
+                        self._finish_content(req, result)
             elif rt.return_ is not None:
                 self._do_return(req, rt.return_)
             else:  # validated config: unreachable
