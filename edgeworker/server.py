@@ -145,62 +145,6 @@ class Connection:
         return self.bin_addr
 
     # ------------------------------------------------------------------ reading
-    def _next_head(self, turn: bool = False):
-        """The next request head, or None when the connection should close.
-
-        ``turn``: a response was just sent; the other connections get their turn before this
-        one reads on (see ``serve``).
-        """
-        events = self.events
-        proto = self.proto
-        http = self.http
-        deadline = None
-        while True:
-            if events:
-                ev = events.popleft()
-                if ev is END:  # the end of the previous request
-                    continue
-                cls = ev.__class__
-                if cls is RequestHead:
-                    if turn:  # a pipelined request: the other connections go first all the same
-                        _yield()
-                    return ev
-                if cls is ProtocolError:
-                    self.send_error(ev.status)
-                    return None
-                continue  # (Data: the unread body of the previous request)
-            if proto.in_head:
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + http.client_header_timeout
-                timeout = deadline - now
-                if timeout <= 0:
-                    self.send_error(408)
-                    return None
-            else:
-                timeout = (
-                    http.client_header_timeout if self.requests == 0 else http.keepalive_timeout
-                )
-                if self.closing:
-                    # the worker is exiting: a request already on its way is still answered
-                    # (with Connection: close); a connection that stays quiet is closed
-                    timeout = min(timeout, DRAIN_GRACE)
-            try:
-                data = self._recv(timeout, turn)
-                turn = False
-            except Drain:
-                self.closing = True  # the worker is exiting: serve what is on its way, then close
-                continue
-            except TimeoutError:
-                if proto.in_head:
-                    self.send_error(408)
-                return None
-            except OSError:
-                return None
-            events.extend(proto.feed(data))
-            if not data and not events:
-                return None
-
     def _next_body_event(self):
         """Next ``Data`` or ``END`` of the current request (reads with client_body_timeout).
 
@@ -523,14 +467,66 @@ class Connection:
     def serve(self) -> None:
         """Serve requests until the connection closes; never raises."""
         app = self.app
-        keepalive_requests = self.http.keepalive_requests
+        http = self.http
+        events = self.events
+        proto = self.proto
+        keepalive_requests = http.keepalive_requests
         self.greenlet = getcurrent()
+        # turn: a response was just sent; the other connections get their turn before this
+        # one reads on (see the end of the loop)
         turn = False
         try:
             while True:
-                head = self._next_head(turn)
-                if head is None:
-                    return
+                # the next request head (returns when the connection should close)
+                deadline = None
+                while True:
+                    if events:
+                        head = events.popleft()
+                        if head is END:  # the end of the previous request
+                            continue
+                        cls = head.__class__
+                        if cls is RequestHead:
+                            if turn:  # a pipelined request: the others go first all the same
+                                _yield()
+                            break
+                        if cls is ProtocolError:
+                            self.send_error(head.status)
+                            return
+                        continue  # (Data: the unread body of the previous request)
+                    if proto.in_head:
+                        now = time.monotonic()
+                        if deadline is None:
+                            deadline = now + http.client_header_timeout
+                        timeout = deadline - now
+                        if timeout <= 0:
+                            self.send_error(408)
+                            return
+                    else:
+                        timeout = (
+                            http.client_header_timeout
+                            if self.requests == 0
+                            else http.keepalive_timeout
+                        )
+                        if self.closing:
+                            # the worker is exiting: a request already on its way is still
+                            # answered (with Connection: close); a quiet connection is closed
+                            timeout = min(timeout, DRAIN_GRACE)
+                    try:
+                        data = self._recv(timeout, turn)
+                        turn = False
+                    except Drain:
+                        # the worker is exiting: serve what is on its way, then close
+                        self.closing = True
+                        continue
+                    except TimeoutError:
+                        if proto.in_head:
+                            self.send_error(408)
+                        return
+                    except OSError:
+                        return
+                    events.extend(proto.feed(data))
+                    if not data and not events:
+                        return
                 self.requests += 1
                 self.busy = True
                 if self.requests >= keepalive_requests:
