@@ -52,6 +52,7 @@ class LocationRuntime:
         "return_",
         "header_filters",
         "body_filter",
+        "output_filters",
         "log",
         "default_type",
         "content_type_line",
@@ -78,6 +79,8 @@ class LocationRuntime:
         self.access = features + many("access")
         self.header_filters = many("header_filter")
         self.body_filter = many("body_filter")
+        #: a header_filter or body_filter runs on the response (Request.respond)
+        self.output_filters = bool(self.header_filters or self.body_filter)
         self.log = many("log")
         self.content = resolve(conf.content, f"{path}.content") if conf.content else None
         for key, factory in CONTENT_SOURCES:
@@ -175,7 +178,9 @@ class App:
         if not self.code_cache:
             handler_mod.purge_user_modules(self.cfg.main.python_path)
         req.server_route = route
-        found = route.find_location(req.uri)
+        found = route.found.get(req.uri)  # (a URI seen before: find_location's answer)
+        if found is None:
+            found = route.find_location(req.uri)
         if found is None:
             req.status = 404
             req.exit_body = None
@@ -186,7 +191,31 @@ class App:
         rt = self.runtimes[id(loc)]
         req.location = rt
         try:
-            self._run(req, rt, route)
+            if rt.rewrite:
+                rt = self._rewrite(req, rt, route)
+            req.phase = ACCESS
+            for fn in rt.access:
+                fn(req)
+            req.phase = CONTENT
+            if rt.content is not None:
+                result = rt.content(req)
+                if not req.ended:  # (else the handler answered already: a proxied request)
+                    cls = result.__class__
+                    if (
+                        (cls is str or cls is bytes)
+                        and not rt.output_filters
+                        and req.output is None
+                        and not req.headers_sent
+                    ):
+                        # the usual answer, one whole body and no filter to run: what
+                        # _finish_content and req.respond do then, without their frames
+                        conn.send_response(req, result.encode() if cls is str else result)
+                    else:
+                        self._finish_content(req, result)
+            elif rt.return_ is not None:
+                self._do_return(req, rt.return_)
+            else:  # validated config: unreachable
+                raise RuntimeError(f"{rt.path}: no content source")
         except RequestExit:
             self._respond_exit(req)
         except ClientGone:
@@ -194,10 +223,18 @@ class App:
             raise
         except Exception:
             self._handler_failed(req)
-        self._log_phase(req)
+        rt = req.location
+        if (rt is not None and rt.log) or self.access_log is not None:
+            self._log_phase(req)
+        else:  # no log handler, no access log: what _log_phase does then, without its frame
+            if self.record is not None:
+                self.record(req)
+            req._var = None
         return req
 
-    def _run(self, req: Request, rt: LocationRuntime, route: Any) -> None:
+    def _rewrite(self, req: Request, rt: LocationRuntime, route: Any) -> LocationRuntime:
+        """The rewrite phase of ``rt`` and of the locations its jumps lead to; the location
+        whose rewrite handlers ran to their end (then the access and content phases run)."""
         jumps = 0
         while True:
             try:
@@ -222,17 +259,7 @@ class App:
                 loc, req.captures = found
                 rt = self.runtimes[id(loc)]
                 req.location = rt
-        req.phase = ACCESS
-        for fn in rt.access:
-            fn(req)
-        req.phase = CONTENT
-        if rt.content is not None:
-            result = rt.content(req)
-            self._finish_content(req, result)
-        elif rt.return_ is not None:
-            self._do_return(req, rt.return_)
-        else:  # validated config: unreachable
-            raise RuntimeError(f"{rt.path}: no content source")
+        return rt
 
     def _finish_content(self, req: Request, result: Any) -> None:
         if req.ended:

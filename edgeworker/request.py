@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import Jump, PhaseError, RequestExit
 from .http.headers import Headers
-from .uri import MultiDict, expand, normalize_path, parse_args, parse_cookies
+from .uri import MultiDict, expand, normalize_path, parse_args, parse_cookies, plain_paths
 
 if TYPE_CHECKING:  # pragma: no cover
     from .http.channel import Channel
@@ -45,6 +45,7 @@ _rng = random.Random()
 _randbits = _rng.getrandbits
 _ID_BATCH = 64
 _ids: list[str] = []
+_ID_SLICES = tuple(slice(i, i + 32) for i in range(0, 32 * _ID_BATCH, 32))
 
 
 def _after_fork() -> None:
@@ -59,7 +60,7 @@ def new_request_id() -> str:
     """A fresh ``$request_id``: 32 lower-case hex characters."""
     if not _ids:
         digits = f"{_randbits(128 * _ID_BATCH):0{32 * _ID_BATCH}x}"
-        _ids.extend(digits[i : i + 32] for i in range(0, 32 * _ID_BATCH, 32))
+        _ids.extend(map(digits.__getitem__, _ID_SLICES))
     return _ids.pop()
 
 
@@ -133,7 +134,8 @@ class Request:
         #: the parsed request head (``edgeworker.http.protocol.RequestHead``)
         self.head = head
         self.method: str = head.method
-        self.uri: str = normalize_path(head.path)  # BadURI: the caller answers 400
+        uri = plain_paths.get(head.path)  # (a path seen before: normalize_path's answer)
+        self.uri: str = uri if uri is not None else normalize_path(head.path)  # BadURI: 400
         self.start_time: float = _time()
         self.phase = REWRITE
         self.status = 200
@@ -175,7 +177,7 @@ class Request:
             ident = value.decode("ascii")
             idb = value
         else:
-            ident = new_request_id()
+            ident = _ids.pop() if _ids else new_request_id()
             idb = ident.encode()
             raw = head.headers
             if value is None:

@@ -24,7 +24,7 @@ from gevent import sleep as _gsleep
 
 from .errors import BodyError, ClientGone, Drain
 from .http.fields import accel as _accel
-from .http.protocol import END, Data, ProtocolError, ServerProtocol
+from .http.protocol import END, Data, ProtocolError, RequestHead, ServerProtocol
 from .http.responses import STATUS_REASONS, chunk, error_response, http_date, status_line
 from .io import transport
 from .request import Request
@@ -145,62 +145,6 @@ class Connection:
         return self.bin_addr
 
     # ------------------------------------------------------------------ reading
-    def _next_head(self, turn: bool = False):
-        """The next request head, or None when the connection should close.
-
-        ``turn``: a response was just sent; the other connections get their turn before this
-        one reads on (see ``serve``).
-        """
-        events = self.events
-        proto = self.proto
-        http = self.http
-        deadline = None
-        while True:
-            if events:
-                ev = events.popleft()
-                if ev.__class__ is ProtocolError:
-                    self.send_error(ev.status)
-                    return None
-                if ev is END or ev.__class__ is Data:
-                    # the end (or unread body) of the previous request
-                    continue
-                if turn:  # a pipelined request: the other connections go first all the same
-                    _yield()
-                return ev
-            if proto.in_head:
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + http.client_header_timeout
-                timeout = deadline - now
-                if timeout <= 0:
-                    self.send_error(408)
-                    return None
-            else:
-                timeout = (
-                    http.client_header_timeout if self.requests == 0 else http.keepalive_timeout
-                )
-                if self.closing:
-                    # the worker is exiting: a request already on its way is still answered
-                    # (with Connection: close); a connection that stays quiet is closed
-                    timeout = min(timeout, DRAIN_GRACE)
-            try:
-                data = self._recv(timeout, turn)
-                turn = False
-            except Drain:
-                self.closing = True  # the worker is exiting: serve what is on its way, then close
-                continue
-            except TimeoutError:
-                if proto.in_head:
-                    self.send_error(408)
-                return None
-            except OSError:
-                return None
-            if proto.in_head and deadline is None:
-                deadline = time.monotonic() + http.client_header_timeout
-            events.extend(proto.feed(data))
-            if not data and not events:
-                return None
-
     def _next_body_event(self):
         """Next ``Data`` or ``END`` of the current request (reads with client_body_timeout).
 
@@ -431,7 +375,19 @@ class Connection:
         if req.method == "HEAD":
             self._sendall(head)
         elif n < 65536:
-            self._sendall(head + body)
+            # _sendall(head + body), its usual case (the socket takes it all) without its frame
+            data = head + body
+            try:
+                sent = self._send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise ClientGone() from exc
+            if sent != len(data):
+                try:
+                    self.io.send_rest(data, sent, self.http.send_timeout)
+                except OSError as exc:  # Expired included (a TimeoutError)
+                    raise ClientGone() from exc
             req.body_bytes_sent = n
         else:
             self._sendall(head)
@@ -511,14 +467,66 @@ class Connection:
     def serve(self) -> None:
         """Serve requests until the connection closes; never raises."""
         app = self.app
-        keepalive_requests = self.http.keepalive_requests
+        http = self.http
+        events = self.events
+        proto = self.proto
+        keepalive_requests = http.keepalive_requests
         self.greenlet = getcurrent()
+        # turn: a response was just sent; the other connections get their turn before this
+        # one reads on (see the end of the loop)
         turn = False
         try:
             while True:
-                head = self._next_head(turn)
-                if head is None:
-                    return
+                # the next request head (returns when the connection should close)
+                deadline = None
+                while True:
+                    if events:
+                        head = events.popleft()
+                        if head is END:  # the end of the previous request
+                            continue
+                        cls = head.__class__
+                        if cls is RequestHead:
+                            if turn:  # a pipelined request: the others go first all the same
+                                _yield()
+                            break
+                        if cls is ProtocolError:
+                            self.send_error(head.status)
+                            return
+                        continue  # (Data: the unread body of the previous request)
+                    if proto.in_head:
+                        now = time.monotonic()
+                        if deadline is None:
+                            deadline = now + http.client_header_timeout
+                        timeout = deadline - now
+                        if timeout <= 0:
+                            self.send_error(408)
+                            return
+                    else:
+                        timeout = (
+                            http.client_header_timeout
+                            if self.requests == 0
+                            else http.keepalive_timeout
+                        )
+                        if self.closing:
+                            # the worker is exiting: a request already on its way is still
+                            # answered (with Connection: close); a quiet connection is closed
+                            timeout = min(timeout, DRAIN_GRACE)
+                    try:
+                        data = self._recv(timeout, turn)
+                        turn = False
+                    except Drain:
+                        # the worker is exiting: serve what is on its way, then close
+                        self.closing = True
+                        continue
+                    except TimeoutError:
+                        if proto.in_head:
+                            self.send_error(408)
+                        return
+                    except OSError:
+                        return
+                    events.extend(proto.feed(data))
+                    if not data and not events:
+                        return
                 self.requests += 1
                 self.busy = True
                 if self.requests >= keepalive_requests:

@@ -8,8 +8,9 @@ from urllib.parse import unquote_plus, unquote_to_bytes
 
 from .errors import BadURI
 
-# plain ASCII paths already seen (nothing to decode or resolve): raw bytes → uri, bounded
-_plain: dict[bytes, str] = {}
+#: plain ASCII paths already seen (nothing to decode or resolve): raw bytes → uri, bounded;
+#: a path found here is its own normalized form (``normalize_path`` returns this value)
+plain_paths: dict[bytes, str] = {}
 _PLAIN_MAX = 4096
 
 
@@ -21,7 +22,7 @@ def normalize_path(raw: bytes) -> str:
     ``BadURI`` (nginx answers 400 to both). Bytes that are not UTF-8 are kept by the
     ``surrogateescape`` error handler, so nothing is lost.
     """
-    uri = _plain.get(raw)
+    uri = plain_paths.get(raw)
     if uri is not None:
         return uri
     if b"%" not in raw and b"/." not in raw and b"//" not in raw:
@@ -31,9 +32,9 @@ def normalize_path(raw: bytes) -> str:
             pass
         else:
             if len(raw) <= 256:  # remember short plain paths (the ones asked again and again)
-                if len(_plain) >= _PLAIN_MAX:
-                    _plain.clear()
-                _plain[raw] = uri
+                if len(plain_paths) >= _PLAIN_MAX:
+                    plain_paths.clear()
+                plain_paths[raw] = uri
             return uri
     decoded = unquote_to_bytes(raw) if b"%" in raw else raw
     if b"\x00" in decoded:

@@ -118,6 +118,7 @@ class ServerProtocol:
     __slots__ = (
         "_parser",
         "_state",
+        "in_head",
         "_events",
         "_data",
         "_error",
@@ -163,6 +164,9 @@ class ServerProtocol:
         # Trailer fields do not count as progress: allow a whole trailer section plus a line.
         self._max_stall = limits.max_header_size + _MAX_CHUNK_STALL_MIN
         self._state = _IDLE
+        #: True when a request head has started but is not complete (``_state == _HEAD``,
+        #: kept beside it: the connection loop reads it before every wait for a request)
+        self.in_head = False
         self._events: list = []
         self._data = b""
         self._error: ProtocolError | None = None
@@ -187,11 +191,6 @@ class ServerProtocol:
     def idle(self) -> bool:
         """True when no part of a request is buffered (between requests)."""
         return self._state != _HEAD and self._state != _BODY
-
-    @property
-    def in_head(self) -> bool:
-        """True when a request head has started but is not complete."""
-        return self._state == _HEAD
 
     def feed(self, data: bytes) -> list:
         """Parse ``data``; return the events it completes, in order (see the class docstring)."""
@@ -239,6 +238,7 @@ class ServerProtocol:
         except HttpParserUpgrade as exc:
             self._tail = data[exc.args[0] :]
             self._state = _UPGRADED
+            self.in_head = False
             if not self._upgrading:  # not expected (we ask llhttp): parse the rest as HTTP
                 tail, self._tail = self._tail, b""
                 self._state = _IDLE if self._keep_alive else _CLOSED
@@ -287,6 +287,7 @@ class ServerProtocol:
 
     def _close(self) -> None:
         self._state = _DEAD
+        self.in_head = False
         self._parser = None
 
     def _die(self, events: list, error: ProtocolError) -> list:
@@ -324,6 +325,7 @@ class ServerProtocol:
 
     def on_message_begin(self) -> None:
         self._state = _HEAD
+        self.in_head = True
         self._began = True
         self._url = b""
         self._fields.reset()
@@ -452,6 +454,7 @@ class ServerProtocol:
         head.size = size + cl if cl else size
         self._events.append(head)
         self._state = _BODY
+        self.in_head = False
         if chunked:  # trailer fields get their own list, count and size budget
             self._stall = 0
             fields.reset()

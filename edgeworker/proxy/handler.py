@@ -19,7 +19,7 @@ from ..http.fields import HOP_BY_HOP, ResponseFields
 from ..http.framing import split_tokens
 from ..http.headers import Headers
 from ..io import relay
-from ..uri import BadURI, normalize_path
+from ..uri import BadURI, normalize_path, plain_paths
 from .balancer import Group, Peer
 from .client import ProxyResponse, Response, UpConn, UpstreamError, UpstreamTimeout, connect
 from .output import finish, send_body, send_head
@@ -154,7 +154,9 @@ class ProxyHandler:
         uri = req.uri
         changed = False
         try:
-            changed = normalize_path(head.path) != uri
+            # (a plain path seen before is its own normalized form: no call)
+            normal = plain_paths.get(head.path)
+            changed = (normal if normal is not None else normalize_path(head.path)) != uri
         except BadURI:  # pragma: no cover - the server rejected such requests already
             changed = True
         if self.prefix is None or changed:

@@ -408,6 +408,7 @@ def test_fast_response_head_gives_the_python_head(monkeypatch):
     # both callers: _head_bytes, and send_response (which calls the C itself) with a body
     written: list = []
     this = SimpleNamespace(_sendall=written.append)
+    this._send = lambda data: written.append(data) or len(data)  # (all taken at once)
     this._head_bytes = lambda req, length: server.Connection._head_bytes(this, req, length)
 
     def new_request(status, loc, keep, lines, ctype, rh):

@@ -134,12 +134,6 @@ def make_access(loc: Any, app: Any) -> Any:
         lim._log.error("store failed: %s: %s", type(exc).__name__, exc)
         unavailable(req)
 
-    def finish(req: Any, k: bytes, count: int, left: float) -> None:
-        """After the shared dict's incr: undo a rejected request's count, answer."""
-        if count > quota:
-            get_incr()(k, -1, 0, left)
-        respond(req, count, _ceil(left))  # reset: whole seconds, >= 1
-
     def respond(req: Any, count: int, reset: int) -> None:
         remaining = quota - count if count < quota else 0
         block = lines % (remaining, reset, remaining)
@@ -168,7 +162,9 @@ def make_access(loc: Any, app: Any) -> Any:
                 count = (incr or get_incr())(k, 1, 0, left)
             except store_errors as exc:
                 return failed(req, exc)
-            return finish(req, k, count, left)
+            if count > quota:  # rejected: its count is undone
+                get_incr()(k, -1, 0, left)
+            return respond(req, count, _ceil(left))  # reset: whole seconds, >= 1
         try:
             res = lim.incoming(key)
         except StoreError:
