@@ -195,7 +195,15 @@ class ProxyHandler:
             tail = b"\r\n"  # (the usual request)
         else:
             tail = self._tail(req, length, upgrade)
-        target = self._target(req)
+        head = req.head
+        target = head.target
+        try:  # proxy_pass without a URI part, $uri as received: the target as received
+            usual = (self.prefix is None and target[:1] == b"/"
+                     and normalize_path(head.path) == req.uri)
+        except BadURI:  # pragma: no cover - the server rejected such requests already
+            usual = False
+        if not usual:
+            target = self._target(req)
         return upstream_head(req.method, target, self.fixed, raw, self.drop, self.add_xff,
                              lines, tail, hdrs is None)
 
@@ -487,7 +495,6 @@ class ProxyHandler:
             req.resp_fields = Headers.from_raw(rh.raw() + kept)
         length = resp.length
         head_only = req.method == "HEAD"
-        raw = length is not None and not req.location.body_filter
         if not resp.done and not head_only and length is not None and length <= _SMALL:
             try:  # a small body that came in a separate packet: still one write to the client
                 resp.pending = [resp.read_all(length)]
@@ -507,6 +514,7 @@ class ProxyHandler:
                 req.respond(body)
             req.ended = True  # (finish)
             return
+        raw = length is not None and not req.location.body_filter
         ok = False
         try:
             if raw:
@@ -576,14 +584,21 @@ class ProxyHandler:
     def _set_vars(req: Any, addrs: list[str], statuses: list[str], times: list[str]) -> None:
         # straight into the request's own variables (what Vars.set_builtin writes to)
         own = req.own_vars
-        if own is None:
-            own = req.own_vars = {}
         if len(addrs) == 1:
+            if own is None:  # (the usual request: one attempt, no variable set before)
+                if times:
+                    req.own_vars = {"upstream_addr": addrs[0], "upstream_status": statuses[0],
+                                    "upstream_response_time": times[0]}
+                else:
+                    req.own_vars = {"upstream_addr": addrs[0], "upstream_status": statuses[0]}
+                return
             own["upstream_addr"] = addrs[0]
             own["upstream_status"] = statuses[0]
             if times:
                 own["upstream_response_time"] = times[0]
             return
+        if own is None:
+            own = req.own_vars = {}
         own["upstream_addr"] = ", ".join(addrs)
         own["upstream_status"] = ", ".join(statuses)
         if times:
