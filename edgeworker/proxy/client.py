@@ -378,13 +378,16 @@ class ProxyResponse(Response):
     the value of ``Connection`` (several joined with ``,``), whose tokens name more hop-by-hop
     fields. ``raw_headers`` is every field (kept, then hop-by-hop)."""
 
+    # no parser yet: the first read goes to parse_response_head (C) when it is built, and a
+    # parser is made only for a response it does not take (see read_head)
+    parser = None
+    head_only = False
+
     def __init__(self, conn: UpConn, read_timeout: float, head_only: bool = False) -> None:
         self.conn = conn
         self.read_timeout = read_timeout
-        self.head_only = head_only
-        # no parser yet: the first read goes to parse_response_head (C) when it is built, and
-        # a parser is made only for a response it does not take (see read_head)
-        self.parser = None
+        if head_only:
+            self.head_only = True
         self.pending: list[bytes] = []
 
     @property
@@ -404,7 +407,12 @@ class ProxyResponse(Response):
             self._sort_fields()
             return Response.read_head(self)
         # the request was just sent: wait, read, and parse the usual whole response in C
-        data = self._recv(True)
+        try:  # (_recv, inlined)
+            data = self.conn.recv(self.read_timeout, True)
+        except TimeoutError:  # Expired included
+            raise UpstreamTimeout("upstream timed out while reading response") from None
+        except OSError as exc:
+            raise UpstreamError(f"error while reading response from upstream: {exc}") from None
         if data:
             got = _parse_head(data, self.head_only)
             if got is not None:

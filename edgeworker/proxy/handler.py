@@ -52,6 +52,8 @@ _REQ_DROP = frozenset((
     b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade",
     b"content-length", b"expect", b"x-real-ip", b"x-forwarded-proto", b"x-forwarded-for",
 ))
+# request Connection values naming only keep-alive (a dropped field): nothing more to drop
+_KEEP_ALIVE = frozenset((b"keep-alive", b"Keep-Alive"))
 # Connection values that name no other field
 _PLAIN_CONNECTION = frozenset((b"keep-alive", b"close", b"upgrade"))
 # methods whose empty body is sent without a Content-Length (nginx)
@@ -69,32 +71,40 @@ class _NoLiveUpstreams(UpstreamError):
 
 def upstream_head(method: str, target: bytes, fixed: bytes, raw: list[tuple[bytes, bytes]],
                   drop: frozenset[bytes], add_xff: bool, lines: tuple[bytes, bytes, bytes],
-                  tail: bytes) -> bytes:
+                  tail: bytes, lowered: bool = False) -> bytes:
     """The upstream request head: ``method target HTTP/1.1``, the location's ``fixed`` lines,
     the client's fields (``raw``) but those whose lower-cased name is in ``drop`` or is named
     by a ``Connection`` field (hop-by-hop), then the forwarding lines (``lines`` of
     ``ProxyHandler._lines_for``; with ``add_xff``, a client ``X-Forwarded-For`` is kept in
-    front of the address), then ``tail`` (which ends the head)."""
+    front of the address), then ``tail`` (which ends the head). ``lowered``: every name in
+    ``raw`` is lower-case already (the request's fields as parsed), none is lowered again."""
     parts = [method.encode(), b" ", target, b" HTTP/1.1\r\n", fixed]
-    conn_tokens: set[bytes] = set()
-    xff: list[bytes] = []
+    tokens: set[bytes] | None = None
+    xff: list[bytes] | None = None
     for name, value in raw:
-        lname = name.lower()
-        if lname in drop:
-            if lname == b"connection":
-                conn_tokens.update(split_tokens(value))
-            elif lname == b"x-forwarded-for" and add_xff:
-                xff.append(value)
-            continue
-        parts.append(name + b": " + value + b"\r\n")
-    if conn_tokens:  # fields named by Connection are hop-by-hop too
-        parts[5:] = [p for p in parts[5:] if p.split(b":", 1)[0].lower() not in conn_tokens]
-    if xff:  # the client's X-Forwarded-For, then its address
-        xff.append(lines[0])
-        parts.append(b"X-Forwarded-For: " + b", ".join(xff) + b"\r\n")
-        parts.append(lines[2])
-    else:
+        lname = name if lowered else name.lower()
+        if lname not in drop:
+            parts += name, b": ", value, b"\r\n"
+        elif lname == b"connection":
+            if value not in _KEEP_ALIVE:  # (names only keep-alive, which is dropped anyway)
+                if tokens is None:
+                    tokens = set()
+                tokens.update(split_tokens(value))
+        elif lname == b"x-forwarded-for" and add_xff:
+            if xff is None:
+                xff = []
+            xff.append(value)
+    if tokens is not None and not tokens <= drop:
+        # fields named by Connection are hop-by-hop too (a name is compared up to a colon)
+        del parts[5:]
+        for name, value in raw:
+            if name.lower() not in drop and name.split(b":", 1)[0].lower() not in tokens:
+                parts += name, b": ", value, b"\r\n"
+    if xff is None:
         parts.append(lines[1])
+    else:  # the client's X-Forwarded-For, then its address
+        xff.append(lines[0])
+        parts += b"X-Forwarded-For: ", b", ".join(xff), b"\r\n", lines[2]
     parts.append(tail)
     return b"".join(parts)
 
@@ -187,9 +197,17 @@ class ProxyHandler:
             tail = b"\r\n"  # (the usual request)
         else:
             tail = self._tail(req, length, upgrade)
-        target = self._target(req)
+        head = req.head
+        target = head.target
+        try:  # proxy_pass without a URI part, $uri as received: the target as received
+            usual = (self.prefix is None and target[:1] == b"/"
+                     and normalize_path(head.path) == req.uri)
+        except BadURI:  # pragma: no cover - the server rejected such requests already
+            usual = False
+        if not usual:
+            target = self._target(req)
         return upstream_head(req.method, target, self.fixed, raw, self.drop, self.add_xff,
-                             lines, tail)
+                             lines, tail, hdrs is None)
 
     def _tail(self, req: Any, length: int | None, upgrade: bytes | None) -> bytes:
         parts = []
@@ -479,7 +497,6 @@ class ProxyHandler:
             req.resp_fields = Headers.from_raw(rh.raw() + kept)
         length = resp.length
         head_only = req.method == "HEAD"
-        raw = length is not None and not req.location.body_filter
         if not resp.done and not head_only and length is not None and length <= _SMALL:
             try:  # a small body that came in a separate packet: still one write to the client
                 resp.pending = [resp.read_all(length)]
@@ -499,6 +516,7 @@ class ProxyHandler:
                 req.respond(body)
             req.ended = True  # (finish)
             return
+        raw = length is not None and not req.location.body_filter
         ok = False
         try:
             if raw:
@@ -568,14 +586,21 @@ class ProxyHandler:
     def _set_vars(req: Any, addrs: list[str], statuses: list[str], times: list[str]) -> None:
         # straight into the request's own variables (what Vars.set_builtin writes to)
         own = req.own_vars
-        if own is None:
-            own = req.own_vars = {}
         if len(addrs) == 1:
+            if own is None:  # (the usual request: one attempt, no variable set before)
+                if times:
+                    req.own_vars = {"upstream_addr": addrs[0], "upstream_status": statuses[0],
+                                    "upstream_response_time": times[0]}
+                else:
+                    req.own_vars = {"upstream_addr": addrs[0], "upstream_status": statuses[0]}
+                return
             own["upstream_addr"] = addrs[0]
             own["upstream_status"] = statuses[0]
             if times:
                 own["upstream_response_time"] = times[0]
             return
+        if own is None:
+            own = req.own_vars = {}
         own["upstream_addr"] = ", ".join(addrs)
         own["upstream_status"] = ", ".join(statuses)
         if times:
