@@ -34,6 +34,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -635,6 +636,31 @@ def compute_checks(t: dict[str, TargetResult]) -> tuple[list[Check], list[Check]
     return checks, info
 
 
+#: the req/s ratios also shown per round: (label, numerator, denominator), each (target, case)
+PER_ROUND = (
+    ("edgeworker hello / nginx-lua hello", ("edgeworker", "hello"), ("nginx-lua", "hello")),
+    ("edgeworker incr / edgeworker hello", ("edgeworker", "incr"), ("edgeworker", "hello")),
+    ("nginx-lua incr / nginx-lua hello", ("nginx-lua", "incr"), ("nginx-lua", "hello")),
+)
+
+
+def per_round_ratios(t: dict[str, TargetResult]) -> dict[str, list[float]]:
+    """Each PER_ROUND ratio taken within each round (the rounds run the targets in turn), for
+    the rounds where both sides ran; ratios whose sides were not run are left out."""
+    out: dict[str, list[float]] = {}
+    for label, (an, ac), (bn, bc) in PER_ROUND:
+        a = t[an].case(ac) if an in t else None
+        b = t[bn].case(bc) if bn in t else None
+        if a is None or b is None:
+            continue
+        out[label] = [
+            ra.wrk.rps / rb.wrk.rps
+            for ra, rb in zip(a.rounds, b.rounds, strict=False)
+            if ra.wrk is not None and rb.wrk is not None and rb.wrk.rps
+        ]
+    return out
+
+
 def _fmt_value(c: Check) -> str:
     if c.value is None:
         return "n/a"
@@ -728,6 +754,13 @@ def render_report(
     out += ["", "for context:"]
     for c in info:
         out.append(f"  {c.name:<44} {_fmt_value(c)}")
+    rounds = per_round_ratios(results)
+    if rounds:
+        out += ["", "req/s ratios within each round (then their median):"]
+        for label, values in rounds.items():
+            each = " ".join(f"{v:.3f}" for v in values)
+            med = f"{statistics.median(values):.3f}" if values else "n/a"
+            out.append(f"  {label:<38} {each}  median {med}")
     failures = [(n, r.error) for n, r in results.items() if r.status == "failed"]
     for name, err in failures:
         cmd = " ".join(results[name].command)
@@ -838,6 +871,7 @@ def main(argv: list[str] | None = None) -> int:
             "targets": {k: v.to_json() for k, v in results.items()},
             "checks": [c.to_json() for c in checks],
             "context": [c.to_json() for c in info],
+            "per_round": per_round_ratios(results),
         }
         Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
         log(f"results written to {args.json}")
