@@ -164,7 +164,15 @@ def make_access(loc: Any, app: Any) -> Any:
                 return failed(req, exc)
             if count > quota:  # rejected: its count is undone
                 get_incr()(k, -1, 0, left)
-            return respond(req, count, _ceil(left))  # reset: whole seconds, >= 1
+                return respond(req, count, _ceil(left))  # reset: whole seconds, >= 1
+            # allowed: what respond does then, without its frame
+            remaining = quota - count
+            block = lines % (remaining, _ceil(left), remaining)
+            if req.resp_fields is None:  # (Request.add_header_lines, inline)
+                req.header_lines += block
+            else:
+                req.add_header_lines(block)
+            return None
         try:
             res = lim.incoming(key)
         except StoreError:
