@@ -325,6 +325,27 @@ def test_declarative_shm_limit_counts_per_address(shm_zone, monkeypatch):
     assert req.exited is None
 
 
+def test_declarative_shm_limit_reset_follows_the_clock(shm_zone, monkeypatch):
+    # the allowed block is built from pieces kept for the last reset: each new reset shows
+    _zones_with(monkeypatch, lim=shm_zone)
+    clock = [6000.25]
+    monkeypatch.setattr(declarative.time, "time", lambda: clock[0])
+    access = _declarative("lim", "50r/m", 0)
+    for n, (now, reset) in enumerate(
+        [(6000.25, 60), (6000.5, 60), (6030.5, 30), (6030.9, 30), (6059.5, 1), (6059.99, 1)]
+    ):
+        clock[0] = now
+        req = _Req(b"\x7f\x00\x00\x05")
+        access(req)
+        left = 50 - (n + 1)
+        assert req.header_lines == (
+            b'\r\nX-Request-Id: r\r\nRateLimit-Policy: "default";q=50;w=60\r\n'
+            b'RateLimit: "default";r=%d;t=%d\r\nX-RateLimit-Limit-Minute: 50\r\n'
+            b"X-RateLimit-Remaining-Minute: %d" % (left, reset, left)
+        )
+        assert req.exited is None
+
+
 def test_declarative_shm_limit_store_failure_and_odd_values(shm_zone, monkeypatch):
     import shm
 

@@ -108,6 +108,11 @@ def make_access(loc: Any, app: Any) -> Any:
         f"\r\n{x_limit}: {quota}\r\n{x_remaining}: ",
     )
     lines = "%d".join(part.replace("%", "%%") for part in parts + ("",)).encode("latin-1")
+    # the allowed path's block: str(remaining) joins the pieces around it, those of the last
+    # reset seen (the reset changes once a second, remaining with every request)
+    head, mid, tail = (part.encode("latin-1") for part in parts)
+    around: tuple[bytes, ...] = ()
+    around_reset = 0  # (a reset is >= 1)
     reject_body = b'{"error":"rate_limited"}'
     down_body = b'{"error":"rate_limit_unavailable"}'
     store_errors = _store_errors()
@@ -151,6 +156,7 @@ def make_access(loc: Any, app: Any) -> Any:
             )
 
     def access(req: Any) -> None:
+        nonlocal around, around_reset
         if fast_ip:
             key = req.binary_remote_addr
         else:
@@ -166,8 +172,11 @@ def make_access(loc: Any, app: Any) -> Any:
                 get_incr()(k, -1, 0, left)
                 return respond(req, count, _ceil(left))  # reset: whole seconds, >= 1
             # allowed: what respond does then, without its frame
-            remaining = quota - count
-            block = lines % (remaining, _ceil(left), remaining)
+            reset = _ceil(left)
+            if reset != around_reset:
+                around = (head, b"%b%d%b" % (mid, reset, tail), b"")
+                around_reset = reset
+            block = (b"%d" % (quota - count)).join(around)
             if req.resp_fields is None:  # (Request.add_header_lines, inline)
                 req.header_lines += block
             else:
