@@ -969,6 +969,21 @@ class SharedDict:
         """Remove ``key``; a missing key is not an error."""
         self._delete(key)
 
+    def incr_hit_path(self) -> tuple[Any, int] | None:
+        """incr's common call without incr's Python frame, for a caller on a hot path.
+
+        Returns ``(fast, pid)``: ``fast(key, delta, init, init_ttl, pid)`` gives what
+        ``incr(key, delta, init, init_ttl)`` gives, or None when it changed nothing and the
+        caller must call ``incr`` itself (a miss, an expired or non-integer entry, a str key,
+        a busy lock…). None when there is no such call (a private buffer, the accelerator off,
+        a closed dict, a test's replacement clock). Valid in this process while the dict is
+        open: ``pid`` is this process's id (ask again after a fork).
+        """
+        fast = self._fincr
+        if fast is None or _now_ns is not _monotonic_ns:
+            return None
+        return fast, _pid
+
     def incr(
         self,
         key: str | bytes,

@@ -436,3 +436,22 @@ def test_incr_serves_hits_through_fast_incr(zones, monkeypatch):  # noqa: F811
     assert d.incr(b"n", 1) == 5 and calls == []
     assert d.get(b"n") == 5
     assert SharedDict.from_buffer(bytearray(1 << 16))._fincr is None
+
+
+def test_incr_hit_path_is_incr_without_its_frame(zones, monkeypatch):  # noqa: F811
+    """incr_hit_path: the C call incr makes first, and this process's pid; what it declines
+    (None, nothing changed) the caller gives to incr. None without a C hit path."""
+    d = zones("64k")
+    fast, pid = d.incr_hit_path()
+    assert pid == os.getpid()
+    assert fast(b"n", 1, 0, 10.0, pid) is None and d.get(b"n") is None  # a miss: declined
+    assert d.incr(b"n", 1, 0, 10.0) == 1
+    assert fast(b"n", 1, 0, 10.0, pid) == 2 and fast(b"n", -1, 0, 10.0, pid) == 1
+    assert d.incr(b"n", 1, 0, 10.0) == 2  # the same counter either way
+    assert fast("n", 1, 0, 10.0, pid) is None and d.get(b"n") == 2  # a str key: declined
+    monkeypatch.setattr(shm_dict, "_now_ns", lambda: time.monotonic_ns())
+    assert d.incr_hit_path() is None  # a test's clock: incr only
+    monkeypatch.undo()
+    assert SharedDict.from_buffer(bytearray(1 << 16)).incr_hit_path() is None
+    d.close()
+    assert d.incr_hit_path() is None

@@ -63,6 +63,15 @@ FEATURE = Feature(
 _PERIOD_NAMES = {1.0: "Second", 60.0: "Minute", 3600.0: "Hour", 86400.0: "Day"}
 
 
+def _through_incr(incr: Any) -> Any:
+    """SharedDict.incr_hit_path's call made by ``incr``, for a dict that has no hit path."""
+
+    def hit(key: bytes, delta: int, init: int, init_ttl: float, pid: int) -> Any:
+        return incr(key, delta, init, init_ttl)
+
+    return hit
+
+
 def make_access(loc: Any, app: Any) -> Any:
     """The access handler for a location's declarative ``limit = { … }``.
 
@@ -122,12 +131,25 @@ def make_access(loc: Any, app: Any) -> Any:
     _ceil = math.ceil
 
     incr = None  # the shared dict's bound incr, once resolved (shm store)
+    hit: Any = None  # its C hit path (SharedDict.incr_hit_path), or incr through _through_incr
+    pid = 0  # the pid the hit path takes
 
     def get_incr() -> Any:
-        nonlocal incr
+        nonlocal incr, hit, pid
         if incr is None:
-            incr = lim.store.get().incr
+            shared = lim.store.get()
+            hit_path = getattr(shared, "incr_hit_path", None)  # (a stand-in may have none)
+            fast = hit_path() if hit_path is not None else None
+            incr = shared.incr
+            if fast is not None:
+                hit, pid = fast
+            else:
+                hit = _through_incr(incr)
         return incr
+
+    def get_hit() -> Any:
+        get_incr()
+        return hit
 
     def unavailable(req: Any) -> None:
         """The store failed (already logged): let the request through, or answer 503."""
@@ -165,7 +187,10 @@ def make_access(loc: Any, app: Any) -> Any:
             left = window - _time() % window  # seconds to the window's end, > 0
             k = bprefix + (key if key.__class__ is bytes else _bkey(key))
             try:
-                count = (incr or get_incr())(k, 1, 0, left)
+                # the C hit path (None: it changed nothing, incr does the whole call)
+                count = (hit or get_hit())(k, 1, 0, left, pid)
+                if count is None:
+                    count = incr(k, 1, 0, left)
             except store_errors as exc:
                 return failed(req, exc)
             if count > quota:  # rejected: its count is undone
