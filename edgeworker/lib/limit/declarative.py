@@ -177,6 +177,32 @@ def make_access(loc: Any, app: Any) -> Any:
                 content_type="application/json",
             )
 
+    def access_ip(req: Any) -> Any:
+        """access for the usual limit (a shared dict, $binary_remote_addr): its shm branch
+        without the tests of the configuration and of the key's type."""
+        nonlocal around, around_reset
+        left = window - _time() % window  # seconds to the window's end, > 0
+        k = bprefix + req.binary_remote_addr
+        try:
+            count = (hit or get_hit())(k, 1, 0, left, pid)
+            if count is None:
+                count = incr(k, 1, 0, left)
+        except store_errors as exc:
+            return failed(req, exc)
+        if count > quota:
+            get_incr()(k, -1, 0, left)
+            return respond(req, count, _ceil(left))
+        reset = _ceil(left)
+        if reset != around_reset:
+            around = (head, b"%b%d%b" % (mid, reset, tail), b"")
+            around_reset = reset
+        block = (b"%d" % (quota - count)).join(around)
+        if req.resp_fields is None:
+            req.header_lines += block
+        else:
+            req.add_header_lines(block)
+        return None
+
     def access(req: Any) -> None:
         nonlocal around, around_reset
         if fast_ip:
@@ -213,4 +239,4 @@ def make_access(loc: Any, app: Any) -> Any:
             return unavailable(req)
         respond(req, quota - res.remaining if res.allowed else quota + 1, res.retry_after)
 
-    return access
+    return access_ip if fast_ip and shm_store else access
