@@ -116,12 +116,18 @@ def make_access(loc: Any, app: Any) -> Any:
         ";t=",
         f"\r\n{x_limit}: {quota}\r\n{x_remaining}: ",
     )
-    lines = "%d".join(part.replace("%", "%%") for part in parts + ("",)).encode("latin-1")
-    # the allowed path's block: str(remaining) joins the pieces around it, those of the last
-    # reset seen (the reset changes once a second, remaining with every request)
+    # str(remaining) joins the pieces around it, those of the last reset seen (the reset
+    # changes once a second, remaining with every request)
     head, mid, tail = (part.encode("latin-1") for part in parts)
     around: tuple[bytes, ...] = ()
     around_reset = 0  # (a reset is >= 1)
+
+    def pieces(reset: int) -> tuple[bytes, ...]:
+        """The pieces of the block around ``remaining`` for ``reset`` (kept for the next)."""
+        nonlocal around, around_reset
+        around = (head, b"%b%d%b" % (mid, reset, tail), b"")
+        around_reset = reset
+        return around
     reject_body = b'{"error":"rate_limited"}'
     down_body = b'{"error":"rate_limit_unavailable"}'
     store_errors = _store_errors()
@@ -163,7 +169,7 @@ def make_access(loc: Any, app: Any) -> Any:
 
     def respond(req: Any, count: int, reset: int) -> None:
         remaining = quota - count if count < quota else 0
-        block = lines % (remaining, reset, remaining)
+        block = (b"%d" % remaining).join(around if reset == around_reset else pieces(reset))
         if req.resp_fields is None:  # (Request.add_header_lines, inline)
             req.header_lines += block
         else:
@@ -177,26 +183,29 @@ def make_access(loc: Any, app: Any) -> Any:
                 content_type="application/json",
             )
 
-    def access_ip(req: Any) -> Any:
-        """access for the usual limit (a shared dict, $binary_remote_addr): its shm branch
-        without the tests of the configuration and of the key's type."""
-        nonlocal around, around_reset
+    def access_shm(req: Any) -> None:
+        """The shared-dict store: one atomic incr, no Result object."""
+        if fast_ip:
+            k = bprefix + req.binary_remote_addr
+        else:
+            key = req.var.expand(template)
+            k = bprefix + (key if key.__class__ is bytes else _bkey(key))
         left = window - _time() % window  # seconds to the window's end, > 0
-        k = bprefix + req.binary_remote_addr
         try:
+            # the C hit path (None: it changed nothing, incr does the whole call)
             count = (hit or get_hit())(k, 1, 0, left, pid)
             if count is None:
                 count = incr(k, 1, 0, left)
         except store_errors as exc:
             return failed(req, exc)
-        if count > quota:
+        reset = _ceil(left)  # whole seconds, >= 1
+        if count > quota:  # rejected: its count is undone
             get_incr()(k, -1, 0, left)
-            return respond(req, count, _ceil(left))
-        reset = _ceil(left)
-        if reset != around_reset:
-            around = (head, b"%b%d%b" % (mid, reset, tail), b"")
-            around_reset = reset
-        block = (b"%d" % (quota - count)).join(around)
+            return respond(req, count, reset)
+        # allowed: what respond does then, without its frame
+        block = (b"%d" % (quota - count)).join(
+            around if reset == around_reset else pieces(reset)
+        )
         if req.resp_fields is None:
             req.header_lines += block
         else:
@@ -204,39 +213,12 @@ def make_access(loc: Any, app: Any) -> Any:
         return None
 
     def access(req: Any) -> None:
-        nonlocal around, around_reset
-        if fast_ip:
-            key = req.binary_remote_addr
-        else:
-            key = req.var.expand(template)
-        if shm_store:  # the common case: one atomic incr, no Result object
-            left = window - _time() % window  # seconds to the window's end, > 0
-            k = bprefix + (key if key.__class__ is bytes else _bkey(key))
-            try:
-                # the C hit path (None: it changed nothing, incr does the whole call)
-                count = (hit or get_hit())(k, 1, 0, left, pid)
-                if count is None:
-                    count = incr(k, 1, 0, left)
-            except store_errors as exc:
-                return failed(req, exc)
-            if count > quota:  # rejected: its count is undone
-                get_incr()(k, -1, 0, left)
-                return respond(req, count, _ceil(left))  # reset: whole seconds, >= 1
-            # allowed: what respond does then, without its frame
-            reset = _ceil(left)
-            if reset != around_reset:
-                around = (head, b"%b%d%b" % (mid, reset, tail), b"")
-                around_reset = reset
-            block = (b"%d" % (quota - count)).join(around)
-            if req.resp_fields is None:  # (Request.add_header_lines, inline)
-                req.header_lines += block
-            else:
-                req.add_header_lines(block)
-            return None
+        """Any other store (Redis): the limiter's Result."""
+        key = req.binary_remote_addr if fast_ip else req.var.expand(template)
         try:
             res = lim.incoming(key)
         except StoreError:
             return unavailable(req)
         respond(req, quota - res.remaining if res.allowed else quota + 1, res.retry_after)
 
-    return access_ip if fast_ip and shm_store else access
+    return access_shm if shm_store else access
