@@ -52,7 +52,6 @@ class LocationRuntime:
         "return_",
         "header_filters",
         "body_filter",
-        "output_filters",
         "log",
         "default_type",
         "content_type_line",
@@ -79,8 +78,6 @@ class LocationRuntime:
         self.access = features + many("access")
         self.header_filters = many("header_filter")
         self.body_filter = many("body_filter")
-        #: a header_filter or body_filter runs on the response (Request.respond)
-        self.output_filters = bool(self.header_filters or self.body_filter)
         self.log = many("log")
         self.content = resolve(conf.content, f"{path}.content") if conf.content else None
         for key, factory in CONTENT_SOURCES:
@@ -201,15 +198,10 @@ class App:
                 result = rt.content(req)
                 if not req.ended:  # (else the handler answered already: a proxied request)
                     cls = result.__class__
-                    if (
-                        (cls is str or cls is bytes)
-                        and not rt.output_filters
-                        and req.output is None
-                        and not req.headers_sent
-                    ):
-                        # the usual answer, one whole body and no filter to run: what
-                        # _finish_content and req.respond do then, without their frames
-                        conn.send_response(req, result.encode() if cls is str else result)
+                    if (cls is str or cls is bytes) and req.output is None and not req.headers_sent:
+                        # the usual answer, one whole body: what _finish_content does then,
+                        # without its frame (req.respond runs the filters)
+                        req.respond(result.encode() if cls is str else result)
                     else:
                         self._finish_content(req, result)
             elif rt.return_ is not None:
@@ -223,13 +215,7 @@ class App:
             raise
         except Exception:
             self._handler_failed(req)
-        rt = req.location
-        if (rt is not None and rt.log) or self.access_log is not None:
-            self._log_phase(req)
-        else:  # no log handler, no access log: what _log_phase does then, without its frame
-            if self.record is not None:
-                self.record(req)
-            req._var = None
+        self._log_phase(req)
         return req
 
     def _rewrite(self, req: Request, rt: LocationRuntime, route: Any) -> LocationRuntime:

@@ -351,43 +351,12 @@ class Connection:
         if status < 200 or status in _NO_BODY_STATUS:
             body = b""
         n = len(body)
-        head = None
-        if _fast_response_head is not None and not self.closing:
-            loc = req.location
-            if loc is not None and not loc.add_header and req.content_type is None:
-                # the common head in C, as in _head_bytes (here without its frame)
-                rh = req.resp_fields
-                head = _fast_response_head(
-                    req.status,
-                    n,
-                    req.keep_alive,
-                    req.header_lines,
-                    _NO_FIELDS if rh is None else rh._wire,
-                    loc.content_type_line,
-                    _STATUS_LINES,
-                    _date_line,
-                    _KEEP_ALIVE,
-                    _CLOSE,
-                )
-        if head is None:
-            head = self._head_bytes(req, n)
+        head = self._head_bytes(req, n)
         req.headers_sent = True
         if req.method == "HEAD":
             self._sendall(head)
         elif n < 65536:
-            # _sendall(head + body), its usual case (the socket takes it all) without its frame
-            data = head + body
-            try:
-                sent = self._send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                raise ClientGone() from exc
-            if sent != len(data):
-                try:
-                    self.io.send_rest(data, sent, self.http.send_timeout)
-                except OSError as exc:  # Expired included (a TimeoutError)
-                    raise ClientGone() from exc
+            self._sendall(head + body)
             req.body_bytes_sent = n
         else:
             self._sendall(head)
