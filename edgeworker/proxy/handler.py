@@ -197,17 +197,8 @@ class ProxyHandler:
             tail = b"\r\n"  # (the usual request)
         else:
             tail = self._tail(req, length, upgrade)
-        head = req.head
-        target = head.target
-        try:  # proxy_pass without a URI part, $uri as received: the target as received
-            usual = (self.prefix is None and target[:1] == b"/"
-                     and normalize_path(head.path) == req.uri)
-        except BadURI:  # pragma: no cover - the server rejected such requests already
-            usual = False
-        if not usual:
-            target = self._target(req)
-        return upstream_head(req.method, target, self.fixed, raw, self.drop, self.add_xff,
-                             lines, tail, hdrs is None)
+        return upstream_head(req.method, self._target(req), self.fixed, raw, self.drop,
+                             self.add_xff, lines, tail, hdrs is None)
 
     def _tail(self, req: Any, length: int | None, upgrade: bytes | None) -> bytes:
         parts = []
