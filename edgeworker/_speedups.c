@@ -29,16 +29,17 @@
 
 static PyObject *s_empty_bytes;
 
-/* n bytes at s as a new bytes object, ASCII capitals lower-cased (as bytes.lower()) */
+/* n bytes at s as a new bytes object, ASCII capitals lower-cased (as bytes.lower()).
+ * Made empty, then written: given the bytes, CPython returns its shared object for one
+ * character, which must never be written to. */
 static PyObject *
 lower_bytes(const char *s, Py_ssize_t n)
 {
-    PyObject *r = PyBytes_FromStringAndSize(s, n);
+    PyObject *r = PyBytes_FromStringAndSize(NULL, n);
     if (r != NULL) {
         char *d = PyBytes_AS_STRING(r);
         for (Py_ssize_t i = 0; i < n; i++)
-            if (d[i] >= 'A' && d[i] <= 'Z')
-                d[i] += 32;
+            d[i] = (s[i] >= 'A' && s[i] <= 'Z') ? (char)(s[i] + 32) : s[i];
     }
     return r;
 }

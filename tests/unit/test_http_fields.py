@@ -487,3 +487,22 @@ def test_fast_response_head_gives_the_python_head(monkeypatch):
         (9, None),
     ]:
         assert call(i, bad) is None, (i, bad)
+
+
+@pytest.mark.skipif(fields.accel is None, reason="the C module is not built")
+def test_parse_request_never_writes_into_shared_bytes():
+    """Names of one character: CPython shares one bytes object per character (what a slice of
+    length 1 returns), so lower-casing a name in place would change ``b"X"`` in the whole
+    worker (a client sending ``X: 1`` then corrupted every later one-byte ``"X"``)."""
+    from edgeworker.http import protocol  # (configures the C module's method table)
+
+    # (two requests in one read: llhttp parses them, and the method becomes known to C)
+    protocol.ServerProtocol().feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n" * 2)
+    parse = protocol._parse_request
+    for name in (b"X", b"A", b"Z", b"Q"):
+        out = parse(b"GET / HTTP/1.1\r\nHost: h\r\n" + name + b": 1\r\n\r\n",
+                    True, 100, 8192, 8192, None)
+        assert out is not None
+        assert (name.lower(), b"1") in out[5]  # the names it gives are lower case
+        # (compared as numbers: a one-byte literal here is that shared object too)
+        assert [b"_XAZQ"[i : i + 1][0] for i in range(1, 5)] == [88, 65, 90, 81]
