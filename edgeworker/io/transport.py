@@ -76,6 +76,10 @@ class Transport:
         "_wait_read",
         "_wait_write",
         "_poll",
+        "_rev",
+        "_reader",
+        "_on_readable",
+        "_switch",
     )
 
     def __init__(
@@ -86,7 +90,9 @@ class Transport:
         self.raw = raw
         hub, rev, wev = _events(sock)
         self._hub = hub
-        self._wait_read = partial(hub.wait, rev)
+        self._rev = rev
+        self._reader: list[Any] = [None]
+        self._wait_read = self._make_wait_read(hub, rev)
         self._wait_write = partial(hub.wait, wev)
         #: what the socket takes now, without waiting (``BlockingIOError``: nothing)
         self.send = raw.send
@@ -98,6 +104,40 @@ class Transport:
         self._armed = watchdog.armed
         self._poll: Any = None  # (see alive)
         watchdog.start()  # the waits below store their deadlines into ``armed`` directly
+
+    def _make_wait_read(self, hub: Any, rev: Any) -> Any:
+        """The wait for the socket to be readable: one hub switch, the read watcher left
+        running after it (``read`` has it inline).
+
+        ``hub.wait`` starts the watcher and stops it after each wait; when a wait ends in
+        one turn of the loop and the next starts in a later one (a proxied request waits on
+        the client, then on the upstream, then on the client), the event loop changes the
+        socket's interest in between and back (a failing ``epoll_ctl`` each time). Left
+        running, the watcher costs nothing while the peer is quiet; an event that finds
+        no reader stops it (the next wait starts it again).
+        """
+        reader = self._reader
+        switch = hub.switch
+
+        def on_readable() -> None:  # (a plain function: gevent throws into a bound one's
+            g = reader[0]  # ``__self__`` when it closes the socket)
+            if g is None:
+                rev.stop()
+            else:
+                g.switch()
+
+        def wait_read() -> None:
+            if rev.callback is not on_readable:
+                rev.start(on_readable)
+            reader[0] = getcurrent()
+            try:
+                switch()
+            finally:
+                reader[0] = None
+
+        self._on_readable = on_readable
+        self._switch = switch
+        return wait_read
 
     def pending(self) -> int:
         """Bytes already received and buffered above the socket (none for a plain one)."""
@@ -123,14 +163,21 @@ class Transport:
             g = getcurrent()
             armed = self._armed
             armed[g] = _monotonic() + timeout
+            rev = self._rev
+            on_readable = self._on_readable
+            reader = self._reader
             try:
-                while True:
-                    self._wait_read()
+                while True:  # (_wait_read, inlined)
+                    if rev.callback is not on_readable:
+                        rev.start(on_readable)
+                    reader[0] = g
+                    self._switch()
                     try:
                         return raw.recv(RECV)
                     except BlockingIOError:  # a spurious wake-up: wait again
                         continue
             finally:
+                reader[0] = None
                 armed.pop(g, None)
         except _RESET:
             if self.reset_is_eof:
@@ -213,17 +260,29 @@ class Transport:
 
     def detach(self) -> Any:
         """The socket, handed over: ``close`` no longer closes it."""
-        self.detached = True
-        return self.sock
+        self._rev.stop()
+        return _detach(self)
 
     def close(self) -> None:
         """Close the socket (unless it was detached); errors are ignored."""
-        if self.detached:
-            return
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        self._rev.stop()
+        _close(self)
+
+
+def _detach(self: Any) -> Any:
+    """The socket, handed over: ``close`` no longer closes it."""
+    self.detached = True
+    return self.sock
+
+
+def _close(self: Any) -> None:
+    """Close the socket (unless it was detached); errors are ignored."""
+    if self.detached:
+        return
+    try:
+        self.sock.close()
+    except OSError:
+        pass
 
 
 class TLSTransport(Transport):
@@ -383,8 +442,8 @@ class TimeoutTransport:
             return False
         return False
 
-    detach = Transport.detach
-    close = Transport.close
+    detach = _detach
+    close = _close
 
 
 def open_socket(address: tuple | str, timeout: float, gevent: bool = False) -> Any:

@@ -637,7 +637,7 @@ def _tunnel(req: Any, resp: Response, idle_timeout: float) -> None:
     req.headers_sent = True
     req.ended = True
     client, leftover = req.detach()
-    upstream = upconn.sock
+    upstream = upconn.io.detach()  # (both sockets waited on by gevent itself from here on)
     last = [time.monotonic()]
     sent = [0]
     try:
@@ -647,11 +647,11 @@ def _tunnel(req: Any, resp: Response, idle_timeout: float) -> None:
         back.kill(block=False)
     finally:
         req.body_bytes_sent = sent[0]
-        upconn.close()
-        try:
-            client.close()
-        except OSError:
-            pass
+        for sock in (upstream, client):
+            try:
+                sock.close()
+            except OSError:
+                pass
 
 
 __all__ = ["ProxyHandler"]
