@@ -33,8 +33,9 @@ test: $(STAMP) deps
 	$(BIN)/python -m pytest -p no:cacheprovider
 	$(MAKE) --no-print-directory test-no-accel
 
-# The pure-Python path (what runs without a compiler): the in-process tests and the
-# hostile-input tests against real servers, with both C accelerators off.
+# The C parts' pure-Python twins alone (EDGEWORKER_NO_ACCEL / SHM_NO_ACCEL, for debugging):
+# the in-process tests and the hostile-input tests against real servers, with both C parts off,
+# so the twins refuse what the C refuses.
 NO_ACCEL_TESTS := tests/unit tests/integration/test_hardening_smuggling.py \
 	tests/integration/test_hardening_faults.py tests/integration/test_hardening_response.py
 test-no-accel: $(STAMP)

@@ -1,13 +1,14 @@
-"""Builds the optional C parts: the shared dict's (shm/_accel.c) and the parser callbacks'
-(edgeworker/_speedups.c); everything else is in setup.cfg. Without a C compiler the install
-still succeeds and both run in pure Python."""
+"""Builds the C parts, which edgeworker requires (as OpenResty requires lua-resty-core): the
+shared dict's (shm/_accel.c) and the request path's (edgeworker/_speedups.c). Without a C
+compiler and the Python headers the install fails (Debian: apt-get install gcc python3-dev).
+Everything else is in setup.cfg."""
 
 from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension("shm._accel", ["shm/_accel.c"], optional=True, extra_compile_args=["-O2"]),
-        Extension("edgeworker._speedups", ["edgeworker/_speedups.c"], optional=True,
+        Extension("shm._accel", ["shm/_accel.c"], extra_compile_args=["-O2"]),
+        Extension("edgeworker._speedups", ["edgeworker/_speedups.c"],
                   extra_compile_args=["-O2"], libraries=["m"]),
     ]
 )

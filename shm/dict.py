@@ -463,7 +463,7 @@ class SharedDict:
         the index in the u32 view of the link that points to it (the bucket slot or the
         previous record's hash-next); 0 if the key is absent.
 
-        Every operation finds its record here (the walk runs in C when shm._accel is built:
+        Every operation finds its record here (the walk runs in C unless SHM_NO_ACCEL=1:
         ``Zone.lookup``).  Called with the zone lock held, or with ``lock`` to take it first;
         the caller then releases it (``_unlock``), unless this raises."""
         m32 = self._m32

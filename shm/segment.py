@@ -4,9 +4,10 @@ A zone called ``NAME`` is the shared memory object ``/edgeworker.NAME`` (on Linu
 ``/dev/shm/edgeworker.NAME``) and the named semaphore ``/edgeworker.NAME.lock``
 (``/dev/shm/sem.edgeworker.NAME.lock``).  Both outlive processes until ``unlink``.
 
-The semaphore is opened through ``shm._accel.Semaphore`` when the optional C part is built
-(a lock round trip about ten times cheaper), else through ``posix_ipc.Semaphore``; both raise
-posix_ipc's exceptions.  ``SHM_NO_ACCEL=1`` in the environment turns the C part off.
+The semaphore is opened through ``shm._accel.Semaphore`` (the C part, which the install builds:
+a lock round trip about ten times cheaper), or through ``posix_ipc.Semaphore`` when
+``SHM_NO_ACCEL=1`` in the environment turns the C part off; both raise posix_ipc's exceptions.
+Without ``SHM_NO_ACCEL``, a missing C part is an ``ImportError`` that says how to build it.
 """
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ def _load_accel():
         return None
     try:
         from . import _accel
-    except ImportError:  # pragma: no cover - depends on the build (setup.py)
-        return None
+    except ImportError as exc:
+        raise ImportError(
+            "shm's C part (shm/_accel.c) is not built: install edgeworker again with a C "
+            "compiler and the Python headers (Debian: gcc python3-dev); SHM_NO_ACCEL=1 runs "
+            "its pure-Python twins instead"
+        ) from exc
     return _accel
 
 

@@ -4,8 +4,8 @@ httptools calls ``on_header(name, value)`` once per field. :class:`RequestFields
 request heads) and :class:`ResponseFields` (proxied response heads) do the per-field work in
 one call and keep what the head's end needs. Their ``add`` method *is* the parser's
 ``on_header``. The C parsers of the common whole request and response (``parse_request``,
-``parse_response_head`` in ``edgeworker/_speedups.c``, built when a compiler is there; this
-module exports it as ``accel``, None without it or with ``EDGEWORKER_NO_ACCEL=1``) sort their
+``parse_response_head`` in ``edgeworker/_speedups.c``, which the install builds; this module
+exports it as ``accel``, None with ``EDGEWORKER_NO_ACCEL=1``) sort their
 fields the same way; tests/unit/test_http_fields.py and tests/unit/test_proxy_response_head.py
 give the same inputs to both ways.
 """
@@ -164,8 +164,12 @@ def _load_accel():
         return None
     try:
         from .. import _speedups
-    except ImportError:
-        return None
+    except ImportError as exc:
+        raise ImportError(
+            "edgeworker's C part (edgeworker/_speedups.c) is not built: install edgeworker "
+            "again with a C compiler and the Python headers (Debian: gcc python3-dev); "
+            "EDGEWORKER_NO_ACCEL=1 runs its pure-Python twins instead"
+        ) from exc
     return _speedups
 
 

@@ -24,7 +24,7 @@ from ..http.framing import INTERIM, NO_BODY, TO_CLOSE, content_length, response_
 from ..io import RECV, TimeoutTransport, Transport, open_socket, transport
 
 #: the common response whole in the first read, parsed in C (see parse_response_head in
-#: edgeworker/_speedups.c); None without the C module: httptools parses every response
+#: edgeworker/_speedups.c); None with EDGEWORKER_NO_ACCEL=1: httptools parses every response
 _parse_head = accel.parse_response_head if accel is not None else None
 _new = object.__new__
 
@@ -378,7 +378,7 @@ class ProxyResponse(Response):
     the value of ``Connection`` (several joined with ``,``), whose tokens name more hop-by-hop
     fields. ``raw_headers`` is every field (kept, then hop-by-hop)."""
 
-    # no parser yet: the first read goes to parse_response_head (C) when it is built, and a
+    # no parser yet: the first read goes to parse_response_head (C) unless it is turned off, and a
     # parser is made only for a response it does not take (see read_head)
     parser = None
     head_only = False

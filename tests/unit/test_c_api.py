@@ -60,3 +60,38 @@ def test_configure_takes_the_protocol_tables():
     _speedups.configure(_METHODS, _REFUSED_METHODS, _GOOD_HOSTS)
 
 
+
+
+# The C parts are required: a missing one says how to build it, unless its switch turns it off
+_BLOCK = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name in ("edgeworker._speedups", "shm._accel"):
+            raise ImportError("no module named " + name)
+sys.meta_path.insert(0, Block())
+import {module}
+print("imported")
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "part", "switch"),
+    [("edgeworker.http.fields", "edgeworker/_speedups.c", "EDGEWORKER_NO_ACCEL"),
+     ("shm.segment", "shm/_accel.c", "SHM_NO_ACCEL")],
+)
+def test_a_missing_c_part_is_an_error_unless_turned_off(module: str, part: str, switch: str):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NO_ACCEL")}
+    code = _BLOCK.format(module=module)
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=_ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"ImportError: {part.split('/')[0]}'s C part ({part}) is not built" in done.stderr
+    assert "gcc python3-dev" in done.stderr and switch in done.stderr
+    done = subprocess.run([sys.executable, "-c", code], env={**env, switch: "1"}, cwd=_ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "imported\n", done.stderr
