@@ -16,6 +16,7 @@ from typing import Any
 from .config import PHASES, Config, load
 from .errors import ConfigError
 from .handlers import HandlerError, add_python_path, resolve
+from .tls import context as tls_context
 
 __all__ = ["check", "handler_specs"]
 
@@ -68,20 +69,30 @@ def _signature_problem(fn: Callable[..., Any], args: tuple[object, ...]) -> str 
     return None
 
 
-def check(path: str) -> tuple[Config | None, list[str]]:
+def check(path: str, warnings: list[str] | None = None) -> tuple[Config | None, list[str]]:
     """Validate the config at ``path`` and import every handler it names.
 
     Returns (config, errors). ``config`` is None when the file itself is invalid (then the
     errors are the loader's). Otherwise each handler is imported from ``main.python_path``
     (added to ``sys.path``); a spec that cannot be imported, names a missing attribute, is not
     callable, or cannot be called the way its phase calls it is an error at its config path.
-    ``file:`` key sources of ``jwt`` must be readable. Runs no handler and no ``init``.
+    ``file:`` key sources of ``jwt`` must be readable. The TLS certificates and keys are
+    loaded as the master loads them (each readable, PEM, each key its certificate's); what
+    deserves a warning only (a certificate expired or not yet valid) is appended to
+    ``warnings``. Runs no handler and no ``init``.
     """
     try:
         cfg = load(path)
     except ConfigError as e:
         return None, list(e.errors)
     errors: list[str] = []
+    try:
+        found = tls_context.build(cfg)
+    except ConfigError as e:
+        errors.extend(e.errors)
+    else:
+        if warnings is not None:
+            warnings.extend(found.warnings)
     add_python_path(cfg.main.python_path)
     cache: dict[str, Callable[..., Any] | str] = {}
     for where, spec, args in handler_specs(cfg):

@@ -33,7 +33,10 @@ def _checked(path: str, failed_suffix: str = "") -> bool:
     """Run ``check`` on ``path``; print each error (and the verdict) to stderr if it fails."""
     from .check import check
 
-    _cfg, errors = check(path)
+    warnings: list[str] = []
+    _cfg, errors = check(path, warnings)
+    for warning in warnings:
+        print(f"{path}: warning: {warning}", file=sys.stderr)
     for err in errors:
         print(f"{path}: {err}", file=sys.stderr)
     if errors:

@@ -50,6 +50,7 @@ from .confschema import (
     PathStr,
     PosInt,
     Redis,
+    ServerFeature,
     Size,
     StrList,
     Table,
@@ -66,6 +67,7 @@ from .http.fields import ROUTING_FIELDS
 from .lib import jwt_schema
 from .lib.limit import declarative as limit
 from .proxy import schema as proxy
+from .tls import schema as tls
 from .units import Rate, parse_size
 
 __all__ = [
@@ -73,6 +75,7 @@ __all__ = [
     "FEATURES",
     "LOG_LEVELS",
     "PHASES",
+    "SERVER_FEATURES",
     "Config",
     "Http",
     "Location",
@@ -99,6 +102,9 @@ FEATURES: tuple[Feature, ...] = (
     jwt_schema.FEATURE,
     static.FEATURE,
 )
+
+#: The features that add keys to ``[[server]]`` (and ``[http]``, whose values servers inherit).
+SERVER_FEATURES: tuple[ServerFeature, ...] = (tls.FEATURE,)
 
 
 #: Phase handler keys settable in ``[http]`` and inherited by locations, in run order.
@@ -146,7 +152,7 @@ class Main(Base):
     status_zone_size: Size = Size(1024 * 1024)
 
 
-class Http(Base):
+class _HttpCore(Base):
     """``[http]``: protocol limits, timeouts, logs, and the phase handlers locations inherit."""
 
     #: "stdout", "off", or an absolute path.
@@ -174,6 +180,18 @@ class Http(Base):
     header_filter: Handlers = Handlers()
     body_filter: Handlers = Handlers()
     log: Handlers = Handlers()
+
+
+Http = msgspec.defstruct(
+    "Http",
+    [field for f in SERVER_FEATURES for field in f.fields],
+    bases=(_HttpCore,),
+    module=__name__,
+    namespace={
+        "__doc__": "``[http]``: protocol limits, timeouts, logs, the phase handlers locations "
+        "inherit, and the server features' keys servers inherit (``ssl_*``)."
+    },
+)
 
 
 #: The ``[KEY.NAME]`` tables: redis, then the features'; ``Config.KEY`` is a dict by NAME.
@@ -220,16 +238,28 @@ Location = msgspec.defstruct(
 _SOURCES = tuple(sorted(("content", "return", *(f.key for f in FEATURES if f.content))))
 
 
-class Server(Base):
-    """``[[server]]``: a virtual server. ``listen`` is normalized (``"127.0.0.1:8080"``,
-    ``"[::1]:8080"``, ``"0.0.0.0:8080"`` for a bare port); the first server for an address
-    is its default."""
-
+class _ServerCore(Base):
     listen: StrList = StrList(("127.0.0.1:8080",))
     server_name: StrList = StrList(("",))
     location: tuple[Location, ...] = ()
     #: Set by the loader: "server[0]" (not a config key).
     path: str = msgspec.field(default="", name="__path__")
+    #: Set by the loader: the ``listen`` addresses flagged ``ssl`` (normalized as ``listen``).
+    listen_ssl: tuple[str, ...] = msgspec.field(default=(), name="__listen_ssl__")
+
+
+Server = msgspec.defstruct(
+    "Server",
+    [field for f in SERVER_FEATURES for field in f.server_fields],
+    bases=(_ServerCore,),
+    module=__name__,
+    namespace={
+        "__doc__": "``[[server]]``: a virtual server. ``listen`` is normalized "
+        '(``"127.0.0.1:8080"``, ``"[::1]:8080"``, ``"0.0.0.0:8080"`` for a bare port), its '
+        "flags (``ssl``) taken off into ``listen_ssl``; the first server for an address is its "
+        "default. The server features' keys (``ssl_*``) hold their effective values."
+    },
+)
 
 
 Config = msgspec.defstruct(
@@ -388,14 +418,23 @@ class _Loader(Context):
                 continue
             server.path = sp
             listens: list[str] = []
+            flagged: dict[str, tuple[str, ...]] = {}
             for j, text in enumerate(server.listen):
+                address, *words = text.split() or [text]
                 try:
-                    listens.append(format_listen(*parse_listen(text)))
+                    norm = format_listen(*parse_listen(address))
                 except ValueError as e:
                     self.err(f"{sp}.listen[{j}]", str(e))
+                    continue
+                flags, problem = _listen_flags(words)
+                if problem:
+                    self.err(f"{sp}.listen[{j}]", problem)
+                listens.append(norm)
+                flagged[norm] = flagged.get(norm, ()) + flags
             if not server.listen:
                 self.err(f"{sp}.listen", "at least one address is required")
             server.listen = tuple(dict.fromkeys(listens))
+            server.listen_ssl = tuple(a for a in server.listen if "ssl" in flagged[a])
             names: list[str] = []
             for j, name in enumerate(server.server_name):
                 try:
@@ -413,6 +452,8 @@ class _Loader(Context):
                         )
             server.location = tuple(self.locations(raw_locs, sp, http))
             out.append(server)
+        for feature in SERVER_FEATURES:
+            feature.check(out, http, self)
         return out
 
     def locations(self, raw_locs: Any, sp: str, http: Http) -> list[Any]:
@@ -475,6 +516,17 @@ class _Loader(Context):
                 f"{path}.location",
                 f"location is only used with 301, 302, 303, 307, 308 (status is {r.status})",
             )
+
+
+def _listen_flags(words: list[str]) -> tuple[tuple[str, ...], str | None]:
+    """The flags after a listen address (the server features'), or ((), the error)."""
+    known = [flag for f in SERVER_FEATURES for flag in f.listen_flags]
+    for word in words:
+        if word == "http2":
+            return (), 'HTTP/2 is not supported yet: remove "http2" (HTTP/1.1 is served)'
+        if word not in known:
+            return (), f'unknown listen flag "{word}" (known: {", ".join(known)})'
+    return tuple(words), None
 
 
 def loads(text: str, path: str) -> Config:

@@ -313,7 +313,7 @@ def translate(base: str, err: msgspec.ValidationError) -> str:
 
 
 #: Keys the loader sets itself; a config that writes them is refused.
-RESERVED = "__path__", "__name__"
+RESERVED = "__path__", "__name__", "__listen_ssl__"
 
 
 class Context:
@@ -421,6 +421,34 @@ class Feature:
     def key(self) -> str:
         """The location key that turns the feature on."""
         return self.fields[0][0]
+
+
+@dataclass(frozen=True)
+class ServerFeature:
+    """A feature that adds keys to ``[[server]]`` (TLS termination).
+
+    ``fields`` are (name, type, default) as ``msgspec.defstruct`` takes them: each key is
+    accepted in ``[http]`` with that default, and in ``[[server]]`` where it defaults to the
+    ``[http]`` value (a server's own value wins, as nginx's http-level directives).
+    ``listen_flags`` are the words it accepts after a listen address (``"0.0.0.0:443 ssl"``).
+    ``check(servers, http, ctx)`` runs once every server is decoded, with the inherited values
+    already filled in: it validates them, across servers too.
+    """
+
+    fields: tuple[tuple[str, Any, Any], ...]
+    check: Callable[[list[Any], Any, Context], None]
+    listen_flags: tuple[str, ...] = ()
+
+    @property
+    def server_fields(self) -> list[tuple[str, Any, Any]]:
+        """The ``[[server]]`` fields: None (not set there: inherited from ``[http]``)."""
+        return [(name, typ | None, None) for name, typ, _default in self.fields]
+
+    def inherit(self, server: Any, http: Any) -> None:
+        """Fill the keys ``server`` does not set from ``http``."""
+        for name, _typ, _default in self.fields:
+            if getattr(server, name) is None:
+                setattr(server, name, getattr(http, name))
 
 
 class Redis(Base):

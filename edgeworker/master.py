@@ -35,6 +35,7 @@ from . import config as config_mod
 from . import handlers, logs, runtime, sdnotify, zones
 from .errors import ConfigError
 from .status import metrics
+from .tls import context as tls_context
 from .worker_process import EdgeWorker
 
 READY_TIMEOUT = 30.0  # seconds a new worker may take to run init_worker and accept
@@ -109,10 +110,13 @@ class EdgeApplication(BaseApplication):
         self.override_workers = workers
         self.override_listen = listen or None
         self.generation = 0
-        self.ew_config = self._load()
+        self.ew_config, self.ew_tls = self._load()
         super().__init__()
 
-    def _load(self) -> Any:
+    def _load(self) -> tuple[Any, Any]:
+        """The config and its TLS contexts (``edgeworker.tls.context.build``: made here, in
+        the master, so that every worker shares their session-ticket keys). ``ConfigError``
+        when either is invalid."""
         cfg = config_mod.load(self.config_path)
         if self.override_workers:
             cfg.main.workers = self.override_workers
@@ -122,7 +126,14 @@ class EdgeApplication(BaseApplication):
             )
             for server in cfg.server:
                 server.listen = listen
-        return cfg
+                server.listen_ssl = ()
+        return cfg, tls_context.build(cfg)
+
+    def log_warnings(self) -> None:
+        """What loading the config found worth a warning (certificates expired or not yet
+        valid), in the error log."""
+        for warning in self.ew_tls.warnings:
+            runtime.log.warning("%s: %s", self.ew_config.file, warning)
 
     def load_config(self) -> None:
         cfg = self.ew_config
@@ -192,6 +203,7 @@ class EdgeArbiter(Arbiter):
     def start(self) -> None:
         cfg = self.app.ew_config
         logs.setup_error_log(cfg.main.error_log, cfg.main.log_level)
+        self.app.log_warnings()
         self.zones = zones.Zones(os.getpid())
         self.zones.commit(*self.zones.open(cfg.shared_dict))
         runtime.shared._install(self.zones.dicts)
@@ -356,13 +368,15 @@ class EdgeArbiter(Arbiter):
             runtime.log.error("reload failed, keeping the current configuration:\n%s", problem)
             sdnotify.ready("reload failed; old configuration serving")
             return
-        old_cfg = self.app.ew_config
+        old_cfg, old_tls = self.app.ew_config, self.app.ew_tls
         try:
-            new_cfg = self.app._load()
+            new_cfg, new_tls = self.app._load()
         except ConfigError as exc:
             runtime.log.error("reload failed, keeping the current configuration:\n%s", exc)
             sdnotify.ready("reload failed; old configuration serving")
             return
+        for warning in new_tls.warnings:
+            runtime.log.warning("%s: %s", new_cfg.file, warning)
         if new_cfg.main.status_zone_size != old_cfg.main.status_zone_size:
             runtime.log.warning(
                 "main.status_zone_size changed: the status zone keeps its size "
@@ -385,7 +399,7 @@ class EdgeArbiter(Arbiter):
             sdnotify.ready("reload failed; old configuration serving")
             return
         old_address = self.cfg.address
-        self.app.ew_config = new_cfg
+        self.app.ew_config, self.app.ew_tls = new_cfg, new_tls
         self.app.do_load_config()
         self.setup(self.app)
         if old_address != self.cfg.address:
@@ -413,7 +427,7 @@ class EdgeArbiter(Arbiter):
                     self.kill_worker(pid, signal.SIGKILL)
             self.generation = old_generation
             self.app.generation = old_generation
-            self.app.ew_config = old_cfg
+            self.app.ew_config, self.app.ew_tls = old_cfg, old_tls
             self.app.do_load_config()
             self.setup(self.app)
             self.zones.abort(new_zones)

@@ -30,6 +30,7 @@ from .request import (
     Request,
 )
 from .routing import Router
+from .tls.connection import refusal_response
 from .uri import BadURI
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -175,6 +176,10 @@ class App:
         if not self.code_cache:
             handler_mod.purge_user_modules(self.cfg.main.python_path)
         req.server_route = route
+        tls = conn.tls
+        if tls is not None and (route is not tls.route or tls.refusal is not None):
+            if self._tls_refused(req, tls, route):
+                return req
         found = route.found.get(req.uri)  # (a URI seen before: find_location's answer)
         if found is None:
             found = route.find_location(req.uri)
@@ -217,6 +222,25 @@ class App:
             self._handler_failed(req)
         self._log_phase(req)
         return req
+
+    def _tls_refused(self, req: Request, tls: Any, route: Any) -> bool:
+        """Answer (and log) a request on a TLS connection that must not be served: 421 when
+        ``Host`` selected a server that accepts other client certificates than the one SNI
+        selected (a client-certificate check cannot be bypassed through ``Host``), 400 when
+        a required client certificate was not sent. False: serve it."""
+        if tls.refusal is not None:
+            req.status = 400
+            req.exit_body = refusal_response(tls.refusal)
+        elif tls.misdirected(route):
+            req.status = 421
+            req.exit_body = None
+        else:
+            return False
+        req.content_type = "text/html"
+        req.keep_alive = False
+        self._respond_exit(req)
+        self._log_phase(req)
+        return True
 
     def _rewrite(self, req: Request, rt: LocationRuntime, route: Any) -> LocationRuntime:
         """The rewrite phase of ``rt`` and of the locations its jumps lead to; the location

@@ -313,7 +313,8 @@ class Request:
         """``"1.1"`` or ``"1.0"``."""
         return self.head.version
 
-    scheme = "http"  # (TLS ends in front of edgeworker)
+    #: ``"https"`` on a TLS connection, else ``"http"`` (``$scheme``)
+    scheme = property(attrgetter("_conn.scheme"))
 
     # ----------------------------------------------------------------- body
     def read_body(self) -> bytes:
@@ -575,6 +576,7 @@ _SIMPLE_VARS = {
     "pid": lambda r: str(os.getpid()),
     "request_length": lambda r: str(request_length(r)),
     "connection_requests": lambda r: str(r._conn.requests),
+    "https": lambda r: "on" if r._conn.tls is not None else "",
     "hostname": lambda r: socket.gethostname(),
 }
 
@@ -618,6 +620,10 @@ class Vars:
             return default if value is None else value
         if name.startswith("http_"):
             return r.headers.get(name[5:].replace("_", "-"), default)
+        if name.startswith("ssl_"):
+            tls = r._conn.tls
+            value = tls.var(name) if tls is not None else None
+            return default if value is None else value
         if name.startswith("arg_"):
             return r.args.get(name[4:], default)
         if name.startswith("cookie_"):

@@ -95,9 +95,19 @@ class Connection:
         "_recv",
         "_send",
         "greenlet",
+        "tls",
+        "scheme",
+        "_contexts",
     )
 
-    def __init__(self, sock: socket.socket, addr: Any, listen_key: tuple[str, int], app: App):
+    def __init__(
+        self,
+        sock: socket.socket,
+        addr: Any,
+        listen_key: tuple[str, int],
+        app: App,
+        tls_contexts: dict[int, Any] | None = None,
+    ):
         self.sock = sock
         self.app = app
         self.http = app.http
@@ -130,6 +140,11 @@ class Connection:
         self._recv = io.read
         self._send = io.send  # what the socket takes now (BlockingIOError: nothing)
         self.greenlet: Any = None
+        #: the TLS contexts by server index, on a TLS listener (the handshake is the first
+        #: thing ``serve`` does); then ``tls`` is the connection's ``edgeworker.tls.TLSInfo``
+        self._contexts = tls_contexts
+        self.tls: Any = None
+        self.scheme = "http"
 
     @property
     def binary_remote_addr(self) -> bytes:
@@ -445,6 +460,8 @@ class Connection:
         # one reads on (see the end of the loop)
         turn = False
         try:
+            if self._contexts is not None and not self._start_tls():
+                return
             while True:
                 # the next request head (returns when the connection should close)
                 deadline = None
@@ -521,6 +538,24 @@ class Connection:
             app.log.exception("unexpected error on connection from %s", self.remote_addr)
         finally:
             self.close()
+
+    def _start_tls(self) -> bool:
+        """The TLS handshake, first thing on a TLS listener (``edgeworker.tls.accept``);
+        False when the connection is to close."""
+        from .tls.connection import accept
+
+        app = self.app
+        names = self.names = app.router.table_for((self.server_addr, self.server_port))
+        found = accept(
+            self.io, names, self._contexts, app.log, self.remote_addr, self.http.send_timeout
+        )
+        if found is None:
+            return False
+        self.io, self.tls = found
+        self._recv = self.io.read
+        self._send = self.io.send
+        self.scheme = "https"
+        return True
 
     def close(self) -> None:
         self.proto.close()  # breaks the parser <-> protocol reference cycle

@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 import time
+from functools import partial
 
 from gunicorn.workers.base import Worker
 
@@ -100,10 +101,16 @@ class EdgeWorker(Worker):
 
         self.metrics = metrics.start_worker(self.edge, self.connections, self.timers)
         self.acceptors = []
+        from .tls.schema import tls_addresses
+
+        tls = tls_addresses(self.app.ew_config.server)
+        contexts = self.app.ew_tls.by_server
         for sock in self.listeners:
             addr = sock.getsockname()
             key = (addr[0], addr[1]) if isinstance(addr, tuple) else ("unix:" + str(addr), 0)
-            self.acceptors.append(gevent.spawn(self._accept_loop, sock, key, Connection))
+            # a TLS listener: its connections start with the handshake (in their greenlet)
+            conn_cls = partial(Connection, tls_contexts=contexts) if key in tls else Connection
+            self.acceptors.append(gevent.spawn(self._accept_loop, sock, key, conn_cls))
         # everything loaded so far lives as long as the worker: keep it out of the cyclic GC's
         # scans, so collections during requests stay short
         gc.collect()

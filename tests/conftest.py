@@ -2,7 +2,7 @@
 
 ``server`` starts real edgeworker processes from a config string; ``redis_server`` is a
 redis-server of its own per test; ``zones``, ``mkdict`` and ``clock`` give shared-memory zones and
-a controllable shm clock.
+a controllable shm clock; ``certs`` makes TLS certificates.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import pytest
 from .redis_server import redis_server  # noqa: F401 - a fixture
 from .shm_helpers import clock, mkdict, zones  # noqa: F401 - fixtures
 from .support import Server
+from .tls_certs import CertFactory
 
 
 @pytest.fixture
@@ -27,3 +28,9 @@ def server(tmp_path):
     yield start
     for srv in started:
         srv.stop()
+
+
+@pytest.fixture
+def certs(tmp_path):
+    """A ``CertFactory`` (tests/tls_certs.py): CAs, server and client certificates made now."""
+    return CertFactory(tmp_path / "certs")

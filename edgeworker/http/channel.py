@@ -26,6 +26,10 @@ class Channel(Protocol):
     bin_addr: bytes | None
     #: the servers of the address the connection arrived on, set by the pipeline
     names: Any
+    #: ``"https"`` on a TLS connection, else ``"http"``
+    scheme: str
+    #: the TLS side of the connection (``edgeworker.tls.connection.TLSInfo``), or None
+    tls: Any
 
     @property
     def binary_remote_addr(self) -> bytes: ...

@@ -3,6 +3,7 @@ deadlines (``transport.py``, on one kind of watchdog: ``watchdog.py``)."""
 
 from ..errors import Expired
 from .transport import (
+    BIOTLS,
     RECV,
     TimeoutTransport,
     TLSTransport,
@@ -14,6 +15,7 @@ from .transport import (
 from .watchdog import WATCHDOG, Watchdog
 
 __all__ = [
+    "BIOTLS",
     "RECV",
     "WATCHDOG",
     "Expired",

@@ -288,17 +288,26 @@ def _close(self: Any) -> None:
 class TLSTransport(Transport):
     """A TLS connection in a gevent worker: a gevent ``SSLSocket`` without timeout, whose TLS
     object reads and writes over the non-blocking socket underneath (see the module
-    docstring). Made before the handshake (``handshake``) or after it."""
+    docstring). Made before the handshake (``handshake``) or after it.
+
+    ``tls``: the object that reads, writes and handshakes without waiting (raising
+    ``ssl.SSLWantReadError``/``SSLWantWriteError``): by default the TLS object of gevent's
+    socket; a stdlib ``ssl.SSLSocket`` over a non-blocking socket is its own (the server side
+    of ``edgeworker.tls``: pass it as both ``sock`` and ``tls``)."""
 
     __slots__ = ("tls",)
 
     def __init__(
-        self, sock: Any, watchdog: Watchdog = WATCHDOG, reset_is_eof: bool = False
+        self,
+        sock: Any,
+        watchdog: Watchdog = WATCHDOG,
+        reset_is_eof: bool = False,
+        tls: Any = None,
     ) -> None:
         super().__init__(sock, watchdog, reset_is_eof)
         if _SSLError is None:
             _load_ssl()
-        self.tls = sock._sslobj
+        self.tls = sock._sslobj if tls is None else tls
         self.send = self._send_now
         self.recv = self._recv_now
 
@@ -377,6 +386,94 @@ class TLSTransport(Transport):
     def alive(self) -> bool:
         """TLS connections are not checked (a session ticket may be waiting): True."""
         return True
+
+
+class BIOTLS:
+    """A TLS object over memory buffers (``ssl.SSLObject`` from ``SSLContext.wrap_bio``) and
+    a non-blocking socket, with the interface ``TLSTransport`` drives: ``read``, ``write``,
+    ``do_handshake`` and ``pending``, which never wait but raise ``ssl.SSLWantReadError``
+    (the socket has nothing yet) or ``ssl.SSLWantWriteError`` (it takes nothing now).
+
+    As OpenSSL's own, a ``write`` that wanted to write is called again with the same data:
+    the bytes it encrypted are sent first and its count returned then. ``obj``: the
+    ``SSLObject``; ``incoming``/``outgoing``: its ``MemoryBIO``s; ``raw``: the socket."""
+
+    __slots__ = ("obj", "incoming", "outgoing", "raw", "_out", "_owed")
+
+    def __init__(self, obj: Any, incoming: Any, outgoing: Any, raw: Any) -> None:
+        if _SSLError is None:
+            _load_ssl()
+        self.obj = obj
+        self.incoming = incoming
+        self.outgoing = outgoing
+        self.raw = raw
+        self._out = b""  # encrypted bytes the socket did not take yet
+        self._owed = 0  # the count of the write they belong to
+
+    def pending(self) -> int:
+        """Bytes readable without the socket: decrypted, or received and not yet decrypted."""
+        return self.obj.pending() or self.incoming.pending
+
+    def _flush(self) -> None:
+        """Send what TLS wrote; ``SSLWantWriteError`` when the socket takes no more now."""
+        out = self._out + self.outgoing.read() if self.outgoing.pending else self._out
+        while out:
+            try:
+                sent = self.raw.send(out)
+            except BlockingIOError:
+                self._out = out
+                raise _WantWrite() from None
+            out = out[sent:]
+        self._out = b""
+
+    def _fill(self) -> None:
+        """Move what the socket holds into TLS; ``SSLWantReadError`` when it holds nothing."""
+        try:
+            data = self.raw.recv(RECV)
+        except BlockingIOError:
+            raise _WantRead() from None
+        if data:
+            self.incoming.write(data)
+        else:
+            self.incoming.write_eof()
+
+    def do_handshake(self) -> None:
+        while True:
+            try:
+                self.obj.do_handshake()
+            except _WantRead:
+                self._flush()
+                self._fill()
+                continue
+            self._flush()
+            return
+
+    def read(self, size: int = RECV) -> bytes:
+        while True:
+            try:
+                data = self.obj.read(size)
+            except _WantRead:
+                if self.outgoing.pending or self._out:
+                    self._flush()
+                self._fill()
+                continue
+            if self.outgoing.pending:  # (a TLS message of its own: a key update's answer)
+                try:
+                    self._flush()
+                except _WantWrite:
+                    pass  # sent with the next write
+            return data
+
+    def write(self, data: Any) -> int:
+        if self._out:  # the bytes of the previous write first: that write's count then
+            self._flush()
+            owed, self._owed = self._owed, 0
+            return owed
+        n = self.obj.write(data)
+        self._owed = n
+        self._flush()
+        self._owed = 0
+        return n
 
 
 class TimeoutTransport:

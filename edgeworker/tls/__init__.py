@@ -1,0 +1,9 @@
+"""``edgeworker.tls``: TLS termination (HTTPS to clients).
+
+- ``schema``: the ``ssl_*`` keys of ``[http]`` and ``[[server]]``, the ``ssl`` listen flag,
+  their checks (composed by ``edgeworker.config``);
+- ``context``: the certificate files read and checked, one ``ssl.SSLContext`` per TLS server,
+  made in the master before the workers fork (so they share the session-ticket keys);
+- ``connection``: a worker's side of one TLS connection: the plain-HTTP probe, the handshake
+  within its deadline, SNI, and the ``ssl_*`` variables.
+"""

@@ -1,0 +1,223 @@
+"""A worker's side of one TLS connection: the probe for plain HTTP, the handshake within its
+deadline, the server SNI selects, and the ``ssl_*`` variables.
+
+``accept(...)`` runs in the connection's greenlet, never blocking the worker: the first bytes
+are peeked at (a TLS record starts with 0x16; anything else is plain HTTP sent to the TLS port,
+answered 400 as nginx does), then the accepted socket is wrapped with the context of the
+address's default server (``ServerSocket``) and ``TLSTransport`` runs the handshake on the hub,
+all within ``ssl_handshake_timeout``. The SNI callback switches to the context of the server the
+name selects (the name table of the connection's address: the rule of ``Host``). A handshake
+that fails (garbage, a truncated or oversized ClientHello, an unknown CA, a protocol refused)
+closes that connection and is logged at info, as nginx does.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import time
+from typing import Any
+
+from ..http.responses import SERVER, encode_head, http_date
+from ..io import BIOTLS, TLSTransport
+from . import schema
+
+__all__ = ["PLAIN_HTTP_BODY", "TLSInfo", "accept", "plain_http_response", "refusal_response"]
+
+#: the body nginx answers plain HTTP sent to a TLS port with (status 400)
+PLAIN_HTTP_BODY = "The plain HTTP request was sent to HTTPS port"
+#: ``ssl_verify_client = "on"`` and the client sent no certificate (status 400)
+NO_CERT_BODY = "No required SSL certificate was sent"
+#: the client's certificate does not meet ``ssl_verify_depth`` (status 400)
+CERT_ERROR_BODY = "The SSL certificate error"
+
+_TLS_HANDSHAKE = 0x16  # the content type of the first record of a TLS client
+
+
+def _page(title: str, detail: str) -> bytes:
+    return (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+        "<center><h1>400 Bad Request</h1></center>\r\n"
+        f"<center>{detail}</center>\r\n"
+        f"<hr><center>{SERVER}</center>\r\n</body>\r\n</html>\r\n"
+    ).encode()
+
+
+def refusal_response(detail: str) -> bytes:
+    """The body of a 400 about TLS (nginx's page with ``detail``)."""
+    return _page(f"400 {detail}", detail)
+
+
+def plain_http_response() -> bytes:
+    """The whole response to plain HTTP on a TLS port: 400 with nginx's text, then close."""
+    body = _page(f"400 {PLAIN_HTTP_BODY}", PLAIN_HTTP_BODY)
+    head = encode_head(
+        400,
+        [
+            ("Server", SERVER),
+            ("Date", http_date()),
+            ("Content-Type", "text/html"),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+        ],
+    )
+    return head + body
+
+
+class TLSInfo:
+    """The TLS side of one established connection (``Connection.tls``).
+
+    ``route``: the server SNI selected (the address's default without SNI). ``refusal``:
+    None, or the detail of the 400 every request of the connection gets (a client
+    certificate required and not sent). ``var(name)``: the ``ssl_*`` variables.
+    """
+
+    __slots__ = ("sock", "route", "server_name", "reused", "verify", "refusal", "_der")
+
+    def __init__(self, sock: Any, route: Any, server_name: str | None) -> None:
+        self.sock = sock
+        self.route = route
+        self.server_name = server_name
+        self.reused = sock.session_reused
+        self._der: bytes | None = None
+        self.refusal: str | None = None
+        mode = route.server.ssl_verify_client
+        if mode == "off":
+            self.verify = "NONE"
+            return
+        der = self.peer_der()
+        if der is None:
+            self.verify = "NONE"
+            if mode == "on":
+                self.refusal = NO_CERT_BODY
+        else:
+            # a certificate that does not verify failed the handshake already
+            self.verify = "SUCCESS"
+
+    def peer_der(self) -> bytes | None:
+        """The client's certificate (DER), verified, or None."""
+        if self._der is None:
+            self._der = self.sock.getpeercert(binary_form=True) or b""
+        return self._der or None
+
+    def misdirected(self, route: Any) -> bool:
+        """True when ``route`` (what ``Host`` selected) accepts other client certificates than
+        the server SNI selected: the request must not be served there (421)."""
+        return route is not self.route and schema.client_settings(
+            route.server
+        ) != schema.client_settings(self.route.server)
+
+    def var(self, name: str) -> str | None:
+        """``ssl_protocol``, ``ssl_cipher``, ``ssl_server_name``, ``ssl_session_reused``,
+        ``ssl_client_verify`` and the client certificate's ``ssl_client_*``; None otherwise."""
+        sock = self.sock
+        if name == "ssl_protocol":
+            return sock.version() or ""
+        if name == "ssl_cipher":
+            cipher = sock.cipher()
+            return cipher[0] if cipher else ""
+        if name == "ssl_server_name":
+            return self.server_name or ""
+        if name == "ssl_session_reused":
+            return "r" if self.reused else "."
+        if name == "ssl_client_verify":
+            return self.verify
+        if name.startswith("ssl_client_"):
+            # the client certificate's subject, issuer, serial, fingerprint and PEM
+            # (nginx's formats) come from cert_vars(der) of edgeworker.tls.certinfo
+            der = self.peer_der()
+            if der is None:
+                return ""
+            return _cert_vars(der).get(name)
+        return None
+
+
+def _cert_vars(der: bytes) -> dict[str, str]:
+    try:
+        from .certinfo import cert_vars  # type: ignore[import-not-found]
+    except ImportError:
+        return {}
+    return cert_vars(der)
+
+
+def accept(
+    io: Any,
+    names: Any,
+    contexts: dict[int, Any],
+    log: logging.Logger,
+    peer: str,
+    send_timeout: float,
+) -> tuple[Any, TLSInfo] | None:
+    """Establish TLS on an accepted connection (``io``: its plain ``Transport``; ``names``:
+    the servers of its address). Returns (the ``TLSTransport``, the ``TLSInfo``), or None
+    when the connection is to be closed: it closed, stayed silent past the handshake timeout,
+    sent plain HTTP (answered 400 here) or failed the handshake (logged at info)."""
+    default = names.default
+    timeout = default.server.ssl_handshake_timeout
+    deadline = time.monotonic() + timeout
+    raw = io.raw
+    try:
+        while True:
+            io.wait_readable(max(0.0, deadline - time.monotonic()))
+            try:
+                first = raw.recv(1, socket.MSG_PEEK)
+            except BlockingIOError:
+                continue
+            break
+    except TimeoutError:
+        log.info("client %s timed out before the TLS handshake", peer)
+        return None
+    except OSError:
+        return None
+    if not first:
+        return None
+    if first[0] != _TLS_HANDSHAKE:
+        _refuse_plain(io, send_timeout)
+        return None
+    ctx = contexts[default.index]
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    sock = ctx.wrap_bio(incoming, outgoing, server_side=True)
+    sock.route = default
+    sni: list[str | None] = [None]
+
+    def choose(server_name: str | None) -> Any:
+        route = names.lookup(server_name) if server_name else default
+        sni[0] = server_name
+        sock.route = route
+        return contexts.get(route.index)
+
+    sock.choose = choose
+    tio = TLSTransport(io.sock, io.watchdog, True, BIOTLS(sock, incoming, outgoing, io.raw))
+    try:
+        tio.handshake(max(0.0, deadline - time.monotonic()))
+    except TimeoutError:
+        log.info("client %s timed out in the TLS handshake", peer)
+        tio.close()
+        return None
+    except OSError as exc:  # ssl.SSLError included
+        log.info("TLS handshake with %s failed: %s", peer, _reason(exc))
+        tio.close()
+        return None
+    sock.choose = None
+    return tio, TLSInfo(sock, sock.route, sni[0])
+
+
+def _reason(exc: OSError) -> str:
+    reason = getattr(exc, "reason", None)
+    return str(reason) if reason else (exc.strerror or str(exc) or type(exc).__name__)
+
+
+def _refuse_plain(io: Any, send_timeout: float) -> None:
+    """Answer plain HTTP on a TLS port: 400, nginx's text, close. The request already sent
+    is read first (what is there), so that closing does not reset the connection before the
+    client read the answer."""
+    try:
+        io.raw.recv(65536)
+    except OSError:
+        pass
+    try:
+        io.sendall(plain_http_response(), send_timeout)
+        io.raw.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass

@@ -1,0 +1,180 @@
+"""The TLS contexts of a config: certificate files read and checked, one ``ssl.SSLContext`` per
+server that listens with ``ssl``.
+
+``build(cfg)`` runs in the master (at start and on each reload, before the workers fork) and in
+``edgeworker check``. Every worker inherits the contexts through ``fork``, so they share the
+session-ticket keys (OpenSSL makes them with the context): a session resumes on any worker.
+A reload makes new contexts, hence new ticket keys (the rotation: tickets of the previous
+generation no longer resume).
+
+Only the stdlib ``ssl`` module is used here (no gevent, nothing patched). A worker runs TLS
+over memory buffers (``SSLContext.wrap_bio``, which makes a ``ServerTLS``: each context's
+documented ``sslobject_class``), fed from the non-blocking socket by ``edgeworker.io.BIOTLS``
+and driven on the hub by ``edgeworker.io.TLSTransport``. (Not ``wrap_socket``: once gevent
+patched ``ssl``, the stdlib ``SSLSocket`` can no longer be made.)
+"""
+
+from __future__ import annotations
+
+import datetime
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+
+__all__ = ["Contexts", "ServerTLS", "build", "check_files"]
+
+_PROTOCOL_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+
+
+class ServerTLS(ssl.SSLObject):
+    """The server side of one TLS connection in a worker (made by ``SSLContext.wrap_bio``).
+
+    ``choose``: set by the connection before the handshake; called with the SNI name, it
+    returns the context of the server that name selects (the SNI callback switches to it).
+    ``route``: what ``choose`` selected last (the connection's own business).
+    """
+
+    choose: Callable[[str | None], ssl.SSLContext | None] | None = None
+    route: Any = None
+
+
+def _sni_callback(tls: Any, server_name: str | None, initial: ssl.SSLContext) -> None:
+    """``SSLContext.sni_callback``: the server named by SNI presents its own certificate."""
+    choose = getattr(tls, "choose", None)
+    if choose is None:
+        return None
+    ctx = choose(server_name)
+    if ctx is not None and ctx is not tls.context:
+        tls.context = ctx
+    return None
+
+
+@dataclass
+class Contexts:
+    """The TLS contexts of one config generation: ``by_server[i]`` for ``cfg.server[i]``
+    (servers that listen with ``ssl``); ``warnings``: what ``build`` found worth saying
+    (certificates expired or not yet valid)."""
+
+    by_server: dict[int, ssl.SSLContext] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def check_files(server: Any, errors: list[str], warnings: list[str]) -> None:
+    """Read ``server``'s certificate and key files and check them: each readable and PEM,
+    each key the one of its certificate (errors); a certificate expired or not yet valid
+    (a warning). Messages name the config path."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    sp = server.path
+    now = datetime.datetime.now(datetime.UTC)
+    for i, (cert_path, key_path) in enumerate(
+        zip(server.ssl_certificate, server.ssl_certificate_key, strict=False)
+    ):
+        n = f"[{i}]" if len(server.ssl_certificate) > 1 else ""
+        cp, kp = f"{sp}.ssl_certificate{n}", f"{sp}.ssl_certificate_key{n}"
+        cert = key = None
+        try:
+            chain = x509.load_pem_x509_certificates(_read(cert_path))
+            cert = chain[0]
+        except OSError as e:
+            errors.append(f'{cp}: cannot read "{cert_path}": {e.strerror or e}')
+        except ValueError:
+            errors.append(f'{cp}: "{cert_path}" is not a PEM certificate')
+        try:
+            key = serialization.load_pem_private_key(_read(key_path), password=None)
+        except OSError as e:
+            errors.append(f'{kp}: cannot read "{key_path}": {e.strerror or e}')
+        except TypeError:
+            errors.append(f'{kp}: "{key_path}" is encrypted: give the key without a passphrase')
+        except (ValueError, Exception):  # noqa: BLE001 - any parse failure of the key
+            errors.append(f'{kp}: "{key_path}" is not a PEM private key')
+        if cert is None:
+            continue
+        if key is not None:
+            pem = serialization.Encoding.PEM
+            spki = serialization.PublicFormat.SubjectPublicKeyInfo
+            if cert.public_key().public_bytes(pem, spki) != key.public_key().public_bytes(
+                pem, spki
+            ):
+                errors.append(f'{kp}: "{key_path}" does not match the certificate "{cert_path}"')
+        if cert.not_valid_after_utc < now:
+            warnings.append(
+                f'{cp}: the certificate "{cert_path}" expired on '
+                f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC"
+            )
+        elif cert.not_valid_before_utc > now:
+            warnings.append(
+                f'{cp}: the certificate "{cert_path}" is not valid before '
+                f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC"
+            )
+    ca = server.ssl_client_certificate
+    if ca is not None and server.ssl_verify_client != "off":
+        try:
+            x509.load_pem_x509_certificates(_read(ca))
+        except OSError as e:
+            errors.append(f'{sp}.ssl_client_certificate: cannot read "{ca}": {e.strerror or e}')
+        except ValueError:
+            errors.append(f'{sp}.ssl_client_certificate: "{ca}" is not a PEM certificate')
+
+
+def _context(server: Any) -> ssl.SSLContext:
+    """The server's context (``ssl.SSLError``, ``OSError`` when OpenSSL refuses a setting)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    versions = sorted(_PROTOCOL_VERSIONS[p] for p in server.ssl_protocols)
+    ctx.minimum_version = versions[0]
+    ctx.maximum_version = versions[-1]
+    # no TLS compression (CRIME), no renegotiation; no 0-RTT: Python's ssl never enables
+    # early data
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    if server.ssl_prefer_server_ciphers:
+        ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    else:
+        ctx.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+    if not server.ssl_session_tickets:
+        ctx.options |= ssl.OP_NO_TICKET
+    ctx.set_ciphers(server.ssl_ciphers)
+    for cert, key in zip(server.ssl_certificate, server.ssl_certificate_key, strict=True):
+        ctx.load_cert_chain(cert, key)
+    if server.ssl_verify_client != "off":
+        ctx.load_verify_locations(cafile=server.ssl_client_certificate)
+        # "on" too: a client without a certificate completes the handshake and is answered
+        # 400 (as nginx); a certificate that does not verify fails the handshake (Python's
+        # ssl cannot let it through)
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+    ctx.sni_callback = _sni_callback
+    ctx.sslobject_class = ServerTLS
+    return ctx
+
+
+def build(cfg: Any) -> Contexts:
+    """The contexts of every server of ``cfg`` that listens with ``ssl``, their files checked
+    first (``check_files``). Raises ``ConfigError(cfg.file, messages)`` on any error; the
+    warnings are in the result."""
+    out = Contexts()
+    errors: list[str] = []
+    for i, server in enumerate(cfg.server):
+        if not server.listen_ssl:
+            continue
+        found: list[str] = []
+        check_files(server, found, out.warnings)
+        errors.extend(found)
+        if found:
+            continue
+        try:
+            out.by_server[i] = _context(server)
+        except ssl.SSLError as e:
+            errors.append(f"{server.path}: TLS settings refused: {e.reason or e}")
+        except (OSError, ValueError) as e:
+            errors.append(f"{server.path}: TLS settings refused: {e}")
+    if errors:
+        raise ConfigError(cfg.file, errors)
+    return out

@@ -1,0 +1,198 @@
+"""TLS configuration: the ``ssl`` listen flag, the ``ssl_*`` keys of ``[http]`` and
+``[[server]]``, their inheritance and every error message; the certificate checks of
+``edgeworker.tls.context`` on files made here."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+
+from edgeworker.config import loads
+from edgeworker.errors import ConfigError
+from edgeworker.tls import context, schema
+
+from ..tls_certs import CertFactory
+
+CFG = "/etc/edgeworker/edgeworker.toml"
+LOC = '\n  [[server.location]]\n  match = "/"\n  return = { status = 204 }\n'
+CERT = 'ssl_certificate = "a.crt"\nssl_certificate_key = "a.key"\n'
+
+
+def server(body: str) -> str:
+    return "[[server]]\n" + body + LOC
+
+
+def errors_of(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        loads(text, CFG)
+    return info.value.errors
+
+
+def test_the_ssl_flag_and_the_defaults():
+    cfg = loads(server('listen = ["127.0.0.1:8443 ssl", "8080"]\n' + CERT), CFG)
+    s = cfg.server[0]
+    assert s.listen == ("127.0.0.1:8443", "0.0.0.0:8080")
+    assert s.listen_ssl == ("127.0.0.1:8443",)
+    assert s.ssl_certificate == ("/etc/edgeworker/a.crt",)
+    assert s.ssl_certificate_key == ("/etc/edgeworker/a.key",)
+    assert s.ssl_protocols == ("TLSv1.2", "TLSv1.3")
+    assert s.ssl_ciphers == schema.INTERMEDIATE_CIPHERS
+    assert s.ssl_prefer_server_ciphers is False
+    assert s.ssl_session_tickets is True
+    assert s.ssl_session_timeout == 300.0
+    assert s.ssl_verify_client == "off" and s.ssl_verify_depth == 1
+    assert s.ssl_handshake_timeout == 60.0  # the client_header_timeout
+    assert cfg.listen_addresses() == [("127.0.0.1", 8443), ("0.0.0.0", 8080)]
+    assert schema.tls_addresses(cfg.server) == {("127.0.0.1", 8443)}
+
+
+def test_servers_inherit_the_http_keys_and_may_override_them():
+    text = (
+        '[http]\nclient_header_timeout = "7s"\nssl_certificate = "http.crt"\n'
+        'ssl_certificate_key = "http.key"\nssl_protocols = ["TLSv1.3"]\n'
+        + server('listen = ["1.2.3.4:443 ssl"]')
+        + server(
+            'listen = ["1.2.3.5:443 ssl"]\nssl_protocols = "TLSv1.2"\n'
+            'ssl_handshake_timeout = "3s"\n' + CERT
+        )
+    )
+    a, b = loads(text, CFG).server
+    assert a.ssl_certificate == ("/etc/edgeworker/http.crt",)
+    assert a.ssl_protocols == ("TLSv1.3",) and a.ssl_handshake_timeout == 7.0
+    assert b.ssl_certificate == ("/etc/edgeworker/a.crt",)
+    assert b.ssl_protocols == ("TLSv1.2",) and b.ssl_handshake_timeout == 3.0
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            'listen = ["1.2.3.4:443 ssl http2"]\n' + CERT,
+            'server[0].listen[0]: HTTP/2 is not supported yet: remove "http2" (HTTP/1.1 is served)',
+        ),
+        (
+            'listen = ["1.2.3.4:443 tls"]',
+            'server[0].listen[0]: unknown listen flag "tls" (known: ssl)',
+        ),
+        (
+            'listen = ["1.2.3.4:443 ssl"]',
+            "server[0]: a server listening with ssl needs ssl_certificate and ssl_certificate_key",
+        ),
+        (
+            'listen = ["1.2.3.4:443 ssl"]\nssl_certificate = ["a.crt", "b.crt"]\n'
+            'ssl_certificate_key = "a.key"',
+            "server[0].ssl_certificate_key: 1 key(s) for 2 certificate(s): give one key per "
+            "certificate, in the same order",
+        ),
+        (
+            'ssl_protocols = ["TLSv1.1", "TLSv1.2"]',
+            'server[0].ssl_protocols: "TLSv1.1" is refused (insecure): use TLSv1.2 and TLSv1.3',
+        ),
+        (
+            'ssl_protocols = ["TLSv1"]',
+            'server[0].ssl_protocols: "TLSv1" is refused (insecure): use TLSv1.2 and TLSv1.3',
+        ),
+        (
+            'ssl_verify_client = "optional_no_ca"\nssl_client_certificate = "ca.crt"',
+            'server[0].ssl_verify_client: "optional_no_ca" is not supported',
+        ),
+        (
+            'ssl_verify_client = "on"',
+            'server[0].ssl_verify_client: "on" needs ssl_client_certificate',
+        ),
+        (
+            'ssl_verify_client = "yes"',
+            'server[0].ssl_verify_client: invalid value "yes": expected one of off, on, optional',
+        ),
+        (
+            'ssl_session_timeout = "1h"',
+            "server[0].ssl_session_timeout: only 5m (the default) is supported",
+        ),
+    ],
+)
+def test_errors_name_the_config_path(body, message):
+    errors = errors_of(server(body))
+    assert any(e.startswith(message) for e in errors), errors
+
+
+def test_one_address_is_either_tls_or_plain():
+    errors = errors_of(
+        server('listen = ["127.0.0.1:443 ssl"]\n' + CERT)
+        + server('listen = ["127.0.0.1:443"]\nserver_name = "b"')
+    )
+    assert errors == [
+        "server[0].listen: 127.0.0.1:443 is ssl in server[0] but plain in server[1]: one "
+        "address and port is either TLS or plain HTTP (a wildcard address shares its socket "
+        "with the specific addresses of its port)"
+    ]
+    # a wildcard shares its socket with the specific addresses of its port
+    errors = errors_of(
+        server('listen = ["443 ssl"]\n' + CERT)
+        + server('listen = ["127.0.0.1:443"]\nserver_name = "b"')
+    )
+    assert errors and "is ssl in server[0] but plain in server[1]" in errors[0]
+    # other ports are independent
+    loads(server('listen = ["443 ssl"]\n' + CERT) + server('listen = ["127.0.0.1:80"]'), CFG)
+
+
+def _cfg(tmp_path, body: str):
+    path = tmp_path / "edgeworker.toml"
+    return loads(server('listen = ["127.0.0.1:8443 ssl"]\n' + body), str(path))
+
+
+def test_build_makes_one_context_per_tls_server(tmp_path):
+    certs = CertFactory(tmp_path)
+    ca = certs.ca()
+    ec_cert = ca.server(["a.example"], file="ec")
+    rsa_cert = ca.server(["a.example"], file="rsa", kind="rsa")
+    cfg = _cfg(
+        tmp_path,
+        f'ssl_certificate = ["{ec_cert.cert}", "{rsa_cert.cert}"]\n'
+        f'ssl_certificate_key = ["{ec_cert.key}", "{rsa_cert.key}"]\n'
+        "ssl_prefer_server_ciphers = true\nssl_session_tickets = false\n"
+        'ssl_protocols = ["TLSv1.2"]',
+    )
+    built = context.build(cfg)
+    assert built.warnings == []
+    ctx = built.by_server[0]
+    assert ctx.minimum_version == ctx.maximum_version == ssl.TLSVersion.TLSv1_2
+    assert ctx.options & ssl.OP_NO_COMPRESSION and ctx.options & ssl.OP_NO_RENEGOTIATION
+    assert ctx.options & ssl.OP_CIPHER_SERVER_PREFERENCE and ctx.options & ssl.OP_NO_TICKET
+    assert ctx.sslobject_class is context.ServerTLS and ctx.sni_callback is not None
+
+
+def test_build_reports_file_problems_and_warns_of_dates(tmp_path):
+    certs = CertFactory(tmp_path)
+    ca = certs.ca()
+    good = ca.server(["good.example"])
+    old = ca.server(["old.example"], days=(-30, -1))
+    future = ca.server(["new.example"], days=(2, 30))
+    stray = certs.stray_key()
+    (tmp_path / "junk.pem").write_text("junk\n")
+
+    def problems(body: str) -> list[str]:
+        with pytest.raises(ConfigError) as info:
+            context.build(_cfg(tmp_path, body))
+        return info.value.errors
+
+    assert problems(f'ssl_certificate = "nope.crt"\nssl_certificate_key = "{good.key}"') == [
+        f'server[0].ssl_certificate: cannot read "{tmp_path}/nope.crt": No such file or directory'
+    ]
+    assert problems(f'ssl_certificate = "{good.cert}"\nssl_certificate_key = "{stray}"') == [
+        f'server[0].ssl_certificate_key: "{stray}" does not match the certificate "{good.cert}"'
+    ]
+    assert problems(f'ssl_certificate = "junk.pem"\nssl_certificate_key = "{good.key}"') == [
+        f'server[0].ssl_certificate: "{tmp_path}/junk.pem" is not a PEM certificate'
+    ]
+    assert problems(f'ssl_certificate = "{good.cert}"\nssl_certificate_key = "junk.pem"') == [
+        f'server[0].ssl_certificate_key: "{tmp_path}/junk.pem" is not a PEM private key'
+    ]
+    built = context.build(
+        _cfg(tmp_path, f'ssl_certificate = "{old.cert}"\nssl_certificate_key = "{old.key}"')
+    )
+    assert len(built.warnings) == 1 and "expired on" in built.warnings[0]
+    built = context.build(
+        _cfg(tmp_path, f'ssl_certificate = "{future.cert}"\nssl_certificate_key = "{future.key}"')
+    )
+    assert len(built.warnings) == 1 and "is not valid before" in built.warnings[0]
