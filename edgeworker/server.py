@@ -106,7 +106,7 @@ class Connection:
         addr: Any,
         listen_key: tuple[str, int],
         app: App,
-        tls_contexts: dict[int, Any] | None = None,
+        tls_contexts: Any = None,
     ):
         self.sock = sock
         self.app = app
@@ -140,8 +140,9 @@ class Connection:
         self._recv = io.read
         self._send = io.send  # what the socket takes now (BlockingIOError: nothing)
         self.greenlet: Any = None
-        #: the TLS contexts by server index, on a TLS listener (the handshake is the first
-        #: thing ``serve`` does); then ``tls`` is the connection's ``edgeworker.tls.TLSInfo``
+        #: the TLS contexts (``edgeworker.tls.context.Contexts``), on a TLS listener (the
+        #: handshake is the first thing ``serve`` does); then ``tls`` is the connection's
+        #: ``edgeworker.tls.connection.TLSInfo``
         self._contexts = tls_contexts
         self.tls: Any = None
         self.scheme = "http"

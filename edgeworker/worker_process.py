@@ -104,7 +104,7 @@ class EdgeWorker(Worker):
         from .tls.schema import tls_addresses
 
         tls = tls_addresses(self.app.ew_config.server)
-        contexts = self.app.ew_tls.by_server
+        contexts = self.app.ew_tls
         for sock in self.listeners:
             addr = sock.getsockname()
             key = (addr[0], addr[1]) if isinstance(addr, tuple) else ("unix:" + str(addr), 0)

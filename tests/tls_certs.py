@@ -2,7 +2,8 @@
 certificates it issues, expired or not yet valid ones, keys that match nothing.
 
 ``CA(folder, "name")`` writes ``name-ca.crt`` and issues: ``ca.server(["a.example", ...])``,
-``ca.client("alice")``, each written as PEM files and returned as ``Issued(cert, key)`` paths.
+``ca.client("alice")``, each written as PEM files and returned as ``Issued(cert, key)`` paths;
+``ca.intermediate("sub")`` is a CA it issues (whose certificates are written with the chain).
 The fixture ``certs`` (tests/conftest.py) gives a ``CertFactory`` in the test's temp folder.
 """
 
@@ -50,16 +51,17 @@ class Issued:
 class CA:
     """A certificate authority made now, written to ``folder/NAME-ca.crt``."""
 
-    def __init__(self, folder: Path, name: str = "test") -> None:
+    def __init__(self, folder: Path, name: str = "test", parent: CA | None = None) -> None:
         self.folder = folder
         self.name = name
+        self.parent = parent
         self.key = _key()
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} CA")])
         self.subject = subject
         self.cert = (
             x509.CertificateBuilder()
             .subject_name(subject)
-            .issuer_name(subject)
+            .issuer_name(parent.subject if parent else subject)
             .public_key(self.key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(_NOW - datetime.timedelta(days=1))
@@ -82,7 +84,7 @@ class CA:
             .add_extension(
                 x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False
             )
-            .sign(self.key, hashes.SHA256())
+            .sign(parent.key if parent else self.key, hashes.SHA256())
         )
         self.path = folder / f"{name}-ca.crt"
         self.path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
@@ -116,7 +118,10 @@ class CA:
             cert = cert.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         cert = cert.sign(self.key, hashes.SHA256())
         cert_path = self.folder / f"{file}.crt"
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        pem = cert.public_bytes(serialization.Encoding.PEM)
+        if self.parent is not None:  # the chain: this intermediate CA after the certificate
+            pem += self.cert.public_bytes(serialization.Encoding.PEM)
+        cert_path.write_bytes(pem)
         return Issued(cert_path, _write_key(self.folder / f"{file}.key", key), common_name)
 
     def server(
@@ -138,6 +143,11 @@ class CA:
             days,
             kind,
         )
+
+    def intermediate(self, name: str) -> CA:
+        """A CA this one issues: what it issues is written with the chain (the certificate,
+        then the intermediate's)."""
+        return CA(self.folder, name, parent=self)
 
     def client(self, name: str, file: str | None = None) -> Issued:
         """A client certificate with common name ``name``."""

@@ -73,14 +73,24 @@ class TLSInfo:
     certificate required and not sent). ``var(name)``: the ``ssl_*`` variables.
     """
 
-    __slots__ = ("sock", "route", "server_name", "reused", "verify", "refusal", "_der")
+    __slots__ = (
+        "sock",
+        "route",
+        "server_name",
+        "reused",
+        "verify",
+        "refusal",
+        "_der",
+        "_cert_vars",
+    )
 
-    def __init__(self, sock: Any, route: Any, server_name: str | None) -> None:
+    def __init__(self, sock: Any, route: Any, server_name: str | None, contexts: Any) -> None:
         self.sock = sock
         self.route = route
         self.server_name = server_name
         self.reused = sock.session_reused
         self._der: bytes | None = None
+        self._cert_vars: dict[str, str] | None = None
         self.refusal: str | None = None
         mode = route.server.ssl_verify_client
         if mode == "off":
@@ -91,8 +101,11 @@ class TLSInfo:
             self.verify = "NONE"
             if mode == "on":
                 self.refusal = NO_CERT_BODY
+        elif not contexts.directly_issued(route.index, der):
+            # (a certificate that does not verify at all failed the handshake already)
+            self.verify = "FAILED:certificate chain too long"
+            self.refusal = CERT_ERROR_BODY
         else:
-            # a certificate that does not verify failed the handshake already
             self.verify = "SUCCESS"
 
     def peer_der(self) -> bytes | None:
@@ -126,14 +139,18 @@ class TLSInfo:
         if name.startswith("ssl_client_"):
             # the client certificate's subject, issuer, serial, fingerprint and PEM
             # (nginx's formats) come from cert_vars(der) of edgeworker.tls.certinfo
-            der = self.peer_der()
-            if der is None:
-                return ""
-            return _cert_vars(der).get(name)
+            values = self._cert_vars
+            if values is None:
+                der = self.peer_der()
+                values = self._cert_vars = _cert_vars(der) if der is not None else {}
+            return values.get(name, "")
         return None
 
 
 def _cert_vars(der: bytes) -> dict[str, str]:
+    """The ``ssl_client_*`` variables of the client certificate ``der``: ``cert_vars`` of
+    ``edgeworker.tls.certinfo`` (nginx's formats of the subject, issuer, serial, fingerprint
+    and PEM); none while that module is absent."""
     try:
         from .certinfo import cert_vars  # type: ignore[import-not-found]
     except ImportError:
@@ -144,7 +161,7 @@ def _cert_vars(der: bytes) -> dict[str, str]:
 def accept(
     io: Any,
     names: Any,
-    contexts: dict[int, Any],
+    contexts: Any,
     log: logging.Logger,
     peer: str,
     send_timeout: float,
@@ -175,7 +192,8 @@ def accept(
     if first[0] != _TLS_HANDSHAKE:
         _refuse_plain(io, send_timeout)
         return None
-    ctx = contexts[default.index]
+    by_server = contexts.by_server
+    ctx = by_server[default.index]
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     sock = ctx.wrap_bio(incoming, outgoing, server_side=True)
     sock.route = default
@@ -185,7 +203,7 @@ def accept(
         route = names.lookup(server_name) if server_name else default
         sni[0] = server_name
         sock.route = route
-        return contexts.get(route.index)
+        return by_server.get(route.index)
 
     sock.choose = choose
     tio = TLSTransport(io.sock, io.watchdog, True, BIOTLS(sock, incoming, outgoing, io.raw))
@@ -200,7 +218,7 @@ def accept(
         tio.close()
         return None
     sock.choose = None
-    return tio, TLSInfo(sock, sock.route, sni[0])
+    return tio, TLSInfo(sock, sock.route, sni[0], contexts)
 
 
 def _reason(exc: OSError) -> str:

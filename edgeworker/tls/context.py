@@ -60,6 +60,34 @@ class Contexts:
 
     by_server: dict[int, ssl.SSLContext] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: ``cfg.server[i]``'s ``ssl_client_certificate`` certificates (``cryptography``), for the
+    #: servers that verify clients with ``ssl_verify_depth = 1`` (see ``directly_issued``)
+    client_cas: dict[int, tuple[Any, ...]] = field(default_factory=dict)
+
+    def directly_issued(self, index: int, der: bytes) -> bool:
+        """True when the client certificate ``der`` (verified by OpenSSL) was issued by one of
+        the certificates of server ``index``'s ``ssl_client_certificate`` itself: a chain of
+        depth 1, nginx's default ``ssl_verify_depth``. (Python's ssl sets no verify depth and,
+        before 3.13, does not show the verified chain: a depth of 1 is checked here, after the
+        handshake; a larger depth lets any chain through.)"""
+        cas = self.client_cas.get(index)
+        if cas is None:
+            return True
+        from cryptography import x509
+
+        try:
+            cert = x509.load_der_x509_certificate(der)
+        except ValueError:
+            return False
+        for ca in cas:
+            if ca.subject != cert.issuer:
+                continue
+            try:
+                cert.verify_directly_issued_by(ca)
+            except Exception:  # noqa: BLE001 - any failure: not this one
+                continue
+            return True
+        return False
 
 
 def _read(path: str) -> bytes:
@@ -67,10 +95,11 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
-def check_files(server: Any, errors: list[str], warnings: list[str]) -> None:
+def check_files(server: Any, errors: list[str], warnings: list[str]) -> tuple[Any, ...]:
     """Read ``server``'s certificate and key files and check them: each readable and PEM,
     each key the one of its certificate (errors); a certificate expired or not yet valid
-    (a warning). Messages name the config path."""
+    (a warning). Messages name the config path. Returns the certificates of its
+    ``ssl_client_certificate`` (when it verifies clients)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
@@ -119,11 +148,12 @@ def check_files(server: Any, errors: list[str], warnings: list[str]) -> None:
     ca = server.ssl_client_certificate
     if ca is not None and server.ssl_verify_client != "off":
         try:
-            x509.load_pem_x509_certificates(_read(ca))
+            return tuple(x509.load_pem_x509_certificates(_read(ca)))
         except OSError as e:
             errors.append(f'{sp}.ssl_client_certificate: cannot read "{ca}": {e.strerror or e}')
         except ValueError:
             errors.append(f'{sp}.ssl_client_certificate: "{ca}" is not a PEM certificate')
+    return ()
 
 
 def _context(server: Any) -> ssl.SSLContext:
@@ -165,10 +195,12 @@ def build(cfg: Any) -> Contexts:
         if not server.listen_ssl:
             continue
         found: list[str] = []
-        check_files(server, found, out.warnings)
+        cas = check_files(server, found, out.warnings)
         errors.extend(found)
         if found:
             continue
+        if cas and server.ssl_verify_depth == 1:
+            out.client_cas[i] = cas
         try:
             out.by_server[i] = _context(server)
         except ssl.SSLError as e:

@@ -357,6 +357,61 @@ def test_client_certificates_on_optional_and_a_wrong_ca(server, certs):
     assert out.stdout == "ON on.example", out.stderr
 
 
+def test_an_rsa_and_an_ecdsa_certificate_side_by_side(server, certs):
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    ca = certs.ca()
+    ec_cert = ca.server(["localhost"], file="ec")
+    rsa_cert = ca.server(["localhost"], file="rsa", kind="rsa")
+    pair = f"""
+[[server]]
+listen = ["127.0.0.1:{{port}} ssl"]
+ssl_certificate = ["{ec_cert.cert}", "{rsa_cert.cert}"]
+ssl_certificate_key = ["{ec_cert.key}", "{rsa_cert.key}"]
+  [[server.location]]
+  match = "/"
+  return = {{{{ status = 204 }}}}
+"""
+    srv = server(_config(pair))
+    for suite, kind in (
+        ("ECDHE-ECDSA-AES128-GCM-SHA256", ec.EllipticCurvePublicKey),
+        ("ECDHE-RSA-AES128-GCM-SHA256", rsa.RSAPublicKey),
+    ):
+        ctx = client_context(ca, maximum_version=ssl.TLSVersion.TLSv1_2)
+        ctx.set_ciphers(suite)
+        raw = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            cert = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+            assert tls.cipher()[0] == suite
+        assert isinstance(cert.public_key(), kind)
+
+
+def test_verify_depth_1_refuses_a_client_certificate_of_an_intermediate(server, certs):
+    ca = certs.ca()
+    root = certs.ca("root")
+    sub = root.intermediate("sub")
+    direct = root.client("direct")
+    chained = sub.client("chained")
+    one = ca.server(["one.example"])
+    two = ca.server(["two.example"])
+    verify = f'ssl_client_certificate = "{root.path}"\nssl_verify_client = "on"\n'
+    srv = server(
+        _config(
+            _server_block("one.example", one, "ONE", verify),
+            _server_block("two.example", two, "TWO", verify + "ssl_verify_depth = 2"),
+        )
+    )
+    status, body, _ = https_get(srv.port, "/vars", client_context(ca, direct), "one.example")
+    assert status == 200 and json.loads(body)["ssl_client_verify"] == "SUCCESS"
+    status, body, _ = https_get(srv.port, "/", client_context(ca, chained), "one.example")
+    assert status == 400 and b"The SSL certificate error" in body
+    status, body, _ = https_get(srv.port, "/vars", client_context(ca, chained), "two.example")
+    assert status == 200 and json.loads(body)["ssl_client_verify"] == "SUCCESS"
+    line = srv.access_lines(3)[1].split("|")
+    assert line[6] == "FAILED:certificate chain too long" and line[8] == "400"
+
+
 def test_host_selecting_a_server_with_other_client_certificate_rules_gets_421(server, certs):
     ca = certs.ca()
     client_ca = certs.ca("clients")
