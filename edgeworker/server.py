@@ -547,9 +547,12 @@ class Connection:
 
         app = self.app
         names = self.names = app.router.table_for((self.server_addr, self.server_port))
-        found = accept(
-            self.io, names, self._contexts, app.log, self.remote_addr, self.http.send_timeout
-        )
+        try:
+            found = accept(
+                self.io, names, self._contexts, app.log, self.remote_addr, self.http.send_timeout
+            )
+        except Drain:  # the worker is exiting: a connection still in its handshake closes
+            return False
         if found is None:
             return False
         self.io, self.tls = found

@@ -2,9 +2,10 @@
 # Install the Debian packages that the tests (and, with "bench", the benchmarks) need.
 # Does nothing when they are present; needs root (CI runs as root) when they are not.
 # The tests: redis-server, nginx-light, systemd (systemd-analyze), chromium (the dashboard),
-# wrk (the soak test, make test-slow). Under CI=1 a missing one fails the tests, not skips them.
+# wrk (the soak test, make test-slow), curl and openssl (TLS clients of the HTTPS tests).
+# Under CI=1 a missing one fails the tests, not skips them.
 set -euo pipefail
-want=(redis-server nginx-light systemd chromium wrk)
+want=(redis-server nginx-light systemd chromium wrk curl openssl)
 [ "${1:-}" = "bench" ] && want+=(libnginx-mod-http-lua lua-resty-core valgrind)
 missing=()
 for pkg in "${want[@]}"; do

@@ -387,6 +387,45 @@ class TLSTransport(Transport):
         """TLS connections are not checked (a session ticket may be waiting): True."""
         return True
 
+    def detach(self) -> Any:
+        """The connection, handed over (``close`` no longer closes it): gevent's socket, or
+        for TLS over memory buffers (``BIOTLS``) a ``TLSStream`` over this transport."""
+        self.detached = True
+        if isinstance(self.tls, BIOTLS):
+            return TLSStream(self)
+        return self.sock
+
+
+class TLSStream:
+    """A socket-like object over a detached ``TLSTransport`` (``settimeout``, ``recv``,
+    ``sendall``, ``shutdown``, ``close``), for ``relay``: the client side of an upgraded
+    connection (WebSocket) that arrived over TLS. Its waits are the transport's, bounded by
+    the timeout last set."""
+
+    __slots__ = ("transport", "timeout")
+
+    def __init__(self, transport: TLSTransport) -> None:
+        self.transport = transport
+        self.timeout = 60.0
+
+    def settimeout(self, timeout: float | None) -> None:
+        self.timeout = 60.0 if timeout is None else timeout
+
+    def recv(self, size: int = RECV) -> bytes:
+        return self.transport.read(self.timeout)
+
+    def sendall(self, data: Any) -> None:
+        self.transport.sendall(data, self.timeout)
+
+    def shutdown(self, how: int) -> None:
+        self.transport.sock.shutdown(how)
+
+    def close(self) -> None:
+        try:
+            self.transport.sock.close()
+        except OSError:
+            pass
+
 
 class BIOTLS:
     """A TLS object over memory buffers (``ssl.SSLObject`` from ``SSLContext.wrap_bio``) and
@@ -449,23 +488,28 @@ class BIOTLS:
             return
 
     def read(self, size: int = RECV) -> bytes:
+        """Never waits to write (a tunnel reads and writes in two greenlets): what TLS wrote
+        of its own while reading (a key update's answer) is sent now if the socket takes it,
+        else before the next write's bytes."""
         while True:
             try:
                 data = self.obj.read(size)
             except _WantRead:
-                if self.outgoing.pending or self._out:
-                    self._flush()
+                self._flush_some()
                 self._fill()
                 continue
-            if self.outgoing.pending:  # (a TLS message of its own: a key update's answer)
-                try:
-                    self._flush()
-                except _WantWrite:
-                    pass  # sent with the next write
+            self._flush_some()
             return data
 
+    def _flush_some(self) -> None:
+        if self.outgoing.pending or self._out:
+            try:
+                self._flush()
+            except _WantWrite:
+                pass
+
     def write(self, data: Any) -> int:
-        if self._out:  # the bytes of the previous write first: that write's count then
+        if self._owed:  # the bytes of the previous write first: that write's count then
             self._flush()
             owed, self._owed = self._owed, 0
             return owed

@@ -4,6 +4,7 @@ certificates made at test time (tests/tls_certs.py), real clients (Python ``ssl`
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -17,6 +18,7 @@ import time
 import pytest
 
 from ..backends import Backend
+from ..backends.http_backend import ws_frame
 from ..support import read_all, require_tool, wait_until
 
 HANDLERS = """
@@ -27,6 +29,13 @@ NAMES = ("scheme", "https", "ssl_protocol", "ssl_cipher", "ssl_server_name",
 
 def show(req):
     return {name: req.var.get(name) for name in NAMES}
+
+def big(req):
+    return bytes(range(256)) * 8192  # 2 MiB
+
+def upload(req):
+    body = req.read_body()
+    return f"{len(body)} {sum(body) % 65521}"
 """
 
 LOG_FORMAT = (
@@ -50,6 +59,15 @@ ssl_certificate_key = "{issued.key}"
   [[server.location]]
   match = "/vars"
   content = "app:show"
+
+  [[server.location]]
+  match = "/big"
+  content = "app:big"
+
+  [[server.location]]
+  match = "/upload"
+  content = "app:upload"
+  client_max_body_size = "8m"
 """
 
 
@@ -131,6 +149,22 @@ def test_handshake_and_request_over_an_ssl_listener(tls_server):
         conn.request("GET", "/")
         resp = conn.getresponse()
         assert resp.status == 200 and resp.read() == b"A localhost"
+    conn.close()
+
+
+def test_big_bodies_both_ways_to_a_slow_reader(tls_server):
+    srv, ca = tls_server
+    conn = http.client.HTTPSConnection(
+        "localhost", srv.port, context=client_context(ca), timeout=10
+    )
+    conn.request("GET", "/big")
+    resp = conn.getresponse()
+    time.sleep(0.3)  # the socket buffers fill up: the server waits to write
+    assert resp.read() == bytes(range(256)) * 8192
+    upload = bytes(range(256)) * 20000
+    conn.request("POST", "/upload", body=upload)
+    resp = conn.getresponse()
+    assert resp.read() == f"{len(upload)} {sum(upload) % 65521}".encode()
     conn.close()
 
 
@@ -437,7 +471,7 @@ def test_host_selecting_a_server_with_other_client_certificate_rules_gets_421(se
     assert (status, body) == (200, b"OTHER open.example")
 
 
-def test_x_forwarded_proto_https_reaches_the_backend(server, certs):
+def test_x_forwarded_proto_https_and_websocket_through_the_proxy(server, certs):
     ca = certs.ca()
     a = ca.server(["localhost"])
     backend = Backend("b")
@@ -459,6 +493,31 @@ ssl_certificate_key = "{a.key}"
         assert status == 200
         headers = {k.lower(): v for k, v in json.loads(body)["headers"]}
         assert headers["x-forwarded-proto"] == "https"
+        # an upgraded connection (WebSocket) over TLS: the tunnel encrypts both ways
+        raw = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        with client_context(ca).wrap_socket(raw, server_hostname="localhost") as s:
+            key = base64.b64encode(os.urandom(16)).decode()
+            s.sendall(
+                f"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+            )
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += s.recv(4096)
+            head, _, rest = head.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101"), head
+            for msg in (b"hello", b"x" * 70000):
+                s.sendall(ws_frame(1, msg, mask=os.urandom(4)))
+                want = ws_frame(1, msg)
+                while len(rest) < len(want):
+                    rest += s.recv(65536)
+                assert rest[: len(want)] == want
+                rest = rest[len(want) :]
+            s.sendall(ws_frame(8, b"", mask=b"abcd"))
+            while len(rest) < 2:
+                rest += s.recv(65536)
+            assert rest.startswith(ws_frame(8, b""))
     finally:
         backend.stop()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import struct
 import time
 
@@ -15,7 +16,7 @@ from gevent import ssl as gssl
 from gevent.hub import Waiter
 
 from edgeworker.errors import Expired
-from edgeworker.io import RECV, WATCHDOG, TLSTransport, Transport, Watchdog, transport
+from edgeworker.io import BIOTLS, RECV, WATCHDOG, TLSTransport, Transport, Watchdog, transport
 
 from ..support import self_signed_cert
 
@@ -159,17 +160,27 @@ def test_detach_hands_the_socket_over_and_close_leaves_it_open(pair) -> None:
 
 
 # ------------------------------------------------------------------------------ TLS
-@pytest.fixture
-def tls_pair(pair, tmp_path):
-    """(client, server) TLS transports over ``pair``, handshake done."""
+@pytest.fixture(params=["gevent", "bio"])
+def tls_pair(request, pair, tmp_path):
+    """(client, server) TLS transports over ``pair``, handshake done. The server side is
+    gevent's ``SSLSocket`` or, as edgeworker's TLS termination, TLS over memory buffers
+    (``BIOTLS``, a stdlib ``SSLContext.wrap_bio``)."""
     cert, key = self_signed_cert(tmp_path)
-    server_ctx = gssl.SSLContext(gssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(cert, key)
     client_ctx = gssl.create_default_context(cafile=str(cert))
     a, b = pair
     c = client_ctx.wrap_socket(a, server_hostname="localhost", do_handshake_on_connect=False)
-    s = server_ctx.wrap_socket(b, server_side=True, do_handshake_on_connect=False)
-    client, server = transport(c), transport(s)
+    if request.param == "gevent":
+        server_ctx = gssl.SSLContext(gssl.PROTOCOL_TLS_SERVER)
+        server_ctx.load_cert_chain(cert, key)
+        s = server_ctx.wrap_socket(b, server_side=True, do_handshake_on_connect=False)
+        server = transport(s)
+    else:
+        server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_ctx.load_cert_chain(cert, key)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = server_ctx.wrap_bio(incoming, outgoing, server_side=True)
+        server = TLSTransport(b, tls=BIOTLS(obj, incoming, outgoing, b._sock))
+    client = transport(c)
     assert isinstance(client, TLSTransport) and isinstance(server, TLSTransport)
     g = gevent.spawn(server.handshake, 5)
     run(lambda: client.handshake(5))
@@ -199,6 +210,28 @@ def test_tls_exchanges_both_ways_with_large_writes(tls_pair) -> None:
     assert run(lambda: client.read(5)) == b"pong"
     gevent.spawn_later(0.05, server.sendall, b"later", 5)
     assert run(lambda: client.read(5, wait_first=True)) == b"later"
+
+
+def test_tls_large_writes_of_the_server_wait_for_the_reader(tls_pair) -> None:
+    client, server = tls_pair
+    size = 4 * 1024 * 1024
+    data = bytes(range(256)) * (size // 256)
+    got = bytearray()
+
+    def read_all():
+        gevent.sleep(0.1)  # the socket buffers fill up first: the writer waits
+        while len(got) < size:
+            chunk = client.read(5)
+            if not chunk:
+                break
+            got.extend(chunk)
+
+    reader = gevent.spawn(read_all)
+    run(lambda: server.sendall(data, 5), timeout=30)
+    run(lambda: server.sendall(b"end", 5))
+    reader.join(30)
+    assert bytes(got) == data
+    assert run(lambda: client.read(5)) == b"end"
 
 
 def test_tls_buffered_bytes_are_pending_and_readable_without_a_wait(tls_pair) -> None:
