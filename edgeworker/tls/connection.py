@@ -1,12 +1,12 @@
 """A worker's side of one TLS connection: the probe for plain HTTP, the handshake within its
 deadline, the server SNI selects, and the ``ssl_*`` variables.
 
-``accept(...)`` runs in the connection's greenlet, never blocking the worker: the first bytes
-are peeked at (a TLS record starts with 0x16; anything else is plain HTTP sent to the TLS port,
-answered 400 as nginx does), then the accepted socket is wrapped with the context of the
-address's default server (``ServerSocket``) and ``TLSTransport`` runs the handshake on the hub,
-all within ``ssl_handshake_timeout``. The SNI callback switches to the context of the server the
-name selects (the name table of the connection's address: the rule of ``Host``). A handshake
+``accept(...)`` runs in the connection's greenlet, never blocking the worker: the first record
+is read (a TLS record starts with 0x16; anything else is plain HTTP sent to the TLS port,
+answered 400 as nginx does), its SNI name selects the server (the name table of the
+connection's address: the rule of ``Host``), then TLS runs over memory buffers with that
+server's context (``ServerTLS``) and ``TLSTransport`` drives the handshake on the hub, all
+within ``ssl_handshake_timeout``. A handshake
 that fails (garbage, a truncated or oversized ClientHello, an unknown CA, a protocol refused)
 closes that connection and is logged at info, as nginx does.
 """
@@ -167,43 +167,44 @@ def accept(
     send_timeout: float,
 ) -> tuple[Any, TLSInfo] | None:
     """Establish TLS on an accepted connection (``io``: its plain ``Transport``; ``names``:
-    the servers of its address). Returns (the ``TLSTransport``, the ``TLSInfo``), or None
-    when the connection is to be closed: it closed, stayed silent past the handshake timeout,
-    sent plain HTTP (answered 400 here) or failed the handshake (logged at info)."""
+    the servers of its address; ``contexts``: ``edgeworker.tls.context.Contexts``). Returns
+    (the ``TLSTransport``, the ``TLSInfo``), or None when the connection is to be closed: it
+    closed, stayed silent past the handshake timeout, sent plain HTTP (answered 400 here) or
+    failed the handshake (logged at info).
+
+    The first TLS record (the ClientHello) is read before TLS starts: its SNI name selects
+    the server, whose context the connection starts with, so that everything of that server
+    applies from the first message (a context switched to in the SNI callback keeps the
+    client-certificate request of the first one: OpenSSL copies only the certificate). The
+    SNI callback remains for a ClientHello this cannot read (split over several records)."""
     default = names.default
-    timeout = default.server.ssl_handshake_timeout
-    deadline = time.monotonic() + timeout
-    raw = io.raw
+    deadline = time.monotonic() + default.server.ssl_handshake_timeout
     try:
-        while True:
-            io.wait_readable(max(0.0, deadline - time.monotonic()))
-            try:
-                first = raw.recv(1, socket.MSG_PEEK)
-            except BlockingIOError:
-                continue
-            break
+        hello = _first_record(io, deadline)
     except TimeoutError:
         log.info("client %s timed out before the TLS handshake", peer)
         return None
     except OSError:
         return None
-    if not first:
+    if not hello:
         return None
-    if first[0] != _TLS_HANDSHAKE:
+    if hello[0] != _TLS_HANDSHAKE:
         _refuse_plain(io, send_timeout)
         return None
     by_server = contexts.by_server
-    ctx = by_server[default.index]
+    sni: list[str | None] = [client_hello_sni(hello)]
+    route = names.lookup(sni[0]) if sni[0] else default
+    ctx = by_server.get(route.index) or by_server[default.index]
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    incoming.write(hello)
     sock = ctx.wrap_bio(incoming, outgoing, server_side=True)
-    sock.route = default
-    sni: list[str | None] = [None]
+    sock.route = route
 
     def choose(server_name: str | None) -> Any:
-        route = names.lookup(server_name) if server_name else default
+        chosen = names.lookup(server_name) if server_name else default
         sni[0] = server_name
-        sock.route = route
-        return by_server.get(route.index)
+        sock.route = chosen
+        return by_server.get(chosen.index)
 
     sock.choose = choose
     tio = TLSTransport(io.sock, io.watchdog, True, BIOTLS(sock, incoming, outgoing, io.raw))
@@ -219,6 +220,65 @@ def accept(
         return None
     sock.choose = None
     return tio, TLSInfo(sock, sock.route, sni[0], contexts)
+
+
+#: the largest TLS record (2^14 bytes of plaintext, plus what compression or a cipher may add)
+_MAX_RECORD = 16384 + 2048
+RECV_HELLO = 5 + _MAX_RECORD
+
+
+def _first_record(io: Any, deadline: float) -> bytes:
+    """The bytes of the client's first TLS record, read within ``deadline`` (``Expired``);
+    less when the connection ends or the record claims more than a record holds (TLS then
+    refuses it); what was read when it is not TLS (the first byte tells)."""
+    raw = io.raw
+    data = b""
+    while True:
+        io.wait_readable(max(0.0, deadline - time.monotonic()))
+        try:
+            chunk = raw.recv(RECV_HELLO)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            return data
+        data += chunk
+        if data[0] != _TLS_HANDSHAKE:
+            return data
+        if len(data) >= 5:
+            need = 5 + int.from_bytes(data[3:5], "big")
+            if len(data) >= need or need > 5 + _MAX_RECORD:
+                return data
+
+
+def client_hello_sni(record: bytes) -> str | None:
+    """The host name of the SNI extension of a ClientHello record, or None (no SNI, or not a
+    whole ClientHello in this record)."""
+    try:
+        if record[0] != _TLS_HANDSHAKE or record[5] != 1:  # handshake record, ClientHello
+            return None
+        end = min(len(record), 5 + int.from_bytes(record[3:5], "big"))
+        pos = 9 + 2 + 32  # record and handshake headers, client version, random
+        pos += 1 + record[pos]  # session id
+        pos += 2 + int.from_bytes(record[pos : pos + 2], "big")  # cipher suites
+        pos += 1 + record[pos]  # compression methods
+        ext_end = min(end, pos + 2 + int.from_bytes(record[pos : pos + 2], "big"))
+        pos += 2
+        while pos + 4 <= ext_end:
+            kind = int.from_bytes(record[pos : pos + 2], "big")
+            size = int.from_bytes(record[pos + 2 : pos + 4], "big")
+            pos += 4
+            if kind == 0:  # server_name: list length, then (type 0 = host_name, length, name)
+                if pos + 5 > ext_end or record[pos + 2] != 0:
+                    return None
+                n = int.from_bytes(record[pos + 3 : pos + 5], "big")
+                name = record[pos + 5 : pos + 5 + n]
+                if len(name) != n or pos + 5 + n > ext_end:
+                    return None
+                return name.decode("ascii").lower().rstrip(".") or None
+            pos += size
+    except (IndexError, UnicodeDecodeError):
+        return None
+    return None
 
 
 def _reason(exc: OSError) -> str:

@@ -466,6 +466,13 @@ def test_host_selecting_a_server_with_other_client_certificate_rules_gets_421(se
     ctx = client_context(ca)
     status, _, _ = https_get(srv.port, "/", ctx, "open.example", host="locked.example")
     assert status == 421
+    # SNI selecting the server that verifies: its client-certificate request applies (the
+    # default server of the address verifies none)
+    alice = client_ca.client("alice")
+    status, body, _ = https_get(srv.port, "/vars", client_context(ca, alice), "locked.example")
+    assert status == 200 and json.loads(body)["ssl_client_verify"] == "SUCCESS"
+    status, body, _ = https_get(srv.port, "/", ctx, "locked.example")
+    assert status == 400 and b"No required SSL certificate was sent" in body
     # a server with the same client-certificate rules may be selected by Host
     status, body, _ = https_get(srv.port, "/", ctx, "open.example", host="other.example")
     assert (status, body) == (200, b"OTHER open.example")

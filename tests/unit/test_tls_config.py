@@ -11,6 +11,7 @@ import pytest
 from edgeworker.config import loads
 from edgeworker.errors import ConfigError
 from edgeworker.tls import context, schema
+from edgeworker.tls.connection import client_hello_sni
 
 from ..tls_certs import CertFactory
 
@@ -196,3 +197,22 @@ def test_build_reports_file_problems_and_warns_of_dates(tmp_path):
         _cfg(tmp_path, f'ssl_certificate = "{future.cert}"\nssl_certificate_key = "{future.key}"')
     )
     assert len(built.warnings) == 1 and "is not valid before" in built.warnings[0]
+
+
+def _client_hello(server_hostname: str | None) -> bytes:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=server_hostname)
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return outgoing.read()
+
+
+def test_the_sni_name_of_a_client_hello():
+    assert client_hello_sni(_client_hello("WWW.Example.COM")) == "www.example.com"
+    assert client_hello_sni(_client_hello(None)) is None
+    hello = _client_hello("a.example")
+    assert client_hello_sni(hello[:60]) is None  # cut before the extensions
+    assert client_hello_sni(b"\x16\x03\x01\x00\x05\x01\xff\xff\xff\xff") is None
+    assert client_hello_sni(b"GET / HTTP/1.1\r\n\r\n") is None
