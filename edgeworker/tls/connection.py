@@ -68,9 +68,11 @@ def plain_http_response() -> bytes:
 class TLSInfo:
     """The TLS side of one established connection (``Connection.tls``).
 
-    ``route``: the server SNI selected (the address's default without SNI). ``refusal``:
-    None, or the detail of the 400 every request of the connection gets (a client
-    certificate required and not sent). ``var(name)``: the ``ssl_*`` variables.
+    ``sock``: the connection's ``ServerTLS`` (an ``ssl.SSLObject``); ``route``: the server
+    SNI selected (the address's default without SNI). ``refusal``: None, or the detail of
+    the 400 every request of the connection gets (a client certificate required and not
+    sent, or its chain deeper than ``ssl_verify_depth`` 1). ``var(name)``: the ``ssl_*``
+    variables.
     """
 
     __slots__ = (
