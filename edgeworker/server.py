@@ -28,6 +28,7 @@ from .http.protocol import END, Data, ProtocolError, RequestHead, ServerProtocol
 from .http.responses import STATUS_REASONS, chunk, error_response, http_date, status_line
 from .io import transport
 from .request import Request
+from .tls.connection import accept as tls_accept
 
 if TYPE_CHECKING:  # pragma: no cover
     from .phases import App
@@ -543,12 +544,10 @@ class Connection:
     def _start_tls(self) -> bool:
         """The TLS handshake, first thing on a TLS listener (``edgeworker.tls.accept``);
         False when the connection is to close."""
-        from .tls.connection import accept
-
         app = self.app
         names = self.names = app.router.table_for((self.server_addr, self.server_port))
         try:
-            found = accept(
+            found = tls_accept(
                 self.io, names, self._contexts, app.log, self.remote_addr, self.http.send_timeout
             )
         except Drain:  # the worker is exiting: a connection still in its handshake closes
