@@ -178,6 +178,8 @@ class App:
         req.server_route = route
         tls = conn.tls
         if tls is not None and (route is not tls.route or tls.refusal is not None):
+            if not head.host:  # no Host (HTTP/1.0): the server SNI selected, as nginx
+                route = req.server_route = tls.route
             if self._tls_refused(req, tls, route):
                 return req
         found = route.found.get(req.uri)  # (a URI seen before: find_location's answer)

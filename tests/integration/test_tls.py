@@ -478,6 +478,12 @@ def test_host_selecting_a_server_with_other_client_certificate_rules_gets_421(se
     assert status == 200 and json.loads(body)["ssl_client_verify"] == "SUCCESS"
     status, body, _ = https_get(srv.port, "/", ctx, "locked.example")
     assert status == 400 and b"No required SSL certificate was sent" in body
+    # a request without Host (HTTP/1.0) goes to the server SNI selected, as in nginx
+    raw = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    with client_context(ca, alice).wrap_socket(raw, server_hostname="locked.example") as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        reply = read_all(s)
+    assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b"LOCKED locked.example")
     # a server with the same client-certificate rules may be selected by Host
     status, body, _ = https_get(srv.port, "/", ctx, "open.example", host="other.example")
     assert (status, body) == (200, b"OTHER open.example")
