@@ -389,11 +389,12 @@ class TLSTransport(Transport):
 
     def detach(self) -> Any:
         """The connection, handed over (``close`` no longer closes it): gevent's socket, or
-        for TLS over memory buffers (``BIOTLS``) a ``TLSStream`` over this transport."""
-        self.detached = True
+        for TLS over memory buffers (``BIOTLS``) a ``TLSStream`` over this transport (which
+        goes on waiting through it)."""
         if isinstance(self.tls, BIOTLS):
+            self.detached = True
             return TLSStream(self)
-        return self.sock
+        return Transport.detach(self)
 
 
 class TLSStream:
@@ -421,6 +422,7 @@ class TLSStream:
         self.transport.sock.shutdown(how)
 
     def close(self) -> None:
+        self.transport._rev.stop()
         try:
             self.transport.sock.close()
         except OSError:
