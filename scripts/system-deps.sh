@@ -2,7 +2,8 @@
 # Install the Debian packages that the tests (and, with "bench", the benchmarks) need.
 # Does nothing when they are present; needs root (CI runs as root) when they are not.
 # The tests: redis-server, nginx-light, systemd (systemd-analyze), chromium (the dashboard),
-# wrk (the soak test, make test-slow), curl and openssl (TLS clients of the HTTPS tests).
+# wrk (the soak test, make test-slow), curl and openssl (the TLS clients of the HTTPS tests,
+# the certificate tests; the TLS bench makes its certificate with openssl).
 # Under CI=1 a missing one fails the tests, not skips them.
 set -euo pipefail
 want=(redis-server nginx-light systemd chromium wrk curl openssl)
