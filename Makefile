@@ -59,6 +59,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/reload_bench.py
 	$(BIN)/python bench/proxy_bench.py
 	$(BIN)/python bench/edge_bench.py
+	$(BIN)/python bench/tls_bench.py
 
 # instructions per request of /hello, /incr and a proxied request, under callgrind (valgrind)
 bench-instructions: $(STAMP)

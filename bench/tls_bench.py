@@ -1,0 +1,861 @@
+#!/usr/bin/env python3
+"""TLS benchmark: edgeworker's TLS termination against nginx's, same certificate, same run.
+
+Both servers serve ``/hello`` (``hello\\n``: nginx ``content_by_lua_block { ngx.say("hello") }``,
+edgeworker ``bench_app:hello``) with 2 workers each, access logs off, over TLS 1.3 on a free
+127.0.0.1 port, with the certificate the bench makes at start-up with ``openssl`` (ECDSA P-256
+by default, ``--key rsa`` for RSA 2048; CN=localhost, SAN localhost and 127.0.0.1). nginx
+listens with ``ssl``, ``ssl_protocols TLSv1.3``, ``ssl_session_tickets on``; edgeworker with
+``listen = ["127.0.0.1:PORT ssl"]``, ``ssl_certificate`` and ``ssl_certificate_key``.
+
+Cases, each server in turn (never two under load at once), ``--rounds`` times (5), every other
+round in the reverse order:
+
+    keepalive  wrk -t2 -c50 over https, keep-alive: requests/s
+    close      the same with -H "Connection: close": a new TLS connection per request (checked
+               against the kernel's count of accepted connections); wrk resumes its TLS session
+               on each reconnect (PSK), so these are resumed handshakes: connections/s
+    full       `openssl s_time -new -www /hello` from --full-clients processes (4): a full
+               handshake (no session offered), one request, close: connections/s
+    flood      one `openssl s_time -new` client opening connections (full handshakes, no
+               request) as fast as it can while wrk measures keep-alive requests: their p99
+
+The ratio edgeworker / nginx is taken within each round, then their median, against the goals:
+
+    keepalive requests/s                   >= 0.40
+    new connections/s (close, full)        >= 0.50
+
+A goal is PASS when every round meets it, FAIL when none does, and "inconclusive" when the
+rounds straddle it. The flood's p99 ratio is shown for context (no goal).
+
+Usage: python bench/tls_bench.py [--duration 10] [--rounds 5] [--no-edgeworker] [--json FILE]
+[--check]. See bench/README.md.
+
+Exit status: 0 after a run (1 with ``--check`` when a goal is not PASS), 2 when the harness
+cannot run (wrk, openssl or nginx missing, a server that does not start or answers wrongly),
+130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    CpuMeter,
+    ProcessRegistry,
+    Server,
+    WrkResult,
+    child_pids,
+    find_wrk,
+    format_table,
+    free_port,
+    parse_wrk_output,
+    servers_python,
+    tool_version,
+    wait_for_port,
+    wait_for_workers,
+)
+from http_bench import edgeworker_command, lua_module_paths  # noqa: E402
+
+HOST = "127.0.0.1"
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+HANDLERS = BENCH_DIR / "handlers"
+VENV_BIN = REPO / ".venv" / "bin"
+EXPECTED_BODY = b"hello\n"
+FOREIGN_CPU_WARN_PCT = 5.0
+TARGETS = ("nginx", "edgeworker")
+CASES = ("keepalive", "close", "full", "flood")
+
+#: (label, case, goal): edgeworker / nginx of the case's rate must be >= goal
+GOALS = (
+    ("keep-alive requests/s", "keepalive", 0.40),
+    ("new connections/s (Connection: close, resumed)", "close", 0.50),
+    ("new connections/s (full handshakes)", "full", 0.50),
+)
+
+NGINX_CONF = """
+{modules}
+worker_processes {workers};
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen {host}:{port} ssl backlog=4096;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.3;
+        ssl_session_tickets on;
+        keepalive_requests 1000000;
+        default_type text/plain;
+        location = /hello {{
+            content_by_lua_block {{ ngx.say("hello") }}
+        }}
+    }}
+}}
+"""
+
+EDGEWORKER_TOML = """
+[main]
+workers = {workers}
+pid_file = "{prefix}/edgeworker.pid"
+error_log = "stderr"
+log_level = "warn"
+python_path = ["{prefix}/handlers"]
+graceful_timeout = "5s"
+
+[http]
+access_log = "off"
+keepalive_requests = 1000000
+
+[[server]]
+listen = ["{host}:{port} ssl"]
+ssl_certificate = "{cert}"
+ssl_certificate_key = "{key}"
+
+  [[server.location]]
+  match = "= /hello"
+  content = "bench_app:hello"
+"""
+
+
+class HarnessError(Exception):
+    """The bench cannot run (a tool is missing, a server does not start or answers wrongly)."""
+
+
+def log(msg: str) -> None:
+    """Progress on stderr, so stdout holds only the report."""
+    print(f"[tls_bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# certificate and servers
+
+
+def find_openssl() -> str:
+    path = shutil.which("openssl")
+    if not path:
+        raise HarnessError("openssl not found on PATH (Debian: apt-get install openssl)")
+    return path
+
+
+def make_certificate(tmp: Path, key_type: str) -> tuple[Path, Path]:
+    """A self-signed server certificate for localhost / 127.0.0.1 in ``tmp``: (cert, key)."""
+    cert, key = tmp / "server.crt", tmp / "server.key"
+    newkey = (
+        ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+        if key_type == "ecdsa"
+        else ["-newkey", "rsa:2048"]
+    )
+    argv = [
+        find_openssl(),
+        "req",
+        "-x509",
+        *newkey,
+        "-nodes",
+        "-sha256",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        "-keyout",
+        str(key),
+        "-out",
+        str(cert),
+    ]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired as exc:
+        raise HarnessError("openssl req did not finish within 60s") from exc
+    if done.returncode != 0:
+        raise HarnessError(f"openssl req failed: {done.stderr.strip()}")
+    return cert, key
+
+
+def start_nginx(
+    reg: ProcessRegistry, tmp: Path, port: int, args: argparse.Namespace, cert: Path, key: Path
+) -> Server:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(nginx):
+        raise HarnessError("nginx not found (Debian: apt-get install nginx-light)")
+    try:
+        modules = "\n".join(f"load_module {p};" for p in lua_module_paths())
+    except FileNotFoundError as exc:
+        raise HarnessError(str(exc)) from exc
+    conf = tmp / "nginx.conf"
+    conf.write_text(
+        NGINX_CONF.format(
+            modules=modules,
+            workers=args.workers,
+            prefix=tmp,
+            host=HOST,
+            port=port,
+            cert=cert,
+            key=key,
+        )
+    )
+    argv = [nginx, "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"]
+    return reg.start("nginx", argv, cwd=tmp, log_path=tmp / "output.log")
+
+
+def start_edgeworker(
+    reg: ProcessRegistry, tmp: Path, port: int, args: argparse.Namespace, cert: Path, key: Path
+) -> Server:
+    shutil.copytree(HANDLERS, tmp / "handlers")
+    conf = tmp / "edgeworker.toml"
+    conf.write_text(
+        EDGEWORKER_TOML.format(
+            workers=args.workers, prefix=tmp, host=HOST, port=port, cert=cert, key=key
+        )
+    )
+    cmd, env = edgeworker_command()
+    if args.edgeworker:
+        cmd = args.edgeworker.split()
+    argv = [*cmd, "run", "-c", str(conf)]
+    return reg.start("edgeworker", argv, cwd=tmp, env=env, log_path=tmp / "output.log")
+
+
+@dataclass
+class TlsFacts:
+    """What a client sees of a server's TLS: checked before any load."""
+
+    version: str = ""
+    cipher: str = ""
+    ticket: bool = False  # the server sent a session ticket
+    resumed: bool = False  # a second connection offering that session resumed it
+
+    def to_json(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def client_context(cert: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(cert))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+@dataclass
+class Reply:
+    """A reply read by :func:`https_hello`, with what the connection negotiated."""
+
+    data: bytes
+    version: str
+    cipher: str
+    session: ssl.SSLSession | None
+    reused: bool
+
+
+def https_hello(
+    ctx: ssl.SSLContext, port: int, session: ssl.SSLSession | None = None, timeout: float = 5.0
+) -> Reply:
+    """GET /hello (HTTP/1.0: no chunks) over a new TLS connection, hostname localhost checked
+    against the certificate, ``session`` offered for resumption; the whole reply."""
+    raw = socket.create_connection((HOST, port), timeout=timeout)
+    tls = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+    try:
+        tls.sendall(b"GET /hello HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        chunks = []
+        while True:
+            data = tls.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+        cipher = tls.cipher()
+        return Reply(
+            b"".join(chunks),
+            tls.version() or "",
+            cipher[0] if cipher else "",
+            tls.session,
+            tls.session_reused,
+        )
+    finally:
+        tls.close()
+
+
+def check_hello(reply: bytes) -> None:
+    head, _, body = reply.partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0]
+    if not re.match(rb"HTTP/1\.[01] 200 ", status) or body != EXPECTED_BODY:
+        raise RuntimeError(f"GET /hello answered {reply[:300]!r}, expected 200 'hello\\n'")
+
+
+def tls_facts(ctx: ssl.SSLContext, port: int) -> TlsFacts:
+    """One connection to read the protocol, cipher and ticket, a second offering the session."""
+    first = https_hello(ctx, port)
+    check_hello(first.data)
+    facts = TlsFacts(first.version, first.cipher)
+    facts.ticket = bool(first.session is not None and first.session.has_ticket)
+    if facts.ticket:
+        second = https_hello(ctx, port, session=first.session)
+        check_hello(second.data)
+        facts.resumed = second.reused
+    return facts
+
+
+def wait_until_serving(server: Server, ctx: ssl.SSLContext, port: int, timeout: float) -> None:
+    """Wait for the port, then for an https GET /hello to answer 200 hello (bounded)."""
+    deadline = time.monotonic() + timeout
+    wait_for_port(HOST, port, timeout, server.proc)
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if not server.alive():
+            raise RuntimeError(f"server exited with status {server.proc.returncode}")
+        try:
+            check_hello(https_hello(ctx, port).data)
+            return
+        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+            last = exc
+            time.sleep(0.1)
+    raise TimeoutError(f"https GET /hello did not answer 'hello' within {timeout:g}s: {last}")
+
+
+# ---------------------------------------------------------------------------------------------
+# load
+
+
+def passive_opens() -> int:
+    """TCP connections this network namespace accepted so far (``Tcp: PassiveOpens``)."""
+    with open("/proc/net/snmp") as f:
+        lines = [line.split() for line in f if line.startswith("Tcp:")]
+    names, values = lines[0], lines[1]
+    return int(values[names.index("PassiveOpens")])
+
+
+def wrk(url: str, args: argparse.Namespace, duration: float, close: bool = False) -> WrkResult:
+    """``wrk --latency`` over https, killed ``duration + 30`` s after it starts."""
+    argv = [
+        find_wrk(),
+        "--latency",
+        "-t",
+        str(args.threads),
+        "-c",
+        str(args.connections),
+        "-d",
+        f"{max(1, round(duration))}s",
+        "--timeout",
+        "5s",
+    ]
+    if close:
+        argv += ["-H", "Connection: close"]
+    argv.append(url)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30)
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"wrk did not finish within {duration + 30:g}s") from exc
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk exited {done.returncode}: {done.stderr.strip() or done.stdout}")
+    try:
+        return parse_wrk_output(done.stdout, url)
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from exc
+
+
+_STIME_RE = re.compile(r"^(\d+) connections in [\d.]+s;", re.M)
+
+
+def s_time_argv(port: int, seconds: float, request: bool) -> list[str]:
+    argv = [
+        find_openssl(),
+        "s_time",
+        "-connect",
+        f"{HOST}:{port}",
+        "-new",
+        "-time",
+        str(max(1, round(seconds))),
+    ]
+    return argv + (["-www", "/hello"] if request else [])
+
+
+def s_time_count(proc: subprocess.Popen, timeout: float) -> int:
+    """Wait (bounded) for an ``openssl s_time`` and return its connection count."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise RuntimeError(f"openssl s_time did not finish within {timeout:g}s") from None
+    m = _STIME_RE.search(out)
+    if proc.returncode != 0 or not m:
+        raise RuntimeError(f"openssl s_time exited {proc.returncode}: {(err or out)[-300:]}")
+    return int(m.group(1))
+
+
+def spawn_s_time(port: int, seconds: float, request: bool) -> subprocess.Popen:
+    return subprocess.Popen(
+        s_time_argv(port, seconds, request),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@dataclass
+class Round:
+    """One measured run of a case on a server."""
+
+    rate: float | None = None  # requests/s (keepalive, flood) or connections/s (close, full)
+    wrk: WrkResult | None = None
+    opened: int | None = None  # connections the kernel accepted during the run
+    flood_rate: float | None = None  # flood: the flooding client's connections/s
+    foreign_cpu_pct: float | None = None
+    error: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "ok": not self.error,
+            "error": self.error,
+            "rate": self.rate,
+            "wrk": self.wrk.to_json() if self.wrk else None,
+            "connections_accepted": self.opened,
+            "flood_connections_per_s": self.flood_rate,
+            "foreign_cpu_pct": self.foreign_cpu_pct,
+        }
+
+
+def measure(case: str, server: Server, port: int, args: argparse.Namespace) -> Round:
+    """One round of ``case``. Never raises except KeyboardInterrupt: errors land in the round."""
+    rnd = Round()
+    url = f"https://{HOST}:{port}/hello"
+    pids = [server.pid, *child_pids(server.pid)]
+    meter = CpuMeter()
+    flood: subprocess.Popen | None = None
+    try:
+        if case in ("keepalive", "close") and args.warmup > 0:
+            wrk(url, args, args.warmup, close=case == "close")
+        if case == "flood":  # the flood starts first and outlasts the measured run
+            flood = spawn_s_time(port, args.warmup + args.duration + 2, request=False)
+            time.sleep(max(args.warmup, 1.0))
+        log(f"  {server.name} {case}: {args.duration:g}s")
+        opened0 = passive_opens()
+        meter.start(pids)
+        if case == "full":
+            t0 = time.monotonic()
+            clients = [spawn_s_time(port, args.duration, True) for _ in range(args.full_clients)]
+            counts = [s_time_count(p, args.duration + 60) for p in clients]
+            rnd.rate = sum(counts) / (time.monotonic() - t0)
+        else:
+            rnd.wrk = wrk(url, args, args.duration, close=case == "close")
+            rnd.rate = rnd.wrk.rps
+        rnd.foreign_cpu_pct = meter.stop(pids)
+        rnd.opened = passive_opens() - opened0
+        if flood is not None:
+            t_flood = args.warmup + args.duration + 2
+            rnd.flood_rate = s_time_count(flood, t_flood + 60) / t_flood
+            flood = None
+        if not server.alive():
+            raise RuntimeError(f"server exited with status {server.proc.returncode}")
+        if rnd.wrk is not None:
+            if rnd.wrk.non_2xx_3xx:
+                rnd.error = f"{rnd.wrk.non_2xx_3xx} non-2xx/3xx responses"
+            elif rnd.wrk.requests == 0:
+                rnd.error = "no request completed"
+            elif case == "close" and rnd.opened < 0.9 * rnd.wrk.requests:
+                rnd.error = (
+                    f"{rnd.opened} connections accepted for {rnd.wrk.requests} requests: "
+                    "not one connection per request"
+                )
+    except Exception as exc:  # noqa: BLE001 - reported per case, the bench goes on
+        rnd.error = f"{type(exc).__name__}: {exc}"
+        rnd.rate = None
+    finally:
+        if flood is not None and flood.poll() is None:
+            flood.kill()
+            flood.communicate()
+    return rnd
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+
+
+@dataclass
+class Target:
+    name: str
+    status: str = "skipped"  # ok, failed, skipped
+    error: str = ""
+    command: list[str] = field(default_factory=list)
+    tls: TlsFacts | None = None
+    cases: dict[str, list[Round]] = field(default_factory=dict)
+
+    def rates(self, case: str) -> list[float | None]:
+        return [r.rate if not r.error else None for r in self.cases.get(case, [])]
+
+    def median_round(self, case: str) -> Round | None:
+        done = sorted(
+            (r for r in self.cases.get(case, []) if r.rate is not None and not r.error),
+            key=lambda r: r.rate,
+        )
+        return done[(len(done) - 1) // 2] if done else None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "status": self.status,
+            "error": self.error,
+            "command": self.command,
+            "tls": self.tls.to_json() if self.tls else None,
+            "cases": {c: [r.to_json() for r in rs] for c, rs in self.cases.items()},
+        }
+
+
+def _output(server: Server, tmp: Path) -> str:
+    tail = server.output_tail()
+    log_file = tmp / "error.log"
+    if log_file.exists() and log_file.stat().st_size:
+        tail += "\n" + "\n".join(log_file.read_text(errors="replace").splitlines()[-15:])
+    return "\n--- server output (tail) ---\n" + tail.strip() if tail.strip() else ""
+
+
+def run(args: argparse.Namespace, reg: ProcessRegistry, top: Path) -> dict[str, Target]:
+    """Make the certificate, start both servers (HarnessError if one does not serve), measure
+    every case ``--rounds`` times, the servers in turn, every other round reversed."""
+    find_wrk()
+    cert, key = make_certificate(top, args.key)
+    ctx = client_context(cert)
+    targets = {name: Target(name) for name in TARGETS}
+    running: list[tuple[Target, Server, int]] = []
+    starters = {"nginx": start_nginx, "edgeworker": start_edgeworker}
+    for name in TARGETS:
+        t = targets[name]
+        if name == "edgeworker" and args.no_edgeworker:
+            t.error = "skipped by --no-edgeworker"
+            continue
+        tmp = top / name
+        tmp.mkdir()
+        os.chmod(top, 0o755)
+        port = free_port()
+        log(f"{name}: starting on https://{HOST}:{port} in {tmp}")
+        try:
+            server = starters[name](reg, tmp, port, args, cert, key)
+        except OSError as exc:
+            raise HarnessError(f"{name} could not be started: {exc}") from exc
+        t.command = server.argv
+        try:
+            wait_until_serving(server, ctx, port, args.startup_timeout)
+            wait_for_workers(server.pid, args.workers, args.startup_timeout)
+            t.tls = tls_facts(ctx, port)
+        except Exception as exc:  # noqa: BLE001 - a server that does not serve stops the bench
+            t.status = "failed"
+            raise HarnessError(
+                f"{name} did not serve https://{HOST}:{port}/hello "
+                f"({' '.join(server.argv)}): {type(exc).__name__}: {exc}" + _output(server, tmp)
+            ) from exc
+        log(
+            f"{name}: {t.tls.version} {t.tls.cipher}, ticket {t.tls.ticket}, "
+            f"resumed {t.tls.resumed}"
+        )
+        t.status = "ok"
+        running.append((t, server, port))
+    for n in range(args.rounds):
+        log(f"round {n + 1} of {args.rounds}")
+        flip = n % 2 == 1
+        for t, server, port in reversed(running) if flip else running:
+            for case in reversed(CASES) if flip else CASES:
+                t.cases.setdefault(case, []).append(measure(case, server, port, args))
+            if not server.alive():
+                t.status = "failed"
+                t.error = f"server exited with status {server.proc.returncode} during the bench"
+    return targets
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+@dataclass
+class Goal:
+    label: str
+    case: str
+    target: float
+    per_round: list[float | None]
+
+    @property
+    def median(self) -> float | None:
+        vals = [v for v in self.per_round if v is not None]
+        return statistics.median(vals) if vals else None
+
+    @property
+    def verdict(self) -> str:
+        vals = [v for v in self.per_round if v is not None]
+        if not vals:
+            return "n/a"
+        met = [v >= self.target for v in vals]
+        return "PASS" if all(met) else "FAIL" if not any(met) else "inconclusive"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.label,
+            "case": self.case,
+            "op": ">=",
+            "target": self.target,
+            "per_round": self.per_round,
+            "median": self.median,
+            "verdict": self.verdict,
+        }
+
+
+def ratios(targets: dict[str, Target], case: str, p99: bool = False) -> list[float | None]:
+    """edgeworker / nginx of ``case`` within each round (None where a side failed)."""
+    ew, ng = targets["edgeworker"], targets["nginx"]
+    if ew.status != "ok" or ng.status != "ok":
+        return []
+    out: list[float | None] = []
+    for a, b in zip(ew.cases.get(case, []), ng.cases.get(case, []), strict=False):
+        if a.error or b.error or a.rate is None or b.rate is None:
+            out.append(None)
+        elif p99:
+            out.append(a.wrk.p99_ms / b.wrk.p99_ms if a.wrk and b.wrk and b.wrk.p99_ms else None)
+        else:
+            out.append(a.rate / b.rate if b.rate else None)
+    return out
+
+
+def goals(targets: dict[str, Target]) -> list[Goal]:
+    return [Goal(label, case, target, ratios(targets, case)) for label, case, target in GOALS]
+
+
+def _fmt(v: float | None, spec: str = ".3f") -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+UNITS = {"keepalive": "req/s", "close": "conn/s", "full": "conn/s", "flood": "req/s"}
+
+
+def render(targets: dict[str, Target], args: argparse.Namespace) -> str:
+    out = [
+        f"TLS bench: {args.key.upper()} certificate, {args.workers} workers per server, "
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s "
+        f"(warm-up {args.warmup:g}s), full handshakes from {args.full_clients} openssl s_time "
+        f"clients, median of {args.rounds} alternating rounds",
+        f"edgeworker runs on {servers_python(_venv_python())}",
+        "",
+    ]
+    for t in targets.values():
+        if t.tls:
+            out.append(
+                f"{t.name}: {t.tls.version} {t.tls.cipher}, session ticket "
+                f"{'yes' if t.tls.ticket else 'no'}, resumption "
+                f"{'yes' if t.tls.resumed else 'no'}"
+            )
+    rows = []
+    busy = []
+    for t in targets.values():
+        if t.status != "ok":
+            rows.append([t.name, t.status.upper(), "", "", "", "", "", t.error])
+            continue
+        for case in CASES:
+            m = t.median_round(case)
+            rounds = t.cases.get(case, [])
+            errors = "; ".join(sorted({r.error for r in rounds if r.error}))
+            foreign = [r.foreign_cpu_pct for r in rounds if r.foreign_cpu_pct is not None]
+            if foreign and max(foreign) > FOREIGN_CPU_WARN_PCT:
+                busy.append(f"{t.name} {case} {max(foreign):.0f}%")
+            if m is None:
+                rows.append([f"{t.name} {case}", "ERROR", "", "", "", "", "", errors])
+                continue
+            note = errors
+            if case == "flood" and m.flood_rate is not None:
+                note = f"flood {m.flood_rate:,.0f} handshakes/s" + (f"; {note}" if note else "")
+            if case == "close" and m.wrk is not None and m.opened is not None:
+                note = f"{m.opened / max(1, m.wrk.requests):.2f} connections per request" + (
+                    f"; {note}" if note else ""
+                )
+            rows.append(
+                [
+                    f"{t.name} {case}",
+                    f"{m.rate:,.0f} {UNITS[case]}",
+                    f"{m.wrk.p50_ms:.2f}" if m.wrk else "-",
+                    f"{m.wrk.p99_ms:.2f}" if m.wrk else "-",
+                    str(m.wrk.errors) if m.wrk else "-",
+                    " ".join(_fmt(v, ",.0f") for v in t.rates(case)),
+                    "-" if not foreign else f"{max(foreign):.0f}",
+                    note,
+                ]
+            )
+    out.append("")
+    out.append(
+        format_table(
+            ["case", "median", "p50 ms", "p99 ms", "errors", "each round", "other CPU %", "note"],
+            rows,
+            right=(1, 2, 3, 4, 6),
+        )
+    )
+    if busy:
+        out.append(
+            "WARNING: other processes used the CPU during "
+            + ", ".join(busy)
+            + ": those figures are understated and the ratios unreliable."
+        )
+    out += ["", "edgeworker / nginx, per round, then the median, against the goals:"]
+    gl = goals(targets)
+    out.append(
+        format_table(
+            ["ratio", "each round", "median", "goal", "verdict"],
+            [
+                [
+                    g.label,
+                    " ".join(_fmt(v) for v in g.per_round) or "n/a",
+                    _fmt(g.median),
+                    f">= {g.target:g}",
+                    g.verdict,
+                ]
+                for g in gl
+            ],
+            right=(2,),
+        )
+    )
+    p99 = ratios(targets, "flood", p99=True)
+    vals = [v for v in p99 if v is not None]
+    out += [
+        "",
+        "for context (no goal):",
+        f"  p99 of keep-alive requests under a handshake flood, edgeworker / nginx: "
+        f"{' '.join(_fmt(v) for v in p99) or 'n/a'}  median "
+        f"{_fmt(statistics.median(vals) if vals else None)}",
+    ]
+    return "\n".join(out)
+
+
+def _venv_python() -> str:
+    python = VENV_BIN / "python"
+    return str(python if python.exists() else sys.executable)
+
+
+def environment() -> dict[str, str]:
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "cpus": str(os.cpu_count()),
+        "python": servers_python(_venv_python()),
+        "wrk": tool_version([shutil.which("wrk") or "wrk", "--version"]),
+        "nginx": tool_version(["nginx", "-v"]),
+        "openssl": tool_version(["openssl", "version"]),
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per measured run (10)")
+    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds of wrk cases (2)")
+    p.add_argument("--rounds", type=int, default=5, help="alternating rounds (5)")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
+    p.add_argument("--connections", type=int, default=50, help="wrk connections (50)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes per server (2)")
+    p.add_argument(
+        "--full-clients",
+        type=int,
+        default=4,
+        help="openssl s_time processes of the full-handshake case (4)",
+    )
+    p.add_argument(
+        "--key",
+        choices=("ecdsa", "rsa"),
+        default="ecdsa",
+        help="server key: ECDSA P-256 (default) or RSA 2048",
+    )
+    p.add_argument("--no-edgeworker", action="store_true", help="run the nginx side alone")
+    p.add_argument(
+        "--edgeworker", default="", help="command to run edgeworker (default: .venv/bin/edgeworker)"
+    )
+    p.add_argument("--startup-timeout", type=float, default=30.0, help="seconds (30)")
+    p.add_argument("--json", metavar="FILE", help="also write every figure as JSON to FILE")
+    p.add_argument("--check", action="store_true", help="exit 1 unless every goal is PASS")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
+    p.add_argument("-v", "--verbose", action="store_true", help="print tracebacks")
+    args = p.parse_args(argv)
+    if (
+        args.duration < 1
+        or args.warmup < 0
+        or min(args.rounds, args.threads, args.workers, args.full_clients) < 1
+    ):
+        p.error(
+            "--duration >= 1, --warmup >= 0, --rounds, --threads, --workers, --full-clients >= 1"
+        )
+    if args.connections < args.threads:
+        p.error("--connections must be >= --threads")
+    if args.full_clients > 16 or args.connections > 1000 or args.duration > 600:
+        p.error("bounded load: --full-clients <= 16, --connections <= 1000, --duration <= 600")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    top = Path(tempfile.mkdtemp(prefix="tls_bench-"))
+    try:
+        with ProcessRegistry() as reg:
+            try:
+                targets = run(args, reg, top)
+            except KeyboardInterrupt:
+                log("interrupted: stopping servers")
+                reg.stop_all()
+                return 130
+            except (HarnessError, FileNotFoundError) as exc:
+                if args.verbose:
+                    traceback.print_exc()
+                print(f"tls_bench: {exc}", file=sys.stderr, flush=True)
+                reg.stop_all()
+                return 2
+    finally:
+        if args.keep:
+            log(f"kept {top}")
+        else:
+            shutil.rmtree(top, ignore_errors=True)
+    print(render(targets, args), flush=True)
+    gl = goals(targets)
+    if args.json:
+        doc = {
+            "bench": "tls",
+            "settings": {
+                k: getattr(args, k)
+                for k in (
+                    "duration",
+                    "warmup",
+                    "rounds",
+                    "threads",
+                    "connections",
+                    "workers",
+                    "full_clients",
+                    "key",
+                )
+            },
+            "environment": environment(),
+            "targets": {k: v.to_json() for k, v in targets.items()},
+            "goals": [g.to_json() for g in gl],
+            "context": {"flood_p99_ratio_per_round": ratios(targets, "flood", p99=True)},
+        }
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+        log(f"results written to {args.json}")
+    if args.check and any(g.verdict != "PASS" for g in gl):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
