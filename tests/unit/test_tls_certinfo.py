@@ -152,6 +152,7 @@ AWKWARD = {
             A(EMAIL, "ia5 <box>@example.com", _ASN1Type.IA5String),
             A(NameOID.LOCALITY_NAME, "utf8 type", _ASN1Type.UTF8String),
             A(NameOID.STATE_OR_PROVINCE_NAME, "T61 café", _ASN1Type.T61String),
+            A(NameOID.STREET_ADDRESS, "bmp\x00nul\x1f", _ASN1Type.BMPString),
         ]
     ),
     "multi-valued rdn": x509.Name(
