@@ -33,7 +33,6 @@ import base64
 import datetime
 import hashlib
 import time
-from functools import lru_cache
 
 from cryptography import x509
 
@@ -41,8 +40,9 @@ __all__ = ["cert_vars", "format_dn", "format_serial", "format_time", "pem"]
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
-#: OpenSSL's short names of the attribute types certificates carry (OBJ_nid2sn); any other OID
-#: is looked up in the OpenSSL that Python's ``ssl`` module links, else printed dotted
+#: OpenSSL's short names (OBJ_nid2sn) of the attribute types a name may carry: X.520's
+#: (2.5.4.*), and the PKCS #9, RFC 4519 and EV ones; any other OID is printed dotted, as
+#: OpenSSL prints an OID it does not know
 _SHORT_NAMES = {
     "2.5.4.3": "CN",
     "2.5.4.4": "SN",
@@ -55,24 +55,60 @@ _SHORT_NAMES = {
     "2.5.4.11": "OU",
     "2.5.4.12": "title",
     "2.5.4.13": "description",
+    "2.5.4.14": "searchGuide",
     "2.5.4.15": "businessCategory",
     "2.5.4.16": "postalAddress",
     "2.5.4.17": "postalCode",
     "2.5.4.18": "postOfficeBox",
+    "2.5.4.19": "physicalDeliveryOfficeName",
     "2.5.4.20": "telephoneNumber",
+    "2.5.4.21": "telexNumber",
+    "2.5.4.22": "teletexTerminalIdentifier",
+    "2.5.4.23": "facsimileTelephoneNumber",
+    "2.5.4.24": "x121Address",
+    "2.5.4.25": "internationaliSDNNumber",
+    "2.5.4.26": "registeredAddress",
+    "2.5.4.27": "destinationIndicator",
+    "2.5.4.28": "preferredDeliveryMethod",
+    "2.5.4.29": "presentationAddress",
+    "2.5.4.30": "supportedApplicationContext",
+    "2.5.4.31": "member",
+    "2.5.4.32": "owner",
+    "2.5.4.33": "roleOccupant",
+    "2.5.4.34": "seeAlso",
+    "2.5.4.35": "userPassword",
+    "2.5.4.36": "userCertificate",
+    "2.5.4.37": "cACertificate",
+    "2.5.4.38": "authorityRevocationList",
+    "2.5.4.39": "certificateRevocationList",
+    "2.5.4.40": "crossCertificatePair",
     "2.5.4.41": "name",
     "2.5.4.42": "GN",
     "2.5.4.43": "initials",
     "2.5.4.44": "generationQualifier",
     "2.5.4.45": "x500UniqueIdentifier",
     "2.5.4.46": "dnQualifier",
+    "2.5.4.47": "enhancedSearchGuide",
+    "2.5.4.48": "protocolInformation",
+    "2.5.4.49": "distinguishedName",
+    "2.5.4.50": "uniqueMember",
+    "2.5.4.51": "houseIdentifier",
+    "2.5.4.52": "supportedAlgorithms",
+    "2.5.4.53": "deltaRevocationList",
+    "2.5.4.54": "dmdName",
     "2.5.4.65": "pseudonym",
     "2.5.4.72": "role",
     "2.5.4.97": "organizationIdentifier",
+    "2.5.4.98": "c3",
+    "2.5.4.99": "n3",
+    "2.5.4.100": "dnsName",
     "0.9.2342.19200300.100.1.1": "UID",
+    "0.9.2342.19200300.100.1.3": "mail",
     "0.9.2342.19200300.100.1.25": "DC",
     "1.2.840.113549.1.9.1": "emailAddress",
     "1.2.840.113549.1.9.2": "unstructuredName",
+    "1.2.840.113549.1.9.3": "contentType",
+    "1.2.840.113549.1.9.7": "challengePassword",
     "1.2.840.113549.1.9.8": "unstructuredAddress",
     "1.3.6.1.4.1.311.60.2.1.1": "jurisdictionL",
     "1.3.6.1.4.1.311.60.2.1.2": "jurisdictionST",
@@ -150,19 +186,9 @@ def _oid_text(body: bytes) -> str:
     return ".".join(str(a) for a in head + arcs[1:])
 
 
-@lru_cache(maxsize=256)
 def _short_name(oid: str) -> str | None:
-    """OpenSSL's short name of ``oid``, or None when OpenSSL does not know it."""
-    name = _SHORT_NAMES.get(oid)
-    if name is not None:
-        return name
-    try:
-        import ssl
-
-        nid, short, _long, _oid = ssl._txt2obj(oid, name=False)  # noqa: SLF001 - OBJ_txt2obj
-    except Exception:  # noqa: BLE001 - unknown to OpenSSL, or no lookup available
-        return None
-    return short if nid and short else None
+    """OpenSSL's short name of ``oid``, or None when it has none (then printed dotted)."""
+    return _SHORT_NAMES.get(oid)
 
 
 def _print_value(tag: int, value: bytes, out: list[str]) -> None:

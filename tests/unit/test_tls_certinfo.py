@@ -36,7 +36,7 @@ ISSUER = x509.Name(
 NOW = datetime.datetime(2026, 12, 7, 14, 0, 0, tzinfo=datetime.UTC)
 EMAIL = NameOID.EMAIL_ADDRESS
 UNKNOWN_OID = x509.ObjectIdentifier("1.2.3.4.5")
-DMD_NAME = x509.ObjectIdentifier("2.5.4.54")  # known to OpenSSL, not in the module's table
+DMD_NAME = x509.ObjectIdentifier("2.5.4.54")  # a rare X.520 type OpenSSL knows
 
 
 def A(oid, value, kind=None):  # noqa: N802 - reads like the Name it builds
