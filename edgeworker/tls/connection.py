@@ -22,6 +22,7 @@ from typing import Any
 from ..http.responses import SERVER, encode_head, http_date
 from ..io import BIOTLS, TLSTransport
 from . import schema
+from .certinfo import cert_vars
 
 __all__ = ["PLAIN_HTTP_BODY", "TLSInfo", "accept", "plain_http_response", "refusal_response"]
 
@@ -139,25 +140,14 @@ class TLSInfo:
         if name == "ssl_client_verify":
             return self.verify
         if name.startswith("ssl_client_"):
-            # the client certificate's subject, issuer, serial, fingerprint and PEM
-            # (nginx's formats) come from cert_vars(der) of edgeworker.tls.certinfo
+            # the client certificate's subject, issuer, serial, fingerprint, PEM and dates
+            # (nginx's formats), read once per connection
             values = self._cert_vars
             if values is None:
                 der = self.peer_der()
-                values = self._cert_vars = _cert_vars(der) if der is not None else {}
+                values = self._cert_vars = cert_vars(der) if der is not None else {}
             return values.get(name, "")
         return None
-
-
-def _cert_vars(der: bytes) -> dict[str, str]:
-    """The ``ssl_client_*`` variables of the client certificate ``der``: ``cert_vars`` of
-    ``edgeworker.tls.certinfo`` (nginx's formats of the subject, issuer, serial, fingerprint
-    and PEM); none while that module is absent."""
-    try:
-        from .certinfo import cert_vars  # type: ignore[import-not-found]
-    except ImportError:
-        return {}
-    return cert_vars(der)
 
 
 def accept(

@@ -25,7 +25,9 @@ HANDLERS = """
 import json
 
 NAMES = ("scheme", "https", "ssl_protocol", "ssl_cipher", "ssl_server_name",
-         "ssl_session_reused", "ssl_client_verify", "server_port", "pid")
+         "ssl_session_reused", "ssl_client_verify", "server_port", "pid",
+         "ssl_client_s_dn", "ssl_client_i_dn", "ssl_client_serial", "ssl_client_fingerprint",
+         "ssl_client_raw_cert")
 
 def show(req):
     return {name: req.var.get(name) for name in NAMES}
@@ -359,9 +361,24 @@ def test_client_certificates_on_optional_and_a_wrong_ca(server, certs):
             _server_block("opt.example", opt, "OPT", verify + 'ssl_verify_client = "optional"'),
         ),
     )
-    # on: with a certificate of the CA
+    # on: with a certificate of the CA; its subject, issuer, serial and fingerprint as
+    # openssl prints them (nginx's formats)
     status, body, _ = https_get(srv.port, "/vars", client_context(ca, alice), "on.example")
-    assert status == 200 and json.loads(body)["ssl_client_verify"] == "SUCCESS"
+    doc = json.loads(body)
+    assert status == 200 and doc["ssl_client_verify"] == "SUCCESS"
+    openssl = require_tool("openssl", "openssl")
+
+    def x509(*opts: str) -> str:
+        out = subprocess.run([openssl, "x509", "-in", str(alice.cert), "-noout", *opts],
+                             capture_output=True, text=True, check=True, timeout=30).stdout
+        return out.strip().split("=", 1)[1]
+
+    assert doc["ssl_client_s_dn"] == x509("-subject", "-nameopt", "RFC2253")
+    assert doc["ssl_client_i_dn"] == x509("-issuer", "-nameopt", "RFC2253")
+    assert doc["ssl_client_serial"] == x509("-serial")
+    assert doc["ssl_client_fingerprint"] == x509("-fingerprint", "-sha1").replace(":", "").lower()
+    assert doc["ssl_client_raw_cert"].strip() == alice.cert.read_text().strip().split(
+        "-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----"
     # on: without: 400, nginx's text
     status, body, _ = https_get(srv.port, "/", client_context(ca), "on.example")
     assert status == 400 and b"No required SSL certificate was sent" in body
