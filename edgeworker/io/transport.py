@@ -292,8 +292,8 @@ class TLSTransport(Transport):
 
     ``tls``: the object that reads, writes and handshakes without waiting (raising
     ``ssl.SSLWantReadError``/``SSLWantWriteError``): by default the TLS object of gevent's
-    socket; a stdlib ``ssl.SSLSocket`` over a non-blocking socket is its own (the server side
-    of ``edgeworker.tls``: pass it as both ``sock`` and ``tls``)."""
+    socket (an upstream's); a ``BIOTLS`` for TLS over memory buffers (a client's, made by
+    ``edgeworker.tls``)."""
 
     __slots__ = ("tls",)
 
@@ -493,14 +493,20 @@ class BIOTLS:
         """Never waits to write (a tunnel reads and writes in two greenlets): what TLS wrote
         of its own while reading (a key update's answer) is sent now if the socket takes it,
         else before the next write's bytes."""
+        obj = self.obj
+        if not self.incoming.pending and not obj.pending():
+            # nothing for TLS to read yet: the socket first (an exception fewer than asking
+            # TLS, which would want to read, and asking again)
+            self._fill()
         while True:
             try:
-                data = self.obj.read(size)
+                data = obj.read(size)
             except _WantRead:
                 self._flush_some()
                 self._fill()
                 continue
-            self._flush_some()
+            if self.outgoing.pending or self._out:
+                self._flush_some()
             return data
 
     def _flush_some(self) -> None:
