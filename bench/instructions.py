@@ -6,7 +6,9 @@ handler and the ``/incr`` shared-dict access route of ``bench/handlers/bench_app
 more locations: ``= /small.txt``, proxied to a local nginx serving a 120-byte file (the backend of
 ``bench/proxy_bench.py``), and ``= /limit``, the ``/hello`` handler behind a declarative
 shared-dict limit keyed by ``$binary_remote_addr`` whose rate the run never reaches (every
-request is allowed and gets the RateLimit headers). The server runs under ``valgrind
+request is allowed and gets the RateLimit headers); and a second server, a TLS listener (a
+self-signed ECDSA P-256 certificate made with ``openssl`` at start-up) with the hello handler:
+the ``tls`` route, keep-alive requests over TLS 1.3. The server runs under ``valgrind
 --tool=callgrind --trace-children=yes --instr-atstart=no``: nothing is instrumented until the
 worker answers; then ``callgrind_control -i on`` turns instrumentation on in the worker only.
 The client runs outside valgrind and checks every reply.
@@ -26,7 +28,7 @@ taking turns; it agrees within about 0.5 % from round to round and run to run wh
 machine's load. Total/N of the counted window is reported beside it. The server runs with
 ``PYTHONHASHSEED=0``.
 
-Usage: python bench/instructions.py [--requests 5000] [--routes hello,incr,proxy,limit]
+Usage: python bench/instructions.py [--requests 5000] [--routes hello,incr,proxy,limit,tls]
 [--rounds 3] [--warmup 1000] [--paced 200] [--json] [--output FILE] [--compare FILE_OR_JSON]
 [--tolerance 3] [--disable NAME[,NAME...]]
 
@@ -54,6 +56,7 @@ import re
 import shlex
 import shutil
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -61,6 +64,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -107,6 +111,7 @@ class Route:
     name: str
     path: str
     body: bytes
+    tls: bool = False  # over TLS (the TLS listener of the same server)
 
 
 ROUTES = {
@@ -116,6 +121,7 @@ ROUTES = {
         Route("incr", "/incr", EXPECTED_BODY),
         Route("proxy", "/small.txt", SMALL_BODY),
         Route("limit", "/limit", EXPECTED_BODY),
+        Route("tls", "/hello", EXPECTED_BODY, tls=True),
     )
 }
 
@@ -138,6 +144,17 @@ LIMIT_LOCATION = """
   match = "= /limit"
   content = "bench_app:hello"
   limit = { key = "$binary_remote_addr", rate = "1000000000r/h", store = "shm:limits" }
+"""
+# a second server: the hello handler over TLS (a certificate made at start-up)
+TLS_SERVER = """
+[[server]]
+listen = ["{host}:{port} ssl"]
+ssl_certificate = "{cert}"
+ssl_certificate_key = "{key}"
+
+  [[server.location]]
+  match = "= /hello"
+  content = "bench_app:hello"
 """
 
 
@@ -164,11 +181,12 @@ def git_commit() -> str:
     return head + ("+dirty" if dirty else "")
 
 
-def render_config(backend_port: int, port: int) -> str:
+def render_config(backend_port: int, port: int, tls: tuple[int, Path, Path]) -> str:
     """The HTTP bench's edgeworker config with one worker on ``port``, the proxied
-    ``/small.txt`` location, the ``/limit`` location and its shared dict, and no request limit
-    on a keep-alive connection (the default closes it after 1,000 requests, which would put a
-    new connection inside a window)."""
+    ``/small.txt`` location, the ``/limit`` location and its shared dict, a TLS server (``tls``:
+    its port, certificate and key) with the hello location, and no request limit on a
+    keep-alive connection (the default closes it after 1,000 requests, which would put a new
+    connection inside a window)."""
     text = render_edgeworker_config((CONFIGS / "edgeworker.toml").read_text(), port, 1)
     text, n_http = re.subn(
         r"^\[http\]$", "[http]\nkeepalive_requests = 100000000", text, flags=re.M
@@ -183,15 +201,62 @@ def render_config(backend_port: int, port: int) -> str:
             "table"
         )
     upstream = UPSTREAM.format(host=HOST, port=backend_port)
-    return text[:first_server] + upstream + text[first_server:] + PROXY_LOCATION + LIMIT_LOCATION
+    tls_server = TLS_SERVER.format(host=HOST, port=tls[0], cert=tls[1], key=tls[2])
+    return (
+        text[:first_server]
+        + upstream
+        + text[first_server:]
+        + PROXY_LOCATION
+        + LIMIT_LOCATION
+        + tls_server
+    )
+
+
+def make_certificate(tmp: Path) -> tuple[Path, Path]:
+    """A self-signed ECDSA P-256 certificate for 127.0.0.1 in ``tmp``: (cert, key)."""
+    cert, key = tmp / "server.crt", tmp / "server.key"
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("openssl not found (Debian: apt-get install openssl)")
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-sha256",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    return cert, key
 
 
 class Client:
-    """One keep-alive HTTP/1.1 connection that sends wrk's request and checks every reply."""
+    """One keep-alive HTTP/1.1 connection that sends wrk's request and checks every reply;
+    over TLS when given the certificate to trust (``cafile``)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, cafile: Path | None = None) -> None:
         self.sock = socket.create_connection((HOST, port), timeout=REPLY_TIMEOUT)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if cafile is not None:
+            ctx = ssl.create_default_context(cafile=str(cafile))
+            self.sock = ctx.wrap_socket(self.sock, server_hostname=HOST)
         self.host = f"{HOST}:{port}"
         self.buf = b""
 
@@ -326,9 +391,10 @@ def measure_window(
     return Window(requests, ir, time.monotonic() - start)
 
 
-def measure_round(port: int, cg: Callgrind, route: Route, args: argparse.Namespace) -> Round:
-    """On a fresh connection: the warm-up, the counted window, then the paced window."""
-    client = Client(port)
+def measure_round(port: Any, cg: Callgrind, route: Route, args: argparse.Namespace) -> Round:
+    """On a fresh connection (``port(route)``: its port and certificate): the warm-up, the
+    counted window, then the paced window."""
+    client = Client(*port(route))
     try:
         client.run(route, args.warmup)
         burst = measure_window(cg, client, route, args.requests)
@@ -348,14 +414,19 @@ def disable_env(names: list[str]) -> dict[str, str]:
 
 
 def start_edgeworker(
-    reg: ProcessRegistry, tmp: Path, port: int, backend_port: int, disable: list[str]
+    reg: ProcessRegistry,
+    tmp: Path,
+    port: int,
+    backend_port: int,
+    disable: list[str],
+    tls: tuple[int, Path, Path],
 ) -> Server:
     """edgeworker under callgrind (instrumentation off until turned on), in ``tmp``, with the
-    ``disable`` entry points off."""
+    ``disable`` entry points off and a TLS listener (``tls``: port, certificate, key)."""
     (tmp / "configs").mkdir()
     shutil.copytree(HANDLERS, tmp / "handlers")
     conf = tmp / "configs" / "edgeworker.toml"
-    conf.write_text(render_config(backend_port, port))
+    conf.write_text(render_config(backend_port, port, tls))
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONHASHSEED="0")
     env.update(disable_env(disable))
     hook = [str(ACCEL_OFF)] if "BENCH_ACCEL_OFF" in env else []
@@ -383,13 +454,19 @@ def run(args: argparse.Namespace, routes: list[Route]) -> dict[str, list[Round]]
         tmp = Path(tmp_s)
         backend_port = start_backend(reg, tmp)
         port = free_port()
+        cert, key = make_certificate(tmp)
+        tls = (free_port(), cert, key)
+
+        def port_of(route: Route) -> tuple[int, Path | None]:
+            return (tls[0], cert) if route.tls else (port, None)
+
         log("starting edgeworker (1 worker) under callgrind")
-        server = start_edgeworker(reg, tmp, port, backend_port, args.disable_list)
+        server = start_edgeworker(reg, tmp, port, backend_port, args.disable_list, tls)
         try:
             wait_for_port(HOST, port, 120, server.proc)
             (worker,) = wait_for_workers(server.pid, 1, 60)[:1]
             for route in routes:  # every route answers before anything is counted
-                client = Client(port)
+                client = Client(*port_of(route))
                 client.run(route, 1)
                 client.close()
             cg = Callgrind(worker, tmp)
@@ -397,7 +474,7 @@ def run(args: argparse.Namespace, routes: list[Route]) -> dict[str, list[Round]]
             counted = read_counter(port) if "incr" in totals else 0
             for i in range(args.rounds):
                 for route in routes:
-                    one = measure_round(port, cg, route, args)
+                    one = measure_round(port_of, cg, route, args)
                     totals[route.name].append(one)
                     per_request, per_second = one.solve()
                     log(
