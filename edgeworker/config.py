@@ -37,7 +37,7 @@ from typing import Any
 
 import msgspec
 
-from . import static, status
+from . import compress, static, status
 from .confschema import (
     REDIS_TABLE,
     TOKEN_RE,
@@ -101,10 +101,16 @@ FEATURES: tuple[Feature, ...] = (
     limit.FEATURE,
     jwt_schema.FEATURE,
     static.FEATURE,
+    compress.FEATURE,
 )
 
 #: The features that add keys to ``[[server]]`` (and ``[http]``, whose values servers inherit).
 SERVER_FEATURES: tuple[ServerFeature, ...] = (tls.FEATURE,)
+#: The location features' keys settable in ``[http]``, ``[[server]]`` and locations (the inner
+#: one wins): (name, type, default) each (see ``Feature.inherited``).
+INHERITED: tuple[tuple[str, Any, Any], ...] = tuple(k for f in FEATURES for k in f.inherited)
+#: Each inherited key as a field of a scope: None while not set there.
+_SCOPE_FIELDS = [(name, typ | None, None) for name, typ, _ in INHERITED]
 
 
 #: Phase handler keys settable in ``[http]`` and inherited by locations, in run order.
@@ -184,12 +190,13 @@ class _HttpCore(Base):
 
 Http = msgspec.defstruct(
     "Http",
-    [field for f in SERVER_FEATURES for field in f.fields],
+    [*(field for f in SERVER_FEATURES for field in f.fields), *_SCOPE_FIELDS],
     bases=(_HttpCore,),
     module=__name__,
     namespace={
         "__doc__": "``[http]``: protocol limits, timeouts, logs, the phase handlers locations "
-        "inherit, and the server features' keys servers inherit (``ssl_*``)."
+        "inherit, the server features' keys servers inherit (``ssl_*``), and the location "
+        "features' inherited keys (``INHERITED``; None when not set)."
     },
 )
 
@@ -228,7 +235,7 @@ _LOCATION_FIELDS: list[tuple[str, Any, Any]] = [
 
 Location = msgspec.defstruct(
     "Location",
-    _LOCATION_FIELDS + [field for f in FEATURES for field in f.fields],
+    _LOCATION_FIELDS + [field for f in FEATURES for field in f.fields] + _SCOPE_FIELDS,
     bases=(Base,),
     module=__name__,
     namespace={"__doc__": "``[[server.location]]``: the core keys and every feature's."},
@@ -250,14 +257,15 @@ class _ServerCore(Base):
 
 Server = msgspec.defstruct(
     "Server",
-    [field for f in SERVER_FEATURES for field in f.server_fields],
+    [*(field for f in SERVER_FEATURES for field in f.server_fields), *_SCOPE_FIELDS],
     bases=(_ServerCore,),
     module=__name__,
     namespace={
         "__doc__": "``[[server]]``: a virtual server. ``listen`` is normalized "
         '(``"127.0.0.1:8080"``, ``"[::1]:8080"``, ``"0.0.0.0:8080"`` for a bare port), its '
         "flags (``ssl``) taken off into ``listen_ssl``; the first server for an address is its "
-        "default. The server features' keys (``ssl_*``) hold their effective values."
+        "default. The server features' keys (``ssl_*``) hold their effective values; it may "
+        "set the location features' inherited keys."
     },
 )
 
@@ -396,6 +404,13 @@ class _Loader(Context):
             http.access_log = abspath(self.base, http.access_log)
         for key in PHASES:
             self.check_handlers(f"http.{key}", getattr(http, key))
+        self.check_scope(http, "http")
+
+    def check_scope(self, scope: Any, path: str) -> None:
+        """The features' checks of the inherited keys ``scope`` sets itself."""
+        for feature in FEATURES:
+            if feature.scope_check is not None:
+                feature.scope_check(scope, path, self)
 
     def servers(self, raw_servers: Any, http: Http) -> list[Server]:
         if raw_servers is None:
@@ -414,9 +429,10 @@ class _Loader(Context):
             raw_locs = raw.pop("location", [])
             server = self.convert(raw, Server, sp)
             if server is None:  # still report the problems of its locations
-                self.locations(raw_locs, sp, http)
+                self.locations(raw_locs, sp, http, None)
                 continue
             server.path = sp
+            self.check_scope(server, sp)
             listens: list[str] = []
             flagged: dict[str, tuple[str, ...]] = {}
             for j, text in enumerate(server.listen):
@@ -450,13 +466,13 @@ class _Loader(Context):
                             f"{sp}.server_name",
                             f'conflicting server name "{name}" on {addr} (also in {other})',
                         )
-            server.location = tuple(self.locations(raw_locs, sp, http))
+            server.location = tuple(self.locations(raw_locs, sp, http, server))
             out.append(server)
         for feature in SERVER_FEATURES:
             feature.check(out, http, self)
         return out
 
-    def locations(self, raw_locs: Any, sp: str, http: Http) -> list[Any]:
+    def locations(self, raw_locs: Any, sp: str, http: Http, server: Server | None) -> list[Any]:
         if not isinstance(raw_locs, list) or not all(isinstance(x, dict) for x in raw_locs):
             self.err(f"{sp}.location", "expected an array of tables ([[server.location]])")
             return []
@@ -468,7 +484,7 @@ class _Loader(Context):
             if loc is None:
                 continue
             loc.path = lp
-            self.post_location(loc, lp, http)
+            self.post_location(loc, lp, http, server)
             try:
                 modifier, pattern = parse_match(loc.match)
             except ValueError as e:
@@ -481,7 +497,7 @@ class _Loader(Context):
             out.append(loc)
         return out
 
-    def post_location(self, loc: Any, lp: str, http: Http) -> None:
+    def post_location(self, loc: Any, lp: str, http: Http, server: Server | None) -> None:
         kinds = [k for k in _SOURCES if getattr(loc, "return_" if k == "return" else k) is not None]
         if len(kinds) != 1:
             found = ", ".join(kinds) if kinds else "none"
@@ -500,6 +516,13 @@ class _Loader(Context):
         if loc.return_ is not None:
             self.check_return(loc.return_, f"{lp}.return")
         self.check_header_names(f"{lp}.add_header", loc.add_header)
+        self.check_scope(loc, lp)
+        for name, _, default in INHERITED:  # not set here: the server's, else [http]'s
+            if getattr(loc, name) is None:
+                value = getattr(server, name) if server is not None else None
+                if value is None:
+                    value = getattr(http, name)
+                setattr(loc, name, default if value is None else value)
         for feature in FEATURES:
             feature.check(loc, lp, self)
 

@@ -409,18 +409,30 @@ class Feature:
     has exactly one). ``fields`` are the location keys it adds, as ``msgspec.defstruct`` takes
     them: (name, type, default); the first is ``key``. ``check`` runs on every decoded
     location; ``tables`` are the top-level tables it owns.
+
+    ``inherited`` are keys settable in ``[http]``, in a ``[[server]]`` and in a location, as
+    nginx's ``http``/``server``/``location`` contexts: (name, type, default) each; a location
+    that does not set one takes its server's value, else ``[http]``'s, else the default (the
+    inner one wins). ``scope_check`` runs on each scope's own values (a key not set there is
+    None) with that scope's config path (``http``, ``server[0]``, ``server[0].location[1]``),
+    before the location inherits. Given as ``output``, the build function makes the
+    location's output filter (below the header_filter/body_filter handlers), or returns None
+    when the location does not use it.
     """
 
     fields: tuple[tuple[str, Any, Any], ...]
     check: Check
     access: str = ""
     content: str = ""
+    output: str = ""
     tables: tuple[Table, ...] = ()
+    inherited: tuple[tuple[str, Any, Any], ...] = ()
+    scope_check: Check | None = None
 
     @property
     def key(self) -> str:
         """The location key that turns the feature on."""
-        return self.fields[0][0]
+        return (self.fields or self.inherited)[0][0]
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,8 @@ class LocationRuntime:
         "content_type_line",
         "add_header",
         "client_max_body_size",
+        "compress",
+        "output_filters",
     )
 
     def __init__(self, path: str, conf: Any, app: App) -> None:
@@ -91,6 +93,14 @@ class LocationRuntime:
             (name.encode("latin-1"), value) for name, value in (conf.add_header or {}).items()
         )
         self.client_max_body_size = conf.client_max_body_size
+        #: the output filter below the handlers' (compression), or None
+        self.compress = None
+        for key, factory in OUTPUT_FEATURES:
+            built = _feature(factory, key, path)(conf, app)
+            if built is not None:
+                self.compress = built
+        #: any output filter (the output methods test this one flag first)
+        self.output_filters = bool(self.header_filters or self.body_filter or self.compress)
 
 
 # The declarative features of ``config.FEATURES``: (location key, "module:function" of the
@@ -98,6 +108,7 @@ class LocationRuntime:
 # ``fn(req)`` in the access phase, or as the content handler.
 ACCESS_FEATURES = tuple((f.key, f.access) for f in FEATURES if f.access)
 CONTENT_SOURCES = tuple((f.key, f.content) for f in FEATURES if f.content)
+OUTPUT_FEATURES = tuple((f.key, f.output) for f in FEATURES if f.output)
 
 
 def _feature(factory: str, key: str, path: str) -> Callable:

@@ -35,6 +35,7 @@ REWRITE, ACCESS, CONTENT, HEADER_FILTER, BODY_FILTER, LOG = (
 )
 _BODY_PHASES = (REWRITE, ACCESS, CONTENT)
 _EXIT_PHASES = (REWRITE, ACCESS, CONTENT, HEADER_FILTER)
+_PIECE = 65536  # a compressed file body is read in pieces of this size
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 #: An incoming request id is honoured when it is 1..128 visible ASCII characters.
 _GOOD_ID = re.compile(rb"[\x21-\x7e]{1,128}").fullmatch
@@ -126,6 +127,7 @@ class Request:
         "keep_alive",
         "server_route",
         "header_lines",
+        "encoder",
     )
 
     def __init__(self, conn: Channel, head: Any, app: Pipeline) -> None:
@@ -164,6 +166,8 @@ class Request:
         self.body_bytes_sent = 0
         self.keep_alive: bool = head.keep_alive
         self.server_route: Any = None
+        #: the compressor of a compressed streamed body (``feed``/``end``), else None
+        self.encoder: Any = None
         field = app.rid_field
         if field is None:
             self._id = None
@@ -476,15 +480,19 @@ class Request:
 
     def respond(self, body: bytes) -> None:
         """Send the whole response (head and ``body``); header_filter and body_filter run
-        first."""
+        first, then compression (the whole body at once, its length exact)."""
         loc = self.location
-        if loc is not None:
+        if loc is not None and loc.output_filters:
             if loc.header_filters:
                 replaced = self._app.header_filter(self)
                 if replaced is not None:
                     body = replaced
             if loc.body_filter:
                 body = self._app.body_filter(self, body, True)
+            if loc.compress is not None:
+                enc = loc.compress.start(self, len(body))
+                if enc is not None:
+                    body = enc.end(body)
         self._conn.send_response(self, body)
 
     def send_head(self, length: int, first: bytes = b"") -> None:
@@ -494,19 +502,50 @@ class Request:
         request, its response goes out whole instead and the body is not sent. Not for
         locations with a body_filter (a filter may change the length)."""
         loc = self.location
-        if loc is not None and loc.header_filters:
-            replaced = self._app.header_filter(self)
-            if replaced is not None:
-                return self._replace_response(replaced)
+        if loc is not None and loc.output_filters:
+            if loc.header_filters:
+                replaced = self._app.header_filter(self)
+                if replaced is not None:
+                    return self._replace_response(replaced)
+            if loc.compress is not None:
+                enc = self.encoder = loc.compress.start(self, length, True)
+                if enc is not None:  # compressed: streamed from here on, without a length
+                    return self._conn.stream(self, enc.feed(first) if first else b"", False)
         self._conn.send_head(self, length, first)
 
     def send_body(self, data: bytes) -> None:
         """Raw body bytes after ``send_head`` (nothing for HEAD or after the end)."""
+        enc = self.encoder
+        if enc is not None:
+            if data:
+                self._conn.stream(self, enc.feed(data), False)
+            return
         self._conn.send_body(self, data)
 
     def sendfile(self, fd: int, offset: int, count: int) -> None:
-        """Body bytes from file ``fd`` after ``send_head``, zero-copy."""
-        self._conn.sendfile(self, fd, offset, count)
+        """Body bytes from file ``fd`` after ``send_head``, zero-copy (read and compressed
+        in pieces when the body is compressed)."""
+        enc = self.encoder
+        if enc is None:
+            return self._conn.sendfile(self, fd, offset, count)
+        if self.method == "HEAD":
+            return None
+        while count > 0 and not self.ended:
+            piece = os.pread(fd, min(_PIECE, count), offset)
+            if not piece:
+                break  # the file shrank under us
+            offset += len(piece)
+            count -= len(piece)
+            self._conn.stream(self, enc.feed(piece), False)
+        return None
+
+    def finish(self) -> None:
+        """Mark the response complete (later output calls are no-ops); a compressed body
+        sent with ``send_head`` gets its end."""
+        enc = self.encoder
+        if enc is not None and not self.ended:
+            self._conn.stream(self, enc.end(b""), True)
+        self.ended = True
 
     def stream(self, data: bytes, eof: bool) -> None:
         """Send part of a streamed (chunked) response: the head first when not yet sent
@@ -514,7 +553,7 @@ class Request:
         if self.ended:
             return
         loc = self.location
-        if loc is None:
+        if loc is None or not loc.output_filters:
             return self._conn.stream(self, data, eof)
         head = None
         if not self.headers_sent:
@@ -522,10 +561,18 @@ class Request:
                 replaced = self._app.header_filter(self)
                 if replaced is not None:
                     return self._replace_response(replaced)
+            if loc.compress is not None:
+                self.encoder = loc.compress.start(self, None, True)
             if loc.body_filter:
                 head = self._conn.stream_head(self)
         if loc.body_filter:
             data = self._app.body_filter(self, data, eof)
+        enc = self.encoder
+        if enc is not None:
+            if eof:
+                data = enc.end(data)
+            elif data:
+                data = enc.feed(data)
         self._conn.stream(self, data, eof, head)
 
     def send_raw(self, data: bytes) -> None:

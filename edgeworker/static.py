@@ -17,7 +17,8 @@ The file is ``root + uri`` (the whole normalized URI is appended, as nginx's ``r
   match, give 200 with the whole file (nginx answers multipart; we do not). ``Accept-Ranges``.
 - Small files go out in one write; bigger ones with ``os.sendfile`` straight from the page
   cache (zero copy) when the location has no body_filter, else read in 64 KiB pieces through
-  the body_filter.
+  the body_filter. With gzip or brotli on, a file that matches is compressed (read in pieces
+  when big); a HEAD of a small file gets the compressed length a GET would.
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ class StaticHandler:
         if length <= _SMALL or filtered:
             if length <= _SMALL:
                 data = os.pread(fd, length, start) if length else b""
-                if req.method == "HEAD" and not filtered:
+                if req.method == "HEAD" and not filtered and (loc is None or loc.compress is None):
                     send_head(req, length)
                     return finish(req)
                 req.respond(data)

@@ -24,5 +24,6 @@ def send_body(req: Any, data: bytes) -> None:
 
 
 def finish(req: Any) -> None:
-    """Mark the response complete (later output calls are no-ops)."""
-    req.ended = True
+    """Mark the response complete (later output calls are no-ops; a compressed body gets
+    its end: see ``Request.finish``)."""
+    req.finish()
