@@ -60,6 +60,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/proxy_bench.py
 	$(BIN)/python bench/edge_bench.py
 	$(BIN)/python bench/tls_bench.py
+	$(BIN)/python bench/gzip_bench.py
 
 # instructions per request of /hello, /incr and a proxied request, under callgrind (valgrind)
 bench-instructions: $(STAMP)

@@ -15,6 +15,9 @@ brings its location keys (added to ``Location``), the check run on every decoded
 top-level ``[KEY.NAME]`` tables (``Config.KEY``, a dict by NAME, decoded before the servers).
 The registry order is the order of the checks and of the access features at run time. A new
 declarative feature is one module defining its ``FEATURE`` plus one line in ``FEATURES``.
+A feature's ``inherited`` keys (compression's ``gzip*``/``brotli*``) are also settable in
+``[http]`` and ``[[server]]``: a location takes its own value, else its server's, else
+``[http]``'s, else the feature's default (nginx's ``http``/``server``/``location``).
 
 After loading, the Config is plain data with the unit conversions done:
 

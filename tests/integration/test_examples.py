@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -120,6 +121,24 @@ def test_jwt_edge_forwards_user_headers_to_backend(example, backend):
     status, _, body = srv.get("/whoami", headers={"Authorization": f"Bearer {tok}"})
     assert status == 200 and json.loads(body) == {"user": "u7"}
     assert srv.get("/whoami")[0] == 401
+
+
+def test_gzip_api_compresses_proxied_json(example, backend):
+    srv = example("gzip_api", replace={"127.0.0.1:9001": backend.addr})
+    path = "/api/items?" + "x" * 1200  # the backend echoes the request: a JSON body over 1k
+    status, h, body = srv.get(path, headers={"Accept-Encoding": "gzip"})
+    assert status == 200 and h["content-encoding"] == "gzip" and h["vary"] == "Accept-Encoding"
+    doc = json.loads(gzip.decompress(body))
+    assert doc["target"] == path
+    status, h, body = srv.get(path)
+    assert "content-encoding" not in h and json.loads(body)["target"] == path
+    # through another proxy (Via): only when the answer may not be cached as it is
+    status, h, body = srv.get(path, headers={"Accept-Encoding": "gzip", "Via": "1.1 cdn"})
+    assert "content-encoding" not in h
+    status, h, body = srv.get(path, headers={"Accept-Encoding": "gzip", "Via": "1.1 cdn",
+                                             "Authorization": "Bearer x"})
+    assert h["content-encoding"] == "gzip"
+    assert srv.get("/health")[2] == b"ok\n"
 
 
 def test_lru_user_cache_hit_miss_and_502(example, backend):
