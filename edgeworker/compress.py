@@ -214,7 +214,10 @@ class Compression:
         self.vary = loc.gzip_vary
         self.http10 = loc.gzip_http_version == "1.0"
         self.proxied = frozenset(loc.gzip_proxied)
-        self.disable = tuple(_MSIE6 if r == "msie6" else re.compile(r) for r in loc.gzip_disable)
+        #: searched in User-Agent, case-insensitive (nginx compiles them caseless)
+        self.disable = tuple(
+            _MSIE6 if r == "msie6" else re.compile(r, re.IGNORECASE) for r in loc.gzip_disable
+        )
 
     # --------------------------------------------------------------- the decision
     def start(self, req: Any, length: int | None, streamed: bool = False) -> Any:
@@ -289,7 +292,9 @@ class Compression:
 
     def _proxied_ok(self, h: Any, fields: dict[str, str]) -> bool:
         """``gzip_proxied``: may a response to a request that came through a proxy (``Via``)
-        be compressed? Any listed condition suffices; ``off`` refuses."""
+        be compressed? Any listed condition suffices; ``off`` refuses. This is what nginx's
+        documentation says; its code differs (with ``auth`` alone, a response without
+        ``Expires`` and ``Cache-Control`` is compressed even without ``Authorization``)."""
         p = self.proxied
         if "off" in p or not p:
             return False
@@ -397,7 +402,7 @@ def check_scope(scope: Any, path: str, ctx: Context) -> None:
     for i, regex in enumerate(scope.gzip_disable or ()):
         if regex != "msie6":
             try:
-                re.compile(regex)
+                re.compile(regex, re.IGNORECASE)
             except re.error as e:
                 ctx.err(f"{path}.gzip_disable[{i}]", f'invalid regex "{regex}": {e}')
     if scope.brotli and brotli is None:
