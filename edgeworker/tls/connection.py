@@ -22,7 +22,6 @@ from typing import Any
 from ..http.responses import SERVER, encode_head, http_date
 from ..io import BIOTLS, TLSTransport
 from . import schema
-from .certinfo import cert_vars
 
 __all__ = ["PLAIN_HTTP_BODY", "TLSInfo", "accept", "plain_http_response", "refusal_response"]
 
@@ -141,11 +140,17 @@ class TLSInfo:
             return self.verify
         if name.startswith("ssl_client_"):
             # the client certificate's subject, issuer, serial, fingerprint, PEM and dates
-            # (nginx's formats), read once per connection
+            # (nginx's formats), read once per connection; certinfo (and the cryptography
+            # package it reads certificates with, about 10 MiB per worker) imported only then
             values = self._cert_vars
             if values is None:
                 der = self.peer_der()
-                values = self._cert_vars = cert_vars(der) if der is not None else {}
+                if der is None:
+                    values = self._cert_vars = {}
+                else:
+                    from .certinfo import cert_vars
+
+                    values = self._cert_vars = cert_vars(der)
             return values.get(name, "")
         return None
 

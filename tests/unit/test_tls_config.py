@@ -216,3 +216,20 @@ def test_the_sni_name_of_a_client_hello():
     assert client_hello_sni(hello[:60]) is None  # cut before the extensions
     assert client_hello_sni(b"\x16\x03\x01\x00\x05\x01\xff\xff\xff\xff") is None
     assert client_hello_sni(b"GET / HTTP/1.1\r\n\r\n") is None
+
+
+def test_a_worker_imports_cryptography_only_for_client_certificates():
+    """The request path (TLS included) does not import ``cryptography`` (about 10 MiB of every
+    worker's memory): certinfo imports it when a client certificate's variable is read."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import edgeworker.worker_process, edgeworker.server, edgeworker.phases\n"
+        "import edgeworker.tls.connection\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'cryptography'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
