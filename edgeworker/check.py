@@ -22,6 +22,7 @@ __all__ = ["check", "handler_specs"]
 
 _ONE = (object(),)
 _THREE = (object(), b"", False)
+_TWO = ("example.com", object())  # ssl_certificate_by: fn(server_name, client)
 
 
 def handler_specs(cfg: Config) -> Iterator[tuple[str, str, tuple[object, ...] | None]]:
@@ -38,6 +39,8 @@ def handler_specs(cfg: Config) -> Iterator[tuple[str, str, tuple[object, ...] | 
         for spec in getattr(cfg.http, key):
             yield f"http.{key}", spec, _THREE if key == "body_filter" else _ONE
     for server in cfg.server:
+        if server.ssl_certificate_by is not None and server.listen_ssl:
+            yield f"{server.path}.ssl_certificate_by", server.ssl_certificate_by, _TWO
         for loc in server.location:
             for key in ("rewrite", "access"):
                 yield from _own(cfg, loc, key, _ONE)
@@ -47,8 +50,9 @@ def handler_specs(cfg: Config) -> Iterator[tuple[str, str, tuple[object, ...] | 
                 yield from _own(cfg, loc, key, _THREE if key == "body_filter" else _ONE)
 
 
-def _own(cfg: Config, loc: Any, key: str, args: tuple[object, ...]) -> Iterator[
-        tuple[str, str, tuple[object, ...]]]:
+def _own(
+    cfg: Config, loc: Any, key: str, args: tuple[object, ...]
+) -> Iterator[tuple[str, str, tuple[object, ...]]]:
     specs = getattr(loc, key)
     if specs is getattr(cfg.http, key):  # inherited: the loader shares http's tuple
         return
@@ -64,7 +68,7 @@ def _signature_problem(fn: Callable[..., Any], args: tuple[object, ...]) -> str 
     try:
         sig.bind(*args)
     except TypeError as e:
-        shape = "fn(req, chunk, eof)" if len(args) == 3 else "fn(req)"
+        shape = {3: "fn(req, chunk, eof)", 2: "fn(server_name, client)"}.get(len(args), "fn(req)")
         return f"cannot be called as {shape}: {e}"
     return None
 

@@ -157,6 +157,17 @@ class App:
                     self.runtimes[id(loc)] = LocationRuntime(path, loc, self)
                 except _ResolveError as exc:
                     errors.append(str(exc))
+        #: server index -> its ``ssl_certificate_by`` function (TLS servers that name one)
+        self.certificate_by: dict[int, Callable] = {}
+        for si, server in enumerate(cfg.server):
+            spec = getattr(server, "ssl_certificate_by", None)
+            if spec and server.listen_ssl:
+                try:
+                    self.certificate_by[si] = self._resolve(
+                        spec, f"{server.path}.ssl_certificate_by"
+                    )
+                except _ResolveError as exc:
+                    errors.append(str(exc))
         if errors:
             raise ConfigError(cfg.file, errors)
         self.access_log = AccessLog.from_config(cfg.http)

@@ -28,6 +28,7 @@ from .http.protocol import END, Data, ProtocolError, RequestHead, ServerProtocol
 from .http.responses import STATUS_REASONS, chunk, error_response, http_date, status_line
 from .io import transport
 from .request import Request
+from .tls.connection import TLSClient
 from .tls.connection import accept as tls_accept
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -548,7 +549,14 @@ class Connection:
         names = self.names = app.router.table_for((self.server_addr, self.server_port))
         try:
             found = tls_accept(
-                self.io, names, self._contexts, app.log, self.remote_addr, self.http.send_timeout
+                self.io,
+                names,
+                self._contexts,
+                app.log,
+                self.remote_addr,
+                self.http.send_timeout,
+                app.certificate_by,
+                TLSClient(self.remote_addr, self.remote_port, self.server_addr, self.server_port),
             )
         except Drain:  # the worker is exiting: a connection still in its handshake closes
             return False

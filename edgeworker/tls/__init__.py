@@ -5,5 +5,11 @@
 - ``context``: the certificate files read and checked, one ``ssl.SSLContext`` per TLS server,
   made in the master before the workers fork (so they share the session-ticket keys);
 - ``connection``: a worker's side of one TLS connection: the plain-HTTP probe, the handshake
-  within its deadline, SNI, and the ``ssl_*`` variables.
+  within its deadline, SNI, ``ssl_certificate_by``, and the ``ssl_*`` variables.
+
+``Certificate(cert, key)``: a certificate an ``ssl_certificate_by`` function may return.
 """
+
+from .context import Certificate
+
+__all__ = ["Certificate"]

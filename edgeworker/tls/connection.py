@@ -23,7 +23,17 @@ from ..http.responses import SERVER, encode_head, http_date
 from ..io import BIOTLS, TLSTransport
 from . import schema
 
-__all__ = ["PLAIN_HTTP_BODY", "TLSInfo", "accept", "plain_http_response", "refusal_response"]
+__all__ = [
+    "FAILURE_REASONS",
+    "PLAIN_HTTP_BODY",
+    "STATS",
+    "TLSClient",
+    "TLSInfo",
+    "VERSIONS",
+    "accept",
+    "plain_http_response",
+    "refusal_response",
+]
 
 #: the body nginx answers plain HTTP sent to a TLS port with (status 400)
 PLAIN_HTTP_BODY = "The plain HTTP request was sent to HTTPS port"
@@ -155,6 +165,35 @@ class TLSInfo:
         return None
 
 
+class TLSClient:
+    """What an ``ssl_certificate_by`` function learns of the connection besides the server
+    name: the client's address and port, and the local address and port it connected to."""
+
+    __slots__ = ("remote_addr", "remote_port", "server_addr", "server_port")
+
+    def __init__(self, remote_addr: str, remote_port: int, server_addr: str, server_port: int):
+        self.remote_addr = remote_addr
+        self.remote_port = remote_port
+        self.server_addr = server_addr
+        self.server_port = server_port
+
+    def __repr__(self) -> str:
+        return f"TLSClient({self.remote_addr}:{self.remote_port} -> {self.server_addr}:{self.server_port})"
+
+
+# -- the handshake counters of this process (a worker's; flushed by edgeworker.status) --------
+#: indexes into ``STATS``: handshakes completed, resumed; failed by reason; by protocol
+HANDSHAKES, RESUMED, FAILED_TIMEOUT, FAILED_PLAIN, FAILED_PROTOCOL, FAILED_CERT = range(6)
+FAILED_OTHER, PROTO_TLS12, PROTO_TLS13 = 6, 7, 8
+#: the failure reasons, in index order from ``FAILED_TIMEOUT``
+FAILURE_REASONS = ("timeout", "plain_http", "protocol", "certificate", "other")
+#: the protocol versions counted, in index order from ``PROTO_TLS12``
+VERSIONS = ("TLSv1.2", "TLSv1.3")
+#: the counters, bumped once per handshake (plain ints: nothing allocated, no lock)
+STATS = [0] * 9
+_VERSION_INDEX = {"TLSv1.2": PROTO_TLS12, "TLSv1.3": PROTO_TLS13}
+
+
 def accept(
     io: Any,
     names: Any,
@@ -162,45 +201,80 @@ def accept(
     log: logging.Logger,
     peer: str,
     send_timeout: float,
+    certificate_by: dict[int, Any] | None = None,
+    client: TLSClient | None = None,
 ) -> tuple[Any, TLSInfo] | None:
     """Establish TLS on an accepted connection (``io``: its plain ``Transport``; ``names``:
-    the servers of its address; ``contexts``: ``edgeworker.tls.context.Contexts``). Returns
-    (the ``TLSTransport``, the ``TLSInfo``), or None when the connection is to be closed: it
-    closed, stayed silent past the handshake timeout, sent plain HTTP (answered 400 here) or
-    failed the handshake (logged at info).
+    the servers of its address; ``contexts``: ``edgeworker.tls.context.Contexts``;
+    ``certificate_by``: server index -> its ``ssl_certificate_by`` function, called with
+    (the SNI name or None, ``client``)). Returns (the ``TLSTransport``, the ``TLSInfo``), or
+    None when the connection is to be closed: it closed, stayed silent past the handshake
+    timeout, sent plain HTTP (answered 400 here) or failed the handshake (logged at info; a
+    failing ``ssl_certificate_by`` at error). Each outcome is counted in ``STATS``.
 
     The first TLS record (the ClientHello) is read before TLS starts: its SNI name selects
     the server, whose context the connection starts with, so that everything of that server
     applies from the first message (a context switched to in the SNI callback keeps the
     client-certificate request of the first one: OpenSSL copies only the certificate). The
     SNI callback remains for a ClientHello this cannot read (split over several records)."""
+    stats = STATS
     default = names.default
     deadline = time.monotonic() + default.server.ssl_handshake_timeout
     try:
         hello = _first_record(io, deadline)
     except TimeoutError:
         log.info("client %s timed out before the TLS handshake", peer)
+        stats[FAILED_TIMEOUT] += 1
         return None
     except OSError:
         return None
     if not hello:
         return None
     if hello[0] != _TLS_HANDSHAKE:
+        stats[FAILED_PLAIN] += 1
         _refuse_plain(io, send_timeout)
         return None
     by_server = contexts.by_server
     sni: list[str | None] = [client_hello_sni(hello)]
     route = names.lookup(sni[0]) if sni[0] else default
     ctx = by_server.get(route.index) or by_server[default.index]
+    chosen_ctx = None
+    if certificate_by:
+        fn = certificate_by.get(route.index)
+        if fn is not None:
+            try:
+                chosen_ctx = _certificate_by(fn, route, sni[0], client, contexts, deadline)
+            except TimeoutError:
+                log.info("client %s timed out in the TLS handshake (ssl_certificate_by)", peer)
+                stats[FAILED_TIMEOUT] += 1
+                return None
+            except _CertificateByError as exc:
+                log.error(
+                    "%s.ssl_certificate_by failed for server name %s from %s: %s",
+                    route.server.path,
+                    sni[0],
+                    peer,
+                    exc,
+                )
+                stats[FAILED_OTHER] += 1
+                return None
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     incoming.write(hello)
+    # (with a chosen certificate the connection still starts with the server's own context,
+    # then switches: sessions and tickets stay those of the server's context, made in the
+    # master and shared by every worker)
     sock = ctx.wrap_bio(incoming, outgoing, server_side=True)
+    if chosen_ctx is not None:
+        sock.context = chosen_ctx
     sock.route = route
+    selected = route
 
     def choose(server_name: str | None) -> Any:
         chosen = names.lookup(server_name) if server_name else default
         sni[0] = server_name
         sock.route = chosen
+        if chosen is selected and chosen_ctx is not None:
+            return chosen_ctx
         return by_server.get(chosen.index)
 
     sock.choose = choose
@@ -209,14 +283,82 @@ def accept(
         tio.handshake(max(0.0, deadline - time.monotonic()))
     except TimeoutError:
         log.info("client %s timed out in the TLS handshake", peer)
+        stats[FAILED_TIMEOUT] += 1
         tio.close()
         return None
     except OSError as exc:  # ssl.SSLError included
         log.info("TLS handshake with %s failed: %s", peer, _reason(exc))
+        stats[_failure(exc)] += 1
         tio.close()
         return None
     sock.choose = None
-    return tio, TLSInfo(sock, sock.route, sni[0], contexts)
+    info = TLSInfo(sock, sock.route, sni[0], contexts)
+    stats[HANDSHAKES] += 1
+    if info.reused:
+        stats[RESUMED] += 1
+    proto = _VERSION_INDEX.get(sock.version())
+    if proto is not None:
+        stats[proto] += 1
+    return tio, info
+
+
+class _CertificateByError(Exception):
+    """An ``ssl_certificate_by`` function raised or returned what is no certificate."""
+
+
+def _certificate_by(
+    fn: Any, route: Any, server_name: str | None, client: Any, contexts: Any, deadline: float
+) -> ssl.SSLContext | None:
+    """Call ``fn`` in this greenlet (it may wait cooperatively) until ``deadline``; the
+    context of the certificate it chose, or None for the server's configured one.
+    ``TimeoutError`` past the deadline, ``_CertificateByError`` with the reason otherwise."""
+    import gevent
+
+    timer = gevent.Timeout(max(0.0, deadline - time.monotonic()))
+    timer.start()
+    try:
+        chosen = fn(server_name, client)
+    except gevent.Timeout as exc:
+        if exc is not timer:
+            raise _CertificateByError(f"raised {exc!r}") from None
+        raise TimeoutError from None
+    except Exception as exc:  # noqa: BLE001 - the user's code: fail this handshake only
+        raise _CertificateByError(f"raised {type(exc).__name__}: {exc}") from None
+    finally:
+        timer.close()
+    server = route.server
+    if chosen is None:
+        if not server.ssl_certificate:
+            raise _CertificateByError("returned None and the server has no ssl_certificate")
+        return None
+    try:
+        return contexts.for_certificate(route.index, server, chosen)
+    except ValueError as exc:
+        raise _CertificateByError(str(exc)) from None
+    except OSError as exc:  # ssl.SSLError included: a file missing, not PEM, a wrong key
+        raise _CertificateByError(f"{chosen!r}: {_reason(exc)}") from None
+
+
+def _failure(exc: OSError) -> int:
+    """The ``STATS`` index of a failed handshake's reason (OpenSSL's reason code): a
+    protocol version refused, a client certificate refused, anything else."""
+    reason = str(getattr(exc, "reason", "") or "").upper()
+    if "PROTOCOL" in reason or "VERSION" in reason:  # UNSUPPORTED_PROTOCOL, VERSION_TOO_LOW
+        return FAILED_PROTOCOL
+    if reason in _CLIENT_CERT_REASONS:
+        return FAILED_CERT
+    return FAILED_OTHER
+
+
+#: OpenSSL's reasons for a client certificate refused by the server
+_CLIENT_CERT_REASONS = frozenset(
+    (
+        "CERTIFICATE_VERIFY_FAILED",
+        "PEER_DID_NOT_RETURN_A_CERTIFICATE",
+        "NO_CERTIFICATE_RETURNED",
+        "CERT_CB_ERROR",
+    )
+)
 
 
 #: the largest TLS record (2^14 bytes of plaintext, plus what compression or a cipher may add)

@@ -17,14 +17,27 @@ patched ``ssl``, the stdlib ``SSLSocket`` can no longer be made.)
 from __future__ import annotations
 
 import datetime
+import os
 import ssl
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["Contexts", "ServerTLS", "build", "check_files"]
+__all__ = [
+    "CERTIFICATE_CACHE_SIZE",
+    "Certificate",
+    "Contexts",
+    "ServerTLS",
+    "build",
+    "check_files",
+    "server_context",
+]
+
+#: how many contexts a worker keeps for the certificates ``ssl_certificate_by`` chose (LRU)
+CERTIFICATE_CACHE_SIZE = 256
 
 _PROTOCOL_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 
@@ -63,6 +76,28 @@ class Contexts:
     #: ``cfg.server[i]``'s ``ssl_client_certificate`` certificates (``cryptography``), for the
     #: servers that verify clients with ``ssl_verify_depth = 1`` (see ``directly_issued``)
     client_cas: dict[int, tuple[Any, ...]] = field(default_factory=dict)
+    #: a worker's contexts for the certificates ``ssl_certificate_by`` chose, by (server
+    #: index, cert path, key path, their mtimes), the least recently used dropped first
+    chosen: OrderedDict[tuple[Any, ...], ssl.SSLContext] = field(default_factory=OrderedDict)
+
+    def for_certificate(self, index: int, server: Any, chosen: Any) -> ssl.SSLContext:
+        """The context of server ``index`` (``server``) with the certificate ``chosen``
+        (a ``Certificate``, or a (cert path, key path) pair) instead of its configured one,
+        made once per (paths, mtimes) in this worker (``CERTIFICATE_CACHE_SIZE`` kept).
+        Raises ``ValueError`` with the reason for a value that is not a certificate,
+        ``OSError`` (``ssl.SSLError`` included) for files OpenSSL refuses."""
+        cert = chosen if isinstance(chosen, Certificate) else Certificate.of(chosen)
+        key = (index, *cert.key())
+        cache = self.chosen
+        ctx = cache.get(key)
+        if ctx is not None:
+            cache.move_to_end(key)
+            return ctx
+        ctx = server_context(server, ((cert.cert, cert.key_path),))
+        cache[key] = ctx
+        if len(cache) > CERTIFICATE_CACHE_SIZE:
+            cache.popitem(last=False)
+        return ctx
 
     def directly_issued(self, index: int, der: bytes) -> bool:
         """True when the client certificate ``der`` (verified by OpenSSL) was issued by one of
@@ -90,9 +125,119 @@ class Contexts:
         return False
 
 
+class Certificate:
+    """A certificate and its private key (PEM files; the certificate file may hold the
+    chain after it), read and checked once: what an ``ssl_certificate_by`` function may
+    return instead of a (cert path, key path) pair, made once (at import, or cached by the
+    function) and returned for many handshakes.
+
+    ``Certificate(cert, key)`` raises ``ValueError`` with the reason when a file cannot be
+    read, is not PEM, or the key is not the certificate's. A worker makes the TLS context
+    of a certificate once and makes it again when a file's modification time changed.
+    """
+
+    __slots__ = ("cert", "key_path", "_mtimes")
+
+    def __init__(self, cert: Any, key: Any) -> None:
+        self.cert = os.path.abspath(os.fspath(cert))
+        self.key_path = os.path.abspath(os.fspath(key))
+        errors: list[str] = []
+        check_pair(self.cert, self.key_path, "certificate", "key", errors)
+        if errors:
+            raise ValueError("; ".join(errors))
+        self._mtimes = self._stat()
+
+    @classmethod
+    def of(cls, value: Any) -> Certificate:
+        """A (cert path, key path) pair as a ``Certificate`` (files not checked: OpenSSL
+        reads them); ``ValueError`` for anything else."""
+        if (
+            not isinstance(value, tuple | list)
+            or len(value) != 2
+            or not all(isinstance(v, str | os.PathLike) for v in value)
+        ):
+            raise ValueError(
+                f"returned {_shown(value)}: expected None, (cert path, key path) or "
+                "edgeworker.tls.Certificate"
+            )
+        obj = cls.__new__(cls)
+        obj.cert = os.path.abspath(os.fspath(value[0]))
+        obj.key_path = os.path.abspath(os.fspath(value[1]))
+        obj._mtimes = None
+        return obj
+
+    def _stat(self) -> tuple[int, int]:
+        return os.stat(self.cert).st_mtime_ns, os.stat(self.key_path).st_mtime_ns
+
+    def key(self) -> tuple[Any, ...]:
+        """(cert path, key path, their modification times): what a context is cached by
+        (``OSError`` when a file is gone)."""
+        return (self.cert, self.key_path, *self._stat())
+
+    def __repr__(self) -> str:
+        return f"Certificate({self.cert!r}, {self.key_path!r})"
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:80]}{'...' if len(text) > 80 else ''}"
+
+
 def _read(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
+
+
+def check_pair(
+    cert_path: str,
+    key_path: str,
+    cp: str,
+    kp: str,
+    errors: list[str],
+    warnings: list[str] | None = None,
+) -> None:
+    """Check one certificate and its key (``cp``, ``kp``: how messages name them): each
+    readable and PEM, the key the certificate's (errors); expired or not yet valid (a
+    warning)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    now = datetime.datetime.now(datetime.UTC)
+    cert = key = None
+    try:
+        chain = x509.load_pem_x509_certificates(_read(cert_path))
+        cert = chain[0]
+    except OSError as e:
+        errors.append(f'{cp}: cannot read "{cert_path}": {e.strerror or e}')
+    except ValueError:
+        errors.append(f'{cp}: "{cert_path}" is not a PEM certificate')
+    try:
+        key = serialization.load_pem_private_key(_read(key_path), password=None)
+    except OSError as e:
+        errors.append(f'{kp}: cannot read "{key_path}": {e.strerror or e}')
+    except TypeError:
+        errors.append(f'{kp}: "{key_path}" is encrypted: give the key without a passphrase')
+    except (ValueError, Exception):  # noqa: BLE001 - any parse failure of the key
+        errors.append(f'{kp}: "{key_path}" is not a PEM private key')
+    if cert is None:
+        return
+    if key is not None:
+        pem = serialization.Encoding.PEM
+        spki = serialization.PublicFormat.SubjectPublicKeyInfo
+        if cert.public_key().public_bytes(pem, spki) != key.public_key().public_bytes(pem, spki):
+            errors.append(f'{kp}: "{key_path}" does not match the certificate "{cert_path}"')
+    if warnings is None:
+        return
+    if cert.not_valid_after_utc < now:
+        warnings.append(
+            f'{cp}: the certificate "{cert_path}" expired on '
+            f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC"
+        )
+    elif cert.not_valid_before_utc > now:
+        warnings.append(
+            f'{cp}: the certificate "{cert_path}" is not valid before '
+            f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC"
+        )
 
 
 def check_files(server: Any, errors: list[str], warnings: list[str]) -> tuple[Any, ...]:
@@ -101,50 +246,14 @@ def check_files(server: Any, errors: list[str], warnings: list[str]) -> tuple[An
     (a warning). Messages name the config path. Returns the certificates of its
     ``ssl_client_certificate`` (when it verifies clients)."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
 
     sp = server.path
-    now = datetime.datetime.now(datetime.UTC)
     for i, (cert_path, key_path) in enumerate(
         zip(server.ssl_certificate, server.ssl_certificate_key, strict=False)
     ):
         n = f"[{i}]" if len(server.ssl_certificate) > 1 else ""
         cp, kp = f"{sp}.ssl_certificate{n}", f"{sp}.ssl_certificate_key{n}"
-        cert = key = None
-        try:
-            chain = x509.load_pem_x509_certificates(_read(cert_path))
-            cert = chain[0]
-        except OSError as e:
-            errors.append(f'{cp}: cannot read "{cert_path}": {e.strerror or e}')
-        except ValueError:
-            errors.append(f'{cp}: "{cert_path}" is not a PEM certificate')
-        try:
-            key = serialization.load_pem_private_key(_read(key_path), password=None)
-        except OSError as e:
-            errors.append(f'{kp}: cannot read "{key_path}": {e.strerror or e}')
-        except TypeError:
-            errors.append(f'{kp}: "{key_path}" is encrypted: give the key without a passphrase')
-        except (ValueError, Exception):  # noqa: BLE001 - any parse failure of the key
-            errors.append(f'{kp}: "{key_path}" is not a PEM private key')
-        if cert is None:
-            continue
-        if key is not None:
-            pem = serialization.Encoding.PEM
-            spki = serialization.PublicFormat.SubjectPublicKeyInfo
-            if cert.public_key().public_bytes(pem, spki) != key.public_key().public_bytes(
-                pem, spki
-            ):
-                errors.append(f'{kp}: "{key_path}" does not match the certificate "{cert_path}"')
-        if cert.not_valid_after_utc < now:
-            warnings.append(
-                f'{cp}: the certificate "{cert_path}" expired on '
-                f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC"
-            )
-        elif cert.not_valid_before_utc > now:
-            warnings.append(
-                f'{cp}: the certificate "{cert_path}" is not valid before '
-                f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC"
-            )
+        check_pair(cert_path, key_path, cp, kp, errors, warnings)
     ca = server.ssl_client_certificate
     if ca is not None and server.ssl_verify_client != "off":
         try:
@@ -156,30 +265,55 @@ def check_files(server: Any, errors: list[str], warnings: list[str]) -> tuple[An
     return ()
 
 
-def _context(server: Any) -> ssl.SSLContext:
-    """The server's context (``ssl.SSLError``, ``OSError`` when OpenSSL refuses a setting)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+def _stdlib_context() -> type[ssl.SSLContext]:
+    """The stdlib's ``SSLContext`` class: in a worker (made by ``ssl_certificate_by``),
+    gevent has patched ``ssl.SSLContext``, whose ``sni_callback`` expects its own sockets."""
+    cls = ssl.SSLContext
+    if cls.__module__ != "ssl":
+        from gevent import monkey
+
+        cls = monkey.get_original("ssl", "SSLContext")
+    return cls
+
+
+def server_context(server: Any, certificates: Any = None) -> ssl.SSLContext:
+    """The server's context (``ssl.SSLError``, ``OSError`` when OpenSSL refuses a setting):
+    its protocols, ciphers, tickets and client-certificate settings, with its configured
+    certificates, or ``certificates`` ((cert path, key path) pairs) instead."""
+    cls = _stdlib_context()
+    ctx = cls(ssl.PROTOCOL_TLS_SERVER)
+    # the settings go through the C type's own descriptors: the stdlib's Python setters
+    # look ``ssl.SSLContext`` up at call time, which is gevent's class once it patched ssl
+    # (in a worker), and recurse
+    c_type = super(cls, cls)
+
+    def put(name: str, value: Any) -> None:
+        getattr(c_type, name).__set__(ctx, value)
+
     versions = sorted(_PROTOCOL_VERSIONS[p] for p in server.ssl_protocols)
-    ctx.minimum_version = versions[0]
-    ctx.maximum_version = versions[-1]
+    put("minimum_version", versions[0])
+    put("maximum_version", versions[-1])
     # no TLS compression (CRIME), no renegotiation; no 0-RTT: Python's ssl never enables
     # early data
-    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    options = ctx.options | ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     if server.ssl_prefer_server_ciphers:
-        ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+        options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     else:
-        ctx.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+        options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
     if not server.ssl_session_tickets:
-        ctx.options |= ssl.OP_NO_TICKET
+        options |= ssl.OP_NO_TICKET
+    put("options", options)
     ctx.set_ciphers(server.ssl_ciphers)
-    for cert, key in zip(server.ssl_certificate, server.ssl_certificate_key, strict=True):
+    if certificates is None:
+        certificates = zip(server.ssl_certificate, server.ssl_certificate_key, strict=True)
+    for cert, key in certificates:
         ctx.load_cert_chain(cert, key)
     if server.ssl_verify_client != "off":
         ctx.load_verify_locations(cafile=server.ssl_client_certificate)
         # "on" too: a client without a certificate completes the handshake and is answered
         # 400 (as nginx); a certificate that does not verify fails the handshake (Python's
         # ssl cannot let it through)
-        ctx.verify_mode = ssl.CERT_OPTIONAL
+        put("verify_mode", ssl.CERT_OPTIONAL)
     ctx.sni_callback = _sni_callback
     ctx.sslobject_class = ServerTLS
     return ctx
@@ -202,7 +336,7 @@ def build(cfg: Any) -> Contexts:
         if cas and server.ssl_verify_depth == 1:
             out.client_cas[i] = cas
         try:
-            out.by_server[i] = _context(server)
+            out.by_server[i] = server_context(server)
         except ssl.SSLError as e:
             errors.append(f"{server.path}: TLS settings refused: {e.reason or e}")
         except (OSError, ValueError) as e:

@@ -4,7 +4,8 @@ the ``ssl`` flag of ``listen``.
 ``FEATURE`` is what ``edgeworker.config`` composes: the keys (nginx's names), accepted in
 ``[http]`` as defaults every server inherits and in ``[[server]]``; the ``ssl`` listen flag;
 and the check run once all servers are decoded. After loading, each server carries its
-effective values (its own or ``[http]``'s); file paths are absolute; ``ssl_certificate`` and
+effective values (its own or ``[http]``'s); ``ssl_certificate_by`` is a ``"module:function"``
+handler (resolved in the workers, see ``edgeworker.tls.connection``); file paths are absolute; ``ssl_certificate`` and
 ``ssl_certificate_key`` are tuples of the same length; ``ssl_handshake_timeout`` is seconds
 (``[http] client_header_timeout`` when not set). The files themselves are read when the
 contexts are built (``edgeworker.tls.context``), by ``edgeworker check``, start and reload.
@@ -76,6 +77,7 @@ _FIELDS: tuple[tuple[str, Any, Any], ...] = (
     ("ssl_verify_client", str, "off"),
     ("ssl_verify_depth", PosInt, 1),
     ("ssl_handshake_timeout", Duration | None, None),
+    ("ssl_certificate_by", str | None, None),
 )
 
 
@@ -133,8 +135,14 @@ def _check_server(server: Any, ctx: Context, has_ssl: bool) -> None:
     server.ssl_certificate = tuple(abspath(ctx.base, p) for p in server.ssl_certificate)
     server.ssl_certificate_key = tuple(abspath(ctx.base, p) for p in server.ssl_certificate_key)
     certs, keys = server.ssl_certificate, server.ssl_certificate_key
-    if has_ssl and not certs:
-        ctx.err(sp, "a server listening with ssl needs ssl_certificate and ssl_certificate_key")
+    if server.ssl_certificate_by is not None:
+        ctx.check_handlers(f"{sp}.ssl_certificate_by", (server.ssl_certificate_by,))
+    if has_ssl and not certs and not keys and server.ssl_certificate_by is None:
+        ctx.err(
+            sp,
+            "a server listening with ssl needs ssl_certificate and ssl_certificate_key "
+            "(or ssl_certificate_by)",
+        )
     elif len(certs) != len(keys):
         ctx.err(
             f"{sp}.ssl_certificate_key",
