@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from .. import __version__, runtime
+from ..tls.connection import FAILURE_REASONS, VERSIONS
 from . import metrics
 from .metrics import BUCKETS, SEP, WELL_KNOWN_COUNTERS
 
@@ -100,6 +101,12 @@ def document(cfg: Any) -> dict[str, Any]:
 
     counters = dict.fromkeys(WELL_KNOWN_COUNTERS, 0)
     accepted = 0
+    tls: dict[str, Any] = {
+        "handshakes": 0,
+        "resumed": 0,
+        "failed": dict.fromkeys(FAILURE_REASONS, 0),
+        "protocols": dict.fromkeys(VERSIONS, 0),
+    }
     flush_errors = 0
     workers_rec: dict[int, dict[str, Any]] = {}
     gauges: dict[int, dict[str, Any]] = {}
@@ -128,6 +135,8 @@ def document(cfg: Any) -> dict[str, Any]:
             counters[parts[1]] = counters.get(parts[1], 0) + v
         elif kind == "conn" and parts[1:] == ["accepted"]:
             accepted += v
+        elif kind == "tls":
+            _add_tls(parts[1:], v, tls)
         elif kind == "err" and parts[1:] == ["flush"]:
             flush_errors += v
         elif kind == "w" and len(parts) == 2 and isinstance(v, dict):
@@ -196,6 +205,7 @@ def document(cfg: Any) -> dict[str, Any]:
             "time": now,
         },
         "connections": conns,
+        "tls": tls,
         "requests": {"total": totals["requests"], "current": conns["writing"]},
         "responses": totals["responses"],
         "status": totals["status"],
@@ -215,6 +225,15 @@ def document(cfg: Any) -> dict[str, Any]:
                 k: zone_stats[k] for k in ("capacity", "used", "entries", "evictions")},
         },
     }
+
+
+def _add_tls(parts: list[str], v: Any, tls: dict[str, Any]) -> None:
+    if parts in (["handshakes"], ["resumed"]):
+        tls[parts[0]] += v
+    elif len(parts) == 2 and parts[0] == "failed":
+        tls["failed"][parts[1]] = tls["failed"].get(parts[1], 0) + v
+    elif len(parts) == 2 and parts[0] == "protocol":
+        tls["protocols"][parts[1]] = tls["protocols"].get(parts[1], 0) + v
 
 
 def _add_location_field(field: str, v: Any, ld: dict, sz: dict, totals: dict,

@@ -21,7 +21,9 @@ that is not an edgeworker worker or master, e.g. a unit test importing a handler
 Zone layout: keys are fields joined by ``\\x1f``: ``loc␟zone␟location␟field`` (per location:
 ``s<code>`` responses by status code, ``received``, ``sent``, ``time``, ``b<i>`` histogram
 bucket counts), ``ups␟upstream␟peer␟field``, ``upstate␟upstream␟peer`` (JSON), ``cnt␟name``,
-``conn␟accepted``, ``err␟flush``, ``g␟pid`` (a worker's gauges, JSON, expiring), ``w␟pid`` (a
+``conn␟accepted``, ``tls␟handshakes``, ``tls␟resumed``, ``tls␟failed␟<reason>``,
+``tls␟protocol␟<version>`` (TLS handshakes, counted by ``edgeworker.tls.connection.STATS``),
+``err␟flush``, ``g␟pid`` (a worker's gauges, JSON, expiring), ``w␟pid`` (a
 worker record written by the master, JSON), ``master`` (JSON), ``reloads``.
 """
 
@@ -39,6 +41,7 @@ import msgspec
 
 from .. import runtime
 from ..http.fields import accel as _accel
+from ..tls import connection as _tls
 
 #: Name of the internal zone (its POSIX name is ``/edgeworker.<master pid>.@status``). User
 #: zone names must match ``[A-Za-z_][A-Za-z0-9_-]*``, so this one can never clash with them.
@@ -70,6 +73,15 @@ _ZEROS = bytes(8 * SLOT_LEN)
 # upstream peer slot
 U_FAILS, U_SENT, U_RECEIVED, U_TIME, U_TIMED = 0, 1, 2, 3, 4
 _UPS_FIELDS = ("fails", "sent", "received", "time", "timed")
+
+#: the zone key of each of ``edgeworker.tls.connection.STATS``
+_TLS_KEYS = (
+    SEP.join(("tls", "handshakes")),
+    SEP.join(("tls", "resumed")),
+    *(SEP.join(("tls", "failed", reason)) for reason in _tls.FAILURE_REASONS),
+    *(SEP.join(("tls", "protocol", version)) for version in _tls.VERSIONS),
+)
+assert len(_TLS_KEYS) == len(_tls.STATS)
 
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 _encode = msgspec.json.Encoder().encode
@@ -274,6 +286,7 @@ class WorkerMetrics:
         self._last: dict[int, list] = {}
         self._last_counters: dict[str, int] = {}
         self._last_accepted = 0
+        self._last_tls = [0] * len(_tls.STATS)
         self.errors = 0
         self.handle: Any = None  # the flush timer
         self.zone_names = server_zone_names(app.cfg)
@@ -348,6 +361,14 @@ class WorkerMetrics:
             acc = self.accepted
             incr("conn" + SEP + "accepted", acc - self._last_accepted, init=0)
             self._last_accepted = acc
+        tls = _tls.STATS
+        if tls != self._last_tls:
+            last_tls = self._last_tls
+            for i, value in enumerate(tls):
+                d = value - last_tls[i]
+                if d:
+                    incr(_TLS_KEYS[i], d, init=0)
+                    last_tls[i] = value
         for name, value in self.counters.items():
             last = self._last_counters.get(name, 0)
             if value != last:

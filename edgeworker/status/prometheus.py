@@ -81,6 +81,20 @@ def render(doc: dict[str, Any]) -> str:
              "a request, idle keep-alive.",
              [({"state": s}, c[s]) for s in _STATES])
 
+    t = doc["tls"]
+    o.metric("tls_handshakes", "counter", "TLS handshakes completed (resumed ones included).",
+             [({}, t["handshakes"])])
+    o.metric("tls_handshakes_resumed", "counter",
+             "TLS handshakes that resumed a session (ticket or session id).",
+             [({}, t["resumed"])])
+    o.metric("tls_handshake_failures", "counter",
+             "TLS handshakes failed, by reason: timeout, plain_http (plain HTTP to a TLS port), "
+             "protocol (version refused), certificate (client certificate refused), other.",
+             [({"reason": r}, n) for r, n in t["failed"].items()])
+    o.metric("tls_connections", "counter",
+             "TLS connections established, by protocol version.",
+             [({"protocol": p}, n) for p, n in t["protocols"].items()])
+
     zones = doc["http"]["server_zones"]
     req_series = []
     recv_series = []
