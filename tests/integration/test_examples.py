@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import http.client
 import json
 import os
 import re
 import shutil
+import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -15,7 +18,8 @@ import jwt as pyjwt
 import pytest
 
 from ..backends import Backend
-from ..support import EDGEWORKER, ROOT, Server
+from ..support import EDGEWORKER, ROOT, Server, free_port
+from ..tls_certs import CertFactory
 
 EXAMPLES = ROOT / "config" / "examples"
 JWT_SECRET = "example-secret-example-secret-32"
@@ -55,10 +59,42 @@ def example(tmp_path):
         srv.stop()
 
 
-def test_every_example_passes_check():
-    # as each example's header says to run it (jwt_edge reads its secret from JWT_SECRET)
+_CERT_PATH = re.compile(r'"certs/([^"]+)\.(crt|key)"')
+
+
+def tls_certificates(text: str, folder: Path) -> tuple[dict[str, str], CertFactory]:
+    """Make the certificates a TLS example names (``"certs/NAME.crt"``, ``"certs/NAME.key"``)
+    in ``folder``: a server certificate for NAME where both are named, a CA where only the
+    certificate is. Returns the ``replace`` of ``start_example`` pointing the example at
+    them, and the factory (its CA ``ca()`` issued the server certificates)."""
+    factory = CertFactory(folder)
+    ca = factory.ca()
+    named: dict[str, set[str]] = {}
+    for name, ext in _CERT_PATH.findall(text):
+        named.setdefault(name, set()).add(ext)
+    replace = {}
+    for name, exts in named.items():
+        if exts == {"crt", "key"}:
+            issued = ca.server([name, "localhost"], file=name)
+            replace[f'"certs/{name}.crt"'] = f'"{issued.cert}"'
+            replace[f'"certs/{name}.key"'] = f'"{issued.key}"'
+        else:  # a CA of client certificates
+            replace[f'"certs/{name}.crt"'] = f'"{factory.ca(name).path}"'
+    return replace, factory
+
+
+def test_every_example_passes_check(tmp_path):
+    # as each example's header says to run it (jwt_edge reads its secret from JWT_SECRET);
+    # a TLS example with certificates made now, next to a copy of it
     env = dict(os.environ, JWT_SECRET="change-me-change-me-change-me-32b")
     for conf in sorted(EXAMPLES.glob("*.toml")):
+        text = conf.read_text()
+        if '"certs/' in text:
+            for old, new in tls_certificates(text, tmp_path / conf.stem)[0].items():
+                text = text.replace(old, new)
+            text = text.replace('python_path = ["handlers"]', f'python_path = ["{EXAMPLES}/handlers"]')
+            conf = tmp_path / conf.name
+            conf.write_text(text)
         out = subprocess.run([*EDGEWORKER, "check", "-c", str(conf)], capture_output=True,
                              text=True, timeout=60, env=env)
         assert out.returncode == 0, (conf.name, out.stdout, out.stderr)
@@ -187,3 +223,92 @@ def test_log_phase_metrics_pushed_by_timer(example, redis_server):
         assert time.monotonic() - t0 < 0.5 * 3  # the push timeout is 500 ms each
     finally:
         redis_server.resume()
+
+
+# ---------------------------------------------------------------------------- TLS recipes
+def _https(port: int, ca_path: Path, sni: str, path: str = "/", cert=None, host=None):
+    """GET over TLS (the server certificate verified for ``sni``): (status, headers, body,
+    the certificate's subject CN)."""
+    ctx = ssl.create_default_context(cafile=str(ca_path))
+    if cert is not None:
+        ctx.load_cert_chain(str(cert.cert), str(cert.key))
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    with ctx.wrap_socket(raw, server_hostname=sni) as tls:
+        subject = dict(x[0] for x in tls.getpeercert()["subject"])
+        conn = http.client.HTTPConnection(sni, port, timeout=5)
+        conn.sock = tls
+        conn.request("GET", path, headers={"Host": host or sni})
+        resp = conn.getresponse()
+        headers = {k.lower(): v for k, v in resp.getheaders()}
+        return resp.status, headers, resp.read(), subject.get("commonName")
+
+
+def test_https_hsts_and_the_redirect_from_http(example, tmp_path):
+    text = (EXAMPLES / "https_hsts.toml").read_text()
+    tls_port = free_port()
+    replace, factory = tls_certificates(text, tmp_path / "certs")
+    replace["127.0.0.1:8443"] = f"127.0.0.1:{tls_port}"
+    srv = example("https_hsts", replace=replace)
+    ca = factory.ca().path
+    status, headers, body, cn = _https(tls_port, ca, "example.com", "/x")
+    assert (status, body, cn) == (200, b"hello over HTTPS\n", "example.com")
+    assert headers["strict-transport-security"] == "max-age=63072000; includeSubDomains"
+    # plain HTTP: 301 to the same host, path and query over HTTPS; no HSTS there
+    status, headers, _ = srv.get("/path/a?q=1&r=2", headers={"Host": "example.com"})
+    assert status == 301
+    assert headers["location"] == "https://example.com/path/a?q=1&r=2"
+    assert "strict-transport-security" not in headers
+
+
+def test_mtls_internal_api_refuses_unknown_subjects(example, tmp_path):
+    text = (EXAMPLES / "mtls_internal_api.toml").read_text()
+    replace, factory = tls_certificates(text, tmp_path / "certs")
+    replace["127.0.0.1:8443"] = "127.0.0.1:{port}"
+    tls_port = example("mtls_internal_api", replace=replace).port
+    clients = factory.ca("clients-ca")
+    ca = factory.ca().path
+    billing = clients.client("billing")
+    status, _, body, _ = _https(tls_port, ca, "api.internal", "/api/whoami", billing)
+    assert (status, json.loads(body)) == (200, {"client": "CN=billing"})
+    # a certificate of the right CA with an unknown subject: 403
+    status, _, body, _ = _https(tls_port, ca, "api.internal", "/api/whoami",
+                                clients.client("stranger"))
+    assert (status, json.loads(body)) == (403, {"error": "unknown client"})
+    # no certificate: 400
+    status, _, body, _ = _https(tls_port, ca, "api.internal", "/api/whoami")
+    assert status == 400 and b"No required SSL certificate was sent" in body
+    # a certificate of another CA: no TLS connection at all
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        _https(tls_port, ca, "api.internal", "/api/whoami", factory.ca("other").client("billing"))
+
+
+def test_certificates_chosen_from_a_folder(example, tmp_path):
+    text = (EXAMPLES / "tls_certificate_dir.toml").read_text()
+    replace, factory = tls_certificates(text, tmp_path / "certs")
+    replace["127.0.0.1:8443"] = "127.0.0.1:{port}"
+    by_name = tmp_path / "certs" / "by-name"
+    by_name.mkdir()
+    ca = factory.ca()
+    ca_path = ca.path
+    for name in ("shop.example.com", "blog.example.com"):
+        issued = ca.server([name])
+        issued.cert.rename(by_name / f"{name}.crt")
+        issued.key.rename(by_name / f"{name}.key")
+    wild = ca.server(["*.example.org"])
+    wild.cert.rename(by_name / "_.example.org.crt")
+    wild.key.rename(by_name / "_.example.org.key")
+    srv = example("tls_certificate_dir", replace=replace, env={"CERT_DIR": str(by_name)})
+    tls_port = srv.port
+    for sni, cn in (
+        ("shop.example.com", "shop.example.com"),
+        ("blog.example.com", "blog.example.com"),
+        ("www.example.org", "*.example.org"),  # the wildcard file of the parent domain
+        ("localhost", "default"),  # no file: the configured certificate
+    ):
+        status, _, body, got = _https(tls_port, ca_path, sni)
+        assert (status, body, got) == (200, f"served for {sni}\n".encode(), cn), sni
+    # a new name: its files written, served at once (no reload)
+    issued = ca.server(["new.example.com"])
+    issued.cert.rename(by_name / "new.example.com.crt")
+    issued.key.rename(by_name / "new.example.com.key")
+    assert _https(tls_port, ca_path, "new.example.com")[3] == "new.example.com"
