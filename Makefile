@@ -44,7 +44,8 @@ test-no-accel: $(STAMP)
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider tests/unit
 
-test-slow: $(STAMP) deps
+test-slow: $(STAMP)
+	./scripts/system-deps.sh slow
 	$(BIN)/python -m pytest -p no:cacheprovider -m slow
 
 lint: $(STAMP)

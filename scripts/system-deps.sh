@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian packages that the tests (and, with "bench", the benchmarks) need.
+# Install the Debian packages that the tests need; with "slow", also those of the slow tests
+# (make test-slow: testssl.sh, which brings the resolver tools it insists on); with "bench", the benchmarks'.
 # Does nothing when they are present; needs root (CI runs as root) when they are not.
 # The tests: redis-server, nginx-light, systemd (systemd-analyze), chromium (the dashboard),
 # wrk (the soak test, make test-slow), curl and openssl (the TLS clients of the HTTPS tests,
@@ -7,6 +8,7 @@
 # Under CI=1 a missing one fails the tests, not skips them.
 set -euo pipefail
 want=(redis-server nginx-light systemd chromium wrk curl openssl)
+[ "${1:-}" = "slow" ] && want+=(testssl.sh)
 [ "${1:-}" = "bench" ] && want+=(libnginx-mod-http-lua lua-resty-core valgrind)
 missing=()
 for pkg in "${want[@]}"; do

@@ -51,7 +51,9 @@ class Issued:
 class CA:
     """A certificate authority made now, written to ``folder/NAME-ca.crt``."""
 
-    def __init__(self, folder: Path, name: str = "test", parent: CA | None = None) -> None:
+    def __init__(
+        self, folder: Path, name: str = "test", parent: CA | None = None, days: float = 30
+    ) -> None:
         self.folder = folder
         self.name = name
         self.parent = parent
@@ -65,7 +67,7 @@ class CA:
             .public_key(self.key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(_NOW - datetime.timedelta(days=1))
-            .not_valid_after(_NOW + datetime.timedelta(days=30))
+            .not_valid_after(_NOW + datetime.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -97,6 +99,7 @@ class CA:
         usage,
         days: tuple[float, float],
         kind: str,
+        crl_url: str | None = None,
     ) -> Issued:
         key = _key(kind)
         cert = (
@@ -116,6 +119,11 @@ class CA:
         )
         if sans:
             cert = cert.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        if crl_url:
+            point = x509.DistributionPoint(
+                [x509.UniformResourceIdentifier(crl_url)], None, None, None
+            )
+            cert = cert.add_extension(x509.CRLDistributionPoints([point]), critical=False)
         cert = cert.sign(self.key, hashes.SHA256())
         cert_path = self.folder / f"{file}.crt"
         pem = cert.public_bytes(serialization.Encoding.PEM)
@@ -130,9 +138,11 @@ class CA:
         file: str | None = None,
         days: tuple[float, float] = (-1, 30),
         kind: str = "ec",
+        crl_url: str | None = None,
     ) -> Issued:
         """A server certificate for ``names`` (and 127.0.0.1); ``days``: (not before, not
-        after) from now, in days (``(-10, -1)``: expired)."""
+        after) from now, in days (``(-10, -1)``: expired); ``crl_url``: a CRL distribution
+        point to name."""
         sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
         sans.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
         return self._issue(
@@ -142,6 +152,7 @@ class CA:
             ExtendedKeyUsageOID.SERVER_AUTH,
             days,
             kind,
+            crl_url,
         )
 
     def intermediate(self, name: str) -> CA:
