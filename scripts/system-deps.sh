@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian packages that the tests need; with "slow", also those of the slow tests
-# (make test-slow: testssl.sh, which brings the resolver tools it insists on); with "bench", the benchmarks'.
+# Install the Debian packages that the tests need; with "slow", also the slow tests' (make
+# test-slow: testssl.sh, which brings the resolver tools it needs); with "bench", the benchmarks'.
 # Does nothing when they are present; needs root (CI runs as root) when they are not.
 # The tests: redis-server, nginx-light, systemd (systemd-analyze), chromium (the dashboard),
 # wrk (the soak test, make test-slow), curl and openssl (the TLS clients of the HTTPS tests,

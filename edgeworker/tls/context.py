@@ -95,7 +95,7 @@ class Contexts:
             return ctx
         ctx = server_context(server, ((cert.cert, cert.key_path),))
         cache[key] = ctx
-        if len(cache) > CERTIFICATE_CACHE_SIZE:
+        while len(cache) > CERTIFICATE_CACHE_SIZE:
             cache.popitem(last=False)
         return ctx
 

@@ -117,6 +117,55 @@ def test_errors_name_the_config_path(body, message):
     assert any(e.startswith(message) for e in errors), errors
 
 
+def test_ssl_certificate_by_may_stand_for_the_certificate():
+    cfg = loads(
+        '[http]\nssl_certificate_by = "certs:pick"\n'
+        + server('listen = ["127.0.0.1:443 ssl"]')
+        + server('listen = ["127.0.0.1:444 ssl"]\nssl_certificate_by = "other:pick"\n' + CERT),
+        CFG,
+    )
+    a, b = cfg.server
+    assert a.ssl_certificate_by == "certs:pick" and a.ssl_certificate == ()
+    assert b.ssl_certificate_by == "other:pick"
+    errors = errors_of(server('listen = ["127.0.0.1:443 ssl"]\nssl_certificate_by = "no spec"'))
+    assert errors == [
+        'server[0].ssl_certificate_by: invalid handler "no spec": expected "module:function"'
+    ], errors
+
+
+def test_a_certificate_object_checks_its_files_once(tmp_path):
+    ca = CertFactory(tmp_path).ca()
+    good = ca.server(["a.example"])
+    other = ca.server(["b.example"])
+    cert = context.Certificate(good.cert, good.key)
+    assert cert.key()[:2] == (str(good.cert), str(good.key))
+    with pytest.raises(ValueError, match="does not match the certificate"):
+        context.Certificate(good.cert, other.key)
+    with pytest.raises(ValueError, match="cannot read"):
+        context.Certificate(tmp_path / "missing.crt", good.key)
+    with pytest.raises(ValueError, match=r"returned str 'a.crt': expected None, \(cert path"):
+        context.Certificate.of("a.crt")
+
+
+def test_chosen_certificate_contexts_are_cached_by_paths_and_mtimes(tmp_path, monkeypatch):
+    ca = CertFactory(tmp_path).ca()
+    good = ca.server(["a.example"])
+    srv = loads(server('listen = ["127.0.0.1:443 ssl"]\n' + CERT), CFG).server[0]
+    contexts = context.Contexts()
+    first = contexts.for_certificate(0, srv, (str(good.cert), str(good.key)))
+    assert contexts.for_certificate(0, srv, (good.cert, good.key)) is first
+    assert contexts.for_certificate(1, srv, (good.cert, good.key)) is not first  # per server
+    import os
+
+    st = os.stat(good.cert)
+    os.utime(good.cert, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert contexts.for_certificate(0, srv, (good.cert, good.key)) is not first
+    monkeypatch.setattr(context, "CERTIFICATE_CACHE_SIZE", 2)
+    for i in range(5):
+        contexts.for_certificate(10 + i, srv, (good.cert, good.key))
+    assert len(contexts.chosen) == 2
+
+
 def test_one_address_is_either_tls_or_plain():
     errors = errors_of(
         server('listen = ["127.0.0.1:443 ssl"]\n' + CERT)
