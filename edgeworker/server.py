@@ -556,7 +556,9 @@ class Connection:
                 self.remote_addr,
                 self.http.send_timeout,
                 app.certificate_by,
-                TLSClient(self.remote_addr, self.remote_port, self.server_addr, self.server_port),
+                TLSClient(self.remote_addr, self.remote_port, self.server_addr, self.server_port)
+                if app.certificate_by
+                else None,
             )
         except Drain:  # the worker is exiting: a connection still in its handshake closes
             return False

@@ -342,12 +342,24 @@ def _certificate_by(
 def _failure(exc: OSError) -> int:
     """The ``STATS`` index of a failed handshake's reason (OpenSSL's reason code): a
     protocol version refused, a client certificate refused, anything else."""
-    reason = str(getattr(exc, "reason", "") or "").upper()
-    if "PROTOCOL" in reason or "VERSION" in reason:  # UNSUPPORTED_PROTOCOL, VERSION_TOO_LOW
+    reason = str(getattr(exc, "reason", "") or "")
+    if reason in _PROTOCOL_REASONS:
         return FAILED_PROTOCOL
     if reason in _CLIENT_CERT_REASONS:
         return FAILED_CERT
     return FAILED_OTHER
+
+
+#: OpenSSL's reasons for a protocol version refused (by us, or by the client: its alert)
+_PROTOCOL_REASONS = frozenset(
+    (
+        "UNSUPPORTED_PROTOCOL",
+        "VERSION_TOO_LOW",
+        "VERSION_TOO_HIGH",
+        "NO_PROTOCOLS_AVAILABLE",
+        "TLSV1_ALERT_PROTOCOL_VERSION",
+    )
+)
 
 
 #: OpenSSL's reasons for a client certificate refused by the server

@@ -1,6 +1,6 @@
 """TLS handshake counters in ``/status.json`` and ``/metrics``, counted with real clients:
-full and resumed handshakes, TLS 1.2 and 1.3, a plain-HTTP probe, a silent client, a
-protocol refused, a client certificate refused."""
+full and resumed handshakes, TLS 1.2 and 1.3, a plain-HTTP probe, a silent client, garbage,
+a protocol refused, a client certificate refused."""
 
 from __future__ import annotations
 
@@ -88,6 +88,10 @@ def test_handshake_counters_in_status_json_and_metrics(server, certs):
     # a silent client (closed after the 1 s handshake timeout)
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         assert read_all(s, timeout=5) == b""
+    # garbage after a handshake record's first byte: other
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"\x16\x03\x01\x00\x08garbage!")
+        assert not read_all(s, timeout=5).startswith(b"HTTP/")
     # TLS 1.1: the protocol refused
     old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     old.check_hostname = False
@@ -107,7 +111,7 @@ def test_handshake_counters_in_status_json_and_metrics(server, certs):
     want = {
         "handshakes": 5,
         "resumed": 2,
-        "failed": {"timeout": 1, "plain_http": 1, "protocol": 1, "certificate": 1, "other": 0},
+        "failed": {"timeout": 1, "plain_http": 1, "protocol": 1, "certificate": 1, "other": 1},
         "protocols": {"TLSv1.2": 3, "TLSv1.3": 2},
     }
     doc = wait_until(
@@ -128,7 +132,7 @@ def test_handshake_counters_in_status_json_and_metrics(server, certs):
         'edgeworker_tls_handshake_failures_total{reason="plain_http"} 1',
         'edgeworker_tls_handshake_failures_total{reason="protocol"} 1',
         'edgeworker_tls_handshake_failures_total{reason="certificate"} 1',
-        'edgeworker_tls_handshake_failures_total{reason="other"} 0',
+        'edgeworker_tls_handshake_failures_total{reason="other"} 1',
         'edgeworker_tls_connections_total{protocol="TLSv1.2"} 3',
         'edgeworker_tls_connections_total{protocol="TLSv1.3"} 2',
     ):
