@@ -333,6 +333,8 @@ def test_session_resumes_on_any_worker(server, certs, tmp_path):
 
     first = s_client("-sess_out", str(sess))
     assert "New, TLSv1.3" in first and "A localhost" in first
+    # the lifetime the ticket announces: ssl_session_timeout's only value, 2h
+    assert "lifetime hint: 7200 (seconds)" in first
     # new connections with the saved session until both workers served some (at least 8)
     n = 0
     while n < 40:
