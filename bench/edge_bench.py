@@ -13,7 +13,7 @@ limiter. wrk (keep-alive, 2 threads, 50 connections) measures each route in turn
 
 The limits are far above what wrk can send (every request is allowed but still counted), and
 before the load each route is checked (200, RateLimit headers, 401 without a token). Targets
-(issue 6, same run):
+(same run):
 
     jwt / hello   >= 0.8        shm / hello  >= 0.9        redis / hello >= 0.5
 

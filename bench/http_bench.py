@@ -5,12 +5,12 @@ Every target runs with the same number of workers (2), access logs off, on a fre
 port, in its own temp dir; the targets run one after the other (never at the same time). For each
 case wrk runs a warm-up (2 s, discarded) and then the measured run (keep-alive, 2 threads, 50
 connections, 10 s by default). The bench prints req/s, p50/p99 latency, worker RSS, and the
-ratios of issue 3's targets with PASS/FAIL:
+ratios of its targets with PASS/FAIL:
 
     edgeworker hello / nginx-lua hello req/s     >= 0.40
     edgeworker hello / gunicorn hello req/s      >= 3
     edgeworker incr / edgeworker hello req/s     >= 0.9
-    edgeworker hello / same, metrics off, req/s  >= 0.95 (issue 7: status counters cost <= 5%)
+    edgeworker hello / same, metrics off, req/s  >= 0.95 (status counters cost <= 5%)
     p99 edgeworker / p99 nginx-lua (hello, incr) <= 3
     idle edgeworker worker RSS                   <= 40 MiB
 
@@ -743,7 +743,7 @@ def render_report(
             per = " + ".join(mib(k) for k in res.idle.rss_kb)
             width = max(len(n) for n in results)
             out.append(f"  {name:<{width}}  {mib(res.idle.rss_sum_kb):>6} MiB = {per} MiB")
-    out += ["", "targets (issue 3):"]
+    out += ["", "targets:"]
     out.append(
         format_table(
             ["check", "value", "target", "verdict"],

@@ -89,6 +89,7 @@ from http_bench import (  # noqa: E402
     render_edgeworker_config,
 )
 from proxy_bench import SMALL_BODY, start_backend  # noqa: E402
+from tls_bench import HarnessError, make_certificate  # noqa: E402
 
 ACCEL_OFF = Path(__file__).resolve().parent / "accel_off"
 _spec = importlib.util.spec_from_file_location("accel_off", ACCEL_OFF / "sitecustomize.py")
@@ -210,41 +211,6 @@ def render_config(backend_port: int, port: int, tls: tuple[int, Path, Path]) -> 
         + LIMIT_LOCATION
         + tls_server
     )
-
-
-def make_certificate(tmp: Path) -> tuple[Path, Path]:
-    """A self-signed ECDSA P-256 certificate for 127.0.0.1 in ``tmp``: (cert, key)."""
-    cert, key = tmp / "server.crt", tmp / "server.key"
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        raise RuntimeError("openssl not found (Debian: apt-get install openssl)")
-    subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-sha256",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        capture_output=True,
-        check=True,
-        timeout=60,
-    )
-    return cert, key
 
 
 class Client:
@@ -454,7 +420,7 @@ def run(args: argparse.Namespace, routes: list[Route]) -> dict[str, list[Round]]
         tmp = Path(tmp_s)
         backend_port = start_backend(reg, tmp)
         port = free_port()
-        cert, key = make_certificate(tmp)
+        cert, key = make_certificate(tmp, "ecdsa")
         tls = (free_port(), cert, key)
 
         def port_of(route: Route) -> tuple[int, Path | None]:
@@ -675,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         totals = run(args, args.route_list)
-    except (RuntimeError, TimeoutError, OSError, ValueError) as exc:
+    except (RuntimeError, TimeoutError, OSError, ValueError, HarnessError) as exc:
         print(f"instructions: {exc}", file=sys.stderr)
         return 2
     result = {

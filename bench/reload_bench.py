@@ -1,4 +1,4 @@
-"""Lifecycle figures (issue 4): reload under load, reload latency, respawn latency.
+"""Lifecycle figures: reload under load, reload latency, respawn latency.
 
 Runs, in one go on this machine:
 

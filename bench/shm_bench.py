@@ -4,7 +4,7 @@ Usage: python bench/shm_bench.py [--n 200000] [--quick]
 
 Starts its own redis-server and nginx (with the lua module) on free loopback ports in a temp
 dir when they are installed, stops them afterwards, and prints µs/op and the ratios against
-the targets of issue 2 (all numbers from this one run).
+its targets (all numbers from this one run).
 """
 
 from __future__ import annotations

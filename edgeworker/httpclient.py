@@ -1,6 +1,6 @@
 """``edgeworker.http.request``: a pooled, cooperative HTTP/1.1 client for handler code.
 
-The resty.http of SPEC §3, on the proxy's client (``edgeworker.proxy.client``)::
+OpenResty's resty.http for edgeworker, on the proxy's client (``edgeworker.proxy.client``)::
 
     from edgeworker.httpclient import request
     r = request("GET", "http://user-service/users/42", timeout=0.5)

@@ -1,7 +1,7 @@
 """Request smuggling and malformed input, end to end: raw bytes over loopback to a real
 ``edgeworker run`` whose only location proxies to a recording backend (tests/backends/recorder.py).
 
-For every vector the test checks both sides: what edgeworker answers (SPEC §5: 400, 405, 408,
+For every vector the test checks both sides: what edgeworker answers (400, 405, 408,
 413, 414, 431, 501, 505, then close) and what the backend received — nothing, or exactly the
 valid requests that came before the bad one. After each vector a valid "fence" request goes
 through on a fresh connection; the backend numbers every request it receives, so the fence

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "systemd"
 BINARY = "/usr/local/bin/edgeworker"
 CONFIG = "/etc/edgeworker/edgeworker.toml"
-DEFAULT_GRACEFUL_TIMEOUT = 30.0  # SPEC §2
+DEFAULT_GRACEFUL_TIMEOUT = 30.0  # [main] graceful_timeout's default
 
 # what systemd < 253 says about the notify-reload unit (and nothing else is tolerated)
 OLD_SYSTEMD_NOTES = (

@@ -1,4 +1,4 @@
-"""Config loading: SPEC §2 decoded into Structs, defaults, conversions, and every error message."""
+"""Config loading: the TOML decoded into Structs, defaults, conversions, and every error message."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ MINIMAL = """
   content = "app:hello"
 """
 
-# The example of SPEC §2, verbatim apart from the comments.
+# A full example config, with every kind of key.
 SPEC_EXAMPLE = r"""
 [main]
 workers = 2

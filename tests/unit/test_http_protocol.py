@@ -1,4 +1,4 @@
-"""The sans-IO HTTP/1.1 server protocol: framing, rejection rules (SPEC §5), limits, pipelining.
+"""The sans-IO HTTP/1.1 server protocol: framing, rejection rules, limits, pipelining.
 
 Every test feeds raw bytes to ``ServerProtocol`` and looks at the events. The rejection vectors
 follow the HTTP Garden / Http11Probe catalogues (edge-features.md §7): request line, header

@@ -1,4 +1,4 @@
-"""Conformance with SPEC §4, case by case (lua-nginx-module t/043-shdict.t as the checklist)."""
+"""Conformance with ngx.shared.DICT's API, case by case (lua-nginx-module t/043-shdict.t as the checklist)."""
 
 from __future__ import annotations
 
