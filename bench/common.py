@@ -388,6 +388,31 @@ _NON2XX_RE = re.compile(r"Non-2xx or 3xx responses: (\d+)", re.M)
 _LAT_RE = re.compile(r"^\s*Latency\s+(\S+)\s+(\S+)\s+(\S+)", re.M)
 
 
+def run_edgeworker(
+    reg: ProcessRegistry,
+    conf: Path,
+    host: str,
+    port: int,
+    workers: int,
+    python: Path,
+    cwd: Path,
+    log_path: Path,
+    timeout: float = 30.0,
+) -> Server:
+    """``python -m edgeworker run -c conf`` in ``reg``, once it listens on ``host:port`` with
+    ``workers`` workers (``TimeoutError`` after ``timeout`` seconds)."""
+    srv = reg.start(
+        "edgeworker",
+        [str(python), "-m", "edgeworker", "run", "-c", str(conf)],
+        cwd=cwd,
+        log_path=log_path,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    wait_for_port(host, port, timeout, srv.proc)
+    wait_for_workers(srv.pid, workers, timeout)
+    return srv
+
+
 def parse_time_ms(text: str) -> float:
     """Convert a wrk time such as ``"635.91us"``, ``"1.20ms"`` or ``"2.00s"`` to milliseconds.
 

@@ -44,9 +44,9 @@ from common import (  # noqa: E402
     format_table,
     free_port,
     parse_wrk_output,
+    run_edgeworker,
     servers_python,
     wait_for_port,
-    wait_for_workers,
 )
 
 HOST = "127.0.0.1"
@@ -138,17 +138,7 @@ def start_edgeworker(reg: ProcessRegistry, prefix: Path, port: int, root: Path):
     conf.write_text(
         EDGEWORKER_TOML.format(workers=WORKERS, prefix=prefix, host=HOST, port=port, root=root)
     )
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    srv = reg.start(
-        "edgeworker",
-        [str(PYTHON), "-m", "edgeworker", "run", "-c", str(conf)],
-        cwd=REPO,
-        log_path=prefix / "stdout.log",
-        env=env,
-    )
-    wait_for_port(HOST, port, 30, srv.proc)
-    wait_for_workers(srv.pid, WORKERS, 30)
-    return srv
+    return run_edgeworker(reg, conf, HOST, port, WORKERS, PYTHON, REPO, prefix / "stdout.log")
 
 
 def check_answer(name: str, port: int, body: bytes) -> int:

@@ -52,6 +52,7 @@ from common import (  # noqa: E402
     mib,
     ratio,
     rss_kb,
+    run_edgeworker,
     run_wrk,
     servers_python,
     wait_for_port,
@@ -172,17 +173,7 @@ def start_edgeworker(reg: ProcessRegistry, prefix: Path, port: int, backend_port
             workers=WORKERS, prefix=prefix, host=HOST, port=port, backend_port=backend_port
         )
     )
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    srv = reg.start(
-        "edgeworker",
-        [str(PYTHON), "-m", "edgeworker", "run", "-c", str(conf)],
-        cwd=REPO,
-        log_path=prefix / "stdout.log",
-        env=env,
-    )
-    wait_for_port(HOST, port, 30, srv.proc)
-    wait_for_workers(srv.pid, WORKERS, 30)
-    return srv
+    return run_edgeworker(reg, conf, HOST, port, WORKERS, PYTHON, REPO, prefix / "stdout.log")
 
 
 def download(port: int, path: str, expect: int) -> float:
