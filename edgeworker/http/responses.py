@@ -179,11 +179,14 @@ def error_response(
     keep_alive: bool,
     head_only: bool = False,
     extra_headers: Iterable[tuple[str, str]] = (),
+    body: bytes | None = None,
 ) -> bytes:
     """A complete error response: head with ``Server``, ``Date``, ``Content-Type: text/html``,
     ``Content-Length``, ``Connection: keep-alive|close`` (then ``extra_headers``), and the
-    ``error_page`` body unless ``head_only`` (a HEAD request: same headers, no body)."""
-    body = error_page(status)
+    ``error_page`` body (or ``body``, an HTML page) unless ``head_only`` (a HEAD request: same
+    headers, no body)."""
+    if body is None:
+        body = error_page(status)
     headers = [
         ("Server", SERVER),
         ("Date", http_date()),

@@ -19,7 +19,7 @@ import ssl
 import time
 from typing import Any
 
-from ..http.responses import SERVER, encode_head, http_date
+from ..http.responses import SERVER, error_response
 from ..io import BIOTLS, TLSTransport
 from . import schema
 
@@ -61,18 +61,7 @@ def refusal_response(detail: str) -> bytes:
 
 def plain_http_response() -> bytes:
     """The whole response to plain HTTP on a TLS port: 400 with nginx's text, then close."""
-    body = _page(f"400 {PLAIN_HTTP_BODY}", PLAIN_HTTP_BODY)
-    head = encode_head(
-        400,
-        [
-            ("Server", SERVER),
-            ("Date", http_date()),
-            ("Content-Type", "text/html"),
-            ("Content-Length", str(len(body))),
-            ("Connection", "close"),
-        ],
-    )
-    return head + body
+    return error_response(400, keep_alive=False, body=refusal_response(PLAIN_HTTP_BODY))
 
 
 class TLSInfo:
