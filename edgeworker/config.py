@@ -61,6 +61,7 @@ from .confschema import (
     abspath,
     check_server_name,
     format_listen,
+    inherit,
     parse_handler,
     parse_listen,
     parse_match,
@@ -520,12 +521,7 @@ class _Loader(Context):
             self.check_return(loc.return_, f"{lp}.return")
         self.check_header_names(f"{lp}.add_header", loc.add_header)
         self.check_scope(loc, lp)
-        for name, _, default in INHERITED:  # not set here: the server's, else [http]'s
-            if getattr(loc, name) is None:
-                value = getattr(server, name) if server is not None else None
-                if value is None:
-                    value = getattr(http, name)
-                setattr(loc, name, default if value is None else value)
+        inherit(loc, INHERITED, server, http)  # not set here: the server's, else [http]'s
         for feature in FEATURES:
             feature.check(loc, lp, self)
 

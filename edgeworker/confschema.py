@@ -42,6 +42,7 @@ __all__ = [
     "abspath",
     "check_server_name",
     "format_listen",
+    "inherit",
     "make_dec_hook",
     "parse_handler",
     "parse_host_port",
@@ -458,9 +459,22 @@ class ServerFeature:
 
     def inherit(self, server: Any, http: Any) -> None:
         """Fill the keys ``server`` does not set from ``http``."""
-        for name, _typ, _default in self.fields:
-            if getattr(server, name) is None:
-                setattr(server, name, getattr(http, name))
+        inherit(server, self.fields, http)
+
+
+def inherit(scope: Any, keys: Iterable[tuple[str, Any, Any]], *outer: Any) -> None:
+    """nginx's rule for a key settable in nested contexts: each of ``keys`` ((name, type,
+    default)) that ``scope`` does not set (None) takes the value of the first ``outer`` scope
+    (innermost first; None: no such scope) that sets it, else its default."""
+    for name, _typ, default in keys:
+        if getattr(scope, name) is None:
+            for out in outer:
+                value = getattr(out, name) if out is not None else None
+                if value is not None:
+                    break
+            else:
+                value = default
+            setattr(scope, name, value)
 
 
 class Redis(Base):
