@@ -46,8 +46,8 @@ from common import (  # noqa: E402
     parse_wrk_output,
     run_edgeworker,
     servers_python,
-    wait_for_port,
 )
+from proxy_bench import start_nginx  # noqa: E402
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
@@ -55,18 +55,8 @@ PYTHON = REPO / ".venv" / "bin" / "python"
 WORKERS = 2
 SIZE = 100 * 1024
 
-NGINX_CONF = """
-worker_processes {workers};
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
+# the server block in proxy_bench's nginx.conf (its NGINX_COMMON)
+NGINX_BODY = """
     types {{ text/plain txt; }}
     server {{
         listen {host}:{port} backlog=4096;
@@ -76,7 +66,6 @@ http {{
         gzip_comp_level 1;
         gzip_types text/plain;
     }}
-}}
 """
 
 EDGEWORKER_TOML = """
@@ -114,22 +103,6 @@ def body_text() -> bytes:
         out.append(line)
         n += len(line)
     return "".join(out).encode()[:SIZE]
-
-
-def start_nginx(reg: ProcessRegistry, prefix: Path, port: int, root: Path):
-    prefix.mkdir(parents=True, exist_ok=True)
-    conf = prefix / "nginx.conf"
-    conf.write_text(
-        NGINX_CONF.format(workers=WORKERS, prefix=prefix, host=HOST, port=port, root=root)
-    )
-    srv = reg.start(
-        "nginx",
-        ["nginx", "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
-        cwd=prefix,
-        log_path=prefix / "stdout.log",
-    )
-    wait_for_port(HOST, port, 15, srv.proc)
-    return srv
 
 
 def start_edgeworker(reg: ProcessRegistry, prefix: Path, port: int, root: Path):
@@ -209,7 +182,13 @@ def main(argv: list[str] | None = None) -> int:
         for name in runs:
             port = free_port()
             if name == "nginx":
-                start_nginx(reg, tmpd / "nginx", port, root)
+                start_nginx(
+                    reg,
+                    tmpd / "nginx",
+                    NGINX_BODY.format(host=HOST, port=port, root=root),
+                    port,
+                    "nginx",
+                )
             else:
                 start_edgeworker(reg, tmpd / "edgeworker", port, root)
             try:
