@@ -55,7 +55,10 @@ class EdgeWorker(Worker):
 
     def init_signals(self) -> None:
         import gevent
+        from gevent.event import Event
 
+        #: set by TERM: wakes the main loop of ``run`` at once
+        self._stopping = Event()
         for s in self.SIGNALS:
             signal.signal(s, signal.SIG_DFL)
         gevent.signal_handler(signal.SIGTERM, self._graceful)
@@ -122,7 +125,7 @@ class EdgeWorker(Worker):
             if self.ppid != os.getppid():
                 runtime.log.warning("master %s is gone, worker %s exits", self.ppid, os.getpid())
                 break
-            gevent.sleep(1.0)
+            self._stopping.wait(1.0)  # (a TERM sets it: the exit starts at once)
         self._shutdown()
 
     def _accept_loop(self, sock: socket.socket, key: tuple, conn_cls) -> None:
@@ -187,6 +190,7 @@ class EdgeWorker(Worker):
         if self.alive:
             runtime.log.info("gracefully shutting down worker %s", self.ew_id)
         self.alive = False
+        self._stopping.set()
 
     def _fast(self) -> None:
         runtime.worker._exiting = True

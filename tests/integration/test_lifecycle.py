@@ -181,6 +181,22 @@ def test_graceful_stop_fires_premature_timers_and_exit_worker(server):
     assert "Traceback" not in srv.errors(), srv.errors()
 
 
+def test_an_idle_server_stops_at_once(server):
+    # TERM wakes the worker's main loop: the exit does not wait for its next 1 s check
+    srv = server("""
+        [[server]]
+        listen = ["127.0.0.1:{port}"]
+          [[server.location]]
+          match = "/"
+          return = {{ status = 200, body = "ok" }}
+        """)
+    assert srv.get("/")[0] == 200
+    started = time.monotonic()
+    os.kill(srv.master_pid, signal.SIGTERM)
+    assert srv.proc.wait(15) == 0
+    assert time.monotonic() - started < 0.9
+
+
 def test_reload_reruns_init_retires_old_workers_with_premature_timers(server):
     srv = server(CONF, FILES, workers=2)
     before = info(srv)

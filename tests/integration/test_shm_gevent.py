@@ -48,7 +48,9 @@ SCRIPT = textwrap.dedent("""
         assert v == 1
         print(f"waited={waited:.3f} ticks={ticks_during_wait}")
         assert waited >= 0.2, waited
-        assert ticks_during_wait >= 10, ticks_during_wait
+        # a blocking wait lets no tick through; a loaded machine may let through fewer
+        # than the ~50 an idle one does
+        assert ticks_during_wait >= 3, ticks_during_wait
         # a dead holder inside a gevent worker: take-over still happens within 1 s
         pid = os.fork()
         if pid == 0:
