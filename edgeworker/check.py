@@ -2,8 +2,9 @@
 handler it names, without running any of them (no ``init``).
 
 ``check(path)`` returns ``(config, [])`` when all is well, else ``(config or None, messages)``,
-each message naming the config path and the cause, e.g.
-``server[0].location[2].access: cannot import "app:auth": No module named 'app'``.
+each message naming its place in the file, the config path and the cause, e.g.
+``/etc/ew.toml:14: server[0].location[2].access: cannot import "app:auth": No module named
+'app'`` (``ConfigError.messages``: the text to show as it is).
 """
 
 from __future__ import annotations
@@ -76,8 +77,8 @@ def _signature_problem(fn: Callable[..., Any], args: tuple[object, ...]) -> str 
 def check(path: str, warnings: list[str] | None = None) -> tuple[Config | None, list[str]]:
     """Validate the config at ``path`` and import every handler it names.
 
-    Returns (config, errors). ``config`` is None when the file itself is invalid (then the
-    errors are the loader's). Otherwise each handler is imported from ``main.python_path``
+    Returns (config, errors), each error ``FILE:LINE: path: cause``. ``config`` is None when
+    the file itself is invalid (then the errors are the loader's). Otherwise each handler is imported from ``main.python_path``
     (added to ``sys.path``); a spec that cannot be imported, names a missing attribute, is not
     callable, or cannot be called the way its phase calls it is an error at its config path.
     ``file:`` key sources of ``jwt`` must be readable. The TLS certificates and keys are
@@ -88,7 +89,7 @@ def check(path: str, warnings: list[str] | None = None) -> tuple[Config | None, 
     try:
         cfg = load(path)
     except ConfigError as e:
-        return None, list(e.errors)
+        return None, list(e.messages)
     errors: list[str] = []
     try:
         found = tls_context.build(cfg)
@@ -136,7 +137,7 @@ def check(path: str, warnings: list[str] | None = None) -> tuple[Config | None, 
                         unreadable = True
             if not unreadable:
                 errors.extend(_jwt_key_problems(cfg, loc))
-    return cfg, errors
+    return cfg, ConfigError(cfg.file, errors).messages
 
 
 def _jwt_key_problems(cfg: Config, loc: Any) -> list[str]:

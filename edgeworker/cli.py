@@ -37,8 +37,8 @@ def _checked(path: str, failed_suffix: str = "") -> bool:
     _cfg, errors = check(path, warnings)
     for warning in warnings:
         print(f"{path}: warning: {warning}", file=sys.stderr)
-    for err in errors:
-        print(f"{path}: {err}", file=sys.stderr)
+    for err in errors:  # FILE:LINE: path: cause
+        print(err, file=sys.stderr)
     if errors:
         print(f"configuration file {path} test failed{failed_suffix}", file=sys.stderr)
     return not errors

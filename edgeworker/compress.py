@@ -38,7 +38,7 @@ import zlib
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from .confschema import Context, Feature, Size, StrList
+from .confschema import Context, Feature, Size, StrList, suggest
 
 try:  # optional: edgeworker[brotli]
     import brotli
@@ -394,7 +394,8 @@ def check_scope(scope: Any, path: str, ctx: Context) -> None:
         if value not in PROXIED:
             ctx.err(
                 f"{path}.gzip_proxied[{i}]",
-                f'unknown value "{value}": expected one of {", ".join(PROXIED)}',
+                f'unknown value "{value}": expected one of {", ".join(PROXIED)}'
+                + suggest(value, PROXIED),
             )
     version = scope.gzip_http_version
     if version is not None and version not in ("1.0", "1.1"):

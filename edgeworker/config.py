@@ -65,7 +65,9 @@ from .confschema import (
     parse_handler,
     parse_listen,
     parse_match,
+    suggest,
 )
+from .confsource import key_lines
 from .errors import ConfigError
 from .http.fields import ROUTING_FIELDS
 from .lib import jwt_schema
@@ -331,16 +333,33 @@ def default_pid_file() -> str:
     return f"/tmp/edgeworker-{os.getuid()}.pid"
 
 
+_SYNTAX_RE = re.compile(r"^(.*) \(at (?:line (\d+), column (\d+)|end of document)\)$", re.S)
+
+
+def _syntax_error(file: str, text: str, e: tomllib.TOMLDecodeError) -> ConfigError:
+    """tomllib's error as ``FILE:LINE:COLUMN: TOML syntax error: cause``."""
+    m = _SYNTAX_RE.match(str(e))
+    if m is None:
+        return ConfigError(file, [f"TOML syntax error: {e}"])
+    if m.group(2):
+        place = f"{file}:{m.group(2)}:{m.group(3)}"
+    else:  # at the end of the document: its last line
+        place = f"{file}:{text.count(chr(10)) + (not text.endswith(chr(10)))}"
+    return ConfigError(file, [f"TOML syntax error: {m.group(1)}"], [place])
+
+
 class _Loader(Context):
     def run(self, text: str) -> Any:
         try:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
-            raise ConfigError(self.file, [f"TOML syntax error: {e}"]) from None
+            raise _syntax_error(self.file, text, e) from None
+        self.file.lines.update(key_lines(text))
         top = ("main", "http", "shared_dict", *(t.key for t in _TABLES), "server")
         for key in raw:
             if key not in top:
-                self.err(key, f'unknown key "{key}" (top level takes {", ".join(top)})')
+                hint = suggest(key, top) or f" (top level takes {', '.join(top)})"
+                self.err(key, f'unknown key "{key}"{hint}')
 
         main = self.convert(self.table(raw, "main") or {}, Main, "main") or Main()
         http = self.convert(self.table(raw, "http") or {}, Http, "http") or Http()
@@ -376,7 +395,9 @@ class _Loader(Context):
         if main.log_level not in LOG_LEVELS:
             self.err(
                 "main.log_level",
-                f'invalid level "{main.log_level}": expected one of ' + ", ".join(LOG_LEVELS),
+                f'invalid level "{main.log_level}": expected one of '
+                + ", ".join(LOG_LEVELS)
+                + suggest(main.log_level, LOG_LEVELS),
             )
         if main.error_log not in _LOG_SPECIAL:
             main.error_log = abspath(self.base, main.error_log)
@@ -394,7 +415,7 @@ class _Loader(Context):
             self.err(
                 "http.access_log_format",
                 f'invalid format "{http.access_log_format}": expected "combined", "json" '
-                "or a format with $variables",
+                "or a format with $variables" + suggest(http.access_log_format, ACCESS_LOG_FORMATS),
             )
         if http.request_id_header and not TOKEN_RE.match(http.request_id_header):
             self.err("http.request_id_header", f'invalid header name "{http.request_id_header}"')
@@ -547,7 +568,8 @@ def _listen_flags(words: list[str]) -> tuple[tuple[str, ...], str | None]:
         if word == "http2":
             return (), 'HTTP/2 is not supported yet: remove "http2" (HTTP/1.1 is served)'
         if word not in known:
-            return (), f'unknown listen flag "{word}" (known: {", ".join(known)})'
+            hint = suggest(word, known) or f" (known: {', '.join(known)})"
+            return (), f'unknown listen flag "{word}"{hint}'
     return tuple(words), None
 
 

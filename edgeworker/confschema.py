@@ -3,7 +3,8 @@
 A declarative feature describes itself with one ``Feature`` (its location keys, their check,
 the function that builds its handler, and any top-level tables it owns); ``edgeworker.config``
 lists the features and composes them into the ``Location`` and ``Config`` Structs. This module
-imports nothing of edgeworker but ``units``, so feature schemas and config.py both import it.
+imports nothing of edgeworker but ``units`` and ``confsource``, so feature schemas and
+config.py both import it.
 
 The value types (``Size``, ``Duration``…) are markers the decode hook converts; after loading
 ``plain`` turns them back into the builtins they stand for, so a loaded config is plain data.
@@ -19,7 +20,9 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
+import msgspec.inspect as mi
 
+from .confsource import SourceFile, suggest
 from .units import Rate, parse_duration, parse_rate, parse_size
 
 __all__ = [
@@ -49,6 +52,7 @@ __all__ = [
     "parse_listen",
     "parse_match",
     "plain",
+    "suggest",
     "translate",
 ]
 
@@ -294,16 +298,59 @@ _PATH_RE = re.compile(r"^(.*) - at `\$(.*)`$", re.S)
 _UNKNOWN_RE = re.compile(r"^Object contains unknown field `(.*)`$")
 _MISSING_RE = re.compile(r"^Object missing required field `(.*)`$")
 _EXPECTED_RE = re.compile(r"^Expected `(.*?)`(.*?)(?:, got `(.*?)`)?$")
+_SEGMENT_RE = re.compile(r"\.([^.\[]+)|\[([^\]]*)\]")
 
 
-def translate(base: str, err: msgspec.ValidationError) -> str:
-    """Turn msgspec's ``msg - at `$.a[0].b``` into ``base.a[0].b: msg`` in our words."""
+def _unwrap(info: Any, want: tuple[type, ...]) -> Any:
+    """The first of ``want`` in ``info`` (through Optional/unions and constraints), or None."""
+    if isinstance(info, mi.Metadata):
+        return _unwrap(info.type, want)
+    if isinstance(info, mi.UnionType):
+        for t in info.types:
+            if (found := _unwrap(t, want)) is not None:
+                return found
+        return None
+    return info if isinstance(info, want) else None
+
+
+_ITEMS = (mi.ListType, mi.VarTupleType, mi.TupleType, mi.DictType, mi.SetType, mi.FrozenSetType)
+
+
+def keys_at(typ: type, sub: str) -> list[str]:
+    """The keys the table at ``sub`` (msgspec's path below ``typ``: ``.a[0].b``) takes."""
+    try:
+        info: Any = mi.type_info(typ)
+        for name, index in _SEGMENT_RE.findall(sub):
+            if name:
+                struct = _unwrap(info, (mi.StructType,))
+                info = next(f.type for f in struct.fields if f.encode_name == name)
+                continue
+            items = _unwrap(info, _ITEMS)
+            if isinstance(items, mi.TupleType):
+                info = items.item_types[int(index)]
+            elif isinstance(items, mi.DictType):
+                info = items.value_type
+            else:
+                info = items.item_type
+        struct = _unwrap(info, (mi.StructType,))
+    except (AttributeError, StopIteration, IndexError, ValueError, TypeError):
+        return []
+    if struct is None:
+        return []
+    return [f.encode_name for f in struct.fields if f.encode_name not in RESERVED]
+
+
+def translate(base: str, err: msgspec.ValidationError, typ: type | None = None) -> str:
+    """Turn msgspec's ``msg - at `$.a[0].b``` into ``base.a[0].b: msg`` in our words; an
+    unknown key of ``typ`` gets the closest known key as a suggestion."""
     text = str(err)
     m = _PATH_RE.match(text)
     msg, sub = (m.group(1), m.group(2)) if m else (text, "")
     path = base + sub
     if mu := _UNKNOWN_RE.match(msg):
-        return f'{path}: unknown key "{mu.group(1)}"'
+        key = mu.group(1)
+        hint = suggest(key, keys_at(typ, sub)) if typ is not None else ""
+        return f'{path}: unknown key "{key}"{hint}'
     if mm := _MISSING_RE.match(msg):
         return f'{path}: missing required key "{mm.group(1)}"'
     if me := _EXPECTED_RE.match(msg):
@@ -327,7 +374,8 @@ class Context:
     """
 
     def __init__(self, path: str) -> None:
-        self.file = os.path.abspath(path)
+        #: the config file's absolute path; the loader gives it the line of each key
+        self.file = SourceFile(os.path.abspath(path))
         self.base = os.path.dirname(self.file)
         self.errors: list[str] = []
         self.hook = make_dec_hook(self.base)
@@ -348,7 +396,7 @@ class Context:
         try:
             return plain(msgspec.convert(raw, typ, dec_hook=self.hook))
         except msgspec.ValidationError as e:
-            self.errors.append(translate(path, e))
+            self.errors.append(translate(path, e, typ))
             return None
 
     def table(self, raw: dict[str, Any], key: str) -> dict[str, Any] | None:

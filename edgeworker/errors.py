@@ -38,14 +38,21 @@ class ConfigError(EdgeworkerError):
     """The configuration is invalid.
 
     ``errors`` holds one message per problem, each naming the config path
-    (``server[0].location[2].access``) and the cause. ``str()`` joins them, one a line,
-    prefixed by the config file's path.
+    (``server[0].location[2].access``) and the cause. ``messages`` are the same, each
+    prefixed by its place in the file, nginx style: ``FILE:LINE: path: cause``. ``places``
+    gives the places; by default each is asked of ``file`` when it knows the lines of the
+    config (``Config.file``, an ``edgeworker.confsource.SourceFile``), else it is ``file``
+    alone. ``str()`` joins the messages, one a line.
     """
 
-    def __init__(self, file: str, errors: list[str]) -> None:
+    def __init__(self, file: str, errors: list[str], places: list[str] | None = None) -> None:
         self.file = file
         self.errors = list(errors)
-        super().__init__("\n".join(f"{file}: {e}" for e in self.errors))
+        if places is None:
+            where = getattr(file, "where", None)
+            places = [where(e) if where is not None else file for e in self.errors]
+        self.messages = [f"{place}: {e}" for place, e in zip(places, self.errors, strict=True)]
+        super().__init__("\n".join(self.messages))
 
 
 class RequestExit(BaseException):

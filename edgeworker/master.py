@@ -462,7 +462,7 @@ class EdgeArbiter(Arbiter):
 
                 handlers.purge_user_modules(self.app.ew_config.main.python_path)
                 _cfg, errors = check(path)
-                os.write(w, "\n".join(f"{path}: {e}" for e in errors).encode())
+                os.write(w, "\n".join(errors).encode())  # FILE:LINE: path: cause
                 status = 1 if errors else 0
             except BaseException as exc:  # noqa: BLE001 - report anything
                 try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..confschema import Base, Context, Duration, Feature, StrList, abspath
+from ..confschema import Base, Context, Duration, Feature, StrList, abspath, suggest
 
 __all__ = ["FEATURE", "JWT_ASYMMETRIC", "JWT_HMAC", "Jwt"]
 
@@ -65,7 +65,8 @@ def check(loc: Any, path: str, ctx: Context) -> None:
         ctx.err(
             f"{path}.algorithms",
             f'unsupported algorithm "{bad[0]}": expected any of '
-            + ", ".join(sorted(JWT_HMAC | JWT_ASYMMETRIC)),
+            + ", ".join(sorted(JWT_HMAC | JWT_ASYMMETRIC))
+            + suggest(bad[0], sorted(JWT_HMAC | JWT_ASYMMETRIC)),
         )
     hmac, asym = algs & JWT_HMAC, algs & JWT_ASYMMETRIC
     if hmac and asym:

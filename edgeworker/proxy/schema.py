@@ -25,6 +25,7 @@ from ..confschema import (
     StrList,
     Table,
     parse_host_port,
+    suggest,
 )
 
 __all__ = [
@@ -118,9 +119,10 @@ def parse_proxy_pass(value: str, upstreams: dict[str, Any]) -> tuple[str | None,
     if authority in upstreams:
         return authority, authority, 0, prefix
     if not re.search(r":\d*$", authority):
+        hint = suggest(authority, upstreams)
         raise ValueError(
             f'invalid proxy_pass "{value}": no upstream named "{authority}" '
-            '(a direct address needs "host:port")'
+            + (f"{hint[1:]}" if hint else '(a direct address needs "host:port")')
         )
     host, port = parse_host_port(authority)
     return None, host, port, prefix
@@ -138,7 +140,9 @@ def check_upstream(u: Upstream, path: str, ctx: Context) -> None:
     if u.balance not in BALANCE_METHODS:
         ctx.err(
             f"{path}.balance",
-            f'invalid balance "{u.balance}": expected one of ' + ", ".join(BALANCE_METHODS),
+            f'invalid balance "{u.balance}": expected one of '
+            + ", ".join(BALANCE_METHODS)
+            + suggest(u.balance, BALANCE_METHODS),
         )
     for i, s in enumerate(u.servers):
         assert isinstance(s, UpstreamServer)
@@ -169,7 +173,7 @@ def _check_redirect(value: Any, path: str, ctx: Context) -> None:
                 ctx.err(
                     where,
                     f'invalid value "{item}": expected "default", "off" or '
-                    '["redirect", "replacement"]',
+                    '["redirect", "replacement"]' + suggest(item, ("default", "off")),
                 )
         elif not item[0]:
             ctx.err(where, "the redirect to replace is empty")
@@ -211,7 +215,9 @@ def check_location(loc: Any, lp: str, ctx: Context) -> None:
     if bad:
         ctx.err(
             f"{lp}.proxy_next_upstream",
-            f'invalid value "{bad[0]}": expected ' + ", ".join(f'"{t}"' for t in NEXT_UPSTREAM),
+            f'invalid value "{bad[0]}": expected '
+            + ", ".join(f'"{t}"' for t in NEXT_UPSTREAM)
+            + suggest(bad[0], NEXT_UPSTREAM),
         )
     elif "off" in loc.proxy_next_upstream and len(loc.proxy_next_upstream) > 1:
         ctx.err(f"{lp}.proxy_next_upstream", '"off" cannot be combined with other values')

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..confschema import Context, Feature
+from ..confschema import Context, Feature, suggest
 from . import collect, prometheus
 
 DASHBOARD_FILE = Path(__file__).with_name("dashboard.html")
@@ -59,7 +59,8 @@ def check(loc: Any, path: str, ctx: Context) -> None:
     if loc.status is not None and loc.status not in KINDS:
         ctx.err(
             f"{path}.status",
-            f'invalid status "{loc.status}": expected "json", "prometheus" or "dashboard"',
+            f'invalid status "{loc.status}": expected "json", "prometheus" or "dashboard"'
+            + suggest(loc.status, KINDS),
         )
 
 

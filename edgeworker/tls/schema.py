@@ -24,6 +24,7 @@ from ..confschema import (
     StrList,
     abspath,
     parse_listen,
+    suggest,
 )
 
 __all__ = [
@@ -157,7 +158,8 @@ def _check_server(server: Any, ctx: Context, has_ssl: bool) -> None:
                 f'"{proto}" is refused (insecure): use {" and ".join(PROTOCOLS)}',
             )
         elif proto not in PROTOCOLS:
-            ctx.err(f"{sp}.ssl_protocols", f'unknown protocol "{proto}" (known: TLSv1.2, TLSv1.3)')
+            hint = suggest(proto, PROTOCOLS) or " (known: TLSv1.2, TLSv1.3)"
+            ctx.err(f"{sp}.ssl_protocols", f'unknown protocol "{proto}"{hint}')
     if not server.ssl_protocols:
         ctx.err(f"{sp}.ssl_protocols", "at least one protocol is required")
     if server.ssl_verify_client == "optional_no_ca":
@@ -171,7 +173,8 @@ def _check_server(server: Any, ctx: Context, has_ssl: bool) -> None:
         ctx.err(
             f"{sp}.ssl_verify_client",
             f'invalid value "{server.ssl_verify_client}": expected one of '
-            + ", ".join(VERIFY_CLIENT),
+            + ", ".join(VERIFY_CLIENT)
+            + suggest(server.ssl_verify_client, VERIFY_CLIENT),
         )
     elif server.ssl_verify_client != "off" and server.ssl_client_certificate is None:
         ctx.err(

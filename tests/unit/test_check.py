@@ -86,7 +86,10 @@ def test_invalid_config_returns_the_loader_errors(project):
           match = "/"
           acces = "x:y"
     """)
-    assert check(str(tmp / "ew.toml")) == (None, ['server[0].location[0]: unknown key "acces"'])
+    assert check(str(tmp / "ew.toml")) == (
+        None,
+        [f'{tmp / "ew.toml"}:5: server[0].location[0]: unknown key "acces" (did you mean "access"?)'],
+    )
 
 
 def test_every_import_problem_names_its_config_path(project):
@@ -121,6 +124,12 @@ def test_every_import_problem_names_its_config_path(project):
     """)
     cfg, errors = check(str(tmp / "ew.toml"))
     assert cfg is not None
+    # each error at the line of its key: FILE:LINE: path: cause
+    conf = tmp / "ew.toml"
+    assert [e.split(": ")[0] for e in errors] == [
+        f"{conf}:{line}" for line in (3, 5, 9, 10, 14, 13, 17, 18)
+    ]
+    errors = [e.split(": ", 1)[1] for e in errors]
     pp = str(root)
     broken = str(root / f"broken_{sfx}.py")
     raises = str(root / f"raises_{sfx}.py")
@@ -163,10 +172,13 @@ def test_jwt_key_files_must_be_readable(project):
     """)
     cfg, errors = check(str(tmp / "ew.toml"))
     assert len(errors) == 2, errors
+    conf = tmp / "ew.toml"
     # a PEM file that holds no key is readable but unusable: the verifier says so
-    assert errors[0].startswith("server[0].location[0].jwt: public_key is not a PEM public key")
+    assert errors[0].startswith(
+        f"{conf}:6: server[0].location[0].jwt: public_key is not a PEM public key")
     assert errors[1] == (
-        f'server[0].location[1].jwt.secret: file "{tmp / "keys" / "missing"}" does not exist')
+        f'{conf}:10: server[0].location[1].jwt.secret: file "{tmp / "keys" / "missing"}" '
+        "does not exist")
 
 
 def test_reference_config_passes_check(monkeypatch):
@@ -191,7 +203,8 @@ def test_check_in_a_fresh_process_reports_like_the_cli_will(project):
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 1, proc.stderr
     assert proc.stdout.startswith(
-        f'server[0].location[0].content: cannot import "nothere_{sfx}:h": No module named')
+        f'{tmp / "ew.toml"}:5: server[0].location[0].content: cannot import "nothere_{sfx}:h": '
+        "No module named")
 
 
 # --- handlers module ------------------------------------------------------------------------------
@@ -299,6 +312,7 @@ def test_unusable_jwt_keys_are_reported_by_check(project):
     """)
     cfg, errors = check(str(tmp / "ew.toml"))
     assert len(errors) == 2, errors
-    assert errors[0].startswith("server[0].location[0].jwt: ")
+    conf = tmp / "ew.toml"
+    assert errors[0].startswith(f"{conf}:6: server[0].location[0].jwt: ")
     assert f"EDGEWORKER_TEST_UNSET_{sfx}" in errors[0]
-    assert errors[1].startswith("server[0].location[1].jwt: ")
+    assert errors[1].startswith(f"{conf}:10: server[0].location[1].jwt: ")

@@ -348,7 +348,7 @@ def test_listen_accepts_a_single_string():
 
 def test_unknown_location_key_names_its_path():
     assert one_error(server_with('match = "/"\ncontent = "a:b"\nacces = "a:c"')) == (
-        'server[0].location[0]: unknown key "acces"')
+        'server[0].location[0]: unknown key "acces" (did you mean "access"?)')
 
 
 def test_unknown_keys_at_every_level():
@@ -368,10 +368,10 @@ def test_unknown_keys_at_every_level():
     assert errors == [
         'log_level: unknown key "log_level" (top level takes main, http, shared_dict, redis, '
         'upstream, server)',
-        'main: unknown key "worker"',
-        'http: unknown key "keepalive"',
+        'main: unknown key "worker" (did you mean "workers"?)',
+        'http: unknown key "keepalive" (did you mean "keepalive_timeout"?)',
         'redis.r: unknown key "host"',
-        'upstream.u.servers[0]: unknown key "weigth"',
+        'upstream.u.servers[0]: unknown key "weigth" (did you mean "weight"?)',
         'server[0]: unknown key "name"',
     ]
 
@@ -408,10 +408,14 @@ def test_bad_units_name_the_key():
 
 
 def test_toml_syntax_error_has_line_and_column():
-    errors = errors_of('[main]\nworkers = 2\nlog_level = "info\n')
-    assert len(errors) == 1
-    assert errors[0].startswith("TOML syntax error: ")
-    assert "line 3" in errors[0] and "column" in errors[0]
+    with pytest.raises(ConfigError) as e:
+        loads('[main]\nworkers = 2\nlog_level = "info\n', CFG)
+    assert e.value.errors == ["TOML syntax error: Illegal character '\\n'"]
+    assert str(e.value) == f"{CFG}:3:18: TOML syntax error: Illegal character '\\n'"
+    # an error at the end of the document is on its last line
+    with pytest.raises(ConfigError) as e:
+        loads("[main]\nworkers = [1,\n", CFG)
+    assert str(e.value) == f"{CFG}:2: TOML syntax error: Invalid value"
 
 
 def test_errors_in_separate_tables_are_all_reported():

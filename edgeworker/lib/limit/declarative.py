@@ -11,7 +11,7 @@ import math
 import time
 from typing import Any
 
-from ...confschema import Base, Context, Feature, NonNegInt, Rate
+from ...confschema import Base, Context, Feature, NonNegInt, Rate, suggest
 from .._util import count_event
 from .limiters import FixedWindow
 from .store import StoreError, _bkey, _store_errors
@@ -42,11 +42,17 @@ def check(loc: Any, path: str, ctx: Context) -> None:
             f"{path}.store", f'invalid store "{lim.store}": expected "shm:NAME" or "redis:NAME"'
         )
     elif kind == "shm" and name not in ctx.shared:
-        ctx.err(f"{path}.store", f'no shared_dict named "{name}" (declare it in [shared_dict])')
+        hint = suggest(name, ctx.shared) or " (declare it in [shared_dict])"
+        ctx.err(f"{path}.store", f'no shared_dict named "{name}"{hint}')
     elif kind == "redis" and name not in ctx.tables["redis"]:
-        ctx.err(f"{path}.store", f'no redis named "{name}" (declare it as [redis.{name}])')
+        hint = suggest(name, ctx.tables["redis"]) or f" (declare it as [redis.{name}])"
+        ctx.err(f"{path}.store", f'no redis named "{name}"{hint}')
     if lim.fail not in ("open", "closed"):
-        ctx.err(f"{path}.fail", f'invalid fail "{lim.fail}": expected "open" or "closed"')
+        ctx.err(
+            f"{path}.fail",
+            f'invalid fail "{lim.fail}": expected "open" or "closed"'
+            + suggest(lim.fail, ("open", "closed")),
+        )
     if not 400 <= lim.status <= 599:
         ctx.err(f"{path}.status", f"invalid status {lim.status}: must be 400-599")
     if not lim.key.strip():
