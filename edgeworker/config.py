@@ -36,6 +36,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -67,7 +68,7 @@ from .confschema import (
     parse_match,
     suggest,
 )
-from .confsource import key_lines
+from .confsource import expand, key_lines
 from .errors import ConfigError
 from .http.fields import ROUTING_FIELDS
 from .lib import jwt_schema
@@ -349,12 +350,15 @@ def _syntax_error(file: str, text: str, e: tomllib.TOMLDecodeError) -> ConfigErr
 
 
 class _Loader(Context):
-    def run(self, text: str) -> Any:
+    def run(self, text: str, env: Mapping[str, str]) -> Any:
         try:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise _syntax_error(self.file, text, e) from None
         self.file.lines.update(key_lines(text))
+        raw = expand(raw, env, self.err, self.expanded)
+        if self.errors:  # an unset variable: the values would only add confusing errors
+            raise ConfigError(self.file, self.errors)
         top = ("main", "http", "shared_dict", *(t.key for t in _TABLES), "server")
         for key in raw:
             if key not in top:
@@ -573,14 +577,15 @@ def _listen_flags(words: list[str]) -> tuple[tuple[str, ...], str | None]:
     return tuple(words), None
 
 
-def loads(text: str, path: str) -> Config:
+def loads(text: str, path: str, env: Mapping[str, str] | None = None) -> Config:
     """Decode and validate a config given as text; ``path`` is where it came from (relative
-    paths inside are resolved against its folder). Raises ``ConfigError(path, messages)``."""
-    return _Loader(path).run(text)
+    paths inside are resolved against its folder). ``${NAME}`` in string values is taken from
+    ``env`` (default: this process's environment). Raises ``ConfigError(path, messages)``."""
+    return _Loader(path).run(text, os.environ if env is None else env)
 
 
-def load(path: str) -> Config:
-    """Read, decode and validate the config file at ``path``.
+def load(path: str, env: Mapping[str, str] | None = None) -> Config:
+    """Read, decode and validate the config file at ``path`` (``env`` as ``loads``).
 
     Raises ``ConfigError(path, messages)`` when it cannot be read or is invalid.
     """
@@ -589,4 +594,4 @@ def load(path: str) -> Config:
             text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(os.path.abspath(path), [f"cannot read: {e}"]) from None
-    return loads(text, path)
+    return loads(text, path, env)

@@ -360,6 +360,39 @@ def translate(base: str, err: msgspec.ValidationError, typ: type | None = None) 
     return f"{path}: {msg}"
 
 
+_NOT_SCALAR = object()
+_INT_RE = re.compile(r"^[+-]?[0-9]+$")
+_FLOAT_RE = re.compile(r"^[+-]?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$")
+
+
+def _scalar(text: str) -> Any:
+    """The integer, float or boolean ``text`` spells in TOML (``8``, ``0.5``, ``true``), or
+    ``_NOT_SCALAR``."""
+    if text in ("true", "false"):
+        return text == "true"
+    if _INT_RE.match(text):
+        return int(text)
+    if _FLOAT_RE.match(text):
+        return float(text)
+    return _NOT_SCALAR
+
+
+def _retyped(raw: Any, keys: list[Any]) -> Any:
+    """``raw`` with the string at ``keys`` read as the TOML number or boolean it spells (a
+    value ``${NAME}`` expansion wrote: ``workers = "${WORKERS}"``), else ``_NOT_SCALAR``."""
+    if not keys:
+        return _scalar(raw) if isinstance(raw, str) else _NOT_SCALAR
+    try:
+        inner = _retyped(raw[keys[0]], keys[1:])
+    except (KeyError, IndexError, TypeError):
+        return _NOT_SCALAR
+    if inner is _NOT_SCALAR:
+        return inner
+    copy = dict(raw) if isinstance(raw, dict) else list(raw)
+    copy[keys[0]] = inner
+    return copy
+
+
 #: Keys the loader sets itself; a config that writes them is refused.
 RESERVED = "__path__", "__name__", "__listen_ssl__"
 
@@ -381,6 +414,8 @@ class Context:
         self.hook = make_dec_hook(self.base)
         self.shared: dict[str, int] = {}
         self.tables: dict[str, dict[str, Any]] = {}
+        #: the paths of the values ``${NAME}`` expansion wrote (see ``convert``)
+        self.expanded: set[str] = set()
 
     def err(self, path: str, msg: str) -> None:
         """Record ``path: msg``."""
@@ -393,11 +428,20 @@ class Context:
                 if key in raw:
                     self.err(path, f'unknown key "{key}"')
                     return None
-        try:
-            return plain(msgspec.convert(raw, typ, dec_hook=self.hook))
-        except msgspec.ValidationError as e:
-            self.errors.append(translate(path, e, typ))
-            return None
+        while True:  # each pass turns one more expanded string into a number or boolean
+            try:
+                return plain(msgspec.convert(raw, typ, dec_hook=self.hook))
+            except msgspec.ValidationError as e:
+                m = _PATH_RE.match(str(e))
+                sub = m.group(2) if m else ""
+                segments = _SEGMENT_RE.findall(sub)  # (key, "") or ("", index) each
+                retyped = _NOT_SCALAR
+                if f"{path}{sub}" in self.expanded and all(k or i.isdigit() for k, i in segments):
+                    retyped = _retyped(raw, [k or int(i) for k, i in segments])
+                if retyped is _NOT_SCALAR:
+                    self.errors.append(translate(path, e, typ))
+                    return None
+                raw = retyped
 
     def table(self, raw: dict[str, Any], key: str) -> dict[str, Any] | None:
         """The table ``raw[key]`` (``{}`` when absent), or None when it is not a table."""

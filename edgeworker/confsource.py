@@ -1,4 +1,4 @@
-"""The config file as text: where each key is written, suggestions.
+"""The config file as text: where each key is written, ``${NAME}`` expansion, suggestions.
 
 ``tomllib`` gives values without positions. ``key_lines(text)`` scans a document that
 ``tomllib`` accepted and returns the line of every key path in the loader's spelling
@@ -7,7 +7,9 @@ tables, dotted keys, quoted keys, inline tables and array items. ``SourceFile`` 
 file's path (a ``str``) that also knows those lines: ``ConfigError`` asks it for the place of
 each message (``FILE:LINE``).
 
-``suggest(word, choices)`` is the ``did you mean`` of a mistyped key or value.
+``expand(raw, env, err)`` replaces ``${NAME}`` and ``${NAME:-default}`` in every string value
+of the decoded document (never in keys); ``suggest(word, choices)`` is the ``did you mean``
+of a mistyped key or value.
 
 This module imports nothing of edgeworker: the loader and every feature schema use it.
 """
@@ -17,10 +19,10 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["SourceFile", "format_path", "key_lines", "suggest"]
+__all__ = ["SourceFile", "expand", "format_path", "key_lines", "suggest"]
 
 Path = tuple[str | int, ...]
 
@@ -261,6 +263,91 @@ class SourceFile(str):
         path, _, rest = message.partition(": ")
         line = self.line(path, rest)
         return f"{self}:{line}" if line is not None else str(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# ${NAME} expansion
+
+#: ``${NAME}`` / ``${NAME:-default}``: NAME is upper case (lower case is an nginx variable).
+_REF_RE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}")
+#: ``$$``, or ``${`` and the name after it
+_DOLLAR_RE = re.compile(r"\$(?:\$|\{([A-Za-z0-9_]*))")
+
+
+def _expand_one(text: str, env: Mapping[str, str]) -> tuple[str, list[str], bool]:
+    """``text`` with its references replaced, the problems (missing variables...), and
+    whether it held a reference."""
+    out: list[str] = []
+    problems: list[str] = []
+    found = False
+    i = 0
+    while (m := _DOLLAR_RE.search(text, i)) is not None:
+        out.append(text[i : m.start()])
+        if m.group(0) == "$$":
+            out.append("$")
+            i = m.end()
+            continue
+        name = m.group(1)
+        if not name or name[0].isdigit() or name != name.upper():  # an nginx variable
+            out.append(m.group(0))
+            i = m.end()
+            continue
+        ref = _REF_RE.match(text, m.start())
+        if ref is None:
+            end = text.find("}", m.start())
+            shown = text[m.start() : end + 1] if end >= 0 else text[m.start() :]
+            problems.append(
+                f'malformed "{shown}": expected ${{NAME}} or ${{NAME:-default}} '
+                '(write "$$" for a literal "$")'
+            )
+            out.append(shown)
+            i = m.start() + len(shown)
+            continue
+        found = True
+        name, default = ref.group(1), ref.group(2)
+        value = env.get(name)
+        if value is None or (value == "" and default is not None):
+            if default is None:
+                problems.append(
+                    f'environment variable "{name}" is not set '
+                    f"(give a default with ${{{name}:-value}})"
+                )
+                value = ref.group(0)
+            else:
+                value = default
+        out.append(value)
+        i = ref.end()
+    out.append(text[i:])
+    return "".join(out), problems, found
+
+
+def expand(
+    raw: Any,
+    env: Mapping[str, str],
+    err: Callable[[str, str], None],
+    expanded: set[str] | None = None,
+    path: Path = (),
+) -> Any:
+    """``raw`` (what ``tomllib`` decoded) with ``${NAME}`` / ``${NAME:-default}`` replaced in
+    every string value, ``$$`` written as ``$``. NAME is upper-case letters, digits and ``_``;
+    ``${name}`` with a lower-case letter, and a ``$`` followed by anything else (``$host``,
+    ``$1``), stay as written. ``${NAME:-default}`` takes the default when NAME is unset or
+    empty. Problems go to ``err(path, message)`` (the value is then left as written); the
+    paths of the values that held a reference are added to ``expanded``."""
+    if isinstance(raw, str):
+        if "$" not in raw:
+            return raw
+        text, problems, found = _expand_one(raw, env)
+        for problem in problems:
+            err(format_path(path), problem)
+        if found and expanded is not None:
+            expanded.add(format_path(path))
+        return text
+    if isinstance(raw, dict):
+        return {k: expand(v, env, err, expanded, (*path, k)) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [expand(v, env, err, expanded, (*path, i)) for i, v in enumerate(raw)]
+    return raw
 
 
 # ---------------------------------------------------------------------------------------------

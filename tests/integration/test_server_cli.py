@@ -90,6 +90,30 @@ def test_run_refuses_invalid_config_with_path(tmp_path):
     assert "bogus_key" in r.stderr and str(srv.config) in r.stderr
 
 
+def test_config_errors_name_file_and_line(tmp_path):
+    conf = tmp_path / "ew.toml"
+    conf.write_text(
+        '[main]\nworkers = 1\n\n[[server]]\nlisten = "127.0.0.1:${EW_TEST_PORT}"\n'
+        '  [[server.location]]\n  match = "/"\n  conten = "app:hello"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if k != "EW_TEST_PORT"}
+    r = subprocess.run([*EDGEWORKER, "check", "-c", str(conf)], capture_output=True, text=True,
+                       timeout=60, env={**env, "EW_TEST_PORT": "8089"})
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [
+        f'{conf}:8: server[0].location[0]: unknown key "conten" (did you mean "content"?)',
+        f"configuration file {conf} test failed",
+    ]
+    # an unset variable stops run before anything starts
+    r = subprocess.run([*EDGEWORKER, "run", "-c", str(conf)], capture_output=True, text=True,
+                       timeout=60, env=env)
+    assert r.returncode == 1
+    assert r.stderr.strip() == (
+        f'{conf}:5: server[0].listen: environment variable "EW_TEST_PORT" is not set '
+        "(give a default with ${EW_TEST_PORT:-value})"
+    )
+
+
 def test_bundled_default_config(tmp_path):
     """The bundled config: welcome page (with a shared-dict visit counter) and /hello."""
     src = ROOT / "edgeworker" / "default"

@@ -1,4 +1,4 @@
-"""The config file as text: key lines, suggestions, and the loader's
+"""The config file as text: key lines, ``${NAME}`` expansion, suggestions, and the loader's
 ``FILE:LINE: path: cause`` messages built from them."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import tomllib
 import pytest
 
 from edgeworker.config import loads
-from edgeworker.confsource import SourceFile, format_path, key_lines, suggest
+from edgeworker.confsource import SourceFile, expand, format_path, key_lines, suggest
 from edgeworker.errors import ConfigError
 
 CFG = "/etc/edgeworker/ew.toml"
@@ -204,6 +204,79 @@ def test_the_place_of_a_message():
     assert SourceFile(CFG).where("server[0]: x") == CFG
 
 
+# --- ${NAME} expansion -----------------------------------------------------------------------
+
+ENV = {"PORT": "8081", "HOST": "10.0.0.1", "EMPTY": "", "DOLLAR": "$HOME", "_X1": "x"}
+
+
+def expanded(value):
+    problems = []
+    out = expand(value, ENV, lambda path, msg: problems.append(f"{path}: {msg}"))
+    assert problems == []
+    return out
+
+
+@pytest.mark.parametrize(
+    "text, result",
+    [
+        ("${PORT}", "8081"),
+        ("${HOST}:${PORT}", "10.0.0.1:8081"),
+        ("a${_X1}b", "axb"),
+        ("${MISSING:-8080}", "8080"),
+        ("${MISSING:-}", ""),
+        ("${EMPTY:-default}", "default"),  # as the shell: unset or empty
+        ("${EMPTY}", ""),
+        ("${MISSING:-$host}", "$host"),  # a default is taken as written
+        ("${DOLLAR}", "$HOME"),  # a value is not expanded again
+        ("$$", "$"),
+        ("$${PORT}", "${PORT}"),
+        ("$$${PORT}", "$8081"),
+        ("$$$${PORT}", "$${PORT}"),
+        # nginx variables stay as written
+        ("$host$request_uri", "$host$request_uri"),
+        ("${arg_id}px", "${arg_id}px"),
+        ("${Mixed}", "${Mixed}"),
+        ("${1}", "${1}"),
+        ("${}", "${}"),
+        ("~ ^/a$", "~ ^/a$"),
+        ("cost: 5$", "cost: 5$"),
+        ("no dollar", "no dollar"),
+    ],
+)
+def test_expansion(text, result):
+    assert expanded(text) == result
+
+
+def test_expansion_reaches_every_string_value_but_no_key():
+    raw = {
+        "${PORT}": "${PORT}",
+        "list": ["${HOST}", 1, ["${PORT}"], {"k": "${PORT}"}],
+        "n": 5,
+        "b": True,
+    }
+    assert expanded(raw) == {
+        "${PORT}": "8081",
+        "list": ["10.0.0.1", 1, ["8081"], {"k": "8081"}],
+        "n": 5,
+        "b": True,
+    }
+
+
+def test_expansion_problems_name_the_value_and_the_variable():
+    problems = []
+    raw = {"server": [{"listen": ["${NOPE}", "${PORT"], "x": "${A-b} ${ok}"}]}
+    out = expand(raw, ENV, lambda path, msg: problems.append(f"{path}: {msg}"))
+    assert problems == [
+        'server[0].listen[0]: environment variable "NOPE" is not set '
+        "(give a default with ${NOPE:-value})",
+        'server[0].listen[1]: malformed "${PORT": expected ${NAME} or ${NAME:-default} '
+        '(write "$$" for a literal "$")',
+        'server[0].x: malformed "${A-b}": expected ${NAME} or ${NAME:-default} '
+        '(write "$$" for a literal "$")',
+    ]
+    assert out["server"][0]["listen"] == ["${NOPE}", "${PORT"]
+
+
 # --- suggestions -----------------------------------------------------------------------------
 
 
@@ -219,9 +292,9 @@ def test_suggest():
 # --- the loader's messages -------------------------------------------------------------------
 
 
-def load_error(text: str) -> list[str]:
+def load_error(text: str, env: dict[str, str] | None = None) -> list[str]:
     with pytest.raises(ConfigError) as e:
-        loads(textwrap.dedent(text), CFG)
+        loads(textwrap.dedent(text), CFG, env or {})
     return str(e.value).splitlines()
 
 
@@ -272,4 +345,99 @@ def test_every_kind_of_error_has_its_line():
 def test_an_unknown_top_level_key_gets_a_suggestion():
     assert load_error("[sever]\nx = 1\n[[server]]\n") == [
         f'{CFG}:1: sever: unknown key "sever" (did you mean "server"?)'
+    ]
+
+
+def test_environment_variables_in_values():
+    text = textwrap.dedent("""\
+        [http]
+        keepalive_timeout = "${KEEPALIVE:-30s}"
+        client_max_body_size = "${BODY}"
+        access_log_format = '$$remote_addr ${arg_x}y $status ${TAG}'
+        [shared_dict]
+        cache = "${SIZE:-1m}"
+        [redis."${NAME}"]
+        url = "redis://${REDIS:-127.0.0.1}:6379/0"
+        [[server]]
+        listen = "${ADDR:-127.0.0.1}:${PORT}"
+          [[server.location]]
+          match = "/"
+          return = { status = 200, body = "price: 5$ $$5" }
+    """)
+    env = {"BODY": "2m", "PORT": "9000", "TAG": "v1"}
+    cfg = loads(text, CFG, env)
+    assert cfg.http.keepalive_timeout == 30.0
+    assert cfg.http.client_max_body_size == 2 * 1024 * 1024
+    assert cfg.http.access_log_format == "$remote_addr ${arg_x}y $status v1"
+    assert cfg.shared_dict == {"cache": 1024 * 1024}
+    assert cfg.redis["${NAME}"].url == "redis://127.0.0.1:6379/0"  # keys are never expanded
+    assert cfg.server[0].listen == ("127.0.0.1:9000",)
+    assert cfg.server[0].location[0].return_.body == "price: 5$ $5"
+
+
+def test_an_unset_variable_stops_the_load_with_its_key_and_line():
+    lines = load_error(
+        """\
+        [main]
+        workers = 0
+        [[server]]
+        listen = [
+          "127.0.0.1:8080",
+          "127.0.0.1:${PORT}",
+        ]
+          [[server.location]]
+          match = "/"
+          proxy_pass = "http://${BACKEND}"
+        """,
+        {"PORT_X": "1"},
+    )
+    # only the expansion errors: the values would add confusing ones (workers is checked once
+    # the variables are set)
+    assert lines == [
+        f'{CFG}:6: server[0].listen[1]: environment variable "PORT" is not set '
+        "(give a default with ${PORT:-value})",
+        f'{CFG}:10: server[0].location[0].proxy_pass: environment variable "BACKEND" is not set '
+        "(give a default with ${BACKEND:-value})",
+    ]
+
+
+def test_the_loader_reads_this_process_environment(monkeypatch):
+    monkeypatch.setenv("EW_TEST_PORT", "9123")
+    text = '[[server]]\nlisten = "127.0.0.1:${EW_TEST_PORT}"\n'
+    assert loads(text, CFG).server[0].listen == ("127.0.0.1:9123",)
+    monkeypatch.delenv("EW_TEST_PORT")
+    with pytest.raises(ConfigError, match=r':2: server\[0\].listen: environment variable "EW_TES'):
+        loads(text, CFG)
+
+
+def test_an_expanded_number_or_boolean_takes_the_type_of_its_key():
+    text = textwrap.dedent("""\
+        [main]
+        workers = "${WORKERS:-3}"
+        worker_connections = "${CONNECTIONS}"
+        code_cache = "${CODE_CACHE:-false}"
+        [http]
+        gzip_comp_level = "${LEVEL:-5}"
+        [upstream.api]
+        servers = [{ address = "127.0.0.1:1", weight = "${WEIGHT:-4}" }]
+        [[server]]
+          [[server.location]]
+          match = "/"
+          return = { status = "${STATUS:-204}", body = "${BODY:-12}" }
+    """)
+    cfg = loads(text, CFG, {"CONNECTIONS": "100"})
+    assert (cfg.main.workers, cfg.main.worker_connections) == (3, 100)
+    assert cfg.main.code_cache is False and cfg.http.gzip_comp_level == 5
+    assert cfg.upstream["api"].servers[0].weight == 4
+    ret = cfg.server[0].location[0].return_
+    assert ret.status == 204 and ret.body == "12"  # a string key keeps the string
+    # what does not spell a number stays a string, refused as before
+    lines = load_error(text, {"CONNECTIONS": "100x", "STATUS": "2O4"})
+    assert lines == [
+        f"{CFG}:3: main.worker_connections: expected int, got str",
+        f"{CFG}:12: server[0].location[0].return.status: expected int, got str",
+    ]
+    # a number written as a string without any ${...} is refused as before
+    assert load_error('[main]\nworker_connections = "100"\n[[server]]\n') == [
+        f"{CFG}:2: main.worker_connections: expected int, got str"
     ]
