@@ -2,9 +2,14 @@
 
 ``load(path)`` / ``loads(text, path)`` return a ``Config`` or raise
 ``edgeworker.errors.ConfigError(path, messages)``. Each message names the config path the way
-users write it (``server[0].location[2].access: <cause>``). Decoding is done table by table
-(main, http, each shared dict, redis, upstream…, each server, each location), so one bad table
-does not hide the errors of the others; all semantic checks are collected too.
+users write it (``server[0].location[2].access: <cause>``); ``ConfigError.messages`` put the
+file and line in front (``FILE:LINE: …``: ``Config.file`` is an
+``edgeworker.confsource.SourceFile`` that knows the line of every key, so errors found later,
+by ``check``, TLS or a worker, get theirs too). Before decoding, ``${NAME}`` and
+``${NAME:-default}`` are expanded in every string value (``confsource.expand``). Decoding is
+done table by table (main, http, each shared dict, redis, upstream…, each server, each
+location), so one bad table does not hide the errors of the others; all semantic checks are
+collected too.
 
 This module holds the core: ``[main]``, ``[http]``, ``[shared_dict]``, ``[redis.NAME]``,
 ``[[server]]`` and the location skeleton (match, phase handlers, ``content``, ``return``,
@@ -290,8 +295,9 @@ Config = msgspec.defstruct(
     bases=(Base,),
     module=__name__,
     namespace={
-        "__doc__": "The whole configuration. ``file`` is the absolute path of the config file; "
-        "``redis`` and each feature table (``upstream``) are dicts by name.",
+        "__doc__": "The whole configuration. ``file`` is the absolute path of the config file "
+        "(a ``SourceFile``: it knows the line of each key); ``redis`` and each feature table "
+        "(``upstream``) are dicts by name.",
         "directory": property(
             lambda self: os.path.dirname(self.file),
             doc="The folder relative paths were resolved against.",
