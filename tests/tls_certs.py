@@ -3,7 +3,9 @@ certificates it issues, expired or not yet valid ones, keys that match nothing.
 
 ``CA(folder, "name")`` writes ``name-ca.crt`` and issues: ``ca.server(["a.example", ...])``,
 ``ca.client("alice")``, each written as PEM files and returned as ``Issued(cert, key)`` paths;
-``ca.intermediate("sub")`` is a CA it issues (whose certificates are written with the chain).
+``ca.intermediate("sub")`` is a CA it issues (whose certificates are written with the chain of
+intermediates up to the root, the root left out); ``self_signed_client(folder, "name")`` is a
+client certificate that issued itself.
 The fixture ``certs`` (tests/conftest.py) gives a ``CertFactory`` in the test's temp folder.
 """
 
@@ -127,8 +129,10 @@ class CA:
         cert = cert.sign(self.key, hashes.SHA256())
         cert_path = self.folder / f"{file}.crt"
         pem = cert.public_bytes(serialization.Encoding.PEM)
-        if self.parent is not None:  # the chain: this intermediate CA after the certificate
-            pem += self.cert.public_bytes(serialization.Encoding.PEM)
+        ca = self
+        while ca.parent is not None:  # the chain: the intermediate CAs after the certificate
+            pem += ca.cert.public_bytes(serialization.Encoding.PEM)
+            ca = ca.parent
         cert_path.write_bytes(pem)
         return Issued(cert_path, _write_key(self.folder / f"{file}.key", key), common_name)
 
@@ -160,11 +164,33 @@ class CA:
         then the intermediate's)."""
         return CA(self.folder, name, parent=self)
 
-    def client(self, name: str, file: str | None = None) -> Issued:
-        """A client certificate with common name ``name``."""
+    def client(
+        self, name: str, file: str | None = None, days: tuple[float, float] = (-1, 30)
+    ) -> Issued:
+        """A client certificate with common name ``name``; ``days`` as for ``server``."""
         return self._issue(
-            file or f"client-{name}", name, [], ExtendedKeyUsageOID.CLIENT_AUTH, (-1, 30), "ec"
+            file or f"client-{name}", name, [], ExtendedKeyUsageOID.CLIENT_AUTH, days, "ec"
         )
+
+
+def self_signed_client(folder: Path, name: str) -> Issued:
+    """A client certificate signed by its own key (no CA)."""
+    key = _key()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_NOW - datetime.timedelta(days=1))
+        .not_valid_after(_NOW + datetime.timedelta(days=30))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    path = folder / f"self-{name}.crt"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return Issued(path, _write_key(folder / f"self-{name}.key", key), name)
 
 
 def stray_key(folder: Path, name: str = "stray") -> Path:

@@ -2,8 +2,10 @@
 
 - ``schema``: the ``ssl_*`` keys of ``[http]`` and ``[[server]]``, the ``ssl`` listen flag,
   their checks (composed by ``edgeworker.config``);
-- ``context``: the certificate files read and checked, one ``ssl.SSLContext`` per TLS server,
+- ``context``: the certificate files read and checked, one pyOpenSSL context per TLS server,
   made in the master before the workers fork (so they share the session-ticket keys);
+- ``ossl``: what the TLS termination needs of OpenSSL beyond pyOpenSSL's API (the verify
+  result kept, session reuse);
 - ``connection``: a worker's side of one TLS connection: the plain-HTTP probe, the handshake
   within its deadline, SNI, ``ssl_certificate_by``, and the ``ssl_*`` variables.
 

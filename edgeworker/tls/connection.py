@@ -4,24 +4,25 @@ deadline, the server SNI selects, and the ``ssl_*`` variables.
 ``accept(...)`` runs in the connection's greenlet, never blocking the worker: the first record
 is read (a TLS record starts with 0x16; anything else is plain HTTP sent to the TLS port,
 answered 400 as nginx does), its SNI name selects the server (the name table of the
-connection's address: the rule of ``Host``), then TLS runs over memory buffers with that
-server's context (``ServerTLS``) and ``TLSTransport`` drives the handshake on the hub, all
-within ``ssl_handshake_timeout``. A handshake
-that fails (garbage, a truncated or oversized ClientHello, an unknown CA, a protocol refused)
-closes that connection and is logged at info, as nginx does.
+connection's address: the rule of ``Host``), then TLS runs over memory buffers (a pyOpenSSL
+``Connection`` with that server's context) and ``TLSTransport`` drives the handshake on the
+hub, all within ``ssl_handshake_timeout``. A handshake that fails (garbage, a truncated or
+oversized ClientHello, a protocol refused) closes that connection and is logged at info, as
+nginx does. A client certificate that does not verify does not fail the handshake (nginx's
+rule): ``TLSInfo`` keeps OpenSSL's finding and the requests get 400.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-import ssl
 import time
 from typing import Any
 
 from ..http.responses import SERVER, error_response
 from ..io import BIOTLS, TLSTransport
-from . import schema
+from . import ossl, schema
+from .context import openssl_reason
 
 __all__ = [
     "FAILURE_REASONS",
@@ -39,8 +40,21 @@ __all__ = [
 PLAIN_HTTP_BODY = "The plain HTTP request was sent to HTTPS port"
 #: ``ssl_verify_client = "on"`` and the client sent no certificate (status 400)
 NO_CERT_BODY = "No required SSL certificate was sent"
-#: the client's certificate does not meet ``ssl_verify_depth`` (status 400)
+#: the client's certificate did not verify (status 400)
 CERT_ERROR_BODY = "The SSL certificate error"
+
+#: OpenSSL's verification results ``ssl_verify_client = "optional_no_ca"`` lets through
+#: (nginx's ``ngx_ssl_verify_error_optional``): a self-signed certificate or chain, an issuer
+#: not found or not trusted
+OPTIONAL_NO_CA_ERRORS = frozenset(
+    (
+        18,  # X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT
+        19,  # X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN
+        20,  # X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+        27,  # X509_V_ERR_CERT_UNTRUSTED
+        21,  # X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE
+    )
+)
 
 _TLS_HANDSHAKE = 0x16  # the content type of the first record of a TLS client
 
@@ -67,11 +81,12 @@ def plain_http_response() -> bytes:
 class TLSInfo:
     """The TLS side of one established connection (``Connection.tls``).
 
-    ``sock``: the connection's ``ServerTLS`` (an ``ssl.SSLObject``); ``route``: the server
-    SNI selected (the address's default without SNI). ``refusal``: None, or the detail of
-    the 400 every request of the connection gets (a client certificate required and not
-    sent, or its chain deeper than ``ssl_verify_depth`` 1). ``var(name)``: the ``ssl_*``
-    variables.
+    ``sock``: the connection's pyOpenSSL ``Connection``; ``route``: the server SNI selected
+    (the address's default without SNI). ``refusal``: None, or the detail of the 400 every
+    request of the connection gets, as nginx checks each request: the client certificate did
+    not verify (``ssl_verify_client`` ``on`` or ``optional``; with ``optional_no_ca`` an
+    unknown or self-signed issuer is let through), or ``on`` and none was sent; ``reason``:
+    what the info log says of it. ``var(name)``: the ``ssl_*`` variables.
     """
 
     __slots__ = (
@@ -81,38 +96,51 @@ class TLSInfo:
         "reused",
         "verify",
         "refusal",
+        "reason",
         "_der",
         "_cert_vars",
     )
 
-    def __init__(self, sock: Any, route: Any, server_name: str | None, contexts: Any) -> None:
+    def __init__(self, sock: Any, route: Any, server_name: str | None) -> None:
         self.sock = sock
         self.route = route
         self.server_name = server_name
-        self.reused = sock.session_reused
+        self.reused = ossl.session_reused(sock)
         self._der: bytes | None = None
         self._cert_vars: dict[str, str] | None = None
         self.refusal: str | None = None
+        self.reason = ""
         mode = route.server.ssl_verify_client
         if mode == "off":
             self.verify = "NONE"
             return
-        der = self.peer_der()
-        if der is None:
+        # nginx's order: the verification result first (a resumed session keeps its
+        # certificate's), then a certificate required and not sent
+        code = ossl.verify_result(sock)
+        if code:
+            error = ossl.verify_error(code)
+            self.verify = f"FAILED:{error}"
+            if mode != "optional_no_ca" or code not in OPTIONAL_NO_CA_ERRORS:
+                self.refusal = CERT_ERROR_BODY
+                self.reason = f"client SSL certificate verify error: ({code}:{error})"
+        elif self.peer_der() is None:
             self.verify = "NONE"
             if mode == "on":
                 self.refusal = NO_CERT_BODY
-        elif not contexts.directly_issued(route.index, der):
-            # (a certificate that does not verify at all failed the handshake already)
-            self.verify = "FAILED:certificate chain too long"
-            self.refusal = CERT_ERROR_BODY
+                self.reason = "client sent no required SSL certificate"
         else:
             self.verify = "SUCCESS"
 
     def peer_der(self) -> bytes | None:
-        """The client's certificate (DER), verified, or None."""
+        """The client's certificate (DER), or None."""
         if self._der is None:
-            self._der = self.sock.getpeercert(binary_form=True) or b""
+            cert = self.sock.get_peer_certificate()
+            if cert is None:
+                self._der = b""
+            else:
+                from OpenSSL import crypto
+
+                self._der = crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)
         return self._der or None
 
     def misdirected(self, route: Any) -> bool:
@@ -127,10 +155,9 @@ class TLSInfo:
         ``ssl_client_verify`` and the client certificate's ``ssl_client_*``; None otherwise."""
         sock = self.sock
         if name == "ssl_protocol":
-            return sock.version() or ""
+            return sock.get_protocol_version_name() or ""
         if name == "ssl_cipher":
-            cipher = sock.cipher()
-            return cipher[0] if cipher else ""
+            return sock.get_cipher_name() or ""
         if name == "ssl_server_name":
             return self.server_name or ""
         if name == "ssl_session_reused":
@@ -247,14 +274,16 @@ def accept(
                 )
                 stats[FAILED_OTHER] += 1
                 return None
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    incoming.write(hello)
+    from OpenSSL import SSL
+
     # (with a chosen certificate the connection still starts with the server's own context,
     # then switches: sessions and tickets stay those of the server's context, made in the
     # master and shared by every worker)
-    sock = ctx.wrap_bio(incoming, outgoing, server_side=True)
+    sock = SSL.Connection(ctx, None)
+    sock.set_accept_state()
+    sock.bio_write(hello)
     if chosen_ctx is not None:
-        sock.context = chosen_ctx
+        sock.set_context(chosen_ctx)
     sock.route = route
     selected = route
 
@@ -267,7 +296,7 @@ def accept(
         return by_server.get(chosen.index)
 
     sock.choose = choose
-    tio = TLSTransport(io.sock, io.watchdog, True, BIOTLS(sock, incoming, outgoing, io.raw))
+    tio = TLSTransport(io.sock, io.watchdog, True, BIOTLS(sock, io.raw))
     try:
         tio.handshake(max(0.0, deadline - time.monotonic()))
     except TimeoutError:
@@ -275,17 +304,23 @@ def accept(
         stats[FAILED_TIMEOUT] += 1
         tio.close()
         return None
-    except OSError as exc:  # ssl.SSLError included
+    except OSError as exc:  # edgeworker.io.TLSError included
         log.info("TLS handshake with %s failed: %s", peer, _reason(exc))
         stats[_failure(exc)] += 1
         tio.close()
         return None
     sock.choose = None
-    info = TLSInfo(sock, sock.route, sni[0], contexts)
+    info = TLSInfo(sock, sock.route, sni[0])
+    if info.reason:
+        # (nginx logs it with the request it refuses: here once, for the connection's
+        # requests all get the same answer)
+        log.info("%s, client: %s", info.reason, peer)
+        if info.refusal == CERT_ERROR_BODY:
+            stats[FAILED_CERT] += 1
     stats[HANDSHAKES] += 1
     if info.reused:
         stats[RESUMED] += 1
-    proto = _VERSION_INDEX.get(sock.version())
+    proto = _VERSION_INDEX.get(sock.get_protocol_version_name())
     if proto is not None:
         stats[proto] += 1
     return tio, info
@@ -297,7 +332,7 @@ class _CertificateByError(Exception):
 
 def _certificate_by(
     fn: Any, route: Any, server_name: str | None, client: Any, contexts: Any, deadline: float
-) -> ssl.SSLContext | None:
+) -> Any:
     """Call ``fn`` in this greenlet (it may wait cooperatively) until ``deadline``; the
     context of the certificate it chose, or None for the server's configured one.
     ``TimeoutError`` past the deadline, ``_CertificateByError`` with the reason otherwise."""
@@ -324,8 +359,10 @@ def _certificate_by(
         return contexts.for_certificate(route.index, server, chosen)
     except ValueError as exc:
         raise _CertificateByError(str(exc)) from None
-    except OSError as exc:  # ssl.SSLError included: a file missing, not PEM, a wrong key
+    except OSError as exc:  # a file missing
         raise _CertificateByError(f"{chosen!r}: {_reason(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - OpenSSL.SSL.Error: not PEM, a wrong key
+        raise _CertificateByError(f"{chosen!r}: {openssl_reason(exc)}") from None
 
 
 def _failure(exc: OSError) -> int:

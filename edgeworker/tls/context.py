@@ -1,5 +1,5 @@
-"""The TLS contexts of a config: certificate files read and checked, one ``ssl.SSLContext`` per
-server that listens with ``ssl``.
+"""The TLS contexts of a config: certificate files read and checked, one pyOpenSSL
+``OpenSSL.SSL.Context`` per server that listens with ``ssl``.
 
 ``build(cfg)`` runs in the master (at start and on each reload, before the workers fork) and in
 ``edgeworker check``. Every worker inherits the contexts through ``fork``, so they share the
@@ -7,30 +7,33 @@ session-ticket keys (OpenSSL makes them with the context): a session resumes on 
 A reload makes new contexts, hence new ticket keys (the rotation: tickets of the previous
 generation no longer resume).
 
-Only the stdlib ``ssl`` module is used here (no gevent, nothing patched). A worker runs TLS
-over memory buffers (``SSLContext.wrap_bio``, which makes a ``ServerTLS``: each context's
-documented ``sslobject_class``), fed from the non-blocking socket by ``edgeworker.io.BIOTLS``
-and driven on the hub by ``edgeworker.io.TLSTransport``. (Not ``wrap_socket``: once gevent
-patched ``ssl``, the stdlib ``SSLSocket`` can no longer be made.)
+pyOpenSSL rather than the stdlib ``ssl``: it sets what ``ssl`` cannot (a verify callback that
+lets the handshake complete whatever a client certificate's verification found, as nginx's,
+the verify depth, the session lifetime). It is imported when the first context is made, so a
+process without a TLS server never loads it. A worker runs TLS over memory buffers (a
+``Connection`` made without a socket), fed from the non-blocking socket by
+``edgeworker.io.BIOTLS`` and driven on the hub by ``edgeworker.io.TLSTransport``
+(``edgeworker.tls.connection``).
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
-import ssl
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from . import ossl
 
 __all__ = [
+    "ALPN",
     "CERTIFICATE_CACHE_SIZE",
     "Certificate",
     "Contexts",
-    "ServerTLS",
     "build",
     "check_files",
     "server_context",
@@ -39,30 +42,21 @@ __all__ = [
 #: how many contexts a worker keeps for the certificates ``ssl_certificate_by`` chose (LRU)
 CERTIFICATE_CACHE_SIZE = 256
 
-_PROTOCOL_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+#: the longest session id context OpenSSL takes
+SSL_MAX_SID_CTX_LENGTH = 32
 
 
-class ServerTLS(ssl.SSLObject):
-    """The server side of one TLS connection in a worker (made by ``SSLContext.wrap_bio``).
-
-    ``choose``: set by the connection before the handshake; called with the SNI name, it
-    returns the context of the server that name selects (the SNI callback switches to it).
-    ``route``: what ``choose`` selected last (the connection's own business).
-    """
-
-    choose: Callable[[str | None], ssl.SSLContext | None] | None = None
-    route: Any = None
-
-
-def _sni_callback(tls: Any, server_name: str | None, initial: ssl.SSLContext) -> None:
-    """``SSLContext.sni_callback``: the server named by SNI presents its own certificate."""
-    choose = getattr(tls, "choose", None)
+def _sni_callback(conn: Any) -> None:
+    """The SNI callback: the server named by SNI presents its own certificate. ``conn.choose``
+    (set by ``edgeworker.tls.connection`` before the handshake), called with the SNI name,
+    returns the context of the server that name selects."""
+    choose = getattr(conn, "choose", None)
     if choose is None:
-        return None
-    ctx = choose(server_name)
-    if ctx is not None and ctx is not tls.context:
-        tls.context = ctx
-    return None
+        return
+    name = conn.get_servername()
+    ctx = choose(name.decode("ascii", "replace").lower().rstrip(".") or None if name else None)
+    if ctx is not None and ctx is not conn.get_context():
+        conn.set_context(ctx)
 
 
 @dataclass
@@ -71,21 +65,18 @@ class Contexts:
     (servers that listen with ``ssl``); ``warnings``: what ``build`` found worth saying
     (certificates expired or not yet valid)."""
 
-    by_server: dict[int, ssl.SSLContext] = field(default_factory=dict)
+    by_server: dict[int, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    #: ``cfg.server[i]``'s ``ssl_client_certificate`` certificates (``cryptography``), for the
-    #: servers that verify clients with ``ssl_verify_depth = 1`` (see ``directly_issued``)
-    client_cas: dict[int, tuple[Any, ...]] = field(default_factory=dict)
     #: a worker's contexts for the certificates ``ssl_certificate_by`` chose, by (server
     #: index, cert path, key path, their mtimes), the least recently used dropped first
-    chosen: OrderedDict[tuple[Any, ...], ssl.SSLContext] = field(default_factory=OrderedDict)
+    chosen: OrderedDict[tuple[Any, ...], Any] = field(default_factory=OrderedDict)
 
-    def for_certificate(self, index: int, server: Any, chosen: Any) -> ssl.SSLContext:
+    def for_certificate(self, index: int, server: Any, chosen: Any) -> Any:
         """The context of server ``index`` (``server``) with the certificate ``chosen``
         (a ``Certificate``, or a (cert path, key path) pair) instead of its configured one,
         made once per (paths, mtimes) in this worker (``CERTIFICATE_CACHE_SIZE`` kept).
         Raises ``ValueError`` with the reason for a value that is not a certificate,
-        ``OSError`` (``ssl.SSLError`` included) for files OpenSSL refuses."""
+        ``OSError`` or ``OpenSSL.SSL.Error`` for files OpenSSL refuses."""
         cert = chosen if isinstance(chosen, Certificate) else Certificate.of(chosen)
         key = (index, *cert.key())
         cache = self.chosen
@@ -98,31 +89,6 @@ class Contexts:
         while len(cache) > CERTIFICATE_CACHE_SIZE:
             cache.popitem(last=False)
         return ctx
-
-    def directly_issued(self, index: int, der: bytes) -> bool:
-        """True when the client certificate ``der`` (verified by OpenSSL) was issued by one of
-        the certificates of server ``index``'s ``ssl_client_certificate`` itself: a chain of
-        depth 1, nginx's default ``ssl_verify_depth``. (Python's ssl sets no verify depth and,
-        before 3.13, does not show the verified chain: a depth of 1 is checked here, after the
-        handshake; a larger depth lets any chain through.)"""
-        cas = self.client_cas.get(index)
-        if cas is None:
-            return True
-        from cryptography import x509
-
-        try:
-            cert = x509.load_der_x509_certificate(der)
-        except ValueError:
-            return False
-        for ca in cas:
-            if ca.subject != cert.issuer:
-                continue
-            try:
-                cert.verify_directly_issued_by(ca)
-            except Exception:  # noqa: BLE001 - any failure: not this one
-                continue
-            return True
-        return False
 
 
 class Certificate:
@@ -240,11 +206,11 @@ def check_pair(
         )
 
 
-def check_files(server: Any, errors: list[str], warnings: list[str]) -> tuple[Any, ...]:
+def check_files(server: Any, errors: list[str], warnings: list[str]) -> None:
     """Read ``server``'s certificate and key files and check them: each readable and PEM,
-    each key the one of its certificate (errors); a certificate expired or not yet valid
-    (a warning). Messages name the config path. Returns the certificates of its
-    ``ssl_client_certificate`` (when it verifies clients)."""
+    each key the one of its certificate, its ``ssl_client_certificate`` (when it verifies
+    clients) readable and PEM (errors); a certificate expired or not yet valid (a warning).
+    Messages name the config path."""
     from cryptography import x509
 
     sp = server.path
@@ -257,66 +223,96 @@ def check_files(server: Any, errors: list[str], warnings: list[str]) -> tuple[An
     ca = server.ssl_client_certificate
     if ca is not None and server.ssl_verify_client != "off":
         try:
-            return tuple(x509.load_pem_x509_certificates(_read(ca)))
+            x509.load_pem_x509_certificates(_read(ca))
         except OSError as e:
             errors.append(f'{sp}.ssl_client_certificate: cannot read "{ca}": {e.strerror or e}')
         except ValueError:
             errors.append(f'{sp}.ssl_client_certificate: "{ca}" is not a PEM certificate')
-    return ()
 
 
-def _stdlib_context() -> type[ssl.SSLContext]:
-    """The stdlib's ``SSLContext`` class: in a worker (made by ``ssl_certificate_by``),
-    gevent has patched ``ssl.SSLContext``, whose ``sni_callback`` expects its own sockets."""
-    cls = ssl.SSLContext
-    if cls.__module__ != "ssl":
-        from gevent import monkey
-
-        cls = monkey.get_original("ssl", "SSLContext")
-    return cls
+#: what ``ALPN`` offers by default: HTTP/1.1 (a client offering ALPN without it goes on
+#: without ALPN)
+ALPN = (b"http/1.1",)
 
 
-def server_context(server: Any, certificates: Any = None) -> ssl.SSLContext:
-    """The server's context (``ssl.SSLError``, ``OSError`` when OpenSSL refuses a setting):
-    its protocols, ciphers, tickets and client-certificate settings, with its configured
-    certificates, or ``certificates`` ((cert path, key path) pairs) instead."""
-    cls = _stdlib_context()
-    ctx = cls(ssl.PROTOCOL_TLS_SERVER)
-    # the settings go through the C type's own descriptors: the stdlib's Python setters
-    # look ``ssl.SSLContext`` up at call time, which is gevent's class once it patched ssl
-    # (in a worker), and recurse
-    c_type = super(cls, cls)
+def _alpn_select(alpn: tuple[bytes, ...]) -> Callable[[Any, list[bytes]], bytes]:
+    """The ALPN choice: the first of ``alpn`` the client offers (the server's order)."""
 
-    def put(name: str, value: Any) -> None:
-        getattr(c_type, name).__set__(ctx, value)
+    def select(conn: Any, offered: list[bytes]) -> bytes:
+        for proto in alpn:
+            if proto in offered:
+                return proto
+        from OpenSSL import SSL
 
-    versions = sorted(_PROTOCOL_VERSIONS[p] for p in server.ssl_protocols)
-    put("minimum_version", versions[0])
-    put("maximum_version", versions[-1])
-    # no TLS compression (CRIME), no renegotiation; no 0-RTT: Python's ssl never enables
-    # early data
-    options = ctx.options | ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+        return SSL.NO_OVERLAPPING_PROTOCOLS
+
+    return select
+
+
+def _session_id_context(server: Any) -> bytes:
+    """The session id context of ``server``'s contexts (a session resumes only where it has
+    the one it was made with): the server's config path and its client-certificate rules."""
+    from .schema import client_settings
+
+    text = repr((server.path, client_settings(server))).encode()
+    return hashlib.sha256(text).digest()[:SSL_MAX_SID_CTX_LENGTH]
+
+
+def server_context(server: Any, certificates: Any = None, alpn: tuple[bytes, ...] = ALPN) -> Any:
+    """The server's context (an ``OpenSSL.SSL.Context``; ``OpenSSL.SSL.Error``, ``OSError``
+    when OpenSSL refuses a setting): its protocols, ciphers, tickets, session lifetime and
+    client-certificate settings, with its configured certificates, or ``certificates``
+    ((cert path, key path) pairs) instead; ``alpn``: the ALPN protocols offered, the
+    server's preference first."""
+    from OpenSSL import SSL
+
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    known = {"TLSv1.2": SSL.TLS1_2_VERSION, "TLSv1.3": SSL.TLS1_3_VERSION}
+    versions = sorted(known[p] for p in server.ssl_protocols)
+    ctx.set_min_proto_version(versions[0])
+    ctx.set_max_proto_version(versions[-1])
+    # no TLS compression (CRIME), no renegotiation, no 0-RTT (early data is never enabled);
+    # a peer closing without close_notify is an EOF, as Python's ssl does
+    options = SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION | SSL.OP_IGNORE_UNEXPECTED_EOF
     if server.ssl_prefer_server_ciphers:
-        options |= ssl.OP_CIPHER_SERVER_PREFERENCE
-    else:
-        options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+        options |= SSL.OP_CIPHER_SERVER_PREFERENCE
     if not server.ssl_session_tickets:
-        options |= ssl.OP_NO_TICKET
-    put("options", options)
-    ctx.set_ciphers(server.ssl_ciphers)
+        options |= SSL.OP_NO_TICKET
+    ctx.set_options(options)
+    ctx.set_cipher_list(server.ssl_ciphers.encode())
+    ctx.set_session_id(_session_id_context(server))
+    # how long a session resumes; also the lifetime TLS 1.3 tickets announce
+    ctx.set_timeout(max(1, round(server.ssl_session_timeout)))
     if certificates is None:
         certificates = zip(server.ssl_certificate, server.ssl_certificate_key, strict=True)
     for cert, key in certificates:
-        ctx.load_cert_chain(cert, key)
+        ctx.use_certificate_chain_file(os.fsencode(cert))
+        ctx.use_privatekey_file(os.fsencode(key))
+        ctx.check_privatekey()
     if server.ssl_verify_client != "off":
-        ctx.load_verify_locations(cafile=server.ssl_client_certificate)
-        # "on" too: a client without a certificate completes the handshake and is answered
-        # 400 (as nginx); a certificate that does not verify fails the handshake (Python's
-        # ssl cannot let it through)
-        put("verify_mode", ssl.CERT_OPTIONAL)
-    ctx.sni_callback = _sni_callback
-    ctx.sslobject_class = ServerTLS
+        ca = server.ssl_client_certificate
+        if ca is not None:
+            ctx.load_verify_locations(os.fsencode(ca))
+            ctx.load_client_ca(os.fsencode(ca))  # the CA names the certificate request shows
+        ctx.set_verify_depth(server.ssl_verify_depth)
+        # as nginx: the handshake completes whatever the verification found; its result is
+        # checked with each request (edgeworker.tls.connection)
+        ossl.verify_any(ctx)
+    ctx.set_tlsext_servername_callback(_sni_callback)
+    if alpn:
+        ctx.set_alpn_select_callback(_alpn_select(alpn))
     return ctx
+
+
+def openssl_reason(exc: Exception) -> str:
+    """The reasons of a pyOpenSSL ``Error`` (OpenSSL's error queue: (library, function,
+    reason) triples), joined: ``no cipher match``."""
+    errors = exc.args[0] if exc.args else None
+    if isinstance(errors, list) and errors:
+        reasons = [str(e[2]) for e in errors if isinstance(e, tuple) and len(e) == 3 and e[2]]
+        if reasons:
+            return "; ".join(dict.fromkeys(reasons))
+    return str(exc) or type(exc).__name__
 
 
 def build(cfg: Any) -> Contexts:
@@ -325,22 +321,25 @@ def build(cfg: Any) -> Contexts:
     warnings are in the result."""
     out = Contexts()
     errors: list[str] = []
+    if any(server.listen_ssl for server in cfg.server):
+        try:
+            ossl.check()
+        except (ImportError, RuntimeError) as e:
+            raise ConfigError(cfg.file, [f"TLS cannot run: {e}"]) from None
     for i, server in enumerate(cfg.server):
         if not server.listen_ssl:
             continue
         found: list[str] = []
-        cas = check_files(server, found, out.warnings)
+        check_files(server, found, out.warnings)
         errors.extend(found)
         if found:
             continue
-        if cas and server.ssl_verify_depth == 1:
-            out.client_cas[i] = cas
         try:
             out.by_server[i] = server_context(server)
-        except ssl.SSLError as e:
-            errors.append(f"{server.path}: TLS settings refused: {e.reason or e}")
         except (OSError, ValueError) as e:
             errors.append(f"{server.path}: TLS settings refused: {e}")
+        except Exception as e:  # noqa: BLE001 - OpenSSL.SSL.Error: its reasons
+            errors.append(f"{server.path}: TLS settings refused: {openssl_reason(e)}")
     if errors:
         raise ConfigError(cfg.file, errors)
     return out

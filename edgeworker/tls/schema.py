@@ -56,16 +56,15 @@ INTERMEDIATE_CIPHERS = ":".join(
 PROTOCOLS: tuple[str, ...] = ("TLSv1.2", "TLSv1.3")
 _REFUSED_PROTOCOLS = ("SSLv2", "SSLv3", "TLSv1", "TLSv1.1")
 
-#: ``ssl_verify_client`` values edgeworker implements (nginx's ``optional_no_ca`` is refused:
-#: see ``_check_server``).
-VERIFY_CLIENT: tuple[str, ...] = ("off", "on", "optional")
+#: ``ssl_verify_client`` values (nginx's).
+VERIFY_CLIENT: tuple[str, ...] = ("off", "on", "optional", "optional_no_ca")
 
 #: The words accepted after a listen address.
 LISTEN_FLAGS: tuple[str, ...] = ("ssl",)
 
-#: The session lifetime Python's ssl module leaves in place: OpenSSL's default for TLS, 2 hours
-#: (also the lifetime hint of TLS 1.3 tickets). nginx sets 5 minutes; Python cannot.
-_SESSION_TIMEOUT = 7200.0
+#: How long a session resumes (also the lifetime TLS 1.3 tickets announce): nginx's default,
+#: 5 minutes.
+_SESSION_TIMEOUT = 300.0
 
 _FIELDS: tuple[tuple[str, Any, Any], ...] = (
     ("ssl_certificate", StrList, StrList()),
@@ -162,31 +161,23 @@ def _check_server(server: Any, ctx: Context, has_ssl: bool) -> None:
             ctx.err(f"{sp}.ssl_protocols", f'unknown protocol "{proto}"{hint}')
     if not server.ssl_protocols:
         ctx.err(f"{sp}.ssl_protocols", "at least one protocol is required")
-    if server.ssl_verify_client == "optional_no_ca":
-        ctx.err(
-            f"{sp}.ssl_verify_client",
-            '"optional_no_ca" is not supported: Python\'s ssl module cannot accept a client '
-            'certificate that does not verify (use "optional" with the issuing CA in '
-            "ssl_client_certificate)",
-        )
-    elif server.ssl_verify_client not in VERIFY_CLIENT:
+    if server.ssl_verify_client not in VERIFY_CLIENT:
         ctx.err(
             f"{sp}.ssl_verify_client",
             f'invalid value "{server.ssl_verify_client}": expected one of '
             + ", ".join(VERIFY_CLIENT)
             + suggest(server.ssl_verify_client, VERIFY_CLIENT),
         )
-    elif server.ssl_verify_client != "off" and server.ssl_client_certificate is None:
+    elif server.ssl_verify_client in ("on", "optional") and server.ssl_client_certificate is None:
         ctx.err(
             f"{sp}.ssl_verify_client",
             f'"{server.ssl_verify_client}" needs ssl_client_certificate (the CAs to verify '
             "client certificates with)",
         )
-    if server.ssl_session_timeout != _SESSION_TIMEOUT:
+    if server.ssl_session_timeout < 1:
         ctx.err(
             f"{sp}.ssl_session_timeout",
-            "only 2h (the default: OpenSSL's) is supported: Python's ssl module cannot set the "
-            "session lifetime",
+            "must be at least 1s (OpenSSL counts session lifetimes in whole seconds)",
         )
 
 

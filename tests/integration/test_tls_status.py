@@ -105,17 +105,19 @@ def test_handshake_counters_in_status_json_and_metrics(server, certs):
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
         with pytest.raises(ssl.SSLError):
             old.wrap_socket(raw, server_hostname="localhost")
-    # a client certificate of an unknown CA: refused in the handshake
+    # a client certificate of an unknown CA: the handshake completes (nginx), the request is
+    # refused 400; counted as a handshake and as refused for its certificate
     bad = client_context(ca, stranger, maximum_version=ssl.TLSVersion.TLSv1_2)
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        with pytest.raises((ssl.SSLError, ConnectionError)):
-            bad.wrap_socket(raw, server_hostname="mtls.example")
+        with bad.wrap_socket(raw, server_hostname="mtls.example") as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: mtls.example\r\n\r\n")
+            assert read_all(tls, timeout=5).startswith(b"HTTP/1.1 400")
 
     want = {
-        "handshakes": 5,
+        "handshakes": 6,
         "resumed": 2,
         "failed": {"timeout": 1, "plain_http": 1, "protocol": 1, "certificate": 1, "other": 1},
-        "protocols": {"TLSv1.2": 3, "TLSv1.3": 2},
+        "protocols": {"TLSv1.2": 4, "TLSv1.3": 2},
     }
     doc = wait_until(
         lambda: get_json(srv),
@@ -129,14 +131,14 @@ def test_handshake_counters_in_status_json_and_metrics(server, certs):
     text = body.decode()
     for line in (
         "# TYPE edgeworker_tls_handshakes_total counter",
-        "edgeworker_tls_handshakes_total 5",
+        "edgeworker_tls_handshakes_total 6",
         "edgeworker_tls_handshakes_resumed_total 2",
         'edgeworker_tls_handshake_failures_total{reason="timeout"} 1',
         'edgeworker_tls_handshake_failures_total{reason="plain_http"} 1',
         'edgeworker_tls_handshake_failures_total{reason="protocol"} 1',
         'edgeworker_tls_handshake_failures_total{reason="certificate"} 1',
         'edgeworker_tls_handshake_failures_total{reason="other"} 1',
-        'edgeworker_tls_connections_total{protocol="TLSv1.2"} 3',
+        'edgeworker_tls_connections_total{protocol="TLSv1.2"} 4',
         'edgeworker_tls_connections_total{protocol="TLSv1.3"} 2',
     ):
         assert line in text.splitlines(), line

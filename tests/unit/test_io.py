@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-import ssl
 import struct
 import time
 
@@ -164,7 +163,7 @@ def test_detach_hands_the_socket_over_and_close_leaves_it_open(pair) -> None:
 def tls_pair(request, pair, tmp_path):
     """(client, server) TLS transports over ``pair``, handshake done. The server side is
     gevent's ``SSLSocket`` or, as edgeworker's TLS termination, TLS over memory buffers
-    (``BIOTLS``, a stdlib ``SSLContext.wrap_bio``)."""
+    (``BIOTLS``, a pyOpenSSL ``Connection`` made without a socket)."""
     cert, key = self_signed_cert(tmp_path)
     client_ctx = gssl.create_default_context(cafile=str(cert))
     a, b = pair
@@ -175,11 +174,14 @@ def tls_pair(request, pair, tmp_path):
         s = server_ctx.wrap_socket(b, server_side=True, do_handshake_on_connect=False)
         server = transport(s)
     else:
-        server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        server_ctx.load_cert_chain(cert, key)
-        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        obj = server_ctx.wrap_bio(incoming, outgoing, server_side=True)
-        server = TLSTransport(b, tls=BIOTLS(obj, incoming, outgoing, b._sock))
+        from OpenSSL import SSL
+
+        server_ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+        server_ctx.use_certificate_chain_file(str(cert))
+        server_ctx.use_privatekey_file(str(key))
+        obj = SSL.Connection(server_ctx, None)
+        obj.set_accept_state()
+        server = TLSTransport(b, tls=BIOTLS(obj, b._sock))
     client = transport(c)
     assert isinstance(client, TLSTransport) and isinstance(server, TLSTransport)
     g = gevent.spawn(server.handshake, 5)

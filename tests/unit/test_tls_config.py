@@ -7,6 +7,7 @@ from __future__ import annotations
 import ssl
 
 import pytest
+from OpenSSL import SSL
 
 from edgeworker.config import loads
 from edgeworker.errors import ConfigError
@@ -41,7 +42,7 @@ def test_the_ssl_flag_and_the_defaults():
     assert s.ssl_ciphers == schema.INTERMEDIATE_CIPHERS
     assert s.ssl_prefer_server_ciphers is False
     assert s.ssl_session_tickets is True
-    assert s.ssl_session_timeout == 7200.0
+    assert s.ssl_session_timeout == 300.0  # nginx's 5m
     assert s.ssl_verify_client == "off" and s.ssl_verify_depth == 1
     assert s.ssl_handshake_timeout == 60.0  # the client_header_timeout
     assert cfg.listen_addresses() == [("127.0.0.1", 8443), ("0.0.0.0", 8080)]
@@ -95,26 +96,40 @@ def test_servers_inherit_the_http_keys_and_may_override_them():
             'server[0].ssl_protocols: "TLSv1" is refused (insecure): use TLSv1.2 and TLSv1.3',
         ),
         (
-            'ssl_verify_client = "optional_no_ca"\nssl_client_certificate = "ca.crt"',
-            'server[0].ssl_verify_client: "optional_no_ca" is not supported',
-        ),
-        (
             'ssl_verify_client = "on"',
             'server[0].ssl_verify_client: "on" needs ssl_client_certificate',
         ),
         (
             'ssl_verify_client = "yes"',
-            'server[0].ssl_verify_client: invalid value "yes": expected one of off, on, optional',
+            'server[0].ssl_verify_client: invalid value "yes": expected one of off, on, '
+            "optional, optional_no_ca",
         ),
         (
-            'ssl_session_timeout = "5m"',
-            "server[0].ssl_session_timeout: only 2h (the default: OpenSSL's) is supported",
+            'ssl_verify_client = "optional"',
+            'server[0].ssl_verify_client: "optional" needs ssl_client_certificate',
+        ),
+        (
+            'ssl_session_timeout = "0s"',
+            "server[0].ssl_session_timeout: must be at least 1s",
         ),
     ],
 )
 def test_errors_name_the_config_path(body, message):
     errors = errors_of(server(body))
     assert any(e.startswith(message) for e in errors), errors
+
+
+def test_optional_no_ca_needs_no_ca_and_session_timeout_takes_any_duration():
+    cfg = loads(
+        server(
+            'listen = ["127.0.0.1:443 ssl"]\n' + CERT + 'ssl_verify_client = "optional_no_ca"\n'
+            'ssl_session_timeout = "1d"\nssl_verify_depth = 3'
+        ),
+        CFG,
+    )
+    s = cfg.server[0]
+    assert s.ssl_verify_client == "optional_no_ca" and s.ssl_client_certificate is None
+    assert s.ssl_session_timeout == 86400.0 and s.ssl_verify_depth == 3
 
 
 def test_ssl_certificate_by_may_stand_for_the_certificate():
@@ -206,10 +221,27 @@ def test_build_makes_one_context_per_tls_server(tmp_path):
     built = context.build(cfg)
     assert built.warnings == []
     ctx = built.by_server[0]
-    assert ctx.minimum_version == ctx.maximum_version == ssl.TLSVersion.TLSv1_2
-    assert ctx.options & ssl.OP_NO_COMPRESSION and ctx.options & ssl.OP_NO_RENEGOTIATION
-    assert ctx.options & ssl.OP_CIPHER_SERVER_PREFERENCE and ctx.options & ssl.OP_NO_TICKET
-    assert ctx.sslobject_class is context.ServerTLS and ctx.sni_callback is not None
+    options = ctx.set_options(0)  # (adds nothing: returns the options)
+    assert options & SSL.OP_NO_COMPRESSION and options & SSL.OP_NO_RENEGOTIATION
+    assert options & SSL.OP_CIPHER_SERVER_PREFERENCE and options & SSL.OP_NO_TICKET
+    assert ctx.get_timeout() == 300  # nginx's default ssl_session_timeout
+    assert ctx.get_verify_mode() == SSL.VERIFY_NONE
+
+
+def test_a_context_verifying_clients_asks_and_lets_the_handshake_complete(tmp_path):
+    certs = CertFactory(tmp_path)
+    ca = certs.ca()
+    a = ca.server(["a.example"])
+    cfg = _cfg(
+        tmp_path,
+        f'ssl_certificate = "{a.cert}"\nssl_certificate_key = "{a.key}"\n'
+        f'ssl_client_certificate = "{ca.path}"\nssl_verify_client = "on"\n'
+        'ssl_verify_depth = 3\nssl_session_timeout = "90s"',
+    )
+    ctx = context.build(cfg).by_server[0]
+    # a certificate asked for, not required by the handshake (nginx answers 400 instead)
+    assert ctx.get_verify_mode() == SSL.VERIFY_PEER
+    assert ctx.get_verify_depth() == 3 and ctx.get_timeout() == 90
 
 
 def test_build_reports_file_problems_and_warns_of_dates(tmp_path):
