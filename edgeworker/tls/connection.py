@@ -143,6 +143,12 @@ class TLSInfo:
                 self._der = crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)
         return self._der or None
 
+    def alpn_protocol(self) -> str | None:
+        """The protocol ALPN chose (``http/1.1``), or None (the client offered none of the
+        server's, or no ALPN)."""
+        chosen = self.sock.get_alpn_proto_negotiated()
+        return chosen.decode("ascii", "replace") if chosen else None
+
     def misdirected(self, route: Any) -> bool:
         """True when ``route`` (what ``Host`` selected) accepts other client certificates than
         the server SNI selected: the request must not be served there (421)."""
@@ -152,7 +158,8 @@ class TLSInfo:
 
     def var(self, name: str) -> str | None:
         """``ssl_protocol``, ``ssl_cipher``, ``ssl_server_name``, ``ssl_session_reused``,
-        ``ssl_client_verify`` and the client certificate's ``ssl_client_*``; None otherwise."""
+        ``ssl_alpn_protocol``, ``ssl_client_verify`` and the client certificate's
+        ``ssl_client_*``; None otherwise."""
         sock = self.sock
         if name == "ssl_protocol":
             return sock.get_protocol_version_name() or ""
@@ -162,6 +169,8 @@ class TLSInfo:
             return self.server_name or ""
         if name == "ssl_session_reused":
             return "r" if self.reused else "."
+        if name == "ssl_alpn_protocol":
+            return self.alpn_protocol() or ""
         if name == "ssl_client_verify":
             return self.verify
         if name.startswith("ssl_client_"):
