@@ -314,3 +314,22 @@ def test_a_worker_imports_cryptography_only_for_client_certificates():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True)
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_the_openssl_handles_pyopenssl_does_not_wrap(tmp_path, monkeypatch):
+    from edgeworker.tls import ossl
+
+    ossl.check()  # the installed pyOpenSSL has them
+    assert ossl.verify_error(10) == "certificate has expired"
+    assert ossl.verify_error(21) == "unable to verify the first certificate"
+    # a pyOpenSSL whose Connection lost its OpenSSL handle: a clear error, at check time
+    monkeypatch.delattr(SSL.Connection, "_ssl", raising=False)
+    real_init = SSL.Connection.__init__
+
+    def init_without_handle(self, *args, **kw):
+        real_init(self, *args, **kw)
+        self.__dict__.pop("_ssl", None)
+
+    monkeypatch.setattr(SSL.Connection, "__init__", init_without_handle)
+    with pytest.raises(RuntimeError, match=r"lacks OpenSSL\.SSL\.Connection\._ssl"):
+        ossl.check()
