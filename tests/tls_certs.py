@@ -4,8 +4,7 @@ certificates it issues, expired or not yet valid ones, keys that match nothing.
 ``CA(folder, "name")`` writes ``name-ca.crt`` and issues: ``ca.server(["a.example", ...])``,
 ``ca.client("alice")``, each written as PEM files and returned as ``Issued(cert, key)`` paths;
 ``ca.intermediate("sub")`` is a CA it issues (whose certificates are written with the chain of
-intermediates up to the root, the root left out); ``self_signed_client(folder, "name")`` is a
-client certificate that issued itself.
+intermediates up to the root, the root left out).
 The fixture ``certs`` (tests/conftest.py) gives a ``CertFactory`` in the test's temp folder.
 """
 
@@ -171,26 +170,6 @@ class CA:
         return self._issue(
             file or f"client-{name}", name, [], ExtendedKeyUsageOID.CLIENT_AUTH, days, "ec"
         )
-
-
-def self_signed_client(folder: Path, name: str) -> Issued:
-    """A client certificate signed by its own key (no CA)."""
-    key = _key()
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(_NOW - datetime.timedelta(days=1))
-        .not_valid_after(_NOW + datetime.timedelta(days=30))
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    path = folder / f"self-{name}.crt"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return Issued(path, _write_key(folder / f"self-{name}.key", key), name)
 
 
 def stray_key(folder: Path, name: str = "stray") -> Path:

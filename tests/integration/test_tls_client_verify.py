@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from ..support import read_all, require_tool
-from ..tls_certs import self_signed_client
+from ..support import read_all, require_tool, self_signed_cert
+from ..tls_certs import Issued
 from .test_tls import HANDLERS, _config, _server_block, client_context, https_get
 
 #: OpenSSL's verification result for a certificate (sent alone) whose issuer the server does
@@ -47,7 +47,7 @@ def test_verification_failures_per_mode(server, certs, tmp_path):
     stranger = certs.ca("stranger").client("mallory")  # an issuer the server does not know
     alice = clients.client("alice")
     expired = clients.client("old", days=(-10, -1))
-    selfish = self_signed_client(tmp_path, "selfish")
+    selfish = Issued(*self_signed_cert(tmp_path, "selfish"), "selfish")
     trusted = f'ssl_client_certificate = "{clients.path}"\n'
     srv = server(
         _config(
@@ -92,24 +92,11 @@ def test_verification_failures_per_mode(server, certs, tmp_path):
     status, body = _vars(port, client_context(ca, stranger), "opt.example")
     assert status == 400 and b"<title>400 The SSL certificate error</title>" in body
     curl = require_tool("curl", "curl")
+    client = ("--cert", str(stranger.cert), "--key", str(stranger.key))
+    url = f"https://opt.example:{port}/"
+    resolve = ("--resolve", f"opt.example:{port}:127.0.0.1", "--cacert", str(ca.path))
     out = subprocess.run(
-        [
-            curl,
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--cacert",
-            str(ca.path),
-            "--cert",
-            str(stranger.cert),
-            "--key",
-            str(stranger.key),
-            "--resolve",
-            f"opt.example:{port}:127.0.0.1",
-            f"https://opt.example:{port}/",
-        ],
+        [curl, "-sS", "-o", "/dev/null", "-w", "%{http_code}", *client, *resolve, url],
         capture_output=True,
         text=True,
         timeout=10,
