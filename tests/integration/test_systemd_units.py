@@ -1,10 +1,14 @@
-"""systemd/edgeworker.service and .socket: required settings, and `systemd-analyze verify`."""
+"""systemd/edgeworker.service, its notify-reload drop-in and .socket: required settings,
+`systemd-analyze verify`, and the unit's ExecReload= against a real master."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,11 +17,12 @@ from ..support import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "systemd"
+DROPIN = UNITS / "edgeworker.service.d" / "notify-reload.conf"
 BINARY = "/usr/local/bin/edgeworker"
 CONFIG = "/etc/edgeworker/edgeworker.toml"
 DEFAULT_GRACEFUL_TIMEOUT = 30.0  # [main] graceful_timeout's default
 
-# what systemd < 253 says about the notify-reload unit (and nothing else is tolerated)
+# what systemd < 253 says about the notify-reload drop-in (and nothing else is tolerated)
 OLD_SYSTEMD_NOTES = (
     re.compile(r"Failed to parse service type, ignoring: notify-reload"),
     re.compile(r"Unknown key( name)? 'ReloadSignal' in section \[?Service\]?, ignoring"),
@@ -73,13 +78,9 @@ def socket_unit() -> dict[str, dict[str, list[str]]]:
     return parse_unit((UNITS / "edgeworker.socket").read_text())
 
 
-def fallback_dropin() -> str:
-    """The drop-in for systemd < 253, exactly as systemd/README.md documents it."""
-    readme = (UNITS / "README.md").read_text()
-    blocks = re.findall(r"```ini\n(.*?)```", readme, flags=re.S)
-    matches = [b for b in blocks if "notify-fallback.conf" in b.splitlines()[0]]
-    assert len(matches) == 1, "README must document exactly one notify-fallback.conf drop-in"
-    return matches[0]
+@pytest.fixture(scope="module")
+def dropin() -> dict[str, dict[str, list[str]]]:
+    return parse_unit(DROPIN.read_text())
 
 
 # -- plain parse ------------------------------------------------------------------------------
@@ -87,11 +88,27 @@ def fallback_dropin() -> str:
 
 def test_service_notify_protocol_and_reload(service):
     s = service["Service"]
+    # Type=notify-reload and ReloadSignal= need systemd 253: the unit itself must load on 252
+    assert one(s, "Type") == "notify"
+    assert "ReloadSignal" not in s
+    assert one(s, "NotifyAccess") == "main"
+    # the CLI's reload checks first and signals the master only (found through the pid file)
+    assert s["ExecReload"] == [f"{BINARY} reload -c {CONFIG}"]
+
+
+def test_notify_reload_dropin(dropin):
+    s = dropin["Service"]
     assert one(s, "Type") == "notify-reload"
     assert one(s, "ReloadSignal") == "SIGHUP"
-    assert one(s, "NotifyAccess") == "main"
-    # notify-reload signals the main pid itself; an ExecReload= would reload twice on 253-257
-    assert "ExecReload" not in s
+    # an empty ExecReload= drops the unit's: next to the signal it would reload twice
+    assert s["ExecReload"] == [""]
+    assert set(dropin) == {"Service"} and set(s) == {"Type", "ReloadSignal", "ExecReload"}
+
+
+def test_dropin_is_documented():
+    readme = (UNITS / "README.md").read_text()
+    assert "edgeworker.service.d/notify-reload.conf" in readme
+    assert "notify-reload.conf" in (ROOT / "README.md").read_text()
 
 
 def test_service_commands(service):
@@ -156,12 +173,6 @@ def test_socket_unit(socket_unit):
     assert socket_unit["Install"]["WantedBy"] == ["sockets.target"]
 
 
-def test_fallback_dropin_validates_then_signals_main_pid_only():
-    dropin = parse_unit(fallback_dropin())["Service"]
-    assert one(dropin, "Type") == "notify"
-    assert dropin["ExecReload"] == [f"{BINARY} check -c {CONFIG}", "/bin/kill -s HUP $MAINPID"]
-
-
 # -- systemd-analyze ----------------------------------------------------------------------------
 
 ANALYZE = shutil.which("systemd-analyze")
@@ -179,17 +190,30 @@ def systemd_version() -> int:
     return int(re.match(r"systemd (\d+)", out.stdout).group(1))
 
 
-def stage(tmp_path: Path, service_text: str | None = None) -> tuple[Path, Path]:
-    """Copies of the units pointing at a real (dummy) executable instead of the installed one."""
-    exe = tmp_path / "edgeworker"
-    exe.write_text("#!/bin/sh\nexit 0\n")
-    exe.chmod(0o755)
+def edgeworker_executable() -> str:
+    """The installed ``edgeworker`` script of this interpreter (the venv's), else the one on PATH."""
+    beside = Path(sys.executable).parent / "edgeworker"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("edgeworker")
+    assert found, "the edgeworker command is not installed (pip install -e .)"
+    return found
+
+
+def stage(tmp_path: Path, service_text: str | None = None, with_dropin: bool = False) -> Path:
+    """Copies of the units (and the drop-in) with the real ``edgeworker`` path substituted."""
+    exe = edgeworker_executable()
     service_text = service_text or (UNITS / "edgeworker.service").read_text()
-    service_path = tmp_path / "edgeworker.service"
-    socket_path = tmp_path / "edgeworker.socket"
-    service_path.write_text(service_text.replace(BINARY, str(exe)))
-    socket_path.write_text((UNITS / "edgeworker.socket").read_text().replace(BINARY, str(exe)))
-    return service_path, socket_path
+    (tmp_path / "edgeworker.service").write_text(service_text.replace(BINARY, exe))
+    (tmp_path / "edgeworker.socket").write_text(
+        (UNITS / "edgeworker.socket").read_text().replace(BINARY, exe)
+    )
+    if with_dropin:
+        # systemd-analyze reads drop-ins from NAME.service.d/ beside the unit file
+        folder = tmp_path / "edgeworker.service.d"
+        folder.mkdir()
+        (folder / DROPIN.name).write_text(DROPIN.read_text().replace(BINARY, exe))
+    return tmp_path / "edgeworker.service"
 
 
 def verify(*units: Path) -> tuple[int, list[str]]:
@@ -210,49 +234,32 @@ def verify(*units: Path) -> tuple[int, list[str]]:
     return proc.returncode, lines
 
 
-def apply_dropin(unit_text: str, dropin_text: str) -> str:
-    """The unit with the fallback drop-in merged in by hand (what systemd < 253 ends up with)."""
-    dropin = parse_unit(dropin_text)["Service"]
-    out = []
-    for line in unit_text.splitlines():
-        key = line.split("=", 1)[0].strip()
-        if key in ("Type", "ReloadSignal"):
-            continue
-        out.append(line)
-        if line.strip() == "[Service]":
-            out.append(f"Type={one(dropin, 'Type')}")
-            out.extend(f"ExecReload={cmd}" for cmd in dropin["ExecReload"])
-    return "\n".join(out) + "\n"
+@needs_analyze
+def test_systemd_analyze_verify_units(tmp_path):
+    service_path = stage(tmp_path)
+    rc, lines = verify(service_path, tmp_path / "edgeworker.socket")
+    assert rc == 0 and lines == [], lines
 
 
 @needs_analyze
-def test_systemd_analyze_verify_units(tmp_path):
-    service_path, socket_path = stage(tmp_path)
-    rc, lines = verify(service_path, socket_path)
+def test_systemd_analyze_verify_notify_reload_dropin(tmp_path):
+    service_path = stage(tmp_path, with_dropin=True)
+    rc, lines = verify(service_path)
     if systemd_version() >= 253:
         assert rc == 0 and lines == [], lines
         return
-    # systemd 252 and older know neither notify-reload nor ReloadSignal=: those two notes, nothing else
+    # systemd 252 and older know neither notify-reload nor ReloadSignal=: the drop-in's two
+    # lines are what they ignore (the unit then stays Type=notify), nothing else
     unexpected = [ln for ln in lines if not any(p.search(ln) for p in OLD_SYSTEMD_NOTES)]
-    assert unexpected == []
+    assert unexpected == [], lines
     assert all(any(p.search(ln) for ln in lines) for p in OLD_SYSTEMD_NOTES), lines
-
-
-@needs_analyze
-def test_systemd_analyze_verify_fallback_for_old_systemd(tmp_path):
-    merged = apply_dropin((UNITS / "edgeworker.service").read_text(), fallback_dropin())
-    service_path, socket_path = stage(tmp_path, merged)
-    rc, lines = verify(service_path, socket_path)
-    assert rc == 0 and lines == [], lines
+    assert all(DROPIN.name in ln for ln in lines), lines
 
 
 @needs_analyze
 def test_systemd_analyze_verify_catches_a_broken_unit(tmp_path):
     text = (UNITS / "edgeworker.service").read_text()
-    merged = apply_dropin(text, fallback_dropin())
-    service_path, _ = stage(
-        tmp_path, merged.replace(f"{BINARY} run", "/nonexistent/edgeworker run")
-    )
+    service_path = stage(tmp_path, text.replace(f"{BINARY} run", "/nonexistent/edgeworker run"))
     rc, lines = verify(service_path)
     assert rc != 0
     assert any("/nonexistent/edgeworker" in ln for ln in lines), lines
@@ -260,7 +267,7 @@ def test_systemd_analyze_verify_catches_a_broken_unit(tmp_path):
 
 @needs_analyze
 def test_security_exposure_is_low(tmp_path):
-    service_path, _ = stage(tmp_path)
+    service_path = stage(tmp_path)
     proc = subprocess.run(
         [ANALYZE, "security", "--offline=true", "--man=no", str(service_path)],
         capture_output=True,
@@ -271,3 +278,53 @@ def test_security_exposure_is_low(tmp_path):
     if found is None:
         pytest.skip(f"systemd-analyze security --offline unsupported here: {proc.stderr[:200]}")
     assert float(found.group(1)) <= 4.5, proc.stdout
+
+
+# -- the unit's ExecReload= against a real master ------------------------------------------------
+
+RELOAD_CONF = """
+[[server]]
+listen = ["127.0.0.1:{port}"]
+  [[server.location]]
+  match = "/"
+  return = {{ status = 200, body = "ok" }}
+"""
+
+
+def exec_reload(config: Path) -> list[str]:
+    """The unit's ``ExecReload=`` command line, with the real executable and a test config."""
+    argv = one(parse_unit((UNITS / "edgeworker.service").read_text())["Service"], "ExecReload")
+    words = argv.split()
+    assert words[0] == BINARY and CONFIG in words, argv
+    return [edgeworker_executable(), *(str(config) if w == CONFIG else w for w in words[1:])]
+
+
+def test_exec_reload_reloads_and_refuses_a_broken_config(server, tmp_path):
+    """What `systemctl reload` runs: the master reports RELOADING=1 + MONOTONIC_USEC, then READY=1
+    (what Type=notify and Type=notify-reload both expect); a broken config exits 1 untouched."""
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(15)
+    try:
+        srv = server(RELOAD_CONF, env={"NOTIFY_SOCKET": path})
+        assert sock.recv(4096).decode().startswith("READY=1")
+        done = subprocess.run(exec_reload(srv.config), capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        reloading = sock.recv(4096).decode().splitlines()
+        assert reloading[0] == "RELOADING=1"
+        assert re.fullmatch(r"MONOTONIC_USEC=\d+", reloading[1]), reloading
+        assert sock.recv(4096).decode().startswith("READY=1")
+        assert "reloaded: generation 1 serving" in srv.errors()
+
+        good = srv.config.read_text()
+        srv.config.write_text(good.replace('return = { status = 200, body = "ok" }', "return = 7"))
+        done = subprocess.run(exec_reload(srv.config), capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1
+        assert str(srv.config) in done.stderr
+        sock.settimeout(0.5)
+        with pytest.raises(TimeoutError):  # the master was never signalled
+            sock.recv(4096)
+        assert srv.get("/")[0] == 200
+    finally:
+        sock.close()
