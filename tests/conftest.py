@@ -9,20 +9,27 @@ from __future__ import annotations
 
 import pytest
 
+from edgeworker.testing.pytest_plugin import SERVERS
+
 from .redis_server import redis_server  # noqa: F401 - a fixture
 from .shm_helpers import clock, mkdict, zones  # noqa: F401 - fixtures
 from .support import Server
 from .tls_certs import CertFactory
 
+# pytester: the pytest plugin of edgeworker.testing is tested in a project of its own
+pytest_plugins = ("pytester",)
+
 
 @pytest.fixture
-def server(tmp_path):
-    """``server(toml, files={...}, workers=1)`` → a started ``Server``; stopped after the test."""
+def server(request, tmp_path):
+    """``server(toml, files={...}, workers=1)`` → a started ``Server``; stopped after the test,
+    its error log in the report when the test fails (as the ``edgeworker_server`` fixture)."""
     started: list[Server] = []
 
     def start(toml: str, files: dict[str, str] | None = None, **kw) -> Server:
         srv = Server(tmp_path / f"s{len(started)}", toml, files, **kw)
         started.append(srv)
+        request.node.stash.setdefault(SERVERS, []).append(srv)
         return srv.start()
 
     yield start

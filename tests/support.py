@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
+from edgeworker import testing
 
 T = TypeVar("T")
 
@@ -85,28 +86,27 @@ def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0, proc=No
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
 
 
-class Server:
-    """An `edgeworker run` master started on a config written into a temp folder.
+class Server(testing.Server):
+    """``edgeworker.testing.Server`` on a config written into a temp folder, on a port chosen
+    here (so that the config may name it), with helpers for raw HTTP and the CLI.
 
     ``toml`` may use ``{port}`` (a free port chosen here) and ``{dir}`` (the folder);
     ``files`` maps file names (handler modules) to their source.
     """
 
     def __init__(self, tmp: Path, toml: str, files: dict[str, str] | None = None, workers: int = 1,
-                 extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
-        self.dir = tmp
+                 env: dict[str, str] | None = None) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.pid_file = tmp / "edgeworker.pid"
-        self.error_log = tmp / "error.log"
+        super().__init__(tmp / "edgeworker.toml", workers=workers, env=env, workdir=tmp)
+        port = free_port()
         self.access_log = tmp / "access.log"
         for name, src in (files or {}).items():
             (tmp / name).write_text(textwrap.dedent(src))
-        text = textwrap.dedent(toml).format(port=self.port, dir=tmp)
+        text = textwrap.dedent(toml).format(port=port, dir=tmp)
         if "[main]" not in text:
             text = "[main]\n" + text
         head = (
-            f'pid_file = "{self.pid_file}"\nerror_log = "{self.error_log}"\n'
+            f'pid_file = "{self.pid_file}"\nerror_log = "{self.error_log_file}"\n'
             f'workers = {workers}\npython_path = ["."]\n'
         )
         text = text.replace("[main]\n", "[main]\n" + head, 1)
@@ -114,33 +114,12 @@ class Server:
             text = text.replace("[main]\n", f'[http]\naccess_log = "{self.access_log}"\n\n[main]\n', 1)
         elif "access_log =" not in text:
             text = text.replace("[http]\n", f'[http]\naccess_log = "{self.access_log}"\n', 1)
-        self.config = tmp / "edgeworker.toml"
         self.config.write_text(text)
-        self.extra_args = extra_args
-        self.env = env
-        self.proc: subprocess.Popen | None = None
+        self.running_config = self.config
+        self.listeners = [testing.Listener("127.0.0.1", port, f"127.0.0.1:{port} ssl" in text)]
 
-    def start(self) -> Server:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        if self.env:
-            env.update(self.env)
-        self.stdout = open(self.dir / "stdout.log", "wb")
-        self.proc = subprocess.Popen(
-            [*EDGEWORKER, "run", "-c", str(self.config), *self.extra_args],
-            stdout=self.stdout,
-            stderr=subprocess.STDOUT,
-            cwd=self.dir,
-            env=env,
-            start_new_session=True,
-        )
-        try:
-            wait_port(self.port, proc=self.proc)
-            self.wait_pid_file()
-            self.wait_log("edgeworker started")
-        except Exception:
-            self.stop()
-            raise RuntimeError("edgeworker did not start:\n" + self.output()) from None
-        return self
+    def _prepare(self) -> None:
+        """The config is run as written (its port is fixed: a proxy_pass may name it)."""
 
     def wait_pid_file(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -171,47 +150,16 @@ class Server:
             what=f"{n} access log lines",
         )
 
-    @property
-    def master_pid(self) -> int:
-        return self.proc.pid
-
     def worker_pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
         return [int(p) for p in out.split()]
 
-    def output(self) -> str:
-        parts = []
-        for f in (self.dir / "stdout.log", self.error_log):
-            if f.exists():
-                parts.append(f"--- {f.name}\n" + f.read_text(errors="replace"))
-        return "\n".join(parts)
-
     def errors(self) -> str:
-        return self.error_log.read_text(errors="replace") if self.error_log.exists() else ""
+        return self.error_log()
 
     def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess:
         return subprocess.run([*EDGEWORKER, *args, "-c", str(self.config)], capture_output=True,
                               text=True, timeout=60, check=check)
-
-    def stop(self, timeout: float = 15.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        try:  # stray workers of a master that died
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.stdout.close()
-        return self.proc.returncode
 
     # ------------------------------------------------------------ HTTP
     def conn(self, timeout: float = 10.0) -> http.client.HTTPConnection:
