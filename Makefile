@@ -11,15 +11,26 @@ SYSTEM_PYTHON := $(shell test -x /usr/bin/python3.11 && /usr/bin/python3.11 -c '
 PYTHON ?= $(if $(SYSTEM_PYTHON),$(SYSTEM_PYTHON),python3.11)
 VENV   := .venv
 BIN    := $(VENV)/bin
+SOURCES := setup.cfg setup.py pyproject.toml shm/_accel.c edgeworker/_speedups.c
+# edgeworker and what serving needs (make run)
 STAMP  := $(VENV)/.installed
+# the same plus the test extras: pytest, linters, clients the tests drive (make test and the rest)
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: run test test-unit test-no-accel test-slow lint bench bench-instructions deps clean
 
-$(STAMP): setup.cfg setup.py pyproject.toml shm/_accel.c edgeworker/_speedups.c
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+
+$(STAMP): $(SOURCES) | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
 	@touch $@
+
+# one install with the extras (it also builds the C parts), which covers $(STAMP) too
+$(TEST_STAMP): $(SOURCES) | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@ $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/edgeworker run
@@ -27,7 +38,7 @@ run: $(STAMP)
 deps:
 	./scripts/system-deps.sh
 
-test: $(STAMP) deps
+test: $(TEST_STAMP) deps
 	$(BIN)/ruff check edgeworker shm tests bench
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -p no:cacheprovider
@@ -38,22 +49,22 @@ test: $(STAMP) deps
 # so the twins refuse what the C refuses.
 NO_ACCEL_TESTS := tests/unit tests/integration/test_hardening_smuggling.py \
 	tests/integration/test_hardening_faults.py tests/integration/test_hardening_response.py
-test-no-accel: $(STAMP)
+test-no-accel: $(TEST_STAMP)
 	EDGEWORKER_NO_ACCEL=1 SHM_NO_ACCEL=1 $(BIN)/python -m pytest -p no:cacheprovider $(NO_ACCEL_TESTS)
 
-test-unit: $(STAMP)
+test-unit: $(TEST_STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider tests/unit
 
-test-slow: $(STAMP)
+test-slow: $(TEST_STAMP)
 	./scripts/system-deps.sh slow
 	$(BIN)/python -m pytest -p no:cacheprovider -m slow
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check edgeworker shm tests bench
 	$(BIN)/lint-imports
 	$(BIN)/ruff format --check edgeworker shm tests bench
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	./scripts/system-deps.sh bench
 	$(BIN)/python bench/shm_bench.py
 	$(BIN)/python bench/http_bench.py
@@ -64,7 +75,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/gzip_bench.py
 
 # instructions per request of /hello, /incr and a proxied request, under callgrind (valgrind)
-bench-instructions: $(STAMP)
+bench-instructions: $(TEST_STAMP)
 	./scripts/system-deps.sh bench
 	$(BIN)/python bench/instructions.py
 

@@ -10,11 +10,19 @@ The public API for handler code::
     edgeworker.now(), edgeworker.sleep(0.1)
     edgeworker.redis.client("default")                  # redis-py on this worker's pool
 
+    from edgeworker import Request                       # the type of a handler's argument
+    def greet(req: Request) -> str: ...
+
 Importing this package imports no network library (gevent only with ``edgeworker.timer``).
 """
 
+from typing import TYPE_CHECKING
+
 from .errors import ConfigError, EdgeworkerError, PhaseError, ProcessExiting, TooManyTimers
 from .runtime import log, now, shared, sleep, worker
+
+if TYPE_CHECKING:  # at run time loaded on first use, by __getattr__
+    from .request import Request
 
 __version__ = "0.1.0"
 
@@ -25,6 +33,10 @@ def __getattr__(name: str):
         from .timers import timer
 
         return timer
+    if name == "Request":
+        from .request import Request
+
+        return Request
     if name in ("redis", "http"):  # redis-py and the HTTP client load on first use
         import importlib
 
@@ -37,6 +49,7 @@ __all__ = [
     "EdgeworkerError",
     "PhaseError",
     "ProcessExiting",
+    "Request",
     "TooManyTimers",
     "log",
     "http",

@@ -1,4 +1,4 @@
-"""``edgeworker`` command line: run, check, reload, stop, reopen, shm.
+"""``edgeworker`` command line: run, check, reload, stop, reopen, shm, init.
 
 Exit codes: 0 success; 1 invalid configuration or a failed action (the message names the
 config file); 2 usage errors (argparse).
@@ -11,6 +11,8 @@ import os
 import signal
 import sys
 from importlib import resources
+
+from . import starter
 
 DEFAULT_CONFIG = "default/edgeworker.toml"
 
@@ -177,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--now", action="store_true", help="fast stop (SIGQUIT): do not wait for requests")
     add("reopen", cmd_reopen, "reopen log files (SIGUSR1), for logrotate")
     add("shm", cmd_shm, "print the shared dicts of the running server")
+    starter.register(sub)  # edgeworker init DIR
     return p
 
 
