@@ -4,10 +4,11 @@
 # Does nothing when they are present; needs root (CI runs as root) when they are not.
 # The tests: redis-server, nginx-light, systemd (systemd-analyze), chromium (the dashboard),
 # wrk (the soak test, make test-slow), curl and openssl (the TLS clients of the HTTPS tests,
-# the certificate tests; the TLS bench makes its certificate with openssl).
+# the certificate tests; the TLS bench makes its certificate with openssl), mariadb-server (the
+# MySQL recipe's test starts its own mariadbd on a free port).
 # Under CI=1 a missing one fails the tests, not skips them.
 set -euo pipefail
-want=(redis-server nginx-light systemd chromium wrk curl openssl)
+want=(redis-server nginx-light systemd chromium wrk curl openssl mariadb-server)
 [ "${1:-}" = "slow" ] && want+=(testssl.sh)
 [ "${1:-}" = "bench" ] && want+=(libnginx-mod-http-lua lua-resty-core valgrind)
 missing=()
@@ -24,6 +25,6 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # the packaged services are not wanted: tests start their own on free loopback ports
-for svc in redis-server nginx; do
+for svc in redis-server nginx mariadb; do
     service "$svc" stop >/dev/null 2>&1 || true
 done

@@ -27,8 +27,9 @@ JWT_SECRET = "example-secret-example-secret-32"
 
 def start_example(tmp_path: Path, name: str, *, workers: int | None = None,
                   replace: dict[str, str] | None = None, env: dict[str, str] | None = None,
-                  ) -> Server:
-    """Copy the example's config and handlers into tmp, point it at test ports, start it."""
+                  files: dict[str, str] | None = None) -> Server:
+    """Copy the example's config and handlers into tmp, point it at test ports, start it.
+    ``files``: more modules (name -> source) beside the handlers."""
     text = (EXAMPLES / f"{name}.toml").read_text()
     # the support.Server writes its own pid_file/error_log/workers/python_path
     text = re.sub(r"^(pid_file|error_log|python_path|workers) = .*\n", "", text, flags=re.M)
@@ -38,7 +39,7 @@ def start_example(tmp_path: Path, name: str, *, workers: int | None = None,
         assert old in text, old
         text = text.replace(old, new)
     text = text.replace("{", "{{").replace("}", "}}").replace("{{port}}", "{port}")
-    srv = Server(tmp_path, text, workers=workers or 1, env=env)
+    srv = Server(tmp_path, text, files, workers=workers or 1, env=env)
     # the test server's python_path is the config's folder: put the handler modules there
     for module in (EXAMPLES / "handlers").glob("*.py"):
         shutil.copy(module, srv.dir / module.name)

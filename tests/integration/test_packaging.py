@@ -78,6 +78,8 @@ def test_wheel_contents(wheel):
     assert not any(n.startswith("tests/") for n in names)
     assert "[pytest11]\nedgeworker = edgeworker.testing.pytest_plugin" in entry_points
     assert "License: MIT" in metadata
+    assert "Provides-Extra: mysql" in metadata
+    assert 'Requires-Dist: PyMySQL>=1.1; extra == "mysql"' in metadata
     assert licence == (ROOT / "LICENSE").read_text()
 
 
