@@ -25,6 +25,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from edgeworker.testing import child_pids
+
 # ---------------------------------------------------------------------------------------------
 # ports
 
@@ -279,24 +281,6 @@ def _children_cpu_s() -> float:
 
 # ---------------------------------------------------------------------------------------------
 # memory
-
-
-def child_pids(pid: int) -> list[int]:
-    """Pids of the direct children of ``pid``, read from ``/proc/*/stat``; sorted."""
-    children = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # the command may contain spaces and parentheses: the ppid follows the last ")".
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 1 and int(fields[1]) == pid:
-            children.append(int(entry))
-    return sorted(children)
 
 
 def _status_kb(pid: int, key: str, path: str = "status") -> int | None:

@@ -7,9 +7,11 @@ a controllable shm clock; ``certs`` makes TLS certificates.
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
-from edgeworker.testing.pytest_plugin import SERVERS
+from edgeworker.testing.pytest_plugin import serving
 
 from .redis_server import redis_server  # noqa: F401 - a fixture
 from .shm_helpers import clock, mkdict, zones  # noqa: F401 - fixtures
@@ -24,17 +26,13 @@ pytest_plugins = ("pytester",)
 def server(request, tmp_path):
     """``server(toml, files={...}, workers=1)`` → a started ``Server``; stopped after the test,
     its error log in the report when the test fails (as the ``edgeworker_server`` fixture)."""
-    started: list[Server] = []
+    count = itertools.count()
 
     def start(toml: str, files: dict[str, str] | None = None, **kw) -> Server:
-        srv = Server(tmp_path / f"s{len(started)}", toml, files, **kw)
-        started.append(srv)
-        request.node.stash.setdefault(SERVERS, []).append(srv)
-        return srv.start()
+        return track(Server(tmp_path / f"s{next(count)}", toml, files, **kw))
 
-    yield start
-    for srv in started:
-        srv.stop()
+    with serving(request) as track:
+        yield start
 
 
 @pytest.fixture

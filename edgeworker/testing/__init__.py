@@ -37,7 +37,7 @@ from datetime import time as daytime
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["Listener", "ReloadError", "Server", "ServerError"]
+__all__ = ["Listener", "ReloadError", "Server", "ServerError", "child_pids"]
 
 #: how long ``start()`` and ``reload()`` wait for the workers to report ready
 READY_TIMEOUT = 60.0
@@ -168,7 +168,7 @@ class Server:
         if self.proc is None or self._notify is None:
             raise ServerError("the server is not started")
         self._prepare()
-        old_workers = _children(self.proc.pid)
+        old_workers = set(child_pids(self.proc.pid))
         seen = len(self._notify.messages)
         os.kill(self.proc.pid, signal.SIGHUP)
         at = self._notify.wait("RELOADING=1", seen, timeout, self.proc)
@@ -177,7 +177,7 @@ class Server:
         if "fail" in status.lower():
             raise ReloadError(f"reload refused ({status}):\n{self._log_since_reload()}")
         deadline = time.monotonic() + timeout
-        while old_workers & _children(self.proc.pid):
+        while old_workers.intersection(child_pids(self.proc.pid)):
             if time.monotonic() > deadline:
                 raise ServerError(f"the old workers did not exit within {timeout:g} s")
             time.sleep(0.02)
@@ -366,22 +366,22 @@ def _free_port(families: set[int], taken: set[int]) -> int:
     raise ServerError("no free TCP port found")
 
 
-def _children(pid: int) -> set[int]:
-    """The pids of the live child processes of ``pid`` (from /proc; zombies do not count)."""
-    found = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
+def child_pids(pid: int) -> list[int]:
+    """The pids of the direct children of ``pid`` (a master's workers), from ``/proc``; sorted."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
+            with open(f"/proc/{entry}/stat", "rb") as f:
                 stat = f.read()
         except OSError:
             continue
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses
-        state, ppid = stat[stat.rfind(b")") + 2 :].split()[:2]
-        if int(ppid) == pid and state != b"Z":
-            found.add(int(entry.name))
-    return found
+        # the command may contain spaces and parentheses: the ppid follows the last ")"
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 1 and int(fields[1]) == pid:
+            children.append(int(entry))
+    return sorted(children)
 
 
 def _field(message: str, key: str) -> str | None:

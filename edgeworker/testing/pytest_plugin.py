@@ -10,14 +10,33 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
 from . import Server
 
 #: the servers a test started (``item.stash[SERVERS]``): their error logs go into its report
-#: when it fails. A fixture of your own that starts ``Server`` objects may add them here too.
+#: when it fails
 SERVERS = pytest.StashKey[list[Server]]()
+
+
+@contextmanager
+def serving(request: pytest.FixtureRequest) -> Iterator[Callable[[Server], Server]]:
+    """For a fixture of your own: yields ``start(server)``, which starts a ``Server`` and puts it
+    into the test's failure report; every server started so is stopped when the block ends."""
+    started: list[Server] = []
+
+    def start(srv: Server) -> Server:
+        started.append(srv)
+        request.node.stash.setdefault(SERVERS, []).append(srv)
+        return srv.start()
+
+    try:
+        yield start
+    finally:
+        for srv in started:
+            srv.stop()
 
 
 @pytest.fixture
@@ -25,19 +44,15 @@ def edgeworker_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[..., Server]]:
     """``edgeworker_server(config, workers=1, env=None)`` → a started ``Server``."""
-    started: list[Server] = []
 
     def start(
         config: str | os.PathLike[str], workers: int = 1, env: dict[str, str] | None = None
     ) -> Server:
-        srv = Server(config, workers, env, workdir=tmp_path_factory.mktemp("edgeworker"))
-        started.append(srv)
-        request.node.stash.setdefault(SERVERS, []).append(srv)
-        return srv.start()
+        workdir = tmp_path_factory.mktemp("edgeworker")
+        return track(Server(config, workers, env, workdir=workdir))
 
-    yield start
-    for srv in started:
-        srv.stop()
+    with serving(request) as track:
+        yield start
 
 
 @pytest.hookimpl(wrapper=True)
