@@ -203,11 +203,24 @@ class EdgeWorker(Worker):
         os._exit(1)
 
     def _reopen(self) -> None:
+        """USR1: reopen the error and access logs; one that cannot be reopened keeps its old
+        descriptor (logged), and the other is reopened all the same."""
         from . import logs
 
-        logs.reopen()
+        logs_ = [("error log", logs.reopen)]
         if self.edge.access_log is not None:
-            self.edge.access_log.reopen()
+            logs_.append(("access log", self.edge.access_log.reopen))
+        for what, reopen in logs_:
+            try:
+                reopen()
+            except OSError as exc:
+                runtime.log.error(
+                    "worker %s: cannot reopen the %s %s: %s; the old one stays open",
+                    self.ew_id,
+                    what,
+                    exc.filename,
+                    exc.strerror,
+                )
 
     def _ignored(self, name: str) -> None:
         runtime.log.warning(
