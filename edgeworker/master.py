@@ -11,13 +11,19 @@ signals and systemd notifications; it never parses a request. Differences from s
   starts the new workers, waits until they are ready, then retires the old ones;
 - when a worker dies, the shared-dict locks it held are recovered at once;
 - a worker that fails to boot halts the server at start, but on reload or respawn it is
-  logged and the old workers keep serving.
+  logged and the old workers keep serving;
+- the listeners are bound at once, before any shared memory exists: a busy or forbidden
+  address is one ``ListenError`` (no retry loop), and on reload a refusal;
+- the outcome of a reload or a log reopen goes to the state file beside the pid file
+  (``edgeworker.control``), where ``edgeworker reload``/``reopen`` wait for it;
+- gunicorn's own start-up and shut-down wording is replaced by edgeworker's.
 """
 
 from __future__ import annotations
 
 import gc
 import io
+import logging
 import math
 import os
 import select
@@ -27,18 +33,81 @@ import sys
 import time
 from typing import Any
 
+from gunicorn import sock as gunicorn_sock
+from gunicorn import systemd as gunicorn_systemd
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from gunicorn.errors import HaltServer
+from gunicorn.pidfile import Pidfile
 
+from . import __version__, control, handlers, logs, runtime, sdnotify, zones
 from . import config as config_mod
-from . import handlers, logs, runtime, sdnotify, zones
-from .errors import ConfigError
+from .errors import ConfigError, EdgeworkerError
 from .status import metrics
 from .tls import context as tls_context
 from .worker_process import EdgeWorker
 
 READY_TIMEOUT = 30.0  # seconds a new worker may take to run init_worker and accept
+
+
+class StartError(EdgeworkerError):
+    """The master cannot start; the message is the one line to show (nothing was created)."""
+
+
+class ListenError(StartError):
+    """A listen address cannot be bound: ``cannot listen on 127.0.0.1:8080: address already in
+    use``."""
+
+
+def open_listeners(
+    addresses: list[tuple[str, int]], conf: Any, log: Any, keep: list[Any] = ()
+) -> list[Any]:
+    """Listening sockets (gunicorn's listener objects) for ``addresses``, all or none.
+
+    A listener in ``keep`` bound to one of the addresses is reused as is (a reload that adds an
+    address keeps the others). A bind that fails closes what this call opened and raises
+    ``ListenError`` at once: no retry.
+    """
+    kept = {lnr.cfg_addr: lnr for lnr in keep}
+    opened: list[Any] = []
+    listeners = []
+    for host, port in addresses:
+        if (host, port) in kept:
+            listeners.append(kept[(host, port)])
+            continue
+        kind = gunicorn_sock.TCP6Socket if ":" in host else gunicorn_sock.TCPSocket
+        try:
+            lnr = kind((host, port), conf, log)
+        except OSError as exc:
+            for lnr in opened:
+                lnr.close()
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            where = config_mod.format_listen(host, port)
+            raise ListenError(f"cannot listen on {where}: {reason}") from None
+        opened.append(lnr)
+        listeners.append(lnr)
+    return listeners
+
+
+class _OwnWording(logging.Filter):
+    """gunicorn's messages in edgeworker's words: its name and internals never show."""
+
+    DROP = ("Current configuration:", "Arbiter booted", "Using worker: ", "Hang up: ")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg
+        if not isinstance(msg, str):
+            return True
+        if msg.startswith("Starting gunicorn"):
+            record.msg, record.args = (
+                "edgeworker %s starting, master pid %d",
+                (__version__, os.getpid()),
+            )
+        elif msg.startswith("Shutting down: "):
+            record.msg, record.args = "edgeworker stopped, master pid %d", (os.getpid(),)
+        elif msg.startswith(self.DROP):
+            return False
+        return True
 
 
 def run_hooks(specs: tuple[str, ...], what: str) -> None:
@@ -185,6 +254,17 @@ def _child_exit(arbiter: EdgeArbiter, worker: EdgeWorker) -> None:
     arbiter.worker_gone(worker)
 
 
+def _workers(n: int) -> str:
+    return f"{n} worker" if n == 1 else f"{n} workers"
+
+
+def _close_unused(listeners: list[Any], keep: list[Any]) -> None:
+    """Close the listeners of ``listeners`` that are not in ``keep``."""
+    for lnr in listeners:
+        if lnr not in keep:
+            lnr.close()
+
+
 class EdgeArbiter(Arbiter):
     """gunicorn's arbiter with edgeworker's lifecycle rules (see the module docstring)."""
 
@@ -197,11 +277,28 @@ class EdgeArbiter(Arbiter):
         self.generation = 0
         self.spawned_ids: set[tuple[int, int]] = set()  # (generation, worker id) ever forked
         self.restarts: dict[int, int] = {}  # worker id -> respawns after a death
+        # the last outcome of each action the CLI waits for (see edgeworker.control)
+        self.outcomes = {
+            a: {"seq": 0, "started": 0.0, "ok": True, "message": ""} for a in control.ACTIONS
+        }
+        self.state_written: dict[str, Any] | None = None
+        gunicorn_log = logging.getLogger("gunicorn.error")
+        if not any(isinstance(f, _OwnWording) for f in gunicorn_log.filters):
+            gunicorn_log.addFilter(_OwnWording())
         super().__init__(app)
 
     # ------------------------------------------------------------ start
     def start(self) -> None:
+        """Bind, then create the zones, run ``init``, write the pid and state files.
+
+        Raises ``StartError`` (nothing created, nothing left behind) when a listen address is
+        busy or forbidden or another master owns the pid file."""
         cfg = self.app.ew_config
+        other = Pidfile(self.cfg.pidfile).validate()
+        if other and other != os.getpid():
+            raise StartError(f"already running: master {other} (pid file {self.cfg.pidfile})")
+        if not gunicorn_systemd.listen_fds(unset_environment=False):  # else: socket activation
+            self.LISTENERS = open_listeners(cfg.listen_addresses(), self.cfg, self.log)
         logs.setup_error_log(cfg.main.error_log, cfg.main.log_level)
         self.app.log_warnings()
         self.zones = zones.Zones(os.getpid())
@@ -225,9 +322,14 @@ class EdgeArbiter(Arbiter):
         notify_socket = os.environ.pop("NOTIFY_SOCKET", None)
         try:
             super().start()
+        except BaseException:
+            self.zones.close_all()
+            metrics.close_zone()
+            raise
         finally:
             if notify_socket is not None:
                 os.environ["NOTIFY_SOCKET"] = notify_socket
+        self.write_state()  # the signal handlers are installed: the CLI may signal now
 
     # ------------------------------------------------------------ workers
     def prepare_worker(self, worker: EdgeWorker) -> None:
@@ -290,6 +392,43 @@ class EdgeArbiter(Arbiter):
             self.booting = False
             runtime.log.info("edgeworker started: %d workers ready, pid %d", len(ready), self.pid)
             sdnotify.ready(f"edgeworker: {len(ready)} workers serving")
+        self.write_state()
+
+    # ------------------------------------------------------------ state file
+    def state(self) -> dict[str, Any]:
+        cfg = self.app.ew_config
+        return {
+            "pid": self.pid,
+            "version": __version__,
+            "config": self.app.config_path,
+            "pid_file": self.pidfile.fname,
+            "generation": self.generation,
+            "workers": self.num_workers,
+            "graceful_timeout": cfg.main.graceful_timeout,
+            "shared_dicts": sorted(self.zones.dicts),
+            **self.outcomes,
+        }
+
+    def write_state(self) -> None:
+        """Write the state file beside the pid file when the state changed. A failure is
+        logged once per change (the CLI then reports that it got no outcome)."""
+        if self.pidfile is None:
+            return
+        doc = self.state()
+        if doc == self.state_written:
+            return
+        self.state_written = doc
+        path = control.state_path(self.pidfile.fname)
+        try:
+            control.write_state(path, doc)
+        except OSError as exc:
+            runtime.log.error("cannot write the state file %s: %s", path, exc)
+
+    def record(self, action: str, started: float, ok: bool, message: str) -> None:
+        """The outcome of ``action`` (begun at ``started``, monotonic), for the CLI."""
+        seq = self.outcomes[action]["seq"] + 1
+        self.outcomes[action] = {"seq": seq, "started": started, "ok": ok, "message": message}
+        self.write_state()
 
     def wait_ready(self, pids: set[int], timeout: float) -> set[int]:
         """Wait until every pid in ``pids`` reported ready (or died, or timeout). Returns the
@@ -360,21 +499,35 @@ class EdgeArbiter(Arbiter):
 
     # ------------------------------------------------------------ reload
     def reload(self) -> None:
-        """HUP: validate, re-run init with fresh code, start new workers, retire the old."""
-        path = self.app.config_path
+        """HUP: validate, re-run init with fresh code, start new workers, retire the old.
+
+        The outcome (``reloaded: generation 4, 2 workers`` or ``reload refused: why``) goes to
+        the state file, where ``edgeworker reload`` waits for it."""
+        started = time.monotonic()
         sdnotify.reloading()
+        refused = self._reload()
+        if refused is None:
+            message = f"reloaded: generation {self.generation}, {_workers(self.num_workers)}"
+            self.record("reload", started, True, message)
+            sdnotify.ready("edgeworker: reloaded")
+        else:
+            self.record("reload", started, False, "reload refused: " + refused)
+            sdnotify.ready("reload failed; old configuration serving")
+
+    def _reload(self) -> str | None:
+        """The reload itself: None when the new generation serves, else why it was refused
+        (logged; the old generation keeps serving)."""
+        path = self.app.config_path
         problem = self._check_in_subprocess(path)
         if problem:
             runtime.log.error("reload failed, keeping the current configuration:\n%s", problem)
-            sdnotify.ready("reload failed; old configuration serving")
-            return
+            return problem
         old_cfg, old_tls = self.app.ew_config, self.app.ew_tls
         try:
             new_cfg, new_tls = self.app._load()
         except ConfigError as exc:
             runtime.log.error("reload failed, keeping the current configuration:\n%s", exc)
-            sdnotify.ready("reload failed; old configuration serving")
-            return
+            return str(exc)
         for warning in new_tls.warnings:
             runtime.log.warning("%s: %s", new_cfg.file, warning)
         if new_cfg.main.status_zone_size != old_cfg.main.status_zone_size:
@@ -382,6 +535,16 @@ class EdgeArbiter(Arbiter):
                 "main.status_zone_size changed: the status zone keeps its size "
                 "until the next restart"
             )
+        old_listeners = self.LISTENERS
+        new_listeners = old_listeners
+        if new_cfg.listen_addresses() != old_cfg.listen_addresses():
+            try:
+                new_listeners = open_listeners(
+                    new_cfg.listen_addresses(), self.cfg, self.log, old_listeners
+                )
+            except ListenError as exc:
+                runtime.log.error("reload failed, keeping the current configuration: %s", exc)
+                return str(exc)
         handlers.purge_user_modules(old_cfg.main.python_path)
         handlers.add_python_path(new_cfg.main.python_path)
         new_zones: dict[str, Any] = {}
@@ -390,24 +553,18 @@ class EdgeArbiter(Arbiter):
             runtime.shared._install(new_zones)
             runtime.config = new_cfg
             run_init(new_cfg.main.init)
-        except Exception:
+        except Exception as exc:
             runtime.log.exception("reload failed in init, keeping the current configuration")
             self.zones.abort(new_zones)
             runtime.shared._install(self.zones.dicts)
             runtime.config = old_cfg
             handlers.purge_user_modules(new_cfg.main.python_path)
-            sdnotify.ready("reload failed; old configuration serving")
-            return
-        old_address = self.cfg.address
+            _close_unused(new_listeners, old_listeners)
+            return f"init failed: {type(exc).__name__}: {exc} (traceback in the error log)"
         self.app.ew_config, self.app.ew_tls = new_cfg, new_tls
         self.app.do_load_config()
         self.setup(self.app)
-        if old_address != self.cfg.address:
-            from gunicorn import sock
-
-            keep = self.LISTENERS
-            self.LISTENERS = sock.create_sockets(self.cfg, self.log)
-            self._old_listeners = keep
+        self.LISTENERS = new_listeners
         old_generation = self.generation
         self.generation += 1
         self.app.generation = self.generation
@@ -430,21 +587,23 @@ class EdgeArbiter(Arbiter):
             self.app.ew_config, self.app.ew_tls = old_cfg, old_tls
             self.app.do_load_config()
             self.setup(self.app)
+            self.LISTENERS = old_listeners
+            _close_unused(new_listeners, old_listeners)
             self.zones.abort(new_zones)
             runtime.shared._install(self.zones.dicts)
             runtime.config = old_cfg
-            sdnotify.ready("reload failed; old configuration serving")
-            return
+            return (
+                f"{len(new_pids) - len(ready)} of {len(new_pids)} new workers did not become "
+                "ready (see the error log); the old workers keep serving"
+            )
         for w in list(self.WORKERS.values()):
             if w.ew_generation != self.generation:
                 self.kill_worker(w.pid, signal.SIGTERM)
         self.zones.commit(new_zones, new_sizes)
-        for lnr in getattr(self, "_old_listeners", []) or []:
-            lnr.close()
-        self._old_listeners = []
+        _close_unused(old_listeners, new_listeners)
         metrics.reloaded(self.generation)
         runtime.log.info("reloaded: generation %d serving", self.generation)
-        sdnotify.ready("edgeworker: reloaded")
+        return None
 
     def _check_in_subprocess(self, path: str) -> str | None:
         """Validate ``path`` and import every handler in a forked child, so that the imports
@@ -493,8 +652,21 @@ class EdgeArbiter(Arbiter):
 
     # ------------------------------------------------------------ signals & stop
     def handle_usr1(self) -> None:
-        logs.reopen()
+        """USR1: reopen the error log here and the logs of every worker; the outcome goes to
+        the state file. A log that cannot be reopened keeps the old descriptor (logged)."""
+        started = time.monotonic()
+        try:
+            logs.reopen()
+        except OSError as exc:
+            message = f"reopen failed: {exc.filename}: {exc.strerror or exc}"
+            runtime.log.error("%s; the old error log stays open", message)
+            ok = False
+        else:
+            ok = True
         self.kill_workers(signal.SIGUSR1)
+        if ok:
+            message = f"reopened: master {self.pid} and {_workers(len(self.WORKERS))}"
+        self.record("reopen", started, ok, message)
 
     def handle_term(self) -> None:
         sdnotify.stopping()
@@ -514,3 +686,5 @@ class EdgeArbiter(Arbiter):
         finally:
             self.zones.close_all()
             metrics.close_zone()
+            if self.pidfile is not None:
+                control.remove_state(control.state_path(self.pidfile.fname))
