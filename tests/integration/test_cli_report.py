@@ -17,39 +17,17 @@ import pytest
 import edgeworker
 
 from ..support import EDGEWORKER, Server, free_port, require_tool, wait_port, wait_until
+from .test_server_cli import APP as SERVER_CLI_APP
+from .test_server_cli import CONF, _swallow
 
-APP = """
-import edgeworker
-
-def hello(req):
-    return "hello v1\\n"
-
-def slow(req):
-    edgeworker.sleep(float(req.args.get("t", "1")))
-    return "slow done\\n"
-
+# the server of test_server_cli, with an init hook that fails
+APP = (
+    SERVER_CLI_APP
+    + """
 def boom():
     raise RuntimeError("no database")
 """
-
-CONF = """
-[main]
-graceful_timeout = "5s"
-
-[shared_dict]
-counters = "256k"
-
-[[server]]
-listen = ["127.0.0.1:{port}"]
-
-  [[server.location]]
-  match = "= /hello"
-  content = "app:hello"
-
-  [[server.location]]
-  match = "= /slow"
-  content = "app:slow"
-"""
+)
 
 
 def _dev_shm_of(pid: int) -> list[str]:
@@ -170,13 +148,6 @@ def test_stop_waits_bounded_and_says_why_it_cannot(server):
         assert r.stderr == (
             f"master {dead.pid} is not running (stale pid file {srv.pid_file}) (pid_file of {srv.config})\n"
         )
-
-
-def _swallow(fn, *a):
-    try:
-        fn(*a)
-    except Exception:
-        pass
 
 
 def test_reopen_reports_and_survives_a_log_it_cannot_open(tmp_path):
