@@ -124,6 +124,9 @@ class EdgeWorker(Worker):
             self.notify()
             if self.ppid != os.getppid():
                 runtime.log.warning("master %s is gone, worker %s exits", self.ppid, os.getpid())
+                # as a TERM does: the accept loops end on the closed listeners instead of
+                # retrying accept() on them without ever yielding
+                self.alive = False
                 break
             self._stopping.wait(1.0)  # (a TERM sets it: the exit starts at once)
         self._shutdown()

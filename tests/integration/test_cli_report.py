@@ -15,6 +15,7 @@ import time
 import pytest
 
 import edgeworker
+from edgeworker import control
 
 from ..support import EDGEWORKER, Server, free_port, require_tool, wait_port, wait_until
 from .test_server_cli import APP as SERVER_CLI_APP
@@ -333,3 +334,23 @@ def test_second_master_on_the_same_pid_file_is_refused(server, tmp_path):
     assert (proc.returncode, proc.stdout) == (1, "")
     assert proc.stderr == f"already running: master {srv.master_pid} (pid file {srv.pid_file})\n"
     assert srv.get("/hello")[0] == 200
+
+
+def test_workers_exit_when_the_master_is_killed(server):
+    """A worker whose master died (SIGKILL) exits within seconds, without spinning on its
+    closed listeners."""
+    srv = server(CONF, {"app.py": APP}, workers=1)
+    master = srv.master_pid
+    (worker,) = srv.worker_pids()
+    try:
+        os.kill(master, signal.SIGKILL)
+        srv.proc.wait(5)
+        wait_until(
+            lambda: control.process_alive(worker),
+            lambda alive: not alive,
+            timeout=10,
+            what=f"worker {worker} gone after its master {master} was killed",
+        )
+    finally:  # what only the killed master would have freed
+        for name in _dev_shm_of(master):
+            os.unlink(f"/dev/shm/{name}")
