@@ -48,11 +48,35 @@ def test_version_has_one_source():
         assert (r.returncode, r.stdout, r.stderr) == (0, want, "")
 
 
+# a handler module that cannot be imported in the server's environment (EDGE_ROLE=edge), only in
+# the shell's: the CLI's check passes, the master's refuses
+HOSTONLY = """
+import os
+if os.environ.get("EDGE_ROLE") == "edge":
+    raise ImportError("hostonly is for the staging host")
+def hello(req):
+    return "staging"
+"""
+
+
 def test_reload_reports_the_outcome_and_a_refusal_keeps_serving(server):
-    srv = server(CONF, {"app.py": APP}, workers=2)
+    srv = server(
+        CONF, {"app.py": APP, "hostonly.py": HOSTONLY}, workers=2, env={"EDGE_ROLE": "edge"}
+    )
     r = srv.cli("reload")
     assert (r.returncode, r.stdout, r.stderr) == (0, "reloaded: generation 1, 2 workers\n", "")
-    pids = srv.worker_pids()
+    pids = wait_until(srv.worker_pids, lambda p: len(p) == 2, what="generation 0 gone")
+    conf = srv.config.read_text()
+    srv.config.write_text(conf.replace('content = "app:hello"', 'content = "hostonly:hello"'))
+    r = srv.cli("reload")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.startswith(f"reload refused: {srv.config}: ") and r.stderr.endswith("\n")
+    assert (
+        "server[0].location[0].content" in r.stderr
+        and "hostonly is for the staging host" in r.stderr
+    )
+    assert srv.get("/hello")[2] == b"hello v1\n" and srv.worker_pids() == pids
+    srv.config.write_text(conf)
     # the CLI's check passes (it runs no init), the master's reload fails in init: the CLI
     # reports the master's reason, and generation 1 serves on
     (srv.dir / "app.py").write_text(APP.replace("hello v1", "hello v2"))
