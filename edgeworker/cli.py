@@ -200,10 +200,30 @@ def _signal_and_wait(master: Running, sig: int, action: str, timeout: float) -> 
         time.sleep(0.05)
 
 
+def _as_master(pid: int) -> None:
+    """Take the environment and working directory of process ``pid`` (from /proc), so that a
+    check here sees what the master's own check will see: ``${NAME}`` in the config, handler
+    imports. Left as they are when /proc does not show them (another user's process)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read()
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return
+    env = dict(item.partition(b"=")[::2] for item in raw.split(b"\0") if b"=" in item)
+    os.environ.clear()
+    os.environ.update({os.fsdecode(k): os.fsdecode(v) for k, v in env.items()})
+    try:
+        os.chdir(cwd)
+    except OSError:
+        pass
+
+
 def cmd_reload(args: argparse.Namespace) -> int:
     master = _find_master(args)
     if isinstance(master, str):
         return _fail(master)
+    _as_master(master.pid)
     if not _checked(master.state["config"], "; nothing reloaded"):
         return 1
     return _signal_and_wait(master, signal.SIGHUP, "reload", args.timeout)

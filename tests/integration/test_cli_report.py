@@ -4,6 +4,7 @@ master's own config, listen errors; against real `edgeworker` processes."""
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import shutil
 import signal
@@ -48,8 +49,8 @@ def test_version_has_one_source():
         assert (r.returncode, r.stdout, r.stderr) == (0, want, "")
 
 
-# a handler module that cannot be imported in the server's environment (EDGE_ROLE=edge), only in
-# the shell's: the CLI's check passes, the master's refuses
+# a handler module that can be imported in the shell, not in the server's environment
+# (EDGE_ROLE=edge): reload checks in the master's environment, as the master will
 HOSTONLY = """
 import os
 if os.environ.get("EDGE_ROLE") == "edge":
@@ -68,13 +69,27 @@ def test_reload_reports_the_outcome_and_a_refusal_keeps_serving(server):
     pids = wait_until(srv.worker_pids, lambda p: len(p) == 2, what="generation 0 gone")
     conf = srv.config.read_text()
     srv.config.write_text(conf.replace('content = "app:hello"', 'content = "hostonly:hello"'))
+    assert "EDGE_ROLE" not in os.environ
     r = srv.cli("reload")
     assert r.returncode == 1 and r.stdout == ""
-    assert r.stderr.startswith(f"reload refused: {srv.config}: ") and r.stderr.endswith("\n")
-    assert (
-        "server[0].location[0].content" in r.stderr
-        and "hostonly is for the staging host" in r.stderr
+    assert r.stderr.startswith(f"{srv.config}:")
+    assert "server[0].location[0].content" in r.stderr
+    assert "hostonly is for the staging host" in r.stderr
+    assert r.stderr.endswith(f"configuration file {srv.config} test failed; nothing reloaded\n")
+    # not signalled: the master's state shows no reload since generation 1
+    state = json.loads((srv.dir / "edgeworker.pid.json").read_text())
+    assert (state["generation"], state["reload"]["seq"]) == (1, 1)
+    # a HUP sent by hand past the CLI's check: the master refuses and records why
+    os.kill(srv.master_pid, signal.SIGHUP)
+    state = wait_until(
+        lambda: json.loads((srv.dir / "edgeworker.pid.json").read_text()),
+        lambda doc: doc["reload"]["seq"] == 2,
+        what="the refused reload in the state file",
     )
+    assert state["reload"]["ok"] is False and state["generation"] == 1
+    message = state["reload"]["message"]
+    assert message.startswith(f"reload refused: {srv.config}:"), message
+    assert "server[0].location[0].content" in message and "staging host" in message
     assert srv.get("/hello")[2] == b"hello v1\n" and srv.worker_pids() == pids
     srv.config.write_text(conf)
     # the CLI's check passes (it runs no init), the master's reload fails in init: the CLI
@@ -258,7 +273,8 @@ def test_without_c_the_running_masters_own_config(tmp_path):
         # an edit that breaks the running config: reload checks that file, not the bundled one
         srv.config.write_text(conf.replace('content = "app:hello"', 'content = "app:nope"'))
         r = cli("reload")
-        assert r.returncode == 1 and f"{srv.config}: " in r.stderr
+        assert r.returncode == 1 and f"{srv.config}:" in r.stderr
+        assert "server[0].location[0].content" in r.stderr
         assert f"configuration file {srv.config} test failed; nothing reloaded" in r.stderr
         srv.config.write_text(conf)
         # -c naming another file than the running master's: refused, nothing signalled
