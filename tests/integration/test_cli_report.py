@@ -195,9 +195,9 @@ def test_reopen_reports_and_survives_a_log_it_cannot_open(tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()
     srv.config.write_text(
-        srv.config.read_text().replace(str(srv.error_log), str(logs / "error.log"))
+        srv.config.read_text().replace(str(srv.error_log_file), str(logs / "error.log"))
     )
-    srv.error_log = logs / "error.log"
+    srv.error_log_file = logs / "error.log"
     srv.start()
     try:
         r = srv.cli("reopen")
