@@ -140,6 +140,7 @@ LOG_LEVELS: dict[str, int] = {
 }
 
 ACCESS_LOG_FORMATS: tuple[str, ...] = ("combined", "json")
+ERROR_LOG_FORMATS: tuple[str, ...] = ("nginx", "json")
 REDIRECT_STATUSES: frozenset[int] = frozenset({301, 302, 303, 307, 308})
 
 _LOG_SPECIAL = frozenset({"stderr"})
@@ -156,6 +157,8 @@ class Main(Base):
     #: "stderr" or an absolute path.
     error_log: str = "stderr"
     log_level: str = "info"
+    #: "nginx" (nginx's line format) or "json" (one object per line).
+    error_log_format: str = "nginx"
     python_path: StrList = StrList(("handlers",))
     init: Handlers = Handlers()
     init_worker: Handlers = Handlers()
@@ -408,6 +411,11 @@ class _Loader(Context):
                 f'invalid level "{main.log_level}": expected one of '
                 + ", ".join(LOG_LEVELS)
                 + suggest(main.log_level, LOG_LEVELS),
+            )
+        if main.error_log_format not in ERROR_LOG_FORMATS:
+            self.err(
+                "main.error_log_format",
+                f'invalid format "{main.error_log_format}": expected "nginx" or "json"',
             )
         if main.error_log not in _LOG_SPECIAL:
             main.error_log = abspath(self.base, main.error_log)

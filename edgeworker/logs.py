@@ -6,15 +6,24 @@ processed (by a handler, or by edgeworker for that request) carries the request 
 worker id, where nginx puts its connection number:
 ``2026/11/28 21:00:00 [error] 1234#0: *3f1c…9a: message``. Levels are nginx's names: debug, info,
 notice, warn, error, crit (``warning`` is accepted for warn).
+
+``error_log_format = "json"`` writes one JSON object per line instead (:class:`JsonFormatter`).
+Every logger goes there: edgeworker's own, and the standard library's root logger, so
+``logging.getLogger(__name__).warning(...)`` in a handler module is an error-log line; the
+configured level filters them all. ``print()`` in the server's processes goes there too (a
+``notice`` line per printed line, logger ``stdout``: see :class:`StdoutToLog`), never onto the
+process's stdout, where an access log may be written.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
 import time
 
+import msgspec
 from gunicorn import glogging
 
 from . import runtime
@@ -40,19 +49,64 @@ _NAMES = {
 }
 
 
+#: The logger ``print()`` writes to (see :class:`StdoutToLog`).
+STDOUT_LOGGER = "stdout"
+_encode = msgspec.json.Encoder().encode
+
+
+def _level_name(record: logging.LogRecord) -> str:
+    return _NAMES.get(record.levelno) or record.levelname.lower()
+
+
 class NginxFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(record.created))
-        level = _NAMES.get(record.levelno, record.levelname.lower())
+        level = _level_name(record)
         wid = runtime.worker.id
         msg = record.getMessage()
         if record.exc_info:
             msg = msg + "\n" + self.formatException(record.exc_info)
+        if record.stack_info:
+            msg = msg + "\n" + self.formatStack(record.stack_info)
         rid = current_request_id() if wid is not None else None
         if rid is not None:
             return f"{ts} [{level}] {os.getpid()}#{wid}: *{rid}: {msg}"
         return f"{ts} [{level}] {os.getpid()}#{'-' if wid is None else wid}: {msg}"
 
+
+class JsonFormatter(logging.Formatter):
+    """``error_log_format = "json"``: one object per line with ``time`` (epoch seconds, as the
+    access log's ``json``), ``level`` (nginx's names), ``pid``, ``worker`` (the worker id, null
+    in the master), ``logger``, ``message``, and when known ``request_id``, ``exc_info`` (the
+    traceback as text) and ``stack_info``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        wid = runtime.worker.id
+        doc: dict[str, object] = {
+            "time": round(record.created, 6),
+            "level": _level_name(record),
+            "pid": os.getpid(),
+            "worker": wid,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        rid = current_request_id() if wid is not None else None
+        if rid is not None:
+            doc["request_id"] = rid
+        if record.exc_info:
+            doc["exc_info"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            doc["stack_info"] = self.formatStack(record.stack_info)
+        try:
+            return _encode(doc).decode()
+        except (TypeError, UnicodeEncodeError):  # a message with lone surrogates
+            return _encode({k: v.encode("utf-8", "replace").decode() if isinstance(v, str)
+                            else v for k, v in doc.items()}).decode()
+
+
+_FORMATTERS = {"nginx": NginxFormatter, "json": JsonFormatter}
+#: ``error_log_format`` values: nginx's line format, or one JSON object per line.
+FORMATS = tuple(_FORMATTERS)
 
 _MAX_DEPTH = 100
 
@@ -111,14 +165,62 @@ class ReopenableHandler(logging.Handler):
             self.handleError(record)
 
 
+class StdoutToLog(io.TextIOBase):
+    """``sys.stdout`` of the server's processes: every line printed is one error-log record at
+    ``notice`` (logger ``stdout``), with the request id when printed during a request.
+
+    A partial line (``print(..., end="")``) waits for its newline or a ``flush()``. Nothing
+    reaches file descriptor 1, where ``access_log = "stdout"`` writes its lines.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._log = logging.getLogger(STDOUT_LOGGER)
+        self._partial = ""
+
+    @property
+    def encoding(self) -> str:
+        return "utf-8"
+
+    @property
+    def errors(self) -> str:
+        return "replace"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        if "\n" not in text:
+            self._partial += text
+            return len(text)
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self._log.log(NOTICE, "%s", line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._partial:
+            line, self._partial = self._partial, ""
+            self._log.log(NOTICE, "%s", line)
+
+
 _handler: ReopenableHandler | None = None
 
 
-def setup_error_log(target: str, level: str) -> ReopenableHandler:
-    """Route the ``edgeworker``, ``shm`` and ``gunicorn.error`` loggers to ``target``."""
+def setup_error_log(target: str, level: str, fmt: str = "nginx") -> ReopenableHandler:
+    """Route every logger to ``target`` in the format ``fmt`` (``FORMATS``), at ``level``:
+    ``edgeworker``, ``shm`` and ``gunicorn.error`` directly, every other one (handlers' loggers,
+    libraries', ``print()`` through :class:`StdoutToLog`, ``warnings``) through the root logger.
+    Handlers that others added to the root logger stay."""
     global _handler
     handler = ReopenableHandler(target)
-    handler.setFormatter(NginxFormatter())
+    handler.setFormatter(_FORMATTERS[fmt]())
     lvl = LEVELS[level]
     for name in ("edgeworker", "shm", "gunicorn.error"):
         lg = logging.getLogger(name)
@@ -127,6 +229,17 @@ def setup_error_log(target: str, level: str) -> ReopenableHandler:
         lg.addHandler(handler)
         lg.setLevel(lvl)
         lg.propagate = False
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if isinstance(old, ReopenableHandler):
+            root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(lvl)
+    logging.captureWarnings(True)
+    if not isinstance(sys.stdout, StdoutToLog):
+        if sys.stdout is not None:
+            sys.stdout.flush()
+        sys.stdout = StdoutToLog()
     old = _handler
     _handler = handler
     if old is not None and old._fd > 2:

@@ -299,7 +299,7 @@ class EdgeArbiter(Arbiter):
             raise StartError(f"already running: master {other} (pid file {self.cfg.pidfile})")
         if not gunicorn_systemd.listen_fds(unset_environment=False):  # else: socket activation
             self.LISTENERS = open_listeners(cfg.listen_addresses(), self.cfg, self.log)
-        logs.setup_error_log(cfg.main.error_log, cfg.main.log_level)
+        logs.setup_error_log(cfg.main.error_log, cfg.main.log_level, cfg.main.error_log_format)
         self.app.log_warnings()
         self.zones = zones.Zones(os.getpid())
         self.zones.commit(*self.zones.open(cfg.shared_dict))

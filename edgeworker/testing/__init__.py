@@ -99,13 +99,16 @@ class Server:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.pid_file = self.dir / "edgeworker.pid"
         self.error_log_file = self.dir / "error.log"
+        #: the master's stdout (an access log on ``stdout`` lands here) and stderr
         self.output_file = self.dir / "stdout.log"
+        self.stderr_file = self.dir / "stderr.log"
         #: the config file the master runs (the rewritten copy)
         self.running_config: Path | None = None
         self.listeners: list[Listener] = []
         self.proc: subprocess.Popen[bytes] | None = None
         self._ports: dict[int, int] = {}  # the config's port -> the free port standing in
         self._output: IO[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
         self._notify: _NotifyListener | None = None
         self._last_log = ""
         self._last_output = ""
@@ -144,10 +147,11 @@ class Server:
         env.update(self.env)
         env["NOTIFY_SOCKET"] = self._notify.address
         self._output = open(self.output_file, "ab")
+        self._stderr = open(self.stderr_file, "ab")
         self.proc = subprocess.Popen(
             self._command(),
             stdout=self._output,
-            stderr=subprocess.STDOUT,
+            stderr=self._stderr,
             cwd=self.dir,
             env=env,
             start_new_session=True,
@@ -193,7 +197,7 @@ class Server:
         if not self.dir.exists():
             return self._last_output
         parts = []
-        for f in (self.output_file, self.error_log_file):
+        for f in (self.output_file, self.stderr_file, self.error_log_file):
             if f.exists() and f.stat().st_size:
                 parts.append(f"--- {f.name}\n" + f.read_text(errors="replace"))
         return "\n".join(parts)
@@ -331,9 +335,10 @@ class Server:
         if self._notify is not None:
             self._notify.close()
             self._notify = None
-        if self._output is not None:
-            self._output.close()
-            self._output = None
+        for f in (self._output, self._stderr):
+            if f is not None:
+                f.close()
+        self._output = self._stderr = None
         if self.running_config is not None and self.running_config != self.config:
             self.running_config.unlink(missing_ok=True)
         if self._own_dir:
