@@ -9,6 +9,7 @@ The public API for handler code::
     edgeworker.log.info("...")                           # the error log
     edgeworker.now(), edgeworker.sleep(0.1)
     edgeworker.redis.client("default")                  # redis-py on this worker's pool
+    edgeworker.metrics.counter("app_hits_total", "Hits.", labels=("page",)).inc(page="/")
 
     from edgeworker import Request                       # the type of a handler's argument
     def greet(req: Request) -> str: ...
@@ -37,7 +38,7 @@ def __getattr__(name: str):
         from .request import Request
 
         return Request
-    if name in ("redis", "http"):  # redis-py and the HTTP client load on first use
+    if name in ("redis", "http", "metrics"):  # redis-py and the HTTP client load on first use
         import importlib
 
         return importlib.import_module(__name__ + "." + name)
@@ -53,6 +54,7 @@ __all__ = [
     "TooManyTimers",
     "log",
     "http",
+    "metrics",
     "now",
     "redis",
     "shared",

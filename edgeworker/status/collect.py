@@ -13,7 +13,7 @@ import msgspec
 
 from .. import __version__, runtime
 from ..tls.connection import FAILURE_REASONS, VERSIONS
-from . import metrics
+from . import metrics, usermetrics
 from .metrics import BUCKETS, SEP, WELL_KNOWN_COUNTERS
 
 _decode = msgspec.json.decode
@@ -97,7 +97,7 @@ def document(cfg: Any) -> dict[str, Any]:
         peers = {}
         for s in up.servers:
             peers[s.address] = _new_peer(s.address, s)
-        upstreams[name] = {"balance": up.balance, "keepalive": up.keepalive, "peers": peers}
+        upstreams[name] = _new_upstream(up.balance, up.keepalive, peers)
 
     counters = dict.fromkeys(WELL_KNOWN_COUNTERS, 0)
     accepted = 0
@@ -111,6 +111,8 @@ def document(cfg: Any) -> dict[str, Any]:
     workers_rec: dict[int, dict[str, Any]] = {}
     gauges: dict[int, dict[str, Any]] = {}
     states: list[tuple[str, str, dict[str, Any]]] = []
+    user = usermetrics.Reader()
+    user_kinds = usermetrics.Reader.PREFIXES
     for k, v in raw.items():
         parts = k.split(SEP)
         kind = parts[0]
@@ -143,15 +145,22 @@ def document(cfg: Any) -> dict[str, Any]:
             workers_rec[int(parts[1])] = v
         elif kind == "g" and len(parts) == 2 and isinstance(v, dict):
             gauges[int(parts[1])] = v
+        elif kind in user_kinds:
+            user.add(parts, v)
     for up_name, peer_addr, st in states:
         peer = _peer(upstreams, up_name, peer_addr)
         peer["state"] = st.get("state", "up")
         peer["state_since"] = st.get("since")
     for up in upstreams.values():
+        hist = _new_time()
         for peer in up["peers"].values():
             timed = peer.pop("_timed")
             t = peer.pop("_time")
             peer["response_time"] = round(t / timed, 6) if timed else None
+            hist["sum"] += t
+            for i, n in enumerate(peer.pop("_buckets")):
+                hist["buckets"][i] += n
+        up["response_time"] = _time_doc(hist)
 
     conns = {"accepted": accepted, "active": 0, "reading": 0, "writing": 0, "idle": 0}
     timers = {"pending": 0, "running": 0}
@@ -217,6 +226,7 @@ def document(cfg: Any) -> dict[str, Any]:
         "timers": timers,
         "workers": workers,
         "counters": counters,
+        "user_metrics": user.document(),
         "metrics": {
             "enabled": bool(getattr(cfg.main, "metrics", True)),
             "flush_interval": metrics.FLUSH_INTERVAL,
@@ -272,13 +282,19 @@ def _new_peer(address: str, conf: Any = None) -> dict[str, Any]:
         "response_time": None,
         "_time": 0.0,
         "_timed": 0,
+        "_buckets": [0] * (len(BUCKETS) + 1),
     }
+
+
+def _new_upstream(balance: Any, keepalive: Any, peers: dict[str, Any]) -> dict[str, Any]:
+    # response_time: the histogram of every peer's response times, set in ``document``
+    return {"balance": balance, "keepalive": keepalive, "peers": peers}
 
 
 def _peer(upstreams: dict[str, Any], upstream: str, address: str) -> dict[str, Any]:
     up = upstreams.get(upstream)
     if up is None:  # proxy_pass to a host:port without an [upstream] table
-        up = upstreams[upstream] = {"balance": None, "keepalive": None, "peers": {}}
+        up = upstreams[upstream] = _new_upstream(None, None, {})
     peer = up["peers"].get(address)
     if peer is None:
         peer = up["peers"][address] = _new_peer(address)
@@ -297,3 +313,7 @@ def _add_peer_field(field: str, v: Any, peer: dict[str, Any]) -> None:
         peer["_time"] += v
     elif field == "timed":
         peer["_timed"] += v
+    elif field.startswith("b") and field[1:].isdigit():
+        i = int(field[1:])
+        if i < len(BUCKETS) + 1:
+            peer["_buckets"][i] += v

@@ -20,11 +20,14 @@ that is not an edgeworker worker or master, e.g. a unit test importing a handler
 
 Zone layout: keys are fields joined by ``\\x1f``: ``loc␟zone␟location␟field`` (per location:
 ``s<code>`` responses by status code, ``received``, ``sent``, ``time``, ``b<i>`` histogram
-bucket counts), ``ups␟upstream␟peer␟field``, ``upstate␟upstream␟peer`` (JSON), ``cnt␟name``,
+bucket counts), ``ups␟upstream␟peer␟field`` (``s<code>``, ``fails``, ``sent``, ``received``,
+``time``, ``timed``, ``b<i>`` response-time histogram bucket counts), ``upstate␟upstream␟peer``
+(JSON), ``cnt␟name``,
 ``conn␟accepted``, ``tls␟handshakes``, ``tls␟resumed``, ``tls␟failed␟<reason>``,
 ``tls␟protocol␟<version>`` (TLS handshakes, counted by ``edgeworker.tls.connection.STATS``),
 ``err␟flush``, ``g␟pid`` (a worker's gauges, JSON, expiring), ``w␟pid`` (a
-worker record written by the master, JSON), ``master`` (JSON), ``reloads``.
+worker record written by the master, JSON), ``master`` (JSON), ``reloads``; the user metrics'
+``ud␟…``, ``u␟…`` and ``ug␟pid`` (see ``edgeworker.status.usermetrics``).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import msgspec
 from .. import runtime
 from ..http.fields import accel as _accel
 from ..tls import connection as _tls
+from . import usermetrics
 
 #: Name of the internal zone (its POSIX name is ``/edgeworker.<master pid>.@status``). User
 #: zone names must match ``[A-Za-z_][A-Za-z0-9_-]*``, so this one can never clash with them.
@@ -70,9 +74,10 @@ CODE0 = BUCKET0 + len(BUCKETS) + 1
 SLOT_LEN = CODE0 + 500
 _SLOT_FIELDS = ("received", "sent", "time") + tuple(f"b{i}" for i in range(len(BUCKETS) + 1))
 _ZEROS = bytes(8 * SLOT_LEN)
-# upstream peer slot
-U_FAILS, U_SENT, U_RECEIVED, U_TIME, U_TIMED = 0, 1, 2, 3, 4
-_UPS_FIELDS = ("fails", "sent", "received", "time", "timed")
+# upstream peer slot: counters, then the response-time histogram's buckets (BUCKETS, +Inf)
+U_FAILS, U_SENT, U_RECEIVED, U_TIME, U_TIMED, U_BUCKET0 = 0, 1, 2, 3, 4, 5
+_UPS_FIELDS = ("fails", "sent", "received", "time", "timed") + tuple(
+    f"b{i}" for i in range(len(BUCKETS) + 1))
 
 #: the zone key of each of ``edgeworker.tls.connection.STATS``
 _TLS_KEYS = (
@@ -104,6 +109,7 @@ def create_zone(master_pid: int, size: int = DEFAULT_ZONE_SIZE) -> Any:
     name = zone_name(ZONE_NAME, master_pid)
     SharedDict.remove(name)
     _zone = SharedDict.create(name, size)
+    _flush_master()  # what init defined and counted
     return _zone
 
 
@@ -145,6 +151,18 @@ def _set_json(k: str, value: Any, exptime: float = 0) -> None:
         runtime.log.exception("status zone: writing %r failed", k)
 
 
+def _flush_master() -> None:
+    """Master: write the user metrics defined and counted by ``init`` (workers forked later
+    inherit them without counting them again)."""
+    z = _zone
+    if z is None:
+        return
+    try:
+        usermetrics.flush(z)
+    except Exception:  # a full zone must never break the master
+        runtime.log.exception("status zone: writing the metrics of init failed")
+
+
 def master_started(pid: int, generation: int) -> None:
     """Master: record the server's start (pid, start time, generation)."""
     now = time.time()
@@ -165,6 +183,7 @@ def reloaded(generation: int) -> None:
         z.incr("reloads", 1, init=0)
     except Exception:
         runtime.log.exception("status zone: counting the reload failed")
+    _flush_master()
 
 
 def worker_spawned(pid: int, wid: int, generation: int, restarts: int) -> None:
@@ -181,6 +200,7 @@ def worker_exited(pid: int) -> None:
     try:
         z.delete(key("w", pid))
         z.delete(key("g", pid))
+        z.delete(key("ug", pid))
     except Exception:
         runtime.log.exception("status zone: dropping worker %s failed", pid)
 
@@ -239,6 +259,7 @@ def upstream_event(upstream: str, peer: str, status: int | None,
     if response_time is not None:
         nums[U_TIME] += response_time
         nums[U_TIMED] += 1
+        nums[U_BUCKET0 + bisect_left(BUCKETS, response_time)] += 1
     if sent:
         nums[U_SENT] += sent
     if received:
@@ -404,6 +425,7 @@ class WorkerMetrics:
                     incr(prefix + _UPS_FIELDS[i], d, init=0)
                     lnums[i] = nums[i]
             self._flush_codes(incr, prefix, codes, lcodes)
+        usermetrics.flush(z, key("ug", self.pid), runtime.worker.id)
         self._flush_gauges(z, in_timer)
 
     @staticmethod
@@ -453,6 +475,7 @@ def start_worker(app: Any, connections: set, timers: Any) -> WorkerMetrics | Non
         return None
     wm = WorkerMetrics(app, connections, timers)
     _worker = wm
+    usermetrics.start_worker()
     app.record = recorder(wm)
     wm.handle = timers.every(FLUSH_INTERVAL, wm.flush_timer)
     wm.flush()  # the gauges show up at once

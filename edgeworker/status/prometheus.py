@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import usermetrics
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _STATES = ("reading", "writing", "idle")
 
@@ -20,6 +22,10 @@ def _labels(labels: dict[str, object]) -> str:
     if not labels:
         return ""
     return "{" + ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items()) + "}"
+
+
+def _help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
 def _num(v: float | int | None) -> str:
@@ -37,18 +43,20 @@ class _Out:
         self.lines: list[str] = []
 
     def metric(self, name: str, kind: str, help_: str,
-               series: list[tuple[dict[str, object], float | int | None]]) -> None:
+               series: list[tuple[dict[str, object], float | int | None]],
+               prefix: str = "edgeworker_") -> None:
         # text format 0.0.4: a counter's family is named with its _total suffix
-        full = "edgeworker_" + name + ("_total" if kind == "counter" else "")
-        self.lines.append(f"# HELP {full} {help_}")
+        full = prefix + name + ("_total" if kind == "counter" else "")
+        self.lines.append(f"# HELP {full} {_help(help_)}")
         self.lines.append(f"# TYPE {full} {kind}")
         for labels, value in series:
             self.lines.append(f"{full}{_labels(labels)} {_num(value)}")
 
     def histogram(self, name: str, help_: str,
-                  series: list[tuple[dict[str, object], dict[str, Any]]]) -> None:
-        full = "edgeworker_" + name
-        self.lines.append(f"# HELP {full} {help_}")
+                  series: list[tuple[dict[str, object], dict[str, Any]]],
+                  prefix: str = "edgeworker_") -> None:
+        full = prefix + name
+        self.lines.append(f"# HELP {full} {_help(help_)}")
         self.lines.append(f"# TYPE {full} histogram")
         for labels, h in series:
             for le, n in h["buckets"].items():
@@ -142,6 +150,10 @@ def render(doc: dict[str, Any]) -> str:
     o.metric("upstream_response_time_seconds", "gauge",
              "Mean response time of the peer since start (NaN before the first response).",
              [(lb, pr["response_time"]) for lb, pr in peer_labels])
+    o.histogram("upstream_response_duration_seconds",
+                "Time from sending the request to an upstream peer to the end of its response "
+                "(or the failure of the attempt), by upstream.",
+                [({"upstream": u}, up["response_time"]) for u, up in ups.items()])
 
     sd = doc["shared_dicts"]
     o.metric("shared_dict_capacity_bytes", "gauge", "Size of the shared dict.",
@@ -165,9 +177,9 @@ def render(doc: dict[str, Any]) -> str:
     o.metric("worker_info", "gauge", "One series per worker process (always 1).",
              [({"id": w["id"], "pid": w["pid"], "generation": w["generation"],
                 "state": w["state"]}, 1) for w in ws])
-    o.metric("worker_restarts", "gauge",
-             "Times the worker with this id was respawned after dying (this generation's "
-             "worker id).",
+    o.metric("worker_restarts", "counter",
+             "Times the worker with this id was respawned after dying, since start (a reload "
+             "is not a restart).",
              [({"id": w["id"]}, w["restarts"]) for w in ws if w["state"] == "serving"])
     o.metric("worker_connections", "gauge", "Open client connections of each worker.",
              [({"id": w["id"], "pid": w["pid"]}, w["connections"]["active"]) for w in ws])
@@ -180,4 +192,23 @@ def render(doc: dict[str, Any]) -> str:
              [({"name": n}, v) for n, v in sorted(counters.items())])
     o.metric("metric_errors", "counter", "Failed flushes of worker counters into shared memory.",
              [({}, doc["metrics"]["flush_errors"])])
+    _user_metrics(o, doc.get("user_metrics") or {})
     return "\n".join(o.lines) + "\n"
+
+
+def _user_metrics(o: _Out, metrics: dict[str, Any]) -> None:
+    """The metrics defined by handler code, under their own names (a family whose names a
+    family written before already took is left out: two workers defined clashing metrics)."""
+    taken: set[str] = set()
+    for name, m in metrics.items():
+        kind = m["type"]
+        names = usermetrics.sample_names(kind, name)
+        if names & taken:
+            continue
+        taken |= names
+        family = usermetrics.family(kind, name)
+        if kind == "histogram":
+            o.histogram(family, m["help"], [(s["labels"], s) for s in m["series"]], prefix="")
+        else:
+            o.metric(family, kind, m["help"], [(s["labels"], s["value"]) for s in m["series"]],
+                     prefix="")

@@ -397,6 +397,20 @@ def test_upstream_api_reports_peers(srv):
     assert reqs[("127.0.0.1:9001", "502")] == 2
     fails = {s.labels["peer"]: s.value for s in fams["edgeworker_upstream_fails"].samples}
     assert fails["127.0.0.1:9002"] == 2
+    # response times in a histogram by upstream: 0.010 and 0.030 twice each for backend (the
+    # failed attempts had no time), 0.5 twice for other
+    hist = doc["upstreams"]["backend"]["response_time"]
+    assert hist["count"] == 4 and hist["sum"] == pytest.approx(0.08)
+    assert hist["buckets"]["0.005"] == 0 and hist["buckets"]["0.01"] == 2
+    assert hist["buckets"]["0.025"] == 2 and hist["buckets"]["0.05"] == 4
+    fam = fams["edgeworker_upstream_response_duration_seconds"]
+    assert fam.type == "histogram"
+    buckets = {(s.labels["upstream"], s.labels["le"]): s.value for s in fam.samples
+               if s.name.endswith("_bucket")}
+    assert buckets[("backend", "0.01")] == 2 and buckets[("backend", "+Inf")] == 4
+    assert buckets[("other", "0.25")] == 0 and buckets[("other", "0.5")] == 2
+    counts = {s.labels["upstream"]: s.value for s in fam.samples if s.name.endswith("_count")}
+    assert counts == {"backend": 4, "other": 2}
 
 
 def test_shared_dicts_and_timers_are_reported(srv):
@@ -458,6 +472,11 @@ def test_restart_and_reload_are_recorded_and_counters_survive(srv):
     ws = {w["id"]: w for w in doc["workers"]}
     assert ws[1]["pid"] != victim["pid"] and ws[1]["restarts"] == 1
     assert ws[0]["restarts"] == 0
+    fams = {f.name: f for f in text_string_to_metric_families(srv.get("/metrics")[2].decode())}
+    restarts = fams["edgeworker_worker_restarts"]
+    assert restarts.type == "counter"
+    assert {s.name for s in restarts.samples} == {"edgeworker_worker_restarts_total"}
+    assert {s.labels["id"]: s.value for s in restarts.samples} == {"0": 0, "1": 1}
     assert victim["pid"] not in [w["pid"] for w in doc["workers"]]
 
     os.kill(srv.master_pid, signal.SIGHUP)
