@@ -13,6 +13,8 @@ import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
+
 from ..support import require_tool, wait_until
 
 CHROMIUM = require_tool("chromium", "chromium", "chromium-browser")
@@ -107,14 +109,14 @@ class Dom(HTMLParser):
             self._cell[2].append(data)
 
 
-def chromium(tmp: Path, url: str, *extra: str) -> subprocess.CompletedProcess:
+def chromium(tmp: Path, url: str, *extra: str, budget: int = 4000) -> subprocess.CompletedProcess:
     profile = tmp / "profile"
     profile.mkdir(exist_ok=True)
     return subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1280,1500",
-         "--virtual-time-budget=4000", *extra, url],
+         f"--virtual-time-budget={budget}", *extra, url],
         capture_output=True, text=True, timeout=90, env=dict(os.environ, HOME=str(tmp)),
     )
 
@@ -155,6 +157,10 @@ def test_dashboard_renders_the_json_figures_in_chromium(server, tmp_path):
 
     (hello,) = rows(zone="dash.test", location="= /hello")
     assert hello["cells"]["requests"]["value"] == "25"
+    hello_time = doc["http"]["server_zones"]["dash.test"]["locations"]["= /hello"]["request_time"]
+    for q, name in ((0.5, "p50"), (0.99, "p99")):
+        assert float(hello["cells"][name]["value"]) == pytest.approx(quantile(q, hello_time))
+        assert hello["cells"][name]["text"].endswith(" ms")
     assert hello["cells"]["r2xx"]["text"] == "25"
     assert int(hello["cells"]["requests"]["value"]) == (
         doc["http"]["server_zones"]["dash.test"]["locations"]["= /hello"]["requests"])
@@ -175,6 +181,12 @@ def test_dashboard_renders_the_json_figures_in_chromium(server, tmp_path):
     assert p1["cells"]["response-time"]["text"] == "4.00 ms"
     (p2,) = rows(upstream="backend", peer="127.0.0.1:9002")
     assert p2["cells"]["state"]["text"] == "down"
+    # the upstream's quantiles, from its response-time histogram (one response of 4 ms: in
+    # the bucket 2.5 ms..5 ms, interpolated)
+    (backend,) = [r for r in rows(upstream="backend") if "peer" not in r["data"]]
+    assert float(backend["cells"]["p50"]["value"]) == pytest.approx(0.00375)
+    assert float(backend["cells"]["p99"]["value"]) == pytest.approx(0.004975)
+    assert backend["cells"]["p50"]["text"] == "3.75 ms"
 
     (lim,) = rows(counter="limit_rejections")
     assert lim["cells"]["value"]["value"] == "3" == str(doc["counters"]["limit_rejections"])
@@ -189,3 +201,85 @@ def test_dashboard_renders_the_json_figures_in_chromium(server, tmp_path):
     keep = os.environ.get("EDGEWORKER_SCREENSHOT")
     if keep:
         shutil.copy(shot, keep)
+
+
+def quantile(q: float, h: dict) -> float | None:
+    """Prometheus's histogram_quantile over a status-document histogram (the dashboard's)."""
+    if not h["count"]:
+        return None
+    rank = q * h["count"]
+    lower = below = last = 0.0
+    for le, n in h["buckets"].items():
+        if le == "+Inf":
+            return last
+        upper = float(le)
+        if n >= rank:
+            return lower + (upper - lower) * (rank - below) / (n - below) if n > below else upper
+        lower, below, last = upper, n, upper
+    return last
+
+
+PROBE = """<!doctype html>
+<html><body><pre id="result">waiting</pre>
+<iframe id="dash" src="/status" style="width:1200px;height:600px"></iframe>
+<script>
+// The dashboard in a frame of its own origin, its tab hidden then shown as a browser does:
+// document.visibilityState changes and a visibilitychange event fires.
+var frame = document.getElementById("dash"), out = document.getElementById("result");
+var fetches = 0;  // the dashboard's polls: its calls of fetch()
+function polls() { return fetches; }
+function visibility(doc, hidden) {
+  Object.defineProperty(doc, "visibilityState",
+    {configurable: true, get: function () { return hidden ? "hidden" : "visible"; }});
+  Object.defineProperty(doc, "hidden", {configurable: true, get: function () { return hidden; }});
+  doc.dispatchEvent(new Event("visibilitychange"));
+}
+frame.addEventListener("load", function () {
+  var doc = frame.contentDocument, r = {}, win = frame.contentWindow, real = win.fetch;
+  win.fetch = function () { fetches++; return real.apply(win, arguments); };
+  setTimeout(function () {
+    r.visible = polls();
+    visibility(doc, true);
+    r.hidden_at = polls();
+    setTimeout(function () {
+      r.hidden_after = polls();
+      visibility(doc, false);
+      r.shown_at = polls();
+      setTimeout(function () {
+        r.shown_after = polls();
+        out.textContent = JSON.stringify(r);
+      }, 2500);
+    }, 5000);
+  }, 2500);
+});
+</script></body></html>
+"""
+
+
+def test_dashboard_polls_only_while_its_tab_is_visible(server, tmp_path):
+    files = {"probe.py": f"""
+        PAGE = {PROBE!r}
+
+        def probe(req):
+            req.content_type = "text/html; charset=utf-8"
+            return PAGE
+    """}
+    srv = server("""
+        [[server]]
+        listen = ["127.0.0.1:{port}"]
+          [[server.location]]
+          match = "= /status"
+          status = "dashboard"
+          [[server.location]]
+          match = "= /probe"
+          content = "probe:probe"
+        """, files=files, workers=1)
+    out = chromium(tmp_path, f"http://127.0.0.1:{srv.port}/probe", "--dump-dom", budget=15000)
+    assert out.returncode == 0, out.stderr[-2000:]
+    dom = Dom()
+    dom.feed(out.stdout)
+    r = json.loads(dom.ids["result"])
+    assert r["visible"] >= 1, r  # polling every second while visible
+    assert r["hidden_after"] == r["hidden_at"], r  # 5 s hidden: not one poll
+    assert r["shown_at"] == r["hidden_after"] + 1, r  # shown: a poll at once
+    assert r["shown_after"] >= r["shown_at"] + 1, r  # and every second again
