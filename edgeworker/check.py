@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from . import runtime
 from .config import PHASES, Config, load
 from .errors import ConfigError
 from .handlers import HandlerError, add_python_path, resolve
@@ -98,6 +99,9 @@ def check(path: str, warnings: list[str] | None = None) -> tuple[Config | None, 
     else:
         if warnings is not None:
             warnings.extend(found.warnings)
+    # handler modules are imported under the configuration checked, as a worker imports them
+    # (a metric they define may differ from the one the running server defined)
+    runtime.config = cfg
     add_python_path(cfg.main.python_path)
     cache: dict[str, Callable[..., Any] | str] = {}
     for where, spec, args in handler_specs(cfg):

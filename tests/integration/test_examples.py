@@ -315,3 +315,37 @@ def test_certificates_chosen_from_a_folder(example, tmp_path):
     issued.cert.rename(by_name / "new.example.com.crt")
     issued.key.rename(by_name / "new.example.com.key")
     assert _https(tls_port, ca_path, "new.example.com")[3] == "new.example.com"
+
+
+def test_app_metrics_counts_by_route_and_status_across_workers(example):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    srv = example("app_metrics", workers=2)
+    paths = ["/api/items/1"] * 5 + ["/api/users/7"] * 2 + ["/api/nope/x", "/api/items/missing"]
+    for path in paths:
+        status, _, body = srv.get(path, headers={"Connection": "close"})
+        assert status == (404 if path.endswith(("/x", "/missing")) else 200), (path, body)
+    assert srv.get("/api/items/1")[2] == b"items 1\n"
+    want = {("items", "200"): 6, ("users", "200"): 2, ("other", "404"): 1, ("items", "404"): 1}
+
+    def scrape() -> dict:
+        text = srv.get("/metrics")[2].decode()
+        return {f.name: f for f in text_string_to_metric_families(text)}
+
+    deadline = time.monotonic() + 10
+    while True:
+        fams = scrape()
+        got = {(s.labels["route"], s.labels["status"]): s.value
+               for s in fams["app_requests"].samples} if "app_requests" in fams else {}
+        if got == want or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert got == want
+    assert fams["app_requests"].type == "counter"
+    hist = fams["app_request_duration_seconds"]
+    assert hist.type == "histogram"
+    counts = {s.labels["route"]: s.value for s in hist.samples if s.name.endswith("_count")}
+    assert counts == {"items": 7, "users": 2, "other": 1}
+    inf = {s.labels["route"]: s.value for s in hist.samples
+           if s.name.endswith("_bucket") and s.labels["le"] == "+Inf"}
+    assert inf == counts

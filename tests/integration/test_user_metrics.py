@@ -178,10 +178,12 @@ def test_user_metrics_in_a_running_server(server):
     assert values(fams["app_boots"]) == {(): 5}  # not counted again by the new worker
 
     # a reload: values of metrics still defined are kept, a removed metric keeps its last
-    # value, a new one appears; init counts again (once)
+    # value, a new one appears, one redefined with other buckets starts afresh; init counts
+    # again (once)
     (srv.dir / "app.py").write_text(
         (srv.dir / "app.py")
         .read_text()
+        .replace("buckets=(10, 100)", "buckets=(10, 50, 100)")
         .replace(
             'USERS = metrics.counter("app_users_total", "Per user.", labels=("user",),\n'
             "                        max_label_sets=3)",
@@ -190,6 +192,12 @@ def test_user_metrics_in_a_running_server(server):
     )
     os.kill(srv.master_pid, signal.SIGHUP)
     srv.wait_log("reloaded: generation 1 serving")
+    wait_until(
+        lambda: json.loads(srv.get("/status.json")[2])["workers"],
+        lambda ws: len(ws) == 2 and all(w["generation"] == 1 for w in ws),
+        timeout=10,
+        what="the old workers gone",
+    )  # they would count the old way
     assert srv.get("/users")[0] == 200
     assert srv.get("/a")[0] == 200
     fams = scraped(
@@ -204,6 +212,12 @@ def test_user_metrics_in_a_running_server(server):
     assert values(fams["app_boots"]) == {(): 10}
     assert len(fams["app_users"].samples) == 3  # removed by the reload: its last values
     assert values(fams["app_hits"], "page")[("/b",)] == 3
+    b = {
+        (s.labels["page"], s.labels["le"]): s.value
+        for s in fams["app_size_bytes"].samples
+        if s.name == "app_size_bytes_bucket"
+    }
+    assert b == {("/a", "10.0"): 1, ("/a", "50.0"): 1, ("/a", "100.0"): 1, ("/a", "+Inf"): 1}
 
 
 def test_a_definition_error_in_a_handler_module_stops_the_start(tmp_path):
