@@ -150,6 +150,15 @@ class Metric:
             self._cells[key] = cell
         return cell
 
+    def _cell_of(self, value: Any, labels: dict[str, Any]) -> list | None:
+        """The cell of ``labels`` once ``value`` is known good (a number, not NaN); None when
+        the label set is dropped (see ``_cell``)."""
+        if (value.__class__ is not int and value.__class__ is not float) or value != value:
+            self._bad_value(value)
+        if labels:
+            return self._lookup(labels)
+        return self._cells.get(()) or self._cell(None, labels)
+
     def _lookup(self, labels: dict[str, Any]) -> list | None:
         key = tuple(labels.items())
         try:
@@ -187,9 +196,9 @@ class Counter(Metric):
 
     def inc(self, value: float = 1, **labels: Any) -> None:
         """Add ``value`` (≥ 0) to the series of ``labels`` (every label of the definition)."""
-        if (value.__class__ is not int and value.__class__ is not float) or not value >= 0:
+        if (value.__class__ is int or value.__class__ is float) and value < 0:
             self._bad_value(value, "a counter only goes up, not by")
-        cell = self._lookup(labels) if labels else self._cells.get(()) or self._cell(None, labels)
+        cell = self._cell_of(value, labels)
         if cell is None:
             return
         cell[0] += value
@@ -206,18 +215,14 @@ class Gauge(Metric):
 
     def set(self, value: float, **labels: Any) -> None:
         """Set the series of ``labels`` to ``value``."""
-        if (value.__class__ is not int and value.__class__ is not float) or value != value:
-            self._bad_value(value)
-        cell = self._lookup(labels) if labels else self._cells.get(()) or self._cell(None, labels)
+        cell = self._cell_of(value, labels)
         if cell is None:
             return
         cell[0] = value
 
     def inc(self, value: float = 1, **labels: Any) -> None:
         """Add ``value`` (may be negative) to the series of ``labels``."""
-        if (value.__class__ is not int and value.__class__ is not float) or value != value:
-            self._bad_value(value)
-        cell = self._lookup(labels) if labels else self._cells.get(()) or self._cell(None, labels)
+        cell = self._cell_of(value, labels)
         if cell is None:
             return
         cell[0] += value
@@ -239,9 +244,7 @@ class Histogram(Metric):
 
     def observe(self, value: float, **labels: Any) -> None:
         """Count ``value`` in the series of ``labels``."""
-        if (value.__class__ is not int and value.__class__ is not float) or value != value:
-            self._bad_value(value)
-        cell = self._lookup(labels) if labels else self._cells.get(()) or self._cell(None, labels)
+        cell = self._cell_of(value, labels)
         if cell is None:
             return
         cell[0] += value

@@ -96,6 +96,10 @@ def test_values_count_in_memory_with_labels_in_any_order_and_type():
         c.inc(-1, method="GET", status=200)
     with pytest.raises(TypeError, match="value must be an int or a float, not str"):
         h.observe("3")
+    with pytest.raises(TypeError, match="value must be an int or a float, not bool"):
+        c.inc(True, method="GET", status=200)
+    with pytest.raises(ValueError, match="invalid value nan"):
+        c.inc(float("nan"), method="GET", status=200)
     with pytest.raises(ValueError, match="invalid value nan"):
         g.set(float("nan"))
     with pytest.raises(ValueError, match='label "method" is longer than 1024'):
