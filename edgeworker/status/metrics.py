@@ -425,8 +425,8 @@ class WorkerMetrics:
                     incr(prefix + _UPS_FIELDS[i], d, init=0)
                     lnums[i] = nums[i]
             self._flush_codes(incr, prefix, codes, lcodes)
-        usermetrics.flush(z, key("ug", self.pid), runtime.worker.id)
         self._flush_gauges(z, in_timer)
+        usermetrics.flush(z, key("ug", self.pid), runtime.worker.id)
 
     @staticmethod
     def _flush_codes(incr: Any, prefix: str, codes: dict, last: dict) -> None:

@@ -60,6 +60,8 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
 MAX_LABEL_SETS = 1000
 MAX_BUCKETS = 64
 MAX_LABEL_VALUE = 1024
+#: A series' zone key may not be longer (the zone takes keys of up to 65535 bytes).
+MAX_KEY = 16384
 KINDS = ("counter", "gauge", "histogram")
 SEP = "\x1f"
 
@@ -72,6 +74,8 @@ _registry: dict[str, Metric] = {}
 _unsent: set[str] = set()
 #: this worker's gauges record has been written once
 _gauges_written = False
+#: metrics whose flush failed (logged once each)
+_failed: set[str] = set()
 
 
 class Metric:
@@ -145,6 +149,10 @@ class Metric:
                         dict(zip(self.labels, values, strict=True)),
                     )
                 return None
+            if len(self._prefix(values).encode()) > MAX_KEY:
+                raise ValueError(
+                    f'metric "{self.name}": label values of more than {MAX_KEY} bytes in all'
+                )
             cell = self._series[values] = self._new_cell()
         if key is not None and len(self._cells) < 2 * self.max_label_sets:
             self._cells[key] = cell
@@ -256,6 +264,11 @@ _CLASSES: dict[str, type[Metric]] = {"counter": Counter, "gauge": Gauge, "histog
 
 def _label_value(metric: str, label: str, value: Any) -> str:
     text = value if value.__class__ is str else str(value)
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:  # lone surrogates (undecodable bytes): escaped
+            text = text.encode("utf-8", "backslashreplace").decode()
     if len(text) > MAX_LABEL_VALUE:
         raise ValueError(
             f'metric "{metric}": the value of label "{label}" is longer than '
@@ -420,17 +433,12 @@ def flush(z: Any, gauges_key: str | None = None, worker_id: int | None = None) -
                 prev = last[values] = [0] * len(cell)
             elif prev == cell:
                 continue
-            prefix = m._prefix(values)
-            if m.kind == "counter":
-                incr(prefix + "v", cell[0] - prev[0], init=0)
-            else:
-                if cell[0] != prev[0]:
-                    incr(prefix + "s", cell[0] - prev[0], init=0)
-                for i in range(1, len(cell)):
-                    d = cell[i] - prev[i]
-                    if d:
-                        incr(f"{prefix}b{i - 1}", d, init=0)
-            prev[:] = cell
+            try:
+                _add_deltas(incr, m, values, cell, prev)
+            except Exception:  # one series the zone refuses must not stop the others
+                if m.name not in _failed:
+                    _failed.add(m.name)
+                    runtime.log.exception('metric "%s": flushing %s failed', m.name, values)
     if gauges_key is not None and (gauges_changed or not _gauges_written):
         doc: dict[str, Any] = {}
         for m in _registry.values():
@@ -440,6 +448,20 @@ def flush(z: Any, gauges_key: str | None = None, worker_id: int | None = None) -
             m._last = {v: list(cell) for v, cell in m._series.items()}
         z.set(gauges_key, _encode({"id": worker_id, "gauges": doc}))
         _gauges_written = True
+
+
+def _add_deltas(incr: Any, m: Metric, values: tuple[str, ...], cell: list, prev: list) -> None:
+    """Add what ``cell`` counted since ``prev`` to the zone; ``prev`` becomes ``cell``."""
+    prefix = m._prefix(values)
+    if m.kind == "counter":
+        incr(prefix + "v", cell[0] - prev[0], init=0)
+        prev[0] = cell[0]
+        return
+    for i in range(len(cell)):
+        d = cell[i] - prev[i]
+        if d:
+            incr(f"{prefix}b{i - 1}" if i else prefix + "s", d, init=0)
+            prev[i] = cell[i]
 
 
 # ----------------------------------------------------------------------------------- reading

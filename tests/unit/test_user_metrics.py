@@ -205,3 +205,26 @@ def _status_document(user: dict) -> dict:
         "metrics": {"flush_errors": 0},
         "user_metrics": user,
     }
+
+
+def test_odd_label_values_and_a_refused_series_do_not_stop_the_flush(zones, caplog):
+    z = zones("1m")
+    c = metrics.counter("app_paths_total", "Paths.", labels=("path",))
+    c.inc(path="/caf\udce9")  # an undecodable byte of a URI (surrogateescape): escaped
+    with pytest.raises(ValueError, match="label values of more than 16384 bytes"):
+        metrics.counter("app_wide_total", "Wide.", labels=tuple("abcdef")).inc(
+            **dict.fromkeys("abcdef", "\u2603" * 1024)
+        )
+    big = metrics.counter("app_big_total", "Too big for the zone's 64-bit integers.")
+    big.inc(2**70)
+    after = metrics.counter("app_after_total", "Flushed after the refused one.")
+    after.inc(3)
+    with caplog.at_level(logging.ERROR, logger="edgeworker"):
+        usermetrics.flush(z)
+        usermetrics.flush(z)
+    assert [r.getMessage() for r in caplog.records] == [
+        'metric "app_big_total": flushing () failed'
+    ]
+    doc = document(z)
+    assert doc["app_paths_total"]["series"] == [{"labels": {"path": "/caf\\udce9"}, "value": 1}]
+    assert doc["app_after_total"]["series"] == [{"labels": {}, "value": 3}]
