@@ -226,6 +226,8 @@ def test_build_makes_one_context_per_tls_server(tmp_path):
     assert options & SSL.OP_CIPHER_SERVER_PREFERENCE and options & SSL.OP_NO_TICKET
     assert ctx.get_timeout() == 300  # nginx's default ssl_session_timeout
     assert ctx.get_verify_mode() == SSL.VERIFY_NONE
+    # idle connections give their buffers back (pyOpenSSL's contexts keep them by default)
+    assert ctx.set_mode(0) & SSL.MODE_RELEASE_BUFFERS
 
 
 def test_a_context_verifying_clients_asks_and_lets_the_handshake_complete(tmp_path):
