@@ -17,7 +17,7 @@ STAMP  := $(VENV)/.installed
 # the same plus the test extras: pytest, linters, clients the tests drive (make test and the rest)
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test test-unit test-no-accel test-slow lint bench bench-instructions deps clean
+.PHONY: run test test-unit test-no-accel test-slow lint docs bench bench-instructions deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,7 @@ deps:
 test: $(TEST_STAMP) deps
 	$(BIN)/ruff check edgeworker shm tests bench
 	$(BIN)/lint-imports
+	$(MAKE) --no-print-directory docs
 	$(BIN)/python -m pytest -p no:cacheprovider
 	$(MAKE) --no-print-directory test-no-accel
 
@@ -63,6 +64,12 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff check edgeworker shm tests bench
 	$(BIN)/lint-imports
 	$(BIN)/ruff format --check edgeworker shm tests bench
+
+# the documentation site (mkdocs.yml, docs/) into site/; a broken link or anchor, or a page
+# left out of the navigation, fails it. `$(BIN)/mkdocs serve` serves it while you edit.
+# (No -q: MkDocs counts the warnings that fail --strict only when it prints them.)
+docs: $(TEST_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 bench: $(TEST_STAMP)
 	./scripts/system-deps.sh bench
