@@ -2,7 +2,7 @@
 
 The master owns the config, the listening sockets, the shared-dict zones, the ``init`` hook,
 signals and systemd notifications; it never parses a request. Differences from stock gunicorn
-(see the README's design section):
+(see docs/internals/design.md):
 
 - every worker has an id 0..N-1, kept by a respawned worker (``edgeworker.worker.id``);
 - a worker counts as ready only after ``init_worker`` returned and it accepts (a pipe tells

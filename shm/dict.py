@@ -181,7 +181,7 @@ def _check_flags(flags: int) -> None:
 
 
 class SharedDict:
-    """A named shared-memory dict (README: "Shared dict").  Create with :meth:`create`, :meth:`attach`,
+    """A named shared-memory dict (docs/shared-dict.md).  Create with :meth:`create`, :meth:`attach`,
     :meth:`open_or_create`, or :meth:`from_buffer` (private buffer, no lock, for tests)."""
 
     __slots__ = (

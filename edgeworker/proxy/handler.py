@@ -2,9 +2,9 @@
 
 ``ProxyHandler(req)`` builds the upstream request (nginx's URI rules, forwarding headers,
 hop-by-hop headers stripped, framing rebuilt), picks a peer, sends, and relays the response
-(streamed; header_filter/body_filter apply), retrying the next peer when nginx would. See the
-README section "Reverse proxy" for every rule; the module docstrings of ``balancer``, ``pool``
-and ``client`` for the parts.
+(streamed; header_filter/body_filter apply), retrying the next peer when nginx would. See
+docs/proxy.md for every rule; the module docstrings of ``balancer``, ``pool`` and ``client``
+for the parts.
 """
 
 from __future__ import annotations

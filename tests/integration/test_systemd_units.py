@@ -108,7 +108,7 @@ def test_notify_reload_dropin(dropin):
 def test_dropin_is_documented():
     readme = (UNITS / "README.md").read_text()
     assert "edgeworker.service.d/notify-reload.conf" in readme
-    assert "notify-reload.conf" in (ROOT / "README.md").read_text()
+    assert "notify-reload.conf" in (ROOT / "docs" / "deployment.md").read_text()
 
 
 def test_service_commands(service):
