@@ -28,6 +28,24 @@ compressed at once and keeps an exact ``Content-Length``; a streamed one (``req.
 proxied or static body sent with ``send_head``) goes through one compressor per response, a
 flush per piece (each piece reaches the client), chunked (HTTP/1.1) or close-delimited
 (HTTP/1.0). A HEAD gets the head a GET would get.
+
+Keys:
+    gzip: compress responses with gzip (nginx ``gzip``)
+    gzip_types: MIME types to compress, ``text/html`` always included; ``"*"``: any type
+    gzip_min_length: the smallest body compressed, when its length is known
+    gzip_comp_level: zlib level, 1 to 9
+    gzip_proxied: for requests that came through a proxy (with ``Via``): ``"off"`` or a list
+        of ``expired``, ``no-cache``, ``no-store``, ``private``, ``no_last_modified``,
+        ``no_etag``, ``auth``, ``any``
+    gzip_vary: ``Vary: Accept-Encoding`` on every response that could be compressed (nginx's
+        default is off)
+    gzip_http_version: the lowest request version compressed, ``"1.0"`` or ``"1.1"``
+    gzip_disable: regexes on ``User-Agent`` whose requests are not compressed; ``"msie6"``
+        is nginx's mask
+    brotli: compress with brotli (the ``brotli`` package)
+    brotli_types: as ``gzip_types``, for brotli
+    brotli_comp_level: brotli quality, 0 to 11
+    brotli_min_length: as ``gzip_min_length``, for brotli
 """
 
 from __future__ import annotations

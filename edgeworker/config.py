@@ -148,7 +148,37 @@ _ACCESS_SPECIAL = frozenset({"stdout", "off"})
 
 
 class Main(Base):
-    """``[main]``: process-wide settings."""
+    """``[main]``: process-wide settings.
+
+    Keys:
+        workers: worker processes; ``"auto"`` is the CPU count (nginx ``worker_processes``)
+        worker_connections: concurrent connections per worker (nginx ``worker_connections``)
+        pid_file: the pid file ``reload``, ``stop``, ``reopen`` and ``shm`` find the master
+            through; not set: ``/run/edgeworker.pid`` when ``/run`` is writable, else
+            ``$XDG_RUNTIME_DIR/edgeworker.pid``, else ``/tmp/edgeworker-<uid>.pid``
+        error_log: ``"stderr"`` or a file path (nginx ``error_log``)
+        log_level: ``debug``, ``info``, ``notice``, ``warn`` (or ``warning``), ``error``,
+            ``crit``
+        error_log_format: ``"nginx"`` (nginx's line format) or ``"json"`` (one object per line)
+        python_path: import roots for handler modules, searched before the rest of
+            ``sys.path`` (nginx ``lua_package_path``)
+        init: handler run in the master before the workers are forked, and again on every
+            reload (``init_by_lua``)
+        init_worker: handler run in each worker after the fork, before it accepts
+            (``init_worker_by_lua``)
+        exit_worker: handler run in each worker at graceful exit, after its timers fired
+            (``exit_worker_by_lua``)
+        code_cache: ``false`` re-imports the handler modules for each request (nginx
+            ``lua_code_cache off``; development only)
+        graceful_timeout: how long a graceful stop or reload waits for in-flight requests and
+            timers (nginx ``worker_shutdown_timeout``)
+        max_pending_timers: timers a worker may have pending (``lua_max_pending_timers``)
+        max_running_timers: timer callbacks a worker runs at once; more wait for a slot
+            (``lua_max_running_timers``)
+        metrics: keep the counters the status locations show (``false``: none, no cost)
+        status_zone_size: size of the shared-memory zone of those counters (at least
+            ``64k``; changed only by a restart)
+    """
 
     workers: Workers = Workers(2)
     worker_connections: PosInt = 1024
@@ -174,7 +204,41 @@ class Main(Base):
 
 
 class _HttpCore(Base):
-    """``[http]``: protocol limits, timeouts, logs, and the phase handlers locations inherit."""
+    """``[http]``: protocol limits, timeouts, logs, and the phase handlers locations inherit.
+
+    Keys:
+        access_log: a file path, ``"stdout"`` or ``"off"`` (nginx ``access_log``)
+        access_log_format: ``"combined"``, ``"json"`` (one object per line) or a format of
+            ``$variables`` (nginx ``log_format``)
+        request_id_header: a valid incoming value of this field becomes ``$request_id``, and
+            the id is sent back in it; ``""`` turns it off
+        keepalive_timeout: how long an idle keep-alive connection stays open (nginx
+            ``keepalive_timeout``)
+        keepalive_requests: requests served on one connection before it is closed (nginx
+            ``keepalive_requests``)
+        client_header_timeout: deadline for the whole request head: 408 after it (nginx
+            ``client_header_timeout``)
+        client_body_timeout: longest wait between two reads of the request body: 408 after it
+            (nginx ``client_body_timeout``)
+        send_timeout: longest wait between two writes to the client (nginx ``send_timeout``)
+        client_max_body_size: the largest request body: 413 above it; a location may set its
+            own (nginx ``client_max_body_size``)
+        max_request_line: the longest request line: 414 above it (nginx
+            ``large_client_header_buffers``)
+        max_header_size: the largest header section: 431 above it (nginx
+            ``large_client_header_buffers``)
+        max_headers: the most header fields in a request: 431 above it
+        underscores_in_headers: keep request fields whose name holds ``_`` (nginx
+            ``underscores_in_headers``)
+        ignore_invalid_headers: with ``underscores_in_headers`` off, drop (on) or keep (off)
+            the fields named with ``_``; other invalid names are always 400 (nginx
+            ``ignore_invalid_headers``)
+        rewrite: rewrite-phase handlers of every location that sets none of its own
+        access: access-phase handlers of every location that sets none of its own
+        header_filter: header_filter handlers of every location that sets none of its own
+        body_filter: body_filter handlers of every location that sets none of its own
+        log: log-phase handlers of every location that sets none of its own
+    """
 
     #: "stdout", "off", or an absolute path.
     access_log: str = "stdout"
@@ -224,7 +288,14 @@ _TABLES: tuple[Table, ...] = (
 
 
 class Return(Base):
-    """``return = { status = 301, location = "…" }`` or ``{ status = 200, body = "ok" }``."""
+    """``return = { status = 301, location = "…" }`` or ``{ status = 200, body = "ok" }``.
+
+    Keys:
+        status: the status, 100 to 599 (nginx ``return CODE``)
+        location: the ``Location`` of a redirect (301, 302, 303, 307, 308 need one, other
+            statuses take none); ``$variables`` are expanded
+        body: the body of a status that is not a redirect; ``$variables`` are expanded
+    """
 
     status: int
     location: str | None = None
@@ -253,7 +324,29 @@ Location = msgspec.defstruct(
     _LOCATION_FIELDS + [field for f in FEATURES for field in f.fields] + _SCOPE_FIELDS,
     bases=(Base,),
     module=__name__,
-    namespace={"__doc__": "``[[server.location]]``: the core keys and every feature's."},
+    namespace={
+        "__doc__": """``[[server.location]]``: the core keys and every feature's.
+
+    Keys:
+        match: ``"/prefix"``, ``"= /exact"``, ``"^~ /prefix"``, ``"~ regex"`` or
+            ``"~* regex"``, chosen by nginx's precedence (nginx ``location``)
+        rewrite: rewrite-phase handlers; may change the URI (``rewrite_by_lua``)
+        access: access-phase handlers, after ``limit`` and ``jwt`` (``access_by_lua``)
+        content: the Python content handler, ``"module:function"`` (``content_by_lua``)
+        return: a fixed answer: ``{ status, location }`` or ``{ status, body }`` (nginx
+            ``return``)
+        header_filter: handlers run once before the response head goes out
+            (``header_filter_by_lua``)
+        body_filter: handlers run on each piece of the body, ``fn(req, chunk, eof)``
+            (``body_filter_by_lua``)
+        log: handlers run after the response was sent (``log_by_lua``)
+        default_type: the ``Content-Type`` of a response that sets none (nginx
+            ``default_type``)
+        add_header: response fields to add, values with ``$variables`` (nginx ``add_header``,
+            on 200, 201, 204, 206, 301, 302, 303, 304, 307, 308)
+        client_max_body_size: this location's largest request body; ``[http]``'s when not set
+    """
+    },
 )
 
 #: The keys of which a location has exactly one: what makes its response.
@@ -261,6 +354,17 @@ _SOURCES = tuple(sorted(("content", "return", *(f.key for f in FEATURES if f.con
 
 
 class _ServerCore(Base):
+    """``[[server]]``: the addresses and names a virtual server answers, and its locations.
+
+    Keys:
+        listen: ``"IP:PORT"``, ``"[IPv6]:PORT"``, ``":PORT"``, ``"PORT"`` or
+            ``"localhost:PORT"``, one or a list; the flag ``ssl`` after an address serves TLS
+            there (nginx ``listen``)
+        server_name: the names this server answers, one or a list: exact,
+            ``*.example.com``, ``www.example.*`` or ``~regex`` (nginx ``server_name``)
+        location: the ``[[server.location]]`` tables, in file order
+    """
+
     listen: StrList = StrList(("127.0.0.1:8080",))
     server_name: StrList = StrList(("",))
     location: tuple[Location, ...] = ()
@@ -298,9 +402,21 @@ Config = msgspec.defstruct(
     bases=(Base,),
     module=__name__,
     namespace={
-        "__doc__": "The whole configuration. ``file`` is the absolute path of the config file "
-        "(a ``SourceFile``: it knows the line of each key); ``redis`` and each feature table "
-        "(``upstream``) are dicts by name.",
+        "__doc__": """The whole configuration. ``file`` is the absolute path of the config file
+    (a ``SourceFile``: it knows the line of each key); ``redis`` and each feature table
+    (``upstream``) are dicts by name.
+
+    Keys:
+        main: process-wide settings
+        http: protocol limits, timeouts, logs; defaults every server and location inherits
+        shared_dict: ``NAME = size``: the shared-memory zones, ``edgeworker.shared["NAME"]``
+            (nginx ``lua_shared_dict``); a name is letters, digits, ``_`` and ``-``, not
+            starting with a digit; at least ``16k``
+        redis: ``[redis.NAME]``: named Redis connections for handlers and limits
+        upstream: ``[upstream.NAME]``: balanced groups of servers for ``proxy_pass`` (nginx
+            ``upstream``)
+        server: ``[[server]]``: the virtual servers, in file order (nginx ``server``)
+    """,
         "directory": property(
             lambda self: os.path.dirname(self.file),
             doc="The folder relative paths were resolved against.",

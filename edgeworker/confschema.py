@@ -570,7 +570,15 @@ def inherit(scope: Any, keys: Iterable[tuple[str, Any, Any]], *outer: Any) -> No
 
 
 class Redis(Base):
-    """``[redis.NAME]``: a named Redis connection (per-worker pool)."""
+    """``[redis.NAME]``: a named Redis connection (per-worker pool).
+
+    Keys:
+        url: ``redis://``, ``rediss://`` (TLS) or ``unix://``; ``?sentinel=NAME`` and
+            ``?cluster=1`` for Sentinel and Cluster
+        connect_timeout: the longest wait for a connection
+        timeout: the longest wait for each reply, and for a free pooled connection
+        pool_size: connections per worker
+    """
 
     url: str = "redis://127.0.0.1:6379/0"
     connect_timeout: Duration = Duration(0.1)

@@ -19,6 +19,10 @@ The file is ``root + uri`` (the whole normalized URI is appended, as nginx's ``r
   cache (zero copy) when the location has no body_filter, else read in 64 KiB pieces through
   the body_filter. With gzip or brotli on, a file that matches is compressed (read in pieces
   when big); a HEAD of a small file gets the compressed length a GET would.
+
+Keys:
+    root: static files; the whole URI is appended to it (nginx ``root``)
+    index: the files tried, in order, for a URI ending in ``/`` (nginx ``index``)
 """
 
 from __future__ import annotations

@@ -5,6 +5,11 @@ issuer, audience, leeway, claims_to_headers, realm }``.
 algorithms, HMAC and public-key algorithms not mixed, one key source that fits them) and the
 build function ``edgeworker.lib.jwt:make_access``, which loads the keys when a worker builds the
 location.
+
+Keys:
+    jwt: a bearer-token check on the location, in the access phase after ``limit``:
+        ``{ algorithms, secret, public_key or jwks_url, issuer, audience, leeway,
+        claims_to_headers, realm }``
 """
 
 from __future__ import annotations
@@ -38,6 +43,19 @@ class Jwt(Base):
 
     Key sources (``secret``, ``public_key``) may be literal, ``env:NAME`` or ``file:PATH``
     (a relative PATH is made absolute against the config folder).
+
+    Keys:
+        algorithms: the accepted algorithms (HS*, RS*, PS*, ES*, ``EdDSA``; never
+            ``"none"``); HMAC and public-key ones are not mixed
+        secret: the HMAC secret, for the HS* algorithms
+        public_key: the public key (PEM), for the public-key algorithms
+        jwks_url: a JWKS URL, fetched on first use and refreshed every 300 s
+        issuer: the required ``iss``
+        audience: the accepted ``aud``, one or a list
+        leeway: tolerance on ``exp``, ``nbf`` and ``iat``
+        claims_to_headers: ``{ claim = "Header-Name" }``: claims set as request fields (a
+            client's field of that name is replaced, or removed without the claim)
+        realm: the realm of ``WWW-Authenticate``
     """
 
     algorithms: tuple[str, ...]

@@ -4,6 +4,29 @@
 ``proxy_set_header``, ``proxy_redirect``, ``proxy_ssl_*`` for ``https://`` upstreams,
 ``proxy_next_upstream*``), their checks, the ``[upstream.NAME]`` table, and the build function
 (``edgeworker.proxy.build:make_content``).
+
+Keys:
+    proxy_pass: ``"http://UPSTREAM[/prefix]"`` or ``"http://host:port[/prefix]"``;
+        ``https://`` for TLS to the upstream (nginx ``proxy_pass``)
+    proxy_set_header: request fields sent to the upstream, values with ``$variables``; an
+        empty value removes the field (nginx ``proxy_set_header``)
+    proxy_redirect: rewrites the upstream's ``Location``/``Refresh`` URLs: ``"default"``,
+        ``"off"``, or a list of ``"default"`` and ``["redirect", "replacement"]`` pairs (nginx
+        ``proxy_redirect``)
+    proxy_ssl_verify: verify an ``https://`` upstream's certificate (nginx
+        ``proxy_ssl_verify``, off by default there)
+    proxy_ssl_name: the name sent (SNI) and verified; ``""``: each server's own host name
+    proxy_ssl_trusted_certificate: PEM file of the CAs to trust instead of the system's
+    proxy_ssl_certificate: a client certificate (PEM) shown to the upstream (mutual TLS),
+        with ``proxy_ssl_certificate_key``
+    proxy_ssl_certificate_key: the key of ``proxy_ssl_certificate`` (PEM)
+    proxy_next_upstream: the failures after which the next server is tried: ``error``,
+        ``timeout``, ``invalid_header``, ``http_500``, ``http_502``, ``http_503``,
+        ``http_504``, ``http_403``, ``http_404``, ``http_429``, ``non_idempotent``, or
+        ``"off"``
+    proxy_next_upstream_tries: at most this many attempts (0: one per server of the group)
+    proxy_next_upstream_timeout: no new attempt once this long has passed since the first
+        began (0: no limit)
 """
 
 from __future__ import annotations
@@ -42,7 +65,19 @@ BALANCE_METHODS: tuple[str, ...] = ("round_robin", "least_conn", "ip_hash", "has
 
 
 class UpstreamServer(Base):
-    """One peer of an upstream (nginx ``server`` in ``upstream``)."""
+    """One peer of an upstream (nginx ``server`` in ``upstream``).
+
+    Keys:
+        address: ``"host:port"``; a host name is resolved without blocking and refreshed
+            every 30 s
+        weight: the server's share of the requests
+        max_fails: failed attempts within ``fail_timeout`` that mark the server down (0: never)
+        fail_timeout: the window counting failures, and how long a server stays down
+        backup: gets requests only when every other server is down or was tried (not with
+            ``ip_hash``, ``hash`` or ``random``)
+        max_conns: at most this many requests in flight to the server, per worker (0: no
+            limit)
+    """
 
     address: str
     weight: PosInt = 1
@@ -56,7 +91,26 @@ class UpstreamServer(Base):
 
 class Upstream(Base):
     """``[upstream.NAME]``: a balanced group of peers. ``servers`` items are all
-    ``UpstreamServer`` after loading (a plain string is an address with the defaults)."""
+    ``UpstreamServer`` after loading (a plain string is an address with the defaults).
+
+    Keys:
+        servers: the peers: ``"host:port"`` or ``{ address, weight, max_fails, fail_timeout,
+            backup, max_conns }`` each; at least one that is not a backup
+        balance: ``"round_robin"`` (smooth weighted), ``"least_conn"``, ``"ip_hash"``,
+            ``"hash"`` or ``"random"``
+        hash: the key of ``balance = "hash"``, text with ``$variables`` (nginx ``hash KEY``)
+        consistent: ``balance = "hash"`` with ketama consistent hashing (nginx
+            ``hash KEY consistent``)
+        two: ``balance = "random"`` picks two servers and sends to the less busy one (nginx
+            ``random two least_conn``)
+        keepalive: idle connections kept per worker (0: none; nginx ``keepalive``)
+        connect_timeout: the longest wait for a connection: 504 after it (nginx
+            ``proxy_connect_timeout``)
+        read_timeout: the longest wait between two reads from the server: 504 after it
+            (nginx ``proxy_read_timeout``)
+        send_timeout: the longest wait between two writes to the server: 504 after it
+            (nginx ``proxy_send_timeout``)
+    """
 
     servers: tuple[UpstreamServer | str, ...]
     balance: str = "round_robin"

@@ -8,6 +8,9 @@
 
 The counters behind them live in ``edgeworker.status.metrics`` (shared memory, summed over every
 worker, at most about a second stale).
+
+Keys:
+    status: ``"json"``, ``"prometheus"`` or ``"dashboard"``: the server's own figures
 """
 
 from __future__ import annotations

@@ -9,6 +9,28 @@ handler (resolved in the workers, see ``edgeworker.tls.connection``); file paths
 ``ssl_certificate_key`` are tuples of the same length; ``ssl_handshake_timeout`` is seconds
 (``[http] client_header_timeout`` when not set). The files themselves are read when the
 contexts are built (``edgeworker.tls.context``), by ``edgeworker check``, start and reload.
+
+Keys:
+    ssl_certificate: the certificate (PEM, its chain may follow), or a list (an RSA and an
+        ECDSA one side by side); required on an ``ssl`` listener unless
+        ``ssl_certificate_by`` is set
+    ssl_certificate_key: its private key (PEM, not encrypted); a list as long as
+        ``ssl_certificate``, in the same order
+    ssl_protocols: the protocol versions offered: ``TLSv1.2``, ``TLSv1.3``
+    ssl_ciphers: TLS 1.2 cipher suites, OpenSSL syntax (default: Mozilla "intermediate")
+    ssl_prefer_server_ciphers: the server's cipher order wins over the client's
+    ssl_session_tickets: session resumption with tickets, on any worker
+    ssl_session_timeout: how long a session can be resumed (at least ``1s``)
+    ssl_client_certificate: PEM file of the CAs that sign client certificates (required with
+        ``ssl_verify_client`` ``on`` and ``optional``)
+    ssl_verify_client: ``"off"``, ``"on"`` (required), ``"optional"`` or
+        ``"optional_no_ca"``
+    ssl_verify_depth: how many intermediate CAs may stand between a client certificate and a
+        CA of ``ssl_client_certificate``
+    ssl_handshake_timeout: deadline for the first byte and the whole handshake; not set:
+        ``[http] client_header_timeout``
+    ssl_certificate_by: ``"module:function"`` choosing the certificate of each handshake
+        (``ssl_certificate_by_lua``)
 """
 
 from __future__ import annotations

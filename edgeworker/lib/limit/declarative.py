@@ -3,6 +3,10 @@
 ``FEATURE`` is what ``edgeworker.config`` composes: the ``limit`` key (``Limit``), its checks
 (the store is a declared shared dict or redis) and ``make_access``, the access handler built for
 the location.
+
+Keys:
+    limit: a rate limit on the location, run first in the access phase: ``{ rate, store,
+        key, burst, fail, status }`` (nginx ``limit_req``)
 """
 
 from __future__ import annotations
@@ -20,7 +24,17 @@ __all__ = ["FEATURE", "Limit", "make_access"]
 
 
 class Limit(Base):
-    """``limit = { … }``: declarative rate limit, run first in the access phase."""
+    """``limit = { … }``: declarative rate limit, run first in the access phase.
+
+    Keys:
+        rate: ``"N r/s"``, ``"N r/m"`` or ``"N r/h"``: requests per clock-aligned window
+        store: ``"shm:NAME"`` (counted per node in a ``[shared_dict]``) or ``"redis:NAME"``
+            (counted across nodes in a ``[redis.NAME]``)
+        key: what is counted, text with ``$variables``
+        burst: requests allowed beyond ``rate`` in a window
+        fail: ``"open"`` or ``"closed"``: what happens when the store cannot be reached
+        status: the answer over the limit, 400 to 599
+    """
 
     rate: Rate
     store: str
