@@ -18,8 +18,7 @@ code{{background:#f3f3f3;padding:.1em .3em}}</style></head>
 (<a href="/status.json">/status.json</a>, <a href="/metrics">/metrics</a> for Prometheus)</li>
 </ul>
 <p>Next: copy an example from <code>config/examples/</code> and run
-<code>edgeworker run -c your.toml</code>. The documentation (docs/ in
-the source, or the site <code>mkdocs serve</code> builds from it) has the tour.</p>
+<code>edgeworker run -c your.toml</code>. The README has the tour.</p>
 </body></html>
 """
 
