@@ -364,12 +364,14 @@ class ServerProtocol:
         else:
             size = 0  # counted below, from the fields
             version = self._version(parser)
-        if method in _REFUSED_METHODS:
-            self._fail(405, f"{method} is not allowed")
         fields = self._fields
         headers = fields.list
         if len(headers) > self._max_headers or fields.size > self._max_hsize:
             self._check_fields(fields, "header")  # 431
+        # (after the limits, which a head read in pieces meets before its end: the same status
+        # however the head arrives)
+        if method in _REFUSED_METHODS:
+            self._fail(405, f"{method} is not allowed")
 
         # The fields that matter to framing and routing (sorted by RequestFields.add).
         if fields.cl_error is not None:

@@ -194,6 +194,20 @@ def test_regression_every_seed_alone_in_one_read_and_bytewise() -> None:
             same_verdict(whole, bytewise, limits)
 
 
+def test_regression_a_refused_method_over_the_header_limit() -> None:
+    """Found by the fuzz run: TRACE (405) with more fields than ``max_headers`` (431). Read
+    byte by byte the count limit meets the head first; read whole, the method was refused
+    before the limits were checked. The limits now come first however the head arrives."""
+    for method in (b"TRACE", b"CONNECT"):
+        stream = (method + b" / HTTP/1.1\r\nHost: h\r\n"
+                  + b"".join(b"X%d: 1\r\n" % i for i in range(150)) + b"\r\n")
+        whole = feed_split(stream, [], None)
+        bytewise = feed_split(stream, list(range(1, len(stream))), None)
+        assert whole[-1].status == bytewise[-1].status == 431
+        short = method + b" / HTTP/1.1\r\nHost: h\r\n\r\n"
+        assert feed_split(short, [], None)[-1].status == 405
+
+
 def test_regression_limit_and_framing_error_in_one_head() -> None:
     """Found by the long fuzz run: over ``max_headers`` *and* CL+TE. In one read llhttp ends
     the head and the framing rule answers 400; cut at byte 45 the count limit answers 431
