@@ -76,6 +76,7 @@ from .confschema import (
 from .confsource import expand, key_lines
 from .errors import ConfigError
 from .http.fields import ROUTING_FIELDS
+from .http2 import schema as http2
 from .lib import jwt_schema
 from .lib.limit import declarative as limit
 from .proxy import schema as proxy
@@ -117,7 +118,7 @@ FEATURES: tuple[Feature, ...] = (
 )
 
 #: The features that add keys to ``[[server]]`` (and ``[http]``, whose values servers inherit).
-SERVER_FEATURES: tuple[ServerFeature, ...] = (tls.FEATURE,)
+SERVER_FEATURES: tuple[ServerFeature, ...] = (tls.FEATURE, http2.FEATURE)
 #: The location features' keys settable in ``[http]``, ``[[server]]`` and locations (the inner
 #: one wins): (name, type, default) each (see ``Feature.inherited``).
 INHERITED: tuple[tuple[str, Any, Any], ...] = tuple(k for f in FEATURES for k in f.inherited)
@@ -372,6 +373,8 @@ class _ServerCore(Base):
     path: str = msgspec.field(default="", name="__path__")
     #: Set by the loader: the ``listen`` addresses flagged ``ssl`` (normalized as ``listen``).
     listen_ssl: tuple[str, ...] = msgspec.field(default=(), name="__listen_ssl__")
+    #: Set by the loader: the ``listen`` addresses that serve HTTP/2 (``http2``).
+    listen_http2: tuple[str, ...] = msgspec.field(default=(), name="__listen_http2__")
 
 
 Server = msgspec.defstruct(
@@ -382,7 +385,7 @@ Server = msgspec.defstruct(
     namespace={
         "__doc__": "``[[server]]``: a virtual server. ``listen`` is normalized "
         '(``"127.0.0.1:8080"``, ``"[::1]:8080"``, ``"0.0.0.0:8080"`` for a bare port), its '
-        "flags (``ssl``) taken off into ``listen_ssl``; the first server for an address is its "
+        "flags (``ssl``, ``http2``) taken off into ``listen_ssl`` and ``listen_http2``; the first server for an address is its "
         "default. The server features' keys (``ssl_*``) hold their effective values; it may "
         "set the location features' inherited keys."
     },
@@ -610,6 +613,7 @@ class _Loader(Context):
                 self.err(f"{sp}.listen", "at least one address is required")
             server.listen = tuple(dict.fromkeys(listens))
             server.listen_ssl = tuple(a for a in server.listen if "ssl" in flagged[a])
+            server.listen_http2 = tuple(a for a in server.listen if "http2" in flagged[a])
             names: list[str] = []
             for j, name in enumerate(server.server_name):
                 try:
@@ -699,8 +703,6 @@ def _listen_flags(words: list[str]) -> tuple[tuple[str, ...], str | None]:
     """The flags after a listen address (the server features'), or ((), the error)."""
     known = [flag for f in SERVER_FEATURES for flag in f.listen_flags]
     for word in words:
-        if word == "http2":
-            return (), 'HTTP/2 is not supported yet: remove "http2" (HTTP/1.1 is served)'
         if word not in known:
             hint = suggest(word, known) or f" (known: {', '.join(known)})"
             return (), f'unknown listen flag "{word}"{hint}'

@@ -394,7 +394,7 @@ def _retyped(raw: Any, keys: list[Any]) -> Any:
 
 
 #: Keys the loader sets itself; a config that writes them is refused.
-RESERVED = "__path__", "__name__", "__listen_ssl__"
+RESERVED = "__path__", "__name__", "__listen_ssl__", "__listen_http2__"
 
 
 class Context:

@@ -196,6 +196,7 @@ class EdgeApplication(BaseApplication):
             for server in cfg.server:
                 server.listen = listen
                 server.listen_ssl = ()
+                server.listen_http2 = ()
         return cfg, tls_context.build(cfg)
 
     def log_warnings(self) -> None:

@@ -31,11 +31,13 @@ from . import ossl
 
 __all__ = [
     "ALPN",
+    "ALPN_H2",
     "CERTIFICATE_CACHE_SIZE",
     "Certificate",
     "Contexts",
     "build",
     "check_files",
+    "offered_alpn",
     "server_context",
 ]
 
@@ -233,6 +235,18 @@ def check_files(server: Any, errors: list[str], warnings: list[str]) -> None:
 #: what ``ALPN`` offers by default: HTTP/1.1 (a client offering ALPN without it goes on
 #: without ALPN)
 ALPN = (b"http/1.1",)
+#: what a server whose TLS addresses serve HTTP/2 (``listen … ssl http2``) offers: ``h2``
+#: first, so a client offering both speaks HTTP/2
+ALPN_H2 = (b"h2", b"http/1.1")
+
+
+def offered_alpn(server: Any) -> tuple[bytes, ...]:
+    """The ALPN protocols ``server``'s contexts offer (``ALPN_H2`` when its TLS addresses
+    serve HTTP/2, else ``ALPN``): the one place the choice is made, so ``ssl_certificate_by``
+    contexts offer the same. The connection reads the outcome with ``alpn_protocol()``."""
+    if set(server.listen_ssl).intersection(getattr(server, "listen_http2", ())):
+        return ALPN_H2
+    return ALPN
 
 
 def _alpn_select(alpn: tuple[bytes, ...]) -> Callable[[Any, list[bytes]], bytes]:
@@ -258,12 +272,14 @@ def _session_id_context(server: Any) -> bytes:
     return hashlib.sha256(text).digest()[:SSL_MAX_SID_CTX_LENGTH]
 
 
-def server_context(server: Any, certificates: Any = None, alpn: tuple[bytes, ...] = ALPN) -> Any:
+def server_context(
+    server: Any, certificates: Any = None, alpn: tuple[bytes, ...] | None = None
+) -> Any:
     """The server's context (an ``OpenSSL.SSL.Context``; ``OpenSSL.SSL.Error``, ``OSError``
     when OpenSSL refuses a setting): its protocols, ciphers, tickets, session lifetime and
     client-certificate settings, with its configured certificates, or ``certificates``
     ((cert path, key path) pairs) instead; ``alpn``: the ALPN protocols offered, the
-    server's preference first."""
+    server's preference first (default: ``offered_alpn(server)``)."""
     from OpenSSL import SSL
 
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
@@ -302,6 +318,8 @@ def server_context(server: Any, certificates: Any = None, alpn: tuple[bytes, ...
         # checked with each request (edgeworker.tls.connection)
         ossl.verify_any(ctx)
     ctx.set_tlsext_servername_callback(_sni_callback)
+    if alpn is None:
+        alpn = offered_alpn(server)
     if alpn:
         ctx.set_alpn_select_callback(_alpn_select(alpn))
     return ctx

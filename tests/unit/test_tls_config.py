@@ -70,12 +70,8 @@ def test_servers_inherit_the_http_keys_and_may_override_them():
     ("body", "message"),
     [
         (
-            'listen = ["1.2.3.4:443 ssl http2"]\n' + CERT,
-            'server[0].listen[0]: HTTP/2 is not supported yet: remove "http2" (HTTP/1.1 is served)',
-        ),
-        (
             'listen = ["1.2.3.4:443 tls"]',
-            'server[0].listen[0]: unknown listen flag "tls" (known: ssl)',
+            'server[0].listen[0]: unknown listen flag "tls" (known: ssl, http2)',
         ),
         (
             'listen = ["1.2.3.4:443 ssl"]',
