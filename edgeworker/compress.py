@@ -290,8 +290,8 @@ class Compression:
 
     def _negotiate(self, req: Any, fields: dict[str, str], gz: bool, br: bool) -> str | None:
         """The coding the request accepts ("gzip", "br"), or None."""
-        if req.http_version != "1.1" and not self.http10:
-            return None
+        if req.http_version == "1.0" and not self.http10:
+            return None  # (gzip_http_version is the lowest version served: 1.1 and 2.0 are)
         h = req.headers
         q_gz, q_br = accepted(_joined(h, "accept-encoding"))
         if not gz:

@@ -35,6 +35,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .phases import App
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: what an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4)
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _NO_BODY_STATUS = frozenset((204, 304))
 _FRAMING_HEADERS = frozenset(
     ("content-length", "transfer-encoding", "connection", "date", "server")
@@ -100,6 +102,7 @@ class Connection:
         "tls",
         "scheme",
         "_contexts",
+        "h2",
     )
 
     def __init__(
@@ -109,6 +112,7 @@ class Connection:
         listen_key: tuple[str, int],
         app: App,
         tls_contexts: Any = None,
+        h2: Any = None,
     ):
         self.sock = sock
         self.app = app
@@ -148,6 +152,10 @@ class Connection:
         self._contexts = tls_contexts
         self.tls: Any = None
         self.scheme = "http"
+        #: on a listener with ``http2``: ``h2(connection, first bytes)`` serves the connection
+        #: as HTTP/2 (``edgeworker.server_h2.serve``), when ALPN chose ``h2`` or the client
+        #: began with the HTTP/2 preface (cleartext, prior knowledge); else None
+        self.h2 = h2
 
     @property
     def binary_remote_addr(self) -> bytes:
@@ -465,6 +473,8 @@ class Connection:
         try:
             if self._contexts is not None and not self._start_tls():
                 return
+            if self.h2 is not None and self._to_h2():
+                return
             while True:
                 # the next request head (returns when the connection should close)
                 deadline = None
@@ -542,6 +552,33 @@ class Connection:
         finally:
             self.close()
 
+    def _to_h2(self) -> bool:
+        """On a listener with ``http2``: serve the connection as HTTP/2 when ALPN chose ``h2``
+        or (cleartext) the client sent the connection preface first; True when it did (the
+        connection is then done). Otherwise what was read is HTTP/1.x, parsed into ``events``."""
+        if self.tls is not None:
+            if self.tls.alpn_protocol() != "h2":
+                return False
+            self.h2(self, b"")
+            return True
+        data = b""
+        deadline = time.monotonic() + self.http.client_header_timeout
+        while len(data) < len(H2_PREFACE) and H2_PREFACE.startswith(data):
+            try:
+                more = self._recv(max(0.0, deadline - time.monotonic()))
+            except Drain:
+                return True  # the worker is exiting: nothing was asked yet
+            except OSError:  # TimeoutError included: nothing complete in time, closed silently
+                return True
+            if not more:
+                return True
+            data += more
+        if data.startswith(H2_PREFACE):
+            self.h2(self, data)
+            return True
+        self.events.extend(self.proto.feed(data))
+        return False
+
     def _start_tls(self) -> bool:
         """The TLS handshake, first thing on a TLS listener (``edgeworker.tls.accept``);
         False when the connection is to close."""
@@ -575,4 +612,8 @@ class Connection:
         self.io.close()  # (not a detached socket: the upgrade tunnel's now)
 
 
-__all__ = ["Connection", "ADD_HEADER_STATUS"]
+#: the HTTP/1.1 response head of a request (``Connection._head_bytes``), for the HTTP/2
+#: streams, whose fields are these same ones (``conn``: anything with ``closing``)
+response_head = Connection._head_bytes
+
+__all__ = ["ADD_HEADER_STATUS", "H2_PREFACE", "Connection", "response_head"]

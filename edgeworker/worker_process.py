@@ -104,15 +104,23 @@ class EdgeWorker(Worker):
 
         self.metrics = metrics.start_worker(self.edge, self.connections, self.timers)
         self.acceptors = []
+        from .http2.schema import http2_addresses
         from .tls.schema import tls_addresses
 
         tls = tls_addresses(self.app.ew_config.server)
+        h2 = http2_addresses(self.app.ew_config.server)
         contexts = self.app.ew_tls
         for sock in self.listeners:
             addr = sock.getsockname()
             key = (addr[0], addr[1]) if isinstance(addr, tuple) else ("unix:" + str(addr), 0)
-            # a TLS listener: its connections start with the handshake (in their greenlet)
-            conn_cls = partial(Connection, tls_contexts=contexts) if key in tls else Connection
+            options: dict = {}
+            if key in tls:  # its connections start with the handshake (in their greenlet)
+                options["tls_contexts"] = contexts
+            if key in h2:  # HTTP/2 after ALPN or the preface (h2 imported only then)
+                from .server_h2 import serve as serve_h2
+
+                options["h2"] = serve_h2
+            conn_cls = partial(Connection, **options) if options else Connection
             self.acceptors.append(gevent.spawn(self._accept_loop, sock, key, conn_cls))
         # everything loaded so far lives as long as the worker: keep it out of the cyclic GC's
         # scans, so collections during requests stay short

@@ -5,10 +5,11 @@
 # The tests: redis-server, nginx-light, systemd (systemd-analyze), chromium (the dashboard),
 # wrk (the soak test, make test-slow), curl and openssl (the TLS clients of the HTTPS tests,
 # the certificate tests; the TLS bench makes its certificate with openssl), mariadb-server (the
-# MySQL recipe's test starts its own mariadbd on a free port).
+# MySQL recipe's test starts its own mariadbd on a free port), nghttp2-client (h2load: the
+# HTTP/2 tests and bench).
 # Under CI=1 a missing one fails the tests, not skips them.
 set -euo pipefail
-want=(redis-server nginx-light systemd chromium wrk curl openssl mariadb-server)
+want=(redis-server nginx-light systemd chromium wrk curl openssl mariadb-server nghttp2-client)
 [ "${1:-}" = "slow" ] && want+=(testssl.sh)
 [ "${1:-}" = "bench" ] && want+=(libnginx-mod-http-lua lua-resty-core valgrind)
 missing=()

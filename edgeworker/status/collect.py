@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from .. import __version__, runtime
+from ..http2 import STAT_NAMES as H2_NAMES
 from ..tls.connection import FAILURE_REASONS, VERSIONS
 from . import metrics, usermetrics
 from .metrics import BUCKETS, SEP, WELL_KNOWN_COUNTERS
@@ -107,6 +108,7 @@ def document(cfg: Any) -> dict[str, Any]:
         "failed": dict.fromkeys(FAILURE_REASONS, 0),
         "protocols": dict.fromkeys(VERSIONS, 0),
     }
+    h2 = dict.fromkeys(H2_NAMES, 0)
     flush_errors = 0
     workers_rec: dict[int, dict[str, Any]] = {}
     gauges: dict[int, dict[str, Any]] = {}
@@ -139,6 +141,8 @@ def document(cfg: Any) -> dict[str, Any]:
             accepted += v
         elif kind == "tls":
             _add_tls(parts[1:], v, tls)
+        elif kind == "h2" and len(parts) == 2 and parts[1] in h2:
+            h2[parts[1]] += v
         elif kind == "err" and parts[1:] == ["flush"]:
             flush_errors += v
         elif kind == "w" and len(parts) == 2 and isinstance(v, dict):
@@ -162,7 +166,10 @@ def document(cfg: Any) -> dict[str, Any]:
                 hist["buckets"][i] += n
         up["response_time"] = _time_doc(hist)
 
-    conns = {"accepted": accepted, "active": 0, "reading": 0, "writing": 0, "idle": 0}
+    conns = {"accepted": accepted, "active": 0, "reading": 0, "writing": 0, "idle": 0,
+             # (every accepted connection is HTTP/1.x unless it became HTTP/2)
+             "protocols": {"http/1.1": max(0, accepted - h2["connections"]),
+                           "h2": h2["connections"]}}
     timers = {"pending": 0, "running": 0}
     workers = []
     for pid in sorted(set(workers_rec) | set(gauges)):
@@ -172,6 +179,7 @@ def document(cfg: Any) -> dict[str, Any]:
         wt = g.get("timers") or {}
         for name in ("active", "reading", "writing", "idle"):
             conns[name] += wc.get(name, 0)
+        h2["streams_open"] += g.get("h2_streams", 0)
         timers["pending"] += wt.get("pending", 0)
         timers["running"] += wt.get("running", 0)
         wgen = rec.get("generation", g.get("generation"))
@@ -215,6 +223,7 @@ def document(cfg: Any) -> dict[str, Any]:
         },
         "connections": conns,
         "tls": tls,
+        "http2": h2,
         "requests": {"total": totals["requests"], "current": conns["writing"]},
         "responses": totals["responses"],
         "status": totals["status"],

@@ -25,6 +25,8 @@ bucket counts), ``ups␟upstream␟peer␟field`` (``s<code>``, ``fails``, ``sen
 (JSON), ``cnt␟name``,
 ``conn␟accepted``, ``tls␟handshakes``, ``tls␟resumed``, ``tls␟failed␟<reason>``,
 ``tls␟protocol␟<version>`` (TLS handshakes, counted by ``edgeworker.tls.connection.STATS``),
+``h2␟<name>`` (HTTP/2 connections, streams, resets received, GOAWAY ENHANCE_YOUR_CALM: counted
+by ``edgeworker.http2.STATS``),
 ``err␟flush``, ``g␟pid`` (a worker's gauges, JSON, expiring), ``w␟pid`` (a
 worker record written by the master, JSON), ``master`` (JSON), ``reloads``; the user metrics'
 ``ud␟…``, ``u␟…`` and ``ug␟pid`` (see ``edgeworker.status.usermetrics``).
@@ -42,6 +44,7 @@ from typing import Any
 
 import msgspec
 
+from .. import http2 as _h2
 from .. import runtime
 from ..http.fields import accel as _accel
 from ..tls import connection as _tls
@@ -87,6 +90,9 @@ _TLS_KEYS = (
     *(SEP.join(("tls", "protocol", version)) for version in _tls.VERSIONS),
 )
 assert len(_TLS_KEYS) == len(_tls.STATS)
+#: the zone key of each counter of ``edgeworker.http2.STATS`` (its last, streams open now, is
+#: a gauge: in the worker's gauges)
+_H2_KEYS = tuple(SEP.join(("h2", name)) for name in _h2.STAT_NAMES[: _h2.STREAMS_OPEN])
 
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 _encode = msgspec.json.Encoder().encode
@@ -308,6 +314,7 @@ class WorkerMetrics:
         self._last_counters: dict[str, int] = {}
         self._last_accepted = 0
         self._last_tls = [0] * len(_tls.STATS)
+        self._last_h2 = [0] * len(_H2_KEYS)
         self.errors = 0
         self.handle: Any = None  # the flush timer
         self.zone_names = server_zone_names(app.cfg)
@@ -382,14 +389,8 @@ class WorkerMetrics:
             acc = self.accepted
             incr("conn" + SEP + "accepted", acc - self._last_accepted, init=0)
             self._last_accepted = acc
-        tls = _tls.STATS
-        if tls != self._last_tls:
-            last_tls = self._last_tls
-            for i, value in enumerate(tls):
-                d = value - last_tls[i]
-                if d:
-                    incr(_TLS_KEYS[i], d, init=0)
-                    last_tls[i] = value
+        _flush_stats(incr, _tls.STATS, self._last_tls, _TLS_KEYS)
+        _flush_stats(incr, _h2.STATS, self._last_h2, _H2_KEYS)
         for name, value in self.counters.items():
             last = self._last_counters.get(name, 0)
             if value != last:
@@ -459,9 +460,20 @@ class WorkerMetrics:
             "connections": {"active": reading + writing + idle, "reading": reading,
                             "writing": writing, "idle": idle},
             "timers": {"pending": max(0, pending), "running": max(0, running)},
+            "h2_streams": _h2.STATS[_h2.STREAMS_OPEN],
             "time": time.time(),
         }
         z.set(key("g", self.pid), _encode(doc), GAUGE_TTL)
+
+
+def _flush_stats(incr: Any, stats: list[int], last: list[int], keys: tuple[str, ...]) -> None:
+    """Add to the zone what the counters ``stats`` (a module's plain list, ``keys`` naming
+    each of the first ``len(keys)``) counted since ``last`` (updated)."""
+    for i, k in enumerate(keys):
+        d = stats[i] - last[i]
+        if d:
+            incr(k, d, init=0)
+            last[i] += d
 
 
 def start_worker(app: Any, connections: set, timers: Any) -> WorkerMetrics | None:

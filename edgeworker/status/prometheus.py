@@ -89,6 +89,21 @@ def render(doc: dict[str, Any]) -> str:
              "a request, idle keep-alive.",
              [({"state": s}, c[s]) for s in _STATES])
 
+    o.metric("connections_by_protocol", "counter",
+             "Client connections accepted, by protocol: http/1.1 (HTTP/1.x), h2 (HTTP/2).",
+             [({"protocol": p}, n) for p, n in c["protocols"].items()])
+    h2 = doc["http2"]
+    o.metric("http2_streams", "counter", "HTTP/2 streams opened by clients.",
+             [({}, h2["streams"])])
+    o.metric("http2_streams_open", "gauge", "HTTP/2 streams being served.",
+             [({}, h2["streams_open"])])
+    o.metric("http2_resets_received", "counter",
+             "HTTP/2 streams reset by their client before the response ended.",
+             [({}, h2["resets_received"])])
+    o.metric("http2_enhance_your_calm", "counter",
+             "HTTP/2 connections closed for abuse (GOAWAY ENHANCE_YOUR_CALM).",
+             [({}, h2["enhance_your_calm"])])
+
     t = doc["tls"]
     o.metric("tls_handshakes", "counter", "TLS handshakes completed (resumed ones included).",
              [({}, t["handshakes"])])
