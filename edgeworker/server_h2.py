@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from gevent import getcurrent, spawn
 from gevent.event import Event
 from h2.config import H2Configuration
-from h2.connection import H2Connection
+from h2.connection import ConnectionState, H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -80,8 +80,8 @@ MAX_HEADER_BLOCK = 64 * 1024
 #: ``FLOOD_PER_STREAM`` per stream opened (WINDOW_UPDATE: plus one per 4 KiB sent)
 FLOOD_FRAMES = 1000
 FLOOD_PER_STREAM = 4
-#: streams reset by the client before their response ended: allowed this many, and beyond,
-#: while they are at most half of the streams opened (rapid reset)
+#: streams reset by the client before their response ended, or refused: allowed this many,
+#: and beyond, while they are at most half of the streams opened (rapid reset)
 RESET_FREE = 128
 #: a file body is read in pieces of this size
 _PIECE = 65536
@@ -128,6 +128,25 @@ class _Settings(Settings):
         self[SettingCodes.MAX_CONCURRENT_STREAMS] = value
 
 
+class _Connection(H2Connection):
+    """``h2``'s connection, kept open by a graceful GOAWAY (NO_ERROR), sent or received:
+    ``h2`` closes its state machine on any GOAWAY, while RFC 9113 §6.8 lets the streams up to
+    the last stream id finish (the drain, ``keepalive_requests``, a client done sending)."""
+
+    def close_connection(self, error_code: int = 0, *args: Any, **kw: Any) -> None:
+        state = self.state_machine.state
+        super().close_connection(error_code, *args, **kw)
+        if error_code == ErrorCodes.NO_ERROR and state == ConnectionState.SERVER_OPEN:
+            self.state_machine.state = state
+
+    def _receive_goaway_frame(self, frame: Any) -> Any:
+        state = self.state_machine.state
+        out = super()._receive_goaway_frame(frame)
+        if frame.error_code == ErrorCodes.NO_ERROR and state == ConnectionState.SERVER_OPEN:
+            self.state_machine.state = state
+        return out
+
+
 def header_list_size(http: Any) -> int:
     """SETTINGS_MAX_HEADER_LIST_SIZE: the HTTP/1.1 head limits as HPACK counts them (32 bytes
     per field on top of name and value), the request line's pseudo-header fields included. A
@@ -167,7 +186,7 @@ class H2Server:
         self.log = app.log
         route = app.router.table_for((conn.server_addr, conn.server_port)).default
         self.max_streams = int(getattr(route.server, "http2_max_concurrent_streams", 128))
-        h2 = self.h2 = H2Connection(config=_H2_CONFIG)
+        h2 = self.h2 = _Connection(config=_H2_CONFIG)
         h2.incoming_buffer = _Frames(server=True)
         h2.incoming_buffer.max_frame_size = h2.max_inbound_frame_size
         size = header_list_size(http)
@@ -437,7 +456,13 @@ class H2Server:
         self.opened += 1
         STATS[STREAMS] += 1
         if self.goaway or self.dead or len(self.streams) >= self.max_streams:
-            h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            # (counted with the client's resets: a client that honours SETTINGS meets this
+            # only before they arrive)
+            self.resets += 1
+            try:
+                h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            except (H2Error, StreamClosedError):
+                pass  # (already reset by the client)
             return
         stream = H2Stream(self, sid)
         self.streams[sid] = stream
@@ -498,7 +523,9 @@ class H2Server:
     def run(self, stream: H2Stream, head: Any) -> None:
         """A stream's greenlet: the request through the pipeline, then the stream closed."""
         try:
-            if head.__class__ is ProtocolError:
+            if stream.reset:
+                pass  # reset by the client before it ran: nothing to do (rapid reset)
+            elif head.__class__ is ProtocolError:
                 stream.send_error(head.status)
             else:
                 self.app.handle(stream, head)

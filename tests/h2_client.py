@@ -17,6 +17,17 @@ import h2.settings
 __all__ = ["H2Client", "Response"]
 
 
+class _Connection(h2.connection.H2Connection):
+    """The client side, reading on after a GOAWAY (``h2`` closes its state on it; RFC 9113
+    §6.8 lets the streams up to the last stream id finish)."""
+
+    def _receive_goaway_frame(self, frame: Any) -> Any:
+        state = self.state_machine.state
+        out = super()._receive_goaway_frame(frame)
+        self.state_machine.state = state
+        return out
+
+
 class Response:
     """One stream's outcome: ``status`` (int, or None), ``headers`` (dict of str), ``body``,
     ``reset`` (the RST_STREAM error code, or None), ``ended`` (END_STREAM seen)."""
@@ -60,7 +71,7 @@ class H2Client:
         self.timeout = timeout
         self.auto_ack = auto_ack
         config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
-        self.h2 = h2.connection.H2Connection(config)
+        self.h2 = _Connection(config)
         self.responses: dict[int, Response] = {}
         self.goaway: Any = None  # the ConnectionTerminated event
         self.closed = False
