@@ -200,7 +200,13 @@ def make_certificate(tmp: Path, key_type: str) -> tuple[Path, Path]:
 
 
 def start_nginx(
-    reg: ProcessRegistry, tmp: Path, port: int, args: argparse.Namespace, cert: Path, key: Path
+    reg: ProcessRegistry,
+    tmp: Path,
+    port: int,
+    args: argparse.Namespace,
+    cert: Path,
+    key: Path,
+    template: str = NGINX_CONF,
 ) -> Server:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not os.path.exists(nginx):
@@ -211,7 +217,7 @@ def start_nginx(
         raise HarnessError(str(exc)) from exc
     conf = tmp / "nginx.conf"
     conf.write_text(
-        NGINX_CONF.format(
+        template.format(
             modules=modules,
             workers=args.workers,
             prefix=tmp,
@@ -226,14 +232,18 @@ def start_nginx(
 
 
 def start_edgeworker(
-    reg: ProcessRegistry, tmp: Path, port: int, args: argparse.Namespace, cert: Path, key: Path
+    reg: ProcessRegistry,
+    tmp: Path,
+    port: int,
+    args: argparse.Namespace,
+    cert: Path,
+    key: Path,
+    template: str = EDGEWORKER_TOML,
 ) -> Server:
     shutil.copytree(HANDLERS, tmp / "handlers")
     conf = tmp / "edgeworker.toml"
     conf.write_text(
-        EDGEWORKER_TOML.format(
-            workers=args.workers, prefix=tmp, host=HOST, port=port, cert=cert, key=key
-        )
+        template.format(workers=args.workers, prefix=tmp, host=HOST, port=port, cert=cert, key=key)
     )
     cmd, env = edgeworker_command()
     if args.edgeworker:
