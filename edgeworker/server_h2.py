@@ -33,6 +33,7 @@ bounded too (``OUT_HIGH``): streams and the reader wait for the writer past it.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,7 @@ from h2.exceptions import DenialOfServiceError, FlowControlError, StreamClosedEr
 from h2.exceptions import ProtocolError as H2Error
 from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes, Settings
+from hpack import NeverIndexedHeaderTuple
 
 from .errors import BodyError, ClientGone, Drain, EdgeworkerError
 from .http.protocol import END, ProtocolError, RequestHead, ServerProtocol
@@ -83,6 +85,8 @@ FLOOD_PER_STREAM = 4
 #: streams reset by the client before their response ended, or refused: allowed this many,
 #: and beyond, while they are at most half of the streams opened (rapid reset)
 RESET_FREE = 128
+#: seconds a closing connection reads on after its GOAWAY (``H2Server.linger``)
+LINGER = 1.0
 #: a file body is read in pieces of this size
 _PIECE = 65536
 _NO_BODY_STATUS = frozenset((204, 304))
@@ -155,16 +159,20 @@ def header_list_size(http: Any) -> int:
     return int(http.max_request_line + http.max_header_size + 32 * (http.max_headers + 4))
 
 
-def h2_fields(head: bytes, status: int) -> list[tuple[bytes, bytes]]:
+def h2_fields(head: bytes, status: int, unique: bytes | None = None) -> list[tuple[bytes, bytes]]:
     """The fields of an HTTP/1.1 response head for HTTP/2: ``:status`` first, names in lower
-    case, the connection-specific fields left out."""
+    case, the connection-specific fields left out. ``unique``: the name of a field whose value
+    never repeats (the request id): sent without entering the HPACK table, where it would only
+    push out the fields that do repeat."""
     fields = [(b":status", _STATUS.get(status) or b"%d" % status)]
     append = fields.append
     for line in head.split(b"\r\n")[1:]:
         if line:
             name, _, value = line.partition(b": ")
             name = name.lower()
-            if name not in _HOP_BY_HOP:
+            if name == unique:
+                append(NeverIndexedHeaderTuple(name, value))
+            elif name not in _HOP_BY_HOP:
                 append((name, value))
     return fields
 
@@ -217,6 +225,8 @@ class H2Server:
         self.idle.set()
         self.writer: Any = None
         self.last = False  # the writer ends once everything is sent
+        self.eof = False  # the client closed its side
+        self.reading = False  # the read loop waits for the client (``wake_reader``)
 
     # ------------------------------------------------------------------ sending
     def flush(self) -> None:
@@ -272,9 +282,13 @@ class H2Server:
         self.drained.set()
         for stream in list(self.streams.values()):
             stream.wake()
+        self.wake_reader()  # out of its read: the loop sees ``dead``
+
+    def wake_reader(self) -> None:
+        """Interrupt the read loop's wait for the client (``Drain``), when it waits."""
         reader = self.conn.greenlet
-        if reader is not None and reader is not getcurrent():
-            reader.kill(Drain, block=False)  # out of its read: the loop sees ``dead``
+        if self.reading and reader is not None and reader is not getcurrent():
+            reader.kill(Drain, block=False)
 
     def send_goaway(self, code: int = ErrorCodes.NO_ERROR) -> None:
         if self.dead:
@@ -297,8 +311,15 @@ class H2Server:
         if writer is not None and not self.dead:
             self.last = True
             self.kick.set()
-            if writer is not getcurrent():
-                writer.join(self.http.send_timeout)
+            deadline = time.monotonic() + self.http.send_timeout
+            while writer is not getcurrent() and not writer.dead:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    writer.join(left)
+                except Drain:  # (a wake-up meant for the read loop, come late)
+                    continue
         self.close_now()
 
     # ------------------------------------------------------------------ reading
@@ -333,7 +354,11 @@ class H2Server:
                 try:
                     if self.out_len > OUT_HIGH:
                         self.wait_drained()  # no more frames in while the client reads none
-                    data = read(timeout)
+                    self.reading = True
+                    try:
+                        data = read(timeout)
+                    finally:
+                        self.reading = False
                 except Drain:  # the worker is exiting (or a stream ended the connection)
                     conn.closing = True
                     self.send_goaway()
@@ -347,6 +372,7 @@ class H2Server:
                 except OSError:
                     break
                 if not data:
+                    self.eof = True
                     break
                 if preface:
                     preface -= min(preface, len(data))
@@ -359,11 +385,38 @@ class H2Server:
             self.log.exception("unexpected error on HTTP/2 connection from %s", conn.remote_addr)
         finally:
             self.finish_writing()
+            if self.goaway and not self.eof:
+                self.linger()
             # the handlers still running end (their sends fail): then the connection is done
             for stream in list(self.streams.values()):
                 if stream.greenlet is not None:
                     stream.greenlet.join()
             conn.close()
+
+    def linger(self) -> None:
+        """After our GOAWAY, while the client may still be sending: shut our side and read
+        what comes (at most ``LINGER`` seconds, 1 MiB) before closing, so that closing does
+        not reset the connection before the client read the GOAWAY (nginx's lingering
+        close)."""
+        try:
+            self.io.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        deadline = time.monotonic() + LINGER
+        got = 0
+        while got < 1 << 20:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                data = self.io.read(left)
+            except Drain:  # (a wake-up meant for the read loop, come late)
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            got += len(data)
 
     def feed(self, data: bytes) -> None:
         """What the client sent, through ``h2``, into the streams."""
@@ -557,10 +610,7 @@ class H2Server:
         if not self.streams:
             self.idle.set()
             if self.goaway and not self.dead:
-                # the last stream after GOAWAY: the reader may be waiting on a quiet client
-                g = self.conn.greenlet
-                if g is not None and g is not getcurrent():
-                    g.kill(Drain, block=False)
+                self.wake_reader()  # the last stream after GOAWAY: the connection closes
 
 
 class H2Stream:
@@ -710,7 +760,7 @@ class H2Stream:
     # ------------------------------------------------------------------ response
     def _fields(self, req: Any, length: int | None) -> list[tuple[bytes, bytes]]:
         """The response fields: the HTTP/1.1 head's, less the connection-specific ones."""
-        return h2_fields(response_head(self, req, length), req.status)
+        return h2_fields(response_head(self, req, length), req.status, self.server.app.rid_field)
 
     def _headers(self, fields: list, end: bool) -> None:
         server = self.server
@@ -841,7 +891,7 @@ class H2Stream:
                 fields = self._fields(req, None)
                 req.headers_sent = True
             else:
-                fields = h2_fields(head, req.status)
+                fields = h2_fields(head, req.status, self.server.app.rid_field)
             self._headers(fields, eof and (head_only or not data))
         if eof:
             req.ended = True

@@ -450,3 +450,7 @@ def test_access_log_per_stream_and_status_counters(srv):
     assert re.search(r"^edgeworker_http2_streams_total [1-9]", text, re.M)
     assert "edgeworker_http2_streams_open " in text
     assert "edgeworker_http2_resets_received_total " in text
+
+
+def test_no_unexpected_error_was_logged(srv):
+    assert "unexpected error" not in srv.errors(), srv.errors()[-3000:]

@@ -313,3 +313,7 @@ def test_reload_sends_goaway_and_in_flight_streams_finish(srv):
     assert goaway_code(c) == ErrorCodes.NO_ERROR
     assert c.goaway.last_stream_id == sid
     served(srv)
+
+
+def test_no_unexpected_error_was_logged(srv):
+    assert "unexpected error" not in srv.errors(), srv.errors()[-3000:]

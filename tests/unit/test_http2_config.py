@@ -7,23 +7,10 @@ from __future__ import annotations
 import pytest
 
 from edgeworker.config import loads
-from edgeworker.errors import ConfigError
 from edgeworker.http2.schema import http2_addresses
 from edgeworker.server_h2 import header_list_size
 
-CFG = "/etc/edgeworker/edgeworker.toml"
-LOC = '\n  [[server.location]]\n  match = "/"\n  return = { status = 204 }\n'
-CERT = 'ssl_certificate = "a.crt"\nssl_certificate_key = "a.key"\n'
-
-
-def server(body: str) -> str:
-    return "[[server]]\n" + body + LOC
-
-
-def errors_of(text: str) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        loads(text, CFG)
-    return info.value.errors
+from .test_tls_config import CERT, CFG, errors_of, server
 
 
 def test_the_http2_flag_with_ssl_and_in_cleartext():
