@@ -218,26 +218,40 @@ class H2Server:
         self.dead = False  # the connection is gone: every send fails
         self.out: list[bytes] = []
         self.out_len = 0
-        self.kick = Event()  # something to send
         self.drained = Event()  # the writer is below OUT_HIGH
         self.drained.set()
-        self.idle = Event()  # no stream open (set when the last one ends)
-        self.idle.set()
-        self.writer: Any = None
-        self.last = False  # the writer ends once everything is sent
+        self.writer: Any = None  # the writer greenlet, while bytes wait for the socket
         self.eof = False  # the client closed its side
         self.reading = False  # the read loop waits for the client (``wake_reader``)
+        self.last_active = time.monotonic()  # when the last stream ended
 
     # ------------------------------------------------------------------ sending
     def flush(self) -> None:
-        """Hand what ``h2`` produced to the writer."""
+        """Send what ``h2`` produced: to the socket at once when nothing waits before it and
+        the socket takes it all (no switch), else after what waits, by the writer."""
         data = self.h2.data_to_send()
-        if data and not self.dead:
-            self.out.append(data)
-            self.out_len += len(data)
-            if self.out_len > OUT_HIGH:
-                self.drained.clear()
-            self.kick.set()
+        if not data or self.dead:
+            return
+        if not self.out:  # (and so no writer: it runs while ``out`` holds bytes)
+            try:
+                sent = self.io.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self.close_now()
+                return
+            if sent == len(data):
+                return
+            if sent:
+                data = data[sent:]
+            # (a TLS write that could not go out whole is written again with these same
+            # bytes first: see edgeworker.io.BIOTLS.write)
+        self.out.append(data)
+        self.out_len += len(data)
+        if self.out_len > OUT_HIGH:
+            self.drained.clear()
+        if self.writer is None:
+            self.writer = spawn(self._write)
 
     def wait_drained(self) -> None:
         """Wait (at most ``send_timeout``) while too much waits for the writer."""
@@ -248,28 +262,26 @@ class H2Server:
             raise ClientGone()
 
     def _write(self) -> None:
-        """The writer greenlet: sends what ``flush`` handed over, in order, until the
-        connection is dead, or closing (``last``) and nothing is left to send."""
+        """The writer greenlet, while the socket does not take what ``flush`` has: sends what
+        waits, in order, each wait for the client bounded by send_timeout; ends when nothing
+        is left (or the connection is dead)."""
         io = self.io
         out = self.out
         timeout = self.http.send_timeout
-        while not self.dead:
-            if not out:
-                if self.last:
+        try:
+            while out and not self.dead:
+                data = b"".join(out) if len(out) > 1 else out[0]
+                out.clear()
+                try:
+                    io.sendall(data, timeout)
+                except OSError:  # gone, or did not read for send_timeout
+                    self.close_now()
                     return
-                self.kick.clear()
-                self.kick.wait()
-                continue
-            data = b"".join(out) if len(out) > 1 else out[0]
-            out.clear()
-            try:
-                io.sendall(data, timeout)
-            except OSError:  # gone, or did not read for send_timeout
-                self.close_now()
-                return
-            self.out_len -= len(data)
-            if self.out_len <= OUT_HIGH:
-                self.drained.set()
+                self.out_len -= len(data)
+                if self.out_len <= OUT_HIGH:
+                    self.drained.set()
+        finally:
+            self.writer = None
 
     def close_now(self) -> None:
         """The connection is over: wake everything waiting, every later send fails."""
@@ -278,7 +290,6 @@ class H2Server:
         self.dead = True
         self.out.clear()
         self.out_len = 0
-        self.kick.set()
         self.drained.set()
         for stream in list(self.streams.values()):
             stream.wake()
@@ -309,8 +320,6 @@ class H2Server:
         """Send what waits (GOAWAY last), at most send_timeout, then the connection is dead."""
         writer = self.writer
         if writer is not None and not self.dead:
-            self.last = True
-            self.kick.set()
             deadline = time.monotonic() + self.http.send_timeout
             while writer is not getcurrent() and not writer.dead:
                 left = deadline - time.monotonic()
@@ -332,7 +341,6 @@ class H2Server:
         # the connection's own window (65535 at first) grows to CONNECTION_WINDOW
         h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self.flush()
-        self.writer = spawn(self._write)
         read = self.io.read
         deadline = time.monotonic() + http.client_header_timeout  # for the preface
         preface = len(H2_PREFACE)
@@ -345,12 +353,12 @@ class H2Server:
                     break
                 if preface:
                     timeout = max(0.0, deadline - time.monotonic())
-                elif self.streams:
-                    timeout = max(http.client_body_timeout, http.send_timeout)
+                elif self.streams:  # (each stream waits with its own deadlines)
+                    timeout = http.keepalive_timeout
                 elif conn.closing:
                     timeout = 1.0
-                else:
-                    timeout = http.keepalive_timeout
+                else:  # keepalive_timeout from the end of the last stream
+                    timeout = max(0.0, self.last_active + http.keepalive_timeout - time.monotonic())
                 try:
                     if self.out_len > OUT_HIGH:
                         self.wait_drained()  # no more frames in while the client reads none
@@ -364,8 +372,10 @@ class H2Server:
                     self.send_goaway()
                     continue
                 except TimeoutError:
-                    if self.streams:
-                        continue  # each stream waits with its own deadlines
+                    if self.streams or (
+                        not preface and time.monotonic() - self.last_active < http.keepalive_timeout
+                    ):
+                        continue  # (a stream ended during the wait: idle for less)
                     if not preface:
                         self.send_goaway()
                     break
@@ -520,7 +530,6 @@ class H2Server:
         stream = H2Stream(self, sid)
         self.streams[sid] = stream
         STATS[STREAMS_OPEN] += 1
-        self.idle.clear()
         head = self.request_head(ev.headers, ev.stream_ended)
         if self.opened >= self.http.keepalive_requests:
             self.send_goaway()  # the last stream of this connection (keepalive_requests)
@@ -607,8 +616,8 @@ class H2Server:
             self.flush()
         self.streams.pop(sid, None)
         STATS[STREAMS_OPEN] -= 1
+        self.last_active = time.monotonic()
         if not self.streams:
-            self.idle.set()
             if self.goaway and not self.dead:
                 self.wake_reader()  # the last stream after GOAWAY: the connection closes
 
