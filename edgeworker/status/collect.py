@@ -166,10 +166,7 @@ def document(cfg: Any) -> dict[str, Any]:
                 hist["buckets"][i] += n
         up["response_time"] = _time_doc(hist)
 
-    conns = {"accepted": accepted, "active": 0, "reading": 0, "writing": 0, "idle": 0,
-             # (every accepted connection is HTTP/1.x unless it became HTTP/2)
-             "protocols": {"http/1.1": max(0, accepted - h2["connections"]),
-                           "h2": h2["connections"]}}
+    conns = {"accepted": accepted, "active": 0, "reading": 0, "writing": 0, "idle": 0}
     timers = {"pending": 0, "running": 0}
     workers = []
     for pid in sorted(set(workers_rec) | set(gauges)):
@@ -222,6 +219,9 @@ def document(cfg: Any) -> dict[str, Any]:
             "time": now,
         },
         "connections": conns,
+        # connections accepted by protocol: every one is HTTP/1.x unless it became HTTP/2
+        "connections_by_protocol": {"http/1.1": max(0, accepted - h2["connections"]),
+                                    "h2": h2["connections"]},
         "tls": tls,
         "http2": h2,
         "requests": {"total": totals["requests"], "current": conns["writing"]},

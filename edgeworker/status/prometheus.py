@@ -91,7 +91,7 @@ def render(doc: dict[str, Any]) -> str:
 
     o.metric("connections_by_protocol", "counter",
              "Client connections accepted, by protocol: http/1.1 (HTTP/1.x), h2 (HTTP/2).",
-             [({"protocol": p}, n) for p, n in c["protocols"].items()])
+             [({"protocol": p}, n) for p, n in doc["connections_by_protocol"].items()])
     h2 = doc["http2"]
     o.metric("http2_streams", "counter", "HTTP/2 streams opened by clients.",
              [({}, h2["streams"])])
