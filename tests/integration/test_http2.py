@@ -378,6 +378,24 @@ def test_body_over_client_max_body_size_is_413(srv):
     c.close()
 
 
+def test_expect_100_continue_gets_an_interim_response(srv):
+    c = client(srv)
+    sid = c.request(
+        "/upload",
+        method="POST",
+        headers=[("expect", "100-continue"), ("content-length", "5")],
+        end=False,
+    )
+    deadline = time.monotonic() + 5
+    while not c.responses[sid].informational and time.monotonic() < deadline:
+        c.read_some(0.1)
+    assert c.responses[sid].informational == [100]
+    c.send_body(sid, b"hello")
+    (r,) = c.wait([sid])
+    assert r.status == 200 and r.body.startswith(b"5 ")
+    c.close()
+
+
 def test_a_slow_reader_pushes_back_on_its_client(srv):
     c = client(srv)
     sid = c.request("/lazy?t=1.0", method="POST", end=False)
