@@ -399,8 +399,11 @@ class H2Server:
                 self.linger()
             # the handlers still running end (their sends fail): then the connection is done
             for stream in list(self.streams.values()):
-                if stream.greenlet is not None:
-                    stream.greenlet.join()
+                while stream.greenlet is not None and not stream.greenlet.dead:
+                    try:
+                        stream.greenlet.join()
+                    except Drain:  # (the worker is exiting: the stream still ends first)
+                        continue
             conn.close()
 
     def linger(self) -> None:

@@ -63,8 +63,12 @@ def test_max_concurrent_streams_from_http_and_per_server():
             "http.http2_max_concurrent_streams: ",
         ),
         (
+            server('listen = ["127.0.0.1:8080 quic"]'),
+            'server[0].listen[0]: unknown listen flag "quic" (known: ssl, http2)',
+        ),
+        (
             server('listen = ["127.0.0.1:8080 http3"]'),
-            'server[0].listen[0]: unknown listen flag "http3" (known: ssl, http2)',
+            'server[0].listen[0]: unknown listen flag "http3" (did you mean "http2"?)',
         ),
         (
             server('listen = ["127.0.0.1:8443 ssl http2", "127.0.0.1:9443 ssl"]\n' + CERT),

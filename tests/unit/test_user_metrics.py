@@ -195,6 +195,14 @@ def _status_document(user: dict) -> dict:
     return {
         "edgeworker": {"version": "0", "generation": 0, "reloads": 0, "started": None},
         "connections": {"accepted": 0, "active": 0, "reading": 0, "writing": 0, "idle": 0},
+        "connections_by_protocol": {"http/1.1": 0, "h2": 0},
+        "http2": {
+            "connections": 0,
+            "streams": 0,
+            "resets_received": 0,
+            "enhance_your_calm": 0,
+            "streams_open": 0,
+        },
         "tls": {"handshakes": 0, "resumed": 0, "failed": {}, "protocols": {}},
         "http": {"server_zones": {}},
         "upstreams": {},
