@@ -33,12 +33,13 @@ bounded too (``OUT_HIGH``): streams and the reader wait for the writer past it.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from gevent import getcurrent, spawn
+from gevent import get_hub, getcurrent, spawn
 from gevent.event import Event
 from h2.config import H2Configuration
 from h2.connection import ConnectionState, H2Connection
@@ -64,6 +65,7 @@ from .errors import BodyError, ClientGone, Drain, EdgeworkerError
 from .http.protocol import END, ProtocolError, RequestHead, ServerProtocol
 from .http.responses import error_response
 from .http2 import CALM, CONNECTIONS, RESETS_RECEIVED, STATS, STREAMS, STREAMS_OPEN
+from .http2.encode import ResponseEncoder
 from .server import H2_PREFACE, response_head
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -95,14 +97,32 @@ _HOP_BY_HOP = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
 )
 _STATUS = {code: b"%d" % code for code in range(100, 600)}
+#: a DATA piece at least this large goes to the socket at once (smaller ones wait for the
+#: end of the loop's turn, with every other frame made in it)
+_FLUSH_NOW = 16384
 _H2_CONFIG = H2Configuration(
     client_side=False,
     header_encoding=None,
-    validate_inbound_headers=True,
-    normalize_inbound_headers=True,
+    # ours (``H2Server.request_head``): the HTTP/1.1 rules on every field plus the HTTP/2
+    # ones, a malformed request refused on its stream (RST_STREAM PROTOCOL_ERROR)
+    validate_inbound_headers=False,
+    normalize_inbound_headers=False,
     validate_outbound_headers=False,  # ours: built from a validated HTTP/1.1 head
     normalize_outbound_headers=False,
 )
+#: pseudo-header fields a request may have (``:protocol`` is not: extended CONNECT is not
+#: offered)
+_PSEUDO = frozenset((b":method", b":path", b":scheme", b":authority"))
+#: a field name: lower-case token characters (RFC 9113 §8.2.1, RFC 9110 §5.1)
+_NAME_OK = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-z]+").fullmatch
+#: a field value: no NUL, CR or LF, no white space first or last (RFC 9113 §8.2.1)
+_VALUE_OK = re.compile(rb"(?![ \t])[^\x00\r\n]*(?<![ \t])").fullmatch
+#: fields that are malformed in an HTTP/2 request (RFC 9113 §8.2.2; ``te``: but ``trailers``)
+_CONNECTION_SPECIFIC = _HOP_BY_HOP
+
+
+class Malformed(Exception):
+    """A malformed request (RFC 9113 §8.1.1): its stream is reset with PROTOCOL_ERROR."""
 
 
 class _Frames(FrameBuffer):
@@ -195,6 +215,7 @@ class H2Server:
         route = app.router.table_for((conn.server_addr, conn.server_port)).default
         self.max_streams = int(getattr(route.server, "http2_max_concurrent_streams", 128))
         h2 = self.h2 = _Connection(config=_H2_CONFIG)
+        h2.encoder = ResponseEncoder()
         h2.incoming_buffer = _Frames(server=True)
         h2.incoming_buffer.max_frame_size = h2.max_inbound_frame_size
         size = header_list_size(http)
@@ -221,12 +242,30 @@ class H2Server:
         self.drained = Event()  # the writer is below OUT_HIGH
         self.drained.set()
         self.writer: Any = None  # the writer greenlet, while bytes wait for the socket
+        self.flushing = False  # a flush waits for the end of the loop's turn
         self.eof = False  # the client closed its side
         self.reading = False  # the read loop waits for the client (``wake_reader``)
         self.last_active = time.monotonic()  # when the last stream ended
 
     # ------------------------------------------------------------------ sending
     def flush(self) -> None:
+        """Send what ``h2`` produced, at the end of this turn of the loop: the frames every
+        stream and the reader make in one turn go out in one write (``flush_now``)."""
+        if not self.flushing and not self.dead:
+            self.flushing = True
+            get_hub().loop.run_callback(self._flush_turn)
+
+    def _flush_turn(self) -> None:
+        self.flushing = False
+        try:
+            self.flush_now()
+        except Exception:  # (in the hub: a bug of ours must not stop the loop)
+            self.log.exception(
+                "unexpected error on HTTP/2 connection from %s", self.conn.remote_addr
+            )
+            self.close_now()
+
+    def flush_now(self) -> None:
         """Send what ``h2`` produced: to the socket at once when nothing waits before it and
         the socket takes it all (no switch), else after what waits, by the writer."""
         data = self.h2.data_to_send()
@@ -318,6 +357,7 @@ class H2Server:
 
     def finish_writing(self) -> None:
         """Send what waits (GOAWAY last), at most send_timeout, then the connection is dead."""
+        self.flush_now()
         writer = self.writer
         if writer is not None and not self.dead:
             deadline = time.monotonic() + self.http.send_timeout
@@ -530,42 +570,92 @@ class H2Server:
             except (H2Error, StreamClosedError):
                 pass  # (already reset by the client)
             return
+        try:
+            head = self.request_head(ev.headers, ev.stream_ended)
+        except Malformed as exc:
+            self.log.info(
+                "HTTP/2 client %s sent a malformed request: %s", self.conn.remote_addr, exc
+            )
+            self.resets += 1  # (as a refused stream: it costs the client nothing)
+            try:
+                h2.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
+            except (H2Error, StreamClosedError):
+                pass  # (already reset by the client)
+            if self.opened >= self.http.keepalive_requests:
+                self.send_goaway()
+            return
         stream = H2Stream(self, sid)
         self.streams[sid] = stream
         STATS[STREAMS_OPEN] += 1
-        head = self.request_head(ev.headers, ev.stream_ended)
         if self.opened >= self.http.keepalive_requests:
             self.send_goaway()  # the last stream of this connection (keepalive_requests)
         stream.greenlet = spawn(self.run, stream, head)
 
     def request_head(self, headers: list, ended: bool) -> Any:
         """The ``RequestHead`` of a stream's fields (the HTTP/1.1 rules and limits, see the
-        module docstring), or the ``ProtocolError`` to answer."""
-        method = path = authority = b""
+        module docstring), or the ``ProtocolError`` to answer; ``Malformed`` when the fields
+        break the HTTP/2 rules (RFC 9113 §8.2, §8.3): a name not in lower-case token
+        characters, a value with NUL, CR or LF or white space around it, a
+        connection-specific field, ``te`` but ``trailers``, pseudo-header fields unknown,
+        repeated, after a field or missing, ``Host`` other than ``:authority``. ``cookie``
+        fields are joined with ``; `` (RFC 9113 §8.2.3)."""
+        pseudo: dict[bytes, bytes] = {}
         lines = []
-        host = False
+        cookies = None
+        host = None
         length = None
+        regular = False  # a field came (pseudo-header fields go first)
+        name_ok = _NAME_OK
+        value_ok = _VALUE_OK
         for name, value in headers:
-            if name[0] == 58:  # ":"
-                if name == b":method":
-                    method = value
-                elif name == b":path":
-                    path = value
-                elif name == b":authority":
-                    authority = value
-            elif name == b"content-length":
+            if value and value_ok(value) is None:
+                raise Malformed(f"invalid value of {name[:64]!r}")
+            if name[:1] == b":":
+                if regular:
+                    raise Malformed(f"{name[:64]!r} after a field")
+                if name not in _PSEUDO or name in pseudo:
+                    raise Malformed(f"unknown or repeated {name[:64]!r}")
+                pseudo[name] = value
+                continue
+            regular = True
+            if name_ok(name) is None:
+                raise Malformed(f"invalid field name {name[:64]!r}")
+            if name == b"content-length":
                 if length is not None and value != length:
                     return ProtocolError(400, "conflicting Content-Length")
                 length = value
+            elif name == b"cookie":
+                if cookies is None:
+                    cookies = [value]
+                else:
+                    cookies.append(value)
+            elif name in _CONNECTION_SPECIFIC or (name == b"te" and value.lower() != b"trailers"):
+                raise Malformed(f"connection-specific field {name!r}")
             else:
                 if name == b"host":
-                    host = True
+                    if host is not None:
+                        raise Malformed("more than one host")
+                    host = value
                 lines.append(b"%b: %b\r\n" % (name, value))
+        method = pseudo.get(b":method")
+        path = pseudo.get(b":path", b"")
+        authority = pseudo.get(b":authority")
+        if method is None:
+            raise Malformed("no :method")
+        if method == b"CONNECT":
+            if b":scheme" in pseudo or b":path" in pseudo:
+                raise Malformed("CONNECT with :scheme or :path")
+        elif b":scheme" not in pseudo or not path:
+            raise Malformed("no :scheme or :path")
+        if authority is not None and host is not None and authority != host:
+            raise Malformed(":authority and host differ")
+        if cookies is not None:
+            lines.append(b"cookie: %b\r\n" % b"; ".join(cookies))
         if path[:1] != b"/" and path != b"*":
             return ProtocolError(400, "invalid :path")
         if length is not None and not length.isdigit():
             return ProtocolError(400, "invalid Content-Length")
-        if authority and not host:
+        if authority and host is None:
             lines.insert(0, b"host: %b\r\n" % authority)
         raw = b"%b %b HTTP/1.1\r\n%b\r\n" % (method, path, b"".join(lines))
         proto = self.proto
@@ -817,7 +907,10 @@ class H2Stream:
             server.sent += size
             if last:
                 self.ended = True
-            server.flush()
+            if size >= _FLUSH_NOW:
+                server.flush_now()
+            else:
+                server.flush()
             if server.out_len > OUT_HIGH:
                 server.wait_drained()
             if last:

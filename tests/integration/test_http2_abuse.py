@@ -317,3 +317,57 @@ def test_reload_sends_goaway_and_in_flight_streams_finish(srv):
 
 def test_no_unexpected_error_was_logged(srv):
     assert "unexpected error" not in srv.errors(), srv.errors()[-3000:]
+
+
+# --------------------------------------------------------------------------- malformed
+_REQ = [
+    (b":method", b"GET"),
+    (b":scheme", b"http"),
+    (b":path", b"/"),
+    (b":authority", b"localhost"),
+]
+MALFORMED = {
+    "uppercase name": _REQ + [(b"X-Upper", b"1")],
+    "colon in a name": _REQ + [(b"x:colon", b"1")],
+    "space in a name": _REQ + [(b"x-sp ace", b"1")],
+    "empty name": _REQ + [(b"", b"1")],
+    "connection": _REQ + [(b"connection", b"close")],
+    "transfer-encoding": _REQ + [(b"transfer-encoding", b"chunked")],
+    "te other than trailers": _REQ + [(b"te", b"gzip")],
+    "LF in a value": _REQ + [(b"x-a", b"a\nb")],
+    "CRLF in a value": _REQ + [(b"x-a", b"a\r\nx-injected: 1")],
+    "NUL in a value": _REQ + [(b"x-a", b"a\x00b")],
+    "space around a value": _REQ + [(b"x-a", b" padded")],
+    "CRLF in :path": [*_REQ[:2], (b":path", b"/ HTTP/1.1\r\nx-injected: 1"), _REQ[3]],
+    "host other than :authority": _REQ + [(b"host", b"other.example")],
+    "two hosts": _REQ[:3] + [(b"host", b"localhost"), (b"host", b"localhost")],
+    "pseudo-header after a field": _REQ[:3] + [(b"x-a", b"1"), _REQ[3]],
+    "repeated pseudo-header": _REQ + [(b":path", b"/again")],
+    "unknown pseudo-header": [(b":foo", b"1"), *_REQ],
+    ":protocol": _REQ + [(b":protocol", b"websocket")],
+    "no :method": _REQ[1:],
+    "no :scheme": [_REQ[0], *_REQ[2:]],
+    "empty :path": [*_REQ[:2], (b":path", b""), _REQ[3]],
+}
+
+
+@pytest.mark.parametrize("fields", list(MALFORMED.values()), ids=list(MALFORMED))
+def test_a_malformed_request_resets_its_stream_only(srv, fields):
+    raw = RawConn(srv.port)
+    enc = Encoder()
+    raw.send(frame(1, 0x5, 1, enc.encode(fields)))
+    code = ErrorCodes.PROTOCOL_ERROR
+    assert raw.read_until(
+        lambda f: f[0] == 3 and f[2] == 1 and int.from_bytes(f[3][:4], "big") == code
+    ), "no RST_STREAM PROTOCOL_ERROR"
+    raw.send(frame(1, 0x5, 3, enc.encode(_REQ)))  # the connection goes on
+    assert raw.read_until(lambda f: f[0] == 0 and f[2] == 3 and b"hello" in f[3])
+    raw.close()
+
+
+def test_te_trailers_and_a_matching_host_are_well_formed(srv):
+    raw = RawConn(srv.port)
+    fields = [*_REQ, (b"te", b"trailers"), (b"host", b"localhost"), (b"x-empty", b"")]
+    raw.send(frame(1, 0x5, 1, Encoder().encode(fields)))
+    assert raw.read_until(lambda f: f[0] == 0 and f[2] == 1 and b"hello" in f[3])
+    raw.close()
