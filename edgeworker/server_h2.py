@@ -97,8 +97,9 @@ _HOP_BY_HOP = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
 )
 _STATUS = {code: b"%d" % code for code in range(100, 600)}
-#: a DATA piece at least this large goes to the socket at once (smaller ones wait for the
-#: end of the loop's turn, with every other frame made in it)
+#: body bytes made since the last write past which they go to the socket at once (less waits
+#: for the end of the loop's turn, with every other frame made in it): a handler that makes
+#: many small pieces without yielding still writes (and meets the output bound) as it goes
 _FLUSH_NOW = 16384
 _H2_CONFIG = H2Configuration(
     client_side=False,
@@ -243,6 +244,7 @@ class H2Server:
         self.drained.set()
         self.writer: Any = None  # the writer greenlet, while bytes wait for the socket
         self.flushing = False  # a flush waits for the end of the loop's turn
+        self.unflushed = 0  # body bytes made since the last write
         self.eof = False  # the client closed its side
         self.reading = False  # the read loop waits for the client (``wake_reader``)
         self.last_active = time.monotonic()  # when the last stream ended
@@ -268,6 +270,7 @@ class H2Server:
     def flush_now(self) -> None:
         """Send what ``h2`` produced: to the socket at once when nothing waits before it and
         the socket takes it all (no switch), else after what waits, by the writer."""
+        self.unflushed = 0
         data = self.h2.data_to_send()
         if not data or self.dead:
             return
@@ -907,7 +910,8 @@ class H2Stream:
             server.sent += size
             if last:
                 self.ended = True
-            if size >= _FLUSH_NOW:
+            server.unflushed += size
+            if server.unflushed >= _FLUSH_NOW:
                 server.flush_now()
             else:
                 server.flush()
