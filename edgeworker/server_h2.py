@@ -65,7 +65,7 @@ from .errors import BodyError, ClientGone, Drain, EdgeworkerError
 from .http.protocol import END, ProtocolError, RequestHead, ServerProtocol
 from .http.responses import error_response
 from .http2 import CALM, CONNECTIONS, RESETS_RECEIVED, STATS, STREAMS, STREAMS_OPEN
-from .http2.encode import ResponseEncoder
+from .http2.encode import RequestDecoder, ResponseEncoder
 from .server import H2_PREFACE, response_head
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -217,6 +217,7 @@ class H2Server:
         self.max_streams = int(getattr(route.server, "http2_max_concurrent_streams", 128))
         h2 = self.h2 = _Connection(config=_H2_CONFIG)
         h2.encoder = ResponseEncoder()
+        h2.decoder = RequestDecoder()
         h2.incoming_buffer = _Frames(server=True)
         h2.incoming_buffer.max_frame_size = h2.max_inbound_frame_size
         size = header_list_size(http)

@@ -9,17 +9,21 @@ and are kept (``CACHE_SIZE``): a response head is mostly a few dictionary look-u
 caller marks never indexed (``hpack.NeverIndexedHeaderTuple``: the request id) are encoded as
 such (RFC 7541 §6.2.3), without Huffman code and not kept, as their values do not repeat.
 
-The decoder is ``hpack``'s (the request heads: the client's dynamic table)."""
+The request heads are decoded by ``hpack``'s decoder (the client's dynamic table), with the
+usual field of a client whose table holds its fields, one byte indexing an entry, decoded
+inline (``RequestDecoder``); every other representation and every check is ``hpack``'s."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from hpack import Decoder, HeaderTuple
+from hpack.exceptions import HPACKDecodingError, InvalidTableIndex, OversizedHeaderListError
 from hpack.huffman import HuffmanEncoder
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.table import HeaderTable
 
-__all__ = ["CACHE_SIZE", "ResponseEncoder", "encode_field"]
+__all__ = ["CACHE_SIZE", "RequestDecoder", "ResponseEncoder", "encode_field"]
 
 #: encoded fields kept (worker-wide: the encoding depends on the field only); past it the
 #: cache starts again
@@ -113,3 +117,55 @@ class ResponseEncoder:
             else:  # a HeaderTuple: never indexed unless it says it may be
                 append(encode_field(field[0], field[1], not getattr(field, "indexable", True)))
         return b"".join(out)
+
+
+class RequestDecoder(Decoder):
+    """``hpack``'s ``Decoder`` (as ``h2`` uses it: ``raw``), with one-byte indexed fields
+    decoded inline; the same headers, table and errors as ``hpack``'s own loop."""
+
+    def decode(self, data: bytes, raw: bool = False) -> Any:
+        if not raw:
+            return super().decode(data, raw)
+        static = HeaderTable.STATIC_TABLE
+        n_static = len(static)
+        dynamic = self.header_table.dynamic_entries
+        limit = self.max_header_list_size
+        mem = memoryview(data)
+        headers: list = []
+        size = 0
+        pos = 0
+        end = len(data)
+        while pos < end:
+            byte = data[pos]
+            if 0x80 < byte < 0xFF:  # indexed, the index (1 to 126) in this byte
+                index = byte - 0x81
+                if index < n_static:
+                    header = HeaderTuple(*static[index])
+                else:
+                    index -= n_static
+                    if index >= len(dynamic):
+                        raise InvalidTableIndex(f"Invalid table index {byte & 0x7F}")
+                    header = HeaderTuple(*dynamic[index])
+                pos += 1
+            elif byte & 0x80:  # index 0 (an error) or an index over several bytes
+                header, used = self._decode_indexed(mem[pos:])
+                pos += used
+            elif byte & 0x40:
+                header, used = self._decode_literal_index(mem[pos:])
+                pos += used
+            elif byte & 0x20:
+                if headers:
+                    raise HPACKDecodingError("Table size update not at the start of the block")
+                pos += self._update_encoding_context(mem[pos:])
+                continue
+            else:
+                header, used = self._decode_literal_no_index(mem[pos:])
+                pos += used
+            headers.append(header)
+            size += 32 + len(header[0]) + len(header[1])
+            if size > limit:
+                raise OversizedHeaderListError(
+                    f"A header list larger than {limit} has been received"
+                )
+        self._assert_valid_table_size()
+        return headers
