@@ -9,7 +9,12 @@ or none (an error names the server otherwise).
 
 ``http2_max_concurrent_streams`` (128, nginx's): the streams a client may have open at once
 (SETTINGS_MAX_CONCURRENT_STREAMS; more are refused with RST_STREAM REFUSED_STREAM). The other
-limits are the ``[http]`` ones HTTP/1.1 uses (see README.md, "HTTP/2").
+limits are the ``[http]`` ones HTTP/1.1 uses (see docs/http2.md).
+
+Keys:
+    http2_max_concurrent_streams: the streams an HTTP/2 client may have open at once on a
+        connection (SETTINGS_MAX_CONCURRENT_STREAMS); one more is refused with RST_STREAM
+        REFUSED_STREAM, the connection stays. The default server of the address decides
 """
 
 from __future__ import annotations
