@@ -24,6 +24,7 @@ from gevent import sleep as _gsleep
 
 from .errors import BodyError, ClientGone, Drain
 from .http.fields import accel as _accel
+from .http.framing import NO_BODY_STATUS as _NO_BODY_STATUS
 from .http.protocol import END, Data, ProtocolError, RequestHead, ServerProtocol
 from .http.responses import STATUS_REASONS, chunk, error_response, http_date, status_line
 from .io import transport
@@ -37,7 +38,6 @@ if TYPE_CHECKING:  # pragma: no cover
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: what an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4)
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_NO_BODY_STATUS = frozenset((204, 304))
 _FRAMING_HEADERS = frozenset(
     ("content-length", "transfer-encoding", "connection", "date", "server")
 )

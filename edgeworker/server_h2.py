@@ -62,6 +62,7 @@ from h2.settings import SettingCodes, Settings
 from hpack import NeverIndexedHeaderTuple
 
 from .errors import BodyError, ClientGone, Drain, EdgeworkerError
+from .http.framing import NO_BODY_STATUS as _NO_BODY_STATUS
 from .http.protocol import END, ProtocolError, RequestHead, ServerProtocol
 from .http.responses import error_response
 from .http2 import CALM, CONNECTIONS, RESETS_RECEIVED, STATS, STREAMS, STREAMS_OPEN
@@ -91,7 +92,6 @@ RESET_FREE = 128
 LINGER = 1.0
 #: a file body is read in pieces of this size
 _PIECE = 65536
-_NO_BODY_STATUS = frozenset((204, 304))
 #: fields that never go out on HTTP/2 (RFC 9113 §8.2.2)
 _HOP_BY_HOP = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")

@@ -36,6 +36,7 @@ __all__ = [
     "INTERIM",
     "MAX_LENGTH_DIGITS",
     "NO_BODY",
+    "NO_BODY_STATUS",
     "TO_CLOSE",
     "DELIMITED",
     "FramingError",
@@ -49,6 +50,10 @@ __all__ = [
 
 #: the longest ``Content-Length`` value taken, in digits (anything longer is refused: 400)
 MAX_LENGTH_DIGITS = 18
+
+#: the statuses whose responses have no body, whatever their head declares (RFC 9110 §6.4.1;
+#: 1xx too: checked apart, as ``status < 200``)
+NO_BODY_STATUS = frozenset((204, 304))
 
 # response_body's answers
 INTERIM, NO_BODY, DELIMITED, TO_CLOSE = range(4)
@@ -119,7 +124,7 @@ def response_body(status: int, head_only: bool, framed: bool) -> int:
     ends when the upstream closes) or ``DELIMITED`` (by its framing; a 101 hands over)."""
     if 100 <= status < 200 and status != 101:
         return INTERIM
-    if head_only or status == 204 or status == 304:
+    if head_only or status in NO_BODY_STATUS:
         return NO_BODY
     if status != 101 and not framed:
         return TO_CLOSE
