@@ -174,30 +174,11 @@ def _signal_and_wait(master: Running, sig: int, action: str, timeout: float) -> 
     why = _send(master, sig)
     if why:
         return _fail(why)
-    state_file = control.state_path(master.pid_file)
-    deadline = sent + timeout
-    while True:
-        try:
-            state = control.read_state(state_file)
-        except (OSError, ValueError):
-            state = None
-        if state is not None and state.get("pid") == master.pid:
-            out = state[action]
-            if out["seq"] > before and out["started"] >= sent:
-                if out["ok"]:
-                    print(out["message"])
-                    return 0
-                return _fail(out["message"])
-        if not control.process_alive(master.pid):
-            return _fail(
-                f"master {master.pid} exited before reporting the {action} (see its error log)"
-            )
-        if time.monotonic() >= deadline:
-            return _fail(
-                f"no {action} outcome from master {master.pid} within {timeout:g} s "
-                "(see its error log; --timeout waits longer)"
-            )
-        time.sleep(0.05)
+    ok, message = control.await_outcome(master.pid, master.pid_file, action, before, sent, timeout)
+    if not ok:
+        return _fail(message)
+    print(message)
+    return 0
 
 
 def _as_master(pid: int) -> None:

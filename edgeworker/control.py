@@ -25,11 +25,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from typing import Any
 
 __all__ = [
     "ACTIONS",
     "STATE_SUFFIX",
+    "await_outcome",
     "process_alive",
     "read_state",
     "remove_state",
@@ -81,6 +83,34 @@ def read_state(path: str) -> dict[str, Any] | None:
     if not isinstance(doc, dict):
         raise ValueError(f"state file {path} holds no JSON object")
     return doc
+
+
+def await_outcome(
+    pid: int, pid_file: str, action: str, before: int, sent: float, timeout: float
+) -> tuple[bool, str]:
+    """Wait for master ``pid``'s outcome of ``action`` (``"reload"``, ``"reopen"``): the first
+    one in its state file with a ``seq`` above ``before`` that began at or after ``sent`` (the
+    monotonic time its signal was sent). ``(ok, message)``; ``(False, why)`` when the master
+    exits first or nothing comes within ``timeout`` seconds of ``sent``."""
+    path = state_path(pid_file)
+    deadline = sent + timeout
+    while True:
+        try:
+            state = read_state(path)
+        except (OSError, ValueError):
+            state = None
+        if state is not None and state.get("pid") == pid:
+            out = state[action]
+            if out["seq"] > before and out["started"] >= sent:
+                return bool(out["ok"]), out["message"]
+        if not process_alive(pid):
+            return False, f"master {pid} exited before reporting the {action} (see its error log)"
+        if time.monotonic() >= deadline:
+            return False, (
+                f"no {action} outcome from master {pid} within {timeout:g} s "
+                "(see its error log; --timeout waits longer)"
+            )
+        time.sleep(0.05)
 
 
 def remove_state(path: str) -> None:

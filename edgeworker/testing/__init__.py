@@ -37,6 +37,8 @@ from datetime import time as daytime
 from pathlib import Path
 from typing import IO, Any
 
+from .. import control
+
 __all__ = ["Listener", "ReloadError", "Server", "ServerError", "child_pids"]
 
 #: how long ``start()`` and ``reload()`` wait for the workers to report ready
@@ -173,13 +175,20 @@ class Server:
             raise ServerError("the server is not started")
         self._prepare()
         old_workers = set(child_pids(self.proc.pid))
-        seen = len(self._notify.messages)
+        pid_file = str(self.pid_file)
+        try:
+            state = control.read_state(control.state_path(pid_file))
+        except (OSError, ValueError):
+            state = None
+        before = state["reload"]["seq"] if state is not None else 0
+        sent = time.monotonic()
         os.kill(self.proc.pid, signal.SIGHUP)
-        at = self._notify.wait("RELOADING=1", seen, timeout, self.proc)
-        ready = self._notify.wait("READY=1", at + 1, timeout, self.proc)
-        status = _field(self._notify.messages[ready], "STATUS") or ""
-        if "fail" in status.lower():
-            raise ReloadError(f"reload refused ({status}):\n{self._log_since_reload()}")
+        # the outcome the master reports, as `edgeworker reload` reads it
+        ok, message = control.await_outcome(
+            self.proc.pid, pid_file, "reload", before, sent, timeout
+        )
+        if not ok:
+            raise ReloadError(f"reload refused ({message}):\n{self._log_since_reload()}")
         deadline = time.monotonic() + timeout
         while old_workers.intersection(child_pids(self.proc.pid)):
             if time.monotonic() > deadline:
@@ -387,14 +396,6 @@ def child_pids(pid: int) -> list[int]:
         if len(fields) > 1 and int(fields[1]) == pid:
             children.append(int(entry))
     return sorted(children)
-
-
-def _field(message: str, key: str) -> str | None:
-    for line in message.splitlines():
-        name, _, value = line.partition("=")
-        if name == key:
-            return value
-    return None
 
 
 class _NotifyListener:
