@@ -7,19 +7,28 @@ Everything here uses only the standard library, so a bench can run under any Pyt
   :class:`ProcessRegistry` (stops every registered server on exit, Ctrl-C or error);
 - memory: :func:`child_pids`, :func:`rss_kb`, :func:`pss_kb`, :func:`workers_rss`;
 - load: :func:`run_wrk` runs ``wrk --latency`` and parses it into a :class:`WrkResult`;
-- reporting: :class:`Check` (a ratio against a target, PASS/FAIL) and :func:`format_table`.
+- reporting: :class:`Goal` (a value taken within each round against a target: PASS, FAIL,
+  inconclusive), :class:`Table`, :func:`add_common_args` and :func:`finish` (the one ``--check``
+  rule, the JSON that bench/report.py turns into bench/RESULTS.md).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import datetime
 import http.client
+import json
 import os
+import platform
 import re
+import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -540,8 +549,14 @@ def servers_python(python: str | os.PathLike[str]) -> str:
     and LTO runs edgeworker's request path ~25 % faster than a default pyenv build."""
     try:
         done = subprocess.run(
-            [str(python), "-c", "import os, sys; print(sys.version.split()[0], os.path.realpath(sys.executable))"],
-            capture_output=True, text=True, timeout=10,
+            [
+                str(python),
+                "-c",
+                "import os, sys; print(sys.version.split()[0], os.path.realpath(sys.executable))",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         version, path = done.stdout.split(maxsplit=1)
     except (OSError, subprocess.TimeoutExpired, ValueError):
@@ -553,13 +568,261 @@ def servers_python(python: str | os.PathLike[str]) -> str:
 # reporting
 
 
+# Every bench judges its goals the same way, with :class:`Goal`:
+#
+# - a value is taken *within* each round (a ratio of two sides measured in that round), never as
+#   the ratio of medians of different rounds, never as a best-of;
+# - a round whose measurements ran beside other load (other processes took more than
+#   DISTURBED_PCT % of the machine, see :class:`CpuMeter`) is shown, flagged, and left out;
+# - the verdict: PASS when every kept round meets the target, FAIL when none does,
+#   "inconclusive" when they straddle it, "too few rounds" with fewer than MIN_ROUNDS kept
+#   rounds, FAIL "not measured" when a side is missing in a round (a failed or skipped side
+#   never passes);
+# - ``--check`` exits 1 unless every goal is PASS (:func:`finish`).
+
+MIN_ROUNDS = 5
+DISTURBED_PCT = 20.0
+
+
+@dataclass
+class Goal:
+    """A value taken within each round against a target (``value >= target`` or ``<=``).
+
+    ``per_round`` holds one value per round, None where a side of it was not measured in that
+    round; ``disturbed`` flags the rounds that ran beside other load. ``target`` None is a
+    figure shown for context, judged by nothing.
+    """
+
+    name: str
+    op: str  # ">=" or "<="
+    target: float | None
+    per_round: list[float | None]
+    disturbed: list[bool] = field(default_factory=list)
+    unit: str = "x"
+    note: str = ""
+
+    def _flag(self, i: int) -> bool:
+        return i < len(self.disturbed) and self.disturbed[i]
+
+    @property
+    def kept(self) -> list[float | None]:
+        """The values of the rounds that were not disturbed (None: a side missing)."""
+        return [v for i, v in enumerate(self.per_round) if not self._flag(i)]
+
+    @property
+    def median(self) -> float | None:
+        vals = [v for v in self.kept if v is not None]
+        return statistics.median(vals) if vals else None
+
+    def met(self, value: float) -> bool:
+        assert self.target is not None
+        return value >= self.target if self.op == ">=" else value <= self.target
+
+    @property
+    def verdict(self) -> str:
+        if self.target is None:
+            return "no goal"
+        kept = self.kept
+        if not self.per_round or any(v is None for v in kept):
+            return "FAIL (not measured)"
+        if len(kept) < MIN_ROUNDS:
+            return "too few rounds"
+        met = [self.met(v) for v in kept]  # type: ignore[arg-type]
+        return "PASS" if all(met) else "FAIL" if not any(met) else "inconclusive"
+
+    @property
+    def judged(self) -> bool:
+        return self.target is not None
+
+    def rounds_text(self, spec: str = ".3f") -> str:
+        """Each round's value, a disturbed one marked ``*``, a missing one ``-``."""
+        out = []
+        for i, v in enumerate(self.per_round):
+            cell = "-" if v is None else format(v, spec)
+            out.append(cell + ("*" if self._flag(i) else ""))
+        return " ".join(out) or "-"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "op": self.op,
+            "target": self.target,
+            "unit": self.unit,
+            "per_round": self.per_round,
+            "disturbed": [self._flag(i) for i in range(len(self.per_round))],
+            "median": self.median,
+            "verdict": self.verdict,
+            "note": self.note,
+        }
+
+
+def disturbed_rounds(foreign_pcts: Sequence[Sequence[float | None]]) -> list[bool]:
+    """One flag per round: True when any measurement of that round saw other processes use more
+    than DISTURBED_PCT % of the machine (a measurement without a reading flags nothing)."""
+    return [any(p is not None and p > DISTURBED_PCT for p in rnd) for rnd in foreign_pcts]
+
+
+def per_round_ratio(
+    nums: Sequence[float | None], dens: Sequence[float | None]
+) -> list[float | None]:
+    """``nums[i] / dens[i]`` of every round (None where a side is missing or zero); rounds that
+    one side did not run at all are missing too (the longer list sets the count)."""
+    n = max(len(nums), len(dens))
+    out: list[float | None] = []
+    for i in range(n):
+        a = nums[i] if i < len(nums) else None
+        b = dens[i] if i < len(dens) else None
+        out.append(ratio(a, b))
+    return out
+
+
+def goals_table(goals: Sequence[Goal]) -> Table:
+    rows = []
+    for g in goals:
+        target = (
+            "-" if g.target is None else f"{g.op} {g.target:g}{'' if g.unit == 'x' else g.unit}"
+        )
+        med = "-" if g.median is None else f"{g.median:.3f}"
+        rows.append([g.name, g.rounds_text(), med, target, g.verdict])
+    notes = [f"{g.name}: {g.note}" for g in goals if g.note]
+    if any(any(g._flag(i) for i in range(len(g.per_round))) for g in goals):
+        notes.append(
+            f"a value marked * ran beside other load (other processes > {DISTURBED_PCT:g} % of "
+            "the machine): shown, left out of the median and the verdict"
+        )
+    return Table(
+        "Goals: the value of each round, then the median of the kept rounds",
+        ["goal", "each round", "median", "target", "verdict"],
+        rows,
+        notes=notes,
+        right=(2,),
+    )
+
+
+@dataclass
+class Table:
+    """A titled table of a bench's figures: printed as text and written, as Markdown, into
+    bench/RESULTS.md by bench/report.py (both from the same rows)."""
+
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+    right: Sequence[int] = ()
+
+    def text(self) -> str:
+        out = [self.title + ":", format_table(self.headers, self.rows, self.right)]
+        out += [f"  {n}" for n in self.notes]
+        return "\n".join(out)
+
+    def markdown(self) -> str:
+        def cells(row: Sequence[str]) -> str:
+            return "| " + " | ".join(c.replace("|", "\\|") for c in row) + " |"
+
+        align = ["---:" if i in set(self.right) else "---" for i in range(len(self.headers))]
+        out = [f"**{self.title}**", "", cells(self.headers), "|" + "|".join(align) + "|"]
+        out += [cells(r) for r in self.rows]
+        if self.notes:
+            out.append("")
+            out += [f"- {n}" for n in self.notes]
+        return "\n".join(out)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "title": self.title,
+            "headers": self.headers,
+            "rows": self.rows,
+            "notes": self.notes,
+            "right": list(self.right),
+        }
+
+
+def add_common_args(p: argparse.ArgumentParser, rounds: int = MIN_ROUNDS) -> None:
+    """``--rounds`` (default MIN_ROUNDS), ``--json FILE`` and ``--check``, the same in every
+    bench."""
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=rounds,
+        help=f"alternating rounds ({rounds}); fewer than {MIN_ROUNDS} never PASS a goal",
+    )
+    p.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
+    p.add_argument("--check", action="store_true", help="exit 1 unless every goal is PASS")
+
+
+def git_commit(root: Path | None = None) -> str:
+    """The checkout's commit (short), ``+dirty`` when tracked files differ from it."""
+    root = root or Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The bench's command line as a reader would type it from the repository's root."""
+    argv = list(sys.argv if argv is None else argv)
+    script = Path(argv[0])
+    try:
+        script = script.resolve().relative_to(Path(__file__).resolve().parent.parent)
+    except ValueError:
+        pass
+    return shlex.join([".venv/bin/python", str(script), *argv[1:]])
+
+
+def finish(
+    bench: str,
+    args: argparse.Namespace,
+    goals: Sequence[Goal],
+    tables: Sequence[Table],
+    started: float,
+    extra: dict[str, object] | None = None,
+) -> int:
+    """Print the tables and the goals, write ``--json``, and return the exit status: 1 with
+    ``--check`` unless every judged goal is PASS, else 0."""
+    gt = goals_table(goals) if goals else None
+    print("\n\n".join(t.text() for t in [*tables, *([gt] if gt else [])]))
+    if getattr(args, "json", None):
+        doc = {
+            "bench": bench,
+            "commit": git_commit(),
+            "command": command_line(),
+            "started": _utc(started),
+            "finished": _utc(time.time()),
+            "rounds": getattr(args, "rounds", None),
+            "python": platform.python_version(),
+            "goals": [g.to_json() for g in goals],
+            "tables": [t.to_json() for t in tables],
+            **(extra or {}),
+        }
+        Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
+    if getattr(args, "check", False) and any(g.judged and g.verdict != "PASS" for g in goals):
+        return 1
+    return 0
+
+
+def _utc(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 @dataclass
 class Check:
-    """A measured ratio (or value) against a target: ``value <= target`` or ``value >= target``.
-
-    ``value`` is None when a side of the ratio was not measured (skipped or failed target);
-    the verdict is then ``"n/a"``.
-    """
+    """A single measured value against a target (the older reporting, kept until every bench
+    reports :class:`Goal` rounds)."""
 
     name: str
     value: float | None
