@@ -71,15 +71,12 @@ lint: $(TEST_STAMP)
 docs: $(TEST_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
+# every bench, the instruction counts and the parsers' comparison, then bench/RESULTS.md written
+# from what they measured (bench/report.py; about 45 minutes; on a quiet machine)
 bench: $(TEST_STAMP)
 	./scripts/system-deps.sh bench
-	$(BIN)/python bench/shm_bench.py
-	$(BIN)/python bench/http_bench.py
-	$(BIN)/python bench/reload_bench.py
-	$(BIN)/python bench/proxy_bench.py
-	$(BIN)/python bench/edge_bench.py
-	$(BIN)/python bench/tls_bench.py
-	$(BIN)/python bench/gzip_bench.py
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	$(BIN)/python bench/report.py
 
 # instructions per request of /hello, /incr and a proxied request, under callgrind (valgrind)
 bench-instructions: $(TEST_STAMP)

@@ -781,7 +781,13 @@ def command_line(argv: Sequence[str] | None = None) -> str:
         script = script.resolve().relative_to(Path(__file__).resolve().parent.parent)
     except ValueError:
         pass
-    return shlex.join([".venv/bin/python", str(script), *argv[1:]])
+    rest = list(argv[1:])
+    for i, arg in enumerate(rest):  # where the JSON went is no part of what was measured
+        if arg == "--json" and i + 1 < len(rest):
+            rest[i + 1] = "FILE"
+        elif arg.startswith("--json="):
+            rest[i] = "--json=FILE"
+    return shlex.join([".venv/bin/python", str(script), *rest])
 
 
 def finish(
