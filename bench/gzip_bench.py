@@ -8,42 +8,51 @@ text/plain;``, edgeworker ``gzip = true``, ``gzip_comp_level = 1``, ``gzip_types
 server's answer is checked: ``Content-Encoding: gzip`` and a body that inflates to the file.
 
 wrk (keep-alive, 2 threads, 50 connections, ``Accept-Encoding: gzip``) measures each server for
-``--duration`` s after a 2 s warm-up, ``--rounds`` times (5), the two taking turns (every other
-round in the reverse order). The report gives req/s, p50 and p99 per server (medians of the
-rounds), the ratio edgeworker / nginx of req/s of every round and their median.
+``--duration`` s (10; a 2 s warm-up per server before the first round), ``--rounds`` times (5),
+the two taking turns (every other round in the reverse order). The report gives each round's
+req/s, p50, p99 and the other processes' share of the CPU per server, and the ratio
+edgeworker / nginx of req/s taken within each round, as a figure for context (bench/common.py's
+Goal with no target: the compression work has no goal of its own).
 
 The ratio mostly compares the servers' per-request overhead against zlib's work: at level 1 this
-100 KB body costs about 0.8 ms of CPU (zlib, the same library in both).
+100 KB body costs about 0.8 ms of CPU (zlib, the same library in both). A default run takes about
+2 minutes.
 
-Usage: python bench/gzip_bench.py [--duration 10] [--rounds 5] [--connections 50] [--json]
-[--output FILE]. ``--json`` prints the JSON result alone. Exit status: 0 after a run, 2 when
-the harness cannot run (wrk or nginx missing, a wrong answer).
+Usage: python bench/gzip_bench.py [--duration 10] [--rounds 5] [--connections 50] [--json FILE]
+[--check]. Exit status: 0 after a run (``--check`` judges nothing here: no goal has a target),
+2 when the harness cannot run (wrk or nginx missing, a wrong answer).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import gzip
 import http.client
-import json
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    CpuMeter,
+    Goal,
     ProcessRegistry,
+    Table,
+    WrkResult,
+    add_common_args,
+    child_pids,
+    disturbed_rounds,
     find_wrk,
-    format_table,
+    finish,
     free_port,
     parse_wrk_output,
+    per_round_ratio,
     run_edgeworker,
     servers_python,
 )
@@ -141,25 +150,28 @@ def wrk(url: str, connections: int, duration: float):
     return parse_wrk_output(done.stdout, url)
 
 
-def git_commit() -> str:
+def measure(name: str, server, port: int, args: argparse.Namespace, errors: list[list[str]]):
+    """One wrk run on ``server``: (result or None if wrk failed, other processes' CPU %)."""
+    pids = [server.pid, *child_pids(server.pid)]
+    meter = CpuMeter()
+    meter.start(pids)
+    res: WrkResult | None = None
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO, capture_output=True, text=True, timeout=10, check=True,
-        )  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip()
+        res = wrk(f"http://{HOST}:{port}/body.txt", args.connections, args.duration)
+    except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
+        errors.append([name, str(exc)])
+    return res, meter.stop(pids)
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.time()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of each wrk run (10)")
-    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds (5)")
-    ap.add_argument("--connections", type=int, default=50)
-    ap.add_argument("--json", action="store_true", help="print the JSON result alone")
-    ap.add_argument("--output", help="also write the JSON result to this file")
+    ap.add_argument("--connections", type=int, default=50, help="wrk connections (50)")
+    add_common_args(ap)
     args = ap.parse_args(argv)
+    if args.rounds < 1 or args.duration <= 0:
+        ap.error("--rounds and --duration must be positive")
     try:
         find_wrk()
     except FileNotFoundError as exc:
@@ -170,103 +182,111 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     body = body_text()
-    runs: dict[str, list] = {"nginx": [], "edgeworker": []}
+    names = ("nginx", "edgeworker")
+    runs: dict[str, list[WrkResult | None]] = {name: [] for name in names}
+    cpu: dict[str, list[float | None]] = {name: [] for name in names}
     sizes: dict[str, int] = {}
+    errors: list[list[str]] = []
+    rows = []
     with tempfile.TemporaryDirectory(prefix="gzip-bench-") as tmp, ProcessRegistry() as reg:
         tmpd = Path(tmp)
         os.chmod(tmpd, 0o755)  # nginx workers started by root run as nobody
         root = tmpd / "www"
         root.mkdir()
         (root / "body.txt").write_bytes(body)
-        ports: dict[str, int] = {}
-        for name in runs:
-            port = free_port()
-            if name == "nginx":
-                start_nginx(
-                    reg,
-                    tmpd / "nginx",
-                    NGINX_BODY.format(host=HOST, port=port, root=root),
-                    port,
-                    "nginx",
-                )
-            else:
-                start_edgeworker(reg, tmpd / "edgeworker", port, root)
-            try:
+        servers = {}
+        try:
+            for name in names:
+                port = free_port()
+                if name == "nginx":
+                    srv = start_nginx(
+                        reg,
+                        tmpd / "nginx",
+                        NGINX_BODY.format(host=HOST, port=port, root=root),
+                        port,
+                        "nginx",
+                    )
+                else:
+                    srv = start_edgeworker(reg, tmpd / "edgeworker", port, root)
                 sizes[name] = check_answer(name, port, body)
-            except (OSError, RuntimeError, http.client.HTTPException) as exc:
-                print(exc, file=sys.stderr)
-                return 2
-            wrk(f"http://{HOST}:{port}/body.txt", args.connections, 2)  # warm-up
-            ports[name] = port
-        ratios = []
+                wrk(f"http://{HOST}:{port}/body.txt", args.connections, 2)  # warm-up
+                servers[name] = (srv, port)
+        except (OSError, RuntimeError, TimeoutError, http.client.HTTPException) as exc:
+            print(f"gzip bench cannot run: {exc}", file=sys.stderr)
+            return 2
         for i in range(args.rounds):
-            order = list(ports.items())
-            for name, port in reversed(order) if i % 2 else order:
-                runs[name].append(wrk(f"http://{HOST}:{port}/body.txt", args.connections,
-                                      args.duration))  # fmt: skip
-            ratios.append(runs["edgeworker"][-1].rps / runs["nginx"][-1].rps)
-            if not args.json:
-                print(f"round {i + 1}: edgeworker / nginx req/s {ratios[-1]:.3f}",
-                      file=sys.stderr, flush=True)  # fmt: skip
+            order = list(servers.items())
+            for name, (srv, port) in reversed(order) if i % 2 else order:
+                res, pct = measure(name, srv, port, args, errors)
+                runs[name].append(res)
+                cpu[name].append(pct)
+                rows.append((i, name, res, pct))
+            r = per_round_ratio(
+                [w and w.rps for w in runs["edgeworker"][-1:]],
+                [w and w.rps for w in runs["nginx"][-1:]],
+            )[0]
+            print(
+                f"round {i + 1}: edgeworker / nginx req/s {'-' if r is None else f'{r:.3f}'}",
+                file=sys.stderr,
+                flush=True,
+            )
 
-    results = {
-        name: {
-            "rps": statistics.median(r.rps for r in w),
-            "p50_ms": statistics.median(r.p50_ms for r in w),
-            "p99_ms": statistics.median(r.p99_ms for r in w),
-            "errors": sum(r.errors for r in w),
-            "rps_rounds": [round(r.rps, 1) for r in w],
-            "compressed_bytes": sizes[name],
-        }
-        for name, w in runs.items()
-    }
-    doc = {
-        "bench": "gzip",
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "commit": git_commit(),
-        "python": servers_python(PYTHON),
-        "body_bytes": len(body),
-        "level": 1,
-        "workers": WORKERS,
-        "connections": args.connections,
-        "duration": args.duration,
-        "rounds": args.rounds,
-        "results": results,
-        "ratio_rounds": [round(r, 4) for r in ratios],
-        "ratio_median": round(statistics.median(ratios), 4),
-    }
-    text = json.dumps(doc)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
-    if args.json:
-        print(text)
-        return 0
-    print(f"edgeworker runs on {doc['python']}; {len(body)} bytes, gzip level 1")
-    rows = [
+    flags = disturbed_rounds([[cpu[n][i] for n in names] for i in range(args.rounds)])
+    goal = Goal(
+        "gzip req/s: edgeworker / nginx",
+        ">=",
+        None,
+        per_round_ratio(
+            [w and w.rps for w in runs["edgeworker"]], [w and w.rps for w in runs["nginx"]]
+        ),
+        flags,
+        note="context: the compression work has no goal of its own",
+    )
+    table = Table(
+        "Each round, in the order run",
+        ["round", "server", "req/s", "p50 ms", "p99 ms", "errors", "other CPU %"],
         [
-            name,
-            f"{r['rps']:.0f}",
-            f"{r['p50_ms']:.2f}",
-            f"{r['p99_ms']:.2f}",
-            str(r["errors"]),
-            str(r["compressed_bytes"]),
-        ]
-        for name, r in results.items()
-    ]
-    print(
-        format_table(
-            ["server", "req/s", "p50 ms", "p99 ms", "errors", "gzip bytes"],
-            rows,
-            right=range(1, 6),
-        )  # fmt: skip
+            [
+                f"{i + 1}{'*' if flags[i] else ''}",
+                name,
+                "-" if w is None else f"{w.rps:,.0f}",
+                "-" if w is None else f"{w.p50_ms:.2f}",
+                "-" if w is None else f"{w.p99_ms:.2f}",
+                "-" if w is None else str(w.errors),
+                "-" if pct is None else f"{pct:.0f}",
+            ]
+            for i, name, w, pct in rows
+        ],
+        notes=[
+            f"GET of a {len(body)} byte text file, gzip level 1 (nginx answers "
+            f"{sizes['nginx']} bytes, edgeworker {sizes['edgeworker']})",
+            f"{WORKERS} workers per server, access logs off; wrk -t2 -c{args.connections} "
+            f"-d{args.duration:g}s, keep-alive, Accept-Encoding: gzip; a 2 s warm-up per server "
+            "before round 1",
+            "other CPU %: other processes' share of the machine during the run; a round marked "
+            "* had more than 20 % on either server",
+            f"edgeworker runs on {servers_python(PYTHON)}",
+        ],
+        right=range(2, 7),
     )
-    print(
-        "edgeworker / nginx req/s per round: "
-        + ", ".join(f"{r:.3f}" for r in ratios)
-        + f"; median {doc['ratio_median']:.3f}"
+    tables = [table]
+    if errors:
+        tables.append(Table("Failed measurements", ["server", "error"], errors))
+    return finish(
+        "gzip",
+        args,
+        [goal],
+        tables,
+        started,
+        extra={
+            "body_bytes": len(body),
+            "compressed_bytes": sizes,
+            "level": 1,
+            "workers": WORKERS,
+            "connections": args.connections,
+            "duration": args.duration,
+        },
     )
-    print(text)
-    return 0
 
 
 if __name__ == "__main__":
