@@ -30,7 +30,6 @@ import gzip
 import http.client
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,7 +55,7 @@ from common import (  # noqa: E402
     run_edgeworker,
     servers_python,
 )
-from proxy_bench import start_nginx  # noqa: E402
+from proxy_bench import missing_tool, start_nginx  # noqa: E402
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
@@ -172,13 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.duration <= 0:
         ap.error("--rounds and --duration must be positive")
-    try:
-        find_wrk()
-    except FileNotFoundError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    if not shutil.which("nginx"):
-        print("nginx not found (Debian: apt-get install nginx-light)", file=sys.stderr)
+    if why := missing_tool():
+        print(why, file=sys.stderr)
         return 2
 
     body = body_text()

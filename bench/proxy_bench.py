@@ -150,6 +150,18 @@ listen = ["{host}:{port}"]
 """
 
 
+def missing_tool(nginx: bool = True) -> str | None:
+    """Why the harness cannot run: wrk (or, with ``nginx``, nginx) missing; None when both are
+    there."""
+    try:
+        find_wrk()
+    except FileNotFoundError as exc:
+        return str(exc)
+    if nginx and not shutil.which("nginx"):
+        return "nginx not found (Debian: apt-get install nginx-light)"
+    return None
+
+
 def start_nginx(reg: ProcessRegistry, prefix: Path, body: str, port: int, name: str):
     prefix.mkdir(parents=True, exist_ok=True)
     conf = prefix / "nginx.conf"
@@ -434,13 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.stream_mib < 1 or args.duration <= 0:
         ap.error("--rounds, --stream-mib and --duration must be positive")
-    try:
-        find_wrk()
-    except FileNotFoundError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    if not shutil.which("nginx"):
-        print("nginx not found (Debian: apt-get install nginx-light)", file=sys.stderr)
+    if why := missing_tool():
+        print(why, file=sys.stderr)
         return 2
 
     size = args.stream_mib * 1024 * 1024

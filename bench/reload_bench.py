@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -64,6 +63,7 @@ from common import (  # noqa: E402
     wait_for_port,
     wait_for_workers,
 )
+from proxy_bench import missing_tool  # noqa: E402
 
 HOST = "127.0.0.1"
 PY = sys.executable
@@ -350,13 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.duration < 2 or args.every <= 0:
         ap.error("--rounds and --every must be positive, --duration at least 2")
-    try:
-        find_wrk()
-    except FileNotFoundError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    if not args.no_nginx and not shutil.which("nginx"):
-        print("nginx not found (Debian: apt-get install nginx-light)", file=sys.stderr)
+    if why := missing_tool(nginx=not args.no_nginx):
+        print(why, file=sys.stderr)
         return 2
 
     names = ("edgeworker",) if args.no_nginx else ("edgeworker", "nginx")
