@@ -15,9 +15,11 @@ the reverse order, never loaded at the same time):
 - wrk (keep-alive, 2 threads, ``--connections`` 50, ``--duration`` 10 s; a 2 s warm-up per
   proxy before the first round) on ``/small.txt``: req/s, p50, p99;
 - one download of ``/big.bin`` (``--stream-mib`` 512 MiB; a Python client, 1 MiB reads): MB/s,
-  and for edgeworker the growth of the serving worker's RSS during that download over its RSS
-  just before it (sampled every 50 ms; the largest growth of the two workers). Before the
-  first round each proxy gets a 2 s wrk warm-up and one download.
+  and for edgeworker the growth of the serving worker's RSS: its largest RSS during that
+  download (sampled every 50 ms) over its RSS before the first download of the run (the
+  warm-up), so that neither a buffer kept from one download to the next nor a growth with
+  each one goes unseen (the largest growth of the two workers). Before the first round each
+  proxy gets a 2 s wrk warm-up and one download.
 
 The goals, each taken within every round (bench/common.py's Goal):
 
@@ -239,10 +241,14 @@ def download(port: int, path: str, expect: int, limit: float = 120.0) -> float:
     return elapsed
 
 
-def stream_with_rss(port: int, pids: list[int], size: int) -> tuple[float, int]:
-    """Download through edgeworker while sampling its workers' RSS: (seconds, max growth KiB)."""
-    base = {pid: rss_kb(pid) or 0 for pid in pids}
-    peak = dict(base)
+def stream_with_rss(
+    port: int, pids: list[int], size: int, since: dict[int, int] | None = None
+) -> tuple[float, int]:
+    """Download through edgeworker while sampling its workers' RSS: (seconds, the largest
+    growth of a worker in KiB over its RSS in ``since``, else over its RSS just before)."""
+    now = {pid: rss_kb(pid) or 0 for pid in pids}
+    base = {pid: (since or {}).get(pid, now[pid]) for pid in pids}
+    peak = dict(now)
     done = threading.Event()
 
     def sample() -> None:
@@ -278,6 +284,7 @@ class Side:
     stream_mb_s: list[float | None] = field(default_factory=list)
     stream_cpu: list[float | None] = field(default_factory=list)
     rss_growth_kib: list[int | None] = field(default_factory=list)  # edgeworker only
+    rss_before: dict[int, int] = field(default_factory=dict)  # worker pid -> KiB, before streams
     errors: list[str] = field(default_factory=list)
 
 
@@ -308,7 +315,7 @@ def measure_stream(side: Side, backend: Server, size: int) -> None:
     mb_s: float | None = None
     try:
         if side.name == "edgeworker":
-            secs, grown = stream_with_rss(side.port, workers, size)
+            secs, grown = stream_with_rss(side.port, workers, size, side.rss_before)
         else:
             secs = download(side.port, "/big.bin", size)
         mb_s = size / secs / 1e6
@@ -343,8 +350,10 @@ def start_proxy(
     if reply.status != 200 or reply.body != SMALL_BODY:
         raise RuntimeError(f"{name}: unexpected reply {reply.status} {reply.body[:80]!r}")
     run_wrk(f"http://{HOST}:{port}/small.txt", connections=args.connections, duration=2)
+    side = Side(name, srv, port)
+    side.rss_before = {pid: rss_kb(pid) or 0 for pid in child_pids(srv.pid)}
     download(port, "/big.bin", args.stream_mib * 1024 * 1024)  # warm-up
-    return Side(name, srv, port)
+    return side
 
 
 def _f(v: float | None, spec: str) -> str:
@@ -383,7 +392,9 @@ def tables(sides: dict[str, Side], args: argparse.Namespace, flags: list[bool]) 
         "download per proxy",
         f"stream: one {args.stream_mib} MiB download of /big.bin per proxy and round (Python "
         "client, 1 MiB reads); nginx relays it with proxy_buffering off",
-        "RSS +MiB: growth of edgeworker's serving worker during the download",
+        "RSS +MiB: edgeworker's serving worker, its largest RSS during the round's download "
+        "over its RSS before the first download (the warm-up): a buffer kept from one "
+        "download to the next or growing with each counts",
         "other CPU %: other processes' share of the machine during the wrk run, then the "
         "download; a round marked * had more than 20 % in one of them",
         f"edgeworker runs on {servers_python(PYTHON)}",
