@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Edge bench: what rate limiting and JWT verification cost per request, as ratios.
+"""Edge bench: what rate limiting and JWT verification cost per request, as ratios to /hello.
 
 One edgeworker instance (2 workers, access log off) serves the same content handler
 (``"hello\\n"``) on several routes; a redis-server is started on a free port for the Redis
-limiter. wrk (keep-alive, 2 threads, 50 connections) measures each route in turn:
+limiter. Each round, wrk (keep-alive, 2 threads, 50 connections, a 1 s warm-up then 5 s)
+measures every route in turn, every other round in the reverse order:
 
     /hello          no access phase at all                      (the baseline)
     /shm            declarative limit, store = "shm:rl"         (1 atomic shm incr per request)
@@ -12,20 +13,24 @@ limiter. wrk (keep-alive, 2 threads, 50 connections) measures each route in turn
     /jwt-nocache    access handler calling PyJWT on every request (for comparison)
 
 The limits are far above what wrk can send (every request is allowed but still counted), and
-before the load each route is checked (200, RateLimit headers, 401 without a token). Targets
-(same run):
+before the load each route is checked (200, RateLimit headers, 401 without a token). Each goal
+is the route's req/s divided by /hello's of the same round, judged over the rounds by
+bench/common.py's Goal (a round beside other load is shown marked ``*`` and left out):
 
     jwt / hello   >= 0.8        shm / hello  >= 0.9        redis / hello >= 0.5
 
-Usage: python bench/edge_bench.py [--duration 10] [--warmup 2] [--json FILE] [--check]
-Exit status: 0 after a complete run, 1 with --check when a target is missed, 2 when the harness
-cannot run (wrk or redis-server missing).
+and jwt-nocache / hello for context. A default run (5 rounds) takes about 3 minutes.
+
+Usage: python bench/edge_bench.py [--rounds 5] [--duration 5] [--warmup 1] [--json FILE]
+[--check]. Exit status: 0 after a complete run, 1 with --check unless every goal is PASS, 2 when
+the harness cannot run (wrk or redis-server missing, a route that answers wrongly before or
+during the load).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import http.client
 import os
 import shutil
 import subprocess
@@ -37,22 +42,30 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    Check,
+    DISTURBED_PCT,
+    CpuMeter,
+    Goal,
     ProcessRegistry,
+    Table,
+    WrkResult,
+    add_common_args,
+    child_pids,
+    disturbed_rounds,
     find_wrk,
-    format_table,
+    finish,
     free_port,
-    http_get,
     parse_wrk_output,
-    ratio,
+    per_round_ratio,
     servers_python,
     wait_for_port,
+    wait_for_workers,
 )
+from http_bench import cell, kept_median, other_cpu_row  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-bench-secret-bench-secret"
 
-HANDLERS = '''
+HANDLERS = """
 import jwt
 
 SECRET = "@SECRET@"
@@ -66,7 +79,7 @@ def pyjwt_every_time(req):
         jwt.decode(token, SECRET, algorithms=["HS256"], options={"require": ["exp"]})
     except jwt.InvalidTokenError:
         req.exit(401)
-'''.replace("@SECRET@", SECRET)
+""".replace("@SECRET@", SECRET)
 
 CONFIG = """
 [main]
@@ -117,25 +130,56 @@ listen = ["127.0.0.1:{port}"]
 def make_token() -> str:
     import jwt
 
-    return jwt.encode({"sub": "bench", "exp": int(time.time()) + 3600}, SECRET,
-                      algorithm="HS256")
+    return jwt.encode({"sub": "bench", "exp": int(time.time()) + 3600}, SECRET, algorithm="HS256")
 
 
-def wrk(url: str, args: argparse.Namespace, headers: dict[str, str], duration: float):
-    argv = [find_wrk(), "--latency", "-t", str(args.threads), "-c", str(args.connections),
-            "-d", f"{max(1, round(duration))}s", "--timeout", "5s"]
+#: (name, path, sends the token); /hello is the baseline of every ratio
+ROUTES = (
+    ("hello", "/hello", False),
+    ("shm", "/shm", False),
+    ("redis", "/redis", False),
+    ("jwt", "/jwt", True),
+    ("jwt-nocache", "/jwt-nocache", True),
+)
+#: (route, target of route / hello; None: a figure for context)
+GOALS = (("jwt", 0.8), ("shm", 0.9), ("redis", 0.5), ("jwt-nocache", None))
+
+
+class HarnessError(Exception):
+    """The bench cannot measure: a tool is missing or a route answers wrongly."""
+
+
+def wrk(url: str, args: argparse.Namespace, headers: dict[str, str], duration: float) -> WrkResult:
+    """``wrk --latency`` with extra request headers; bounded to ``duration + 30`` seconds.
+    Raises RuntimeError if wrk fails or cannot be parsed."""
+    argv = [
+        find_wrk(),
+        "--latency",
+        "-t",
+        str(args.threads),
+        "-c",
+        str(args.connections),
+        "-d",
+        f"{max(1, round(duration))}s",
+        "--timeout",
+        "5s",
+    ]
     for k, v in headers.items():
         argv += ["-H", f"{k}: {v}"]
     argv.append(url)
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30)
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"wrk did not finish within {duration + 30:g}s") from exc
     if done.returncode != 0:
-        raise RuntimeError(f"wrk failed: {done.stderr}")
-    return parse_wrk_output(done.stdout, url)
+        raise RuntimeError(f"wrk failed: {done.stderr.strip() or done.stdout}")
+    try:
+        return parse_wrk_output(done.stdout, url)
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from exc
 
 
 def get(port: int, path: str, headers: dict[str, str] | None = None):
-    import http.client
-
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         c.request("GET", path, headers=headers or {})
@@ -145,99 +189,224 @@ def get(port: int, path: str, headers: dict[str, str] | None = None):
         c.close()
 
 
-def main() -> int:
+def check_routes(port: int, auth: dict[str, str]) -> None:
+    """Every route does what it claims before any load; HarnessError otherwise."""
+    expected = [
+        ("/hello", {}, 200, False),
+        ("/shm", {}, 200, True),
+        ("/redis", {}, 200, True),
+        ("/jwt", {}, 401, False),
+        ("/jwt", auth, 200, False),
+        ("/jwt-nocache", {}, 401, False),
+        ("/jwt-nocache", auth, 200, False),
+    ]
+    for path, headers, status, limited in expected:
+        got, h, body = get(port, path, headers)
+        token = "with" if headers else "without"
+        if got != status or (status == 200 and body != b"hello\n"):
+            raise HarnessError(
+                f"GET {path} {token} a token answered {got} {body[:200]!r}, expected {status}"
+            )
+        if limited and "ratelimit" not in h:
+            raise HarnessError(f"GET {path} answered without a RateLimit header: {h}")
+
+
+def measure(
+    url: str, args: argparse.Namespace, headers: dict[str, str], pids: list[int]
+) -> tuple[WrkResult | None, float | None, str]:
+    """Warm up, then one measured wrk run with the other-CPU meter: (result or None, other
+    CPU %, error)."""
+    try:
+        if args.warmup > 0:
+            wrk(url, args, headers, args.warmup)
+        meter = CpuMeter()
+        meter.start(pids)
+        res = wrk(url, args, headers, args.duration)
+        foreign = meter.stop(pids)
+    except RuntimeError as exc:
+        return None, None, str(exc)
+    if res.errors:
+        return None, foreign, f"{res.errors} socket errors or non-2xx answers"
+    return res, foreign, ""
+
+
+def build_tables(
+    runs: dict[str, list[WrkResult | None]],
+    foreign: list[list[float | None]],
+    errors: list[str],
+    args: argparse.Namespace,
+    python: str,
+) -> list[Table]:
+    """Requests per second of each round, then the latency of the kept rounds."""
+    dist = disturbed_rounds(foreign)
+    rows, lat = [], []
+    for name, rs in runs.items():
+        rps = [r.rps if r else None for r in rs]
+        rows.append(
+            [
+                name,
+                *(cell(v, ",.0f", dist[i]) for i, v in enumerate(rps)),
+                cell(kept_median(rps, dist), ",.0f"),
+            ]
+        )
+        lat.append(
+            [
+                name,
+                cell(kept_median([r.p50_ms if r else None for r in rs], dist), ".2f"),
+                cell(kept_median([r.p99_ms if r else None for r in rs], dist), ".2f"),
+            ]
+        )
+    rows.append(other_cpu_row(foreign, dist))
+    n = len(foreign)
+    per_round = Table(
+        "Requests per second of each route in each round, then the median of the kept rounds",
+        ["route", *(f"round {i + 1}" for i in range(n)), "median"],
+        rows,
+        notes=[
+            *errors,
+            f"one edgeworker, {args.workers} workers, access log off, on {python}; wrk "
+            f"-t{args.threads} -c{args.connections} -d{args.duration:g}s (keep-alive) after a "
+            f"{args.warmup:g} s warm-up; the routes one at a time, every other round in the "
+            "reverse order",
+            "other CPU %: the share of the machine used during a run by processes other than "
+            "edgeworker, redis-server and wrk (the largest of the round's runs); over "
+            f"{DISTURBED_PCT:g} % the round is marked * and left out of the medians and verdicts",
+        ],
+        right=tuple(range(1, n + 2)),
+    )
+    latency = Table(
+        "Latency of each route (median of the kept rounds)",
+        ["route", "p50 ms", "p99 ms"],
+        lat,
+        right=(1, 2),
+    )
+    return [per_round, latency]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--duration", type=float, default=10.0)
-    ap.add_argument("--warmup", type=float, default=2.0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--connections", type=int, default=50)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=1,
-                    help="measure every route N times, interleaved; report the median")
-    ap.add_argument("--json", help="write the results to this file")
-    ap.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
-    args = ap.parse_args()
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per measured run (5)")
+    ap.add_argument(
+        "--warmup", type=float, default=1.0, help="warm-up seconds before each run (1; 0 = none)"
+    )
+    ap.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
+    ap.add_argument("--connections", type=int, default=50, help="wrk connections (50)")
+    ap.add_argument("--workers", type=int, default=2, help="edgeworker workers (2)")
+    add_common_args(ap)
+    args = ap.parse_args(argv)
+    if args.duration < 1 or args.warmup < 0 or min(args.threads, args.workers, args.rounds) < 1:
+        ap.error("--duration >= 1, --warmup >= 0, --threads, --workers and --rounds >= 1")
+    if args.connections < args.threads:
+        ap.error("--connections must be >= --threads")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.time()
+    args = parse_args(argv)
     try:
         find_wrk()
-    except Exception as exc:
+    except FileNotFoundError as exc:
         print(f"edge_bench: {exc}", file=sys.stderr)
         return 2
     redis_server = shutil.which("redis-server")
     if not redis_server:
-        print("edge_bench: redis-server not found", file=sys.stderr)
+        print(
+            "edge_bench: redis-server not found (Debian: apt-get install redis-server)",
+            file=sys.stderr,
+        )
         return 2
 
-    token = make_token()
-    auth = {"Authorization": f"Bearer {token}"}
-    routes = [("hello", "/hello", {}), ("shm", "/shm", {}), ("redis", "/redis", {}),
-              ("jwt", "/jwt", auth), ("jwt-nocache", "/jwt-nocache", auth)]
-    results = {}
+    auth = {"Authorization": f"Bearer {make_token()}"}
+    runs: dict[str, list[WrkResult | None]] = {name: [] for name, _, _ in ROUTES}
+    foreign: list[list[float | None]] = []
+    errors: list[str] = []
+    python = servers_python(sys.executable)
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp, ProcessRegistry() as reg:
-        redis_port = free_port()
-        reg.start("redis", [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1",
-                            "--save", "", "--appendonly", "no", "--dir", tmp],
-                  cwd=tmp, log_path=os.path.join(tmp, "redis.log"))
-        wait_for_port("127.0.0.1", redis_port, 10)
-        port = free_port()
-        Path(tmp, "bench_edge.py").write_text(HANDLERS)
-        conf = Path(tmp, "edgeworker.toml")
-        conf.write_text(CONFIG.format(workers=args.workers, dir=tmp, port=port,
-                                      redis_port=redis_port))
-        env = dict(os.environ, BENCH_JWT_SECRET=SECRET)
-        ew = reg.start("edgeworker", [sys.executable, "-m", "edgeworker", "run", "-c", str(conf)],
-                       cwd=tmp, log_path=os.path.join(tmp, "edgeworker.log"),
-                       env=dict(env, PYTHONPATH=str(ROOT)))
-        wait_for_port("127.0.0.1", port, 20, ew.proc)
-        time.sleep(0.5)
-        # the routes do what they claim before any load
-        assert http_get("127.0.0.1", port, "/hello").body == b"hello\n"
-        for path in ("/shm", "/redis"):
-            status, h, body = get(port, path)
-            assert status == 200 and body == b"hello\n" and "ratelimit" in h, (path, status, h)
-        assert get(port, "/jwt")[0] == 401
-        assert get(port, "/jwt", auth)[0] == 200
-        assert get(port, "/jwt-nocache")[0] == 401
-        runs: dict[str, list] = {name: [] for name, _, _ in routes}
-        for rnd in range(max(1, args.rounds)):
+        try:
+            redis_port = free_port()
+            redis = reg.start(
+                "redis",
+                [
+                    redis_server,
+                    "--port",
+                    str(redis_port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    tmp,
+                ],
+                cwd=tmp,
+                log_path=os.path.join(tmp, "redis.log"),
+            )
+            wait_for_port("127.0.0.1", redis_port, 10, redis.proc)
+            port = free_port()
+            Path(tmp, "bench_edge.py").write_text(HANDLERS)
+            conf = Path(tmp, "edgeworker.toml")
+            conf.write_text(
+                CONFIG.format(workers=args.workers, dir=tmp, port=port, redis_port=redis_port)
+            )
+            env = dict(os.environ, BENCH_JWT_SECRET=SECRET, PYTHONPATH=str(ROOT))
+            ew = reg.start(
+                "edgeworker",
+                [sys.executable, "-m", "edgeworker", "run", "-c", str(conf)],
+                cwd=tmp,
+                log_path=os.path.join(tmp, "edgeworker.log"),
+                env=env,
+            )
+            wait_for_port("127.0.0.1", port, 20, ew.proc)
+            wait_for_workers(ew.pid, args.workers, 20)
+            check_routes(port, auth)
+        except (OSError, RuntimeError, TimeoutError, HarnessError) as exc:
+            tail = "\n".join(s.output_tail(15) for s in reg.servers)
+            print(f"edge_bench: {exc}\n{tail}", file=sys.stderr)
+            return 2
+        for rnd in range(args.rounds):
+            foreign.append([])
             # every other round in the reverse order: a drift within a round weighs on all
-            for name, path, headers in reversed(routes) if rnd % 2 else routes:
-                url = f"http://127.0.0.1:{port}{path}"
-                if args.warmup > 0:
-                    wrk(url, args, headers, args.warmup)
-                res = wrk(url, args, headers, args.duration)
-                if res.errors:
-                    raise RuntimeError(f"{name}: {res.errors} errors/non-2xx answers")
+            for name, path, token in reversed(ROUTES) if rnd % 2 else ROUTES:
+                pids = [ew.pid, *child_pids(ew.pid), redis.pid]
+                res, pct, err = measure(
+                    f"http://127.0.0.1:{port}{path}", args, auth if token else {}, pids
+                )
                 runs[name].append(res)
-                print(f"  round {rnd + 1} {name:12s} {res.rps:10.0f} req/s  "
-                      f"p50 {res.p50_ms:.2f} ms  p99 {res.p99_ms:.2f} ms", flush=True)
-        for name, rs in runs.items():
-            results[name] = sorted(rs, key=lambda r: r.rps)[len(rs) // 2]
-    base = results["hello"].rps
-    checks = [
-        Check("jwt (cached) / hello", ratio(results["jwt"].rps, base), ">=", 0.8),
-        Check("shm limit / hello", ratio(results["shm"].rps, base), ">=", 0.9),
-        Check("redis limit / hello", ratio(results["redis"].rps, base), ">=", 0.5),
-        Check("jwt without cache / hello", ratio(results["jwt-nocache"].rps, base), ">=", 0.0,
-              note="informational"),
+                foreign[-1].append(pct)
+                if err:
+                    errors.append(f"{name}, round {rnd + 1}: {err}")
+                print(
+                    f"[edge_bench] round {rnd + 1} {name:12s} "
+                    + (f"{res.rps:10.0f} req/s" if res else f"failed: {err}"),
+                    file=sys.stderr,
+                    flush=True,
+                )
+    dist = disturbed_rounds(foreign)
+    base = [r.rps if r else None for r in runs["hello"]]
+    goals = [
+        Goal(
+            f"req/s {name} ÷ hello",
+            ">=",
+            target,
+            per_round_ratio([r.rps if r else None for r in runs[name]], base),
+            dist,
+        )
+        for name, target in GOALS
     ]
-    print()
-    print(f"edgeworker runs on {servers_python(sys.executable)}")
-    print(format_table(
-        ["route", "req/s", "p50 ms", "p99 ms"],
-        [[n, f"{r.rps:.0f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}"] for n, r in results.items()],
-        right=(1, 2, 3)))
-    print()
-    print(format_table(
-        ["check", "value", "target", "verdict"],
-        [[c.name, "-" if c.value is None else f"{c.value:.2f}", f"{c.op} {c.target}",
-          c.verdict] for c in checks], right=(1,)))
-    if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"results": {n: r.to_json() for n, r in results.items()},
-             "checks": [c.to_json() for c in checks]}, indent=2))
-    if args.check and any(c.verdict == "FAIL" for c in checks):
-        return 1
-    return 0
+    extra = {
+        "settings": {
+            k: getattr(args, k) for k in ("duration", "warmup", "threads", "connections", "workers")
+        },
+        "servers_python": python,
+        "runs": {n: [r.to_json() if r else None for r in rs] for n, rs in runs.items()},
+        "foreign_cpu_pct": foreign,
+    }
+    status = finish(
+        "edge_bench", args, goals, build_tables(runs, foreign, errors, args, python), started, extra
+    )
+    return 2 if errors else status
 
 
 if __name__ == "__main__":

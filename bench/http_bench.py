@@ -1,35 +1,40 @@
 #!/usr/bin/env python3
-"""HTTP benchmark: edgeworker against nginx + lua-nginx-module and gunicorn -k gevent.
+"""HTTP benchmark: edgeworker against nginx + lua-nginx-module and gunicorn -k gevent, in rounds.
 
 Every target runs with the same number of workers (2), access logs off, on a free 127.0.0.1
-port, in its own temp dir; the targets run one after the other (never at the same time). For each
-case wrk runs a warm-up (2 s, discarded) and then the measured run (keep-alive, 2 threads, 50
-connections, 10 s by default). The bench prints req/s, p50/p99 latency, worker RSS, and the
-ratios of its targets with PASS/FAIL:
+port, in its own temp dir; all are started first (their idle worker RSS is read then) and then
+measured one at a time, never two at once. Each round measures every case of every target in
+turn (every other round in the reverse order): a 1 s wrk warm-up (discarded), then the measured
+run (keep-alive, 2 threads, 50 connections, 5 s). Each goal is a value taken within each round
+(the two sides measured minutes apart at most), judged over the rounds by bench/common.py's Goal:
 
-    edgeworker hello / nginx-lua hello req/s     >= 0.40
-    edgeworker hello / gunicorn hello req/s      >= 3
-    edgeworker incr / edgeworker hello req/s     >= 0.9
-    edgeworker hello / same, metrics off, req/s  >= 0.95 (status counters cost <= 5%)
-    p99 edgeworker / p99 nginx-lua (hello, incr) <= 3
-    idle edgeworker worker RSS                   <= 40 MiB
+    req/s edgeworker /hello / nginx-lua /hello                             >= 0.50
+    shared-dict incr route: edgeworker (/incr / /hello) - nginx-lua (/incr / /hello)  >= 0
+    req/s edgeworker /incr / edgeworker /hello                            >= 0.9
+    req/s edgeworker /hello / gunicorn /hello                             >= 3
+    p99 edgeworker / p99 nginx-lua, /hello and /incr                       <= 3
+    RSS of the largest edgeworker worker after the round's load           <= 40 MiB
 
-For context (no target) it also runs bench/configs/bare_loop.py, a bare gevent + httptools loop
-with the same worker count: the floor under any server built on them.
+and for context (no target) edgeworker /hello against the same server with ``[main] metrics =
+false`` (what the status counters cost), against bench/configs/bare_loop.py (a bare gevent +
+httptools loop with the same worker count: the floor under any server built on them) and the
+bare loop against nginx-lua. /incr is checked to really run: the shared counter must grow by at
+least the requests wrk completed. A round in which other processes used more than 20 % of the
+machine during any measurement is shown marked ``*`` and left out of the verdicts.
 
-Usage: python bench/http_bench.py [--duration 10] [--no-nginx] [--no-gunicorn]
-[--no-edgeworker] [--no-metrics-off] [--no-bare] [--json FILE] [--check]. The metrics on/off ratio is
-small against the noise of one run: use --rounds 3 or more for it. See bench/README.md.
+A default run (5 rounds, every target) takes about 4 minutes. Usage: python bench/http_bench.py
+[--rounds 5] [--duration 5] [--warmup 1] [--no-nginx] [--no-gunicorn] [--no-edgeworker]
+[--no-metrics-off] [--no-bare] [--json FILE] [--check]. See bench/README.md.
 
-Exit status: 0 after a complete run (whatever the verdicts), 1 with ``--check`` when any check is
-not PASS, 2 when the harness itself cannot run (wrk missing, bad arguments).
+Exit status: 0 after a complete run (whatever the verdicts), 1 with ``--check`` unless every
+goal is PASS, 2 when the harness cannot run (wrk missing, a server that does not start or
+answers wrongly), 130 when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import re
@@ -47,19 +52,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    Check,
+    DISTURBED_PCT,
     CpuMeter,
+    Goal,
     ProcessRegistry,
     Server,
+    Table,
     WorkersMemory,
     WrkResult,
+    add_common_args,
     child_pids,
+    disturbed_rounds,
     find_wrk,
-    format_table,
+    finish,
     free_port,
     http_get,
     mib,
-    ratio,
+    per_round_ratio,
     run_wrk,
     servers_python,
     tool_version,
@@ -76,7 +85,6 @@ HANDLERS = BENCH_DIR / "handlers"
 VENV_BIN = REPO / ".venv" / "bin"
 EXPECTED_BODY = b"hello\n"
 IDLE_RSS_TARGET_MIB = 40.0
-FOREIGN_CPU_WARN_PCT = 5.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,61 +100,34 @@ class Round:
     error: str = ""
     counted: int | None = None  # /incr only: how much the shared counter grew
     foreign_cpu_pct: float | None = None  # machine CPU used by other processes during the run
+    memory: WorkersMemory | None = None  # the server's workers right after the run
+
+    @property
+    def ok(self) -> bool:
+        """True when the run completed without error."""
+        return self.wrk is not None and not self.error
 
     def to_json(self) -> dict[str, object]:
         return {
-            "ok": not self.error,
+            "ok": self.ok,
             "error": self.error,
             "wrk": self.wrk.to_json() if self.wrk else None,
             "warmup": self.warmup.to_json() if self.warmup else None,
             "counted": self.counted,
             "foreign_cpu_pct": self.foreign_cpu_pct,
+            "workers_after": self.memory.to_json() if self.memory else None,
         }
 
 
 @dataclass
 class CaseResult:
-    """A case of a target (e.g. edgeworker /incr) over every round.
-
-    The reported figures are those of the median round by req/s (with one round, that round).
-    Any round with an error makes the whole case an error.
-    """
+    """A case of a target (e.g. edgeworker /incr): one :class:`Round` per round it ran in."""
 
     path: str
     rounds: list[Round] = field(default_factory=list)
-    memory: WorkersMemory | None = None  # after the last round
-
-    @property
-    def error(self) -> str:
-        return next((r.error for r in self.rounds if r.error), "" if self.rounds else "not run")
-
-    @property
-    def median(self) -> Round | None:
-        done = sorted((r for r in self.rounds if r.wrk is not None), key=lambda r: r.wrk.rps)
-        return done[(len(done) - 1) // 2] if done else None
-
-    @property
-    def wrk(self) -> WrkResult | None:
-        m = self.median
-        return m.wrk if m else None
-
-    @property
-    def foreign_cpu_pct(self) -> float | None:
-        """The largest foreign CPU share seen in any round."""
-        seen = [r.foreign_cpu_pct for r in self.rounds if r.foreign_cpu_pct is not None]
-        return max(seen) if seen else None
 
     def to_json(self) -> dict[str, object]:
-        m = self.median
-        return {
-            "path": self.path,
-            "ok": not self.error,
-            "error": self.error,
-            "wrk": m.wrk.to_json() if m and m.wrk else None,
-            "workers_after": self.memory.to_json() if self.memory else None,
-            "foreign_cpu_pct": self.foreign_cpu_pct,
-            "rounds": [r.to_json() for r in self.rounds],
-        }
+        return {"path": self.path, "rounds": [r.to_json() for r in self.rounds]}
 
 
 @dataclass
@@ -159,11 +140,6 @@ class TargetResult:
     command: list[str] = field(default_factory=list)
     idle: WorkersMemory | None = None
     cases: dict[str, CaseResult] = field(default_factory=dict)
-
-    def case(self, name: str) -> CaseResult | None:
-        """The case if it was measured without error, else None."""
-        c = self.cases.get(name)
-        return c if c is not None and c.wrk is not None and not c.error else None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -258,8 +234,7 @@ def start_gunicorn(reg: ProcessRegistry, tmp: Path, port: int, args: argparse.Na
     return reg.start("gunicorn", argv, cwd=tmp, log_path=tmp / "output.log")
 
 
-def start_bare_loop(reg: ProcessRegistry, tmp: Path, port: int, args: argparse.Namespace
-                    ) -> Server:
+def start_bare_loop(reg: ProcessRegistry, tmp: Path, port: int, args: argparse.Namespace) -> Server:
     """bench/configs/bare_loop.py: a bare gevent + httptools loop, the floor under edgeworker."""
     argv = [_venv_python(), str(CONFIGS / "bare_loop.py"), HOST, str(port), str(args.workers)]
     return reg.start("bare-loop", argv, cwd=tmp, log_path=tmp / "output.log")
@@ -429,6 +404,7 @@ def measure_round(port: int, case: str, server: Server, args: argparse.Namespace
             url, threads=args.threads, connections=args.connections, duration=args.duration
         )
         rnd.foreign_cpu_pct = meter.stop(pids)
+        rnd.memory = workers_rss(server.pid)
         if not server.alive():
             raise RuntimeError(f"server exited with status {server.proc.returncode} during the run")
         if rnd.wrk.non_2xx_3xx:
@@ -520,25 +496,21 @@ def run_all(
             else:
                 results[target.name] = started
         for n in range(args.rounds):
-            if args.rounds > 1:
-                log(f"round {n + 1} of {args.rounds}")
+            log(f"round {n + 1} of {args.rounds}")
             flip = n % 2 == 1
             for run in reversed(running) if flip else running:
-                if run.result.status != "ok":
-                    continue
                 for case in reversed(run.target.cases) if flip else run.target.cases:
-                    rnd = measure_round(run.port, case, run.server, args)
+                    if run.result.status == "ok":
+                        rnd = measure_round(run.port, case, run.server, args)
+                    else:
+                        rnd = Round(error="the server was not running")
                     run.result.cases.setdefault(case, CaseResult("/" + case)).rounds.append(rnd)
-                if not run.server.alive():
+                if run.result.status == "ok" and not run.server.alive():
                     run.result.status = "failed"
                     run.result.error = (
                         f"server exited with status {run.server.proc.returncode} during the bench"
                         + _server_output(run.server, run.tmp)
                     )
-        for run in running:
-            if run.result.status == "ok":
-                for case in run.result.cases.values():
-                    case.memory = workers_rss(run.server.pid)
     finally:
         for run in running:
             finish_target(run, reg, args, run.tmp)
@@ -548,224 +520,262 @@ def run_all(
 # ---------------------------------------------------------------------------------------------
 # report
 
-
-def _rps(t: dict[str, TargetResult], name: str, case: str) -> float | None:
-    c = t[name].case(case) if name in t else None
-    return c.wrk.rps if c else None
+#: (target, case) in the order of the tables
+CASES = tuple((t.name, c) for t in TARGETS for c in t.cases)
 
 
-def _p99(t: dict[str, TargetResult], name: str, case: str) -> float | None:
-    c = t[name].case(case) if name in t else None
-    return c.wrk.p99_ms if c else None
-
-
-def compute_checks(t: dict[str, TargetResult]) -> tuple[list[Check], list[Check]]:
-    """The issue's target checks, and informational ratios (no target) for context."""
-    ew_idle = t["edgeworker"].idle if "edgeworker" in t else None
-    checks = [
-        Check(
-            "req/s edgeworker hello / nginx-lua hello",
-            ratio(_rps(t, "edgeworker", "hello"), _rps(t, "nginx-lua", "hello")),
-            ">=",
-            0.40,
-        ),
-        Check(
-            "req/s edgeworker hello / gunicorn hello",
-            ratio(_rps(t, "edgeworker", "hello"), _rps(t, "gunicorn", "hello")),
-            ">=",
-            3.0,
-        ),
-        Check(
-            "req/s edgeworker incr / edgeworker hello",
-            ratio(_rps(t, "edgeworker", "incr"), _rps(t, "edgeworker", "hello")),
-            ">=",
-            0.9,
-        ),
-        Check(
-            "p99 edgeworker hello / nginx-lua hello",
-            ratio(_p99(t, "edgeworker", "hello"), _p99(t, "nginx-lua", "hello")),
-            "<=",
-            3.0,
-        ),
-        Check(
-            "p99 edgeworker incr / nginx-lua incr",
-            ratio(_p99(t, "edgeworker", "incr"), _p99(t, "nginx-lua", "incr")),
-            "<=",
-            3.0,
-        ),
-        Check(
-            "req/s edgeworker hello / edgeworker hello with metrics off",
-            ratio(_rps(t, "edgeworker", "hello"), _rps(t, "edgeworker-metrics-off", "hello")),
-            ">=",
-            0.95,
-        ),
-        Check(
-            "idle edgeworker worker RSS (largest worker)",
-            ew_idle.rss_max_kb / 1024 if ew_idle and ew_idle.rss_kb else None,
-            "<=",
-            IDLE_RSS_TARGET_MIB,
-            unit=" MiB",
-        ),
-    ]
-    info = [
-        Check(
-            "req/s nginx-lua incr / nginx-lua hello",
-            ratio(_rps(t, "nginx-lua", "incr"), _rps(t, "nginx-lua", "hello")),
-            ">=",
-            0.0,
-        ),
-        Check(
-            "req/s gunicorn hello / nginx-lua hello",
-            ratio(_rps(t, "gunicorn", "hello"), _rps(t, "nginx-lua", "hello")),
-            ">=",
-            0.0,
-        ),
-        Check(
-            "req/s bare-loop hello / nginx-lua hello",
-            ratio(_rps(t, "bare-loop", "hello"), _rps(t, "nginx-lua", "hello")),
-            ">=",
-            0.0,
-        ),
-        Check(
-            "req/s edgeworker hello / bare-loop hello",
-            ratio(_rps(t, "edgeworker", "hello"), _rps(t, "bare-loop", "hello")),
-            ">=",
-            0.0,
-        ),
-    ]
-    return checks, info
-
-
-#: the req/s ratios also shown per round: (label, numerator, denominator), each (target, case)
-PER_ROUND = (
-    ("edgeworker hello / nginx-lua hello", ("edgeworker", "hello"), ("nginx-lua", "hello")),
-    ("edgeworker incr / edgeworker hello", ("edgeworker", "incr"), ("edgeworker", "hello")),
-    ("nginx-lua incr / nginx-lua hello", ("nginx-lua", "incr"), ("nginx-lua", "hello")),
-)
-
-
-def per_round_ratios(t: dict[str, TargetResult]) -> dict[str, list[float]]:
-    """Each PER_ROUND ratio taken within each round (the rounds run the targets in turn), for
-    the rounds where both sides ran; ratios whose sides were not run are left out."""
-    out: dict[str, list[float]] = {}
-    for label, (an, ac), (bn, bc) in PER_ROUND:
-        a = t[an].case(ac) if an in t else None
-        b = t[bn].case(bc) if bn in t else None
-        if a is None or b is None:
-            continue
-        out[label] = [
-            ra.wrk.rps / rb.wrk.rps
-            for ra, rb in zip(a.rounds, b.rounds, strict=False)
-            if ra.wrk is not None and rb.wrk is not None and rb.wrk.rps
-        ]
+def series(
+    results: dict[str, TargetResult],
+    name: str,
+    case: str,
+    value: Callable[[Round], float | None],
+    rounds: int,
+) -> list[float | None]:
+    """``value`` of ``name``'s ``case`` in each round, None where it was not measured or failed."""
+    res = results.get(name)
+    c = res.cases.get(case) if res else None
+    out: list[float | None] = []
+    for i in range(rounds):
+        rnd = c.rounds[i] if c is not None and i < len(c.rounds) else None
+        out.append(value(rnd) if rnd is not None and rnd.ok else None)
     return out
 
 
-def _fmt_value(c: Check) -> str:
-    if c.value is None:
-        return "n/a"
-    return f"{c.value:.2f}x" if c.unit == "x" else f"{c.value:.1f}{c.unit}"
+def _rps(r: Round) -> float | None:
+    return r.wrk.rps if r.wrk else None
 
 
-def render_report(
-    results: dict[str, TargetResult],
-    checks: list[Check],
-    info: list[Check],
-    args: argparse.Namespace,
-) -> str:
-    """The human-readable report printed on stdout."""
-    out = [
-        f"HTTP bench: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s "
-        f"(warm-up {args.warmup:g}s, keep-alive), {args.workers} workers per server, access logs off"
-        + (f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else ""),
-        f"edgeworker, gunicorn and the bare loop run on {servers_python(_venv_python())}",
-        "",
-    ]
-    rows = []
-    for name, res in results.items():
-        if res.status != "ok":
-            reason = res.error.splitlines()[0] if res.error else ""
-            rows.append([name, res.status.upper(), "-", "-", "-", "-", "-", "-", reason])
-            continue
+def _p50(r: Round) -> float | None:
+    return r.wrk.p50_ms if r.wrk else None
+
+
+def _p99(r: Round) -> float | None:
+    return r.wrk.p99_ms if r.wrk else None
+
+
+def _largest_worker_mib(r: Round) -> float | None:
+    return r.memory.rss_max_kb / 1024 if r.memory and r.memory.rss_kb else None
+
+
+def foreign_cpu(results: dict[str, TargetResult], rounds: int) -> list[list[float | None]]:
+    """The other-CPU % of every measurement of each round (every target, every case)."""
+    out: list[list[float | None]] = [[] for _ in range(rounds)]
+    for res in results.values():
         for c in res.cases.values():
-            label = f"{name} {c.path}"
-            if c.wrk is None:
-                rows.append([label, "ERROR", "-", "-", "-", "-", "-", "-", c.error])
-                continue
-            mem = c.memory
-            rows.append(
-                [
-                    label,
-                    f"{c.wrk.rps:,.0f}",
-                    f"{c.wrk.p50_ms:.2f}",
-                    f"{c.wrk.p99_ms:.2f}",
-                    str(c.wrk.errors),
-                    mib(mem.rss_sum_kb) if mem else "-",
-                    " + ".join(mib(k) for k in mem.rss_kb) if mem else "-",
-                    "-" if c.foreign_cpu_pct is None else f"{c.foreign_cpu_pct:.0f}",
-                    c.error,
-                ]
-            )
-    out.append(
-        format_table(
-            [
-                "case",
-                "req/s",
-                "p50 ms",
-                "p99 ms",
-                "errors",
-                "RSS MiB",
-                "per worker MiB",
-                "other CPU %",
-                "note",
-            ],
-            rows,
-            right=(1, 2, 3, 4, 5, 7),
-        )
-    )
-    busy = [
-        f"{n} {c.path} {c.foreign_cpu_pct:.0f}%"
-        for n, r in results.items()
-        for c in r.cases.values()
-        if c.foreign_cpu_pct is not None and c.foreign_cpu_pct > FOREIGN_CPU_WARN_PCT
+            for i, rnd in enumerate(c.rounds[:rounds]):
+                out[i].append(rnd.foreign_cpu_pct)
+    return out
+
+
+def difference(a: list[float | None], b: list[float | None]) -> list[float | None]:
+    """``a[i] - b[i]`` of every round, None where a side is missing."""
+    return [None if x is None or y is None else x - y for x, y in zip(a, b, strict=True)]
+
+
+def compute_goals(results: dict[str, TargetResult], rounds: int) -> list[Goal]:
+    """The goals, each taken within each round, then the figures shown for context."""
+    dist = disturbed_rounds(foreign_cpu(results, rounds))
+
+    def rps(name: str, case: str) -> list[float | None]:
+        return series(results, name, case, _rps, rounds)
+
+    def p99(name: str, case: str) -> list[float | None]:
+        return series(results, name, case, _p99, rounds)
+
+    ew_incr = per_round_ratio(rps("edgeworker", "incr"), rps("edgeworker", "hello"))
+    ngx_incr = per_round_ratio(rps("nginx-lua", "incr"), rps("nginx-lua", "hello"))
+    ew_hello = rps("edgeworker", "hello")
+    return [
+        Goal(
+            "req/s edgeworker /hello ÷ nginx-lua /hello",
+            ">=",
+            0.50,
+            per_round_ratio(ew_hello, rps("nginx-lua", "hello")),
+            dist,
+        ),
+        Goal(
+            "shared-dict incr route: (edgeworker /incr ÷ /hello) − (nginx-lua /incr ÷ /hello)",
+            ">=",
+            0.0,
+            difference(ew_incr, ngx_incr),
+            dist,
+            unit="",
+            note="the share of its /hello rate each server keeps on /incr, edgeworker's minus "
+            "nginx-lua's; >= 0: the shared-dict incr in the access phase costs edgeworker, "
+            "relatively, no more than it costs nginx",
+        ),
+        Goal("req/s edgeworker /incr ÷ edgeworker /hello", ">=", 0.9, ew_incr, dist),
+        Goal(
+            "req/s edgeworker /hello ÷ gunicorn /hello",
+            ">=",
+            3.0,
+            per_round_ratio(ew_hello, rps("gunicorn", "hello")),
+            dist,
+        ),
+        Goal(
+            "p99 edgeworker /hello ÷ nginx-lua /hello",
+            "<=",
+            3.0,
+            per_round_ratio(p99("edgeworker", "hello"), p99("nginx-lua", "hello")),
+            dist,
+        ),
+        Goal(
+            "p99 edgeworker /incr ÷ nginx-lua /incr",
+            "<=",
+            3.0,
+            per_round_ratio(p99("edgeworker", "incr"), p99("nginx-lua", "incr")),
+            dist,
+        ),
+        Goal(
+            "RSS of the largest edgeworker worker after the round's load",
+            "<=",
+            IDLE_RSS_TARGET_MIB,
+            series(results, "edgeworker", "incr", _largest_worker_mib, rounds),
+            dist,
+            unit=" MiB",
+            note="read from /proc right after the round's /incr run (MiB)",
+        ),
+        Goal("req/s nginx-lua /incr ÷ nginx-lua /hello", ">=", None, ngx_incr, dist),
+        Goal(
+            "req/s edgeworker /hello ÷ the same with metrics = false",
+            ">=",
+            None,
+            per_round_ratio(ew_hello, rps("edgeworker-metrics-off", "hello")),
+            dist,
+            note="what the status counters cost; two identical servers differ by a few % here",
+        ),
+        Goal(
+            "req/s edgeworker /hello ÷ bare-loop /hello",
+            ">=",
+            None,
+            per_round_ratio(ew_hello, rps("bare-loop", "hello")),
+            dist,
+        ),
+        Goal(
+            "req/s bare-loop /hello ÷ nginx-lua /hello",
+            ">=",
+            None,
+            per_round_ratio(rps("bare-loop", "hello"), rps("nginx-lua", "hello")),
+            dist,
+        ),
+        Goal(
+            "req/s gunicorn /hello ÷ nginx-lua /hello",
+            ">=",
+            None,
+            per_round_ratio(rps("gunicorn", "hello"), rps("nginx-lua", "hello")),
+            dist,
+        ),
     ]
-    if busy:
-        out.append(
-            "WARNING: other processes used the CPU during "
-            + ", ".join(busy)
-            + ": req/s and latency of those cases are understated and the ratios unreliable."
+
+
+def kept_median(values: list[float | None], dist: list[bool]) -> float | None:
+    """The median of the values of the rounds not flagged in ``dist`` (None if there are none):
+    the same rounds a Goal keeps, for the tables' absolute figures."""
+    kept = [v for i, v in enumerate(values) if v is not None and not (i < len(dist) and dist[i])]
+    return statistics.median(kept) if kept else None
+
+
+def cell(v: float | None, spec: str, disturbed: bool = False) -> str:
+    """A table cell: ``v`` formatted, ``-`` when missing, ``*`` after a disturbed round's."""
+    return ("-" if v is None else format(v, spec)) + ("*" if disturbed else "")
+
+
+def other_cpu_row(foreign: list[list[float | None]], dist: list[bool]) -> list[str]:
+    """The table row of the largest other-CPU % of each round (then no median)."""
+    worst = [max((p for p in rnd if p is not None), default=None) for rnd in foreign]
+    return ["other CPU % (largest)", *(cell(v, ".0f", dist[i]) for i, v in enumerate(worst)), "-"]
+
+
+def build_tables(results: dict[str, TargetResult], args: argparse.Namespace) -> list[Table]:
+    """Requests per second of each round; latency and memory; idle RSS."""
+    n = args.rounds
+    foreign = foreign_cpu(results, n)
+    dist = disturbed_rounds(foreign)
+    measured = [(name, case) for name, case in CASES if results[name].cases.get(case)]
+    rows, notes = [], []
+    for name, case in measured:
+        rps = series(results, name, case, _rps, n)
+        med = kept_median(rps, dist)
+        rows.append(
+            [
+                f"{name} /{case}",
+                *(cell(v, ",.0f", dist[i]) for i, v in enumerate(rps)),
+                cell(med, ",.0f"),
+            ]
         )
-    out += ["", "worker RSS (after start-up, before load):"]
-    if not any(r.idle for r in results.values()):
-        out.append("  (none measured)")
+        for i, rnd in enumerate(results[name].cases[case].rounds):
+            if rnd.error and results[name].status == "ok":
+                notes.append(f"{name} /{case}, round {i + 1}: {rnd.error}")
+    rows.append(other_cpu_row(foreign, dist))
     for name, res in results.items():
-        if res.idle is not None:
-            per = " + ".join(mib(k) for k in res.idle.rss_kb)
-            width = max(len(n) for n in results)
-            out.append(f"  {name:<{width}}  {mib(res.idle.rss_sum_kb):>6} MiB = {per} MiB")
-    out += ["", "targets:"]
-    out.append(
-        format_table(
-            ["check", "value", "target", "verdict"],
-            [[c.name, _fmt_value(c), f"{c.op} {c.target:g}{c.unit}", c.verdict] for c in checks],
-            right=(1,),
-        )
+        if res.status == "skipped":
+            notes.append(f"{name}: skipped ({res.error})")
+        elif res.status == "failed":
+            notes.append(f"{name}: FAILED: {res.error.splitlines()[0] if res.error else ''}")
+    notes += [
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s (keep-alive) after a "
+        f"{args.warmup:g} s warm-up; {args.workers} workers per server, access logs off; one "
+        "server measured at a time, every other round in the reverse order",
+        f"edgeworker, gunicorn and the bare loop run on {servers_python(_venv_python())}",
+        "other CPU %: the share of the machine used during a run by processes other than the "
+        "server and wrk (the largest of the round's runs); over "
+        f"{DISTURBED_PCT:g} % the round is marked * and left out of the medians and verdicts",
+        "/incr: the shared counter must grow by at least the requests wrk completed, else the "
+        "run counts as failed (-)",
+    ]
+    per_round = Table(
+        "Requests per second in each round, then the median of the kept rounds",
+        ["case", *(f"round {i + 1}" for i in range(n)), "median"],
+        rows,
+        notes=notes,
+        right=tuple(range(1, n + 2)),
     )
-    out += ["", "for context:"]
-    for c in info:
-        out.append(f"  {c.name:<44} {_fmt_value(c)}")
-    rounds = per_round_ratios(results)
-    if rounds:
-        out += ["", "req/s ratios within each round (then their median):"]
-        for label, values in rounds.items():
-            each = " ".join(f"{v:.3f}" for v in values)
-            med = f"{statistics.median(values):.3f}" if values else "n/a"
-            out.append(f"  {label:<38} {each}  median {med}")
-    failures = [(n, r.error) for n, r in results.items() if r.status == "failed"]
-    for name, err in failures:
-        cmd = " ".join(results[name].command)
-        out += ["", f"{name} NOT RUNNING ({cmd}): {err}"]
-    return "\n".join(out)
+    lat_rows = []
+    for name, case in measured:
+        rounds = results[name].cases[case].rounds
+        last = next((r.memory for r in reversed(rounds) if r.memory), None)
+        lat_rows.append(
+            [
+                f"{name} /{case}",
+                cell(kept_median(series(results, name, case, _p50, n), dist), ".2f"),
+                cell(kept_median(series(results, name, case, _p99, n), dist), ".2f"),
+                str(sum(r.wrk.errors for r in rounds if r.wrk)),
+                mib(last.rss_sum_kb) if last else "-",
+                " + ".join(mib(k) for k in last.rss_kb) if last else "-",
+            ]
+        )
+    latency = Table(
+        "Latency (median of the kept rounds) and worker memory after the load",
+        ["case", "p50 ms", "p99 ms", "errors", "RSS MiB", "per worker MiB"],
+        lat_rows,
+        notes=[
+            "errors: wrk's socket errors (connect, read, write, timeout) and non-2xx/3xx answers,"
+            " all rounds",
+            "RSS: the server's worker processes (children of its master) after its last run",
+        ],
+        right=(1, 2, 3, 4),
+    )
+    idle_rows = [
+        [
+            name,
+            mib(res.idle.rss_sum_kb),
+            " + ".join(mib(k) for k in res.idle.rss_kb),
+            " + ".join(mib(k) for k in res.idle.pss_kb),
+        ]
+        for name, res in results.items()
+        if res.idle is not None
+    ]
+    idle = Table(
+        "Worker RSS after start-up, before any load",
+        ["server", "RSS MiB", "per worker MiB", "PSS per worker MiB"],
+        idle_rows,
+        notes=[
+            f"read {args.settle:g} s after the workers started; PSS splits the pages the "
+            "forked workers share"
+        ],
+        right=(1,),
+    )
+    return [per_round, latency, idle]
 
 
 def _venv_python() -> str:
@@ -790,23 +800,20 @@ def environment() -> dict[str, str]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per measured case (10)")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per measured run (5)")
     p.add_argument(
-        "--warmup", type=float, default=2.0, help="warm-up seconds before each case (2; 0 = none)"
+        "--warmup", type=float, default=1.0, help="warm-up seconds before each run (1; 0 = none)"
     )
     p.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
     p.add_argument("--connections", type=int, default=50, help="wrk connections (50)")
     p.add_argument("--workers", type=int, default=2, help="worker processes per server (2)")
-    p.add_argument(
-        "--rounds",
-        type=int,
-        default=1,
-        help="measure every case N times, targets interleaved; report the median (1)",
-    )
     p.add_argument("--no-nginx", action="store_true", help="skip nginx + lua")
     p.add_argument("--no-gunicorn", action="store_true", help="skip gunicorn -k gevent")
-    p.add_argument("--no-bare", action="store_true",
-                   help="skip the bare gevent + httptools loop (context only)")
+    p.add_argument(
+        "--no-bare",
+        action="store_true",
+        help="skip the bare gevent + httptools loop (context only)",
+    )
     p.add_argument("--no-edgeworker", action="store_true", help="skip edgeworker")
     p.add_argument(
         "--no-metrics-off",
@@ -825,8 +832,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--settle", type=float, default=1.0, help="seconds idle before measuring idle RSS (1)"
     )
-    p.add_argument("--json", metavar="FILE", help="also write all results as JSON to FILE")
-    p.add_argument("--check", action="store_true", help="exit 1 unless every target check PASSes")
+    add_common_args(p)
     p.add_argument("--keep", action="store_true", help="keep the temp dirs (configs, logs)")
     p.add_argument("-v", "--verbose", action="store_true", help="print tracebacks of failures")
     args = p.parse_args(argv)
@@ -839,6 +845,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the bench; see the module docstring for the exit status."""
+    started = time.time()
     args = parse_args(argv)
     try:
         find_wrk()
@@ -859,25 +866,30 @@ def main(argv: list[str] | None = None) -> int:
             log("interrupted: stopping servers")
             reg.stop_all()
             return 130
-    checks, info = compute_checks(results)
-    print(render_report(results, checks, info, args), flush=True)
-    if args.json:
-        doc = {
-            "settings": {
-                k: getattr(args, k)
-                for k in ("duration", "warmup", "threads", "connections", "workers", "rounds")
-            },
-            "environment": environment(),
-            "targets": {k: v.to_json() for k, v in results.items()},
-            "checks": [c.to_json() for c in checks],
-            "context": [c.to_json() for c in info],
-            "per_round": per_round_ratios(results),
-        }
-        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
-        log(f"results written to {args.json}")
-    if args.check and any(c.verdict != "PASS" for c in checks):
-        return 1
-    return 0
+    goals = compute_goals(results, args.rounds)
+    extra = {
+        "settings": {
+            k: getattr(args, k)
+            for k in ("duration", "warmup", "threads", "connections", "workers", "settle")
+        },
+        "environment": environment(),
+        "targets": {k: v.to_json() for k, v in results.items()},
+    }
+    status = finish("http_bench", args, goals, build_tables(results, args), started, extra)
+    failed = [
+        name
+        for name, res in results.items()
+        if res.status == "failed"
+        or any(r.error for c in res.cases.values() for r in c.rounds if res.status == "ok")
+    ]
+    if failed:
+        log(f"not measured as asked: {', '.join(failed)} (see the notes above)")
+        for name in failed:
+            if results[name].status == "failed":
+                cmd = " ".join(results[name].command)
+                print(f"\n{name} NOT RUNNING ({cmd}): {results[name].error}", file=sys.stderr)
+        return 2
+    return status
 
 
 if __name__ == "__main__":
