@@ -502,8 +502,10 @@ def run_wrk(
     duration: float = 10.0,
     timeout_s: float = 5.0,
     wrk: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> WrkResult:
-    """Run ``wrk --latency`` (keep-alive) against ``url`` and return the parsed result.
+    """Run ``wrk --latency`` (keep-alive) against ``url``, with ``headers`` added to every
+    request, and return the parsed result.
 
     The run is bounded: wrk is killed ``duration + 30`` seconds after it starts. Raises
     ``RuntimeError`` if wrk fails or its output cannot be parsed.
@@ -519,6 +521,7 @@ def run_wrk(
         f"{max(1, round(duration))}s",
         "--timeout",
         f"{timeout_s:g}s",
+        *(a for k, v in (headers or {}).items() for a in ("-H", f"{k}: {v}")),
         url,
     ]
     try:

@@ -33,7 +33,6 @@ import argparse
 import http.client
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,8 +53,8 @@ from common import (  # noqa: E402
     find_wrk,
     finish,
     free_port,
-    parse_wrk_output,
     per_round_ratio,
+    run_wrk,
     servers_python,
     wait_for_port,
     wait_for_workers,
@@ -149,36 +148,6 @@ class HarnessError(Exception):
     """The bench cannot measure: a tool is missing or a route answers wrongly."""
 
 
-def wrk(url: str, args: argparse.Namespace, headers: dict[str, str], duration: float) -> WrkResult:
-    """``wrk --latency`` with extra request headers; bounded to ``duration + 30`` seconds.
-    Raises RuntimeError if wrk fails or cannot be parsed."""
-    argv = [
-        find_wrk(),
-        "--latency",
-        "-t",
-        str(args.threads),
-        "-c",
-        str(args.connections),
-        "-d",
-        f"{max(1, round(duration))}s",
-        "--timeout",
-        "5s",
-    ]
-    for k, v in headers.items():
-        argv += ["-H", f"{k}: {v}"]
-    argv.append(url)
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30)
-    except subprocess.TimeoutExpired as exc:
-        raise RuntimeError(f"wrk did not finish within {duration + 30:g}s") from exc
-    if done.returncode != 0:
-        raise RuntimeError(f"wrk failed: {done.stderr.strip() or done.stdout}")
-    try:
-        return parse_wrk_output(done.stdout, url)
-    except ValueError as exc:
-        raise RuntimeError(str(exc)) from exc
-
-
 def get(port: int, path: str, headers: dict[str, str] | None = None):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
@@ -216,12 +185,13 @@ def measure(
 ) -> tuple[WrkResult | None, float | None, str]:
     """Warm up, then one measured wrk run with the other-CPU meter: (result or None, other
     CPU %, error)."""
+    load = {"threads": args.threads, "connections": args.connections, "headers": headers}
     try:
         if args.warmup > 0:
-            wrk(url, args, headers, args.warmup)
+            run_wrk(url, duration=args.warmup, **load)
         meter = CpuMeter()
         meter.start(pids)
-        res = wrk(url, args, headers, args.duration)
+        res = run_wrk(url, duration=args.duration, **load)
         foreign = meter.stop(pids)
     except RuntimeError as exc:
         return None, None, str(exc)
@@ -325,24 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp, ProcessRegistry() as reg:
         try:
             redis_port = free_port()
-            redis = reg.start(
-                "redis",
-                [
-                    redis_server,
-                    "--port",
-                    str(redis_port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    tmp,
-                ],
-                cwd=tmp,
-                log_path=os.path.join(tmp, "redis.log"),
-            )
+            redis_argv = [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1"]
+            redis_argv += ["--save", "", "--appendonly", "no", "--dir", tmp]
+            redis = reg.start("redis", redis_argv, cwd=tmp, log_path=os.path.join(tmp, "redis.log"))
             wait_for_port("127.0.0.1", redis_port, 10, redis.proc)
             port = free_port()
             Path(tmp, "bench_edge.py").write_text(HANDLERS)
