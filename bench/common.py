@@ -828,31 +828,6 @@ def _utc(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-@dataclass
-class Check:
-    """A single measured value against a target (the older reporting, kept until every bench
-    reports :class:`Goal` rounds)."""
-
-    name: str
-    value: float | None
-    op: str  # ">=" or "<="
-    target: float
-    unit: str = "x"
-    note: str = ""
-
-    @property
-    def verdict(self) -> str:
-        if self.value is None:
-            return "n/a"
-        ok = self.value >= self.target if self.op == ">=" else self.value <= self.target
-        return "PASS" if ok else "FAIL"
-
-    def to_json(self) -> dict[str, object]:
-        d = asdict(self)
-        d["verdict"] = self.verdict
-        return d
-
-
 def ratio(num: float | None, den: float | None) -> float | None:
     """``num / den``, or None if either is missing or ``den`` is zero."""
     if num is None or den is None or den == 0:
