@@ -9,7 +9,7 @@ listens with ``ssl``, ``ssl_protocols TLSv1.3``, ``ssl_session_tickets on``; edg
 ``listen = ["127.0.0.1:PORT ssl"]``, ``ssl_certificate`` and ``ssl_certificate_key``.
 
 Cases, each server in turn (never two under load at once), ``--rounds`` times (5), every other
-round in the reverse order:
+round the servers and the cases in the reverse order:
 
     keepalive  wrk -t2 -c50 over https, keep-alive: requests/s
     close      the same with -H "Connection: close": a new TLS connection per request (checked
@@ -20,18 +20,21 @@ round in the reverse order:
     flood      one `openssl s_time -new` client opening connections (full handshakes, no
                request) as fast as it can while wrk measures keep-alive requests: their p99
 
-The ratio edgeworker / nginx is taken within each round, then their median, against the goals:
+Goals (bench/common.py's Goal: the ratio edgeworker ÷ nginx taken within each round; PASS when
+every kept round meets it, FAIL when none does, inconclusive when they straddle):
 
     keepalive requests/s                   >= 0.40
     new connections/s (close, full)        >= 0.50
 
-A goal is PASS when every round meets it, FAIL when none does, and "inconclusive" when the
-rounds straddle it. The flood's p99 ratio is shown for context (no goal).
+The flood's p99 ratio is shown for context (no goal). A round whose two measurements of a case
+ran beside other load (other processes > 20 % of the machine; the flooding client counts as the
+bench's own) is marked and left out of that goal. One default run (``--duration 6 --warmup 1``,
+5 rounds) takes about 5 minutes.
 
-Usage: python bench/tls_bench.py [--duration 10] [--rounds 5] [--no-edgeworker] [--json FILE]
+Usage: python bench/tls_bench.py [--duration 6] [--rounds 5] [--no-edgeworker] [--json FILE]
 [--check]. See bench/README.md.
 
-Exit status: 0 after a run (1 with ``--check`` when a goal is not PASS), 2 when the harness
+Exit status: 0 after a run (1 with ``--check`` unless every goal is PASS), 2 when the harness
 cannot run (wrk, openssl or nginx missing, a server that does not start or answers wrongly),
 130 when interrupted.
 """
@@ -39,15 +42,12 @@ cannot run (wrk, openssl or nginx missing, a server that does not start or answe
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import platform
 import re
 import shutil
 import socket
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,15 +59,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    DISTURBED_PCT,
     CpuMeter,
+    Goal,
     ProcessRegistry,
     Server,
+    Table,
     WrkResult,
+    add_common_args,
     child_pids,
+    disturbed_rounds,
     find_wrk,
-    format_table,
+    finish,
     free_port,
     parse_wrk_output,
+    per_round_ratio,
     servers_python,
     tool_version,
     wait_for_port,
@@ -81,15 +87,14 @@ REPO = BENCH_DIR.parent
 HANDLERS = BENCH_DIR / "handlers"
 VENV_BIN = REPO / ".venv" / "bin"
 EXPECTED_BODY = b"hello\n"
-FOREIGN_CPU_WARN_PCT = 5.0
 TARGETS = ("nginx", "edgeworker")
 CASES = ("keepalive", "close", "full", "flood")
 
-#: (label, case, goal): edgeworker / nginx of the case's rate must be >= goal
+#: (name, case, target): edgeworker ÷ nginx of the case's rate within each round >= target
 GOALS = (
-    ("keep-alive requests/s", "keepalive", 0.40),
-    ("new connections/s (Connection: close, resumed)", "close", 0.50),
-    ("new connections/s (full handshakes)", "full", 0.50),
+    ("keepalive: requests/s, edgeworker ÷ nginx", "keepalive", 0.40),
+    ("close: new connections/s (resumed), edgeworker ÷ nginx", "close", 0.50),
+    ("full: new connections/s (full handshakes), edgeworker ÷ nginx", "full", 0.50),
 )
 
 NGINX_CONF = """
@@ -438,6 +443,10 @@ class Round:
     foreign_cpu_pct: float | None = None
     error: str = ""
 
+    @property
+    def disturbed(self) -> bool:
+        return disturbed_rounds([[self.foreign_cpu_pct]])[0]
+
     def to_json(self) -> dict[str, object]:
         return {
             "ok": not self.error,
@@ -464,6 +473,8 @@ def measure(case: str, server: Server, port: int, args: argparse.Namespace) -> R
             flood = spawn_s_time(port, args.warmup + args.duration + 2, request=False)
             time.sleep(max(args.warmup, 1.0))
         log(f"  {server.name} {case}: {args.duration:g}s")
+        if flood is not None:  # the flooding client is part of the load: its CPU is ours
+            pids.append(flood.pid)
         opened0 = passive_opens()
         meter.start(pids)
         if case == "full":
@@ -516,11 +527,27 @@ class Target:
     cases: dict[str, list[Round]] = field(default_factory=dict)
 
     def rates(self, case: str) -> list[float | None]:
+        """The case's figure of each round, None where it failed (all None if never run)."""
+        if self.status != "ok":
+            return []
         return [r.rate if not r.error else None for r in self.cases.get(case, [])]
 
+    def p99s(self, case: str) -> list[float | None]:
+        if self.status != "ok":
+            return []
+        return [r.wrk.p99_ms if r.wrk and not r.error else None for r in self.cases.get(case, [])]
+
+    def other_cpu(self, case: str) -> list[float | None]:
+        return [r.foreign_cpu_pct for r in self.cases.get(case, [])]
+
     def median_round(self, case: str) -> Round | None:
+        """The round of the median figure among those that succeeded and were not disturbed."""
         done = sorted(
-            (r for r in self.cases.get(case, []) if r.rate is not None and not r.error),
+            (
+                r
+                for r in self.cases.get(case, [])
+                if r.rate is not None and not r.error and not r.disturbed
+            ),
             key=lambda r: r.rate,
         )
         return done[(len(done) - 1) // 2] if done else None
@@ -599,158 +626,117 @@ def run(args: argparse.Namespace, reg: ProcessRegistry, top: Path) -> dict[str, 
 # report
 
 
-@dataclass
-class Goal:
-    label: str
-    case: str
-    target: float
-    per_round: list[float | None]
-
-    @property
-    def median(self) -> float | None:
-        vals = [v for v in self.per_round if v is not None]
-        return statistics.median(vals) if vals else None
-
-    @property
-    def verdict(self) -> str:
-        vals = [v for v in self.per_round if v is not None]
-        if not vals:
-            return "n/a"
-        met = [v >= self.target for v in vals]
-        return "PASS" if all(met) else "FAIL" if not any(met) else "inconclusive"
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "name": self.label,
-            "case": self.case,
-            "op": ">=",
-            "target": self.target,
-            "per_round": self.per_round,
-            "median": self.median,
-            "verdict": self.verdict,
-        }
-
-
-def ratios(targets: dict[str, Target], case: str, p99: bool = False) -> list[float | None]:
-    """edgeworker / nginx of ``case`` within each round (None where a side failed)."""
-    ew, ng = targets["edgeworker"], targets["nginx"]
-    if ew.status != "ok" or ng.status != "ok":
-        return []
-    out: list[float | None] = []
-    for a, b in zip(ew.cases.get(case, []), ng.cases.get(case, []), strict=False):
-        if a.error or b.error or a.rate is None or b.rate is None:
-            out.append(None)
-        elif p99:
-            out.append(a.wrk.p99_ms / b.wrk.p99_ms if a.wrk and b.wrk and b.wrk.p99_ms else None)
-        else:
-            out.append(a.rate / b.rate if b.rate else None)
-    return out
+def case_disturbed(targets: dict[str, Target], case: str) -> list[bool]:
+    """Per round: True when either server's measurement of ``case`` ran beside other load."""
+    ew, ng = targets["edgeworker"].other_cpu(case), targets["nginx"].other_cpu(case)
+    n = max(len(ew), len(ng))
+    return disturbed_rounds(
+        [[*(ew[i : i + 1] or [None]), *(ng[i : i + 1] or [None])] for i in range(n)]
+    )
 
 
 def goals(targets: dict[str, Target]) -> list[Goal]:
-    return [Goal(label, case, target, ratios(targets, case)) for label, case, target in GOALS]
-
-
-def _fmt(v: float | None, spec: str = ".3f") -> str:
-    return "n/a" if v is None else format(v, spec)
+    """The goals of GOALS, edgeworker ÷ nginx within each round; the flood's p99 for context."""
+    ew, ng = targets["edgeworker"], targets["nginx"]
+    out = [
+        Goal(label, ">=", target, per_round_ratio(ew.rates(case), ng.rates(case)))
+        for label, case, target in GOALS
+    ]
+    out.append(
+        Goal(
+            "flood: p99 of keep-alive requests, edgeworker ÷ nginx",
+            "<=",
+            None,
+            per_round_ratio(ew.p99s("flood"), ng.p99s("flood")),
+            note="under a handshake flood, for context (lower is better)",
+        )
+    )
+    for g, case in zip(out, [*(c for _, c, _ in GOALS), "flood"], strict=True):
+        g.disturbed = case_disturbed(targets, case)
+    return out
 
 
 UNITS = {"keepalive": "req/s", "close": "conn/s", "full": "conn/s", "flood": "req/s"}
 
 
-def render(targets: dict[str, Target], args: argparse.Namespace) -> str:
-    out = [
-        f"TLS bench: {args.key.upper()} certificate, {args.workers} workers per server, "
-        f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s "
-        f"(warm-up {args.warmup:g}s), full handshakes from {args.full_clients} openssl s_time "
-        f"clients, median of {args.rounds} alternating rounds",
-        f"edgeworker runs on {servers_python(_venv_python())}",
-        "",
-    ]
-    for t in targets.values():
-        if t.tls:
-            out.append(
-                f"{t.name}: {t.tls.version} {t.tls.cipher}, session ticket "
-                f"{'yes' if t.tls.ticket else 'no'}, resumption "
-                f"{'yes' if t.tls.resumed else 'no'}"
-            )
+def _round_cell(r: Round) -> str:
+    if r.error or r.rate is None:
+        return "-"
+    return f"{r.rate:,.0f}" + ("*" if r.disturbed else "")
+
+
+def _note(case: str, t: Target, m: Round | None) -> str:
+    notes = []
+    if m is not None and case == "flood" and m.flood_rate is not None:
+        notes.append(f"flood {m.flood_rate:,.0f} handshakes/s")
+    if m is not None and case == "close" and m.wrk is not None and m.opened is not None:
+        notes.append(f"{m.opened / max(1, m.wrk.requests):.2f} connections per request")
+    errors = sorted({r.error for r in t.cases.get(case, []) if r.error})
+    return "; ".join(notes + errors)
+
+
+def figures_table(targets: dict[str, Target], args: argparse.Namespace) -> Table:
+    """Every server's figures per case: the median of the kept rounds, then each round."""
     rows = []
-    busy = []
     for t in targets.values():
         if t.status != "ok":
-            rows.append([t.name, t.status.upper(), "", "", "", "", "", t.error])
+            rows.append([t.name, "-", t.status.upper(), "", "", "", "", "", t.error])
             continue
         for case in CASES:
             m = t.median_round(case)
             rounds = t.cases.get(case, [])
-            errors = "; ".join(sorted({r.error for r in rounds if r.error}))
-            foreign = [r.foreign_cpu_pct for r in rounds if r.foreign_cpu_pct is not None]
-            if foreign and max(foreign) > FOREIGN_CPU_WARN_PCT:
-                busy.append(f"{t.name} {case} {max(foreign):.0f}%")
-            if m is None:
-                rows.append([f"{t.name} {case}", "ERROR", "", "", "", "", "", errors])
-                continue
-            note = errors
-            if case == "flood" and m.flood_rate is not None:
-                note = f"flood {m.flood_rate:,.0f} handshakes/s" + (f"; {note}" if note else "")
-            if case == "close" and m.wrk is not None and m.opened is not None:
-                note = f"{m.opened / max(1, m.wrk.requests):.2f} connections per request" + (
-                    f"; {note}" if note else ""
-                )
             rows.append(
                 [
-                    f"{t.name} {case}",
-                    f"{m.rate:,.0f} {UNITS[case]}",
-                    f"{m.wrk.p50_ms:.2f}" if m.wrk else "-",
-                    f"{m.wrk.p99_ms:.2f}" if m.wrk else "-",
-                    str(m.wrk.errors) if m.wrk else "-",
-                    " ".join(_fmt(v, ",.0f") for v in t.rates(case)),
-                    "-" if not foreign else f"{max(foreign):.0f}",
-                    note,
+                    t.name,
+                    case,
+                    "-" if m is None else f"{m.rate:,.0f} {UNITS[case]}",
+                    f"{m.wrk.p50_ms:.2f}" if m and m.wrk else "-",
+                    f"{m.wrk.p99_ms:.2f}" if m and m.wrk else "-",
+                    str(m.wrk.errors) if m and m.wrk else "-",
+                    " ".join(_round_cell(r) for r in rounds),
+                    " ".join(
+                        "-" if r.foreign_cpu_pct is None else f"{r.foreign_cpu_pct:.0f}"
+                        for r in rounds
+                    ),
+                    _note(case, t, m),
                 ]
             )
-    out.append("")
-    out.append(
-        format_table(
-            ["case", "median", "p50 ms", "p99 ms", "errors", "each round", "other CPU %", "note"],
-            rows,
-            right=(1, 2, 3, 4, 6),
-        )
-    )
-    if busy:
-        out.append(
-            "WARNING: other processes used the CPU during "
-            + ", ".join(busy)
-            + ": those figures are understated and the ratios unreliable."
-        )
-    out += ["", "edgeworker / nginx, per round, then the median, against the goals:"]
-    gl = goals(targets)
-    out.append(
-        format_table(
-            ["ratio", "each round", "median", "goal", "verdict"],
-            [
-                [
-                    g.label,
-                    " ".join(_fmt(v) for v in g.per_round) or "n/a",
-                    _fmt(g.median),
-                    f">= {g.target:g}",
-                    g.verdict,
-                ]
-                for g in gl
-            ],
-            right=(2,),
-        )
-    )
-    p99 = ratios(targets, "flood", p99=True)
-    vals = [v for v in p99 if v is not None]
-    out += [
-        "",
-        "for context (no goal):",
-        f"  p99 of keep-alive requests under a handshake flood, edgeworker / nginx: "
-        f"{' '.join(_fmt(v) for v in p99) or 'n/a'}  median "
-        f"{_fmt(statistics.median(vals) if vals else None)}",
+    notes = [
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s over https after a "
+        f"{args.warmup:g} s warm-up (keepalive, close, flood); full: {args.full_clients} "
+        f"`openssl s_time -new -www /hello` clients for {args.duration:g} s; {args.rounds} rounds, "
+        "the servers and the cases in the reverse order every other round",
+        f"edgeworker runs on {servers_python(_venv_python())}",
     ]
-    return "\n".join(out)
+    for t in targets.values():
+        if t.tls:
+            notes.append(
+                f"{t.name}: {t.tls.version} {t.tls.cipher}, session ticket "
+                f"{'yes' if t.tls.ticket else 'no'}, resumption {'yes' if t.tls.resumed else 'no'}"
+            )
+    notes.append(
+        "median: the round of the median figure among those not disturbed (p50, p99, errors "
+        "are that round's); other CPU %: other processes' share of the machine during each "
+        f"round's measurement (the flooding client counts as the bench's); a figure marked * ran "
+        f"beside other load (> {DISTURBED_PCT:g} %) and is left out of the median"
+    )
+    return Table(
+        f"TLS 1.3 /hello, {args.key.upper()} certificate, {args.workers} workers per server",
+        [
+            "server",
+            "case",
+            "median",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "each round",
+            "other CPU %",
+            "note",
+        ],
+        rows,
+        notes=notes,
+        right=(2, 3, 4, 5),
+    )
 
 
 def _venv_python() -> str:
@@ -760,7 +746,6 @@ def _venv_python() -> str:
 
 def environment() -> dict[str, str]:
     return {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "host": platform.node(),
         "cpus": str(os.cpu_count()),
         "python": servers_python(_venv_python()),
@@ -770,11 +755,14 @@ def environment() -> dict[str, str]:
     }
 
 
+SETTINGS = ("duration", "warmup", "threads", "connections", "workers", "full_clients", "key")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per measured run (10)")
-    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds of wrk cases (2)")
-    p.add_argument("--rounds", type=int, default=5, help="alternating rounds (5)")
+    p.add_argument("--duration", type=float, default=6.0, help="seconds per measured run (6)")
+    p.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds of wrk cases (1)")
+    add_common_args(p)
     p.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
     p.add_argument("--connections", type=int, default=50, help="wrk connections (50)")
     p.add_argument("--workers", type=int, default=2, help="worker processes per server (2)")
@@ -795,8 +783,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--edgeworker", default="", help="command to run edgeworker (default: .venv/bin/edgeworker)"
     )
     p.add_argument("--startup-timeout", type=float, default=30.0, help="seconds (30)")
-    p.add_argument("--json", metavar="FILE", help="also write every figure as JSON to FILE")
-    p.add_argument("--check", action="store_true", help="exit 1 unless every goal is PASS")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     p.add_argument("-v", "--verbose", action="store_true", help="print tracebacks")
     args = p.parse_args(argv)
@@ -810,13 +796,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     if args.connections < args.threads:
         p.error("--connections must be >= --threads")
-    if args.full_clients > 16 or args.connections > 1000 or args.duration > 600:
-        p.error("bounded load: --full-clients <= 16, --connections <= 1000, --duration <= 600")
+    if args.full_clients > 16 or args.connections > 1000 or args.duration > 600 or args.rounds > 20:
+        p.error(
+            "bounded load: --full-clients <= 16, --connections <= 1000, --duration <= 600, "
+            "--rounds <= 20"
+        )
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    started = time.time()
     top = Path(tempfile.mkdtemp(prefix="tls_bench-"))
     try:
         with ProcessRegistry() as reg:
@@ -837,34 +827,18 @@ def main(argv: list[str] | None = None) -> int:
             log(f"kept {top}")
         else:
             shutil.rmtree(top, ignore_errors=True)
-    print(render(targets, args), flush=True)
-    gl = goals(targets)
-    if args.json:
-        doc = {
-            "bench": "tls",
-            "settings": {
-                k: getattr(args, k)
-                for k in (
-                    "duration",
-                    "warmup",
-                    "rounds",
-                    "threads",
-                    "connections",
-                    "workers",
-                    "full_clients",
-                    "key",
-                )
-            },
+    return finish(
+        "tls",
+        args,
+        goals(targets),
+        [figures_table(targets, args)],
+        started,
+        extra={
+            "settings": {k: getattr(args, k) for k in SETTINGS},
             "environment": environment(),
             "targets": {k: v.to_json() for k, v in targets.items()},
-            "goals": [g.to_json() for g in gl],
-            "context": {"flood_p99_ratio_per_round": ratios(targets, "flood", p99=True)},
-        }
-        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
-        log(f"results written to {args.json}")
-    if args.check and any(g.verdict != "PASS" for g in gl):
-        return 1
-    return 0
+        },
+    )
 
 
 if __name__ == "__main__":
