@@ -626,7 +626,8 @@ class Goal:
         if self.target is None:
             return "no goal"
         kept = self.kept
-        if not self.per_round or any(v is None for v in kept):
+        # a side missing in any round, disturbed or not: a failed or skipped side never passes
+        if not self.per_round or any(v is None for v in self.per_round):
             return "FAIL (not measured)"
         if len(kept) < MIN_ROUNDS:
             return "too few rounds"

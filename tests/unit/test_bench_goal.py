@@ -22,6 +22,9 @@ from common import MIN_ROUNDS, Goal, goals_table, per_round_ratio  # noqa: E402
         ([0.6, 0.1, 0.7, 0.52, 0.51, 0.6], [False, True], "PASS"),
         # a side missing in a round never passes
         ([0.6, None, 0.7, 0.52, 0.51], [], "FAIL (not measured)"),
+        # ... even in a round that ran beside other load (a skipped side, every round disturbed)
+        ([0.6, None, 0.7, 0.52, 0.51, 0.6], [False, True], "FAIL (not measured)"),
+        ([None] * MIN_ROUNDS, [True] * MIN_ROUNDS, "FAIL (not measured)"),
         ([], [], "FAIL (not measured)"),
     ],
 )
