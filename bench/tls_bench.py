@@ -527,7 +527,8 @@ class Target:
     cases: dict[str, list[Round]] = field(default_factory=dict)
 
     def rates(self, case: str) -> list[float | None]:
-        """The case's figure of each round, None where it failed (all None if never run)."""
+        """The case's figure of each round, None where it failed; [] when the server was
+        skipped or failed (the goals then read every round as not measured)."""
         if self.status != "ok":
             return []
         return [r.rate if not r.error else None for r in self.cases.get(case, [])]
