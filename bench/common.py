@@ -638,12 +638,15 @@ class Goal:
     def judged(self) -> bool:
         return self.target is not None
 
-    def rounds_text(self, spec: str = ".3f") -> str:
+    def fmt(self, v: float | None) -> str:
+        """A value as printed: a ratio to 3 decimals, anything else to 3 significant digits."""
+        if v is None:
+            return "-"
+        return format(v, ".3f" if self.unit == "x" else ".3g")
+
+    def rounds_text(self) -> str:
         """Each round's value, a disturbed one marked ``*``, a missing one ``-``."""
-        out = []
-        for i, v in enumerate(self.per_round):
-            cell = "-" if v is None else format(v, spec)
-            out.append(cell + ("*" if self._flag(i) else ""))
+        out = [self.fmt(v) + ("*" if self._flag(i) else "") for i, v in enumerate(self.per_round)]
         return " ".join(out) or "-"
 
     def to_json(self) -> dict[str, object]:
@@ -686,8 +689,7 @@ def goals_table(goals: Sequence[Goal]) -> Table:
         target = (
             "-" if g.target is None else f"{g.op} {g.target:g}{'' if g.unit == 'x' else g.unit}"
         )
-        med = "-" if g.median is None else f"{g.median:.3f}"
-        rows.append([g.name, g.rounds_text(), med, target, g.verdict])
+        rows.append([g.name, g.rounds_text(), g.fmt(g.median), target, g.verdict])
     notes = [f"{g.name}: {g.note}" for g in goals if g.note]
     if any(any(g._flag(i) for i in range(len(g.per_round))) for g in goals):
         notes.append(

@@ -179,8 +179,7 @@ def bench_section(name: str, script: str, doc: dict[str, object]) -> tuple[str, 
         out += [goals_table(goals).markdown(), ""]
         for g in goals:
             target = "-" if g.target is None else f"{g.op} {g.target:g}"
-            med = "-" if g.median is None else f"{g.median:.3f}"
-            summary.append([name, g.name, g.rounds_text(), med, target, g.verdict])
+            summary.append([name, g.name, g.rounds_text(), g.fmt(g.median), target, g.verdict])
     return "\n".join(out), summary
 
 
@@ -332,6 +331,30 @@ def write_markdown(dirpath: Path, output: Path) -> None:
     ]
     output.write_text("\n".join([*head, *sections, *tail]).rstrip() + "\n")
     log(f"wrote {output}")
+    if output.resolve() == (HERE / "RESULTS.md").resolve():
+        update_docs(summary, commits)
+
+
+DOCS_PAGE = ROOT / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- bench/report.py: begin -->", "<!-- bench/report.py: end -->"
+
+
+def update_docs(summary: list[list[str]], commits: list[str]) -> None:
+    """The goals table of docs/benchmarks.md, between its markers, from the same figures."""
+    page = DOCS_PAGE.read_text()
+    if BEGIN not in page or END not in page:
+        raise SystemExit(f"{DOCS_PAGE}: the markers {BEGIN} / {END} are missing")
+    table = Table(
+        f"Every goal, as `bench/report.py` last measured them (commit "
+        f"{', '.join(f'`{c}`' for c in commits)}, {datetime.datetime.now(datetime.UTC):%Y-%m-%d})",
+        ["bench", "goal", "each round", "median", "target", "verdict"],
+        summary,
+        right=(3,),
+    ).markdown()
+    before, rest = page.split(BEGIN, 1)
+    after = rest.split(END, 1)[1]
+    DOCS_PAGE.write_text(f"{before}{BEGIN}\n{table}\n{END}{after}")
+    log(f"updated {DOCS_PAGE}")
 
 
 def main(argv: list[str] | None = None) -> int:
