@@ -45,7 +45,7 @@ _GOOD_ID = re.compile(rb"[\x21-\x7e]{1,128}").fullmatch
 _rng = random.Random()
 _randbits = _rng.getrandbits
 _ID_BATCH = 64
-_ids: list[str] = []
+_ids: list[bytes] = []  # as bytes: what the header line and the request field need
 _ID_SLICES = tuple(slice(i, i + 32) for i in range(0, 32 * _ID_BATCH, 32))
 
 
@@ -57,12 +57,17 @@ def _after_fork() -> None:
 os.register_at_fork(after_in_child=_after_fork)
 
 
+def _next_id() -> bytes:
+    """A fresh request id as bytes (32 lower-case hex digits)."""
+    if not _ids:
+        digits = f"{_randbits(128 * _ID_BATCH):0{32 * _ID_BATCH}x}".encode()
+        _ids.extend([digits[s] for s in _ID_SLICES])
+    return _ids.pop()
+
+
 def new_request_id() -> str:
     """A fresh ``$request_id``: 32 lower-case hex characters."""
-    if not _ids:
-        digits = f"{_randbits(128 * _ID_BATCH):0{32 * _ID_BATCH}x}"
-        _ids.extend(map(digits.__getitem__, _ID_SLICES))
-    return _ids.pop()
+    return _next_id().decode("ascii")
 
 
 def _parse_lines(lines: bytes) -> list[tuple[str, str, str]]:
@@ -178,11 +183,9 @@ class Request:
         # adds are not counted as received: see RequestHead.size); sent back in the response
         value = head.request_id
         if value is not None and _GOOD_ID(value):
-            ident = value.decode("ascii")
             idb = value
         else:
-            ident = _ids.pop() if _ids else new_request_id()
-            idb = ident.encode()
+            idb = _ids.pop() if _ids else _next_id()
             raw = head.headers
             if value is None:
                 raw.append((field, idb))
@@ -191,7 +194,8 @@ class Request:
                     if pair[0] == field:
                         raw[i] = (field, idb)
                         break
-        self._id = ident
+        #: the request id; bytes (visible ASCII) until ``id`` first reads it as str
+        self._id = idb
         #: response header lines edgeworker prepared (``b"\\r\\nName: value"`` each: the
         #: request id, limit headers), sent as they are unless a handler takes resp_headers
         self.header_lines = app.rid_prefix + idb
@@ -249,9 +253,12 @@ class Request:
         """``$request_id``: 32 hex characters, unique per request; or the value of the incoming
         ``[http] request_id_header`` (``X-Request-Id``) when it is 1..128 visible ASCII
         characters."""
-        if self._id is None:
-            self._id = new_request_id()
-        return self._id
+        ident = self._id
+        if ident is None:
+            ident = self._id = new_request_id()
+        elif ident.__class__ is bytes:
+            ident = self._id = ident.decode("ascii")
+        return ident
 
     @property
     def ctx(self) -> dict:
