@@ -269,8 +269,11 @@ class Connection:
     def _sendall(self, data: bytes) -> None:
         """Send all of ``data``; each wait for the client to read is bounded by send_timeout
         (nginx: between two successive writes). A client that is gone raises ClientGone."""
+        # a callable held in a slot is looked up first, then called: ``self._send(data)``
+        # would take the generic (unspecialized) method lookup, hundreds of instructions
+        send = self._send
         try:
-            sent = self._send(data)
+            sent = send(data)
         except BlockingIOError:
             sent = 0
         except OSError as exc:
@@ -510,8 +513,9 @@ class Connection:
                             # the worker is exiting: a request already on its way is still
                             # answered (with Connection: close); a quiet connection is closed
                             timeout = min(timeout, DRAIN_GRACE)
+                    recv = self._recv  # (see _sendall)
                     try:
-                        data = self._recv(timeout, turn)
+                        data = recv(timeout, turn)
                         turn = False
                     except Drain:
                         # the worker is exiting: serve what is on its way, then close

@@ -166,12 +166,13 @@ class Transport:
             rev = self._rev
             on_readable = self._on_readable
             reader = self._reader
+            switch = self._switch  # (not called as self._switch(): a generic method lookup)
             try:
                 while True:  # (_wait_read, inlined)
                     if rev.callback is not on_readable:
                         rev.start(on_readable)
                     reader[0] = g
-                    self._switch()
+                    switch()
                     try:
                         return raw.recv(RECV)
                     except BlockingIOError:  # a spurious wake-up: wait again
