@@ -756,26 +756,23 @@ def add_common_args(p: argparse.ArgumentParser, rounds: int = MIN_ROUNDS) -> Non
     p.add_argument("--check", action="store_true", help="exit 1 unless every goal is PASS")
 
 
+def _git(root: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True
+    )
+    return done.stdout.strip()
+
+
 def git_commit(root: Path | None = None) -> str:
-    """The checkout's commit (short), ``+dirty`` when tracked files differ from it."""
+    """The checkout's commit (short), ``+dirty`` when tracked files other than Markdown (which
+    no measurement reads) differ from it."""
     root = root or Path(__file__).resolve().parent.parent
     try:
-        rev = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        rev = _git(root, "rev-parse", "--short", "HEAD")
+        changed = _git(root, "status", "--porcelain", "--untracked-files=no").splitlines()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    dirty = [line for line in changed if not line.endswith(".md")]
     return rev + ("+dirty" if dirty else "")
 
 

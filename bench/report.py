@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -104,13 +105,20 @@ def run_bench(name: str, script: str, extra: list[str], out: Path) -> dict[str, 
 
 def run_instructions(out: Path) -> dict[str, object]:
     """The instruction counts: all routes, then every C entry point and module off."""
-    sys.path.insert(0, str(HERE / "accel_off"))
-    from sitecustomize import ENTRY_POINTS  # type: ignore[import-not-found]
+    # bench/accel_off/sitecustomize.py by its path: the interpreter has imported its own
+    # ``sitecustomize`` already
+    spec = importlib.util.spec_from_file_location(
+        "accel_off", HERE / "accel_off" / "sitecustomize.py"
+    )
+    assert spec is not None and spec.loader is not None
+    accel_off = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(accel_off)
+    entry_points = accel_off.ENTRY_POINTS
 
     runs: dict[str, object] = {}
     plan = [("all on", INSTRUCTIONS_ARGS)]
     plan += [(f"{m} off", [*ENTRY_POINT_ARGS, "--disable", m]) for m in MODULES_OFF]
-    plan += [(f"{ep} off", [*ENTRY_POINT_ARGS, "--disable", ep]) for ep in ENTRY_POINTS]
+    plan += [(f"{ep} off", [*ENTRY_POINT_ARGS, "--disable", ep]) for ep in entry_points]
     plan.insert(1, ("all on, 1 round", ENTRY_POINT_ARGS))
     for label, args in plan:
         argv = [python(), str(HERE / "instructions.py"), *args, "--json"]
