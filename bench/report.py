@@ -146,7 +146,7 @@ def _goal(d: dict[str, object]) -> Goal:
         d["target"],  # type: ignore[arg-type]
         list(d["per_round"]),  # type: ignore[arg-type]
         list(d.get("disturbed") or []),  # type: ignore[arg-type]
-        str(d.get("unit") or "x"),
+        str(d.get("unit", "x")),
         str(d.get("note") or ""),
     )
     if g.verdict != d.get("verdict"):
@@ -281,6 +281,44 @@ def machine() -> str:
     return f"{cpus} CPUs ({model}), Linux {platform.release()}, {version} (`.venv`), {nginx}"
 
 
+PRODUCT = [
+    "edgeworker",
+    "shm",
+    "setup.py",
+    "setup.cfg",
+    "pyproject.toml",
+    "bench/configs",
+    "bench/handlers",
+]
+
+
+def same_product(commits: list[str]) -> str:
+    """Whether the product code (and the benches' configs) is the same at every commit listed
+    (``+dirty``: tracked files other than Markdown differed from that commit when it ran)."""
+    revs = sorted({c.removesuffix("+dirty") for c in commits})
+    dirty = any(c.endswith("+dirty") for c in commits)
+    if dirty:
+        note = "; `+dirty`: tracked files differed from that commit when a bench ran"
+        if subprocess.run(
+            ["git", "-C", str(ROOT), "diff", "--quiet", "HEAD", "--", *PRODUCT], timeout=30
+        ).returncode:
+            return f" ({note[2:]}, the product code among them)"
+    if len(revs) < 2 or "unknown" in revs:
+        return f" ({note[2:]})" if dirty else ""
+    try:
+        for rev in revs[1:]:
+            subprocess.run(
+                ["git", "-C", str(ROOT), "diff", "--quiet", revs[0], rev, "--", *PRODUCT],
+                check=True,
+                timeout=30,
+            )
+    except (OSError, subprocess.SubprocessError):
+        return " (the product code differs between them)"
+    return " (the same product code: they differ in bench scripts and docs only" + (
+        note + ")" if dirty else ")"
+    )
+
+
 def write_markdown(dirpath: Path, output: Path) -> None:
     docs = {}
     for name, _, _ in BENCHES:
@@ -306,7 +344,8 @@ def write_markdown(dirpath: Path, output: Path) -> None:
         "here is typed by hand. Rerun `.venv/bin/python bench/report.py` (or `make bench`) to "
         "update it.",
         "",
-        f"Commit measured: {', '.join(f'`{c}`' for c in commits)}. Machine: {machine()}. "
+        f"Commit measured: {', '.join(f'`{c}`' for c in commits)}{same_product(commits)}. "
+        f"Machine: {machine()}. "
         f"Written {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC.",
         "",
         "How to read it: every bench runs the baseline and edgeworker in the same run, the two "
