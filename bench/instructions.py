@@ -71,6 +71,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     ProcessRegistry,
     Server,
+    Table,
     format_table,
     free_port,
     http_get,
@@ -476,8 +477,8 @@ def route_result(route: Route, rounds: list[Round]) -> dict[str, object]:
     }
 
 
-def render_table(result: dict) -> str:
-    """The report table: one line per route."""
+def routes_table(result: dict) -> Table:
+    """One line per route: Ir per request, each round, their spread, Ir per second, total/N."""
     rows = []
     for name, r in result["routes"].items():
         spread = (max(r["rounds"]) - min(r["rounds"])) / r["per_request"] * 100
@@ -493,8 +494,20 @@ def render_table(result: dict) -> str:
                 " / ".join(f"{v:.1f}" for v in r["seconds"]),
             ]
         )
-    headers = ["route", "path", "Ir/request", "rounds", "spread", "Ir/s", "total/N", "seconds"]
-    return format_table(headers, rows, right=(2, 4, 5, 6))
+    return Table(
+        f"Instructions per request, median of {result['rounds']} rounds of "
+        f"{result['requests']:,} requests (total/N: the counted window's instructions over its "
+        "requests, the per-second work included)",
+        ["route", "path", "Ir/request", "rounds", "spread", "Ir/s", "total/N", "seconds"],
+        rows,
+        right=(2, 4, 5, 6),
+    )
+
+
+def render_table(result: dict) -> str:
+    """The report table: one line per route."""
+    t = routes_table(result)
+    return format_table(t.headers, t.rows, t.right)
 
 
 def load_previous(source: str) -> dict:

@@ -42,6 +42,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from common import Goal, Table, git_commit, goals_table, tool_version  # noqa: E402
+from instructions import routes_table  # noqa: E402
 
 #: (name, script, extra arguments): the throughput and latency benches, in the order they run
 BENCHES: list[tuple[str, str, list[str]]] = [
@@ -209,29 +210,7 @@ def instructions_section(doc: dict[str, object]) -> str:
         if "args" in r
     ]
     out += ["```sh", *cmds, "```", "", f"Commit `{doc.get('commit')}`, {base.get('date', '')}."]
-    rows = []
-    for route, r in base["routes"].items():
-        spread = (max(r["rounds"]) - min(r["rounds"])) / r["per_request"] * 100
-        rows.append(
-            [
-                route,
-                r["path"],
-                f"{r['per_request']:,.0f}",
-                " / ".join(f"{v:,.0f}" for v in r["rounds"]),
-                f"{spread:.2f} %",
-            ]
-        )
-    out += [
-        "",
-        Table(
-            f"Instructions per request, median of {base['rounds']} rounds of "
-            f"{base['requests']:,} requests",
-            ["route", "path", "Ir/request", "rounds", "spread"],
-            rows,
-            right=(2, 4),
-        ).markdown(),
-        "",
-    ]
+    out += ["", routes_table(base).markdown(), ""]
     one = runs.get("all on, 1 round") or {}
     off = {k: v for k, v in runs.items() if k.endswith(" off")}
     if "routes" in one and off:
