@@ -29,12 +29,69 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from edgeworker.testing import child_pids
+
+T = TypeVar("T")
+
+# ---------------------------------------------------------------------------------------------
+# running a bench
+
+
+class HarnessError(Exception):
+    """The bench cannot run (a tool is missing, a server does not start or answers wrongly):
+    exit status 2."""
+
+
+def logger(bench: str) -> Callable[[str], None]:
+    """A bench's progress line printer: on stderr, so that stdout holds only the report."""
+
+    def log(msg: str) -> None:
+        print(f"[{bench} {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    return log
+
+
+def run_harness(
+    bench: str,
+    run: Callable[[ProcessRegistry, Path], T],
+    errors: tuple[type[BaseException], ...] = (),
+    verbose: bool = False,
+    keep: bool = False,
+) -> tuple[T | None, int]:
+    """``run(registry, temp_dir)``; its result and 0, or None and the exit status: 130 on
+    Ctrl-C, 2 on :class:`HarnessError` (or one of ``errors``, printed as one line, with the
+    traceback when ``verbose``). Every server registered is stopped whatever happens; the temp
+    dir is removed unless ``keep``."""
+    top = Path(tempfile.mkdtemp(prefix=f"{bench}-"))
+    log = logger(bench)
+    try:
+        with ProcessRegistry() as reg:
+            try:
+                return run(reg, top), 0
+            except KeyboardInterrupt:
+                log("interrupted: stopping servers")
+                reg.stop_all()
+                return None, 130
+            except (HarnessError, *errors) as exc:
+                if verbose:
+                    traceback.print_exc()
+                print(f"{bench}: {exc}", file=sys.stderr, flush=True)
+                reg.stop_all()
+                return None, 2
+    finally:
+        if keep:
+            log(f"kept {top}")
+        else:
+            shutil.rmtree(top, ignore_errors=True)
+
 
 # ---------------------------------------------------------------------------------------------
 # ports

@@ -44,6 +44,7 @@ from common import (  # noqa: E402
     DISTURBED_PCT,
     CpuMeter,
     Goal,
+    HarnessError,
     ProcessRegistry,
     Table,
     WrkResult,
@@ -142,10 +143,6 @@ ROUTES = (
 )
 #: (route, target of route / hello; None: a figure for context)
 GOALS = (("jwt", 0.8), ("shm", 0.9), ("redis", 0.5), ("jwt-nocache", None))
-
-
-class HarnessError(Exception):
-    """The bench cannot measure: a tool is missing or a route answers wrongly."""
 
 
 def get(port: int, path: str, headers: dict[str, str] | None = None):

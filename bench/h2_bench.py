@@ -35,7 +35,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -45,6 +44,7 @@ from common import (  # noqa: E402
     DISTURBED_PCT,
     CpuMeter,
     Goal,
+    HarnessError,
     ProcessRegistry,
     Server,
     Table,
@@ -53,8 +53,10 @@ from common import (  # noqa: E402
     disturbed_rounds,
     finish,
     free_port,
+    logger,
     mib,
     per_round_ratio,
+    run_harness,
     tool_version,
     wait_for_workers,
     workers_rss,
@@ -62,7 +64,6 @@ from common import (  # noqa: E402
 from tls_bench import (  # noqa: E402
     EDGEWORKER_TOML,
     NGINX_CONF,
-    HarnessError,
     client_context,
     make_certificate,
     start_edgeworker,
@@ -86,8 +87,7 @@ _CODES = re.compile(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx")
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 
-def log(msg: str) -> None:
-    print(f"[h2_bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = logger("h2_bench")
 
 
 def h2load(server: Server, port: int, args: argparse.Namespace) -> dict[str, object]:
@@ -317,20 +317,11 @@ def main(argv: list[str] | None = None) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < args.idle + 100:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, args.idle + 1000), hard))
-    top = Path(tempfile.mkdtemp(prefix="h2_bench-"))
-    try:
-        with ProcessRegistry() as reg:
-            try:
-                results = run(args, reg, top)
-            except KeyboardInterrupt:
-                reg.stop_all()
-                return 130
-            except (HarnessError, FileNotFoundError, OSError) as exc:
-                print(f"h2_bench: {exc}", file=sys.stderr, flush=True)
-                reg.stop_all()
-                return 2
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
+    results, status = run_harness(
+        "h2_bench", lambda reg, top: run(args, reg, top), errors=(FileNotFoundError, OSError)
+    )
+    if results is None:
+        return status
     return finish(
         "h2",
         args,

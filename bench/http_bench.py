@@ -67,6 +67,7 @@ from common import (  # noqa: E402
     finish,
     free_port,
     http_get,
+    logger,
     mib,
     per_round_ratio,
     run_wrk,
@@ -326,9 +327,7 @@ TARGETS = (
 # running
 
 
-def log(msg: str) -> None:
-    """Progress on stderr, so stdout holds only the report."""
-    print(f"[http_bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = logger("http_bench")
 
 
 def read_counter(port: int) -> int:

@@ -69,12 +69,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    HarnessError,
     ProcessRegistry,
     Server,
     Table,
     format_table,
     free_port,
     http_get,
+    logger,
     servers_python,
     tool_version,
     wait_for_port,
@@ -90,7 +92,7 @@ from http_bench import (  # noqa: E402
     render_edgeworker_config,
 )
 from proxy_bench import SMALL_BODY, start_backend  # noqa: E402
-from tls_bench import HarnessError, make_certificate  # noqa: E402
+from tls_bench import make_certificate  # noqa: E402
 
 ACCEL_OFF = Path(__file__).resolve().parent / "accel_off"
 _spec = importlib.util.spec_from_file_location("accel_off", ACCEL_OFF / "sitecustomize.py")
@@ -160,9 +162,7 @@ ssl_certificate_key = "{key}"
 """
 
 
-def log(msg: str) -> None:
-    """Progress on stderr, so stdout holds only the report."""
-    print(f"[instructions {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = logger("instructions")
 
 
 def _git(*args: str) -> str:

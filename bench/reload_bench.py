@@ -59,6 +59,7 @@ from common import (  # noqa: E402
     finish,
     free_port,
     http_get,
+    logger,
     parse_wrk_output,
     wait_for_port,
     wait_for_workers,
@@ -121,8 +122,7 @@ http {{
 """
 
 
-def log(msg: str) -> None:
-    print(f"[reload_bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = logger("reload_bench")
 
 
 def reaped_jiffies(pid: int) -> int:

@@ -41,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from common import Goal, Table, git_commit, goals_table, tool_version  # noqa: E402
+from common import Goal, Table, git_commit, goals_table, logger, tool_version  # noqa: E402
 from instructions import routes_table  # noqa: E402
 
 #: (name, script, extra arguments): the throughput and latency benches, in the order they run
@@ -77,8 +77,7 @@ TITLES = {
 }
 
 
-def log(msg: str) -> None:
-    print(f"[report {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = logger("report")
 
 
 def python() -> str:

@@ -37,7 +37,6 @@ import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -51,6 +50,7 @@ from common import (  # noqa: E402
     DISTURBED_PCT,
     CpuMeter,
     Goal,
+    HarnessError,
     ProcessRegistry,
     Table,
     add_common_args,
@@ -58,7 +58,9 @@ from common import (  # noqa: E402
     disturbed_rounds,
     finish,
     free_port,
+    logger,
     per_round_ratio,
+    run_harness,
     tool_version,
     wait_for_port,
 )
@@ -91,13 +93,7 @@ GOALS: tuple[tuple[str, str, str, str, str, float | None], ...] = (
 )
 
 
-class HarnessError(Exception):
-    """The bench cannot run (a tool is missing, a server does not start or answers wrongly)."""
-
-
-def log(msg: str) -> None:
-    """Progress on stderr, so stdout holds only the report."""
-    print(f"[shm_bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = logger("shm_bench")
 
 
 def per_op(
@@ -509,21 +505,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.time()
-    top = Path(tempfile.mkdtemp(prefix="shm_bench-"))
-    try:
-        with ProcessRegistry() as reg:
-            try:
-                res = run(args, reg, top)
-            except KeyboardInterrupt:
-                log("interrupted: stopping servers")
-                reg.stop_all()
-                return 130
-            except HarnessError as exc:
-                print(f"shm_bench: {exc}", file=sys.stderr, flush=True)
-                reg.stop_all()
-                return 2
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
+    res, status = run_harness("shm_bench", lambda reg, top: run(args, reg, top))
+    if res is None:
+        return status
     return finish(
         "shm",
         args,

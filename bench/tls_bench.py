@@ -50,9 +50,7 @@ import socket
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +60,7 @@ from common import (  # noqa: E402
     DISTURBED_PCT,
     CpuMeter,
     Goal,
+    HarnessError,
     ProcessRegistry,
     Server,
     Table,
@@ -72,8 +71,10 @@ from common import (  # noqa: E402
     find_wrk,
     finish,
     free_port,
+    logger,
     parse_wrk_output,
     per_round_ratio,
+    run_harness,
     servers_python,
     tool_version,
     wait_for_port,
@@ -149,13 +150,7 @@ ssl_certificate_key = "{key}"
 """
 
 
-class HarnessError(Exception):
-    """The bench cannot run (a tool is missing, a server does not start or answers wrongly)."""
-
-
-def log(msg: str) -> None:
-    """Progress on stderr, so stdout holds only the report."""
-    print(f"[tls_bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = logger("tls_bench")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -808,26 +803,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.time()
-    top = Path(tempfile.mkdtemp(prefix="tls_bench-"))
-    try:
-        with ProcessRegistry() as reg:
-            try:
-                targets = run(args, reg, top)
-            except KeyboardInterrupt:
-                log("interrupted: stopping servers")
-                reg.stop_all()
-                return 130
-            except (HarnessError, FileNotFoundError) as exc:
-                if args.verbose:
-                    traceback.print_exc()
-                print(f"tls_bench: {exc}", file=sys.stderr, flush=True)
-                reg.stop_all()
-                return 2
-    finally:
-        if args.keep:
-            log(f"kept {top}")
-        else:
-            shutil.rmtree(top, ignore_errors=True)
+    targets, status = run_harness(
+        "tls_bench",
+        lambda reg, top: run(args, reg, top),
+        errors=(FileNotFoundError,),
+        verbose=args.verbose,
+        keep=args.keep,
+    )
+    if targets is None:
+        return status
     return finish(
         "tls",
         args,
