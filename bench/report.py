@@ -116,10 +116,9 @@ def run_instructions(out: Path) -> dict[str, object]:
     entry_points = accel_off.ENTRY_POINTS
 
     runs: dict[str, object] = {}
-    plan = [("all on", INSTRUCTIONS_ARGS)]
+    plan = [("all on", INSTRUCTIONS_ARGS), ("all on, 1 round", ENTRY_POINT_ARGS)]
     plan += [(f"{m} off", [*ENTRY_POINT_ARGS, "--disable", m]) for m in MODULES_OFF]
     plan += [(f"{ep} off", [*ENTRY_POINT_ARGS, "--disable", ep]) for ep in entry_points]
-    plan.insert(1, ("all on, 1 round", ENTRY_POINT_ARGS))
     for label, args in plan:
         argv = [python(), str(HERE / "instructions.py"), *args, "--json"]
         log(f"instructions ({label}): {shlex.join(argv[1:])}")
