@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - a build without the status package
 
     class _metrics:  # type: ignore[no-redef]
         @staticmethod
-        def upstream_event(*args: Any, **kw: Any) -> None:
+        def upstream_done(*args: Any) -> None:
             pass
 
         @staticmethod
@@ -332,13 +332,13 @@ class ProxyHandler:
                 finally:
                     peer.conns -= 1
                     resp.release()
-                    _metrics.upstream_event(group.name, peer.name, resp.status,
-                                            time.monotonic() - t0, sent=len(request_head),
-                                            received=resp.received)
+                    _metrics.upstream_done(group.name, peer.name, resp.status,
+                                           time.monotonic() - t0, len(request_head),
+                                           resp.received)
                 return None
             # the attempt failed
             self._count_failure(peer)
-            _metrics.upstream_event(group.name, peer.name, None, time.monotonic() - t0)
+            _metrics.upstream_done(group.name, peer.name, None, time.monotonic() - t0, 0, 0)
             addrs.append(addr_text)
             statuses.append(str(error.status))
             times.append(f"{time.monotonic() - t0:.3f}")
@@ -378,8 +378,8 @@ class ProxyHandler:
         status = resp.status
         if status in _FAILURE_STATUSES:
             self._count_failure(peer)
-        _metrics.upstream_event(group.name, peer.name, status, time.monotonic() - t0,
-                                sent=sent, received=resp.received)
+        _metrics.upstream_done(group.name, peer.name, status, time.monotonic() - t0, sent,
+                               resp.received)
         log.info('upstream "%s" answered %d, trying the next server (proxy_next_upstream)',
                  addr_text, status)
 

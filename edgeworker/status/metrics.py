@@ -77,10 +77,18 @@ CODE0 = BUCKET0 + len(BUCKETS) + 1
 SLOT_LEN = CODE0 + 500
 _SLOT_FIELDS = ("received", "sent", "time") + tuple(f"b{i}" for i in range(len(BUCKETS) + 1))
 _ZEROS = bytes(8 * SLOT_LEN)
-# upstream peer slot: counters, then the response-time histogram's buckets (BUCKETS, +Inf)
-U_FAILS, U_SENT, U_RECEIVED, U_TIME, U_TIMED, U_BUCKET0 = 0, 1, 2, 3, 4, 5
-_UPS_FIELDS = ("fails", "sent", "received", "time", "timed") + tuple(
+# Slot of an upstream peer's counters: [nums, other], as a location's: an array("q") of failed
+# attempts, bytes sent and received, the response time in microseconds, the histogram buckets
+# (BUCKETS, +Inf), then the answers by status 100..599 (U_CODE0 + status - 100); ``other``
+# counts any other status. The zone's ``timed`` (attempts with a time) is the buckets' sum.
+U_FAILS, U_SENT, U_RECEIVED, U_TIME = 0, 1, 2, 3
+U_BUCKET0 = 4
+U_CODE0 = U_BUCKET0 + len(BUCKETS) + 1
+_UPS_FIELDS = ("fails", "sent", "received", "time") + tuple(
     f"b{i}" for i in range(len(BUCKETS) + 1))
+_UPS_ZEROS = bytes(8 * (U_CODE0 + 500))
+#: the indices count_request adds at: received, sent, time, first bucket, status 100
+_UPS_LAYOUT = (U_RECEIVED, U_SENT, U_TIME, U_BUCKET0, U_CODE0)
 
 #: the zone key of each of ``edgeworker.tls.connection.STATS``
 _TLS_KEYS = (
@@ -248,28 +256,45 @@ def upstream_event(upstream: str, peer: str, status: int | None,
 
     ``status`` is the upstream's HTTP status, or None when the attempt failed (connect refused,
     reset, timeout: counted in ``fails``). ``response_time`` in seconds (None: not measured);
-    ``sent``/``received`` bytes to/from the peer. Cheap: buffered like every counter."""
+    ``sent``/``received`` bytes (ints) to/from the peer. Cheap: buffered like every counter."""
+    upstream_done(upstream, peer, status, response_time, sent, received)
+
+
+def upstream_done(upstream: str, peer: str, status: int | None, response_time: float | None,
+                  sent: int, received: int) -> None:
+    """``upstream_event`` with every argument in place (the proxy's call)."""
     w = _worker
     if w is None:
         return
-    k = (upstream, peer)
-    slot = w.ups.get(k)
+    slot = w.ups.get((upstream, peer))
     if slot is None:
-        slot = w.ups[k] = [[0] * len(_UPS_FIELDS), {}]
-        w.ups_last[k] = [[0] * len(_UPS_FIELDS), {}]
-    nums, codes = slot
+        slot = w.new_peer_slot(upstream, peer)
+    elif (status is not None and response_time is not None and _count_request is not None
+          and _count_request(slot[0], BUCKETS, _UPS_LAYOUT, status, received, sent,
+                             response_time)):
+        return
+    _count_upstream(slot, status, response_time, sent, received)
+
+
+def _count_upstream(slot: list, status: int | None, response_time: float | None, sent: int,
+                    received: int) -> None:
+    """What ``count_request`` counts, and what it leaves: failures, odd statuses, no time."""
+    if sent.__class__ is not int or received.__class__ is not int:
+        if not isinstance(sent, int) or not isinstance(received, int):
+            raise TypeError(f"sent and received are byte counts (ints), not {sent!r}, "
+                            f"{received!r}")
+    nums, other = slot
     if status is None:
         nums[U_FAILS] += 1
+    elif status.__class__ is int and 100 <= status <= 599:
+        nums[U_CODE0 - 100 + status] += 1
     else:
-        codes[status] = codes.get(status, 0) + 1
+        other[status] += 1
     if response_time is not None:
-        nums[U_TIME] += response_time
-        nums[U_TIMED] += 1
+        nums[U_TIME] += round(response_time * 1e6)
         nums[U_BUCKET0 + bisect_left(BUCKETS, response_time)] += 1
-    if sent:
-        nums[U_SENT] += sent
-    if received:
-        nums[U_RECEIVED] += received
+    nums[U_SENT] += sent
+    nums[U_RECEIVED] += received
 
 
 def upstream_state(upstream: str, peer: str, state: str) -> None:
@@ -324,6 +349,13 @@ class WorkerMetrics:
                 if rt is not None:
                     self._new_slot(rt, self.zone_names[si], loc.match)
         self.pid = os.getpid()
+
+    def new_peer_slot(self, upstream: str, peer: str) -> list:
+        """The counters of an upstream peer's first attempt in this worker."""
+        slot: list = [array("q", _UPS_ZEROS), defaultdict(int)]
+        self.ups[upstream, peer] = slot
+        self.ups_last[upstream, peer] = [array("q", _UPS_ZEROS), {}]
+        return slot
 
     def _new_slot(self, owner: Any, zone_: str, location: str) -> list:
         slot: list = [array("q", _ZEROS), defaultdict(int)]
@@ -397,47 +429,28 @@ class WorkerMetrics:
                 incr("cnt" + SEP + name, value - last, init=0)
                 self._last_counters[name] = value
         for slot in self.slots.values():
-            nums, other = slot
-            lnums, lother = self._last[id(slot)]
-            if nums == lnums and other == lother:
-                continue
-            zone_, location = self._names[id(slot)]
-            prefix = SEP.join(("loc", zone_, location, ""))
-            if nums != lnums:
-                for i in range(CODE0):
-                    d = nums[i] - lnums[i]
-                    if d:
-                        incr(prefix + _SLOT_FIELDS[i], d / 1e6 if i == TIME else d, init=0)
-                for lo in range(CODE0, SLOT_LEN, 100):  # by hundreds: most stay unchanged
-                    if nums[lo : lo + 100] == lnums[lo : lo + 100]:
-                        continue
-                    for i in range(lo, lo + 100):
-                        d = nums[i] - lnums[i]
-                        if d:
-                            incr(f"{prefix}s{i - CODE0 + 100}", d, init=0)
-                lnums[:] = nums
-            self._flush_codes(incr, prefix, other, lother)
-        for k, (nums, codes) in list(self.ups.items()):
-            lnums, lcodes = self.ups_last[k]
-            prefix = SEP.join(("ups", k[0], k[1], ""))
-            for i in range(len(_UPS_FIELDS)):
-                d = nums[i] - lnums[i]
-                if d:
-                    incr(prefix + _UPS_FIELDS[i], d, init=0)
-                    lnums[i] = nums[i]
-            self._flush_codes(incr, prefix, codes, lcodes)
+            last = self._last[id(slot)]
+            if slot != last:
+                zone_, location = self._names[id(slot)]
+                prefix = SEP.join(("loc", zone_, location, ""))
+                _flush_slot(incr, prefix, slot, last, _SLOT_FIELDS, TIME)
+        self.flush_upstreams(incr)
         self._flush_gauges(z, in_timer)
         usermetrics.flush(z, key("ug", self.pid), runtime.worker.id)
 
-    @staticmethod
-    def _flush_codes(incr: Any, prefix: str, codes: dict, last: dict) -> None:
-        if codes == last:
-            return
-        for code, value in list(codes.items()):
-            d = value - last.get(code, 0)
-            if d:
-                incr(f"{prefix}s{code}", d, init=0)
-                last[code] = value
+
+    def flush_upstreams(self, incr: Any) -> None:
+        """Add each upstream peer's deltas since the last flush with ``incr`` (the zone's):
+        ``ups␟upstream␟peer␟field``, ``timed`` being the histogram's count."""
+        for (upstream, peer), slot in list(self.ups.items()):
+            last = self.ups_last[upstream, peer]
+            if slot != last:
+                prefix = SEP.join(("ups", upstream, peer, ""))
+                nums, lnums = slot[0], last[0]
+                timed = sum(nums[U_BUCKET0:U_CODE0]) - sum(lnums[U_BUCKET0:U_CODE0])
+                if timed:
+                    incr(prefix + "timed", timed, init=0)
+                _flush_slot(incr, prefix, slot, last, _UPS_FIELDS, U_TIME)
 
     def _flush_gauges(self, z: Any, in_timer: bool) -> None:
         reading = writing = idle = 0
@@ -497,6 +510,36 @@ def start_worker(app: Any, connections: set, timers: Any) -> WorkerMetrics | Non
 #: one request counted in C (``count_request`` in edgeworker/_speedups.c), or None: then
 #: WorkerMetrics.on_request counts every request
 _count_request = _accel.count_request if _accel is not None else None
+
+
+def _flush_slot(incr: Any, prefix: str, slot: list, last: list, fields: tuple[str, ...],
+                time_index: int) -> None:
+    """Add the deltas of a slot (a location's or a peer's: ``[nums, other]``) since ``last``
+    to the zone and make ``last`` equal to it. ``fields`` names the counters before the
+    statuses (the status 100 counter follows them); the one at ``time_index`` holds
+    microseconds, added as seconds."""
+    nums, other = slot
+    lnums, lother = last
+    if nums != lnums:
+        code0 = len(fields)
+        for i in range(code0):
+            d = nums[i] - lnums[i]
+            if d:
+                incr(prefix + fields[i], d / 1e6 if i == time_index else d, init=0)
+        for lo in range(code0, code0 + 500, 100):  # by hundreds: most stay unchanged
+            if nums[lo : lo + 100] == lnums[lo : lo + 100]:
+                continue
+            for i in range(lo, lo + 100):
+                d = nums[i] - lnums[i]
+                if d:
+                    incr(f"{prefix}s{i - code0 + 100}", d, init=0)
+        lnums[:] = nums
+    if other != lother:
+        for code, value in list(other.items()):
+            d = value - lother.get(code, 0)
+            if d:
+                incr(f"{prefix}s{code}", d, init=0)
+                lother[code] = value
 
 
 def recorder(wm: WorkerMetrics) -> Any:
