@@ -527,7 +527,11 @@ class Connection:
                         return
                     except OSError:
                         return
-                    events.extend(proto.feed(data))
+                    # (events is empty here) the usual read: one whole request without a body
+                    head = proto.whole(data)
+                    if head is not None:
+                        break
+                    events.extend(proto.parse(data))
                     if not data and not events:
                         return
                 self.requests += 1

@@ -25,9 +25,10 @@ add the rules llhttp leaves open (RFC 9112, nginx where the RFC lets us choose):
 
 The common request that is a whole read between requests (no body, nothing pipelined after
 it, a method and a Host llhttp and these rules passed before) is parsed in C without llhttp
-(``parse_request`` in edgeworker/_speedups.c): it takes a strict subset of what llhttp accepts
-and gives the same events; anything else goes to llhttp. tests/unit/test_http_fields.py compares
-both ways.
+(``whole``, on ``parse_request`` in edgeworker/_speedups.c): it takes a strict subset of what
+llhttp accepts and gives the same head; anything else goes to llhttp (``parse``). The
+connection loop calls the two itself (``whole`` answers with the head alone, its ``END``
+implied); ``feed`` is both. tests/unit/test_http_fields.py compares both ways.
 """
 
 from __future__ import annotations
@@ -194,6 +195,35 @@ class ServerProtocol:
 
     def feed(self, data: bytes) -> list:
         """Parse ``data``; return the events it completes, in order (see the class docstring)."""
+        head = self.whole(data)
+        if head is not None:
+            return [head, END]
+        return self.parse(data)
+
+    def whole(self, data: bytes) -> RequestHead | None:
+        """The common request that is the whole of ``data``, between requests: one request
+        without a body, nothing after it, parsed in C (``parse_request``); its ``END`` is
+        implied. None for anything else (and always without the C part): then ``parse(data)``
+        gives the events. ``feed`` is ``whole``, then ``parse`` when it gave None."""
+        if self._state != _IDLE or _parse_request is None or not data:
+            return None
+        got = _parse_request(data, self._drop_underscores, self._max_headers, self._max_hsize,
+                             self._max_url, self._id_field)
+        if got is None:
+            return None
+        head = _new(RequestHead)
+        (head.method, head.target, head.path, head.query, head.version, head.headers,
+         head.keep_alive, head.content_length, head.chunked, head.expect_continue,
+         head.upgrade, head.host, head.request_id, head.size) = got
+        self._chunked = self._upgrading = False
+        if not head.keep_alive:
+            self._keep_alive = False
+            self._close()  # (as after llhttp's last request)
+        # (keep-alive: _keep_alive is still True, as every request since was)
+        return head
+
+    def parse(self, data: bytes) -> list:
+        """``feed`` without its C part: every request is parsed by llhttp."""
         state = self._state
         if state >= _CLOSED:
             if state != _UPGRADED:
@@ -214,22 +244,6 @@ class ServerProtocol:
                 return []
             return self._die([], ProtocolError(400, "connection closed in the middle of a request"))
 
-        if state == _IDLE and _parse_request is not None:
-            # between requests, a common request that is the whole read: parsed in C, without
-            # llhttp (None: anything else, which llhttp parses below)
-            got = _parse_request(data, self._drop_underscores, self._max_headers,
-                                 self._max_hsize, self._max_url, self._id_field)
-            if got is not None:
-                head = _new(RequestHead)
-                (head.method, head.target, head.path, head.query, head.version, head.headers,
-                 head.keep_alive, head.content_length, head.chunked, head.expect_continue,
-                 head.upgrade, head.host, head.request_id, head.size) = got
-                self._chunked = self._upgrading = False
-                if not head.keep_alive:
-                    self._keep_alive = False
-                    self._close()  # (as after llhttp's last request)
-                # (keep-alive: _keep_alive is still True, as every request since was)
-                return [head, END]
         events = self._events = []
         self._data = data
         self._began = self._mixed = self._progress = False
