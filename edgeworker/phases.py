@@ -189,21 +189,12 @@ class App:
         except BadURI:
             conn.send_error(400)
             return None
-        names = conn.names
-        if names is None:  # the servers of the connection's address, looked up once
-            names = conn.names = self.router.table_for((conn.server_addr, conn.server_port))
-        route = names.only
+        route = conn.route  # (the connection's one server, when nothing below can change it)
         if route is None:
-            route = names.lookup(req.host if head.host else None)
-        if not self.code_cache:
-            handler_mod.purge_user_modules(self.cfg.main.python_path)
+            route = self._server_route(conn, req, head)
+            if route is None:
+                return req  # answered already (a TLS refusal)
         req.server_route = route
-        tls = conn.tls
-        if tls is not None and (route is not tls.route or tls.refusal is not None):
-            if not head.host:  # no Host (HTTP/1.0): the server SNI selected, as nginx
-                route = req.server_route = tls.route
-            if self._tls_refused(req, tls, route):
-                return req
         found = route.found.get(req.uri)  # (a URI seen before: find_location's answer)
         if found is None:
             found = route.find_location(req.uri)
@@ -230,8 +221,13 @@ class App:
                     cls = result.__class__
                     if (cls is str or cls is bytes) and req.output is None and not req.headers_sent:
                         # the usual answer, one whole body: what _finish_content does then,
-                        # without its frame (req.respond runs the filters)
-                        req.respond(result.encode() if cls is str else result)
+                        # without its frame; req.respond when there are filters to run
+                        body = result.encode() if cls is str else result
+                        loc = req.location
+                        if loc is None or not loc.output_filters:
+                            conn.send_response(req, body)
+                        else:
+                            req.respond(body)
                     else:
                         self._finish_content(req, result)
             elif rt.return_ is not None:
@@ -247,6 +243,32 @@ class App:
             self._handler_failed(req)
         self._log_phase(req)
         return req
+
+    def _server_route(self, conn: Channel, req: Request, head: Any) -> Any:
+        """The server of ``req`` (its address, then ``Host``); None when a TLS refusal was
+        answered instead. Kept as ``conn.route`` when every request of the connection gets
+        the same one: its address has one server, the TLS side agrees with it and handler
+        code is cached (else each request purges the user's modules here)."""
+        names = conn.names
+        if names is None:  # the servers of the connection's address, looked up once
+            names = conn.names = self.router.table_for((conn.server_addr, conn.server_port))
+        route = names.only
+        same = route is not None and self.code_cache
+        if route is None:
+            route = names.lookup(req.host if head.host else None)
+        if not self.code_cache:
+            handler_mod.purge_user_modules(self.cfg.main.python_path)
+        tls = conn.tls
+        if tls is not None and (route is not tls.route or tls.refusal is not None):
+            same = False
+            if not head.host:  # no Host (HTTP/1.0): the server SNI selected, as nginx
+                route = tls.route
+            req.server_route = route
+            if self._tls_refused(req, tls, route):
+                return None
+        if same:
+            conn.route = route
+        return route
 
     def _tls_refused(self, req: Request, tls: Any, route: Any) -> bool:
         """Answer (and log) a request on a TLS connection that must not be served: 421 when

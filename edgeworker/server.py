@@ -91,6 +91,7 @@ class Connection:
         "server_port",
         "listen_key",
         "names",
+        "route",
         "bin_addr",
         "requests",
         "busy",
@@ -132,6 +133,7 @@ class Connection:
             self.server_addr, self.server_port = "unix:", 0
         self.listen_key = listen_key
         self.names: Any = None  # the servers of the address it arrived on (App.handle)
+        self.route: Any = None  # its one server, once App.handle found nothing can change it
         self.bin_addr: bytes | None = None
         self.requests = 0
         self.busy = False  # a request is being processed
@@ -478,6 +480,8 @@ class Connection:
                 return
             if self.h2 is not None and self._to_h2():
                 return
+            recv = self._recv  # (after the handshake, which may replace it; see _sendall)
+            keepalive_timeout = http.keepalive_timeout
             while True:
                 # the next request head (returns when the connection should close)
                 deadline = None
@@ -504,16 +508,11 @@ class Connection:
                             self.send_error(408)
                             return
                     else:
-                        timeout = (
-                            http.client_header_timeout
-                            if self.requests == 0
-                            else http.keepalive_timeout
-                        )
+                        timeout = keepalive_timeout if self.requests else http.client_header_timeout
                         if self.closing:
                             # the worker is exiting: a request already on its way is still
                             # answered (with Connection: close); a quiet connection is closed
                             timeout = min(timeout, DRAIN_GRACE)
-                    recv = self._recv  # (see _sendall)
                     try:
                         data = recv(timeout, turn)
                         turn = False
@@ -534,15 +533,14 @@ class Connection:
                     events.extend(proto.parse(data))
                     if not data and not events:
                         return
-                self.requests += 1
+                n = self.requests = self.requests + 1
                 self.busy = True
-                if self.requests >= keepalive_requests:
+                if n >= keepalive_requests:
                     head.keep_alive = False
                 req = app.handle(self, head)
                 if req is None or not req.keep_alive or self.closing:
                     return
-                body = req.head
-                if (body.content_length is not None or body.chunked) and not self._discard_body(
+                if (head.content_length is not None or head.chunked) and not self._discard_body(
                     req
                 ):
                     return  # an unread body that cannot be skipped: close instead

@@ -783,6 +783,14 @@ class H2Stream:
         self.server.conn.names = value
 
     @property
+    def route(self) -> Any:
+        return self.server.conn.route
+
+    @route.setter
+    def route(self, value: Any) -> None:
+        self.server.conn.route = value
+
+    @property
     def scheme(self) -> str:
         return self.server.conn.scheme
 

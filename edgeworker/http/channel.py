@@ -26,6 +26,9 @@ class Channel(Protocol):
     bin_addr: bytes | None
     #: the servers of the address the connection arrived on, set by the pipeline
     names: Any
+    #: the one server of every request of the connection, once the pipeline knows it (else
+    #: None: each request looks its server up)
+    route: Any
     #: ``"https"`` on a TLS connection, else ``"http"``
     scheme: str
     #: the TLS side of the connection (``edgeworker.tls.connection.TLSInfo``), or None
