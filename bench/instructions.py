@@ -75,6 +75,7 @@ from common import (  # noqa: E402
     Table,
     format_table,
     free_port,
+    git_commit,
     http_get,
     logger,
     servers_python,
@@ -163,24 +164,6 @@ ssl_certificate_key = "{key}"
 
 
 log = logger("instructions")
-
-
-def _git(*args: str) -> str:
-    done = subprocess.run(
-        ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
-    )
-    return done.stdout.strip()
-
-
-def git_commit() -> str:
-    """``git rev-parse --short HEAD`` of the repository, with ``+dirty`` if a tracked file
-    differs from it."""
-    try:
-        head = _git("rev-parse", "--short", "HEAD")
-        dirty = _git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
 
 
 def render_config(backend_port: int, port: int, tls: tuple[int, Path, Path]) -> str:
