@@ -4,7 +4,11 @@
 One nginx serves static files (the backend: a small ``/small.txt`` and a ``--stream-mib`` MiB
 sparse ``/big.bin``). In front of it run an nginx proxy and an edgeworker proxy, 2 workers each,
 access logs off, keep-alive to the upstream on both (nginx: ``keepalive 32``,
-``proxy_http_version 1.1``, ``Connection ""``; edgeworker: ``keepalive = 32``). nginx's ``/``
+``proxy_http_version 1.1``, ``Connection ""``; edgeworker: ``keepalive = 32``). Both send the
+backend the forwarding fields a reverse proxy sends: edgeworker by default, nginx with the
+usual ``proxy_set_header`` lines (``X-Real-IP $remote_addr``, ``X-Forwarded-For
+$proxy_add_x_forwarded_for``, ``X-Forwarded-Proto $scheme``); edgeworker also sends its
+request id (``X-Request-Id``, to the backend and to the client), which nginx does not. nginx's ``/``
 location keeps its default proxy buffers (never to temp files: ``proxy_max_temp_file_size 0``);
 its ``= /big.bin`` location has ``proxy_buffering off``, so that nginx relays the big body as it
 arrives, as edgeworker does (it never buffers a response), and the stream comparison is fair.
@@ -114,16 +118,17 @@ PROXY_BODY = """
     server {{
         listen {host}:{port} backlog=4096;
         keepalive_requests 1000000;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
         location / {{
             proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
             proxy_max_temp_file_size 0;
         }}
         location = /big.bin {{
             proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
             proxy_buffering off;
         }}
     }}
@@ -387,6 +392,9 @@ def tables(sides: dict[str, Side], args: argparse.Namespace, flags: list[bool]) 
             )
     notes = [
         f"{WORKERS} workers per proxy, access logs off, keep-alive to the same backend nginx",
+        "both send the backend X-Real-IP, X-Forwarded-For and X-Forwarded-Proto (edgeworker by "
+        "default, nginx with proxy_set_header); edgeworker also sends X-Request-Id (to the "
+        "backend and to the client), nginx does not",
         f"wrk -t2 -c{args.connections} -d{args.duration:g}s, keep-alive, on the proxied "
         f"/small.txt ({len(SMALL_BODY)} bytes); before round 1, a 2 s warm-up and one "
         "download per proxy",
