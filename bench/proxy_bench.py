@@ -16,8 +16,9 @@ arrives, as edgeworker does (it never buffers a response), and the stream compar
 Each of ``--rounds`` (5) rounds measures both proxies, one after the other (every other round in
 the reverse order, never loaded at the same time):
 
-- wrk (keep-alive, 2 threads, ``--connections`` 50, ``--duration`` 10 s; a 2 s warm-up per
-  proxy before the first round) on ``/small.txt``: req/s, p50, p99;
+- wrk (keep-alive, 2 threads, ``--connections`` 50, ``--duration`` 10 s) on ``/small.txt``:
+  req/s, p50, p99; each measured run right after ``--warmup`` (2) s of wrk on the same proxy,
+  so that what ran before it (the other proxy, a download) does not weigh on its first seconds;
 - one download of ``/big.bin`` (``--stream-mib`` 512 MiB; a Python client, 1 MiB reads): MB/s,
   and for edgeworker the growth of the serving worker's RSS: its largest RSS during that
   download (sampled every 50 ms) over its RSS before the first download of the run (the
@@ -295,14 +296,13 @@ class Side:
 
 def measure_wrk(side: Side, backend: Server, args: argparse.Namespace) -> None:
     pids = [side.server.pid, *child_pids(side.server.pid), backend.pid, *child_pids(backend.pid)]
+    url = f"http://{HOST}:{side.port}/small.txt"
     meter = CpuMeter()
-    meter.start(pids)
     try:
-        res = run_wrk(
-            f"http://{HOST}:{side.port}/small.txt",
-            connections=args.connections,
-            duration=args.duration,
-        )
+        if args.warmup:
+            run_wrk(url, connections=args.connections, duration=args.warmup)
+        meter.start(pids)
+        res = run_wrk(url, connections=args.connections, duration=args.duration)
     except RuntimeError as exc:
         side.errors.append(f"wrk: {exc}")
         res = None
@@ -396,8 +396,8 @@ def tables(sides: dict[str, Side], args: argparse.Namespace, flags: list[bool]) 
         "default, nginx with proxy_set_header); edgeworker also sends X-Request-Id (to the "
         "backend and to the client), nginx does not",
         f"wrk -t2 -c{args.connections} -d{args.duration:g}s, keep-alive, on the proxied "
-        f"/small.txt ({len(SMALL_BODY)} bytes); before round 1, a 2 s warm-up and one "
-        "download per proxy",
+        f"/small.txt ({len(SMALL_BODY)} bytes), each run right after {args.warmup:g} s of wrk "
+        "on the same proxy; before round 1, a 2 s warm-up and one download per proxy",
         f"stream: one {args.stream_mib} MiB download of /big.bin per proxy and round (Python "
         "client, 1 MiB reads); nginx relays it with proxy_buffering off",
         "RSS +MiB: edgeworker's serving worker, its largest RSS during the round's download "
@@ -459,12 +459,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of each wrk run (10)")
     ap.add_argument("--connections", type=int, default=50, help="wrk connections (50)")
     ap.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        help="seconds of wrk on the same proxy right before each measured run (2; 0 = none)",
+    )
+    ap.add_argument(
         "--stream-mib", type=int, default=512, help="size of the streamed download, MiB (512)"
     )
     add_common_args(ap)
     args = ap.parse_args(argv)
-    if args.rounds < 1 or args.stream_mib < 1 or args.duration <= 0:
-        ap.error("--rounds, --stream-mib and --duration must be positive")
+    if args.rounds < 1 or args.stream_mib < 1 or args.duration <= 0 or args.warmup < 0:
+        ap.error("--rounds, --stream-mib and --duration must be positive, --warmup >= 0")
     if why := missing_tool():
         print(why, file=sys.stderr)
         return 2
