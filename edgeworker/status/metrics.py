@@ -89,6 +89,8 @@ _UPS_FIELDS = ("fails", "sent", "received", "time") + tuple(
 _UPS_ZEROS = bytes(8 * (U_CODE0 + 500))
 #: the indices count_request adds at: received, sent, time, first bucket, status 100
 _UPS_LAYOUT = (U_RECEIVED, U_SENT, U_TIME, U_BUCKET0, U_CODE0)
+#: the same for a location's slot
+_LOC_LAYOUT = (RECEIVED, SENT, TIME, BUCKET0, CODE0)
 
 #: the zone key of each of ``edgeworker.tls.connection.STATS``
 _TLS_KEYS = (
@@ -273,28 +275,32 @@ def upstream_done(upstream: str, peer: str, status: int | None, response_time: f
           and _count_request(slot[0], BUCKETS, _UPS_LAYOUT, status, received, sent,
                              response_time)):
         return
-    _count_upstream(slot, status, response_time, sent, received)
-
-
-def _count_upstream(slot: list, status: int | None, response_time: float | None, sent: int,
-                    received: int) -> None:
-    """What ``count_request`` counts, and what it leaves: failures, odd statuses, no time."""
+    # what count_request leaves: a failed attempt, an odd status, no time, the first attempt
     if sent.__class__ is not int or received.__class__ is not int:
         if not isinstance(sent, int) or not isinstance(received, int):
             raise TypeError(f"sent and received are byte counts (ints), not {sent!r}, "
                             f"{received!r}")
-    nums, other = slot
     if status is None:
-        nums[U_FAILS] += 1
-    elif status.__class__ is int and 100 <= status <= 599:
-        nums[U_CODE0 - 100 + status] += 1
-    else:
+        slot[0][U_FAILS] += 1
+    _count(slot, _UPS_LAYOUT, status, received, sent, response_time)
+
+
+def _count(slot: list, layout: tuple[int, ...], status: Any, received: int, sent: int,
+           seconds: float | None) -> None:
+    """What ``count_request`` adds to a slot (``layout`` as it takes it), in Python and for
+    any value: a status in 100..599 at its counter, any other in ``other``, None (an attempt
+    that got no answer) nowhere; ``seconds`` None: no time."""
+    nums, other = slot
+    at_received, at_sent, at_time, at_bucket0, at_code0 = layout
+    if status.__class__ is int and 100 <= status <= 599:
+        nums[at_code0 - 100 + status] += 1
+    elif status is not None:
         other[status] += 1
-    if response_time is not None:
-        nums[U_TIME] += round(response_time * 1e6)
-        nums[U_BUCKET0 + bisect_left(BUCKETS, response_time)] += 1
-    nums[U_SENT] += sent
-    nums[U_RECEIVED] += received
+    nums[at_received] += received
+    nums[at_sent] += sent
+    if seconds is not None:
+        nums[at_time] += round(seconds * 1e6)
+        nums[at_bucket0 + bisect_left(BUCKETS, seconds)] += 1
 
 
 def upstream_state(upstream: str, peer: str, state: str) -> None:
@@ -365,24 +371,15 @@ class WorkerMetrics:
         return slot
 
     # -- hot path --------------------------------------------------------------------------
-    def on_request(self, req: Any, _time=time.time, _bisect=bisect_left, _b=BUCKETS) -> None:
+    def on_request(self, req: Any, _time=time.time) -> None:
         """Count one finished request (called by the App after the log phase)."""
         slot = self.slots.get(req.location)
         if slot is None:
             slot = self._route_slot(req)
-        nums = slot[0]
-        status = req.status
-        if status.__class__ is int and 100 <= status <= 599:
-            nums[CODE0 - 100 + status] += 1
-        else:
-            slot[1][status] += 1
         # bytes received: the request as received (the protocol's count; not a request id
         # we added); bytes sent: the body
-        nums[RECEIVED] += req.head.size
-        nums[SENT] += req.body_bytes_sent
-        t = _time() - req.start_time
-        nums[TIME] += round(t * 1e6)
-        nums[BUCKET0 + _bisect(_b, t)] += 1
+        _count(slot, _LOC_LAYOUT, req.status, req.head.size, req.body_bytes_sent,
+               _time() - req.start_time)
 
     def _route_slot(self, req: Any) -> list:
         route = req.server_route
@@ -551,7 +548,7 @@ def recorder(wm: WorkerMetrics) -> Any:
         return wm.on_request
     get = wm.slots.get
     on_request = wm.on_request
-    layout = (RECEIVED, SENT, TIME, BUCKET0, CODE0)
+    layout = _LOC_LAYOUT
 
     def record(req: Any, _time: Any = time.time, _b: tuple = BUCKETS) -> None:
         slot = get(req.location)
