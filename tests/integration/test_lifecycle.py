@@ -342,6 +342,23 @@ def test_code_cache_off_reimports_per_request(server):
     assert "code_cache is off" in srv.errors()
 
 
+def test_code_cache_off_reimports_per_request_on_one_connection(server):
+    """Later requests of a keep-alive connection re-import too: the connection's server is
+    not kept (with the code cache off, each request purges the user's modules first)."""
+    srv = server(CONF.replace("[main]", "[main]\ncode_cache = false"), FILES, workers=1)
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    try:
+        conn.request("GET", "/version")
+        assert conn.getresponse().read() == b"v1"
+        local = conn.sock.getsockname()
+        (srv.dir / "app.py").write_text(APP.replace('return "v1"', 'return "v2"'))
+        conn.request("GET", "/version")
+        assert conn.getresponse().read() == b"v2"
+        assert conn.sock.getsockname() == local  # the same connection
+    finally:
+        conn.close()
+
+
 def test_systemd_notify_ready_reloading_stopping(server, tmp_path):
     path = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
