@@ -40,7 +40,7 @@ from gunicorn.arbiter import Arbiter
 from gunicorn.errors import HaltServer
 from gunicorn.pidfile import Pidfile
 
-from . import __version__, control, handlers, logs, runtime, sdnotify, zones
+from . import __version__, balance, control, handlers, logs, runtime, sdnotify, zones
 from . import config as config_mod
 from .errors import ConfigError, EdgeworkerError
 from .status import metrics
@@ -317,6 +317,7 @@ class EdgeArbiter(Arbiter):
         # the metrics zone: created once, kept across reloads (its size is not reloadable)
         metrics.create_zone(os.getpid(), cfg.main.status_zone_size)
         metrics.master_started(os.getpid(), self.generation)
+        balance.create()  # (mapped before the first fork: every worker shares it)
         if cfg.main.code_cache is False:
             runtime.log.warning("code_cache is off: handler modules are re-imported per request")
         # gunicorn announces READY=1 before any worker exists; we announce it once they accept
@@ -341,6 +342,7 @@ class EdgeArbiter(Arbiter):
             wid += 1
         worker.ew_id = wid
         worker.ew_generation = self.generation
+        balance.reserve(wid)
         if (self.generation, wid) in self.spawned_ids:
             self.restarts[wid] = self.restarts.get(wid, 0) + 1
         self.spawned_ids.add((self.generation, wid))

@@ -28,6 +28,7 @@ from functools import partial
 from gunicorn.workers.base import Worker
 
 from . import runtime
+from .balance import DELAY, Balance
 from .errors import Drain
 
 IGNORED_SIGNALS = ("HUP", "USR2", "WINCH", "TTIN", "TTOU")
@@ -103,6 +104,7 @@ class EdgeWorker(Worker):
         from .status import metrics
 
         self.metrics = metrics.start_worker(self.edge, self.connections, self.timers)
+        self.balance = Balance(self.ew_id, self.ew_generation)
         self.acceptors = []
         from .http2.schema import http2_addresses
         from .tls.schema import tls_addresses
@@ -147,6 +149,9 @@ class EdgeWorker(Worker):
         connections = self.connections
         spawn = gevent.spawn
         counts = self.metrics  # accepted connections (None: metrics off)
+        crowded = self.balance.crowded
+        update = self.balance.update
+        sleep = gevent.sleep
         warned = False
         while self.alive:
             if slots.locked() and not warned:
@@ -159,6 +164,8 @@ class EdgeWorker(Worker):
             if not self.alive:
                 slots.release()
                 return
+            if crowded(len(connections)):
+                sleep(DELAY)  # the other workers take the next connection first (balance.py)
             try:
                 client, addr = sock.accept()
             except OSError as exc:
@@ -174,6 +181,7 @@ class EdgeWorker(Worker):
                 client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = conn_cls(client, addr, key, app)
             connections.add(conn)
+            update(len(connections))
             if counts is not None:
                 counts.accepted += 1
             spawn(self._serve, conn)
@@ -182,7 +190,9 @@ class EdgeWorker(Worker):
         try:
             conn.serve()
         finally:
-            self.connections.discard(conn)
+            connections = self.connections
+            connections.discard(conn)
+            self.balance.update(len(connections))
             self.slots.release()
 
     def _signal_ready(self) -> None:
@@ -247,6 +257,7 @@ class EdgeWorker(Worker):
         import gevent
 
         runtime.worker._exiting = True
+        self.balance.leave()
         deadline = time.monotonic() + self.app.ew_config.main.graceful_timeout
         for sock in self.listeners:
             try:

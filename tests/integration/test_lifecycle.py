@@ -443,3 +443,23 @@ def test_socket_activation_uses_inherited_listener(tmp_path):
         assert srv.get("/version")[2] == b"v1"
     finally:
         srv.stop()
+
+
+def test_a_burst_of_connections_spreads_over_the_workers(server):
+    # without the shared table, the first worker to wake often takes the whole burst
+    srv = server(CONF, FILES, workers=2)
+    for _ in range(3):
+        socks = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(40)]
+        try:
+            held = {0: 0, 1: 0}
+            for s in socks:
+                s.sendall(b"GET /info HTTP/1.1\r\nHost: t\r\n\r\n")
+            for s in socks:
+                resp = http.client.HTTPResponse(s)
+                resp.begin()
+                held[json.loads(resp.read())["worker"]] += 1
+        finally:
+            for s in socks:
+                s.close()
+        assert min(held.values()) >= 15, held
+        time.sleep(0.3)  # the workers see the connections closed
