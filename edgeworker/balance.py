@@ -4,8 +4,8 @@ Every worker accepts on the same listening sockets. The kernel wakes them all fo
 connection, and the first one to run takes it, and in the same loop every other connection
 waiting. A burst of connections (a load balancer opening its keep-alive pool, a benchmark's
 client) can so land all on one worker, which stays the busy one for as long as the connections
-live while the others idle: on two cores, a quarter of the machine idle and a third fewer
-requests served. nginx avoids it with ``EPOLLEXCLUSIVE`` and one accept per wake-up; gevent's
+live while the others idle: on two cores under a proxied load, a quarter of the machine idle
+and about a fifth fewer requests served. nginx avoids it with ``EPOLLEXCLUSIVE`` and one accept per wake-up; gevent's
 event loop has neither.
 
 So the master maps a small table before the first fork, which every worker inherits: per worker
