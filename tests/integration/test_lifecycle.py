@@ -461,5 +461,5 @@ def test_a_burst_of_connections_spreads_over_the_workers(server):
         finally:
             for s in socks:
                 s.close()
-        assert min(held.values()) >= 15, held
+        assert min(held.values()) >= 10, held
         time.sleep(0.3)  # the workers see the connections closed
