@@ -235,77 +235,63 @@ is_hop(const char *s, Py_ssize_t n)
     return 0;
 }
 
-/* The fields of spans (nf of them) sorted as ResponseFields.add sorts them: the new lists
- * kept, wire, hop and redirects (NULL when there is none) and the Connection value (borrowed
- * from hop, or NULL), has_ct; -1 with an exception. */
+/* The fields of spans (nf of them) sorted as ResponseFields.add sorts them: out[0] the lines of
+ * the kept fields (b"\r\nName: value" each, as they go out), out[1] those of the hop-by-hop ones,
+ * out[2] the index among the kept of each Location and Refresh (a list; NULL when there is
+ * none), out[3] the Connection value (NULL when there is none); has_ct; -1 with an exception. */
 static int
 sort_response(const unsigned char *d, Py_ssize_t (*spans)[4], int nf, PyObject **out,
-              PyObject **connection, int *has_ct)
+              int *has_ct)
 {
-    PyObject *kept = PyList_New(0), *wire = PyList_New(0), *hop = PyList_New(0), *redirects = NULL;
-    if (kept == NULL || wire == NULL || hop == NULL)
+    Py_ssize_t size[2] = {0, 0}, kept = 0;
+    char hop[RH_MAX_FIELDS];
+    for (int k = 0; k < nf; k++) {
+        hop[k] = (char)is_hop((const char *)d + spans[k][0], spans[k][1] - spans[k][0]);
+        size[(int)hop[k]] += spans[k][1] - spans[k][0] + spans[k][3] - spans[k][2] + 4;
+    }
+    out[0] = PyBytes_FromStringAndSize(NULL, size[0]);
+    out[1] = PyBytes_FromStringAndSize(NULL, size[1]);
+    out[2] = out[3] = NULL;
+    if (out[0] == NULL || out[1] == NULL)
         goto fail;
+    char *o[2] = {PyBytes_AS_STRING(out[0]), PyBytes_AS_STRING(out[1])};
     for (int k = 0; k < nf; k++) {
         const char *name = (const char *)d + spans[k][0], *value = (const char *)d + spans[k][2];
         Py_ssize_t nn = spans[k][1] - spans[k][0], vn = spans[k][3] - spans[k][2];
-        PyObject *pair = pair_of(PyBytes_FromStringAndSize(name, nn),
-                                 PyBytes_FromStringAndSize(value, vn));
-        if (pair == NULL)
-            goto fail;
-        if (is_hop(name, nn)) {
-            if (nn == 10 && EQ(name, nn, "connection"))
-                *connection = PyTuple_GET_ITEM(pair, 1);
-            int rc = PyList_Append(hop, pair);
-            Py_DECREF(pair);
-            if (rc < 0)
+        if (hop[k]) {
+            if (nn == 10 && EQ(name, nn, "connection") &&
+                (out[3] = PyBytes_FromStringAndSize(value, vn)) == NULL)
                 goto fail;
-            continue;
         }
-        if (nn == 12 && EQ(name, nn, "content-type"))
+        else if (nn == 12 && EQ(name, nn, "content-type"))
             *has_ct = 1;
         else if ((nn == 8 && EQ(name, nn, "location")) || (nn == 7 && EQ(name, nn, "refresh"))) {
-            PyObject *at = PyLong_FromSsize_t(PyList_GET_SIZE(kept));
-            if (redirects == NULL)
-                redirects = PyList_New(0);
-            if (at == NULL || redirects == NULL || PyList_Append(redirects, at) < 0) {
-                Py_XDECREF(at);
-                Py_DECREF(pair);
+            PyObject *at = PyLong_FromSsize_t(kept);
+            if (out[2] == NULL)
+                out[2] = PyList_New(0);
+            int rc = at == NULL || out[2] == NULL ? -1 : PyList_Append(out[2], at);
+            Py_XDECREF(at);
+            if (rc < 0)
                 goto fail;
-            }
-            Py_DECREF(at);
         }
-        PyObject *line = PyBytes_FromStringAndSize(NULL, nn + vn + 4);
-        if (line != NULL) {
-            char *o = PyBytes_AS_STRING(line);
-            memcpy(o, "\r\n", 2);
-            memcpy(o + 2, name, nn);
-            memcpy(o + 2 + nn, ": ", 2);
-            memcpy(o + 4 + nn, value, vn);
-        }
-        int rc = line == NULL ? -1 : PyList_Append(kept, pair);
-        if (rc == 0)
-            rc = PyList_Append(wire, line);
-        Py_DECREF(pair);
-        Py_XDECREF(line);
-        if (rc < 0)
-            goto fail;
+        kept += !hop[k];
+        char *p = o[(int)hop[k]];
+        memcpy(p, "\r\n", 2);
+        memcpy(p + 2, name, nn);
+        memcpy(p + 2 + nn, ": ", 2);
+        memcpy(p + 4 + nn, value, vn);
+        o[(int)hop[k]] = p + 4 + nn + vn;
     }
-    out[0] = kept;
-    out[1] = wire;
-    out[2] = hop;
-    out[3] = redirects;
     return 0;
 fail:
-    Py_XDECREF(kept);
-    Py_XDECREF(wire);
-    Py_XDECREF(hop);
-    Py_XDECREF(redirects);
+    for (int k = 0; k < 4; k++)
+        Py_CLEAR(out[k]);
     return -1;
 }
 
 /* The common upstream response, whole in the first read: (status, keep_alive, body, length,
- * kept, wire, hop, connection, redirects, has_ct, framed), its fields sorted as
- * ResponseFields.add sorts them (the last seven are a ResponseFields' slots); or None for
+ * wire, hop_wire, connection, redirects, has_ct, framed), its fields sorted as
+ * ResponseFields.add sorts them (the last six are a ResponseFields' slots); or None for
  * anything else, which httptools then parses (and refuses where it is invalid). It takes only a
  * strict subset of what llhttp accepts: "HTTP/1.1", a status 200..599, field names of tchar,
  * values of HTAB/SP/VCHAR/obs-text (leading OWS dropped, as llhttp does), CRLF line ends, no
@@ -379,24 +365,24 @@ parse_response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     else if (length < 0 || rest != length)
         Py_RETURN_NONE;
-    PyObject *lists[4], *connection = NULL;
+    PyObject *sorted[4];
     int has_ct = 0;
-    if (sort_response(d, spans, nf, lists, &connection, &has_ct) < 0)
+    if (sort_response(d, spans, nf, sorted, &has_ct) < 0)
         return NULL;
     PyObject *body = PyBytes_FromStringAndSize(rest ? (const char *)d + i : NULL, rest);
     PyObject *code = PyLong_FromLong(status);
     PyObject *len = length >= 0 ? PyLong_FromLongLong(length) : Py_NewRef(Py_None);
     PyObject *result = NULL;
     if (body != NULL && code != NULL && len != NULL)
-        result = PyTuple_Pack(11, code, keep_alive ? Py_True : Py_False, body, len, lists[0],
-                              lists[1], lists[2], connection ? connection : Py_None,
-                              lists[3] ? lists[3] : Py_None, has_ct ? Py_True : Py_False,
+        result = PyTuple_Pack(10, code, keep_alive ? Py_True : Py_False, body, len, sorted[0],
+                              sorted[1], sorted[3] ? sorted[3] : Py_None,
+                              sorted[2] ? sorted[2] : Py_None, has_ct ? Py_True : Py_False,
                               length >= 0 ? Py_True : Py_False);
     Py_XDECREF(body);
     Py_XDECREF(code);
     Py_XDECREF(len);
     for (int k = 0; k < 4; k++)
-        Py_XDECREF(lists[k]);
+        Py_XDECREF(sorted[k]);
     return result;
 }
 
@@ -753,7 +739,7 @@ static PyMethodDef module_methods[] = {
      "head's values of the common request that is the whole of data; or None"},
     {"parse_response_head", (PyCFunction)(void (*)(void))parse_response_head, METH_FASTCALL,
      "parse_response_head(data, head_only): the common upstream response whole in data, "
-     "(status, keep_alive, body, length, kept, wire, hop, connection, redirects, has_ct, "
+     "(status, keep_alive, body, length, wire, hop_wire, connection, redirects, has_ct, "
      "framed); or None"},
     {"fast_response_head", (PyCFunction)(void (*)(void))fast_response_head, METH_FASTCALL,
      "fast_response_head(status, length, keep_alive, header_lines, fields, content_type_line, "

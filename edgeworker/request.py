@@ -20,6 +20,7 @@ from time import time as _time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import Jump, PhaseError, RequestExit
+from .http.fields import field_pairs
 from .http.headers import Headers
 from .uri import MultiDict, expand, normalize_path, parse_args, parse_cookies, plain_paths
 
@@ -74,9 +75,9 @@ def new_request_id() -> str:
 def _parse_lines(lines: bytes) -> list[tuple[str, str, str]]:
     """``b"\\r\\nName: value…"`` → ``[(lower-cased name, name, value), …]``."""
     out = []
-    for line in lines.decode("latin-1").split("\r\n")[1:]:
-        name, _, value = line.partition(": ")
-        out.append((name.lower(), name, value))
+    for name, value in field_pairs(lines):
+        n = name.decode("latin-1")
+        out.append((n.lower(), n, value.decode("latin-1")))
     return out
 
 

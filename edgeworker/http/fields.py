@@ -103,40 +103,80 @@ HOP_BY_HOP = frozenset((
 ))
 
 
+def field_pairs(lines: bytes) -> list[tuple[bytes, bytes]]:
+    """The ``(name, value)`` of each field line of ``lines`` (``b"\\r\\nName: value"`` each, as
+    they go out in a head; names are tokens, values hold no CR or LF)."""
+    out = []
+    for line in lines.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b": ")
+        out.append((name, value))
+    return out
+
+
 class ResponseFields:
     """The fields of a proxied response head, sorted as they arrive.
 
     ``add(name, value)``: a ``HOP_BY_HOP`` field goes to ``hop``; ``connection`` collects
     Connection's values (joined with ``,``; its tokens name more hop-by-hop fields);
     Content-Length and Transfer-Encoding set ``framed``, and ``length`` (a Content-Length of
-    digits; None after a Transfer-Encoding). Every other field goes to ``kept`` as
-    ``(name, value)`` and to ``wire`` as ``b"\\r\\nName: value"`` (as it goes out in the client's
-    response head), with ``has_ct`` for a Content-Type and the index in ``kept`` of each
-    Location and Refresh field in ``redirects`` (None when there is none, for proxy_redirect).
-    ``reset()`` forgets an interim (1xx) head.
+    digits; None after a Transfer-Encoding). Every other field is kept: ``wire`` holds the kept
+    fields as they go out in the client's response head (``b"\\r\\nName: value"`` each), ``kept``
+    the same as ``(name, value)`` pairs (made when first read), with ``has_ct`` for a
+    Content-Type and the index in ``kept`` of each Location and Refresh field in ``redirects``
+    (None when there is none, for proxy_redirect). ``set_kept(i, value)`` replaces the value of
+    kept field ``i``. ``reset()`` forgets an interim (1xx) head.
+
+    ``parse_response_head`` (C) fills the slots at once: ``_wire`` and ``_hop_wire`` the lines
+    joined, ``_kept`` None.
     """
 
-    __slots__ = ("kept", "wire", "hop", "connection", "redirects", "length", "has_ct", "framed")
+    __slots__ = ("_kept", "_wire", "_hop_wire", "connection", "redirects", "length", "has_ct",
+                 "framed")
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
-        self.kept: list[tuple[bytes, bytes]] = []
-        self.wire: list[bytes] = []
-        self.hop: list[tuple[bytes, bytes]] = []
+        self._kept: list[tuple[bytes, bytes]] | None = None
+        self._wire: list[bytes] | bytes = []
+        self._hop_wire: list[bytes] | bytes = []
         self.connection: bytes | None = None
         self.redirects: list[int] | None = None
         self.length: int | None = None
         self.has_ct = False
         self.framed = False
 
+    @property
+    def wire(self) -> bytes:
+        wire = self._wire
+        if wire.__class__ is not bytes:
+            wire = self._wire = b"".join(wire)
+        return wire  # type: ignore[return-value]
+
+    @property
+    def kept(self) -> list[tuple[bytes, bytes]]:
+        kept = self._kept
+        if kept is None:
+            kept = self._kept = field_pairs(self.wire)
+        return kept
+
+    @property
+    def hop(self) -> list[tuple[bytes, bytes]]:
+        hop = self._hop_wire
+        return field_pairs(hop if hop.__class__ is bytes else b"".join(hop))
+
+    def set_kept(self, i: int, value: bytes) -> None:
+        kept = self.kept
+        kept[i] = (kept[i][0], value)
+        self._wire = b"".join(b"\r\n%b: %b" % field for field in kept)
+
     def add(self, name: bytes, value: bytes) -> None:
         if not isinstance(name, bytes) or not isinstance(value, bytes):
             raise TypeError("add() takes a bytes name and a bytes value")
+        line = b"\r\n%b: %b" % (name, value)
         lname = name.lower()
         if lname in HOP_BY_HOP:
-            self.hop.append((name, value))
+            self._hop_wire.append(line)  # type: ignore[union-attr]
             if lname == b"connection":
                 c = self.connection
                 self.connection = value if c is None else c + b"," + value
@@ -149,14 +189,14 @@ class ResponseFields:
                 self.framed = True
                 self.length = None
             return
+        wire = self._wire  # (a list while the head is parsed, before anyone reads wire)
         if lname == b"content-type":
             self.has_ct = True
         elif lname == b"location" or lname == b"refresh":
             if self.redirects is None:
                 self.redirects = []
-            self.redirects.append(len(self.kept))
-        self.kept.append((name, value))
-        self.wire.append(b"\r\n%b: %b" % (name, value))
+            self.redirects.append(len(wire))
+        wire.append(line)  # type: ignore[union-attr]
 
 
 def _load_accel():

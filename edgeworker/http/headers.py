@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping
 
+from .fields import field_pairs
+
 __all__ = ["Headers", "check_name", "check_value"]
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -77,25 +79,37 @@ class Headers:
                 self.add(name, value)
 
     @classmethod
-    def from_raw(cls, raw: list[tuple[bytes, bytes]],
-                 wire: tuple[bytes, bool] | None = None) -> Headers:
-        """Wrap a parser's list of ``(name, value)`` bytes; decoding is deferred.
-
-        ``wire``: the same fields as they go out in a response head (``b"\r\nName: value"``
-        each) and whether one is ``Content-Type``: the server sends that block as it is while
-        the fields are untouched (a proxied response), and forgets it once they are decoded.
-        """
+    def from_raw(cls, raw: list[tuple[bytes, bytes]]) -> Headers:
+        """Wrap a parser's list of ``(name, value)`` bytes; decoding is deferred."""
         self = cls.__new__(cls)
         self._raw = raw
         self._items = None
-        self._wire = wire
+        self._wire = None
         return self
+
+    @classmethod
+    def from_wire(cls, wire: bytes, has_ct: bool) -> Headers:
+        """Wrap response fields as they go out (``b"\r\nName: value"`` each; ``has_ct``: one
+        is Content-Type): sent as they are while untouched, split into fields when read."""
+        self = cls.__new__(cls)
+        self._raw = None
+        self._items = None
+        self._wire = (wire, has_ct)
+        return self
+
+    def pairs(self) -> list[tuple[bytes, bytes]]:
+        """The fields as latin-1 ``(name, value)`` bytes while never decoded (no copy); [] once
+        decoded (see ``raw``)."""
+        raw = self._raw
+        if raw is None and self._items is None and self._wire is not None:
+            raw = self._raw = field_pairs(self._wire[0])
+        return raw or []
 
     def _fields(self) -> list[tuple[str, str, str]]:
         items = self._items
         if items is None:
             items = []
-            for name, value in self._raw or ():
+            for name, value in self.pairs():
                 n = name.decode("latin-1")
                 items.append((n.lower(), n, value.decode("latin-1")))
             self._items = items
@@ -133,7 +147,7 @@ class Headers:
 
     def __len__(self) -> int:
         if self._items is None:
-            return len(self._raw or ())
+            return len(self.pairs())
         return len(self._items)
 
     def __iter__(self) -> Iterator[str]:
@@ -154,7 +168,7 @@ class Headers:
     def raw(self) -> list[tuple[bytes, bytes]]:
         """The fields as latin-1 ``(name, value)`` bytes, in order (no copy if never decoded)."""
         if self._items is None:
-            return self._raw or []
+            return self.pairs()
         return [(n.encode("latin-1"), v.encode("latin-1")) for _, n, v in self._items]
 
     # ------------------------------------------------------------------ writing

@@ -371,10 +371,10 @@ class Response:
 class ProxyResponse(Response):
     """A ``Response`` read by the proxy, its fields sorted into a ``ResponseFields``
     (``fields``): by ``parse_response_head`` in C for the common whole response, else by the
-    ``ResponseFields``' ``add`` as httptools' ``on_header``. ``fields.kept`` holds the fields
-    relayed to the client, in order, and ``fields.wire`` the same fields as they go out in the
-    client's response head (``b"\r\nName: value"`` each; ``has_ct`` when one is
-    ``Content-Type``); ``fields.hop`` holds the ``HOP_BY_HOP`` ones and ``fields.connection``
+    ``ResponseFields``' ``add`` as httptools' ``on_header``. ``fields.wire`` holds the fields
+    relayed to the client as they go out in the client's response head (``b"\r\nName: value"``
+    each; ``has_ct`` when one is ``Content-Type``), ``fields.kept`` the same as pairs;
+    ``fields.hop`` holds the ``HOP_BY_HOP`` ones and ``fields.connection``
     the value of ``Connection`` (several joined with ``,``), whose tokens name more hop-by-hop
     fields. ``raw_headers`` is every field (kept, then hop-by-hop)."""
 
@@ -418,8 +418,9 @@ class ProxyResponse(Response):
             if got is not None:
                 self.received = len(data)
                 fields = self.fields = _new(ResponseFields)
-                (self.status, self.keep_alive, body, fields.length, fields.kept, fields.wire,
-                 fields.hop, fields.connection, fields.redirects, fields.has_ct,
+                fields._kept = None
+                (self.status, self.keep_alive, body, fields.length, fields._wire,
+                 fields._hop_wire, fields.connection, fields.redirects, fields.has_ct,
                  fields.framed) = got
                 self.length = fields.length
                 self.head_done = self.done = True

@@ -473,19 +473,19 @@ class ProxyHandler:
         if fields.redirects is not None and self.redirects:
             self._rewrite_redirects(req, fields)
         # the upstream's fields minus the hop-by-hop ones, sorted while the head was parsed
-        kept = fields.kept
-        wire: tuple[bytes, bool] | None = (b"".join(fields.wire), fields.has_ct)
         connection = fields.connection
+        kept = None
         if connection is not None and connection.lower() not in _PLAIN_CONNECTION:
             tokens = set(split_tokens(connection))
             if not tokens <= HOP_BY_HOP:  # fields named by Connection are hop-by-hop too
-                kept = [f for f in kept if f[0].lower() not in tokens]
-                wire = None
+                kept = [f for f in fields.kept if f[0].lower() not in tokens]
         rh = req.resp_fields
-        if rh is None or not len(rh):
-            req.resp_fields = Headers.from_raw(kept, wire)
-        else:  # headers set before (access phase, request id): kept, upstream's appended
-            req.resp_fields = Headers.from_raw(rh.raw() + kept)
+        if rh is not None and len(rh):  # headers set before (access phase): upstream's appended
+            req.resp_fields = Headers.from_raw(rh.raw() + (fields.kept if kept is None else kept))
+        elif kept is None:  # (the usual response: its fields go out as the upstream sent them)
+            req.resp_fields = Headers.from_wire(fields.wire, fields.has_ct)
+        else:
+            req.resp_fields = Headers.from_raw(kept)
         length = resp.length
         head_only = req.method == "HEAD"
         if not resp.done and not head_only and length is not None and length <= _SMALL:
@@ -537,7 +537,6 @@ class ProxyHandler:
         """proxy_redirect: the first rule whose redirect starts the URL of a ``Location`` (or of
         ``Refresh``'s ``url=``) replaces that part (nginx: a byte-exact prefix)."""
         kept = fields.kept
-        wire = fields.wire
         for i in fields.redirects or ():
             name, value = kept[i]
             start = 0
@@ -555,8 +554,7 @@ class ProxyHandler:
                         len(redirect):]
                     if b"\r" in new or b"\n" in new or b"\x00" in new:
                         break  # a variable brought a line break: left as the upstream sent it
-                    kept[i] = (name, new)
-                    wire[i] = b"\r\n%b: %b" % (name, new)
+                    fields.set_kept(i, new)
                     break
 
     def _cut(self, req: Any, resp: Response, exc: UpstreamError, addrs: list[str],

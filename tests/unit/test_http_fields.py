@@ -153,7 +153,7 @@ def test_response_fields_sorted(impl):
     assert s["kept"] == [(b"Content-Type", b"text/plain"), (b"ETag", b'"x"'),
                          (b"Location", b"http://a/"), (b"Refresh", b"5; url=/b"),
                          (b"X-Secret", b"1")]
-    assert s["wire"] == [b"\r\n%b: %b" % f for f in s["kept"]]
+    assert s["wire"] == b"".join(b"\r\n%b: %b" % f for f in s["kept"])
     assert [n for n, _ in s["hop"]] == [b"Server", b"Date", b"Content-Length", b"Connection",
                                         b"Keep-Alive", b"connection"]
     assert s["connection"] == b"keep-alive,X-Secret" and s["redirects"] == [2, 3]
@@ -382,7 +382,7 @@ def test_fast_response_head_gives_the_python_head(monkeypatch):
 
     def prepared(has_ct):
         kept = proxied if has_ct else proxied[:1]
-        return lambda: Headers.from_raw(kept, (b"".join(b"\r\n%b: %b" % f for f in kept), has_ct))
+        return lambda: Headers.from_wire(b"".join(b"\r\n%b: %b" % f for f in kept), has_ct)
 
     def decoded():
         rh = prepared(True)()
