@@ -160,6 +160,10 @@ class AccessLog:
             if own is not None:
                 for k, v in own.items():
                     doc.setdefault(k, v)
+            if req.upstream is not None:  # a proxied request: $upstream_addr, …
+                var = req.var
+                for name in ("upstream_addr", "upstream_status", "upstream_response_time"):
+                    doc.setdefault(name, var.get(name))
             return _encode(doc) + b"\n"
         h = req.headers
         return (

@@ -135,6 +135,7 @@ class Request:
         "server_route",
         "header_lines",
         "encoder",
+        "upstream",
     )
 
     def __init__(self, conn: Channel, head: Any, app: Pipeline) -> None:
@@ -175,6 +176,10 @@ class Request:
         self.server_route: Any = None
         #: the compressor of a compressed streamed body (``feed``/``end``), else None
         self.encoder: Any = None
+        #: what ``proxy_pass`` tried, one entry per attempt: (addresses, statuses, seconds),
+        #: filled as it goes; ``$upstream_addr``, ``$upstream_status`` and
+        #: ``$upstream_response_time`` are made from it when read. None: not proxied
+        self.upstream: tuple[list[str], list[int], list[float]] | None = None
         field = app.rid_field
         if field is None:
             self._id = None
@@ -623,9 +628,9 @@ _SIMPLE_VARS = {
     "content_length": lambda r: r.headers.get("content-length"),
     "content_type": lambda r: r.headers.get("content-type"),
     "http_version": lambda r: r.http_version,
-    "upstream_addr": lambda r: None,
-    "upstream_status": lambda r: None,
-    "upstream_response_time": lambda r: None,
+    "upstream_addr": lambda r: upstream_var(r, 0),
+    "upstream_status": lambda r: upstream_var(r, 1),
+    "upstream_response_time": lambda r: upstream_var(r, 2),
     "remote_user": lambda r: None,
     "time_local": lambda r: time.strftime("%d/%b/%Y:%H:%M:%S %z"),
     "time_iso8601": lambda r: time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -635,6 +640,19 @@ _SIMPLE_VARS = {
     "https": lambda r: "on" if r._conn.tls is not None else "",
     "hostname": lambda r: socket.gethostname(),
 }
+
+
+def upstream_var(req: Request, which: int) -> str | None:
+    """``$upstream_addr`` (0), ``$upstream_status`` (1) or ``$upstream_response_time`` (2, in
+    seconds to the millisecond): one value per attempt, joined with ``", "`` as nginx does;
+    None when the request was not proxied (or, for the time, before the first attempt ended)."""
+    tried = req.upstream
+    values = tried[which] if tried is not None else None
+    if not values:
+        return None
+    if which == 2:
+        return ", ".join([f"{t:.3f}" for t in values])
+    return ", ".join(map(str, values))
 
 
 def request_length(req: Request) -> int:

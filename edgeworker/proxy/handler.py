@@ -272,8 +272,10 @@ class ProxyHandler:
             client = b""
         tried = 0
         addrs: list[str] = []
-        statuses: list[str] = []
-        times: list[str] = []
+        statuses: list[int] = []
+        times: list[float] = []
+        # $upstream_addr, $upstream_status, $upstream_response_time: read from these lists
+        req.upstream = (addrs, statuses, times)
         error: UpstreamError | None = None
         peer: Peer | None = None
         nxt: Peer | None = None  # the next peer, chosen when a response status asked for one
@@ -320,15 +322,15 @@ class ProxyHandler:
                     if nxt is not None:  # proxy_next_upstream http_NNN: this answer is dropped
                         self._next_after_status(peer, resp, addr_text, t0, len(request_head))
                         addrs.append(addr_text)
-                        statuses.append(str(status))
-                        times.append(f"{time.monotonic() - t0:.3f}")
+                        statuses.append(status)
+                        times.append(time.monotonic() - t0)
                         continue
                 if peer.fails and group.succeeded(peer):
                     _metrics.upstream_state(group.name, peer.name, "up")
                 addrs.append(addr_text)
-                statuses.append(str(status))
+                statuses.append(status)
                 try:
-                    self._relay(req, resp, peer, addrs, statuses, times, t0)
+                    self._relay(req, resp, times, t0)
                 finally:
                     peer.conns -= 1
                     resp.release()
@@ -340,8 +342,8 @@ class ProxyHandler:
             self._count_failure(peer)
             _metrics.upstream_done(group.name, peer.name, None, time.monotonic() - t0, 0, 0)
             addrs.append(addr_text)
-            statuses.append(str(error.status))
-            times.append(f"{time.monotonic() - t0:.3f}")
+            statuses.append(error.status)
+            times.append(time.monotonic() - t0)
             self._log_error(req, error, addr_text)
             if (error.kind not in self.retry_kinds or not replayable
                     or (error.sent and method in NON_IDEMPOTENT and not self.non_idempotent)):
@@ -351,9 +353,8 @@ class ProxyHandler:
                       'request: "%s %s"', group.name, req.remote_addr, method, req.request_uri)
             error = _NoLiveUpstreams("no live upstreams", sent=False)
             addrs.append(group.name)
-            statuses.append("502")
-            times.append("0.000")
-        self._set_vars(req, addrs, statuses, times)
+            statuses.append(502)
+            times.append(0.0)
         req.keep_alive = req.keep_alive and replayable
         req.exit(error.status if error is not None else 502)
         return None
@@ -448,23 +449,20 @@ class ProxyHandler:
                 conn.send(piece, timeout)
 
     # ------------------------------------------------------------------ response
-    def _relay(self, req: Any, resp: Response, peer: Peer, addrs: list[str],
-               statuses: list[str], times: list[str], t0: float) -> None:
+    def _relay(self, req: Any, resp: Response, times: list[float], t0: float) -> None:
+        """Relay ``resp`` to the client; ``times`` gets the attempt's time (``t0``: its start)."""
         upconn = resp.conn
         pool = self.group.pool
         status = resp.status
         if status == 101:
             if req.head.upgrade is None:
                 upconn.close()
-                times.append(f"{time.monotonic() - t0:.3f}")
-                self._set_vars(req, addrs, statuses, times)
+                times.append(time.monotonic() - t0)
                 log.error("upstream sent 101 to a request without Upgrade, client: %s",
                           req.remote_addr)
                 req.exit(502)
-            self._set_vars(req, addrs, statuses, times)
             _tunnel(req, resp, self.group.read_timeout)
-            times.append(f"{time.monotonic() - t0:.3f}")
-            self._set_vars(req, addrs, statuses, times)
+            times.append(time.monotonic() - t0)
             return
         if req.head.upgrade is not None:
             req.keep_alive = False  # upgrade declined: do not parse the rest as HTTP
@@ -492,15 +490,14 @@ class ProxyHandler:
             try:  # a small body that came in a separate packet: still one write to the client
                 resp.pending = [resp.read_all(length)]
             except UpstreamError as exc:
-                return self._cut(req, resp, exc, addrs, statuses, times, t0)
+                return self._cut(req, resp, exc, times, t0)
         if resp.done or head_only:
             body = b"".join(resp.pending)
             if resp.done and resp.keep_alive and not resp.upgraded:  # (resp.reusable)
                 pool.put(upconn)
             else:
                 upconn.close()
-            times.append(f"{time.monotonic() - t0:.3f}")
-            self._set_vars(req, addrs, statuses, times)
+            times.append(time.monotonic() - t0)
             if head_only and length is not None and not req.location.body_filter:
                 send_head(req, length)
             else:
@@ -520,14 +517,13 @@ class ProxyHandler:
                     stream(piece, False)
             ok = resp.reusable
         except UpstreamError as exc:
-            return self._cut(req, resp, exc, addrs, statuses, times, t0)
+            return self._cut(req, resp, exc, times, t0)
         finally:
             if ok:
                 pool.put(upconn)
             else:
                 upconn.close()
-        times.append(f"{time.monotonic() - t0:.3f}")
-        self._set_vars(req, addrs, statuses, times)
+        times.append(time.monotonic() - t0)
         if raw:
             finish(req)
         else:
@@ -557,43 +553,18 @@ class ProxyHandler:
                     fields.set_kept(i, new)
                     break
 
-    def _cut(self, req: Any, resp: Response, exc: UpstreamError, addrs: list[str],
-             statuses: list[str], times: list[str], t0: float) -> None:
+    def _cut(self, req: Any, resp: Response, exc: UpstreamError, times: list[float],
+             t0: float) -> None:
         """The upstream failed in the middle of the body."""
         resp.conn.close()
-        times.append(f"{time.monotonic() - t0:.3f}")
-        self._set_vars(req, addrs, statuses, times)
-        self._log_error(req, exc, addrs[-1], "while reading upstream")
+        times.append(time.monotonic() - t0)
+        self._log_error(req, exc, req.upstream[0][-1], "while reading upstream")
         if not req.headers_sent:
             req.exit(exc.status)
         # the response is cut: close the client connection without completing the body (no
         # last chunk, fewer bytes than Content-Length), so the client sees the truncation
         req.keep_alive = False
         req.ended = True
-
-    @staticmethod
-    def _set_vars(req: Any, addrs: list[str], statuses: list[str], times: list[str]) -> None:
-        # straight into the request's own variables (what Vars.set_builtin writes to)
-        own = req.own_vars
-        if len(addrs) == 1:
-            if own is None:  # (the usual request: one attempt, no variable set before)
-                if times:
-                    req.own_vars = {"upstream_addr": addrs[0], "upstream_status": statuses[0],
-                                    "upstream_response_time": times[0]}
-                else:
-                    req.own_vars = {"upstream_addr": addrs[0], "upstream_status": statuses[0]}
-                return
-            own["upstream_addr"] = addrs[0]
-            own["upstream_status"] = statuses[0]
-            if times:
-                own["upstream_response_time"] = times[0]
-            return
-        if own is None:
-            own = req.own_vars = {}
-        own["upstream_addr"] = ", ".join(addrs)
-        own["upstream_status"] = ", ".join(statuses)
-        if times:
-            own["upstream_response_time"] = ", ".join(times)
 
     def _log_error(self, req: Any, exc: UpstreamError, addr: str,
                    context: str = "") -> None:

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import socket
 import time
 
@@ -973,3 +974,19 @@ def test_websocket_echo_through_the_proxy(env):
         s.sendall(ws_frame(8, b"", mask=b"abcd"))
         tail = rest + read_all(s, 5)
         assert tail.startswith(ws_frame(8, b""))
+
+
+def test_upstream_variables_in_the_json_log_without_any_handler(env):
+    # no handler reads req.var on /nofilter/: the variables come from what the proxy tried
+    srv = env["srv"]
+    status, _, _ = get(srv, "/nofilter/name?marker=plainlog")
+    assert status == 200
+    deadline = time.monotonic() + 5
+    mine: list = []
+    while time.monotonic() < deadline and not mine:
+        lines = [json.loads(x) for x in srv.access_log.read_text().splitlines() if x]
+        mine = [x for x in lines if "marker=plainlog" in x["uri"]]
+        time.sleep(0.05)
+    assert mine[0]["upstream_status"] == "200"
+    assert mine[0]["upstream_addr"] == env["a"].addr
+    assert re.fullmatch(r"\d+\.\d{3}", mine[0]["upstream_response_time"])
