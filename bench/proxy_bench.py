@@ -4,11 +4,12 @@
 One nginx serves static files (the backend: a small ``/small.txt`` and a ``--stream-mib`` MiB
 sparse ``/big.bin``). In front of it run an nginx proxy and an edgeworker proxy, 2 workers each,
 access logs off, keep-alive to the upstream on both (nginx: ``keepalive 32``,
-``proxy_http_version 1.1``, ``Connection ""``; edgeworker: ``keepalive = 32``). Both send the
-backend the forwarding fields a reverse proxy sends: edgeworker by default, nginx with the
-usual ``proxy_set_header`` lines (``X-Real-IP $remote_addr``, ``X-Forwarded-For
-$proxy_add_x_forwarded_for``, ``X-Forwarded-Proto $scheme``); edgeworker also sends its
-request id (``X-Request-Id``, to the backend and to the client), which nginx does not. nginx's ``/``
+``proxy_http_version 1.1``, ``Connection ""``; edgeworker: ``keepalive = 32``). Both do the
+same work on the headers: they send the backend the forwarding fields a reverse proxy sends and a
+fresh request id, and return that id to the client: edgeworker by default, nginx with the usual
+lines (``proxy_set_header X-Real-IP $remote_addr``, ``X-Forwarded-For
+$proxy_add_x_forwarded_for``, ``X-Forwarded-Proto $scheme``, ``X-Request-Id $request_id``, and
+``add_header X-Request-Id $request_id``). nginx's ``/``
 location keeps its default proxy buffers (never to temp files: ``proxy_max_temp_file_size 0``);
 its ``= /big.bin`` location has ``proxy_buffering off``, so that nginx relays the big body as it
 arrives, as edgeworker does (it never buffers a response), and the stream comparison is fair.
@@ -124,6 +125,8 @@ PROXY_BODY = """
         proxy_set_header X-Real-IP $remote_addr;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header X-Request-Id $request_id;
+        add_header X-Request-Id $request_id;
         location / {{
             proxy_pass http://backend;
             proxy_max_temp_file_size 0;
@@ -392,9 +395,9 @@ def tables(sides: dict[str, Side], args: argparse.Namespace, flags: list[bool]) 
             )
     notes = [
         f"{WORKERS} workers per proxy, access logs off, keep-alive to the same backend nginx",
-        "both send the backend X-Real-IP, X-Forwarded-For and X-Forwarded-Proto (edgeworker by "
-        "default, nginx with proxy_set_header); edgeworker also sends X-Request-Id (to the "
-        "backend and to the client), nginx does not",
+        "both send the backend X-Real-IP, X-Forwarded-For, X-Forwarded-Proto and a fresh "
+        "X-Request-Id, and return the id to the client (edgeworker by default, nginx with "
+        "proxy_set_header and add_header)",
         f"wrk -t2 -c{args.connections} -d{args.duration:g}s, keep-alive, on the proxied "
         f"/small.txt ({len(SMALL_BODY)} bytes), each run right after {args.warmup:g} s of wrk "
         "on the same proxy; before round 1, a 2 s warm-up and one download per proxy",
