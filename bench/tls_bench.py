@@ -2,9 +2,11 @@
 """TLS benchmark: edgeworker's TLS termination against nginx's, same certificate, same run.
 
 Both servers serve ``/hello`` (``hello\\n``: nginx ``content_by_lua_block { ngx.say("hello") }``,
-edgeworker ``bench_app:hello``) with 2 workers each, access logs off, over TLS 1.3 on a free
-127.0.0.1 port, with the certificate the bench makes at start-up with ``openssl`` (ECDSA P-256
-by default, ``--key rsa`` for RSA 2048; CN=localhost, SAN localhost and 127.0.0.1). nginx
+edgeworker ``bench_app:hello``; both return a fresh ``X-Request-Id``, edgeworker by default,
+nginx with ``add_header X-Request-Id $request_id``) with 2 workers each, access logs off, over
+TLS 1.3 on a free 127.0.0.1 port, with the certificate the bench makes at start-up with
+``openssl`` (ECDSA P-256 by default, ``--key rsa`` for RSA 2048; CN=localhost, SAN localhost
+and 127.0.0.1). nginx
 listens with ``ssl``, ``ssl_protocols TLSv1.3``, ``ssl_session_tickets on``; edgeworker with
 ``listen = ["127.0.0.1:PORT ssl"]``, ``ssl_certificate`` and ``ssl_certificate_key``.
 
@@ -119,6 +121,7 @@ http {{
         ssl_session_tickets on;
         keepalive_requests 1000000;
         default_type text/plain;
+        add_header X-Request-Id $request_id;  # (edgeworker's default: the same work)
         location = /hello {{
             content_by_lua_block {{ ngx.say("hello") }}
         }}
