@@ -374,7 +374,7 @@ def _response_fields(req: Any) -> dict[str, str]:
     rh = req.resp_fields
     if rh is not None:
         if rh._items is None:  # still as parsed (a proxied response): bytes
-            for name, value in rh.pairs():
+            for name, value in rh._pairs():
                 lname = name.lower()
                 if lname in _WANTED_RAW:
                     key = lname.decode()

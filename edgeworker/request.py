@@ -100,9 +100,10 @@ class Request:
 
     Besides the handler API, a request offers what edgeworker's own features use: the parsed
     ``head`` (``RequestHead``), the raw state of the response (``resp_fields``,
-    ``header_lines``, ``output``, ``ended``) and the output methods that run the output
-    filters and hand the bytes to the connection (``respond``, ``send_head``, ``send_body``,
-    ``sendfile``, ``stream``, ``iter_body``, ``send_raw``, ``detach``).
+    ``header_lines``, ``output``, ``ended``), what the proxy tried (``upstream``) and the output
+    methods that run the output filters and hand the bytes to the connection (``respond``,
+    ``send_head``, ``send_body``, ``sendfile``, ``stream``, ``iter_body``, ``send_raw``,
+    ``detach``).
     """
 
     __slots__ = (

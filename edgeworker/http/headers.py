@@ -97,7 +97,7 @@ class Headers:
         self._wire = (wire, has_ct)
         return self
 
-    def pairs(self) -> list[tuple[bytes, bytes]]:
+    def _pairs(self) -> list[tuple[bytes, bytes]]:
         """The fields as latin-1 ``(name, value)`` bytes while never decoded (no copy); [] once
         decoded (see ``raw``)."""
         raw = self._raw
@@ -109,7 +109,7 @@ class Headers:
         items = self._items
         if items is None:
             items = []
-            for name, value in self.pairs():
+            for name, value in self._pairs():
                 n = name.decode("latin-1")
                 items.append((n.lower(), n, value.decode("latin-1")))
             self._items = items
@@ -147,7 +147,7 @@ class Headers:
 
     def __len__(self) -> int:
         if self._items is None:
-            return len(self.pairs())
+            return len(self._pairs())
         return len(self._items)
 
     def __iter__(self) -> Iterator[str]:
@@ -168,7 +168,7 @@ class Headers:
     def raw(self) -> list[tuple[bytes, bytes]]:
         """The fields as latin-1 ``(name, value)`` bytes, in order (no copy if never decoded)."""
         if self._items is None:
-            return self.pairs()
+            return self._pairs()
         return [(n.encode("latin-1"), v.encode("latin-1")) for _, n, v in self._items]
 
     # ------------------------------------------------------------------ writing
