@@ -290,7 +290,7 @@ fail:
 }
 
 /* The common upstream response, whole in the first read: (status, keep_alive, body, length,
- * wire, hop_wire, connection, redirects, has_ct, framed), its fields sorted as
+ * lines, hop_lines, connection, redirects, has_ct, framed), its fields sorted as
  * ResponseFields.add sorts them (the last six are a ResponseFields' slots); or None for
  * anything else, which httptools then parses (and refuses where it is invalid). It takes only a
  * strict subset of what llhttp accepts: "HTTP/1.1", a status 200..599, field names of tchar,
@@ -739,7 +739,7 @@ static PyMethodDef module_methods[] = {
      "head's values of the common request that is the whole of data; or None"},
     {"parse_response_head", (PyCFunction)(void (*)(void))parse_response_head, METH_FASTCALL,
      "parse_response_head(data, head_only): the common upstream response whole in data, "
-     "(status, keep_alive, body, length, wire, hop_wire, connection, redirects, has_ct, "
+     "(status, keep_alive, body, length, lines, hop_lines, connection, redirects, has_ct, "
      "framed); or None"},
     {"fast_response_head", (PyCFunction)(void (*)(void))fast_response_head, METH_FASTCALL,
      "fast_response_head(status, length, keep_alive, header_lines, fields, content_type_line, "

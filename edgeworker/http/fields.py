@@ -119,27 +119,26 @@ class ResponseFields:
     ``add(name, value)``: a ``HOP_BY_HOP`` field goes to ``hop``; ``connection`` collects
     Connection's values (joined with ``,``; its tokens name more hop-by-hop fields);
     Content-Length and Transfer-Encoding set ``framed``, and ``length`` (a Content-Length of
-    digits; None after a Transfer-Encoding). Every other field is kept: ``wire`` holds the kept
-    fields as they go out in the client's response head (``b"\\r\\nName: value"`` each), ``kept``
-    the same as ``(name, value)`` pairs (made when first read), with ``has_ct`` for a
-    Content-Type and the index in ``kept`` of each Location and Refresh field in ``redirects``
-    (None when there is none, for proxy_redirect). ``set_kept(i, value)`` replaces the value of
-    kept field ``i``. ``reset()`` forgets an interim (1xx) head.
+    digits; None after a Transfer-Encoding). Every other field is kept, with ``has_ct`` for a
+    Content-Type and the index among the kept of each Location and Refresh field in
+    ``redirects`` (None when there is none, for proxy_redirect). ``reset()`` forgets an interim
+    (1xx) head.
 
-    ``parse_response_head`` (C) fills the slots at once: ``_wire`` and ``_hop_wire`` the lines
-    joined, ``_kept`` None.
+    The fields are held as they go out in the client's response head (``b"\\r\\nName: value"``
+    each): ``lines`` the kept ones, ``hop_lines`` the hop-by-hop ones, each one bytes (as
+    ``parse_response_head`` fills them) or a list of them (as ``add`` does). Read from them:
+    ``wire`` (the kept lines joined), ``kept`` and ``hop`` (``(name, value)`` pairs, made at
+    each read). ``set_kept(i, value)`` replaces the value of kept field ``i``.
     """
 
-    __slots__ = ("_kept", "_wire", "_hop_wire", "connection", "redirects", "length", "has_ct",
-                 "framed")
+    __slots__ = ("lines", "hop_lines", "connection", "redirects", "length", "has_ct", "framed")
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
-        self._kept: list[tuple[bytes, bytes]] | None = None
-        self._wire: list[bytes] | bytes = []
-        self._hop_wire: list[bytes] | bytes = []
+        self.lines: list[bytes] | bytes = []
+        self.hop_lines: list[bytes] | bytes = []
         self.connection: bytes | None = None
         self.redirects: list[int] | None = None
         self.length: int | None = None
@@ -148,27 +147,23 @@ class ResponseFields:
 
     @property
     def wire(self) -> bytes:
-        wire = self._wire
-        if wire.__class__ is not bytes:
-            wire = self._wire = b"".join(wire)
-        return wire  # type: ignore[return-value]
+        lines = self.lines
+        return lines if lines.__class__ is bytes else b"".join(lines)  # type: ignore[return-value]
 
     @property
     def kept(self) -> list[tuple[bytes, bytes]]:
-        kept = self._kept
-        if kept is None:
-            kept = self._kept = field_pairs(self.wire)
-        return kept
+        return field_pairs(self.wire)
 
     @property
     def hop(self) -> list[tuple[bytes, bytes]]:
-        hop = self._hop_wire
-        return field_pairs(hop if hop.__class__ is bytes else b"".join(hop))
+        lines = self.hop_lines
+        joined = lines if lines.__class__ is bytes else b"".join(lines)
+        return field_pairs(joined)  # type: ignore[arg-type]
 
     def set_kept(self, i: int, value: bytes) -> None:
         kept = self.kept
         kept[i] = (kept[i][0], value)
-        self._wire = b"".join(b"\r\n%b: %b" % field for field in kept)
+        self.lines = b"".join(b"\r\n%b: %b" % field for field in kept)
 
     def add(self, name: bytes, value: bytes) -> None:
         if not isinstance(name, bytes) or not isinstance(value, bytes):
@@ -176,7 +171,7 @@ class ResponseFields:
         line = b"\r\n%b: %b" % (name, value)
         lname = name.lower()
         if lname in HOP_BY_HOP:
-            self._hop_wire.append(line)  # type: ignore[union-attr]
+            self.hop_lines.append(line)  # type: ignore[union-attr]
             if lname == b"connection":
                 c = self.connection
                 self.connection = value if c is None else c + b"," + value
@@ -189,14 +184,14 @@ class ResponseFields:
                 self.framed = True
                 self.length = None
             return
-        wire = self._wire  # (a list while the head is parsed, before anyone reads wire)
+        lines = self.lines  # (a list while the head is parsed)
         if lname == b"content-type":
             self.has_ct = True
         elif lname == b"location" or lname == b"refresh":
             if self.redirects is None:
                 self.redirects = []
-            self.redirects.append(len(wire))
-        wire.append(line)  # type: ignore[union-attr]
+            self.redirects.append(len(lines))
+        lines.append(line)  # type: ignore[union-attr]
 
 
 def _load_accel():

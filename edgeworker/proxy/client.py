@@ -418,9 +418,8 @@ class ProxyResponse(Response):
             if got is not None:
                 self.received = len(data)
                 fields = self.fields = _new(ResponseFields)
-                fields._kept = None
-                (self.status, self.keep_alive, body, fields.length, fields._wire,
-                 fields._hop_wire, fields.connection, fields.redirects, fields.has_ct,
+                (self.status, self.keep_alive, body, fields.length, fields.lines,
+                 fields.hop_lines, fields.connection, fields.redirects, fields.has_ct,
                  fields.framed) = got
                 self.length = fields.length
                 self.head_done = self.done = True
